@@ -1,0 +1,231 @@
+/* cbtfs: small I/O and arithmetic helpers. */
+#include <errno.h>
+#include <limits.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <gnutls/gnutls.h>
+
+#include "cleanup.h"
+#include "error.h"
+#include "util.h"
+
+ssize_t
+full_pread (int fd, void *buf, size_t count, off_t offset)
+{
+  size_t done = 0;
+
+  while (done < count) {
+    ssize_t r = pread (fd, (char *) buf + done, count - done, offset + done);
+    if (r == -1) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    if (r == 0)
+      break;
+    done += r;
+  }
+  return done;
+}
+
+int
+full_pwrite (int fd, const void *buf, size_t count, off_t offset)
+{
+  while (count > 0) {
+    ssize_t r = pwrite (fd, buf, count, offset);
+    if (r == -1) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    buf = (const char *) buf + r;
+    count -= r;
+    offset += r;
+  }
+  return 0;
+}
+
+int
+full_write (int fd, const void *buf, size_t count)
+{
+  while (count > 0) {
+    ssize_t r = write (fd, buf, count);
+    if (r == -1) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    buf = (const char *) buf + r;
+    count -= r;
+  }
+  return 0;
+}
+
+bool
+is_zero (const void *buf, size_t len)
+{
+  const unsigned char *p = buf;
+
+  /* Compare the buffer with itself shifted by one byte: memcmp is
+   * vectorised, a byte loop is not. */
+  if (len == 0)
+    return true;
+  return p[0] == 0 && memcmp (p, p + 1, len - 1) == 0;
+}
+
+char *
+read_file (const char *path, size_t max, size_t *len)
+{
+  CLEANUP_CLOSE int fd = open (path, O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  char *buf;
+  ssize_t r;
+
+  if (fd == -1)
+    return NULL;
+  if (fstat (fd, &st) == -1)
+    return NULL;
+  if ((uint64_t) st.st_size > max) {
+    errno = EFBIG;
+    return NULL;
+  }
+  buf = malloc (st.st_size + 1);
+  if (buf == NULL)
+    return NULL;
+  r = full_pread (fd, buf, st.st_size, 0);
+  if (r == -1) {
+    free (buf);
+    return NULL;
+  }
+  buf[r] = '\0';
+  if (len)
+    *len = r;
+  return buf;
+}
+
+int
+fsync_dir (const char *dir)
+{
+  CLEANUP_CLOSE int fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+  if (fd == -1 || fsync (fd) == -1) {
+    err_sys (errno, "fsync %s", dir);
+    return -1;
+  }
+  return 0;
+}
+
+int
+write_file_atomic (const char *path, const void *data, size_t len, mode_t mode)
+{
+  CLEANUP_FREE char *tmp = NULL, *dir = NULL;
+  char *slash;
+  int fd;
+
+  if (asprintf (&tmp, "%s.tmp.XXXXXX", path) == -1
+      || (dir = strdup (path)) == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  slash = strrchr (dir, '/');
+  if (slash == NULL)
+    strcpy (dir, ".");
+  else if (slash == dir)
+    dir[1] = '\0';
+  else
+    *slash = '\0';
+
+  fd = mkostemp (tmp, O_CLOEXEC);
+  if (fd == -1) {
+    err_sys (errno, "create %s", tmp);
+    return -1;
+  }
+  if (fchmod (fd, mode) == -1 || full_write (fd, data, len) == -1
+      || fsync (fd) == -1) {
+    err_sys (errno, "write %s", tmp);
+    goto err;
+  }
+  if (close (fd) == -1) {
+    fd = -1;
+    err_sys (errno, "close %s", tmp);
+    goto err;
+  }
+  fd = -1;
+  if (rename (tmp, path) == -1) {
+    err_sys (errno, "rename %s", path);
+    goto err;
+  }
+  return fsync_dir (dir);
+
+ err:
+  if (fd >= 0)
+    close (fd);
+  unlink (tmp);
+  return -1;
+}
+
+double
+now_monotonic (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+uint8_t *
+base64_decode (const char *in, size_t *out_len)
+{
+  gnutls_datum_t src, dst = { NULL, 0 };
+  size_t n = strlen (in);
+  uint8_t *out;
+
+  while (n > 0 && (in[n - 1] == '\n' || in[n - 1] == '\r'))
+    n--;
+  if (n == 0) {
+    /* gnutls rejects empty input; an empty bitmap is still a bitmap. */
+    *out_len = 0;
+    return calloc (1, 1);
+  }
+  if (n > UINT_MAX) {
+    errno = EINVAL;
+    return NULL;
+  }
+  src.data = (unsigned char *) in;
+  src.size = n;
+  if (gnutls_base64_decode2 (&src, &dst) < 0) {
+    errno = EINVAL;
+    return NULL;
+  }
+  /* Hand out a libc-allocated copy so callers need only free(3). */
+  out = malloc (dst.size ? dst.size : 1);
+  if (out)
+    memcpy (out, dst.data, dst.size);
+  *out_len = dst.size;
+  gnutls_free (dst.data);
+  return out;
+}
+
+bool
+is_uuid (const char *s)
+{
+  static const char pat[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+  size_t i;
+
+  for (i = 0; pat[i]; i++) {
+    if (pat[i] == '-') {
+      if (s[i] != '-')
+        return false;
+    }
+    else if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')
+               || (s[i] >= 'A' && s[i] <= 'F')))
+      return false;
+  }
+  return s[i] == '\0';
+}

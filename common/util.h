@@ -1,0 +1,58 @@
+/* cbtfs: small I/O and arithmetic helpers shared by every module. */
+#ifndef CBTFS_UTIL_H
+#define CBTFS_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#define DIV_ROUND_UP(n, d) (((n) + (d) - 1) / (d))
+#define ROUND_UP(n, a) (DIV_ROUND_UP ((n), (a)) * (a))
+#define ARRAY_SIZE(a) (sizeof (a) / sizeof ((a)[0]))
+
+/* pread until COUNT bytes or EOF; returns bytes read or -1 (errno). */
+extern ssize_t full_pread (int fd, void *buf, size_t count, off_t offset);
+
+/* pwrite all COUNT bytes; 0 or -1 (errno). */
+extern int full_pwrite (int fd, const void *buf, size_t count, off_t offset);
+
+/* write all COUNT bytes; 0 or -1 (errno). */
+extern int full_write (int fd, const void *buf, size_t count);
+
+/* True if all LEN bytes of BUF are zero. */
+extern bool is_zero (const void *buf, size_t len);
+
+/* Read a whole small file into a NUL-terminated malloc'd buffer
+ * (caller frees); *LEN gets its length.  NULL with errno on failure,
+ * EFBIG past MAX bytes. */
+extern char *read_file (const char *path, size_t max, size_t *len);
+
+/* Write DATA to PATH atomically and durably: write a temporary file in
+ * the same directory, fsync it, rename it over PATH, fsync the
+ * directory.  MODE is applied to the new file.  0 or -1 (err_*). */
+extern int write_file_atomic (const char *path, const void *data, size_t len,
+                              mode_t mode);
+
+/* fsync the directory DIR; 0 or -1 (err_*). */
+extern int fsync_dir (const char *dir);
+
+/* Seconds since an arbitrary start, monotonic. */
+extern double now_monotonic (void);
+
+/* Decode standard base64 (RFC 4648, padding optional, no whitespace
+ * except trailing newlines).  Returns a malloc'd buffer (caller frees)
+ * and its length, or NULL with errno EINVAL on bad input. */
+extern uint8_t *base64_decode (const char *in, size_t *out_len);
+
+
+
+#define UUID_LEN 36
+
+/* True if S is a canonical lowercase-or-uppercase hex UUID
+ * (8-4-4-4-12).  Everything that names a store path passes this. */
+extern bool is_uuid (const char *s);
+
+#endif /* CBTFS_UTIL_H */

@@ -1,0 +1,52 @@
+#!/bin/sh
+# Install what building, testing and the demo need on Debian 12, from
+# Debian's own archive only.  Idempotent: it installs only what is
+# missing, so `make` can call it every time.
+#
+# XenAPI.py (the XenServer Python SDK, used by the tests to prove the
+# stand-in faithful) comes from python3-os-xenapi, which drags in ~70
+# OpenStack packages; it needs only the standard library, so we unpack
+# just that one .deb into build/xenapi instead of installing it.
+set -eu
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+
+pkgs="build-essential pkg-config
+      libfuse3-dev fuse3 libnbd-dev libcurl4-gnutls-dev libxml2-dev libxxhash-dev
+      nbdkit libnbd-bin python3-libnbd qemu-utils
+      openssl e2fsprogs util-linux kmod python3 ca-certificates
+      valgrind clang"
+
+missing=
+for p in $pkgs; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed'; then
+        missing="$missing $p"
+    fi
+done
+
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "install-deps: missing Debian packages:$missing (run as root)" >&2
+        exit 1
+    fi
+    echo "install-deps: installing$missing" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2 || true
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing >&2
+fi
+
+x="$top/build/xenapi"
+if [ ! -f "$x/XenAPI.py" ]; then
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    (cd "$tmp" && apt-get download python3-os-xenapi >/dev/null 2>&1) || {
+        apt-get update -qq >&2 || true
+        (cd "$tmp" && apt-get download python3-os-xenapi >&2)
+    }
+    dpkg-deb -x "$tmp"/python3-os-xenapi_*.deb "$tmp/root"
+    f=$(find "$tmp/root" -name XenAPI.py | head -n 1)
+    [ -n "$f" ] || { echo "install-deps: XenAPI.py not found in python3-os-xenapi" >&2; exit 1; }
+    mkdir -p "$x"
+    cp "$f" "$x/XenAPI.py"
+fi

@@ -1,0 +1,71 @@
+/* cbtfs: what a store holds, as people browse it.
+ *
+ * Loads every layer of a store, links each to its parent, and names
+ * things for the by-vm tree: VMs and disks by their XenServer names made
+ * safe for a path, points in time by their UTC snapshot time.  Names are
+ * derived from the store alone, oldest first, so they are stable: a VM
+ * that later takes a name already shown gets the ".2" suffix, never the
+ * VM that had it first.
+ *
+ * Thread model: built by one thread; afterwards immutable, so any
+ * number of threads may read it (the layers inside have their own
+ * locks).
+ */
+#ifndef CBTFS_CHAIN_CATALOG_H
+#define CBTFS_CHAIN_CATALOG_H
+
+#include <stddef.h>
+
+#include "layer.h"
+#include "store.h"
+
+struct catalog_vm;
+
+struct catalog_point {
+  struct layer *layer;          /* owned by the catalog */
+  char *name;                   /* "2026-11-25T18:41:24Z", "….2"; no ".img" */
+};
+
+struct catalog_disk {
+  char uuid[UUID_LEN + 1];      /* the live VDI */
+  char *name;                   /* folder name under its VM */
+  struct catalog_vm *vm;
+  struct catalog_point *points; /* oldest first */
+  size_t npoints;
+};
+
+struct catalog_vm {
+  char uuid[UUID_LEN + 1];
+  char *name;                   /* folder name under by-vm */
+  struct catalog_disk **disks;  /* borrowed from the catalog */
+  size_t ndisks;
+};
+
+struct catalog {
+  struct catalog_disk *disks;   /* sorted by uuid */
+  size_t ndisks;
+  struct catalog_vm *vms;       /* oldest first */
+  size_t nvms;
+  size_t nskipped;              /* damaged layers left out (each logged) */
+};
+
+/* Load STORE.  A damaged layer is logged and left out; points above it
+ * then fail reads of the blocks they would take from it (never serve
+ * wrong data).  NULL with err_* only when the store itself cannot be
+ * read. */
+extern struct catalog *catalog_load (struct store *store)
+  __attribute__ ((__nonnull__ (1)));
+
+extern void catalog_free (struct catalog *c);
+
+/* Make a XenServer name usable as one path component: '/' and control
+ * characters become '_', "" becomes "unnamed", "." and ".." get a
+ * leading '_', and it is cut to at most 200 bytes on a UTF-8 boundary.
+ * Returns a malloc'd string or NULL. */
+extern char *catalog_safe_name (const char *name);
+
+/* Format T as "2026-11-25T18:41:24Z" into BUF (at least 32 bytes). */
+extern void catalog_time_name (int64_t t, char *buf, size_t len)
+  __attribute__ ((__nonnull__ (2)));
+
+#endif /* CBTFS_CHAIN_CATALOG_H */

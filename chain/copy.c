@@ -1,0 +1,251 @@
+/* cbtfs: filling a layer from its snapshot over NBD.
+ *
+ * Thread model: see copy.h.  Locks: job.lock guards the cursor, the
+ * counters and the first error; it is never held across NBD I/O, but
+ * is held across the target callback (an XAPI call) to serialise the
+ * caller's session.  Layer locks are taken inside layer_* calls only.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/cleanup.h"
+#include "../common/error.h"
+#include "../common/log.h"
+#include "../common/util.h"
+#include "copy.h"
+
+/* Make blocks durable after this many bytes: bounds what a crash can
+ * cost without an fsync per block. */
+#define SYNC_EVERY (64u << 20)
+
+struct job {
+  struct layer *l;
+  nbdsrc_target_fn fn;
+  void *opaque;
+  const struct copy_opts *o;
+
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  uint64_t cursor;              /* next block to consider */
+  unsigned running;             /* workers still going */
+  bool failed;
+  int err;
+  char errmsg[1024];
+  struct copy_stats st;
+};
+
+static void
+job_fail (struct job *j)
+{
+  SCOPED_LOCK (&j->lock);
+  if (!j->failed) {
+    j->failed = true;
+    j->err = errno ? errno : EIO;
+    snprintf (j->errmsg, sizeof j->errmsg, "%s", err_get ());
+  }
+}
+
+/* Claim the next run of missing blocks: [*first, *first + *n). */
+static bool
+claim (struct job *j, uint64_t *first, unsigned *n)
+{
+  struct layer *l = j->l;
+  uint64_t b;
+
+  SCOPED_LOCK (&j->lock);
+  if (j->failed)
+    return false;
+  for (b = bitmap_next_set (&l->changed, j->cursor); b < l->nblocks;
+       b = bitmap_next_set (&l->changed, b + 1))
+    if (layer_block_state (l, b) == LAYER_MISSING)
+      break;
+  if (b >= l->nblocks) {
+    j->cursor = l->nblocks;
+    return false;
+  }
+  *first = b;
+  *n = 1;
+  while (*n < j->o->request_blocks && b + *n < l->nblocks
+         && layer_block_state (l, b + *n) == LAYER_MISSING)
+    ++*n;
+  j->cursor = b + *n;
+  return true;
+}
+
+static struct nbdsrc_conn *
+connect_fresh (struct job *j)
+{
+  struct nbdsrc_target t = { 0 };
+  struct nbdsrc_conn *c;
+  int r;
+
+  pthread_mutex_lock (&j->lock);
+  r = j->fn (j->opaque, &t);
+  pthread_mutex_unlock (&j->lock);
+  if (r == -1)
+    return NULL;
+  c = nbdsrc_connect (&t, j->o->timeout);
+  nbdsrc_target_clear (&t);
+  if (c && nbdsrc_size (c) != j->l->meta.size) {
+    err_set (EPROTO, "NBD export of snapshot %s is %" PRIu64 " bytes but "
+             "XAPI says its virtual size is %" PRIu64, j->l->meta.snapshot,
+             nbdsrc_size (c), j->l->meta.size);
+    nbdsrc_close (c);
+    return NULL;
+  }
+  return c;
+}
+
+/* Read [first, first+n) blocks, reconnecting with back-off on failure. */
+static int
+read_run (struct job *j, struct nbdsrc_conn **c, uint8_t *buf,
+          uint64_t first, unsigned n)
+{
+  uint64_t off = first << CHAIN_BLOCK_SHIFT;
+  size_t len = MIN ((uint64_t) n << CHAIN_BLOCK_SHIFT, j->l->meta.size - off);
+  unsigned attempt;
+
+  for (attempt = 0;; attempt++) {
+    if (*c == NULL)
+      *c = connect_fresh (j);
+    if (*c && nbdsrc_pread (*c, buf, len, off, j->o->timeout) == 0)
+      break;
+    nbdsrc_close (*c);
+    *c = NULL;
+    if (attempt >= j->o->retries)
+      return -1;
+    log_warn ("%s (retrying)", err_get ());
+    /* 1, 2, 4 … s: a host that dropped us needs a moment. */
+    sleep (1u << MIN (attempt, 4u));
+  }
+  /* The tail block is short; the layer stores whole blocks. */
+  memset (buf + len, 0, ((size_t) n << CHAIN_BLOCK_SHIFT) - len);
+  pthread_mutex_lock (&j->lock);
+  j->st.bytes += len;
+  j->st.requests++;
+  pthread_mutex_unlock (&j->lock);
+  return 0;
+}
+
+static void *
+worker (void *arg)
+{
+  struct job *j = arg;
+  struct nbdsrc_conn *c = NULL;
+  uint8_t *buf = malloc ((size_t) j->o->request_blocks << CHAIN_BLOCK_SHIFT);
+  uint64_t first;
+  unsigned n, i;
+
+  if (buf == NULL) {
+    err_set (ENOMEM, "out of memory");
+    job_fail (j);
+    goto out;
+  }
+  while (claim (j, &first, &n)) {
+    if (read_run (j, &c, buf, first, n) == -1)
+      goto fail;
+    for (i = 0; i < n; i++)
+      if (layer_put_block (j->l, first + i,
+                           buf + ((size_t) i << CHAIN_BLOCK_SHIFT)) == -1)
+        goto fail;
+    pthread_mutex_lock (&j->lock);
+    j->st.blocks += n;
+    pthread_mutex_unlock (&j->lock);
+    if (layer_pending_bytes (j->l) >= SYNC_EVERY && layer_sync (j->l) == -1)
+      goto fail;
+  }
+  goto out;
+
+ fail:
+  job_fail (j);
+ out:
+  nbdsrc_close (c);
+  free (buf);
+  pthread_mutex_lock (&j->lock);
+  j->running--;
+  pthread_cond_signal (&j->cond);
+  pthread_mutex_unlock (&j->lock);
+  return NULL;
+}
+
+static void
+show_progress (struct job *j, double start, bool last)
+{
+  double secs = now_monotonic () - start;
+  double mib = j->st.bytes / 1048576.0;
+
+  fprintf (stderr, "\r%s: %.1f MiB, %.1f MiB/s%s", j->o->label, mib,
+           secs > 0 ? mib / secs : 0.0, last ? "\n" : "   ");
+}
+
+int
+copy_layer (struct layer *l, nbdsrc_target_fn fn, void *opaque,
+            const struct copy_opts *o, struct copy_stats *st)
+{
+  struct job j = { .l = l, .fn = fn, .opaque = opaque, .o = o };
+  pthread_t *tids;
+  unsigned i, started = 0;
+  double start = now_monotonic ();
+
+  memset (st, 0, sizeof *st);
+  if (layer_complete (l))
+    return 0;
+  tids = calloc (o->conns, sizeof *tids);
+  if (tids == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  pthread_mutex_init (&j.lock, NULL);
+  pthread_cond_init (&j.cond, NULL);
+
+  pthread_mutex_lock (&j.lock);
+  for (i = 0; i < o->conns; i++) {
+    if (pthread_create (&tids[i], NULL, worker, &j) != 0)
+      break;
+    started++;
+    j.running++;
+  }
+  while (j.running > 0) {
+    struct timespec ts;
+    clock_gettime (CLOCK_REALTIME, &ts);
+    ts.tv_sec += 1;
+    pthread_cond_timedwait (&j.cond, &j.lock, &ts);
+    if (o->progress && j.running > 0)
+      show_progress (&j, start, false);
+  }
+  pthread_mutex_unlock (&j.lock);
+  for (i = 0; i < started; i++)
+    pthread_join (tids[i], NULL);
+  free (tids);
+
+  if (started == 0) {
+    err_set (EAGAIN, "cannot start copy threads");
+    j.failed = true;
+    j.err = EAGAIN;
+    snprintf (j.errmsg, sizeof j.errmsg, "%s", err_get ());
+  }
+  /* Keep what arrived even when a worker failed: the next run then
+   * copies only the rest. */
+  if (layer_sync (l) == -1 && !j.failed) {
+    j.failed = true;
+    j.err = errno;
+    snprintf (j.errmsg, sizeof j.errmsg, "%s", err_get ());
+  }
+  j.st.seconds = now_monotonic () - start;
+  if (o->progress)
+    show_progress (&j, start, true);
+  *st = j.st;
+  pthread_cond_destroy (&j.cond);
+  pthread_mutex_destroy (&j.lock);
+  if (j.failed) {
+    err_set (j.err, "%s", j.errmsg);
+    return -1;
+  }
+  return 0;
+}

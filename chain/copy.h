@@ -1,0 +1,48 @@
+/* cbtfs: filling a layer from its snapshot over NBD.
+ *
+ * Copies every block of a layer's set that is not yet present, over
+ * several NBD connections at once (xapi-nbd serves each connection one
+ * request at a time, so parallelism needs connections), coalescing
+ * adjacent blocks into larger requests.  Blocks become present in
+ * batches (layer_sync), so a crash or a lost connection costs only the
+ * last unsynced batch; the next run copies just what is missing.
+ *
+ * Thread model: copy_layer starts opts->conns worker threads, each
+ * with its own NBD connection, and waits for them, printing progress.
+ * Workers share one cursor (a mutex) over the layer's blocks; they
+ * call the target function (fresh connection details) under that
+ * mutex, so the caller's XAPI session is used by one thread at a time.
+ */
+#ifndef CBTFS_CHAIN_COPY_H
+#define CBTFS_CHAIN_COPY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "layer.h"
+#include "nbdsrc.h"
+
+struct copy_opts {
+  unsigned conns;               /* NBD connections (1..16; xapi-nbd's limit) */
+  unsigned request_blocks;      /* blocks per NBD request (coalescing) */
+  unsigned retries;             /* reconnects per connection before giving up */
+  int timeout;                  /* seconds for any one NBD wait */
+  bool progress;                /* print progress to stderr (a terminal) */
+  const char *label;            /* what the progress line names */
+};
+
+struct copy_stats {
+  uint64_t bytes;               /* read over NBD */
+  uint64_t blocks;              /* blocks put into the layer */
+  uint64_t requests;            /* NBD read requests */
+  double seconds;
+};
+
+/* Fill L (writable) from the export FN describes; L's meta.size must
+ * equal the export's size.  On return every copied block is durable.
+ * 0, or -1 with err_* (the first worker's failure). */
+extern int copy_layer (struct layer *l, nbdsrc_target_fn fn, void *opaque,
+                       const struct copy_opts *opts, struct copy_stats *st)
+  __attribute__ ((__nonnull__ (1, 2, 4, 5)));
+
+#endif /* CBTFS_CHAIN_COPY_H */

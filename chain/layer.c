@@ -1,0 +1,894 @@
+/* cbtfs: one layer of a chain: the blocks one snapshot changed.
+ *
+ * Thread model: see layer.h.  Readers take l->lock shared; putting a
+ * block takes it exclusively only to queue the record; layer_sync holds
+ * l->sync_lock across its fsyncs and takes l->lock exclusively only to
+ * swap the pending queue out and, at the end, to mark blocks present.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "../common/cleanup.h"
+#include "../common/error.h"
+#include "../common/util.h"
+#include "layer.h"
+
+/* ---- index records ----------------------------------------------------
+ * 40 bytes, little-endian: u64 first block, u32 count, u32 kind,
+ * 16-byte checksum (DATA) or zeros, u64 XXH3-64 of the first 32 bytes.
+ * The file starts with one header record of the same size.
+ */
+#define REC_SIZE 40
+#define REC_DATA 1
+#define REC_ZERO 2
+static const char index_magic[8] = "CBTFSIX1";
+
+struct rec {
+  uint64_t block;
+  uint32_t count;
+  uint32_t kind;
+  uint8_t sum[SUM_LEN];
+};
+
+static void
+put_le64 (uint8_t *p, uint64_t v)
+{
+  for (int i = 0; i < 8; i++)
+    p[i] = v >> (8 * i);
+}
+
+static void
+put_le32 (uint8_t *p, uint32_t v)
+{
+  for (int i = 0; i < 4; i++)
+    p[i] = v >> (8 * i);
+}
+
+static uint64_t
+get_le64 (const uint8_t *p)
+{
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--)
+    v = (v << 8) | p[i];
+  return v;
+}
+
+static uint32_t
+get_le32 (const uint8_t *p)
+{
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; i--)
+    v = (v << 8) | p[i];
+  return v;
+}
+
+static void
+rec_encode (const struct rec *r, uint8_t out[REC_SIZE])
+{
+  put_le64 (out, r->block);
+  put_le32 (out + 8, r->count);
+  put_le32 (out + 12, r->kind);
+  memcpy (out + 16, r->sum, SUM_LEN);
+  put_le64 (out + 32, XXH3_64bits (out, 32));
+}
+
+/* 1 if IN is a record whose check matches, 0 if not. */
+static int
+rec_decode (const uint8_t in[REC_SIZE], struct rec *r)
+{
+  if (get_le64 (in + 32) != XXH3_64bits (in, 32))
+    return 0;
+  r->block = get_le64 (in);
+  r->count = get_le32 (in + 8);
+  r->kind = get_le32 (in + 12);
+  memcpy (r->sum, in + 16, SUM_LEN);
+  return 1;
+}
+
+static void
+header_encode (uint8_t out[REC_SIZE])
+{
+  memset (out, 0, REC_SIZE);
+  memcpy (out, index_magic, sizeof index_magic);
+  put_le64 (out + 32, XXH3_64bits (out, 32));
+}
+
+/* ---- manifest ---------------------------------------------------------- */
+
+/* Names may hold any byte but NUL; the manifest is line-based, so
+ * control bytes, space, '%' and DEL are written as %XX. */
+static int
+pct_encode (FILE *f, const char *s)
+{
+  for (; *s; s++) {
+    unsigned char c = *s;
+    if (c <= 0x20 || c == 0x7f || c == '%') {
+      if (fprintf (f, "%%%02X", c) < 0)
+        return -1;
+    }
+    else if (fputc (c, f) == EOF)
+      return -1;
+  }
+  return 0;
+}
+
+static int
+hexval (char c)
+{
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+static char *
+pct_decode (const char *s, size_t len)
+{
+  char *out = malloc (len + 1), *p = out;
+  size_t i;
+
+  if (out == NULL)
+    return NULL;
+  for (i = 0; i < len; i++) {
+    if (s[i] == '%') {
+      int hi, lo;
+      /* %00 would cut the name short: refuse it like any bad escape. */
+      if (i + 2 >= len || (hi = hexval (s[i + 1])) < 0
+          || (lo = hexval (s[i + 2])) < 0 || (hi == 0 && lo == 0)) {
+        free (out);
+        errno = EPROTO;
+        return NULL;
+      }
+      *p++ = hi * 16 + lo;
+      i += 2;
+    }
+    else
+      *p++ = s[i];
+  }
+  *p = '\0';
+  return out;
+}
+
+char *
+layer_meta_format (const struct layer_meta *m)
+{
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream (&text, &len);
+  int ok;
+
+  if (f == NULL)
+    return NULL;
+  ok = fprintf (f, "cbtfs-layer 1\n"
+                "snapshot %s\ndisk %s\nchain %s\nparent %s\nvm %s\n"
+                "seq %" PRIu64 "\ntime %" PRId64 "\nsize %" PRIu64 "\n"
+                "blocks %s\nuserdevice %s\nvm-name ",
+                m->snapshot, m->disk, m->chain,
+                m->parent[0] ? m->parent : "-", m->vm[0] ? m->vm : "-",
+                m->seq, m->time, m->size, m->full ? "all" : "changed",
+                m->userdevice[0] ? m->userdevice : "-") >= 0
+    && pct_encode (f, m->vm_name ? m->vm_name : "") == 0
+    && fputs ("\ndisk-name ", f) >= 0
+    && pct_encode (f, m->disk_name ? m->disk_name : "") == 0
+    && fputs ("\n", f) >= 0;
+  if (fclose (f) == EOF || !ok) {
+    free (text);
+    return NULL;
+  }
+  /* The check line makes damage to the manifest visible rather than
+   * silently changing what a layer claims to be. */
+  {
+    char *out;
+    if (asprintf (&out, "%scheck %016" PRIx64 "\n", text,
+                  (uint64_t) XXH3_64bits (text, len)) == -1)
+      out = NULL;
+    free (text);
+    return out;
+  }
+}
+
+static int
+parse_u64 (const char *s, size_t n, uint64_t *out)
+{
+  uint64_t v = 0;
+  size_t i;
+
+  if (n == 0 || n > 20)
+    return -1;
+  for (i = 0; i < n; i++) {
+    if (s[i] < '0' || s[i] > '9')
+      return -1;
+    if (v > (UINT64_MAX - (s[i] - '0')) / 10)
+      return -1;
+    v = v * 10 + (s[i] - '0');
+  }
+  *out = v;
+  return 0;
+}
+
+static int
+copy_uuid (char dst[UUID_LEN + 1], const char *s, size_t n, bool optional)
+{
+  if (optional && n == 1 && s[0] == '-') {
+    dst[0] = '\0';
+    return 0;
+  }
+  if (n != UUID_LEN)
+    return -1;
+  memcpy (dst, s, n);
+  dst[n] = '\0';
+  return is_uuid (dst) ? 0 : -1;
+}
+
+int
+layer_meta_parse (const char *text, size_t len, struct layer_meta *m)
+{
+  static const char *const keys[] = {
+    "snapshot", "disk", "chain", "parent", "vm", "seq", "time", "size",
+    "blocks", "userdevice", "vm-name", "disk-name",
+  };
+  unsigned seen = 0;
+  const char *p = text, *end = text + len, *check_line = NULL;
+  uint64_t v;
+
+  memset (m, 0, sizeof *m);
+  if (len < 14 || memcmp (text, "cbtfs-layer 1\n", 14) != 0) {
+    err_set (EPROTO, "not a cbtfs layer manifest (format 1)");
+    return -1;
+  }
+  for (p = text + 14; p < end;) {
+    const char *nl = memchr (p, '\n', end - p), *sp, *val;
+    size_t klen, vlen;
+    unsigned k;
+
+    if (nl == NULL)
+      goto bad;
+    sp = memchr (p, ' ', nl - p);
+    if (sp == NULL)
+      goto bad;
+    klen = sp - p;
+    val = sp + 1;
+    vlen = nl - val;
+    if (klen == 5 && memcmp (p, "check", 5) == 0) {
+      check_line = p;
+      if (nl + 1 != end || vlen != 16)
+        goto bad;
+      break;
+    }
+    for (k = 0; k < ARRAY_SIZE (keys); k++)
+      if (strlen (keys[k]) == klen && memcmp (p, keys[k], klen) == 0)
+        break;
+    if (k == ARRAY_SIZE (keys) || (seen & (1u << k)))
+      goto bad;
+    seen |= 1u << k;
+    switch (k) {
+    case 0: if (copy_uuid (m->snapshot, val, vlen, false)) goto bad; break;
+    case 1: if (copy_uuid (m->disk, val, vlen, false)) goto bad; break;
+    case 2: if (copy_uuid (m->chain, val, vlen, false)) goto bad; break;
+    case 3: if (copy_uuid (m->parent, val, vlen, true)) goto bad; break;
+    case 4: if (copy_uuid (m->vm, val, vlen, true)) goto bad; break;
+    case 5: if (parse_u64 (val, vlen, &m->seq) || m->seq == 0) goto bad; break;
+    case 6:
+      if (parse_u64 (val, vlen, &v) || v > INT64_MAX) goto bad;
+      m->time = v;
+      break;
+    case 7:
+      /* Sizes past 2^62 would overflow offset arithmetic elsewhere. */
+      if (parse_u64 (val, vlen, &m->size) || m->size > (UINT64_C (1) << 62))
+        goto bad;
+      break;
+    case 8:
+      if (vlen == 3 && memcmp (val, "all", 3) == 0)
+        m->full = true;
+      else if (!(vlen == 7 && memcmp (val, "changed", 7) == 0))
+        goto bad;
+      break;
+    case 9:
+      if (vlen == 1 && val[0] == '-')
+        break;
+      if (vlen == 0 || vlen >= sizeof m->userdevice
+          || parse_u64 (val, vlen, &v))
+        goto bad;
+      memcpy (m->userdevice, val, vlen);
+      break;
+    case 10:
+      if ((m->vm_name = pct_decode (val, vlen)) == NULL) goto bad;
+      break;
+    case 11:
+      if ((m->disk_name = pct_decode (val, vlen)) == NULL) goto bad;
+      break;
+    }
+    p = nl + 1;
+  }
+  if (check_line == NULL || seen != (1u << ARRAY_SIZE (keys)) - 1)
+    goto bad;
+  {
+    char hex[17];
+    snprintf (hex, sizeof hex, "%016" PRIx64,
+              (uint64_t) XXH3_64bits (text, check_line - text));
+    if (memcmp (hex, check_line + 6, 16) != 0) {
+      layer_meta_clear (m);
+      err_set (EPROTO, "layer manifest is damaged (check mismatch)");
+      return -1;
+    }
+  }
+  return 0;
+
+ bad:
+  layer_meta_clear (m);
+  err_set (EPROTO, "layer manifest is malformed at byte %zu",
+           (size_t) (p - text));
+  return -1;
+}
+
+void
+layer_meta_clear (struct layer_meta *m)
+{
+  free (m->vm_name);
+  free (m->disk_name);
+  m->vm_name = m->disk_name = NULL;
+}
+
+/* ---- pending records -------------------------------------------------- */
+
+struct pending {
+  struct rec *v;
+  size_t len, cap;
+};
+
+static int
+pending_add (struct layer *l, const struct rec *r)
+{
+  struct pending *p = l->pending;
+
+  if (p->len == p->cap) {
+    size_t ncap = p->cap ? p->cap * 2 : 256;
+    struct rec *nv = realloc (p->v, ncap * sizeof *nv);
+    if (nv == NULL)
+      return -1;
+    p->v = nv;
+    p->cap = ncap;
+  }
+  p->v[p->len++] = *r;
+  return 0;
+}
+
+/* ---- open / create ---------------------------------------------------- */
+
+static struct layer *
+layer_alloc (void)
+{
+  struct layer *l = calloc (1, sizeof *l);
+
+  if (l == NULL)
+    return NULL;
+  l->pending = calloc (1, sizeof (struct pending));
+  if (l->pending == NULL) {
+    free (l);
+    return NULL;
+  }
+  pthread_rwlock_init (&l->lock, NULL);
+  pthread_mutex_init (&l->sync_lock, NULL);
+  l->data_fd = l->index_fd = -1;
+  return l;
+}
+
+void
+layer_close (struct layer *l)
+{
+  struct pending *p;
+
+  if (l == NULL)
+    return;
+  p = l->pending;
+  if (p)
+    free (p->v);
+  free (p);
+  if (l->data_fd >= 0)
+    close (l->data_fd);
+  if (l->index_fd >= 0)
+    close (l->index_fd);
+  bitmap_free (&l->changed);
+  bitmap_free (&l->present);
+  sums_free (&l->sums);
+  layer_meta_clear (&l->meta);
+  free (l->dir);
+  pthread_rwlock_destroy (&l->lock);
+  pthread_mutex_destroy (&l->sync_lock);
+  free (l);
+}
+
+static int
+load_changed (struct layer *l)
+{
+  CLEANUP_FREE char *path = NULL;
+  CLEANUP_FREE uint8_t *buf = NULL;
+  size_t len;
+
+  if (bitmap_init (&l->present, l->nblocks) == -1)
+    return -1;
+  if (l->meta.full) {
+    if (bitmap_init (&l->changed, l->nblocks) == -1)
+      return -1;
+    bitmap_set_all (&l->changed);
+  }
+  else {
+    if (asprintf (&path, "%s/changed", l->dir) == -1)
+      return -1;
+    buf = (uint8_t *) read_file (path, cbt_bitmap_bytes (l->nblocks), &len);
+    if (buf == NULL) {
+      err_sys (errno, "%s", path);
+      return -1;
+    }
+    if (cbt_bitmap_decode (buf, len, l->nblocks, &l->changed) == -1) {
+      err_prefix ("%s", path);
+      return -1;
+    }
+  }
+  l->nchanged = bitmap_count (&l->changed);
+  return 0;
+}
+
+/* Apply one durable record to the in-memory state.  Called with l->lock
+ * held exclusively (or before the layer is shared). */
+static int
+apply_rec (struct layer *l, const struct rec *r)
+{
+  uint64_t b;
+
+  for (b = r->block; b < r->block + r->count; b++) {
+    if (!bitmap_get (&l->present, b)) {
+      bitmap_set (&l->present, b);
+      if (bitmap_get (&l->changed, b))
+        l->npresent++;
+    }
+    if (r->kind == REC_DATA && sums_put (&l->sums, b, r->sum) == -1) {
+      err_set (ENOMEM, "out of memory");
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static int
+rec_valid (const struct layer *l, const struct rec *r)
+{
+  if (r->count == 0 || r->block >= l->nblocks
+      || r->count > l->nblocks - r->block)
+    return 0;
+  if (r->kind == REC_DATA)
+    return r->count == 1;
+  return r->kind == REC_ZERO;
+}
+
+/* Read the index; stop at the first torn record (a crash mid-append),
+ * which writers then cut off.  A record whose check passes but which
+ * makes no sense is damage, not a torn write: refuse the layer. */
+static int
+load_index (struct layer *l, int fd, const char *path)
+{
+  enum { CHUNK = REC_SIZE * 1024 };
+  uint8_t hdr[REC_SIZE], want[REC_SIZE];
+  CLEANUP_FREE uint8_t *buf = malloc (CHUNK);
+  uint64_t off = REC_SIZE;
+  ssize_t r;
+
+  if (buf == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  header_encode (want);
+  r = full_pread (fd, hdr, REC_SIZE, 0);
+  if (r == -1) {
+    err_sys (errno, "read %s", path);
+    return -1;
+  }
+  if (r != REC_SIZE || memcmp (hdr, want, REC_SIZE) != 0) {
+    err_set (EPROTO, "%s: not a cbtfs index", path);
+    return -1;
+  }
+  for (;;) {
+    ssize_t i;
+    r = full_pread (fd, buf, CHUNK, off);
+    if (r == -1) {
+      err_sys (errno, "read %s", path);
+      return -1;
+    }
+    for (i = 0; i + REC_SIZE <= r; i += REC_SIZE) {
+      struct rec rec;
+      if (!rec_decode (buf + i, &rec))
+        goto done;
+      if (!rec_valid (l, &rec)) {
+        err_set (EPROTO, "%s: damaged record at byte %" PRIu64, path,
+                 off + i);
+        return -1;
+      }
+      if (apply_rec (l, &rec) == -1)
+        return -1;
+    }
+    off += i;
+    if (r < CHUNK)
+      break;
+  }
+ done:
+  l->index_len = off;
+  return 0;
+}
+
+static char *
+path_in (const char *dir, const char *name)
+{
+  char *p;
+
+  if (asprintf (&p, "%s/%s", dir, name) == -1)
+    return NULL;
+  return p;
+}
+
+struct layer *
+layer_open (const char *dir, bool writable)
+{
+  CLEANUP_FREE char *mpath = path_in (dir, "layer");
+  CLEANUP_FREE char *dpath = path_in (dir, "data");
+  CLEANUP_FREE char *ipath = path_in (dir, "index");
+  CLEANUP_FREE char *text = NULL;
+  CLEANUP_CLOSE int ifd = -1;
+  struct layer *l;
+  size_t len;
+
+  if (!mpath || !dpath || !ipath)
+    return NULL;
+  l = layer_alloc ();
+  if (l == NULL || (l->dir = strdup (dir)) == NULL) {
+    err_set (ENOMEM, "out of memory");
+    goto err;
+  }
+  text = read_file (mpath, 1 << 20, &len);
+  if (text == NULL) {
+    err_sys (errno, "%s", mpath);
+    goto err;
+  }
+  if (layer_meta_parse (text, len, &l->meta) == -1) {
+    err_prefix ("%s", mpath);
+    goto err;
+  }
+  l->nblocks = chain_nblocks (l->meta.size);
+  if (load_changed (l) == -1)
+    goto err;
+
+  l->data_fd = open (dpath, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  if (l->data_fd == -1) {
+    err_sys (errno, "open %s", dpath);
+    goto err;
+  }
+  ifd = open (ipath, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  if (ifd == -1) {
+    err_sys (errno, "open %s", ipath);
+    goto err;
+  }
+  if (load_index (l, ifd, ipath) == -1)
+    goto err;
+  if (writable) {
+    /* Cut a torn tail so new records follow the last good one. */
+    if (ftruncate (ifd, l->index_len) == -1 || fsync (ifd) == -1) {
+      err_sys (errno, "truncate %s", ipath);
+      goto err;
+    }
+    l->index_fd = ifd;
+    ifd = -1;
+  }
+  return l;
+
+ err:
+  layer_close (l);
+  return NULL;
+}
+
+static int
+write_new (const char *dir, const char *name, const void *data, size_t len)
+{
+  CLEANUP_FREE char *path = path_in (dir, name);
+  CLEANUP_CLOSE int fd = -1;
+
+  if (path == NULL)
+    return -1;
+  fd = open (path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd == -1 || full_write (fd, data, len) == -1 || fsync (fd) == -1) {
+    err_sys (errno, "write %s", path);
+    return -1;
+  }
+  return 0;
+}
+
+struct layer *
+layer_create (const char *parent_dir, const char *tmp_dir,
+              const struct layer_meta *meta, const struct bitmap *changed)
+{
+  CLEANUP_FREE char *stage = NULL, *final = NULL, *text = NULL;
+  CLEANUP_FREE uint8_t *bits = NULL;
+  uint8_t hdr[REC_SIZE];
+  uint64_t nblocks = chain_nblocks (meta->size);
+
+  if (!is_uuid (meta->snapshot)) {
+    err_set (EINVAL, "bad snapshot uuid");
+    return NULL;
+  }
+  if (!meta->full && (changed == NULL || changed->nbits != nblocks)) {
+    err_set (EINVAL, "changed-block set does not match the disk size");
+    return NULL;
+  }
+  if (asprintf (&stage, "%s/%s.%ld", tmp_dir, meta->snapshot,
+                (long) getpid ()) == -1
+      || asprintf (&final, "%s/%s", parent_dir, meta->snapshot) == -1
+      || (text = layer_meta_format (meta)) == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  if (mkdir (stage, 0700) == -1) {
+    err_sys (errno, "mkdir %s", stage);
+    return NULL;
+  }
+  header_encode (hdr);
+  if (write_new (stage, "layer", text, strlen (text)) == -1
+      || write_new (stage, "index", hdr, REC_SIZE) == -1
+      || write_new (stage, "data", "", 0) == -1)
+    goto err;
+  if (!meta->full) {
+    bits = malloc (cbt_bitmap_bytes (nblocks) + 1);
+    if (bits == NULL)
+      goto err;
+    cbt_bitmap_encode (changed, bits);
+    if (write_new (stage, "changed", bits, cbt_bitmap_bytes (nblocks)) == -1)
+      goto err;
+  }
+  /* Only a whole, durable directory ever appears under its final name. */
+  if (fsync_dir (stage) == -1)
+    goto err;
+  if (rename (stage, final) == -1) {
+    err_sys (errno, "rename %s to %s", stage, final);
+    goto err;
+  }
+  if (fsync_dir (parent_dir) == -1)
+    return NULL;
+  return layer_open (final, true);
+
+ err:
+  {
+    static const char *const names[] = { "layer", "index", "data", "changed" };
+    for (size_t i = 0; i < ARRAY_SIZE (names); i++) {
+      CLEANUP_FREE char *p = path_in (stage, names[i]);
+      if (p)
+        unlink (p);
+    }
+    rmdir (stage);
+  }
+  return NULL;
+}
+
+/* ---- blocks ----------------------------------------------------------- */
+
+enum layer_block
+layer_block_state (struct layer *l, uint64_t b)
+{
+  enum layer_block st;
+
+  if (!bitmap_get (&l->changed, b))
+    return LAYER_ABSENT;
+  pthread_rwlock_rdlock (&l->lock);
+  if (!bitmap_get (&l->present, b))
+    st = LAYER_MISSING;
+  else
+    st = sums_get (&l->sums, b) ? LAYER_DATA : LAYER_ZERO;
+  pthread_rwlock_unlock (&l->lock);
+  return st;
+}
+
+int
+layer_read_block (struct layer *l, uint64_t b, void *buf)
+{
+  uint8_t want[SUM_LEN], got[SUM_LEN];
+  const uint8_t *s;
+  bool present;
+  ssize_t r;
+
+  pthread_rwlock_rdlock (&l->lock);
+  present = bitmap_get (&l->present, b);
+  s = sums_get (&l->sums, b);
+  if (s)
+    memcpy (want, s, SUM_LEN);
+  pthread_rwlock_unlock (&l->lock);
+
+  if (!present) {
+    err_set (ENODATA, "block %" PRIu64 " of snapshot %s is not stored",
+             b, l->meta.snapshot);
+    return -1;
+  }
+  if (s == NULL) {
+    memset (buf, 0, CHAIN_BLOCK_SIZE);
+    return 0;
+  }
+  r = full_pread (l->data_fd, buf, CHAIN_BLOCK_SIZE,
+                  (off_t) b << CHAIN_BLOCK_SHIFT);
+  if (r == -1) {
+    err_sys (EIO, "read block %" PRIu64 " of snapshot %s: %s", b,
+             l->meta.snapshot, strerror (errno));
+    return -1;
+  }
+  /* A short read (truncated data file) reads as zeros and then fails
+   * the checksum, as it should. */
+  memset ((char *) buf + r, 0, CHAIN_BLOCK_SIZE - r);
+  sums_compute (buf, CHAIN_BLOCK_SIZE, got);
+  if (memcmp (want, got, SUM_LEN) != 0) {
+    err_set (EIO, "block %" PRIu64 " (offset %" PRIu64 ") of snapshot %s "
+             "fails its checksum", b, b << CHAIN_BLOCK_SHIFT,
+             l->meta.snapshot);
+    return -1;
+  }
+  return 0;
+}
+
+int
+layer_put_block (struct layer *l, uint64_t b, const void *buf)
+{
+  struct rec r = { .block = b, .count = 1 };
+  int ret;
+
+  if (l->index_fd < 0 || !bitmap_get (&l->changed, b)) {
+    err_set (EINVAL, "block %" PRIu64 " is not in snapshot %s's set", b,
+             l->meta.snapshot);
+    return -1;
+  }
+  if (is_zero (buf, CHAIN_BLOCK_SIZE))
+    r.kind = REC_ZERO;
+  else {
+    r.kind = REC_DATA;
+    sums_compute (buf, CHAIN_BLOCK_SIZE, r.sum);
+    if (full_pwrite (l->data_fd, buf, CHAIN_BLOCK_SIZE,
+                     (off_t) b << CHAIN_BLOCK_SHIFT) == -1) {
+      err_sys (errno, "write %s/data", l->dir);
+      return -1;
+    }
+  }
+  pthread_rwlock_wrlock (&l->lock);
+  ret = pending_add (l, &r);
+  pthread_rwlock_unlock (&l->lock);
+  if (ret == -1)
+    err_set (ENOMEM, "out of memory");
+  return ret;
+}
+
+uint64_t
+layer_pending_bytes (struct layer *l)
+{
+  uint64_t n;
+
+  pthread_rwlock_rdlock (&l->lock);
+  n = (uint64_t) ((struct pending *) l->pending)->len * CHAIN_BLOCK_SIZE;
+  pthread_rwlock_unlock (&l->lock);
+  return n;
+}
+
+static int
+cmp_rec (const void *a, const void *b)
+{
+  const struct rec *x = a, *y = b;
+
+  return x->block < y->block ? -1 : x->block > y->block;
+}
+
+/* Encode V (sorted) into OUT, merging runs of zero blocks into one
+ * record; returns the number of bytes. */
+static size_t
+encode_runs (struct rec *v, size_t n, uint8_t *out)
+{
+  size_t i, o = 0;
+
+  for (i = 0; i < n;) {
+    struct rec r = v[i++];
+    if (r.kind == REC_ZERO)
+      while (i < n && v[i].kind == REC_ZERO && v[i].block == r.block + r.count
+             && r.count < UINT32_MAX) {
+        r.count++;
+        i++;
+      }
+    rec_encode (&r, out + o);
+    o += REC_SIZE;
+  }
+  return o;
+}
+
+int
+layer_sync (struct layer *l)
+{
+  struct pending batch = { 0 }, *p;
+  CLEANUP_FREE uint8_t *out = NULL;
+  size_t len, i;
+  int ret = -1;
+
+  pthread_mutex_lock (&l->sync_lock);
+  pthread_rwlock_wrlock (&l->lock);
+  p = l->pending;
+  batch = *p;
+  memset (p, 0, sizeof *p);
+  pthread_rwlock_unlock (&l->lock);
+
+  if (batch.len == 0) {
+    ret = 0;
+    goto out;
+  }
+  qsort (batch.v, batch.len, sizeof *batch.v, cmp_rec);
+  out = malloc (batch.len * REC_SIZE);
+  if (out == NULL) {
+    err_set (ENOMEM, "out of memory");
+    goto requeue;
+  }
+  len = encode_runs (batch.v, batch.len, out);
+  /* Data first, then the records that vouch for it (FORMAT.md). */
+  if (fdatasync (l->data_fd) == -1) {
+    err_sys (errno, "fsync %s/data", l->dir);
+    goto requeue;
+  }
+  if (full_pwrite (l->index_fd, out, len, l->index_len) == -1
+      || fdatasync (l->index_fd) == -1) {
+    err_sys (errno, "write %s/index", l->dir);
+    /* Whatever part landed is cut off by the next writer's open. */
+    if (ftruncate (l->index_fd, l->index_len) == -1) {
+      /* The torn tail is ignored by readers anyway. */
+    }
+    goto requeue;
+  }
+  l->index_len += len;
+
+  pthread_rwlock_wrlock (&l->lock);
+  for (i = 0; i < batch.len; i++)
+    if (apply_rec (l, &batch.v[i]) == -1)
+      break;
+  pthread_rwlock_unlock (&l->lock);
+  ret = i == batch.len ? 0 : -1;
+  goto out;
+
+ requeue:
+  /* Keep the records so a retry can make them durable. */
+  pthread_rwlock_wrlock (&l->lock);
+  for (i = 0; i < batch.len; i++)
+    if (pending_add (l, &batch.v[i]) == -1)
+      break;
+  pthread_rwlock_unlock (&l->lock);
+ out:
+  free (batch.v);
+  pthread_mutex_unlock (&l->sync_lock);
+  return ret;
+}
+
+bool
+layer_complete (struct layer *l)
+{
+  bool done;
+
+  pthread_rwlock_rdlock (&l->lock);
+  done = l->npresent == l->nchanged;
+  pthread_rwlock_unlock (&l->lock);
+  return done;
+}
+
+void
+layer_counts (struct layer *l, uint64_t *present, uint64_t *stored)
+{
+  pthread_rwlock_rdlock (&l->lock);
+  *present = l->npresent;
+  *stored = l->sums.len;
+  pthread_rwlock_unlock (&l->lock);
+}

@@ -1,0 +1,152 @@
+/* cbtfs: one layer of a chain: the blocks one snapshot changed.
+ *
+ * A layer lives in its own directory in the store (FORMAT.md):
+ *   layer    the manifest: what the layer is (immutable, written once)
+ *   changed  which blocks it holds, MSB-first (absent for a full layer)
+ *   data     a sparse file, block b at offset b * 64 KiB
+ *   index    an append-only log of durable blocks and their checksums
+ * A layer is created with its description and then filled; it is
+ * complete when every block in its set has an index record.
+ *
+ * Thread model: any number of threads may read blocks and put blocks
+ * at once.  l->lock (rwlock) guards the in-memory state (present bits,
+ * checksums, pending records); l->sync_lock serialises layer_sync so
+ * records reach the index in one writer's order.  Lock order:
+ * sync_lock before lock.  Disk I/O on the data file happens outside
+ * both; the index append and fsyncs run under sync_lock only.
+ */
+#ifndef CBTFS_CHAIN_LAYER_H
+#define CBTFS_CHAIN_LAYER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../common/util.h"
+#include "bitmap.h"
+#include "sums.h"
+
+#define CHAIN_BLOCK_SHIFT 16
+#define CHAIN_BLOCK_SIZE (1u << CHAIN_BLOCK_SHIFT)
+
+/* Blocks needed for SIZE bytes. */
+static inline uint64_t
+chain_nblocks (uint64_t size)
+{
+  return (size + CHAIN_BLOCK_SIZE - 1) >> CHAIN_BLOCK_SHIFT;
+}
+
+/* What the manifest says; strings owned by the struct. */
+struct layer_meta {
+  char snapshot[UUID_LEN + 1];  /* this point's snapshot VDI */
+  char disk[UUID_LEN + 1];      /* the live VDI it was taken of */
+  char chain[UUID_LEN + 1];     /* the baseline snapshot of its CBT set */
+  char parent[UUID_LEN + 1];    /* the previous snapshot, "" for a baseline */
+  char vm[UUID_LEN + 1];        /* the VM the disk belonged to, or "" */
+  uint64_t seq;                 /* order among the disk's layers, from 1 */
+  int64_t time;                 /* snapshot time, UTC seconds */
+  uint64_t size;                /* virtual size in bytes */
+  bool full;                    /* every block is in the set (a baseline) */
+  char *vm_name;                /* names at backup time, any bytes but NUL */
+  char *disk_name;
+  char userdevice[16];          /* the VBD's device number, "0", "1", … */
+};
+
+/* What a layer knows about one block. */
+enum layer_block {
+  LAYER_ABSENT = 0,             /* not in this layer's set: look further down */
+  LAYER_MISSING = 1,            /* in the set, not (yet) stored */
+  LAYER_ZERO = 2,               /* in the set, all zeros */
+  LAYER_DATA = 3,               /* in the set, stored with a checksum */
+};
+
+struct layer {
+  struct layer_meta meta;       /* immutable after open */
+  uint64_t nblocks;
+  struct bitmap changed;        /* the set (all ones when meta.full) */
+  uint64_t nchanged;
+  char *dir;                    /* owned */
+  struct layer *parent;         /* borrowed; linked by the catalog */
+  bool parent_missing;          /* meta.parent names a layer not loaded */
+
+  pthread_rwlock_t lock;
+  struct bitmap present;        /* blocks with a durable record */
+  uint64_t npresent;            /* present blocks of the set */
+  struct sums sums;             /* checksums of LAYER_DATA blocks */
+  void *pending;                /* records not yet durable (layer.c) */
+
+  pthread_mutex_t sync_lock;
+  int data_fd;
+  int index_fd;                 /* -1 unless opened for writing */
+  uint64_t index_len;           /* valid bytes of the index */
+};
+
+/* Create the layer directory PARENT_DIR/<meta->snapshot> atomically
+ * (staged in TMP_DIR, fsynced, renamed) holding META and CHANGED (NULL
+ * when meta->full), and open it for writing.  CHANGED must have
+ * chain_nblocks (meta->size) bits.  Returns the layer (caller closes)
+ * or NULL with err_*. */
+extern struct layer *layer_create (const char *parent_dir, const char *tmp_dir,
+                                   const struct layer_meta *meta,
+                                   const struct bitmap *changed)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
+
+/* Open the layer in DIR, for reading or (WRITABLE) also for filling:
+ * then a torn index tail is cut off first.  NULL with err_* when the
+ * manifest, set or index is damaged. */
+extern struct layer *layer_open (const char *dir, bool writable)
+  __attribute__ ((__nonnull__ (1)));
+
+/* Close files and free; NULL is a no-op.  Pending blocks are dropped:
+ * call layer_sync first to keep them. */
+extern void layer_close (struct layer *l);
+
+/* Free the strings of META. */
+extern void layer_meta_clear (struct layer_meta *meta)
+  __attribute__ ((__nonnull__ (1)));
+
+/* The state of block B. */
+extern enum layer_block layer_block_state (struct layer *l, uint64_t b)
+  __attribute__ ((__nonnull__ (1)));
+
+/* Read block B (LAYER_DATA or LAYER_ZERO) into BUF (CHAIN_BLOCK_SIZE
+ * bytes) and check it against its checksum.  0, or -1 with err_* and
+ * errno EIO when the stored bytes do not match (never returns wrong
+ * data), ENODATA when the block is not stored. */
+extern int layer_read_block (struct layer *l, uint64_t b, void *buf)
+  __attribute__ ((__nonnull__ (1, 3)));
+
+/* Store block B of a writable layer from BUF (CHAIN_BLOCK_SIZE bytes,
+ * zero past the disk's end): data is written (unless all zero) and its
+ * record queued; it becomes present at the next layer_sync.  B must be
+ * in the set.  Thread-safe.  0 or -1 with err_*. */
+extern int layer_put_block (struct layer *l, uint64_t b, const void *buf)
+  __attribute__ ((__nonnull__ (1, 3)));
+
+/* Make every queued block durable: data fsynced, then records appended
+ * to the index and fsynced; only then are they marked present.
+ * Thread-safe.  0 or -1 with err_*. */
+extern int layer_sync (struct layer *l) __attribute__ ((__nonnull__ (1)));
+
+/* Bytes queued by layer_put_block and not yet synced. */
+extern uint64_t layer_pending_bytes (struct layer *l)
+  __attribute__ ((__nonnull__ (1)));
+
+/* True when every block of the set is present. */
+extern bool layer_complete (struct layer *l) __attribute__ ((__nonnull__ (1)));
+
+/* Blocks of the set that are present, and stored (non-zero) blocks. */
+extern void layer_counts (struct layer *l, uint64_t *present, uint64_t *stored)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
+
+/* Parse a manifest (exposed for tests and fuzzing): fills *META
+ * (caller clears).  0, or -1 with err_* and errno EPROTO. */
+extern int layer_meta_parse (const char *text, size_t len,
+                             struct layer_meta *meta)
+  __attribute__ ((__nonnull__ (1, 3)));
+
+/* Format META as a manifest; malloc'd text (caller frees) or NULL. */
+extern char *layer_meta_format (const struct layer_meta *meta)
+  __attribute__ ((__nonnull__ (1)));
+
+#endif /* CBTFS_CHAIN_LAYER_H */

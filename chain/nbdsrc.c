@@ -1,0 +1,319 @@
+/* cbtfs: reading a snapshot over NBD (libnbd).
+ *
+ * Thread model: see nbdsrc.h.  No locks here: a connection belongs to
+ * the thread using it, and libnbd's error state is per thread, so
+ * messages are copied out right after each failing call.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <libnbd.h>
+
+#include "../common/cleanup.h"
+#include "../common/error.h"
+#include "../common/util.h"
+#include "nbdsrc.h"
+
+struct nbdsrc_conn {
+  struct nbd_handle *h;
+  char *label;                  /* "NBD address:port", for messages */
+  uint64_t size;
+};
+
+void
+nbdsrc_target_clear (struct nbdsrc_target *t)
+{
+  free (t->address);
+  if (t->exportname) {
+    explicit_bzero (t->exportname, strlen (t->exportname));
+    free (t->exportname);
+  }
+  free (t->cert);
+  memset (t, 0, sizeof *t);
+}
+
+/* Set err_* from libnbd's thread-local error, prefixed with LABEL. */
+static void
+nbd_failed (const char *label, const char *what)
+{
+  int e = nbd_get_errno ();
+  const char *msg = nbd_get_error ();
+
+  err_set (e ? e : EIO, "%s: %s: %s", label, what, msg ? msg : "failed");
+}
+
+/* TCP connect to ADDRESS:PORT within TIMEOUT seconds; fd or -1. */
+static int
+tcp_connect (const char *label, const char *address, int port, int timeout)
+{
+  struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+                            .ai_flags = AI_NUMERICSERV };
+  struct addrinfo *res = NULL, *ai;
+  char service[16];
+  int fd = -1, err = 0, r;
+
+  snprintf (service, sizeof service, "%d", port);
+  r = getaddrinfo (address, service, &hints, &res);
+  if (r != 0) {
+    err_set (EHOSTUNREACH, "%s: cannot resolve: %s", label, gai_strerror (r));
+    return -1;
+  }
+  for (ai = res; ai; ai = ai->ai_next) {
+    struct pollfd pfd;
+    socklen_t len = sizeof err;
+
+    fd = socket (ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                 ai->ai_protocol);
+    if (fd == -1) {
+      err = errno;
+      continue;
+    }
+    if (connect (fd, ai->ai_addr, ai->ai_addrlen) == -1
+        && errno != EINPROGRESS) {
+      err = errno;
+      goto next;
+    }
+    pfd = (struct pollfd) { .fd = fd, .events = POLLOUT };
+    r = poll (&pfd, 1, timeout * 1000);
+    if (r == 0) {
+      err = ETIMEDOUT;
+      goto next;
+    }
+    if (r == -1 || getsockopt (fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1) {
+      err = errno;
+      goto next;
+    }
+    if (err == 0) {
+      /* libnbd drives the socket itself; give it a blocking one. */
+      fcntl (fd, F_SETFL, fcntl (fd, F_GETFL) & ~O_NONBLOCK);
+      break;
+    }
+  next:
+    close (fd);
+    fd = -1;
+  }
+  freeaddrinfo (res);
+  if (fd == -1)
+    err_sys (err ? err : EHOSTUNREACH, "%s: cannot connect", label);
+  return fd;
+}
+
+/* Write CERT as DIR/ca-cert.pem in a fresh private directory: libnbd
+ * takes trust anchors only from a directory.  Returns the dir. */
+static char *
+pin_dir (const char *label, const char *cert)
+{
+  char tmpl[] = "/tmp/cbtfs-nbd-XXXXXX", *dir, *file = NULL;
+  int fd;
+
+  dir = mkdtemp (tmpl);
+  if (dir == NULL || asprintf (&file, "%s/ca-cert.pem", dir) == -1) {
+    err_sys (errno, "%s: temporary certificate directory", label);
+    if (dir)
+      rmdir (dir);
+    return NULL;
+  }
+  fd = open (file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd == -1 || full_write (fd, cert, strlen (cert)) == -1) {
+    err_sys (errno, "%s: write %s", label, file);
+    if (fd >= 0)
+      close (fd);
+    unlink (file);
+    rmdir (dir);
+    free (file);
+    return NULL;
+  }
+  close (fd);
+  free (file);
+  return strdup (dir);
+}
+
+static void
+unpin_dir (char *dir)
+{
+  char *file;
+
+  if (dir == NULL)
+    return;
+  if (asprintf (&file, "%s/ca-cert.pem", dir) != -1) {
+    unlink (file);
+    free (file);
+  }
+  rmdir (dir);
+  free (dir);
+}
+
+/* Run the handle's state machine until PRED holds, within TIMEOUT s. */
+static int
+wait_until (struct nbdsrc_conn *c, int (*pred) (struct nbd_handle *, int64_t),
+            int64_t arg, int timeout, const char *what)
+{
+  double deadline = now_monotonic () + timeout;
+
+  for (;;) {
+    int r = pred (c->h, arg);
+    double left;
+
+    if (r == -1) {
+      nbd_failed (c->label, what);
+      return -1;
+    }
+    if (r == 1)
+      return 0;
+    left = deadline - now_monotonic ();
+    if (left <= 0) {
+      err_set (ETIMEDOUT, "%s: %s: no answer within %d s", c->label, what,
+               timeout);
+      return -1;
+    }
+    if (nbd_poll (c->h, (int) (left * 1000) + 1) == -1) {
+      nbd_failed (c->label, what);
+      return -1;
+    }
+  }
+}
+
+static int
+connected (struct nbd_handle *h, int64_t unused)
+{
+  (void) unused;
+  if (nbd_aio_is_ready (h))
+    return 1;
+  if (nbd_aio_is_closed (h) || nbd_aio_is_dead (h))
+    return -1;
+  return 0;
+}
+
+static int
+closed (struct nbd_handle *h, int64_t unused)
+{
+  (void) unused;
+  return nbd_aio_is_closed (h) || nbd_aio_is_dead (h);
+}
+
+static int
+completed (struct nbd_handle *h, int64_t cookie)
+{
+  return nbd_aio_command_completed (h, cookie);
+}
+
+struct nbdsrc_conn *
+nbdsrc_connect (const struct nbdsrc_target *t, int timeout)
+{
+  struct nbdsrc_conn *c = calloc (1, sizeof *c);
+  char *dir = NULL;
+  int fd = -1;
+  int64_t size;
+
+  if (c == NULL)
+    return NULL;
+  if (asprintf (&c->label, "NBD %s:%d", t->address, t->port) == -1) {
+    c->label = NULL;
+    goto err;
+  }
+  c->h = nbd_create ();
+  if (c->h == NULL) {
+    nbd_failed ("NBD", "create handle");
+    goto err;
+  }
+  if (t->cert && t->cert[0] && (dir = pin_dir (c->label, t->cert)) == NULL)
+    goto err;
+  /* xapi-nbd refuses everything but EXPORT_NAME; asking for structured
+   * replies would only cost a round trip. */
+  if (nbd_set_tls (c->h, LIBNBD_TLS_REQUIRE) == -1
+      || (dir && nbd_set_tls_certificates (c->h, dir) == -1)
+      || nbd_set_tls_verify_peer (c->h, true) == -1
+      || nbd_set_request_structured_replies (c->h, false) == -1
+      || nbd_set_pread_initialize (c->h, false) == -1
+      || nbd_set_export_name (c->h, t->exportname) == -1) {
+    nbd_failed (c->label, "configure");
+    goto err;
+  }
+  fd = tcp_connect (c->label, t->address, t->port, timeout);
+  if (fd == -1)
+    goto err;
+  if (nbd_aio_connect_socket (c->h, fd) == -1) {
+    nbd_failed (c->label, "handshake");
+    close (fd);
+    goto err;
+  }
+  /* libnbd owns the socket from here. */
+  if (wait_until (c, connected, 0, timeout, "handshake") == -1)
+    goto err;
+  size = nbd_get_size (c->h);
+  if (size < 0) {
+    nbd_failed (c->label, "export size");
+    goto err;
+  }
+  c->size = size;
+  unpin_dir (dir);
+  return c;
+
+ err:
+  unpin_dir (dir);
+  nbdsrc_close (c);
+  return NULL;
+}
+
+uint64_t
+nbdsrc_size (struct nbdsrc_conn *c)
+{
+  return c->size;
+}
+
+int
+nbdsrc_pread (struct nbdsrc_conn *c, void *buf, size_t count,
+              uint64_t offset, int timeout)
+{
+  int64_t cookie;
+
+  if (offset % 512 || count % 512 || offset > c->size
+      || count > c->size - offset) {
+    err_set (EINVAL, "%s: read of %zu at %" PRIu64 " is unaligned or past "
+             "the end", c->label, count, offset);
+    return -1;
+  }
+  cookie = nbd_aio_pread (c->h, buf, count, offset, NBD_NULL_COMPLETION, 0);
+  if (cookie == -1) {
+    nbd_failed (c->label, "read");
+    return -1;
+  }
+  if (wait_until (c, completed, cookie, timeout, "read") == -1) {
+    err_prefix ("offset %" PRIu64, offset);
+    return -1;
+  }
+  return 0;
+}
+
+void
+nbdsrc_close (struct nbdsrc_conn *c)
+{
+  if (c == NULL)
+    return;
+  if (c->h) {
+    /* A polite NBD_CMD_DISC when we can, waiting briefly for the server
+     * to hang up (so its VBD is gone before a data_destroy); closing
+     * the socket is enough otherwise. */
+    if (nbd_aio_is_ready (c->h) && nbd_aio_disconnect (c->h, 0) == 0) {
+      char saved[1024];
+      int e = errno;
+      /* Closing must not replace the message of the failure that led
+       * here. */
+      snprintf (saved, sizeof saved, "%s", err_get ());
+      wait_until (c, closed, 0, 2, "disconnect");
+      err_set (e, "%s", saved);
+    }
+    nbd_close (c->h);
+  }
+  free (c->label);
+  free (c);
+}

@@ -1,0 +1,61 @@
+/* cbtfs: reading a snapshot over NBD (libnbd), as XenServer serves it.
+ *
+ * xapi-nbd (xapi-cbt.md §4) forces TLS, knows only NBD_OPT_EXPORT_NAME,
+ * sends simple replies, serves one request at a time per connection and
+ * at most 16 connections.  Its address is often an IP the certificate
+ * does not name, so TLS is pinned to the certificate get_nbd_info
+ * returns: it becomes the only trust anchor and no host name is
+ * checked.  Every wait is bounded: a stalled server is an error after
+ * the timeout, never a hang.
+ *
+ * Thread model: one connection is used by one thread at a time (one
+ * libnbd handle per connection, as libnbd wants).  Different
+ * connections are independent.
+ */
+#ifndef CBTFS_CHAIN_NBDSRC_H
+#define CBTFS_CHAIN_NBDSRC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Where one snapshot's data is served (a VDI.get_nbd_info record).
+ * Strings owned; exportname is secret (it embeds a session). */
+struct nbdsrc_target {
+  char *address;
+  int port;
+  char *cert;                   /* PEM; NULL or "" = trust system CAs */
+  char *exportname;
+};
+
+/* Fill *T with fresh details for the snapshot OPAQUE names (a new
+ * session after expiry, another host).  0 or -1 with err_*. */
+typedef int (*nbdsrc_target_fn) (void *opaque, struct nbdsrc_target *t);
+
+/* Free the strings of T. */
+extern void nbdsrc_target_clear (struct nbdsrc_target *t)
+  __attribute__ ((__nonnull__ (1)));
+
+struct nbdsrc_conn;
+
+/* Connect to T with TLS required and pinned to t->cert, within TIMEOUT
+ * seconds.  NULL with err_* ("NBD 10.0.0.5:10809: TLS handshake
+ * failed: …"), never naming the export. */
+extern struct nbdsrc_conn *nbdsrc_connect (const struct nbdsrc_target *t,
+                                           int timeout)
+  __attribute__ ((__nonnull__ (1)));
+
+/* The export's size in bytes. */
+extern uint64_t nbdsrc_size (struct nbdsrc_conn *c)
+  __attribute__ ((__nonnull__ (1)));
+
+/* Read COUNT bytes at OFFSET (both multiples of 512, within the
+ * export) within TIMEOUT seconds.  0 or -1 with err_*; after a failure
+ * the connection is dead: close it. */
+extern int nbdsrc_pread (struct nbdsrc_conn *c, void *buf, size_t count,
+                         uint64_t offset, int timeout)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+/* Disconnect and free; NULL is a no-op. */
+extern void nbdsrc_close (struct nbdsrc_conn *c);
+
+#endif /* CBTFS_CHAIN_NBDSRC_H */

@@ -1,0 +1,34 @@
+/* cbtfs: reading a point in time.
+ *
+ * A point in time is its newest layer plus that layer's parents down to
+ * the baseline.  Block b of the point comes from the newest layer whose
+ * set holds b; zeros where none does (past an older, smaller size, or
+ * blocks a sparse baseline never had).
+ *
+ * Thread model: reentrant; any number of threads may read the same or
+ * different points at once (layers lock themselves).
+ */
+#ifndef CBTFS_CHAIN_READ_H
+#define CBTFS_CHAIN_READ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "layer.h"
+
+/* The layer supplying block B of the point whose newest layer is TOP,
+ * or NULL for zeros.  *BROKEN is set when the walk hit a missing
+ * parent before finding B (the block cannot be known). */
+extern struct layer *chain_resolve (struct layer *top, uint64_t b,
+                                    bool *broken)
+  __attribute__ ((__nonnull__ (1, 3)));
+
+/* Read COUNT bytes at OFFSET of the point TOP into BUF; the range must
+ * lie within top->meta.size.  Every stored block is checked against its
+ * checksum first.  0, or -1 with err_* naming the snapshot and offset
+ * and errno EIO (damaged, or not stored and nothing can fetch it). */
+extern int chain_read (struct layer *top, void *buf, size_t count,
+                       uint64_t offset)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+#endif /* CBTFS_CHAIN_READ_H */

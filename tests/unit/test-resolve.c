@@ -1,0 +1,292 @@
+/* Unit test: resolving points in time across layers, and the catalog's
+ * names for them. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "chain/catalog.h"
+#include "chain/layer.h"
+#include "chain/read.h"
+#include "chain/store.h"
+#include "common/error.h"
+#include "common/util.h"
+#include "check.h"
+
+#define BS CHAIN_BLOCK_SIZE
+
+static struct store *st;
+
+static void
+uuid_n (char out[UUID_LEN + 1], unsigned n)
+{
+  snprintf (out, UUID_LEN + 1, "%08x-0000-0000-0000-%012x", n, n);
+}
+
+static void
+pattern (uint8_t *buf, unsigned layer, uint64_t b)
+{
+  for (size_t i = 0; i < BS; i++)
+    buf[i] = (uint8_t) (layer * 61 + b * 13 + i);
+}
+
+/* Make and fill one layer: blocks in SET (NULL = all, a baseline) get
+ * pattern (id, b), except those in ZEROS which are zero. */
+static struct layer *
+make_layer (unsigned disk, unsigned id, unsigned parent, unsigned chain,
+            uint64_t seq, int64_t time, uint64_t nblocks, const uint64_t *set,
+            size_t nset, const char *vm_name, unsigned vm, const char *disk_name,
+            const char *dev, bool fill_all)
+{
+  struct layer_meta m = { 0 };
+  struct bitmap changed = { 0 };
+  char *ddir, uuid[UUID_LEN + 1];
+  struct layer *l;
+  uint8_t *buf = malloc (BS);
+  uint64_t b;
+
+  uuid_n (uuid, disk);
+  ddir = store_disk_dir (st, uuid, true);
+  CHECK (ddir);
+  uuid_n (m.snapshot, id);
+  memcpy (m.disk, uuid, sizeof uuid);
+  uuid_n (m.chain, chain);
+  if (parent)
+    uuid_n (m.parent, parent);
+  uuid_n (m.vm, vm);
+  m.seq = seq;
+  m.time = time;
+  m.size = nblocks * BS;
+  m.full = set == NULL;
+  m.vm_name = (char *) vm_name;
+  m.disk_name = (char *) disk_name;
+  snprintf (m.userdevice, sizeof m.userdevice, "%s", dev);
+  if (set) {
+    CHECK (bitmap_init (&changed, nblocks) == 0);
+    for (size_t i = 0; i < nset; i++)
+      bitmap_set (&changed, set[i]);
+  }
+  l = layer_create (ddir, st->tmp_dir, &m, set ? &changed : NULL);
+  CHECK (l);
+  for (b = 0; b < nblocks; b++) {
+    if (!bitmap_get (&l->changed, b))
+      continue;
+    if (!fill_all && b == nblocks - 1)
+      continue;                 /* leave the last block missing */
+    if (b % 4 == 2)
+      memset (buf, 0, BS);
+    else
+      pattern (buf, id, b);
+    CHECK (layer_put_block (l, b, buf) == 0);
+  }
+  CHECK (layer_sync (l) == 0);
+  bitmap_free (&changed);
+  free (ddir);
+  free (buf);
+  return l;
+}
+
+/* Expected content of block B at the point whose layers (oldest first)
+ * are given by their ids and sets. */
+struct lspec {
+  unsigned id;
+  uint64_t nblocks;
+  const uint64_t *set;
+  size_t nset;
+};
+
+static void
+expect_block (const struct lspec *ls, size_t n, uint64_t b, uint8_t *out)
+{
+  for (size_t k = n; k-- > 0;) {
+    bool in = ls[k].set == NULL ? b < ls[k].nblocks : false;
+    for (size_t i = 0; ls[k].set && i < ls[k].nset; i++)
+      in |= ls[k].set[i] == b;
+    if (in) {
+      if (b % 4 == 2)
+        memset (out, 0, BS);
+      else
+        pattern (out, ls[k].id, b);
+      return;
+    }
+  }
+  memset (out, 0, BS);
+}
+
+static struct layer *
+find_point (const struct catalog *c, unsigned id)
+{
+  char u[UUID_LEN + 1];
+
+  uuid_n (u, id);
+  for (size_t i = 0; i < c->ndisks; i++)
+    for (size_t j = 0; j < c->disks[i].npoints; j++)
+      if (strcmp (c->disks[i].points[j].layer->meta.snapshot, u) == 0)
+        return c->disks[i].points[j].layer;
+  return NULL;
+}
+
+static void
+test_resolution (void)
+{
+  static const uint64_t d1[] = { 1, 3 }, d2[] = { 3, 5, 9, 10 };
+  /* Disk 1: baseline of 8 blocks, then two deltas; the disk grows to 12
+   * blocks in the second (blocks 8..11 not in any set but 9, 10). */
+  const struct lspec ls[] = {
+    { 101, 8, NULL, 0 }, { 102, 8, d1, 2 }, { 103, 12, d2, 4 },
+  };
+  struct catalog *c;
+  uint8_t *got = malloc (12 * BS), *want = malloc (12 * BS);
+  struct layer *top;
+  bool broken;
+
+  layer_close (make_layer (1, 101, 0, 101, 1, 1000, 8, NULL, 0, "vm", 7, "d", "0", true));
+  layer_close (make_layer (1, 102, 101, 101, 2, 2000, 8, d1, 2, "vm", 7, "d", "0", true));
+  layer_close (make_layer (1, 103, 102, 101, 3, 3000, 12, d2, 4, "vm", 7, "d", "0", true));
+  c = catalog_load (st);
+  CHECK (c && c->ndisks == 1 && c->disks[0].npoints == 3);
+
+  for (size_t p = 0; p < 3; p++) {
+    top = find_point (c, ls[p].id);
+    CHECK (top);
+    for (uint64_t b = 0; b < ls[p].nblocks; b++)
+      expect_block (ls, p + 1, b, want + b * BS);
+    CHECK (chain_read (top, got, ls[p].nblocks * BS, 0) == 0);
+    CHECK (memcmp (got, want, ls[p].nblocks * BS) == 0);
+    /* Unaligned ranges spanning blocks read the same bytes. */
+    CHECK (chain_read (top, got, 3 * BS + 17, BS - 5) == 0);
+    CHECK (memcmp (got, want + BS - 5, 3 * BS + 17) == 0);
+  }
+  top = find_point (c, 103);
+  CHECK (chain_resolve (top, 3, &broken) == top && !broken);
+  CHECK (chain_resolve (top, 1, &broken) == find_point (c, 102));
+  CHECK (chain_resolve (top, 0, &broken) == find_point (c, 101));
+  CHECK (chain_resolve (top, 11, &broken) == NULL && !broken);  /* grown: zeros */
+  CHECK_FAILS (chain_read (top, got, 2, 12 * BS - 1), EINVAL, "past the end");
+  catalog_free (c);
+  free (got);
+  free (want);
+}
+
+static void
+test_incomplete_and_missing_parent (void)
+{
+  static const uint64_t d[] = { 0 };
+  struct catalog *c;
+  uint8_t *buf = malloc (4 * BS);
+  struct layer *top;
+
+  /* Disk 2: an incomplete baseline (last block missing). */
+  layer_close (make_layer (2, 201, 0, 201, 1, 1000, 4, NULL, 0, "vm2", 8, "x", "0", false));
+  /* Disk 3: a delta whose parent never reached the store. */
+  layer_close (make_layer (3, 302, 301, 301, 2, 2000, 4, d, 1, "vm3", 9, "y", "0", true));
+  c = catalog_load (st);
+  CHECK (c);
+  top = find_point (c, 201);
+  CHECK (chain_read (top, buf, 3 * BS, 0) == 0);
+  CHECK_FAILS (chain_read (top, buf, 512, 3 * BS), EIO, "incomplete");
+  top = find_point (c, 302);
+  CHECK (top->parent_missing);
+  CHECK (chain_read (top, buf, BS, 0) == 0);
+  CHECK_FAILS (chain_read (top, buf, BS, BS), EIO, "missing from the store");
+  catalog_free (c);
+  free (buf);
+}
+
+static void
+test_safe_names (void)
+{
+  char long_name[1001];
+  char *s;
+
+  s = catalog_safe_name ("../x/y");
+  CHECK (strcmp (s, ".._x_y") == 0);
+  free (s);
+  s = catalog_safe_name ("..");
+  CHECK (strcmp (s, "_..") == 0);
+  free (s);
+  s = catalog_safe_name (".");
+  CHECK (strcmp (s, "_.") == 0);
+  free (s);
+  s = catalog_safe_name ("");
+  CHECK (strcmp (s, "unnamed") == 0);
+  free (s);
+  s = catalog_safe_name ("a\tb\nc\x7f");
+  CHECK (strcmp (s, "a_b_c_") == 0);
+  free (s);
+  /* 1000 bytes of 2-byte characters: cut to <= 200 bytes, never mid-character. */
+  for (int i = 0; i < 1000; i += 2) {
+    long_name[i] = (char) 0xc3;
+    long_name[i + 1] = (char) 0xa9;
+  }
+  long_name[1000] = '\0';
+  s = catalog_safe_name (long_name);
+  CHECK (strlen (s) == 200 && (unsigned char) s[198] == 0xc3);
+  free (s);
+  long_name[1] = 'x';           /* now odd-aligned: the cut backs off */
+  s = catalog_safe_name (long_name + 1);
+  CHECK (strlen (s) <= 200 && (strlen (s) % 2) == 1);
+  free (s);
+  {
+    char buf[32];
+    catalog_time_name (1764095684, buf, sizeof buf);
+    CHECK (strcmp (buf, "2025-11-25T18:34:44Z") == 0);
+  }
+}
+
+static void
+test_names (void)
+{
+  struct catalog *c;
+  const struct catalog_vm *a = NULL, *b = NULL;
+
+  /* VM 20 "web" is older than VM 10 "web": it keeps the name although its
+   * uuid sorts after.  VM 20 has two disks both called "data". */
+  layer_close (make_layer (20, 2001, 0, 2001, 1, 5000, 2, NULL, 0, "web", 20, "data", "1", true));
+  layer_close (make_layer (21, 2101, 0, 2101, 1, 5000, 2, NULL, 0, "web", 20, "data", "2", true));
+  layer_close (make_layer (21, 2102, 2101, 2101, 2, 5000, 2, NULL, 0, "web", 20, "data", "2", true));
+  layer_close (make_layer (21, 2103, 2102, 2101, 3, 5001, 2, NULL, 0, "web", 20, "data", "2", true));
+  layer_close (make_layer (10, 1001, 0, 1001, 1, 6000, 2, NULL, 0, "web", 10, "../root", "0", true));
+  c = catalog_load (st);
+  CHECK (c);
+  for (size_t i = 0; i < c->nvms; i++) {
+    char u20[UUID_LEN + 1], u10[UUID_LEN + 1];
+    uuid_n (u20, 20);
+    uuid_n (u10, 10);
+    if (strcmp (c->vms[i].uuid, u20) == 0)
+      a = &c->vms[i];
+    if (strcmp (c->vms[i].uuid, u10) == 0)
+      b = &c->vms[i];
+  }
+  CHECK (a && b);
+  CHECK (strcmp (a->name, "web") == 0 && strcmp (b->name, "web.2") == 0);
+  CHECK (a->ndisks == 2);
+  CHECK (strcmp (a->disks[0]->name, "data-1") == 0);
+  CHECK (strcmp (a->disks[1]->name, "data-2") == 0);
+  CHECK (b->ndisks == 1 && strcmp (b->disks[0]->name, ".._root") == 0);
+  /* Three points, two within one second. */
+  CHECK (a->disks[1]->npoints == 3);
+  CHECK (strcmp (a->disks[1]->points[0].name, "1970-01-01T01:23:20Z") == 0);
+  CHECK (strcmp (a->disks[1]->points[1].name, "1970-01-01T01:23:20Z.2") == 0);
+  CHECK (strcmp (a->disks[1]->points[2].name, "1970-01-01T01:23:21Z") == 0);
+  catalog_free (c);
+}
+
+int
+main (void)
+{
+  char *dir = make_tmpdir (), *path;
+
+  CHECK (asprintf (&path, "%s/s", dir) > 0);
+  st = store_open (path, true);
+  CHECK (st);
+  test_resolution ();
+  test_incomplete_and_missing_parent ();
+  test_safe_names ();
+  test_names ();
+  store_close (st);
+  free (path);
+  rm_rf (dir);
+  return 0;
+}

@@ -1,0 +1,303 @@
+/* Unit test: the store directory, layer manifests, index and blocks. */
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "chain/layer.h"
+#include "chain/store.h"
+#include "common/error.h"
+#include "common/util.h"
+#include "check.h"
+
+#define SNAP "11111111-2222-3333-4444-555555555555"
+#define DISK "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+#define VMU  "99999999-8888-7777-6666-555555555555"
+
+static struct layer_meta
+sample_meta (uint64_t size, bool full)
+{
+  struct layer_meta m = { 0 };
+
+  strcpy (m.snapshot, SNAP);
+  strcpy (m.disk, DISK);
+  strcpy (m.chain, SNAP);
+  strcpy (m.vm, VMU);
+  m.seq = 1;
+  m.time = 1764095684;
+  m.size = size;
+  m.full = full;
+  m.vm_name = (char *) "web\n100%\tserver /x é";
+  m.disk_name = (char *) "root disk";
+  strcpy (m.userdevice, "0");
+  return m;
+}
+
+static void
+fill (uint8_t *buf, uint64_t b)
+{
+  for (size_t i = 0; i < CHAIN_BLOCK_SIZE; i++)
+    buf[i] = (uint8_t) (b * 31 + i * 7 + 1);
+}
+
+static mode_t
+mode_of (const char *path)
+{
+  struct stat st;
+  CHECK (stat (path, &st) == 0);
+  return st.st_mode & 07777;
+}
+
+static off_t
+size_of (const char *path)
+{
+  struct stat st;
+  CHECK (stat (path, &st) == 0);
+  return st.st_size;
+}
+
+static void
+test_manifest (void)
+{
+  struct layer_meta m = sample_meta (123456 * 512, false), p;
+  char *text = layer_meta_format (&m), *bad;
+  size_t len = strlen (text);
+
+  CHECK (layer_meta_parse (text, len, &p) == 0);
+  CHECK (strcmp (p.snapshot, SNAP) == 0 && strcmp (p.vm_name, m.vm_name) == 0);
+  CHECK (strcmp (p.disk_name, "root disk") == 0 && p.parent[0] == '\0');
+  CHECK (p.size == m.size && p.time == m.time && !p.full && p.seq == 1);
+  CHECK (strchr (text, '\t') == NULL);  /* names never break lines */
+  layer_meta_clear (&p);
+
+  /* Any change to the text breaks the check line. */
+  bad = strdup (text);
+  bad[strstr (bad, "seq 1") - bad + 4] = '2';
+  CHECK_FAILS (layer_meta_parse (bad, len, &p), EPROTO, "damaged");
+  free (bad);
+  CHECK_FAILS (layer_meta_parse (text, len - 3, &p), EPROTO, "malformed");
+  CHECK_FAILS (layer_meta_parse ("cbtfs-layer 2\n", 14, &p), EPROTO,
+               "not a cbtfs layer");
+  CHECK_FAILS (layer_meta_parse ("cbtfs-layer 1\nsnapshot ../../etc\n", 33,
+                                 &p), EPROTO, "malformed");
+  free (text);
+}
+
+static void
+test_store_dir (void)
+{
+  char *dir = make_tmpdir (), *sub;
+  struct store *s, *s2;
+
+  CHECK (asprintf (&sub, "%s/store", dir) > 0);
+  CHECK (store_open (sub, false) == NULL && errno == ENOENT);
+  CHECK (strstr (err_get (), "not a cbtfs store"));
+  s = store_open (sub, true);
+  CHECK (s != NULL);
+  CHECK (mode_of (sub) == 0700);
+  CHECK (store_lock (s) == 0);
+  s2 = store_open (sub, false);
+  CHECK (s2 != NULL);
+  CHECK_FAILS (store_lock (s2), EWOULDBLOCK, "another cbtfs backup");
+  store_close (s2);
+  store_close (s);
+  s = store_open (sub, false);          /* the lock went with its handle */
+  CHECK (s && store_lock (s) == 0);
+  store_close (s);
+
+  /* A directory with other files is never taken over. */
+  {
+    char *other, *f;
+    CHECK (asprintf (&other, "%s/other", dir) > 0);
+    CHECK (mkdir (other, 0755) == 0);
+    CHECK (asprintf (&f, "%s/precious", other) > 0);
+    CHECK (write_file_atomic (f, "x", 1, 0644) == 0);
+    CHECK (store_open (other, true) == NULL && errno == EEXIST);
+    free (f);
+    free (other);
+  }
+  /* A future format is refused, not misread. */
+  {
+    char *marker;
+    CHECK (asprintf (&marker, "%s/cbtfs-store", sub) > 0);
+    CHECK (write_file_atomic (marker, "cbtfs-store 2\n", 14, 0600) == 0);
+    CHECK (store_open (sub, false) == NULL);
+    CHECK (strstr (err_get (), "format 2"));
+    free (marker);
+  }
+  free (sub);
+  rm_rf (dir);
+}
+
+static void
+test_layer_fill (void)
+{
+  char *dir = make_tmpdir (), *ddir, *path;
+  struct store *s;
+  uint64_t size = 10 * CHAIN_BLOCK_SIZE + 4096;   /* a short tail block */
+  struct layer_meta m = sample_meta (size, true);
+  struct layer *l;
+  uint8_t *buf = malloc (CHAIN_BLOCK_SIZE), *got = malloc (CHAIN_BLOCK_SIZE);
+  uint64_t b, present, stored;
+
+  CHECK (asprintf (&path, "%s/s", dir) > 0);
+  s = store_open (path, true);
+  CHECK (s && store_lock (s) == 0);
+  ddir = store_disk_dir (s, DISK, true);
+  CHECK (ddir);
+  CHECK (store_disk_dir (s, "../../etc", true) == NULL);
+
+  l = layer_create (ddir, s->tmp_dir, &m, NULL);
+  CHECK (l != NULL);
+  CHECK (l->nblocks == 11 && l->nchanged == 11 && !layer_complete (l));
+  /* Blocks 0..5: data, 6..9: zero; block 10 (the tail) stays missing. */
+  for (b = 0; b < 10; b++) {
+    if (b < 6)
+      fill (buf, b);
+    else
+      memset (buf, 0, CHAIN_BLOCK_SIZE);
+    CHECK (layer_put_block (l, b, buf) == 0);
+  }
+  CHECK (layer_block_state (l, 0) == LAYER_MISSING);  /* not yet durable */
+  CHECK (layer_pending_bytes (l) == 10 * (uint64_t) CHAIN_BLOCK_SIZE);
+  CHECK (layer_sync (l) == 0);
+  CHECK (layer_block_state (l, 0) == LAYER_DATA);
+  CHECK (layer_block_state (l, 7) == LAYER_ZERO);
+  CHECK (layer_block_state (l, 10) == LAYER_MISSING);
+  layer_close (l);
+
+  /* Four zero blocks became one run record: header + 6 data + 1 zero. */
+  free (path);
+  CHECK (asprintf (&path, "%s/%s/index", ddir, SNAP) > 0);
+  CHECK (size_of (path) == 40 * (1 + 6 + 1));
+  CHECK (mode_of (path) == 0600);
+
+  /* Reopen: what was synced is there, and reads back exactly. */
+  {
+    char *ldir;
+    CHECK (asprintf (&ldir, "%s/%s", ddir, SNAP) > 0);
+    l = layer_open (ldir, false);
+    CHECK (l != NULL);
+    layer_counts (l, &present, &stored);
+    CHECK (present == 10 && stored == 6 && !layer_complete (l));
+    fill (buf, 3);
+    CHECK (layer_read_block (l, 3, got) == 0 && memcmp (buf, got, CHAIN_BLOCK_SIZE) == 0);
+    CHECK (layer_read_block (l, 8, got) == 0 && is_zero (got, CHAIN_BLOCK_SIZE));
+    CHECK_FAILS (layer_read_block (l, 10, got), ENODATA, "not stored");
+    CHECK_FAILS (layer_put_block (l, 10, buf), EINVAL, "not in");  /* read-only */
+    layer_close (l);
+
+    /* A torn append (crash mid-write) is ignored, then cut off. */
+    {
+      int fd = open (path, O_WRONLY | O_APPEND);
+      CHECK (fd >= 0 && write (fd, "garbage-record", 14) == 14);
+      close (fd);
+    }
+    l = layer_open (ldir, false);
+    CHECK (l != NULL);
+    layer_counts (l, &present, &stored);
+    CHECK (present == 10);
+    layer_close (l);
+    l = layer_open (ldir, true);
+    CHECK (l != NULL);
+    CHECK (size_of (path) == 40 * 8);
+    fill (buf, 10);
+    memset (buf + 4096, 0, CHAIN_BLOCK_SIZE - 4096);
+    CHECK (layer_put_block (l, 10, buf) == 0 && layer_sync (l) == 0);
+    CHECK (layer_complete (l));
+    layer_close (l);
+
+    /* A flipped byte in stored data is an error, never data. */
+    {
+      char *dpath;
+      int fd;
+      uint8_t x;
+      CHECK (asprintf (&dpath, "%s/data", ldir) > 0);
+      fd = open (dpath, O_RDWR);
+      CHECK (fd >= 0 && pread (fd, &x, 1, 2 * CHAIN_BLOCK_SIZE + 100) == 1);
+      x ^= 0x40;
+      CHECK (pwrite (fd, &x, 1, 2 * CHAIN_BLOCK_SIZE + 100) == 1);
+      close (fd);
+      free (dpath);
+    }
+    l = layer_open (ldir, false);
+    CHECK (l && layer_complete (l));
+    CHECK_FAILS (layer_read_block (l, 2, got), EIO, "fails its checksum");
+    CHECK (layer_read_block (l, 1, got) == 0);
+    layer_close (l);
+
+    /* The data file is sparse: zero blocks take no space. */
+    {
+      char *dpath;
+      struct stat st;
+      CHECK (asprintf (&dpath, "%s/data", ldir) > 0);
+      CHECK (stat (dpath, &st) == 0);
+      CHECK ((uint64_t) st.st_blocks * 512 <= 8 * (uint64_t) CHAIN_BLOCK_SIZE);
+      free (dpath);
+    }
+    free (ldir);
+  }
+  free (buf);
+  free (got);
+  free (path);
+  free (ddir);
+  store_close (s);
+  rm_rf (dir);
+}
+
+static void
+test_delta_and_damage (void)
+{
+  char *dir = make_tmpdir (), *path, *ddir, *ldir, *cpath;
+  struct store *s;
+  struct layer_meta m = sample_meta (64 * (uint64_t) CHAIN_BLOCK_SIZE, false);
+  struct bitmap changed;
+  struct layer *l;
+  uint8_t *buf = calloc (1, CHAIN_BLOCK_SIZE);
+
+  CHECK (asprintf (&path, "%s/s", dir) > 0);
+  s = store_open (path, true);
+  CHECK (s && (ddir = store_disk_dir (s, DISK, true)));
+  CHECK (bitmap_init (&changed, 64) == 0);
+  bitmap_set (&changed, 3);
+  bitmap_set (&changed, 40);
+  strcpy (m.parent, "00000000-0000-0000-0000-000000000001");
+  l = layer_create (ddir, s->tmp_dir, &m, &changed);
+  CHECK (l && l->nchanged == 2);
+  CHECK (layer_block_state (l, 4) == LAYER_ABSENT);
+  CHECK_FAILS (layer_put_block (l, 4, buf), EINVAL, "not in");
+  CHECK (layer_put_block (l, 3, buf) == 0 && layer_put_block (l, 40, buf) == 0);
+  CHECK (layer_sync (l) == 0 && layer_complete (l));
+  layer_close (l);
+  /* Creating the same layer twice fails and leaves the first intact. */
+  CHECK (layer_create (ddir, s->tmp_dir, &m, &changed) == NULL);
+  bitmap_free (&changed);
+
+  CHECK (asprintf (&ldir, "%s/%s", ddir, SNAP) > 0);
+  CHECK (asprintf (&cpath, "%s/changed", ldir) > 0);
+  CHECK (size_of (cpath) == 8);
+  /* A changed-set file of the wrong length makes the layer unreadable. */
+  CHECK (truncate (cpath, 7) == 0);
+  CHECK (layer_open (ldir, false) == NULL && errno == EPROTO);
+  CHECK (strstr (err_get (), "expected 8"));
+
+  free (buf);
+  free (cpath);
+  free (ldir);
+  free (ddir);
+  free (path);
+  store_close (s);
+  rm_rf (dir);
+}
+
+int
+main (void)
+{
+  test_manifest ();
+  test_store_dir ();
+  test_layer_fill ();
+  test_delta_and_damage ();
+  return 0;
+}

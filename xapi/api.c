@@ -1,0 +1,532 @@
+/* cbtfs: the XAPI calls cbtfs makes, with typed results.
+ *
+ * Each function builds its parameters, calls xapi_call and converts
+ * the result.  Records are read with value.h's lenient getters; a
+ * field that is missing or of the wrong type fails the whole call
+ * (EPROTO), as a half-read record would only fail later, less clearly.
+ *
+ * Thread model: as xapi_session (one thread per session at a time).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/error.h"
+#include "api.h"
+
+#define MAX_ARGS 3
+
+/* Call METHOD with string arguments ARGS (the session ref goes first).
+ * The result (caller frees), or NULL with err_* set. */
+static xapi_value *
+call_strings (xapi_session *s, const char *method, size_t n,
+              const char *const *args)
+{
+  xapi_value *p[MAX_ARGS] = { NULL };
+  xapi_value *r = NULL;
+  size_t i;
+
+  for (i = 0; i < n; i++) {
+    p[i] = xv_string (args[i]);
+    if (p[i] == NULL) {
+      err_set (ENOMEM, "%s: out of memory", method);
+      goto out;
+    }
+  }
+  r = xapi_call (s, method, n, p);
+
+ out:
+  for (i = 0; i < n; i++)
+    xv_free (p[i]);
+  return r;
+}
+
+/* As call_strings, for calls returning void (sent as ""). */
+static int
+call_void (xapi_session *s, const char *method, size_t n,
+           const char *const *args)
+{
+  xapi_value *r = call_strings (s, method, n, args);
+
+  if (r == NULL)
+    return -1;
+  xv_free (r);
+  return 0;
+}
+
+/* Take ownership of R, which must be a string; return a copy (caller
+ * frees), or NULL with err_* set. */
+static char *
+take_string (const char *method, xapi_value *r)
+{
+  char *ret = NULL;
+
+  if (r == NULL)
+    return NULL;
+  if (xv_str (r) == NULL)
+    err_set (EPROTO, "%s: result is not a string", method);
+  else if ((ret = strdup (xv_str (r))) == NULL)
+    err_set (ENOMEM, "%s: out of memory", method);
+  xv_free (r);
+  return ret;
+}
+
+static char *
+call_string (xapi_session *s, const char *method, size_t n,
+             const char *const *args)
+{
+  return take_string (method, call_strings (s, method, n, args));
+}
+
+/* ---- record fields ---- */
+
+static int
+bad_field (const char *method, const char *field, const char *type)
+{
+  err_set (EPROTO, "%s: field %s missing or not %s", method, field, type);
+  return -1;
+}
+
+static int
+get_str (const char *method, const xapi_value *rec, const char *field,
+         char **out)
+{
+  const char *s = xv_str (xv_get (rec, field));
+
+  if (s == NULL)
+    return bad_field (method, field, "a string");
+  *out = strdup (s);
+  if (*out == NULL) {
+    err_set (ENOMEM, "%s: out of memory", method);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+get_int (const char *method, const xapi_value *rec, const char *field,
+         int64_t *out)
+{
+  if (xv_to_int (xv_get (rec, field), out) == -1)
+    return bad_field (method, field, "an int");
+  return 0;
+}
+
+static int
+get_bool (const char *method, const xapi_value *rec, const char *field,
+          bool *out)
+{
+  if (xv_to_bool (xv_get (rec, field), out) == -1)
+    return bad_field (method, field, "a bool");
+  return 0;
+}
+
+static int
+get_time (const char *method, const xapi_value *rec, const char *field,
+          int64_t *out)
+{
+  if (xv_to_time (xv_get (rec, field), out) == -1)
+    return bad_field (method, field, "a time");
+  return 0;
+}
+
+static void
+free_strv (char **v, size_t n)
+{
+  size_t i;
+
+  if (v)
+    for (i = 0; i < n; i++)
+      free (v[i]);
+  free (v);
+}
+
+/* A set of refs: an array of strings.  *OUT caller-owned. */
+static int
+get_refs (const char *method, const xapi_value *rec, const char *field,
+          char ***out, size_t *n)
+{
+  const xapi_value *a = xv_get (rec, field);
+  char **v;
+  size_t i;
+
+  if (a == NULL || a->type != XV_ARRAY)
+    return bad_field (method, field, "an array");
+  for (i = 0; i < a->u.a.n; i++)
+    if (xv_str (a->u.a.v[i]) == NULL)
+      return bad_field (method, field, "an array of strings");
+  v = calloc (a->u.a.n ? a->u.a.n : 1, sizeof *v);
+  if (v == NULL)
+    goto err_oom;
+  for (i = 0; i < a->u.a.n; i++) {
+    v[i] = strdup (xv_str (a->u.a.v[i]));
+    if (v[i] == NULL) {
+      free_strv (v, i);
+      goto err_oom;
+    }
+  }
+  *out = v;
+  *n = a->u.a.n;
+  return 0;
+
+ err_oom:
+  err_set (ENOMEM, "%s: out of memory", method);
+  return -1;
+}
+
+static int
+not_struct (const char *method)
+{
+  err_set (EPROTO, "%s: result is not a struct", method);
+  return -1;
+}
+
+/* ---- VM ---- */
+
+/* Fill *VM from REC (borrowed).  On failure *VM is left empty. */
+static int
+parse_vm (const char *method, const char *ref, const xapi_value *rec,
+          struct xapi_vm *vm)
+{
+  memset (vm, 0, sizeof *vm);
+  if (rec == NULL || rec->type != XV_STRUCT)
+    return not_struct (method);
+  vm->ref = strdup (ref);
+  if (vm->ref == NULL) {
+    err_set (ENOMEM, "%s: out of memory", method);
+    goto err_vm;
+  }
+  if (get_str (method, rec, "uuid", &vm->uuid) == -1
+      || get_str (method, rec, "name_label", &vm->name) == -1
+      || get_str (method, rec, "power_state", &vm->power_state) == -1
+      || get_bool (method, rec, "is_a_template", &vm->is_a_template) == -1
+      || get_bool (method, rec, "is_a_snapshot", &vm->is_a_snapshot) == -1
+      || get_bool (method, rec, "is_control_domain",
+                   &vm->is_control_domain) == -1
+      || get_refs (method, rec, "VBDs", &vm->vbds, &vm->nvbds) == -1)
+    goto err_vm;
+  return 0;
+
+ err_vm:
+  xapi_vm_clear (vm);
+  return -1;
+}
+
+void
+xapi_vm_clear (struct xapi_vm *vm)
+{
+  free (vm->ref);
+  free (vm->uuid);
+  free (vm->name);
+  free (vm->power_state);
+  free_strv (vm->vbds, vm->nvbds);
+  memset (vm, 0, sizeof *vm);
+}
+
+void
+xapi_vms_free (struct xapi_vm *vms, size_t n)
+{
+  size_t i;
+
+  if (vms)
+    for (i = 0; i < n; i++)
+      xapi_vm_clear (&vms[i]);
+  free (vms);
+}
+
+int
+xapi_vm_get_all (xapi_session *s, struct xapi_vm **vms, size_t *n)
+{
+  static const char method[] = "VM.get_all_records";
+  struct xapi_vm *v;
+  xapi_value *r;
+  size_t i;
+
+  r = call_strings (s, method, 0, NULL);
+  if (r == NULL)
+    return -1;
+  if (r->type != XV_STRUCT) {
+    not_struct (method);
+    goto err_r;
+  }
+  v = calloc (r->u.st.n ? r->u.st.n : 1, sizeof *v);
+  if (v == NULL) {
+    err_set (ENOMEM, "%s: out of memory", method);
+    goto err_r;
+  }
+  for (i = 0; i < r->u.st.n; i++)
+    if (parse_vm (method, r->u.st.k[i], r->u.st.v[i], &v[i]) == -1) {
+      xapi_vms_free (v, i);
+      goto err_r;
+    }
+  *vms = v;
+  *n = r->u.st.n;
+  xv_free (r);
+  return 0;
+
+ err_r:
+  xv_free (r);
+  return -1;
+}
+
+int
+xapi_vm_get (xapi_session *s, const char *ref, struct xapi_vm *vm)
+{
+  static const char method[] = "VM.get_record";
+  xapi_value *r;
+  int ret;
+
+  memset (vm, 0, sizeof *vm);
+  r = call_strings (s, method, 1, &ref);
+  if (r == NULL)
+    return -1;
+  ret = parse_vm (method, ref, r, vm);
+  xv_free (r);
+  return ret;
+}
+
+char *
+xapi_vm_snapshot (xapi_session *s, const char *vm, const char *name)
+{
+  const char *args[] = { vm, name };
+
+  return call_string (s, "VM.snapshot", 2, args);
+}
+
+int
+xapi_vm_destroy (xapi_session *s, const char *vm)
+{
+  return call_void (s, "VM.destroy", 1, &vm);
+}
+
+/* ---- VBD ---- */
+
+void
+xapi_vbd_clear (struct xapi_vbd *vbd)
+{
+  free (vbd->ref);
+  free (vbd->vm);
+  free (vbd->vdi);
+  free (vbd->userdevice);
+  free (vbd->type);
+  memset (vbd, 0, sizeof *vbd);
+}
+
+int
+xapi_vbd_get (xapi_session *s, const char *ref, struct xapi_vbd *vbd)
+{
+  static const char method[] = "VBD.get_record";
+  xapi_value *r;
+  int ret = -1;
+
+  memset (vbd, 0, sizeof *vbd);
+  r = call_strings (s, method, 1, &ref);
+  if (r == NULL)
+    return -1;
+  if (r->type != XV_STRUCT) {
+    not_struct (method);
+    goto out;
+  }
+  vbd->ref = strdup (ref);
+  if (vbd->ref == NULL) {
+    err_set (ENOMEM, "%s: out of memory", method);
+    goto out;
+  }
+  if (get_str (method, r, "VM", &vbd->vm) == -1
+      || get_str (method, r, "VDI", &vbd->vdi) == -1
+      || get_str (method, r, "userdevice", &vbd->userdevice) == -1
+      || get_str (method, r, "type", &vbd->type) == -1
+      || get_bool (method, r, "empty", &vbd->empty) == -1)
+    goto out;
+  ret = 0;
+
+ out:
+  if (ret == -1)
+    xapi_vbd_clear (vbd);
+  xv_free (r);
+  return ret;
+}
+
+/* ---- VDI ---- */
+
+void
+xapi_vdi_clear (struct xapi_vdi *vdi)
+{
+  free (vdi->ref);
+  free (vdi->uuid);
+  free (vdi->name);
+  free (vdi->type);
+  free (vdi->snapshot_of);
+  memset (vdi, 0, sizeof *vdi);
+}
+
+int
+xapi_vdi_get (xapi_session *s, const char *ref, struct xapi_vdi *vdi)
+{
+  static const char method[] = "VDI.get_record";
+  xapi_value *r;
+  int ret = -1;
+
+  memset (vdi, 0, sizeof *vdi);
+  r = call_strings (s, method, 1, &ref);
+  if (r == NULL)
+    return -1;
+  if (r->type != XV_STRUCT) {
+    not_struct (method);
+    goto out;
+  }
+  vdi->ref = strdup (ref);
+  if (vdi->ref == NULL) {
+    err_set (ENOMEM, "%s: out of memory", method);
+    goto out;
+  }
+  /* A VDI that is not a snapshot has snapshot_time 19700101T00:00:00Z,
+   * which reads as 0, as api.h promises. */
+  if (get_str (method, r, "uuid", &vdi->uuid) == -1
+      || get_str (method, r, "name_label", &vdi->name) == -1
+      || get_str (method, r, "type", &vdi->type) == -1
+      || get_str (method, r, "snapshot_of", &vdi->snapshot_of) == -1
+      || get_int (method, r, "virtual_size", &vdi->virtual_size) == -1
+      || get_time (method, r, "snapshot_time", &vdi->snapshot_time) == -1
+      || get_bool (method, r, "is_a_snapshot", &vdi->is_a_snapshot) == -1
+      || get_bool (method, r, "cbt_enabled", &vdi->cbt_enabled) == -1)
+    goto out;
+  ret = 0;
+
+ out:
+  if (ret == -1)
+    xapi_vdi_clear (vdi);
+  xv_free (r);
+  return ret;
+}
+
+char *
+xapi_vdi_by_uuid (xapi_session *s, const char *uuid)
+{
+  return call_string (s, "VDI.get_by_uuid", 1, &uuid);
+}
+
+int
+xapi_vdi_enable_cbt (xapi_session *s, const char *vdi)
+{
+  return call_void (s, "VDI.enable_cbt", 1, &vdi);
+}
+
+char *
+xapi_vdi_snapshot (xapi_session *s, const char *vdi)
+{
+  static const char method[] = "VDI.snapshot";
+  xapi_value *p[2];
+  xapi_value *r = NULL;
+
+  /* driver_params is not optional on the wire for every XAPI version:
+   * send the default {} explicitly. */
+  p[0] = xv_string (vdi);
+  p[1] = xv_struct ();
+  if (p[0] == NULL || p[1] == NULL)
+    err_set (ENOMEM, "%s: out of memory", method);
+  else
+    r = xapi_call (s, method, 2, p);
+  xv_free (p[0]);
+  xv_free (p[1]);
+  return take_string (method, r);
+}
+
+char *
+xapi_vdi_list_changed_blocks (xapi_session *s, const char *from,
+                              const char *to)
+{
+  const char *args[] = { from, to };
+
+  return call_string (s, "VDI.list_changed_blocks", 2, args);
+}
+
+void
+xapi_nbd_info_free (struct xapi_nbd_info *info, size_t n)
+{
+  size_t i;
+
+  if (info)
+    for (i = 0; i < n; i++) {
+      free (info[i].address);
+      free (info[i].cert);
+      /* The export name embeds the session ref. */
+      if (info[i].exportname)
+        explicit_bzero (info[i].exportname, strlen (info[i].exportname));
+      free (info[i].exportname);
+      free (info[i].subject);
+    }
+  free (info);
+}
+
+int
+xapi_vdi_get_nbd_info (xapi_session *s, const char *vdi,
+                       struct xapi_nbd_info **info, size_t *n)
+{
+  static const char method[] = "VDI.get_nbd_info";
+  struct xapi_nbd_info *v;
+  xapi_value *r;
+  size_t i;
+
+  r = call_strings (s, method, 1, &vdi);
+  if (r == NULL)
+    return -1;
+  if (r->type != XV_ARRAY) {
+    err_set (EPROTO, "%s: result is not an array", method);
+    goto err_r;
+  }
+  v = calloc (r->u.a.n ? r->u.a.n : 1, sizeof *v);
+  if (v == NULL) {
+    err_set (ENOMEM, "%s: out of memory", method);
+    goto err_r;
+  }
+  for (i = 0; i < r->u.a.n; i++) {
+    const xapi_value *rec = r->u.a.v[i];
+
+    if (rec == NULL || rec->type != XV_STRUCT) {
+      not_struct (method);
+      goto err_v;
+    }
+    /* port arrives as a decimal string (XAPI's int64); get_int takes
+     * both forms. */
+    if (get_str (method, rec, "address", &v[i].address) == -1
+        || get_int (method, rec, "port", &v[i].port) == -1
+        || get_str (method, rec, "cert", &v[i].cert) == -1
+        || get_str (method, rec, "exportname", &v[i].exportname) == -1
+        || get_str (method, rec, "subject", &v[i].subject) == -1)
+      goto err_v;
+    if (v[i].port < 1 || v[i].port > 65535) {
+      err_set (EPROTO, "%s: port %lld out of range", method,
+               (long long) v[i].port);
+      goto err_v;
+    }
+  }
+  *info = v;
+  *n = r->u.a.n;
+  xv_free (r);
+  return 0;
+
+ err_v:
+  xapi_nbd_info_free (v, r->u.a.n);
+ err_r:
+  xv_free (r);
+  return -1;
+}
+
+int
+xapi_vdi_data_destroy (xapi_session *s, const char *vdi)
+{
+  return call_void (s, "VDI.data_destroy", 1, &vdi);
+}
+
+int
+xapi_vdi_destroy (xapi_session *s, const char *vdi)
+{
+  return call_void (s, "VDI.destroy", 1, &vdi);
+}
+
+char *
+xapi_vdi_checksum (xapi_session *s, const char *vdi)
+{
+  return call_string (s, "VDI.checksum", 1, &vdi);
+}

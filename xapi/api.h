@@ -1,0 +1,113 @@
+/* cbtfs: the XAPI calls cbtfs makes, with typed results.
+ *
+ * One function per call (xapi-cbt.md §2).  Refs and uuids are strings.
+ * Every function returns 0/-1 or pointer/NULL with err_* set by
+ * xapi_call; xapi_last_error (s) then has the XAPI code, so callers can
+ * tell SR_BACKEND_FAILURE_460 ("unrelated") or UUID_INVALID apart.
+ *
+ * Ownership: records and strings returned are the caller's; free them
+ * with the matching *_free.  Thread model: as xapi_session.
+ */
+#ifndef CBTFS_XAPI_API_H
+#define CBTFS_XAPI_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "session.h"
+
+struct xapi_vm {
+  char *ref;
+  char *uuid;
+  char *name;                   /* name_label */
+  char *power_state;
+  bool is_a_template;
+  bool is_a_snapshot;
+  bool is_control_domain;
+  char **vbds;                  /* VBD refs */
+  size_t nvbds;
+};
+
+struct xapi_vbd {
+  char *ref;
+  char *vm;                     /* VM ref */
+  char *vdi;                    /* VDI ref, "OpaqueRef:NULL" when empty */
+  char *userdevice;             /* "0", "1", … */
+  char *type;                   /* "Disk", "CD", "Floppy" */
+  bool empty;
+};
+
+struct xapi_vdi {
+  char *ref;
+  char *uuid;
+  char *name;                   /* name_label */
+  char *type;                   /* "user", "system", "cbt_metadata", … */
+  char *snapshot_of;            /* VDI ref, "OpaqueRef:NULL" if none */
+  int64_t virtual_size;         /* bytes */
+  int64_t snapshot_time;        /* UTC seconds (0 if not a snapshot) */
+  bool is_a_snapshot;
+  bool cbt_enabled;
+};
+
+struct xapi_nbd_info {
+  char *address;
+  int64_t port;
+  char *cert;                   /* PEM of the host's certificate */
+  char *exportname;             /* secret: embeds the session ref */
+  char *subject;
+};
+
+/* VM.get_all_records: every VM (callers filter).  *VMS caller-owned. */
+extern int xapi_vm_get_all (xapi_session *s, struct xapi_vm **vms, size_t *n);
+extern void xapi_vms_free (struct xapi_vm *vms, size_t n);
+
+/* VM.get_record for REF.  On failure *VM is left empty (clear is safe). */
+extern int xapi_vm_get (xapi_session *s, const char *ref, struct xapi_vm *vm);
+extern void xapi_vm_clear (struct xapi_vm *vm);
+
+/* VM.snapshot (vm, name): returns the snapshot VM's ref (caller frees). */
+extern char *xapi_vm_snapshot (xapi_session *s, const char *vm,
+                               const char *name);
+
+/* VM.destroy (a VM snapshot: its VDIs stay). */
+extern int xapi_vm_destroy (xapi_session *s, const char *vm);
+
+/* VBD.get_record for REF.  On failure *VBD is left empty. */
+extern int xapi_vbd_get (xapi_session *s, const char *ref,
+                         struct xapi_vbd *vbd);
+extern void xapi_vbd_clear (struct xapi_vbd *vbd);
+
+/* VDI.get_record for REF.  On failure *VDI is left empty. */
+extern int xapi_vdi_get (xapi_session *s, const char *ref,
+                         struct xapi_vdi *vdi);
+extern void xapi_vdi_clear (struct xapi_vdi *vdi);
+
+/* VDI.get_by_uuid: the ref (caller frees); NULL with UUID_INVALID if gone. */
+extern char *xapi_vdi_by_uuid (xapi_session *s, const char *uuid);
+
+/* VDI.enable_cbt (idempotent). */
+extern int xapi_vdi_enable_cbt (xapi_session *s, const char *vdi);
+
+/* VDI.snapshot (vdi, {}): the new snapshot's ref (caller frees). */
+extern char *xapi_vdi_snapshot (xapi_session *s, const char *vdi);
+
+/* VDI.list_changed_blocks (from, to): the base64 bitmap (caller frees). */
+extern char *xapi_vdi_list_changed_blocks (xapi_session *s, const char *from,
+                                           const char *to);
+
+/* VDI.get_nbd_info: *INFO caller-owned array of *N (may be 0). */
+extern int xapi_vdi_get_nbd_info (xapi_session *s, const char *vdi,
+                                  struct xapi_nbd_info **info, size_t *n);
+extern void xapi_nbd_info_free (struct xapi_nbd_info *info, size_t n);
+
+/* VDI.data_destroy (keep only CBT metadata). */
+extern int xapi_vdi_data_destroy (xapi_session *s, const char *vdi);
+
+/* VDI.destroy (e.g. a snapshot no backup layer describes). */
+extern int xapi_vdi_destroy (xapi_session *s, const char *vdi);
+
+/* VDI.checksum: md5 hex of the VDI's content (caller frees). */
+extern char *xapi_vdi_checksum (xapi_session *s, const char *vdi);
+
+#endif /* CBTFS_XAPI_API_H */

@@ -1,0 +1,988 @@
+/* cbtfs: XAPI sessions over HTTPS with libcurl.
+ *
+ * Thread model: a session is used by one thread at a time (callers
+ * serialise); it owns one CURL easy handle, reused so that the TLS
+ * connection to the host is kept alive between calls.  libcurl and
+ * libxml2 are initialised once per process by xapi_global_init.
+ *
+ * Secrets: the password copy and the session ref live only in this
+ * file's struct.  Request bodies (which hold one or the other) and
+ * response bodies (which may hold the ref, e.g. login and NBD export
+ * names) are wiped before they are freed.  XAPI error parameters have
+ * the ref replaced by "(hidden)" (SESSION_INVALID [ref] carries it),
+ * and messages have both the ref and the password hidden.  Nothing
+ * here logs a body.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <libxml/parser.h>
+
+#include "../common/cleanup.h"
+#include "../common/error.h"
+#include "../common/log.h"
+#include "session.h"
+#include "xmlrpc.h"
+
+#define XAPI_MAX_RESPONSE (64 * 1024 * 1024)
+#define XAPI_CONNECT_TIMEOUT 15L
+#define XAPI_DEFAULT_TIMEOUT 60L
+#define XAPI_HIDDEN "(hidden)"
+
+struct xapi_session {
+  CURL *curl;
+  struct curl_slist *headers;
+  char *url;                    /* scheme://host:port, no slash */
+  char *post_url;               /* url + "/" */
+  char *user;
+  char *ca_file;                /* for messages; NULL for system CAs */
+  char *password;               /* secret; wiped before free */
+  char *ref;                    /* secret; NULL when not logged in */
+  struct xapi_error err;        /* of the last failure */
+  long timeout;                 /* seconds, per request */
+  long connect_timeout;
+  char errbuf[CURL_ERROR_SIZE]; /* curl's message for the last transfer */
+};
+
+int
+xapi_global_init (void)
+{
+  CURLcode rc = curl_global_init (CURL_GLOBAL_DEFAULT);
+
+  if (rc != CURLE_OK) {
+    err_set (EIO, "cannot initialise libcurl: %s", curl_easy_strerror (rc));
+    return -1;
+  }
+  xmlInitParser ();
+  return 0;
+}
+
+void
+xapi_global_cleanup (void)
+{
+  xmlCleanupParser ();
+  curl_global_cleanup ();
+}
+
+static void
+wipe_str (char *s)
+{
+  if (s)
+    explicit_bzero (s, strlen (s));
+}
+
+static void
+free_secret (char *s)
+{
+  wipe_str (s);
+  free (s);
+}
+
+/* Free a string value that held a secret. */
+static void
+free_secret_value (xapi_value *v)
+{
+  if (v && v->type == XV_STRING)
+    wipe_str (v->u.s);
+  xv_free (v);
+}
+
+/* Copy S into BUF (SIZE > 0) as one line: control characters become
+ * spaces, as XAPI error parameters may carry a backend's stderr. */
+static void
+one_line (char *buf, size_t size, const char *s)
+{
+  size_t i = 0;
+
+  for (; s[i] && i < size - 1; i++)
+    buf[i] = (unsigned char) s[i] < 0x20 || s[i] == 0x7f ? ' ' : s[i];
+  while (i > 0 && buf[i - 1] == ' ')
+    i--;
+  buf[i] = '\0';
+}
+
+/* ---- URLs ---- */
+
+static bool
+host_char_ok (char c, bool v6)
+{
+  if (v6)
+    return isxdigit ((unsigned char) c) || c == ':' || c == '.';
+  return isalnum ((unsigned char) c) || c == '-' || c == '.' || c == '_';
+}
+
+/* HOST (no brackets) is a plausible DNS name, IPv4 or IPv6 address;
+ * it goes into a URL, so nothing else may pass. */
+static bool
+host_ok (const char *host)
+{
+  bool v6 = strchr (host, ':') != NULL;
+  const char *p;
+
+  if (*host == '\0' || strlen (host) > 253)
+    return false;
+  for (p = host; *p; p++)
+    if (!host_char_ok (*p, v6))
+      return false;
+  return true;
+}
+
+static bool
+is_loopback (const char *host)
+{
+  return strcmp (host, "localhost") == 0 || strcmp (host, "::1") == 0
+    || strncmp (host, "127.", 4) == 0;
+}
+
+/* "SCHEME://HOST:PORT", with HOST bracketed if IPv6.  Caller frees. */
+static char *
+make_url (const char *scheme, const char *host, long port)
+{
+  char *url;
+  bool v6 = strchr (host, ':') != NULL;
+
+  if (asprintf (&url, "%s://%s%s%s:%ld", scheme, v6 ? "[" : "", host,
+                v6 ? "]" : "", port) == -1) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  return url;
+}
+
+/* Split URL ("[scheme://]host[:port][/]") and normalise it.  *SCHEME is
+ * static, *HOST caller-freed.  The URL is not echoed when it holds
+ * user info, which could be a password. */
+static int
+parse_url (const char *url, const char **scheme, char **host, long *port)
+{
+  const char *p = url, *h, *hend, *sep = strstr (url, "://");
+  size_t authlen;
+
+  if (sep) {
+    if ((size_t) (sep - url) == 5 && strncasecmp (url, "https", 5) == 0)
+      *scheme = "https";
+    else if ((size_t) (sep - url) == 4 && strncasecmp (url, "http", 4) == 0)
+      *scheme = "http";
+    else {
+      err_set (EINVAL, "XAPI URL: scheme must be https");
+      return -1;
+    }
+    p = sep + 3;
+  }
+  else
+    *scheme = "https";
+  *port = strcmp (*scheme, "https") == 0 ? 443 : 80;
+
+  authlen = strcspn (p, "/?#");
+  if (memchr (p, '@', authlen)) {
+    err_set (EINVAL, "XAPI URL: user info (user@host) is not supported; "
+             "give the user separately");
+    return -1;
+  }
+  if (p[authlen] != '\0' && strcmp (p + authlen, "/") != 0) {
+    err_set (EINVAL, "XAPI URL %s: expected https://host[:port] without "
+             "a path", url);
+    return -1;
+  }
+  if (*p == '[') {
+    h = p + 1;
+    hend = memchr (h, ']', authlen);
+    if (hend == NULL)
+      goto bad;
+    p = hend + 1;
+  }
+  else {
+    h = p;
+    hend = p + strcspn (p, ":/?#");
+    p = hend;
+  }
+  if (*p == ':') {
+    char *end;
+
+    p++;
+    if (!isdigit ((unsigned char) *p))
+      goto bad;
+    errno = 0;
+    *port = strtol (p, &end, 10);
+    if (errno || *port < 1 || *port > 65535 || (*end != '\0' && *end != '/'))
+      goto bad;
+  }
+  else if (*p != '\0' && *p != '/')
+    goto bad;
+  *host = strndup (h, hend - h);
+  if (*host == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  if (!host_ok (*host)) {
+    free (*host);
+    *host = NULL;
+    goto bad;
+  }
+  return 0;
+
+ bad:
+  err_set (EINVAL, "XAPI URL %s: expected https://host[:port]", url);
+  return -1;
+}
+
+/* Point S at URL (normalised).  Plain http sends the password in the
+ * clear, so it is allowed only to this machine (test stand-ins). */
+static int
+set_url (xapi_session *s, const char *url)
+{
+  CLEANUP_FREE char *host = NULL;
+  const char *scheme;
+  char *norm, *post;
+  long port;
+
+  if (parse_url (url, &scheme, &host, &port) == -1)
+    return -1;
+  if (strcmp (scheme, "http") == 0 && !is_loopback (host)) {
+    err_set (EINVAL, "XAPI URL %s: plain http would send the password in "
+             "the clear; use https", url);
+    return -1;
+  }
+  norm = make_url (scheme, host, port);
+  if (norm == NULL)
+    return -1;
+  if (asprintf (&post, "%s/", norm) == -1) {
+    free (norm);
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  free (s->url);
+  free (s->post_url);
+  s->url = norm;
+  s->post_url = post;
+  return 0;
+}
+
+/* HOST_IS_SLAVE [master]: the same scheme and port on MASTER. */
+static int
+set_master (xapi_session *s, const char *master)
+{
+  CLEANUP_FREE char *host = NULL;
+  CLEANUP_FREE char *url = NULL;
+  const char *scheme;
+  long port;
+
+  if (!host_ok (master)) {
+    err_set (EPROTO, "login failed: %s is not the pool master, and it "
+             "named an invalid master address", s->url);
+    return -1;
+  }
+  if (parse_url (s->url, &scheme, &host, &port) == -1)
+    return -1;
+  url = make_url (scheme, master, port);
+  if (url == NULL)
+    return -1;
+  return set_url (s, url);
+}
+
+/* ---- transport ---- */
+
+/* The response body.  It may hold the session ref, so growth copies
+ * and wipes instead of realloc. */
+struct rbuf {
+  char *p;
+  size_t len, cap;
+  bool too_big;
+  bool oom;
+};
+
+static size_t
+on_data (char *ptr, size_t size, size_t nmemb, void *opaque)
+{
+  struct rbuf *b = opaque;
+  size_t n = size * nmemb;
+
+  if (n > XAPI_MAX_RESPONSE - b->len) {
+    b->too_big = true;
+    return 0;                   /* curl fails with CURLE_WRITE_ERROR */
+  }
+  if (n > b->cap - b->len) {
+    size_t cap = b->cap ? b->cap : 16384;
+    char *np;
+
+    while (n > cap - b->len)
+      cap *= 2;
+    np = malloc (cap);
+    if (np == NULL) {
+      b->oom = true;
+      return 0;
+    }
+    if (b->p) {
+      memcpy (np, b->p, b->len);
+      explicit_bzero (b->p, b->cap);
+      free (b->p);
+    }
+    b->p = np;
+    b->cap = cap;
+  }
+  memcpy (b->p + b->len, ptr, n);
+  b->len += n;
+  return n;
+}
+
+static void
+rbuf_wipe (struct rbuf *b)
+{
+  if (b->p) {
+    explicit_bzero (b->p, b->cap);
+    free (b->p);
+  }
+  b->p = NULL;
+  b->len = b->cap = 0;
+}
+
+/* Turn a failed transfer into one line naming the server and the
+ * problem.  Never includes either body. */
+static void
+transport_error (xapi_session *s, CURLcode rc, const struct rbuf *b)
+{
+  char detail[CURL_ERROR_SIZE];
+  curl_off_t sent_at = 0;
+  long os_errno = 0;
+
+  one_line (detail, sizeof detail,
+            s->errbuf[0] ? s->errbuf : curl_easy_strerror (rc));
+
+  switch (rc) {
+  case CURLE_COULDNT_RESOLVE_HOST:
+    err_set (EHOSTUNREACH, "cannot connect to %s: host name not found",
+             s->url);
+    break;
+  case CURLE_COULDNT_CONNECT:
+    curl_easy_getinfo (s->curl, CURLINFO_OS_ERRNO, &os_errno);
+    if (os_errno)
+      err_sys ((int) os_errno, "cannot connect to %s", s->url);
+    else
+      err_set (ECONNREFUSED, "cannot connect to %s: %s", s->url, detail);
+    break;
+  case CURLE_OPERATION_TIMEDOUT:
+    /* The pre-transfer time is set once the request could be sent (on
+     * a new or a reused connection), so 0 means we never connected. */
+    curl_easy_getinfo (s->curl, CURLINFO_PRETRANSFER_TIME_T, &sent_at);
+    if (sent_at == 0)
+      err_set (ETIMEDOUT, "cannot connect to %s: timed out after %ld s",
+               s->url, s->connect_timeout);
+    else
+      err_set (ETIMEDOUT, "%s: timed out after %ld s", s->url, s->timeout);
+    break;
+  case CURLE_PEER_FAILED_VERIFICATION:
+    err_set (EACCES, "TLS certificate of %s not trusted (%s)",
+             s->url, detail);
+    break;
+  case CURLE_SSL_CACERT_BADFILE:
+    err_set (EACCES, "cannot use CA file %s (%s)",
+             s->ca_file ? s->ca_file : "(default)", detail);
+    break;
+  case CURLE_SSL_CONNECT_ERROR:
+    err_set (EPROTO, "TLS handshake with %s failed (%s)", s->url, detail);
+    break;
+  case CURLE_FILESIZE_EXCEEDED:   /* Content-Length over the limit */
+  case CURLE_WRITE_ERROR:
+    if (b->too_big || rc == CURLE_FILESIZE_EXCEEDED) {
+      err_set (EFBIG, "%s: response larger than %d MiB", s->url,
+               XAPI_MAX_RESPONSE / (1024 * 1024));
+      break;
+    }
+    if (b->oom) {
+      err_set (ENOMEM, "%s: out of memory reading the response", s->url);
+      break;
+    }
+    /* fall through */
+  default:
+    err_set (EIO, "%s: %s", s->url, detail);
+  }
+}
+
+/* POST BODY to the session's URL and decode the reply: the XAPI
+ * envelope (caller frees), or NULL with err_* set and S->err empty. */
+static xapi_value *
+post (xapi_session *s, const char *body)
+{
+  struct rbuf b = { 0 };
+  xapi_value *v = NULL;
+  CURLcode rc;
+  long status = 0;
+
+  xapi_error_clear (&s->err);
+  s->errbuf[0] = '\0';
+  rc = curl_easy_setopt (s->curl, CURLOPT_URL, s->post_url);
+  if (rc == CURLE_OK)
+    rc = curl_easy_setopt (s->curl, CURLOPT_WRITEDATA, &b);
+  if (rc == CURLE_OK)
+    rc = curl_easy_setopt (s->curl, CURLOPT_POSTFIELDSIZE_LARGE,
+                           (curl_off_t) strlen (body));
+  if (rc == CURLE_OK)
+    rc = curl_easy_setopt (s->curl, CURLOPT_POSTFIELDS, body);
+  if (rc == CURLE_OK)
+    rc = curl_easy_perform (s->curl);
+  /* Do not leave curl pointing at memory the caller frees. */
+  curl_easy_setopt (s->curl, CURLOPT_POSTFIELDS, NULL);
+  curl_easy_setopt (s->curl, CURLOPT_WRITEDATA, NULL);
+
+  if (rc != CURLE_OK) {
+    transport_error (s, rc, &b);
+    goto out;
+  }
+  curl_easy_getinfo (s->curl, CURLINFO_RESPONSE_CODE, &status);
+  if (status != 200) {
+    err_set (EPROTO, "%s: HTTP %ld", s->url, status);
+    goto out;
+  }
+  v = xmlrpc_decode_response (b.p ? b.p : "", b.len);
+  if (v == NULL)
+    err_prefix ("%s", s->url);
+
+ out:
+  rbuf_wipe (&b);
+  return v;
+}
+
+/* Replace every occurrence of SECRET in *STR with XAPI_HIDDEN. */
+static int
+redact (char **str, const char *secret)
+{
+  size_t slen = strlen (secret), hlen = strlen (XAPI_HIDDEN), count = 0;
+  const char *p;
+  char *out, *q;
+
+  if (slen == 0)
+    return 0;
+  for (p = *str; (p = strstr (p, secret)) != NULL; p += slen)
+    count++;
+  if (count == 0)
+    return 0;
+  out = malloc (strlen (*str) - count * slen + count * hlen + 1);
+  if (out == NULL)
+    return -1;
+  for (p = *str, q = out;;) {
+    const char *m = strstr (p, secret);
+
+    if (m == NULL)
+      break;
+    memcpy (q, p, m - p);
+    q += m - p;
+    memcpy (q, XAPI_HIDDEN, hlen);
+    q += hlen;
+    p = m + slen;
+  }
+  strcpy (q, p);
+  free_secret (*str);
+  *str = out;
+  return 0;
+}
+
+/* Append S to BUF (SIZE bytes, *N used) as one line: control
+ * characters become spaces, as XAPI error parameters may carry a
+ * backend's stderr, and each occurrence of a non-empty string in
+ * SECRETS (NULL-terminated, or NULL) becomes XAPI_HIDDEN. */
+static void
+append_clean (char *buf, size_t size, size_t *n, const char *s,
+              const char *const *secrets)
+{
+  while (*s && *n + 1 < size) {
+    const char *const *sec;
+    bool hidden = false;
+
+    for (sec = secrets; sec && *sec; sec++) {
+      size_t l = strlen (*sec);
+
+      if (l && strncmp (s, *sec, l) == 0) {
+        snprintf (buf + *n, size - *n, "%s", XAPI_HIDDEN);
+        *n += strlen (buf + *n);
+        s += l;
+        hidden = true;
+        break;
+      }
+    }
+    if (!hidden) {
+      buf[(*n)++] = (unsigned char) *s < 0x20 || *s == 0x7f ? ' ' : *s;
+      s++;
+    }
+  }
+  buf[*n] = '\0';
+}
+
+/* "CODE [p1, p2]", or "CODE" with no params, as one line into BUF,
+ * with SECRETS hidden (see append_clean). */
+static void
+format_error (char *buf, size_t size, const struct xapi_error *e,
+              const char *const *secrets)
+{
+  size_t i, n = 0;
+
+  buf[0] = '\0';
+  append_clean (buf, size, &n, e->code, secrets);
+  for (i = 0; i < e->nparams; i++) {
+    append_clean (buf, size, &n, i == 0 ? " [" : ", ", NULL);
+    append_clean (buf, size, &n, e->params[i], secrets);
+  }
+  if (e->nparams > 0)
+    append_clean (buf, size, &n, "]", NULL);
+}
+
+/* An ErrorDescription element: a string, or (from other servers) an
+ * int or bool, which we format. */
+static bool
+error_param_ok (const xapi_value *v)
+{
+  return v && (v->type == XV_STRING || v->type == XV_INT
+               || v->type == XV_BOOL);
+}
+
+/* The text of an element passing error_param_ok; NULL on ENOMEM. */
+static char *
+error_param (const xapi_value *v)
+{
+  char *s;
+
+  if (v->type == XV_STRING)
+    return strdup (v->u.s);
+  if (v->type == XV_BOOL)
+    return strdup (v->u.b ? "true" : "false");
+  if (asprintf (&s, "%" PRId64, v->u.i) == -1)
+    return NULL;
+  return s;
+}
+
+int
+xapi_unwrap (xapi_value *resp, xapi_value **value, struct xapi_error *e)
+{
+  const xapi_value *desc;
+  const char *status;
+  char msg[1024];
+  size_t i;
+
+  memset (e, 0, sizeof *e);
+  *value = NULL;
+  status = xv_str (xv_get (resp, "Status"));
+  if (status == NULL) {
+    err_set (EPROTO, "XAPI: malformed response: no Status");
+    return -1;
+  }
+
+  if (strcmp (status, "Success") == 0) {
+    for (i = 0; i < resp->u.st.n; i++)
+      if (strcmp (resp->u.st.k[i], "Value") == 0 && resp->u.st.v[i]) {
+        *value = resp->u.st.v[i];
+        resp->u.st.v[i] = NULL;
+        return 0;
+      }
+    /* XAPI always sends Value (void is ""), but a missing one cannot
+     * be misread, so accept it as void. */
+    *value = xv_string ("");
+    if (*value == NULL) {
+      err_set (ENOMEM, "out of memory");
+      return -1;
+    }
+    return 0;
+  }
+
+  if (strcmp (status, "Failure") != 0) {
+    err_set (EPROTO, "XAPI: malformed response: Status is not Success or "
+             "Failure");
+    return -1;
+  }
+  desc = xv_get (resp, "ErrorDescription");
+  if (desc == NULL || desc->type != XV_ARRAY || desc->u.a.n == 0
+      || xv_str (desc->u.a.v[0]) == NULL || *xv_str (desc->u.a.v[0]) == 0) {
+    err_set (EPROTO, "XAPI: malformed response: Failure without an "
+             "error code");
+    return -1;
+  }
+  for (i = 1; i < desc->u.a.n; i++)
+    if (!error_param_ok (desc->u.a.v[i])) {
+      err_set (EPROTO, "XAPI: malformed response: error parameter %zu "
+               "is not a string", i);
+      return -1;
+    }
+  e->code = strdup (xv_str (desc->u.a.v[0]));
+  e->nparams = desc->u.a.n - 1;
+  e->params = calloc (e->nparams ? e->nparams : 1, sizeof *e->params);
+  if (e->code == NULL || e->params == NULL)
+    goto err_e;
+  for (i = 0; i < e->nparams; i++) {
+    e->params[i] = error_param (desc->u.a.v[i + 1]);
+    if (e->params[i] == NULL)
+      goto err_e;
+  }
+  format_error (msg, sizeof msg, e, NULL);
+  err_set (EIO, "%s", msg);
+  return -1;
+
+ err_e:
+  xapi_error_clear (e);
+  err_set (ENOMEM, "out of memory");
+  return -1;
+}
+
+void
+xapi_error_clear (struct xapi_error *e)
+{
+  size_t i;
+
+  free (e->code);
+  if (e->params)
+    for (i = 0; i < e->nparams; i++)
+      free_secret (e->params[i]);
+  free (e->params);
+  memset (e, 0, sizeof *e);
+}
+
+/* Encode and post one call with exactly these PARAMS, and unwrap the
+ * envelope: 0 with *VALUE (caller frees), or -1 with err_* set and, for
+ * an XAPI failure, S->err filled (scrubbed of secrets). */
+static int
+call_once (xapi_session *s, const char *method, size_t nparams,
+           xapi_value *const *params, xapi_value **value)
+{
+  const char *secrets[3] = { NULL };
+  size_t nsecrets;
+  char *body;
+  xapi_value *resp;
+  char msg[1024];
+  size_t i;
+  int r;
+
+  xapi_error_clear (&s->err);
+  body = xmlrpc_encode_call (method, params, nparams);
+  if (body == NULL)
+    return -1;
+  resp = post (s, body);
+  free_secret (body);
+  if (resp == NULL)
+    return -1;
+  r = xapi_unwrap (resp, value, &s->err);
+  xv_free (resp);
+  if (r == 0 || s->err.code == NULL)
+    return r;
+
+  /* SESSION_INVALID [ref] names the ref, and a backend's message could
+   * quote anything we sent.  The ref is unmistakable, so it is hidden
+   * in the kept error too; the password only in the message, as it
+   * could occur by chance in a value the caller needs (e.g. the
+   * master's address in HOST_IS_SLAVE). */
+  for (i = 0; s->ref && i < s->err.nparams; i++)
+    if (redact (&s->err.params[i], s->ref) == -1) {
+      xapi_error_clear (&s->err);
+      err_set (ENOMEM, "out of memory");
+      return -1;
+    }
+  nsecrets = 0;
+  if (s->ref)
+    secrets[nsecrets++] = s->ref;
+  secrets[nsecrets++] = s->password;
+  format_error (msg, sizeof msg, &s->err, secrets);
+  err_set (strcmp (s->err.code, "SESSION_AUTHENTICATION_FAILED") == 0
+           ? EACCES : EIO, "%s", msg);
+  return -1;
+}
+
+/* session.login_with_password; on HOST_IS_SLAVE [master] and FOLLOW,
+ * move to the master and try once more there. */
+static int
+login (xapi_session *s, bool follow)
+{
+  xapi_value *params[4] = { NULL };
+  xapi_value *value = NULL;
+  const char *ref;
+  size_t i;
+  int r = -1;
+
+  free_secret (s->ref);
+  s->ref = NULL;
+  params[0] = xv_string (s->user);
+  params[1] = xv_string (s->password);
+  params[2] = xv_string ("1.1");
+  params[3] = xv_string ("cbtfs");
+  for (i = 0; i < 4; i++)
+    if (params[i] == NULL) {
+      err_set (ENOMEM, "out of memory");
+      goto out;
+    }
+
+  if (call_once (s, "session.login_with_password", 4, params, &value) == -1) {
+    if (s->err.code == NULL) {
+      /* Transport and decoding errors name the URL already; only the
+       * encoder's (EINVAL: a user name or password XML cannot carry)
+       * needs saying what it was about. */
+      if (errno == EINVAL)
+        err_prefix ("login failed");
+      goto out;
+    }
+    if (follow && xapi_failed_with (s, "HOST_IS_SLAVE")
+        && s->err.nparams >= 1) {
+      CLEANUP_FREE char *master = strdup (s->err.params[0]);
+
+      if (master == NULL) {
+        err_set (ENOMEM, "out of memory");
+        goto out;
+      }
+      if (set_master (s, master) == -1)
+        goto out;
+      log_debug ("%s is the pool master; logging in there", s->url);
+      r = login (s, false);
+      goto out;
+    }
+    err_prefix ("login failed");
+    goto out;
+  }
+  ref = xv_str (value);
+  if (ref == NULL || *ref == '\0') {
+    err_set (EPROTO, "login failed: %s answered without a session ref",
+             s->url);
+    goto out;
+  }
+  s->ref = strdup (ref);
+  if (s->ref == NULL) {
+    err_set (ENOMEM, "out of memory");
+    goto out;
+  }
+  r = 0;
+
+ out:
+  free_secret_value (value);
+  for (i = 0; i < 4; i++)
+    free_secret_value (params[i]);
+  return r;
+}
+
+/* Configure the reused curl handle once per session. */
+static int
+setup_curl (xapi_session *s, const struct xapi_opts *opts)
+{
+  CURLcode rc = CURLE_OK;
+  struct curl_slist *h;
+
+#define SETOPT(opt, val)                                        \
+  do {                                                          \
+    if (rc == CURLE_OK)                                         \
+      rc = curl_easy_setopt (s->curl, (opt), (val));            \
+  } while (0)
+
+  s->headers = curl_slist_append (NULL, "Content-Type: text/xml");
+  if (s->headers == NULL)
+    goto err_oom;
+  /* XAPI does not need "Expect: 100-continue"; it costs a round trip. */
+  h = curl_slist_append (s->headers, "Expect:");
+  if (h == NULL)
+    goto err_oom;
+  s->headers = h;
+
+  SETOPT (CURLOPT_NOSIGNAL, 1L);
+  SETOPT (CURLOPT_ERRORBUFFER, s->errbuf);
+  SETOPT (CURLOPT_HTTPHEADER, s->headers);
+  SETOPT (CURLOPT_USERAGENT, "cbtfs");
+  SETOPT (CURLOPT_POST, 1L);
+  SETOPT (CURLOPT_WRITEFUNCTION, on_data);
+  SETOPT (CURLOPT_FOLLOWLOCATION, 0L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+  SETOPT (CURLOPT_PROTOCOLS_STR, "https,http");
+#else
+  SETOPT (CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTPS | CURLPROTO_HTTP));
+#endif
+  SETOPT (CURLOPT_CONNECTTIMEOUT, s->connect_timeout);
+  SETOPT (CURLOPT_TIMEOUT, s->timeout);
+  SETOPT (CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) XAPI_MAX_RESPONSE);
+  SETOPT (CURLOPT_TCP_KEEPALIVE, 1L);
+  SETOPT (CURLOPT_SSLVERSION, (long) CURL_SSLVERSION_TLSv1_2);
+  SETOPT (CURLOPT_SSL_VERIFYPEER, opts->insecure ? 0L : 1L);
+  SETOPT (CURLOPT_SSL_VERIFYHOST, opts->insecure ? 0L : 2L);
+  if (opts->ca_file)
+    SETOPT (CURLOPT_CAINFO, opts->ca_file);
+#undef SETOPT
+
+  if (rc != CURLE_OK) {
+    err_set (EIO, "cannot configure libcurl: %s", curl_easy_strerror (rc));
+    return -1;
+  }
+  return 0;
+
+ err_oom:
+  err_set (ENOMEM, "out of memory");
+  return -1;
+}
+
+static void
+session_free (xapi_session *s)
+{
+  if (s->curl)
+    curl_easy_cleanup (s->curl);
+  curl_slist_free_all (s->headers);
+  free (s->url);
+  free (s->post_url);
+  free (s->user);
+  free (s->ca_file);
+  free_secret (s->password);
+  free_secret (s->ref);
+  xapi_error_clear (&s->err);
+  free (s);
+}
+
+xapi_session *
+xapi_login (const struct xapi_opts *opts)
+{
+  xapi_session *s;
+  int saved_errno;
+
+  if (opts->url == NULL || opts->user == NULL || opts->password == NULL) {
+    err_set (EINVAL, "login: %s not given",
+             opts->url == NULL ? "XAPI URL"
+             : opts->user == NULL ? "user name" : "password");
+    return NULL;
+  }
+  if (opts->timeout < 0) {
+    err_set (EINVAL, "login: negative timeout");
+    return NULL;
+  }
+  s = calloc (1, sizeof *s);
+  if (s == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  s->timeout = opts->timeout ? opts->timeout : XAPI_DEFAULT_TIMEOUT;
+  s->connect_timeout = s->timeout < XAPI_CONNECT_TIMEOUT
+    ? s->timeout : XAPI_CONNECT_TIMEOUT;
+  s->user = strdup (opts->user);
+  s->password = strdup (opts->password);
+  if (s->user == NULL || s->password == NULL) {
+    err_set (ENOMEM, "out of memory");
+    goto err_s;
+  }
+  if (opts->ca_file) {
+    /* Checked here so that the message names the file and the reason;
+     * curl's would say only "Problem with the SSL CA cert". */
+    if (access (opts->ca_file, R_OK) == -1) {
+      err_sys (errno, "CA file %s", opts->ca_file);
+      goto err_s;
+    }
+    s->ca_file = strdup (opts->ca_file);
+    if (s->ca_file == NULL) {
+      err_set (ENOMEM, "out of memory");
+      goto err_s;
+    }
+  }
+  if (set_url (s, opts->url) == -1)
+    goto err_s;
+  s->curl = curl_easy_init ();
+  if (s->curl == NULL) {
+    err_set (ENOMEM, "cannot create a libcurl handle");
+    goto err_s;
+  }
+  if (setup_curl (s, opts) == -1)
+    goto err_s;
+  if (login (s, true) == -1)
+    goto err_s;
+  return s;
+
+ err_s:
+  saved_errno = errno;          /* closing sockets may change it */
+  session_free (s);
+  errno = saved_errno;
+  return NULL;
+}
+
+void
+xapi_logout (xapi_session *s)
+{
+  /* Callers log out on their error paths too: keep their message and
+   * errno, whatever the logout does. */
+  char saved[1024];
+  int saved_errno = errno;
+
+  if (s == NULL)
+    return;
+  snprintf (saved, sizeof saved, "%s", err_get ());
+  if (s->ref) {
+    xapi_value *ref = xv_string (s->ref), *value = NULL;
+
+    if (ref && call_once (s, "session.logout", 1, &ref, &value) == 0)
+      xv_free (value);
+    free_secret_value (ref);
+  }
+  session_free (s);
+  if (saved[0])
+    err_set (0, "%s", saved);
+  else
+    err_clear ();
+  errno = saved_errno;
+}
+
+xapi_value *
+xapi_call (xapi_session *s, const char *method, size_t nparams,
+           xapi_value *const *params)
+{
+  xapi_value **all;
+  xapi_value *value = NULL;
+  int attempt, r = -1;
+
+  if (nparams > SIZE_MAX / sizeof *all - 1
+      || (all = malloc ((nparams + 1) * sizeof *all)) == NULL) {
+    err_set (ENOMEM, "%s: out of memory", method);
+    return NULL;
+  }
+  if (nparams)
+    memcpy (all + 1, params, nparams * sizeof *all);
+
+  for (attempt = 0; attempt < 2; attempt++) {
+    if (s->ref == NULL) {
+      xapi_error_clear (&s->err);
+      err_set (ENOTCONN, "%s: not logged in", method);
+      break;
+    }
+    all[0] = xv_string (s->ref);
+    if (all[0] == NULL) {
+      err_set (ENOMEM, "%s: out of memory", method);
+      break;
+    }
+    r = call_once (s, method, nparams + 1, all, &value);
+    free_secret_value (all[0]);
+    if (r == 0)
+      break;
+    /* Sessions expire on the host (e.g. after a toolstack restart or
+     * pool master change): log in again, once. */
+    if (attempt == 0 && xapi_failed_with (s, "SESSION_INVALID")) {
+      log_debug ("%s: session expired; logging in again", method);
+      if (login (s, true) == 0)
+        continue;
+    }
+    err_prefix ("%s", method);
+    break;
+  }
+  free (all);
+  return r == 0 ? value : NULL;
+}
+
+const struct xapi_error *
+xapi_last_error (const xapi_session *s)
+{
+  return &s->err;
+}
+
+bool
+xapi_failed_with (const xapi_session *s, const char *code)
+{
+  return s->err.code != NULL && strcmp (s->err.code, code) == 0;
+}
+
+const char *
+xapi_session_ref (const xapi_session *s)
+{
+  return s->ref;
+}
+
+const char *
+xapi_session_url (const xapi_session *s)
+{
+  return s->url;
+}

@@ -1,0 +1,722 @@
+/* cbtfs backup: snapshot VMs, copy what changed, commit layers.
+ *
+ * Per VM: look at what the store has for each disk (finishing layers a
+ * crashed or failed run left incomplete), take one VM.snapshot so all
+ * disks share a point in time, describe a layer per disk (its changed
+ * set from VDI.list_changed_blocks, or everything for a baseline),
+ * destroy the VM snapshot object, copy the blocks over NBD, and only
+ * when a layer is complete reduce its snapshot to CBT metadata with
+ * VDI.data_destroy.  A snapshot that is not yet copied keeps its data
+ * on the host, so the next run can finish it.
+ *
+ * Thread model: the main thread drives everything; copy_layer's workers
+ * call back into nbd_target (under copy's job lock) for connection
+ * details, so the XAPI session is used by one thread at a time.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../chain/bitmap.h"
+#include "../chain/catalog.h"
+#include "../chain/copy.h"
+#include "../chain/layer.h"
+#include "../chain/store.h"
+#include "../common/cleanup.h"
+#include "../common/error.h"
+#include "../common/log.h"
+#include "../common/util.h"
+#include "../xapi/api.h"
+#include "cli.h"
+
+/* How often, and how far apart, to retry data_destroy when the host
+ * still holds the snapshot (xapi waits only 4 s for its own VBDs). */
+#define DATA_DESTROY_TRIES 5
+#define DATA_DESTROY_PAUSE 2
+
+struct backup {
+  struct store *store;
+  xapi_session *xs;
+  struct copy_opts copy;
+  char **vm_args;
+  size_t nvm_args;
+};
+
+struct disk {
+  char *label;                  /* "VM 'web' disk 'root' (0)", safe to print */
+  char userdevice[16];
+  struct xapi_vdi live;
+  char *dir;                    /* the disk's folder in the store */
+  uint64_t max_seq;
+  struct layer_meta prev;       /* newest complete layer, if have_prev */
+  bool have_prev;
+  char *prev_ref;               /* its snapshot on the host */
+  bool baseline;
+  char *snap_ref;
+  struct xapi_vdi snap;
+  struct layer *layer;          /* this run's layer */
+  bool failed;
+};
+
+/* ---- NBD connection details for copy_layer ---------------------------- */
+
+struct target_ctx {
+  xapi_session *xs;
+  const char *snap_ref;
+  const char *snap_uuid;
+};
+
+static int
+nbd_target (void *opaque, struct nbdsrc_target *t)
+{
+  struct target_ctx *c = opaque;
+  struct xapi_nbd_info *info = NULL;
+  size_t n;
+
+  if (xapi_vdi_get_nbd_info (c->xs, c->snap_ref, &info, &n) == -1)
+    return -1;
+  if (n == 0) {
+    err_set (ENXIO, "VDI.get_nbd_info gave no NBD server for snapshot %s: "
+             "is a network's purpose set to nbd?", c->snap_uuid);
+    return -1;
+  }
+  /* XAPI lists a host's IPv4 address first. */
+  t->address = info[0].address;
+  t->cert = info[0].cert;
+  t->exportname = info[0].exportname;
+  t->port = info[0].port;
+  info[0].address = info[0].cert = info[0].exportname = NULL;
+  xapi_nbd_info_free (info, n);
+  if (t->port <= 0 || t->port > 65535 || t->address == NULL
+      || t->exportname == NULL) {
+    err_set (EPROTO, "VDI.get_nbd_info for snapshot %s: unusable record",
+             c->snap_uuid);
+    nbdsrc_target_clear (t);
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- small XAPI steps ------------------------------------------------- */
+
+static void
+data_destroy (struct backup *b, const char *ref, const char *uuid)
+{
+  for (int i = 1;; i++) {
+    if (xapi_vdi_data_destroy (b->xs, ref) == 0) {
+      log_info ("snapshot %s reduced to CBT metadata", uuid);
+      return;
+    }
+    if (!xapi_failed_with (b->xs, "VDI_IN_USE") || i == DATA_DESTROY_TRIES)
+      break;
+    sleep (DATA_DESTROY_PAUSE);
+  }
+  log_warn ("snapshot %s keeps its data on the host (the next backup "
+            "retries): %s", uuid, err_get ());
+}
+
+/* The snapshot UUID as a ref, if it still holds data on the host;
+ * NULL (and a reason in err_*) when it is gone or metadata-only. */
+static char *
+snapshot_with_data (struct backup *b, const char *uuid)
+{
+  struct xapi_vdi rec = { 0 };
+  char *ref = xapi_vdi_by_uuid (b->xs, uuid);
+
+  if (ref == NULL)
+    return NULL;
+  if (xapi_vdi_get (b->xs, ref, &rec) == -1) {
+    free (ref);
+    return NULL;
+  }
+  if (strcmp (rec.type, "cbt_metadata") == 0) {
+    err_set (ENODATA, "snapshot %s holds only CBT metadata", uuid);
+    free (ref);
+    ref = NULL;
+  }
+  xapi_vdi_clear (&rec);
+  return ref;
+}
+
+static int
+fill_layer (struct backup *b, struct layer *l, const char *ref,
+            const char *label)
+{
+  struct target_ctx ctx = { b->xs, ref, l->meta.snapshot };
+  struct copy_stats st;
+  struct copy_opts o = b->copy;
+  uint64_t present, stored;
+
+  o.label = label;
+  if (copy_layer (l, nbd_target, &ctx, &o, &st) == -1)
+    return -1;
+  layer_counts (l, &present, &stored);
+  log_info ("%s: %s %s: %" PRIu64 " of %" PRIu64 " blocks changed, %"
+            PRIu64 " stored, %.1f MiB read over NBD in %.1f s", label,
+            l->meta.full ? "baseline" : "delta", l->meta.snapshot,
+            l->nchanged, l->nblocks, stored, st.bytes / 1048576.0,
+            st.seconds);
+  return 0;
+}
+
+/* ---- what the store already has --------------------------------------- */
+
+/* Finish an incomplete layer whose snapshot still has data; true when
+ * the layer is complete afterwards. */
+static bool
+resume_layer (struct backup *b, struct disk *d, const char *ldir,
+              const char *snap)
+{
+  CLEANUP_FREE char *ref = snapshot_with_data (b, snap);
+  struct layer *l;
+  bool done = false;
+
+  if (ref == NULL) {
+    log_warn ("%s: snapshot %s cannot be finished (%s); its blocks not yet "
+              "copied stay unreadable", d->label, snap, err_get ());
+    return false;
+  }
+  l = layer_open (ldir, true);
+  if (l == NULL) {
+    log_warn ("%s: %s", d->label, err_get ());
+    return false;
+  }
+  log_info ("%s: finishing snapshot %s left incomplete by an earlier run",
+            d->label, snap);
+  if (fill_layer (b, l, ref, d->label) == -1)
+    log_warn ("%s: %s", d->label, err_get ());
+  else if ((done = layer_complete (l)))
+    data_destroy (b, ref, snap);
+  layer_close (l);
+  return done;
+}
+
+/* Copy M into *OUT, duplicating its strings.  0 or -1. */
+static int
+meta_copy (struct layer_meta *out, const struct layer_meta *m)
+{
+  *out = *m;
+  out->vm_name = strdup (m->vm_name);
+  out->disk_name = strdup (m->disk_name);
+  if (out->vm_name == NULL || out->disk_name == NULL) {
+    layer_meta_clear (out);
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+/* Read what the store holds for disk D: finish incomplete layers where
+ * the host still has their data, and find the newest layer, which the
+ * next delta builds on only if it is complete. */
+static int
+scan_store (struct backup *b, struct disk *d)
+{
+  char **snaps = NULL;
+  size_t n, i;
+  uint64_t newest = 0;
+  int ret = -1;
+
+  d->dir = store_disk_dir (b->store, d->live.uuid, true);
+  if (d->dir == NULL || store_list (d->dir, &snaps, &n) == -1)
+    return -1;
+  for (i = 0; i < n; i++) {
+    CLEANUP_FREE char *ldir = NULL;
+    struct layer *l;
+    bool complete;
+
+    if (asprintf (&ldir, "%s/%s", d->dir, snaps[i]) == -1)
+      goto out;
+    l = layer_open (ldir, false);
+    if (l == NULL) {
+      log_warn ("%s: ignoring damaged layer: %s", d->label, err_get ());
+      continue;
+    }
+    d->max_seq = MAX (d->max_seq, l->meta.seq);
+    complete = layer_complete (l) || resume_layer (b, d, ldir, snaps[i]);
+    if (l->meta.seq > newest) {
+      newest = l->meta.seq;
+      layer_meta_clear (&d->prev);
+      d->have_prev = complete && meta_copy (&d->prev, &l->meta) == 0;
+    }
+    layer_close (l);
+  }
+  if (d->have_prev) {
+    /* A crash between commit and data_destroy leaves the newest
+     * snapshot holding data the store already has. */
+    CLEANUP_FREE char *ref = snapshot_with_data (b, d->prev.snapshot);
+    if (ref)
+      data_destroy (b, ref, d->prev.snapshot);
+  }
+  ret = 0;
+ out:
+  store_names_free (snaps, n);
+  return ret;
+}
+
+/* ---- one VM ----------------------------------------------------------- */
+
+static void
+disk_clear (struct disk *d)
+{
+  free (d->label);
+  xapi_vdi_clear (&d->live);
+  free (d->dir);
+  layer_meta_clear (&d->prev);
+  free (d->prev_ref);
+  free (d->snap_ref);
+  xapi_vdi_clear (&d->snap);
+  layer_close (d->layer);
+}
+
+static char *
+make_label (const char *vm, const char *disk, const char *dev)
+{
+  CLEANUP_FREE char *v = catalog_safe_name (vm);
+  CLEANUP_FREE char *n = catalog_safe_name (disk);
+  char *s;
+
+  if (v == NULL || n == NULL
+      || asprintf (&s, "VM '%s' disk '%s' (%s)", v, n, dev) == -1)
+    return NULL;
+  return s;
+}
+
+/* The VM's disks cbtfs can back up: Disk VBDs with a user/system VDI. */
+static int
+find_disks (struct backup *b, const struct xapi_vm *vm, struct disk **out,
+            size_t *nout)
+{
+  struct disk *v = calloc (vm->nvbds ? vm->nvbds : 1, sizeof *v);
+  size_t n = 0, i;
+
+  if (v == NULL)
+    return -1;
+  for (i = 0; i < vm->nvbds; i++) {
+    struct xapi_vbd vbd = { 0 };
+    struct disk *d = &v[n];
+
+    if (xapi_vbd_get (b->xs, vm->vbds[i], &vbd) == -1)
+      goto err;
+    if (strcmp (vbd.type, "Disk") != 0 || vbd.empty
+        || strcmp (vbd.vdi, "OpaqueRef:NULL") == 0) {
+      xapi_vbd_clear (&vbd);
+      continue;
+    }
+    if (xapi_vdi_get (b->xs, vbd.vdi, &d->live) == -1) {
+      xapi_vbd_clear (&vbd);
+      goto err;
+    }
+    snprintf (d->userdevice, sizeof d->userdevice, "%s", vbd.userdevice);
+    xapi_vbd_clear (&vbd);
+    if (strcmp (d->live.type, "user") && strcmp (d->live.type, "system")) {
+      log_info ("VM %s: skipping VDI %s of type %s (CBT needs user or "
+                "system)", vm->uuid, d->live.uuid, d->live.type);
+      xapi_vdi_clear (&d->live);
+      continue;
+    }
+    if (!is_uuid (d->live.uuid)) {
+      err_set (EPROTO, "VM %s: XAPI gave a VDI uuid that is not a uuid",
+               vm->uuid);
+      xapi_vdi_clear (&d->live);
+      goto err;
+    }
+    d->label = make_label (vm->name, d->live.name, d->userdevice);
+    if (d->label == NULL) {
+      xapi_vdi_clear (&d->live);
+      goto err;
+    }
+    n++;
+  }
+  *out = v;
+  *nout = n;
+  return 0;
+ err:
+  for (i = 0; i < n; i++)
+    disk_clear (&v[i]);
+  free (v);
+  return -1;
+}
+
+/* Decide baseline or delta, and make sure CBT is on. */
+static int
+prepare_disk (struct backup *b, struct disk *d)
+{
+  if (scan_store (b, d) == -1)
+    return -1;
+  d->baseline = true;
+  if (!d->have_prev)
+    log_info ("%s: first backup, taking a baseline", d->label);
+  else if (!d->live.cbt_enabled)
+    log_warn ("%s: CBT was switched off (a host crash does that); taking a "
+              "new baseline, older points stay readable", d->label);
+  else if ((d->prev_ref = xapi_vdi_by_uuid (b->xs, d->prev.snapshot)) == NULL)
+    log_warn ("%s: the previous snapshot %s is gone from the host (%s); "
+              "taking a new baseline", d->label, d->prev.snapshot, err_get ());
+  else
+    d->baseline = false;
+  if (!d->live.cbt_enabled && xapi_vdi_enable_cbt (b->xs, d->live.ref) == -1)
+    return -1;
+  return 0;
+}
+
+/* One VM.snapshot for all disks; per-VDI snapshots if that fails. */
+static int
+take_snapshots (struct backup *b, const struct xapi_vm *vm, struct disk *v,
+                size_t n, char **snap_vm)
+{
+  struct xapi_vm svm = { 0 };
+  size_t i, k;
+
+  *snap_vm = xapi_vm_snapshot (b->xs, vm->ref, "cbtfs backup");
+  if (*snap_vm == NULL) {
+    log_warn ("VM %s: VM.snapshot failed (%s); snapshotting disks one by "
+              "one", vm->uuid, err_get ());
+    for (i = 0; i < n; i++)
+      if (!v[i].failed
+          && (v[i].snap_ref = xapi_vdi_snapshot (b->xs, v[i].live.ref)) == NULL)
+        return -1;
+    return 0;
+  }
+  if (xapi_vm_get (b->xs, *snap_vm, &svm) == -1)
+    return -1;
+  for (k = 0; k < svm.nvbds; k++) {
+    struct xapi_vbd vbd = { 0 };
+    struct xapi_vdi vdi = { 0 };
+    if (xapi_vbd_get (b->xs, svm.vbds[k], &vbd) == -1)
+      goto err;
+    if (strcmp (vbd.vdi, "OpaqueRef:NULL") == 0
+        || xapi_vdi_get (b->xs, vbd.vdi, &vdi) == -1) {
+      bool empty = strcmp (vbd.vdi, "OpaqueRef:NULL") == 0;
+      xapi_vbd_clear (&vbd);
+      if (empty)
+        continue;
+      goto err;
+    }
+    for (i = 0; i < n; i++)
+      if (v[i].snap_ref == NULL && strcmp (vdi.snapshot_of, v[i].live.ref) == 0) {
+        v[i].snap_ref = strdup (vbd.vdi);
+        break;
+      }
+    xapi_vbd_clear (&vbd);
+    xapi_vdi_clear (&vdi);
+  }
+  xapi_vm_clear (&svm);
+  for (i = 0; i < n; i++)
+    if (v[i].snap_ref == NULL && !v[i].failed) {
+      err_set (EPROTO, "%s: VM.snapshot made no snapshot of this disk",
+               v[i].label);
+      return -1;
+    }
+  return 0;
+ err:
+  xapi_vm_clear (&svm);
+  return -1;
+}
+
+/* Describe this run's layer: its changed set and metadata. */
+static int
+describe_layer (struct backup *b, const struct xapi_vm *vm, struct disk *d)
+{
+  CLEANUP_FREE char *b64 = NULL;
+  CLEANUP_FREE uint8_t *bits = NULL;
+  struct bitmap changed = { 0 };
+  struct layer_meta m = { 0 };
+  size_t len;
+  uint64_t nblocks;
+
+  if (xapi_vdi_get (b->xs, d->snap_ref, &d->snap) == -1)
+    return -1;
+  if (!is_uuid (d->snap.uuid)) {
+    err_set (EPROTO, "XAPI gave snapshot uuid that is not a uuid");
+    return -1;
+  }
+  if (d->snap.virtual_size <= 0 || d->snap.virtual_size % 512) {
+    err_set (EPROTO, "snapshot %s has virtual size %" PRId64 ", not a "
+             "positive multiple of 512", d->snap.uuid, d->snap.virtual_size);
+    return -1;
+  }
+  nblocks = chain_nblocks (d->snap.virtual_size);
+  if (!d->baseline) {
+    b64 = xapi_vdi_list_changed_blocks (b->xs, d->prev_ref, d->snap_ref);
+    if (b64 == NULL) {
+      if (!xapi_failed_with (b->xs, "SR_BACKEND_FAILURE_460"))
+        return -1;
+      log_warn ("%s: the CBT chain is broken (%s); taking a new baseline, "
+                "older points stay readable", d->label, err_get ());
+      d->baseline = true;
+    }
+    else {
+      bits = base64_decode (b64, &len);
+      if (bits == NULL) {
+        err_set (EPROTO, "VDI.list_changed_blocks: the bitmap is not "
+                 "valid base64");
+        return -1;
+      }
+      if (cbt_bitmap_decode (bits, len, nblocks, &changed) == -1) {
+        err_prefix ("VDI.list_changed_blocks");
+        return -1;
+      }
+    }
+  }
+
+  memcpy (m.snapshot, d->snap.uuid, UUID_LEN + 1);
+  memcpy (m.disk, d->live.uuid, UUID_LEN + 1);
+  memcpy (m.chain, d->baseline ? d->snap.uuid : d->prev.chain, UUID_LEN + 1);
+  if (!d->baseline)
+    memcpy (m.parent, d->prev.snapshot, UUID_LEN + 1);
+  if (is_uuid (vm->uuid))
+    memcpy (m.vm, vm->uuid, UUID_LEN + 1);
+  m.seq = d->max_seq + 1;
+  m.time = d->snap.snapshot_time;
+  m.size = d->snap.virtual_size;
+  m.full = d->baseline;
+  m.vm_name = vm->name;
+  m.disk_name = d->live.name;
+  snprintf (m.userdevice, sizeof m.userdevice, "%s",
+            strspn (d->userdevice, "0123456789") == strlen (d->userdevice)
+            ? d->userdevice : "");
+  d->layer = layer_create (d->dir, b->store->tmp_dir, &m,
+                           d->baseline ? NULL : &changed);
+  bitmap_free (&changed);
+  return d->layer ? 0 : -1;
+}
+
+/* Destroy the VM snapshot object once (its VDIs stay). */
+static void
+destroy_snap_vm (struct backup *b, char **snap_vm, const char *vmname)
+{
+  if (*snap_vm && xapi_vm_destroy (b->xs, *snap_vm) == -1)
+    log_warn ("VM '%s': could not destroy the VM snapshot: %s", vmname,
+              err_get ());
+  free (*snap_vm);
+  *snap_vm = NULL;
+}
+
+static void
+disk_failed (struct disk *d)
+{
+  log_error ("%s: %s", d->label, err_get ());
+  d->failed = true;
+}
+
+static int
+backup_vm (struct backup *b, const struct xapi_vm *vm)
+{
+  struct disk *v = NULL;
+  size_t n = 0, i, ok = 0;
+  char *snap_vm = NULL;
+  CLEANUP_FREE char *vmname = catalog_safe_name (vm->name);
+  int failures = 0;
+
+  if (vmname == NULL)
+    return 1;
+  if (find_disks (b, vm, &v, &n) == -1) {
+    log_error ("VM '%s': %s", vmname, err_get ());
+    return 1;
+  }
+  if (n == 0) {
+    log_info ("VM '%s' has no disks to back up", vmname);
+    free (v);
+    return 0;
+  }
+  for (i = 0; i < n; i++)
+    if (prepare_disk (b, &v[i]) == -1)
+      disk_failed (&v[i]);
+    else
+      ok++;
+  if (ok == 0)
+    goto out;
+  if (take_snapshots (b, vm, v, n, &snap_vm) == -1) {
+    log_error ("VM '%s': snapshot failed: %s", vmname, err_get ());
+    for (i = 0; i < n; i++)
+      v[i].failed = true;
+    goto cleanup;
+  }
+  for (i = 0; i < n; i++)
+    if (!v[i].failed && describe_layer (b, vm, &v[i]) == -1)
+      disk_failed (&v[i]);
+  /* The VM snapshot object holds VBDs to the snapshots, which would
+   * block data_destroy; its VDIs outlive it. */
+  destroy_snap_vm (b, &snap_vm, vmname);
+  for (i = 0; i < n; i++) {
+    struct disk *d = &v[i];
+    if (d->failed || d->layer == NULL)
+      continue;
+    if (fill_layer (b, d->layer, d->snap_ref, d->label) == -1) {
+      disk_failed (d);
+      log_info ("%s: the snapshot keeps its data; the next backup copies "
+                "only what is missing", d->label);
+      continue;
+    }
+    if (layer_complete (d->layer))
+      data_destroy (b, d->snap_ref, d->snap.uuid);
+  }
+
+ cleanup:
+  destroy_snap_vm (b, &snap_vm, vmname);
+  /* A snapshot no layer describes would only leak space on the host;
+   * destroying it folds its CBT log into the next one (xapi-cbt.md §5). */
+  for (i = 0; i < n; i++)
+    if (v[i].snap_ref && v[i].layer == NULL
+        && xapi_vdi_destroy (b->xs, v[i].snap_ref) == -1)
+      log_warn ("%s: could not remove the unused snapshot: %s", v[i].label,
+                err_get ());
+ out:
+  for (i = 0; i < n; i++) {
+    failures += v[i].failed;
+    disk_clear (&v[i]);
+  }
+  free (v);
+  return failures ? 1 : 0;
+}
+
+/* ---- which VMs -------------------------------------------------------- */
+
+/* A real VM (not a template, snapshot or dom0) that ARG names. */
+static bool
+matches (const char *arg, const struct xapi_vm *vm)
+{
+  if (vm->is_a_template || vm->is_a_snapshot || vm->is_control_domain)
+    return false;
+  return arg == NULL || strcmp (arg, vm->uuid) == 0
+    || strcmp (arg, vm->name) == 0;
+}
+
+static bool
+wanted (const struct backup *b, const struct xapi_vm *vm)
+{
+  if (b->nvm_args == 0)
+    return matches (NULL, vm);
+  for (size_t i = 0; i < b->nvm_args; i++)
+    if (matches (b->vm_args[i], vm))
+      return true;
+  return false;
+}
+
+static int
+run (struct backup *b)
+{
+  struct xapi_vm *vms = NULL;
+  size_t n, i, j;
+  int status = 0;
+
+  if (xapi_vm_get_all (b->xs, &vms, &n) == -1)
+    return cli_fail ();
+  for (j = 0; j < b->nvm_args; j++) {
+    bool found = false;
+    for (i = 0; i < n; i++)
+      found |= matches (b->vm_args[j], &vms[i]);
+    if (!found) {
+      err_set (ENOENT, "--vm %s: no VM has that name or uuid", b->vm_args[j]);
+      xapi_vms_free (vms, n);
+      return cli_fail ();
+    }
+  }
+  for (i = 0; i < n; i++)
+    if (wanted (b, &vms[i]) && backup_vm (b, &vms[i]) != 0)
+      status = 1;
+  xapi_vms_free (vms, n);
+  return status;
+}
+
+int
+cmd_backup (int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    { "server", required_argument, NULL, 's' },
+    { "user", required_argument, NULL, 'u' },
+    { "password-file", required_argument, NULL, 'p' },
+    { "ca-file", required_argument, NULL, 'c' },
+    { "insecure", no_argument, NULL, 'k' },
+    { "vm", required_argument, NULL, 'm' },
+    { "nbd-connections", required_argument, NULL, 'n' },
+    { "timeout", required_argument, NULL, 't' },
+    { "quiet", no_argument, NULL, 'q' },
+    { "verbose", no_argument, NULL, 'v' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+  };
+  struct server_opts so = { .user = "root", .timeout = 60 };
+  struct backup b = {
+    .copy = { .conns = 4, .request_blocks = 16, .retries = 4, .timeout = 60 },
+  };
+  const char *server = NULL;
+  int c, verbose = 1, status;
+  char *end;
+
+  b.vm_args = calloc (argc, sizeof *b.vm_args);
+  if (b.vm_args == NULL)
+    return 1;
+  while ((c = getopt_long (argc, argv, "qvh", longopts, NULL)) != -1) {
+    switch (c) {
+    case 's': server = optarg; break;
+    case 'u': so.user = optarg; break;
+    case 'p': so.password_file = optarg; break;
+    case 'c': so.ca_file = optarg; break;
+    case 'k': so.insecure = true; break;
+    case 'm': b.vm_args[b.nvm_args++] = optarg; break;
+    case 'n':
+      b.copy.conns = strtoul (optarg, &end, 10);
+      if (*end || b.copy.conns < 1 || b.copy.conns > 16) {
+        log_error ("--nbd-connections must be 1 to 16 (XenServer's limit)");
+        free (b.vm_args);
+        return 2;
+      }
+      break;
+    case 't':
+      so.timeout = strtol (optarg, &end, 10);
+      if (*end || so.timeout < 1) {
+        log_error ("--timeout must be a positive number of seconds");
+        free (b.vm_args);
+        return 2;
+      }
+      b.copy.timeout = so.timeout;
+      break;
+    case 'q': verbose = 0; break;
+    case 'v': verbose = 2; break;
+    case 'h': free (b.vm_args); cli_usage ("backup"); return 0;
+    default: free (b.vm_args); return cli_usage ("backup");
+    }
+  }
+  log_set_verbose (verbose);
+  if (optind + 1 != argc || server == NULL) {
+    free (b.vm_args);
+    if (server == NULL && optind + 1 == argc)
+      log_error ("backup needs --server");
+    return cli_usage ("backup");
+  }
+  b.copy.progress = verbose >= 1 && isatty (STDERR_FILENO);
+
+  status = 1;
+  if ((so.url = cli_server_url (server)) == NULL) {
+    cli_fail ();
+    goto out;
+  }
+  b.store = store_open (argv[optind], true);
+  if (b.store == NULL || store_lock (b.store) == -1) {
+    cli_fail ();
+    goto out;
+  }
+  if (xapi_global_init () == -1) {
+    cli_fail ();
+    goto out;
+  }
+  b.xs = cli_login (&so);
+  if (b.xs == NULL)
+    cli_fail ();
+  else {
+    status = run (&b);
+    xapi_logout (b.xs);
+  }
+  xapi_global_cleanup ();
+ out:
+  store_close (b.store);
+  free (so.url);
+  free (b.vm_args);
+  return status;
+}

@@ -1,0 +1,137 @@
+/* cbtfs ls: what a store holds, for people or (--json) for scripts. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../chain/catalog.h"
+#include "../chain/store.h"
+#include "../common/log.h"
+#include "cli.h"
+
+/* JSON string: escape quotes, backslashes and control bytes; names may
+ * hold anything XenServer allowed. */
+static void
+json_str (const char *s)
+{
+  putchar ('"');
+  for (; *s; s++) {
+    unsigned char c = *s;
+    if (c == '"' || c == '\\')
+      printf ("\\%c", c);
+    else if (c < 0x20)
+      printf ("\\u%04x", c);
+    else
+      putchar (c);
+  }
+  putchar ('"');
+}
+
+static const char *
+state_of (struct layer *l, char *buf, size_t len)
+{
+  uint64_t present, stored;
+
+  if (layer_complete (l))
+    return "complete";
+  layer_counts (l, &present, &stored);
+  snprintf (buf, len, "incomplete %" PRIu64 "/%" PRIu64, present, l->nchanged);
+  return buf;
+}
+
+static void
+print_json (const struct catalog *c)
+{
+  const char *sep = "";
+
+  printf ("{\"disks\": [");
+  for (size_t i = 0; i < c->ndisks; i++) {
+    const struct catalog_disk *d = &c->disks[i];
+    if (d->npoints == 0)
+      continue;
+    printf ("%s\n  {\"uuid\": \"%s\", \"vm_uuid\": \"%s\", \"vm\": ",
+            sep, d->uuid, d->vm->uuid);
+    sep = ",";
+    json_str (d->vm->name);
+    printf (", \"name\": ");
+    json_str (d->name);
+    printf (", \"points\": [");
+    for (size_t j = 0; j < d->npoints; j++) {
+      struct layer *l = d->points[j].layer;
+      uint64_t present, stored;
+      layer_counts (l, &present, &stored);
+      printf ("%s\n    {\"snapshot\": \"%s\", \"name\": ", j ? "," : "",
+              l->meta.snapshot);
+      json_str (d->points[j].name);
+      printf (", \"time\": %" PRId64 ", \"size\": %" PRIu64
+              ", \"kind\": \"%s\", \"chain\": \"%s\", \"changed_blocks\": %"
+              PRIu64 ", \"present_blocks\": %" PRIu64 ", \"stored_blocks\": %"
+              PRIu64 ", \"complete\": %s}",
+              l->meta.time, l->meta.size, l->meta.full ? "baseline" : "delta",
+              l->meta.chain, l->nchanged, present, stored,
+              layer_complete (l) ? "true" : "false");
+    }
+    printf ("]}");
+  }
+  printf ("\n], \"skipped_layers\": %zu}\n", c->nskipped);
+}
+
+static void
+print_text (const struct catalog *c)
+{
+  for (size_t i = 0; i < c->nvms; i++) {
+    const struct catalog_vm *vm = &c->vms[i];
+    printf ("%s  (VM %s)\n", vm->name, vm->uuid);
+    for (size_t j = 0; j < vm->ndisks; j++) {
+      const struct catalog_disk *d = vm->disks[j];
+      printf ("  %s  (disk %s)\n", d->name, d->uuid);
+      for (size_t k = 0; k < d->npoints; k++) {
+        struct layer *l = d->points[k].layer;
+        char buf[64];
+        printf ("    %s.img  %s  %" PRIu64 " bytes  %s  %" PRIu64
+                " blocks  %s\n", d->points[k].name, l->meta.snapshot,
+                l->meta.size, l->meta.full ? "baseline" : "delta   ",
+                l->nchanged, state_of (l, buf, sizeof buf));
+      }
+    }
+  }
+  if (c->nskipped)
+    printf ("(%zu damaged layers skipped)\n", c->nskipped);
+}
+
+int
+cmd_ls (int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    { "json", no_argument, NULL, 'j' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+  };
+  struct store *s;
+  struct catalog *cat;
+  bool json = false;
+  int c;
+
+  while ((c = getopt_long (argc, argv, "h", longopts, NULL)) != -1) {
+    switch (c) {
+    case 'j': json = true; break;
+    case 'h': cli_usage ("ls"); return 0;
+    default: return cli_usage ("ls");
+    }
+  }
+  if (optind + 1 != argc)
+    return cli_usage ("ls");
+  s = store_open (argv[optind], false);
+  if (s == NULL)
+    return cli_fail ();
+  cat = catalog_load (s);
+  store_close (s);
+  if (cat == NULL)
+    return cli_fail ();
+  if (json)
+    print_json (cat);
+  else
+    print_text (cat);
+  catalog_free (cat);
+  return 0;
+}

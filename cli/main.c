@@ -1,0 +1,56 @@
+/* cbtfs: command-line entry point. */
+#include <stdio.h>
+#include <string.h>
+
+#include "../common/error.h"
+#include "../common/log.h"
+#include "cli.h"
+
+static const struct {
+  const char *name;
+  int (*fn) (int, char **);
+} commands[] = {
+  { "backup", cmd_backup },
+  { "mount", cmd_mount },
+  { "ls", cmd_ls },
+};
+
+int
+cli_fail (void)
+{
+  log_error ("%s", err_get ()[0] ? err_get () : "failed");
+  return 1;
+}
+
+int
+cli_usage (const char *sub)
+{
+  static const char *const text[][2] = {
+    { "backup", "cbtfs backup STORE --server URL [--user USER] --password-file FILE\n"
+      "             [--ca-file PEM] [--insecure] [--vm NAME-OR-UUID]...\n"
+      "             [--nbd-connections N] [--timeout SECONDS] [-q|-v]" },
+    { "mount", "cbtfs mount STORE MOUNTPOINT [-f] [-o FUSE-OPTIONS] [-v]" },
+    { "ls", "cbtfs ls STORE [--json]" },
+  };
+  fprintf (stderr, "usage:\n");
+  for (size_t i = 0; i < sizeof text / sizeof text[0]; i++)
+    if (sub == NULL || strcmp (sub, text[i][0]) == 0)
+      fprintf (stderr, "  %s\n", text[i][1]);
+  return 2;
+}
+
+int
+main (int argc, char **argv)
+{
+  if (argc < 2)
+    return cli_usage (NULL);
+  if (strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0) {
+    cli_usage (NULL);
+    return 0;
+  }
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    if (strcmp (argv[1], commands[i].name) == 0)
+      return commands[i].fn (argc - 1, argv + 1);
+  log_error ("unknown command '%s' (try: backup, mount, ls)", argv[1]);
+  return 2;
+}

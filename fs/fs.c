@@ -1,0 +1,318 @@
+/* cbtfs: the read-only FUSE filesystem over a catalog.
+ *
+ * NOTES ON THE THREAD MODEL
+ * fuse_session_loop_mt runs up to MAX_THREADS request threads.  The
+ * tree and catalog are immutable while mounted, so lookups need no
+ * lock; reads go to chain_read, which is reentrant (layers lock
+ * themselves).  No thread exists before fuse_daemonize forks.
+ */
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../chain/read.h"
+#include "../common/error.h"
+#include "../common/log.h"
+#include "../common/util.h"
+#include "fs.h"
+#include "tree.h"
+
+#define MAX_THREADS 16
+/* Requests up to 1 MiB: libfuse derives the kernel's max_pages from
+ * max_write, even on a read-only filesystem (style-and-perf.md B1). */
+#define MAX_IO (1u << 20)
+/* Images never change while mounted: let the kernel cache forever. */
+#define TIMEOUT 86400.0
+
+struct fs {
+  struct tree *tree;
+  uid_t uid;
+  gid_t gid;
+};
+
+static struct fs *
+fs_of (fuse_req_t req)
+{
+  return fuse_req_userdata (req);
+}
+
+static void
+fill_attr (const struct fs *fs, uint64_t ino, const struct node *n,
+           struct stat *st)
+{
+  memset (st, 0, sizeof *st);
+  st->st_ino = ino;
+  st->st_nlink = n->nlink;
+  st->st_uid = fs->uid;
+  st->st_gid = fs->gid;
+  st->st_mtime = st->st_ctime = st->st_atime = n->mtime;
+  st->st_blksize = CHAIN_BLOCK_SIZE;
+  switch (n->kind) {
+  case NODE_DIR:
+    st->st_mode = S_IFDIR | 0555;
+    break;
+  case NODE_FILE:
+    st->st_mode = S_IFREG | 0444;
+    st->st_size = n->top->meta.size;
+    st->st_blocks = DIV_ROUND_UP (st->st_size, 512);
+    break;
+  case NODE_LINK:
+    st->st_mode = S_IFLNK | 0777;
+    st->st_size = strlen (n->target);
+    break;
+  }
+}
+
+static void
+op_init (void *userdata, struct fuse_conn_info *conn)
+{
+  (void) userdata;
+  conn->max_write = MAX_IO;
+  conn->max_read = MAX_IO;
+  conn->max_readahead = MAX_IO;
+  /* Readahead counts as background work; the default 12 throttles it. */
+  conn->max_background = 64;
+}
+
+static void
+op_lookup (fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+  struct fs *fs = fs_of (req);
+  uint64_t ino = tree_lookup (fs->tree, parent, name);
+  struct fuse_entry_param e;
+
+  if (ino == 0) {
+    fuse_reply_err (req, ENOENT);
+    return;
+  }
+  memset (&e, 0, sizeof e);
+  e.ino = ino;
+  e.attr_timeout = e.entry_timeout = TIMEOUT;
+  fill_attr (fs, ino, tree_node (fs->tree, ino), &e.attr);
+  fuse_reply_entry (req, &e);
+}
+
+static void
+op_getattr (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+  struct fs *fs = fs_of (req);
+  const struct node *n = tree_node (fs->tree, ino);
+  struct stat st;
+
+  (void) fi;
+  if (n == NULL) {
+    fuse_reply_err (req, ENOENT);
+    return;
+  }
+  fill_attr (fs, ino, n, &st);
+  fuse_reply_attr (req, &st, TIMEOUT);
+}
+
+static void
+op_readlink (fuse_req_t req, fuse_ino_t ino)
+{
+  const struct node *n = tree_node (fs_of (req)->tree, ino);
+
+  if (n == NULL || n->kind != NODE_LINK)
+    fuse_reply_err (req, EINVAL);
+  else
+    fuse_reply_readlink (req, n->target);
+}
+
+static void
+op_opendir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+  const struct node *n = tree_node (fs_of (req)->tree, ino);
+
+  if (n == NULL)
+    fuse_reply_err (req, ENOENT);
+  else if (n->kind != NODE_DIR)
+    fuse_reply_err (req, ENOTDIR);
+  else {
+    fi->cache_readdir = 1;
+    fi->keep_cache = 1;
+    fuse_reply_open (req, fi);
+  }
+}
+
+static void
+op_readdir (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+            struct fuse_file_info *fi)
+{
+  struct fs *fs = fs_of (req);
+  const struct node *n = tree_node (fs->tree, ino);
+  char *buf;
+  size_t used = 0;
+
+  (void) fi;
+  if (n == NULL || n->kind != NODE_DIR) {
+    fuse_reply_err (req, ENOTDIR);
+    return;
+  }
+  buf = malloc (size);
+  if (buf == NULL) {
+    fuse_reply_err (req, ENOMEM);
+    return;
+  }
+  /* Offsets: 0 ".", 1 "..", 2+i the i-th entry. */
+  for (; (size_t) off < n->nents + 2; off++) {
+    struct stat st = { 0 };
+    const char *name;
+    size_t need;
+
+    if (off < 2) {
+      name = off == 0 ? "." : "..";
+      st.st_mode = S_IFDIR;
+      st.st_ino = ino;
+    }
+    else {
+      const struct dirent_ref *e = &n->ents[off - 2];
+      name = e->name;
+      fill_attr (fs, e->ino, tree_node (fs->tree, e->ino), &st);
+    }
+    need = fuse_add_direntry (req, buf + used, size - used, name, &st,
+                              off + 1);
+    if (need > size - used)
+      break;
+    used += need;
+  }
+  fuse_reply_buf (req, buf, used);
+  free (buf);
+}
+
+static void
+op_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+  const struct node *n = tree_node (fs_of (req)->tree, ino);
+
+  if (n == NULL)
+    fuse_reply_err (req, ENOENT);
+  else if (n->kind != NODE_FILE)
+    fuse_reply_err (req, EISDIR);
+  else if ((fi->flags & O_ACCMODE) != O_RDONLY)
+    fuse_reply_err (req, EROFS);
+  else {
+    /* A point in time never changes: keep its pages across opens. */
+    fi->keep_cache = 1;
+    fuse_reply_open (req, fi);
+  }
+}
+
+static void
+op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+         struct fuse_file_info *fi)
+{
+  const struct node *n = tree_node (fs_of (req)->tree, ino);
+  uint64_t fsize;
+  char *buf;
+
+  (void) fi;
+  if (n == NULL || n->kind != NODE_FILE) {
+    fuse_reply_err (req, EINVAL);
+    return;
+  }
+  fsize = n->top->meta.size;
+  if ((uint64_t) off >= fsize) {
+    fuse_reply_buf (req, NULL, 0);
+    return;
+  }
+  size = MIN (size, fsize - off);
+  buf = malloc (size);
+  if (buf == NULL) {
+    fuse_reply_err (req, ENOMEM);
+    return;
+  }
+  if (chain_read (n->top, buf, size, off) == -1) {
+    int e = errno == EIO || errno == 0 ? EIO : errno;
+    log_error ("%s", err_get ());
+    fuse_reply_err (req, e);
+  }
+  else
+    fuse_reply_buf (req, buf, size);
+  free (buf);
+}
+
+static const struct fuse_lowlevel_ops ops = {
+  .init = op_init,
+  .lookup = op_lookup,
+  .getattr = op_getattr,
+  .readlink = op_readlink,
+  .opendir = op_opendir,
+  .readdir = op_readdir,
+  .open = op_open,
+  .read = op_read,
+};
+
+int
+fs_run (const struct catalog *cat, const struct fs_opts *o)
+{
+  struct fs fs = { .uid = getuid (), .gid = getgid () };
+  struct fuse_args args = FUSE_ARGS_INIT (0, NULL);
+  struct fuse_session *se = NULL;
+  struct fuse_loop_config *cfg = NULL;
+  char *base = NULL;
+  int status = 1;
+
+  fs.tree = tree_build (cat);
+  if (fs.tree == NULL) {
+    log_error ("%s", err_get ());
+    return 1;
+  }
+  /* Commas would split the option; fsname is informational anyway. */
+  if (asprintf (&base, "ro,default_permissions,max_read=%u,subtype=cbtfs,"
+                "fsname=%s", MAX_IO, o->fsname) == -1) {
+    base = NULL;
+    goto out;
+  }
+  for (char *p = strstr (base, "fsname=") + 7; *p; p++)
+    if (*p == ',' || *p == ' ')
+      *p = '_';
+  if (fuse_opt_add_arg (&args, "cbtfs") == -1
+      || fuse_opt_add_arg (&args, "-o") == -1
+      || fuse_opt_add_arg (&args, base) == -1
+      || (o->fuse_opts && (fuse_opt_add_arg (&args, "-o") == -1
+                           || fuse_opt_add_arg (&args, o->fuse_opts) == -1))
+      || (o->debug && fuse_opt_add_arg (&args, "-d") == -1))
+    goto out;
+
+  se = fuse_session_new (&args, &ops, sizeof ops, &fs);
+  if (se == NULL) {
+    log_error ("cannot start FUSE (bad -o option?)");
+    goto out;
+  }
+  if (fuse_set_signal_handlers (se) == -1)
+    goto out;
+  if (fuse_session_mount (se, o->mountpoint) == -1) {
+    log_error ("cannot mount on %s", o->mountpoint);
+    goto out_handlers;
+  }
+  /* The mount is in place: the parent may now return to its caller. */
+  if (!o->foreground)
+    log_use_syslog ();
+  if (fuse_daemonize (o->foreground) == -1)
+    goto out_unmount;
+  cfg = fuse_loop_cfg_create ();
+  if (cfg == NULL)
+    goto out_unmount;
+  fuse_loop_cfg_set_max_threads (cfg, MAX_THREADS);
+  status = fuse_session_loop_mt (se, cfg) == 0 ? 0 : 1;
+  fuse_loop_cfg_destroy (cfg);
+ out_unmount:
+  fuse_session_unmount (se);
+ out_handlers:
+  fuse_remove_signal_handlers (se);
+ out:
+  if (se)
+    fuse_session_destroy (se);
+  fuse_opt_free_args (&args);
+  free (base);
+  tree_free (fs.tree);
+  return status;
+}

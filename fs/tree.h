@@ -1,0 +1,57 @@
+/* cbtfs: the mounted tree, as inodes, built from a catalog.
+ *
+ *   /by-uuid/<disk uuid>/<snapshot uuid>.img
+ *   /by-vm/<VM name>/<disk name>/<time>.img   (the same inode: 2 links)
+ *   /by-vm/<VM name>/<disk name>/latest       -> <newest time>.img
+ *
+ * Knows nothing of FUSE: inode numbers are plain integers (1 = root,
+ * as FUSE wants).  Thread model: built once, then read-only.
+ */
+#ifndef CBTFS_FS_TREE_H
+#define CBTFS_FS_TREE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "../chain/catalog.h"
+
+enum node_kind { NODE_DIR = 1, NODE_FILE = 2, NODE_LINK = 3 };
+
+struct dirent_ref {
+  char *name;
+  uint64_t ino;
+};
+
+struct node {
+  enum node_kind kind;
+  uint32_t nlink;
+  time_t mtime;
+  struct layer *top;            /* NODE_FILE: the point's newest layer */
+  char *target;                 /* NODE_LINK */
+  struct dirent_ref *ents;      /* NODE_DIR, in listing order */
+  size_t nents;
+};
+
+struct tree {
+  struct node *nodes;           /* nodes[ino - 1] */
+  size_t nnodes;
+};
+
+/* Build the tree of CAT (borrowed: it must outlive the tree).  NULL
+ * with err_* (ENOMEM). */
+extern struct tree *tree_build (const struct catalog *cat)
+  __attribute__ ((__nonnull__ (1)));
+
+extern void tree_free (struct tree *t);
+
+/* The node for INO, or NULL. */
+extern const struct node *tree_node (const struct tree *t, uint64_t ino)
+  __attribute__ ((__nonnull__ (1)));
+
+/* The inode of NAME in directory DIR, or 0. */
+extern uint64_t tree_lookup (const struct tree *t, uint64_t dir,
+                             const char *name)
+  __attribute__ ((__nonnull__ (1, 3)));
+
+#endif /* CBTFS_FS_TREE_H */

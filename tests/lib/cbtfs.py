@@ -1,0 +1,212 @@
+"""Helpers for cbtfs end-to-end tests: run the binary, mount, loop-mount,
+make guest disk images, and clean up whatever happens.
+
+Works with any python3 >= 3.9 using only the standard library.  Every
+resource a test takes (temporary directories, FUSE mounts, loop mounts,
+processes) is registered with an Env and released in reverse order when
+the Env closes, also when the test fails.
+"""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(os.path.dirname(HERE))
+BLOCK = 65536
+
+
+def cbtfs_binary():
+    return os.environ.get("CBTFS") or os.path.join(TOP, "cbtfs")
+
+
+class TestFailure(AssertionError):
+    pass
+
+
+def check(cond, msg):
+    """Fail the test with MSG unless COND."""
+    if not cond:
+        raise TestFailure(msg)
+
+
+def skip(reason):
+    print("SKIP: " + reason)
+    sys.exit(77)
+
+
+class Env:
+    """Owns a scratch directory and a stack of cleanups."""
+
+    def __init__(self, name="cbtfs-test"):
+        self.dir = tempfile.mkdtemp(prefix=name + "-")
+        self._cleanups = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def on_close(self, fn, *args):
+        self._cleanups.append((fn, args))
+
+    def close(self):
+        while self._cleanups:
+            fn, args = self._cleanups.pop()
+            try:
+                fn(*args)
+            except Exception as e:  # keep cleaning up
+                print("cleanup: %s" % e, file=sys.stderr)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def path(self, *parts):
+        return os.path.join(self.dir, *parts)
+
+    def mkdir(self, *parts):
+        p = self.path(*parts)
+        os.makedirs(p, exist_ok=True)
+        return p
+
+    # -- running cbtfs --------------------------------------------------
+
+    def cbtfs(self, *args, ok=True, timeout=600):
+        """Run cbtfs; return (exit status, stdout, stderr).  With OK, a
+        non-zero exit fails the test (showing stderr)."""
+        cmd = [cbtfs_binary()] + [str(a) for a in args]
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                           text=True, timeout=timeout)
+        sys.stderr.write(p.stderr)
+        if ok and p.returncode != 0:
+            raise TestFailure("%s exited %d: %s" % (" ".join(cmd), p.returncode,
+                                                   p.stderr.strip()))
+        return p.returncode, p.stdout, p.stderr
+
+    def ls_json(self, store):
+        _, out, _ = self.cbtfs("ls", store, "--json")
+        return json.loads(out)
+
+    def mount(self, store, mnt, *extra):
+        """cbtfs mount (returns once the mount is ready); unmounted at close."""
+        os.makedirs(mnt, exist_ok=True)
+        self.cbtfs("mount", store, mnt, *extra)
+        check(os.path.ismount(mnt), "cbtfs mount returned but %s is not a "
+              "mount point" % mnt)
+        self.on_close(unmount, mnt)
+        return mnt
+
+    def loop_mount(self, image, mnt):
+        """Read-only loop mount of an ext4 image (no journal replay)."""
+        os.makedirs(mnt, exist_ok=True)
+        subprocess.run(["mount", "-o", "loop,ro,noload", image, mnt],
+                       check=True)
+        self.on_close(subprocess.run, ["umount", mnt])
+        return mnt
+
+
+def unmount(mnt):
+    if os.path.ismount(mnt):
+        r = subprocess.run(["fusermount3", "-u", mnt])
+        if r.returncode != 0:
+            subprocess.run(["fusermount3", "-u", "-z", mnt])
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
+
+
+def block_diff(a, b):
+    """The 64 KiB block numbers where files A and B differ (a missing
+    tail reads as zeros)."""
+    out = []
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        i = 0
+        while True:
+            x, y = fa.read(BLOCK), fb.read(BLOCK)
+            if not x and not y:
+                return out
+            if x.ljust(BLOCK, b"\0") != y.ljust(BLOCK, b"\0"):
+                out.append(i)
+            i += 1
+
+
+def nonzero_blocks(path):
+    """How many 64 KiB blocks of PATH hold a non-zero byte (skipping
+    holes quickly)."""
+    n = 0
+    zero = bytes(BLOCK)
+    with open(path, "rb") as f:
+        fd = f.fileno()
+        size = os.fstat(fd).st_size
+        off = 0
+        while off < size:
+            try:
+                data = os.lseek(fd, off, os.SEEK_DATA)
+            except OSError:
+                break
+            blk = data // BLOCK
+            f.seek(blk * BLOCK)
+            b = f.read(BLOCK)
+            if b.ljust(BLOCK, b"\0") != zero:
+                n += 1
+            off = (blk + 1) * BLOCK
+    return n
+
+
+def allocated_bytes(root):
+    """Bytes actually allocated by every file under ROOT (like du)."""
+    total = 0
+    for d, _, files in os.walk(root):
+        for f in files:
+            total += os.lstat(os.path.join(d, f)).st_blocks * 512
+    return total
+
+
+def make_ext4(image, size, files):
+    """Create IMAGE (SIZE bytes) holding an ext4 filesystem with FILES
+    ({path: bytes}), without mounting anything."""
+    src = tempfile.mkdtemp(prefix="cbtfs-ext4-")
+    try:
+        for rel, data in files.items():
+            p = os.path.join(src, rel)
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            with open(p, "wb") as f:
+                f.write(data)
+        with open(image, "wb") as f:
+            f.truncate(size)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-b", "4096", "-E",
+                        "lazy_itable_init=0,lazy_journal_init=0",
+                        "-d", src, image], check=True)
+    finally:
+        shutil.rmtree(src, ignore_errors=True)
+
+
+def ext4_write(image, path, data):
+    """Replace file PATH inside the ext4 IMAGE with DATA, as a guest
+    would, using debugfs (no mount)."""
+    with tempfile.NamedTemporaryFile() as t:
+        t.write(data)
+        t.flush()
+        cmds = "rm %s\nwrite %s %s\n" % (path, t.name, path)
+        subprocess.run(["debugfs", "-w", "-f", "-", image], input=cmds,
+                       text=True, capture_output=True, check=True)
+
+
+def write_at(path, offset, data):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def copy_sparse(src, dst):
+    subprocess.run(["cp", "--sparse=always", src, dst], check=True)

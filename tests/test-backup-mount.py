@@ -131,10 +131,16 @@ def main():
         byvm = os.path.join(mnt, "by-vm", "web")
         check(sorted(os.listdir(byvm)) == ["data", "root"],
               "by-vm/web holds %s" % os.listdir(byvm))
+        # Points oldest first, as ls lists them ("…Z.2.img" for a second
+        # backup within the same second sorts before "…Z.img" in ls(1)).
+        order = {d["uuid"]: [p["name"] + ".img" for p in d["points"]]
+                 for d in ls["disks"]}
         for i, disk, vdi in ((0, "root", root_vdi), (1, "data", data_vdi)):
-            names = sorted(n for n in os.listdir(os.path.join(byvm, disk))
-                           if n != "latest")
-            check(len(names) == 3, "%s has %s" % (disk, names))
+            names = order[vdi]
+            listed = sorted(n for n in os.listdir(os.path.join(byvm, disk))
+                            if n != "latest")
+            check(listed == sorted(names), "%s has %s, ls says %s"
+                  % (disk, listed, names))
             for k, n in enumerate(names):
                 img = os.path.join(byvm, disk, n)
                 check(os.path.getsize(img) == (ROOT_SIZE, DATA_SIZE)[i],
@@ -151,9 +157,7 @@ def main():
             inos2 = {os.stat(os.path.join(byvm, disk, x)).st_ino for x in names}
             check(inos == inos2, "by-uuid and by-vm name different files")
 
-        root_names = sorted(n for n in os.listdir(os.path.join(byvm, "root"))
-                            if n != "latest")
-        oldest = os.path.join(byvm, "root", root_names[0])
+        oldest = os.path.join(byvm, "root", order[root_vdi][0])
         newest = os.path.join(byvm, "root", "latest")
 
         # cp of a point in time is byte-exact.

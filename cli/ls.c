@@ -49,12 +49,18 @@ print_json (const struct catalog *c)
     const struct catalog_disk *d = &c->disks[i];
     if (d->npoints == 0)
       continue;
+    const struct layer_meta *m = &d->points[d->npoints - 1].layer->meta;
+
     printf ("%s\n  {\"uuid\": \"%s\", \"vm_uuid\": \"%s\", \"vm\": ",
             sep, d->uuid, d->vm->uuid);
     sep = ",";
     json_str (d->vm->name);
+    printf (", \"vm_name_label\": ");
+    json_str (m->vm_name);
     printf (", \"name\": ");
     json_str (d->name);
+    printf (", \"name_label\": ");
+    json_str (m->disk_name);
     printf (", \"points\": [");
     for (size_t j = 0; j < d->npoints; j++) {
       struct layer *l = d->points[j].layer;

@@ -514,20 +514,23 @@ append_clean (char *buf, size_t size, size_t *n, const char *s,
 }
 
 /* "CODE [p1, p2]", or "CODE" with no params, as one line into BUF,
- * with SECRETS hidden (see append_clean). */
+ * with SECRETS hidden (see append_clean).  Empty params are left out:
+ * SM failures come as ["SR_BACKEND_FAILURE_460", "", reason, ""]. */
 static void
 format_error (char *buf, size_t size, const struct xapi_error *e,
               const char *const *secrets)
 {
-  size_t i, n = 0;
+  size_t i, n = 0, shown = 0;
 
   buf[0] = '\0';
   append_clean (buf, size, &n, e->code, secrets);
   for (i = 0; i < e->nparams; i++) {
-    append_clean (buf, size, &n, i == 0 ? " [" : ", ", NULL);
+    if (e->params[i][0] == '\0')
+      continue;
+    append_clean (buf, size, &n, shown++ == 0 ? " [" : ", ", NULL);
     append_clean (buf, size, &n, e->params[i], secrets);
   }
-  if (e->nparams > 0)
+  if (shown > 0)
     append_clean (buf, size, &n, "]", NULL);
 }
 

@@ -128,6 +128,22 @@ class Control:
                                            '"error": [CODE, params...]}')
                     m.fail_next.setdefault(f["method"], []).append(
                         [str(x) for x in f["error"]])
+            elif k in ("return_next", "raw_next", "expire_sessions_on"):
+                for f in (v if isinstance(v, list) else [v]):
+                    if not isinstance(f, dict) or \
+                            not isinstance(f.get("method"), str):
+                        raise ControlError('%s wants {"method": str, ...}' % k)
+                    if k == "return_next":
+                        if "value" not in f:
+                            raise ControlError('return_next wants "value"')
+                        m.return_next.setdefault(f["method"], []).append(
+                            [f["value"]])
+                    elif k == "raw_next":
+                        if not isinstance(f.get("body"), str):
+                            raise ControlError('raw_next wants "body": str')
+                        m.raw_next.setdefault(f["method"], []).append(f["body"])
+                    else:
+                        m.expire_on.setdefault(f["method"], []).append(True)
             else:
                 raise ControlError("unknown knob %r" % k)
         m.cond.notify_all()

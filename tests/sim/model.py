@@ -126,6 +126,9 @@ class Model:
         self.knobs = {"data_destroy_wait": 4.0, "nbd_read_delay_ms": 0,
                       "nbd_drop_after_bytes": 0}
         self.fail_next = {}           # method -> [ErrorDescription, ...]
+        self.return_next = {}         # method -> [[value], ...]: replace a result
+        self.raw_next = {}            # method -> [body, ...]: answer verbatim
+        self.expire_on = {}           # method -> [True, ...]: expire sessions first
         self.nbd_open = 0             # gauge, not reset by reset_stats
         self.next_domid = 1
         self.reset_stats()

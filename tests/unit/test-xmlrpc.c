@@ -579,7 +579,7 @@ test_unwrap (void)
          && strstr (e.params[1], "unrelated") != NULL
          && strcmp (e.params[2], "line1\nline2") == 0);
   CHECK (strcmp (err_get (),
-                 "SR_BACKEND_FAILURE_460 [, Failed to calculate changed "
+                 "SR_BACKEND_FAILURE_460 [Failed to calculate changed "
                  "blocks for given VDIs. [opterr=Source and target VDI are "
                  "unrelated], line1 line2]") == 0);
   xapi_error_clear (&e);

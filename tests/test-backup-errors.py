@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""End to end: bad input gets one clear line and loses nothing.
+
+Wrong password, an untrusted certificate, an unreachable host, plain
+http, a missing password file, an unknown --vm, a store locked by
+another backup, a directory that is not a store, a malformed XAPI answer
+and a changed-block bitmap of the wrong length: each must fail with a
+one-line message naming the problem, commit no layer, and leave every
+earlier point in time readable byte for byte.
+"""
+import base64
+import fcntl
+import os
+import socket
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import cbtfs as cb  # noqa: E402
+import sim  # noqa: E402
+from cbtfs import check  # noqa: E402
+
+MiB = 1 << 20
+
+
+def free_port():
+    """A loopback port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main():
+    with sim.Sim() as s, cb.Env() as env:
+        info = s.info
+        vm = s.control("create_vm", name="web",
+                       disks=[{"name": "root", "size": 8 * MiB}])
+        vdi = vm["disks"][0]["vdi"]
+        guest = env.path("root.img")
+        with open(guest, "wb") as f:
+            f.truncate(8 * MiB)
+        cb.write_at(guest, MiB, os.urandom(100000))
+        s.control("write_file", vdi=vdi, path=guest)
+
+        pw = env.path("pw")
+        with open(pw, "w") as f:
+            f.write("secret\n")
+        os.chmod(pw, 0o600)
+        bad_pw = env.path("bad-pw")
+        with open(bad_pw, "w") as f:
+            f.write("wrong\n")
+        os.chmod(bad_pw, 0o600)
+        store = env.path("store")
+
+        def backup(*args, server=None, ca=True, password=pw):
+            cmd = ["backup", store, "--server", server or info["xapi_url"],
+                   "--password-file", password] + list(args)
+            if ca:
+                cmd += ["--ca-file", info["ca_file"]]
+            return env.cbtfs(*cmd, ok=False)
+
+        def fails_with(result, *words):
+            rc, _, err = result
+            lines = [ln for ln in err.splitlines() if ln.strip()]
+            check(rc != 0, "expected failure, got exit 0")
+            check(len(lines) == 1, "expected one line, got %r" % err)
+            for w in words:
+                check(w in lines[0], "%r not in %r" % (w, lines[0]))
+            for secret in ("secret", "OpaqueRef:", "session_id"):
+                check(secret not in err, "%r leaked into %r" % (secret, err))
+
+        # A good baseline first: nothing below may damage it.
+        env.cbtfs("backup", store, "--server", info["xapi_url"], "--ca-file",
+                  info["ca_file"], "--password-file", pw, "-q")
+        base = env.path("base.img")
+        cb.copy_sparse(guest, base)
+        before = env.ls_json(store)
+
+        fails_with(backup(password=bad_pw), "SESSION_AUTHENTICATION_FAILED")
+        fails_with(backup(ca=False), "not trusted")
+        fails_with(backup(server="https://127.0.0.1:%d" % free_port()),
+                   "cannot connect", "refused")
+        fails_with(backup(server="http://127.0.0.1:1"), "plain http")
+        fails_with(backup(password=env.path("nonexistent")), "password-file",
+                   "No such file")
+        fails_with(backup("--vm", "nosuch"), "nosuch", "no VM")
+
+        # Another backup holds the store.
+        lock = open(os.path.join(store, "lock"), "a")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        fails_with(backup(), "another cbtfs backup")
+        lock.close()
+
+        # A directory holding other things is never taken over.
+        other = env.mkdir("other")
+        with open(os.path.join(other, "precious"), "w") as f:
+            f.write("keep me")
+        rc, _, err = env.cbtfs("backup", other, "--server", info["xapi_url"],
+                               "--password-file", pw, ok=False)
+        check(rc != 0 and "not a cbtfs store" in err, "took over %s" % other)
+        check(os.listdir(other) == ["precious"], "touched %s" % other)
+
+        # XAPI answers garbage.
+        s.control("set", raw_next={"method": "VM.get_all_records",
+                                   "body": "<methodResponse><params><param>"})
+        fails_with(backup(), "XML-RPC", "malformed")
+
+        # A changed-block bitmap of the wrong length: no layer committed,
+        # and the snapshot taken for it does not linger on the host.
+        cb.write_at(guest, 2 * MiB, b"changed" * 1000)
+        s.control("write_file", vdi=vdi, path=guest)
+        vms_before = len([v for v in s.control("vms")["vms"]])
+        s.control("set", return_next={"method": "VDI.list_changed_blocks",
+                                      "value": base64.b64encode(b"\xff").decode()})
+        rc, _, err = backup()
+        check(rc == 1, "bad bitmap: exit %d" % rc)
+        check("bitmap is 1 bytes, expected 16" in err, "message: %r" % err)
+        after = env.ls_json(store)
+        check(after == before, "the store changed after a failed backup")
+        check(len(s.control("vms")["vms"]) == vms_before,
+              "a VM snapshot was left behind")
+
+        # Everything still reads back exactly; the next backup works.
+        mnt = env.mount(store, env.path("mnt"))
+        img = os.path.join(mnt, "by-vm", "web", "root", "latest")
+        check(cb.sha256(img) == cb.sha256(base), "the baseline changed")
+        cb.unmount(mnt)
+        rc, _, err = backup()
+        check(rc == 0, "the backup after the failures failed: %s" % err)
+        pts = env.ls_json(store)["disks"][0]["points"]
+        check(len(pts) == 2 and pts[1]["kind"] == "delta", "points: %s" % pts)
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()

@@ -33,6 +33,7 @@ struct job {
   pthread_mutex_t lock;
   pthread_cond_t cond;
   uint64_t cursor;              /* next block to consider */
+  uint64_t todo;                /* blocks missing at the start */
   unsigned running;             /* workers still going */
   bool failed;
   int err;
@@ -179,8 +180,10 @@ show_progress (struct job *j, double start, bool last)
 {
   double secs = now_monotonic () - start;
   double mib = j->st.bytes / 1048576.0;
+  double todo = j->todo * (CHAIN_BLOCK_SIZE / 1048576.0);
 
-  fprintf (stderr, "\r%s: %.1f MiB, %.1f MiB/s%s", j->o->label, mib,
+  fprintf (stderr, "\r%s: %.1f of %.1f MiB (%.0f%%), %.1f MiB/s%s",
+           j->o->label, mib, todo, todo > 0 ? 100.0 * mib / todo : 100.0,
            secs > 0 ? mib / secs : 0.0, last ? "\n" : "   ");
 }
 
@@ -193,9 +196,13 @@ copy_layer (struct layer *l, nbdsrc_target_fn fn, void *opaque,
   unsigned i, started = 0;
   double start = now_monotonic ();
 
+  uint64_t present, stored;
+
   memset (st, 0, sizeof *st);
   if (layer_complete (l))
     return 0;
+  layer_counts (l, &present, &stored);
+  j.todo = l->nchanged - present;
   tids = calloc (o->conns, sizeof *tids);
   if (tids == NULL) {
     err_set (ENOMEM, "out of memory");
@@ -215,8 +222,9 @@ copy_layer (struct layer *l, nbdsrc_target_fn fn, void *opaque,
     struct timespec ts;
     clock_gettime (CLOCK_REALTIME, &ts);
     ts.tv_sec += 1;
-    pthread_cond_timedwait (&j.cond, &j.lock, &ts);
-    if (o->progress && j.running > 0)
+    /* Once a second; a worker finishing only wakes us to count it. */
+    if (pthread_cond_timedwait (&j.cond, &j.lock, &ts) == ETIMEDOUT
+        && o->progress && j.running > 0)
       show_progress (&j, start, false);
   }
   pthread_mutex_unlock (&j.lock);

@@ -26,6 +26,7 @@
 struct nbdsrc_conn {
   struct nbd_handle *h;
   char *label;                  /* "NBD address:port", for messages */
+  const char *secret;           /* the export name, only while connecting */
   uint64_t size;
 };
 
@@ -41,14 +42,28 @@ nbdsrc_target_clear (struct nbdsrc_target *t)
   memset (t, 0, sizeof *t);
 }
 
-/* Set err_* from libnbd's thread-local error, prefixed with LABEL. */
+/* Set err_* from libnbd's thread-local error, prefixed with LABEL.
+ * libnbd may quote the export name ("server has no export named …"),
+ * which embeds a session: SECRET (if any) is cut out of the message. */
 static void
-nbd_failed (const char *label, const char *what)
+nbd_failed (const char *label, const char *what, const char *secret)
 {
   int e = nbd_get_errno ();
   const char *msg = nbd_get_error ();
+  char clean[1024];
+  size_t n = 0, slen = secret ? strlen (secret) : 0;
 
-  err_set (e ? e : EIO, "%s: %s: %s", label, what, msg ? msg : "failed");
+  for (const char *p = msg ? msg : "failed"; *p && n < sizeof clean - 9;) {
+    if (slen && strncmp (p, secret, slen) == 0) {
+      memcpy (clean + n, "(hidden)", 8);
+      n += 8;
+      p += slen;
+    }
+    else
+      clean[n++] = *p++;
+  }
+  clean[n] = '\0';
+  err_set (e ? e : EIO, "%s: %s: %s", label, what, clean);
 }
 
 /* TCP connect to ADDRESS:PORT within TIMEOUT seconds; fd or -1. */
@@ -164,7 +179,7 @@ wait_until (struct nbdsrc_conn *c, int (*pred) (struct nbd_handle *, int64_t),
     double left;
 
     if (r == -1) {
-      nbd_failed (c->label, what);
+      nbd_failed (c->label, what, c->secret);
       return -1;
     }
     if (r == 1)
@@ -176,7 +191,7 @@ wait_until (struct nbdsrc_conn *c, int (*pred) (struct nbd_handle *, int64_t),
       return -1;
     }
     if (nbd_poll (c->h, (int) (left * 1000) + 1) == -1) {
-      nbd_failed (c->label, what);
+      nbd_failed (c->label, what, c->secret);
       return -1;
     }
   }
@@ -222,9 +237,12 @@ nbdsrc_connect (const struct nbdsrc_target *t, int timeout)
   }
   c->h = nbd_create ();
   if (c->h == NULL) {
-    nbd_failed ("NBD", "create handle");
+    nbd_failed ("NBD", "create handle", NULL);
     goto err;
   }
+  c->secret = t->exportname;
+  /* LIBNBD_DEBUG=1 in the environment would print the export name. */
+  nbd_set_debug (c->h, false);
   if (t->cert && t->cert[0] && (dir = pin_dir (c->label, t->cert)) == NULL)
     goto err;
   /* xapi-nbd refuses everything but EXPORT_NAME; asking for structured
@@ -235,14 +253,14 @@ nbdsrc_connect (const struct nbdsrc_target *t, int timeout)
       || nbd_set_request_structured_replies (c->h, false) == -1
       || nbd_set_pread_initialize (c->h, false) == -1
       || nbd_set_export_name (c->h, t->exportname) == -1) {
-    nbd_failed (c->label, "configure");
+    nbd_failed (c->label, "configure", c->secret);
     goto err;
   }
   fd = tcp_connect (c->label, t->address, t->port, timeout);
   if (fd == -1)
     goto err;
   if (nbd_aio_connect_socket (c->h, fd) == -1) {
-    nbd_failed (c->label, "handshake");
+    nbd_failed (c->label, "handshake", c->secret);
     close (fd);
     goto err;
   }
@@ -251,10 +269,11 @@ nbdsrc_connect (const struct nbdsrc_target *t, int timeout)
     goto err;
   size = nbd_get_size (c->h);
   if (size < 0) {
-    nbd_failed (c->label, "export size");
+    nbd_failed (c->label, "export size", c->secret);
     goto err;
   }
   c->size = size;
+  c->secret = NULL;
   unpin_dir (dir);
   return c;
 
@@ -284,7 +303,7 @@ nbdsrc_pread (struct nbdsrc_conn *c, void *buf, size_t count,
   }
   cookie = nbd_aio_pread (c->h, buf, count, offset, NBD_NULL_COMPLETION, 0);
   if (cookie == -1) {
-    nbd_failed (c->label, "read");
+    nbd_failed (c->label, "read", c->secret);
     return -1;
   }
   if (wait_until (c, completed, cookie, timeout, "read") == -1) {

@@ -646,7 +646,8 @@ cmd_backup (int argc, char **argv)
     .copy = { .conns = 4, .request_blocks = 16, .retries = 4, .timeout = 60 },
   };
   const char *server = NULL;
-  int c, verbose = 1, status;
+  /* From cron: only warnings and errors; on a terminal: what it does. */
+  int c, verbose = isatty (STDERR_FILENO) ? 1 : 0, status;
   char *end;
 
   b.vm_args = calloc (argc, sizeof *b.vm_args);

@@ -81,7 +81,11 @@ def main():
         show_tree(mnt)
 
         disk = os.path.join(mnt, "by-vm", "demo-web", "root")
-        for n in sorted(x for x in os.listdir(disk) if x != "latest"):
+        # Oldest first, as `cbtfs ls` lists them (a later backup within the
+        # same second is "…Z.2.img", which ls(1) would sort first).
+        points = [p["name"] + ".img" for d in env.ls_json(store)["disks"]
+                  if d["uuid"] == vm["disks"][0]["vdi"] for p in d["points"]]
+        for n in points:
             lm = env.path("loop")
             os.makedirs(lm, exist_ok=True)
             subprocess.run(["mount", "-o", "loop,ro,noload",

@@ -79,8 +79,11 @@ claim (struct job *j, uint64_t *first, unsigned *n)
   return true;
 }
 
+/* A new connection with fresh details.  *PERMANENT is set when
+ * retrying cannot help: XAPI refused the details, or the export is not
+ * the disk XAPI describes. */
 static struct nbdsrc_conn *
-connect_fresh (struct job *j)
+connect_fresh (struct job *j, bool *permanent)
 {
   struct nbdsrc_target t = { 0 };
   struct nbdsrc_conn *c;
@@ -89,8 +92,10 @@ connect_fresh (struct job *j)
   pthread_mutex_lock (&j->lock);
   r = j->fn (j->opaque, &t);
   pthread_mutex_unlock (&j->lock);
-  if (r == -1)
+  if (r == -1) {
+    *permanent = true;
     return NULL;
+  }
   c = nbdsrc_connect (&t, j->o->timeout);
   nbdsrc_target_clear (&t);
   if (c && nbdsrc_size (c) != j->l->meta.size) {
@@ -98,12 +103,21 @@ connect_fresh (struct job *j)
              "XAPI says its virtual size is %" PRIu64, j->l->meta.snapshot,
              nbdsrc_size (c), j->l->meta.size);
     nbdsrc_close (c);
+    *permanent = true;
     return NULL;
   }
   return c;
 }
 
-/* Read [first, first+n) blocks, reconnecting with back-off on failure. */
+static bool
+job_failed (struct job *j)
+{
+  SCOPED_LOCK (&j->lock);
+  return j->failed;
+}
+
+/* Read [first, first+n) blocks, reconnecting with back-off when the
+ * connection fails (xapi-nbd drops it after any error). */
 static int
 read_run (struct job *j, struct nbdsrc_conn **c, uint8_t *buf,
           uint64_t first, unsigned n)
@@ -111,15 +125,16 @@ read_run (struct job *j, struct nbdsrc_conn **c, uint8_t *buf,
   uint64_t off = first << CHAIN_BLOCK_SHIFT;
   size_t len = MIN ((uint64_t) n << CHAIN_BLOCK_SHIFT, j->l->meta.size - off);
   unsigned attempt;
+  bool permanent = false;
 
   for (attempt = 0;; attempt++) {
     if (*c == NULL)
-      *c = connect_fresh (j);
+      *c = connect_fresh (j, &permanent);
     if (*c && nbdsrc_pread (*c, buf, len, off, j->o->timeout) == 0)
       break;
     nbdsrc_close (*c);
     *c = NULL;
-    if (attempt >= j->o->retries)
+    if (permanent || attempt >= j->o->retries || job_failed (j))
       return -1;
     log_warn ("%s (retrying)", err_get ());
     /* 1, 2, 4 … s: a host that dropped us needs a moment. */

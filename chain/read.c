@@ -29,6 +29,15 @@ chain_resolve (struct layer *top, uint64_t b, bool *broken)
   return NULL;
 }
 
+bool
+chain_readable (struct layer *top)
+{
+  for (struct layer *l = top; l; l = l->parent)
+    if (!layer_complete (l) || l->parent_missing)
+      return false;
+  return true;
+}
+
 /* Fill OUT (one whole block) with block B of point TOP. */
 static int
 read_block (struct layer *top, uint64_t b, void *out)

@@ -23,6 +23,11 @@ extern struct layer *chain_resolve (struct layer *top, uint64_t b,
                                     bool *broken)
   __attribute__ ((__nonnull__ (1, 3)));
 
+/* True when every block of the point TOP can be read from the store:
+ * its layer and every layer below are complete and present. */
+extern bool chain_readable (struct layer *top)
+  __attribute__ ((__nonnull__ (1)));
+
 /* Read COUNT bytes at OFFSET of the point TOP into BUF; the range must
  * lie within top->meta.size.  Every stored block is checked against its
  * checksum first.  0, or -1 with err_* naming the snapshot and offset

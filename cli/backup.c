@@ -59,7 +59,8 @@ struct disk {
   char *snap_ref;
   struct xapi_vdi snap;
   struct layer *layer;          /* this run's layer */
-  bool failed;
+  bool failed;                  /* this run's backup of the disk failed */
+  bool resume_failed;           /* an earlier incomplete layer stays so */
 };
 
 /* ---- NBD connection details for copy_layer ---------------------------- */
@@ -165,34 +166,47 @@ fill_layer (struct backup *b, struct layer *l, const char *ref,
 
 /* ---- what the store already has --------------------------------------- */
 
-/* Finish an incomplete layer whose snapshot still has data; true when
- * the layer is complete afterwards. */
-static bool
+/* What became of an incomplete layer this run tried to finish. */
+enum resume {
+  RESUME_DONE,                  /* complete now */
+  RESUME_PENDING,               /* still incomplete; the host keeps its data */
+  RESUME_LOST,                  /* its snapshot has no data left: never */
+};
+
+/* Finish an incomplete layer whose snapshot still has data. */
+static enum resume
 resume_layer (struct backup *b, struct disk *d, const char *ldir,
               const char *snap)
 {
   CLEANUP_FREE char *ref = snapshot_with_data (b, snap);
   struct layer *l;
-  bool done = false;
+  enum resume r = RESUME_PENDING;
 
   if (ref == NULL) {
     log_warn ("%s: snapshot %s cannot be finished (%s); its blocks not yet "
               "copied stay unreadable", d->label, snap, err_get ());
-    return false;
+    return RESUME_LOST;
   }
+  /* The host still has the data: failing to copy it now is an error
+   * the run reports, though it goes on to take today's backup. */
   l = layer_open (ldir, true);
   if (l == NULL) {
-    log_warn ("%s: %s", d->label, err_get ());
-    return false;
+    log_error ("%s: %s", d->label, err_get ());
+    d->resume_failed = true;
+    return RESUME_PENDING;
   }
   log_info ("%s: finishing snapshot %s left incomplete by an earlier run",
             d->label, snap);
-  if (fill_layer (b, l, ref, d->label) == -1)
-    log_warn ("%s: %s", d->label, err_get ());
-  else if ((done = layer_complete (l)))
+  if (fill_layer (b, l, ref, d->label) == -1) {
+    log_error ("%s: %s", d->label, err_get ());
+    d->resume_failed = true;
+  }
+  else if (layer_complete (l)) {
     data_destroy (b, ref, snap);
+    r = RESUME_DONE;
+  }
   layer_close (l);
-  return done;
+  return r;
 }
 
 /* Copy M into *OUT, duplicating its strings.  0 or -1. */
@@ -212,13 +226,15 @@ meta_copy (struct layer_meta *out, const struct layer_meta *m)
 
 /* Read what the store holds for disk D: finish incomplete layers where
  * the host still has their data, and find the newest layer, which the
- * next delta builds on only if it is complete. */
+ * next delta builds on unless it can never be finished. */
 static int
 scan_store (struct backup *b, struct disk *d)
 {
   char **snaps = NULL;
   size_t n, i;
   uint64_t newest = 0;
+  bool prev_complete = false;
+  enum resume r;
   int ret = -1;
 
   d->dir = store_disk_dir (b->store, d->live.uuid, true);
@@ -227,7 +243,6 @@ scan_store (struct backup *b, struct disk *d)
   for (i = 0; i < n; i++) {
     CLEANUP_FREE char *ldir = NULL;
     struct layer *l;
-    bool complete;
 
     if (asprintf (&ldir, "%s/%s", d->dir, snaps[i]) == -1)
       goto out;
@@ -237,15 +252,19 @@ scan_store (struct backup *b, struct disk *d)
       continue;
     }
     d->max_seq = MAX (d->max_seq, l->meta.seq);
-    complete = layer_complete (l) || resume_layer (b, d, ldir, snaps[i]);
+    r = layer_complete (l) ? RESUME_DONE : resume_layer (b, d, ldir, snaps[i]);
     if (l->meta.seq > newest) {
       newest = l->meta.seq;
       layer_meta_clear (&d->prev);
-      d->have_prev = complete && meta_copy (&d->prev, &l->meta) == 0;
+      /* A delta may build on a layer not yet finished while the host
+       * keeps its snapshot's data (a later run finishes it): a flaky
+       * night must not cost a full copy.  A lost one needs a baseline. */
+      d->have_prev = r != RESUME_LOST && meta_copy (&d->prev, &l->meta) == 0;
+      prev_complete = r == RESUME_DONE;
     }
     layer_close (l);
   }
-  if (d->have_prev) {
+  if (d->have_prev && prev_complete) {
     /* A crash between commit and data_destroy leaves the newest
      * snapshot holding data the store already has. */
     CLEANUP_FREE char *ref = snapshot_with_data (b, d->prev.snapshot);
@@ -568,7 +587,7 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
                 err_get ());
  out:
   for (i = 0; i < n; i++) {
-    failures += v[i].failed;
+    failures += v[i].failed || v[i].resume_failed;
     disk_clear (&v[i]);
   }
   free (v);

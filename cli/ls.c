@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "../chain/catalog.h"
+#include "../chain/read.h"
 #include "../chain/store.h"
 #include "../common/log.h"
 #include "cli.h"
@@ -32,11 +33,13 @@ state_of (struct layer *l, char *buf, size_t len)
 {
   uint64_t present, stored;
 
-  if (layer_complete (l))
-    return "complete";
-  layer_counts (l, &present, &stored);
-  snprintf (buf, len, "incomplete %" PRIu64 "/%" PRIu64, present, l->nchanged);
-  return buf;
+  if (!layer_complete (l)) {
+    layer_counts (l, &present, &stored);
+    snprintf (buf, len, "incomplete %" PRIu64 "/%" PRIu64, present,
+              l->nchanged);
+    return buf;
+  }
+  return chain_readable (l) ? "complete" : "complete (an older layer is not)";
 }
 
 static void
@@ -72,10 +75,11 @@ print_json (const struct catalog *c)
       printf (", \"time\": %" PRId64 ", \"size\": %" PRIu64
               ", \"kind\": \"%s\", \"chain\": \"%s\", \"changed_blocks\": %"
               PRIu64 ", \"present_blocks\": %" PRIu64 ", \"stored_blocks\": %"
-              PRIu64 ", \"complete\": %s}",
+              PRIu64 ", \"complete\": %s, \"readable\": %s}",
               l->meta.time, l->meta.size, l->meta.full ? "baseline" : "delta",
               l->meta.chain, l->nchanged, present, stored,
-              layer_complete (l) ? "true" : "false");
+              layer_complete (l) ? "true" : "false",
+              chain_readable (l) ? "true" : "false");
     }
     printf ("]}");
   }

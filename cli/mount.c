@@ -1,11 +1,14 @@
 /* cbtfs mount: serve a store read-only through FUSE. */
+#include <errno.h>
 #include <getopt.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../chain/catalog.h"
 #include "../chain/store.h"
+#include "../common/error.h"
 #include "../common/log.h"
 #include "../fs/fs.h"
 #include "cli.h"
@@ -23,6 +26,7 @@ cmd_mount (int argc, char **argv)
   struct fs_opts o = { 0 };
   struct store *s;
   struct catalog *cat;
+  struct stat st;
   int c, status;
 
   while ((c = getopt_long (argc, argv, "fo:vdh", longopts, NULL)) != -1) {
@@ -39,6 +43,15 @@ cmd_mount (int argc, char **argv)
     return cli_usage ("mount");
   o.fsname = argv[optind];
   o.mountpoint = argv[optind + 1];
+  /* Say it once, plainly, before libfuse says it its own way. */
+  if (stat (o.mountpoint, &st) == -1) {
+    err_sys (errno, "mount point %s", o.mountpoint);
+    return cli_fail ();
+  }
+  if (!S_ISDIR (st.st_mode)) {
+    err_set (ENOTDIR, "mount point %s is not a directory", o.mountpoint);
+    return cli_fail ();
+  }
 
   s = store_open (argv[optind], false);
   if (s == NULL)

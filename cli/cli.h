@@ -31,6 +31,12 @@ extern char *cli_server_url (const char *arg);
  * line; the file never reaches argv).  NULL with err_*. */
 extern xapi_session *cli_login (const struct server_opts *o);
 
+struct catalog;
+
+/* Open the store at PATH read-only and load its catalog (caller frees
+ * with catalog_free); NULL with err_*. */
+extern struct catalog *cli_catalog (const char *path);
+
 /* Print "cbtfs: MESSAGE" for the current err_get () and return 1. */
 extern int cli_fail (void);
 

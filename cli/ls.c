@@ -6,7 +6,6 @@
 
 #include "../chain/catalog.h"
 #include "../chain/read.h"
-#include "../chain/store.h"
 #include "../common/log.h"
 #include "cli.h"
 
@@ -117,7 +116,6 @@ cmd_ls (int argc, char **argv)
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
-  struct store *s;
   struct catalog *cat;
   bool json = false;
   int c;
@@ -131,11 +129,7 @@ cmd_ls (int argc, char **argv)
   }
   if (optind + 1 != argc)
     return cli_usage ("ls");
-  s = store_open (argv[optind], false);
-  if (s == NULL)
-    return cli_fail ();
-  cat = catalog_load (s);
-  store_close (s);
+  cat = cli_catalog (argv[optind]);
   if (cat == NULL)
     return cli_fail ();
   if (json)

@@ -2,6 +2,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../chain/catalog.h"
+#include "../chain/store.h"
 #include "../common/error.h"
 #include "../common/log.h"
 #include "cli.h"
@@ -20,6 +22,19 @@ cli_fail (void)
 {
   log_error ("%s", err_get ()[0] ? err_get () : "failed");
   return 1;
+}
+
+struct catalog *
+cli_catalog (const char *path)
+{
+  struct store *s = store_open (path, false);
+  struct catalog *cat;
+
+  if (s == NULL)
+    return NULL;
+  cat = catalog_load (s);
+  store_close (s);
+  return cat;
 }
 
 int

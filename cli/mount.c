@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "../chain/catalog.h"
-#include "../chain/store.h"
 #include "../common/error.h"
 #include "../common/log.h"
 #include "../fs/fs.h"
@@ -24,7 +23,6 @@ cmd_mount (int argc, char **argv)
     { NULL, 0, NULL, 0 },
   };
   struct fs_opts o = { 0 };
-  struct store *s;
   struct catalog *cat;
   struct stat st;
   int c, status;
@@ -53,11 +51,7 @@ cmd_mount (int argc, char **argv)
     return cli_fail ();
   }
 
-  s = store_open (argv[optind], false);
-  if (s == NULL)
-    return cli_fail ();
-  cat = catalog_load (s);
-  store_close (s);
+  cat = cli_catalog (argv[optind]);
   if (cat == NULL)
     return cli_fail ();
   status = fs_run (cat, &o);

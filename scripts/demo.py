@@ -55,10 +55,7 @@ def main():
         cb.make_ext4(root, 32 * MiB, {"etc/motd": b"Hello from before backup 1\n"})
         with open(data, "wb") as f:
             f.truncate(256 * MiB)
-        pw = env.path("password")
-        with open(pw, "w") as f:
-            f.write("secret\n")
-        os.chmod(pw, 0o600)
+        pw = env.password_file(name="password")
         store = env.path("store")
 
         motd = ["Hello from before backup 1\n", "Edited before backup 2\n",

@@ -32,10 +32,7 @@ def main():
         with open(guest, "wb") as f:
             f.write(os.urandom(SIZE))
         s.control("write_file", vdi=first, path=guest)
-        pw = env.path("pw")
-        with open(pw, "w") as f:
-            f.write("secret\n")
-        os.chmod(pw, 0o600)
+        pw = env.password_file()
         store = env.path("store")
         cmd = [cb.cbtfs_binary(), "backup", store, "--server", info["xapi_url"],
                "--ca-file", info["ca_file"], "--password-file", pw, "-q"]

@@ -41,14 +41,8 @@ def main():
         cb.write_at(guest, MiB, os.urandom(100000))
         s.control("write_file", vdi=vdi, path=guest)
 
-        pw = env.path("pw")
-        with open(pw, "w") as f:
-            f.write("secret\n")
-        os.chmod(pw, 0o600)
-        bad_pw = env.path("bad-pw")
-        with open(bad_pw, "w") as f:
-            f.write("wrong\n")
-        os.chmod(bad_pw, 0o600)
+        pw = env.password_file()
+        bad_pw = env.password_file("wrong", name="bad-pw")
         store = env.path("store")
 
         def backup(*args, server=None, ca=True, password=pw):

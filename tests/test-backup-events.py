@@ -34,10 +34,7 @@ def main():
         guest = env.path("root.img")
         with open(guest, "wb") as f:
             f.truncate(ROOT)
-        pw = env.path("pw")
-        with open(pw, "w") as f:
-            f.write("secret\n")
-        os.chmod(pw, 0o600)
+        pw = env.password_file()
         store = env.path("store")
         states = {}         # snapshot uuid -> copy of the guest disk then
 

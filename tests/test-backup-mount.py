@@ -43,10 +43,7 @@ def main():
         cb.write_at(data, 5 * MiB, os.urandom(200000))
         cb.write_at(data, 900 * MiB + 12345, b"tail data" * 100)
 
-        pw = env.path("pw")
-        with open(pw, "w") as f:
-            f.write("secret\n")
-        os.chmod(pw, 0o600)
+        pw = env.password_file()
         store = env.path("store")
         backup = ["backup", store, "--server", info["xapi_url"],
                   "--ca-file", info["ca_file"], "--password-file", pw]

@@ -61,10 +61,7 @@ def main():
         cb.write_at(guest, 0, os.urandom(5 * MiB))
         cb.write_at(guest, SIZE - 4608, os.urandom(4608))
         s.control("write_file", vdi=vdi, path=guest)
-        pw = env.path("pw")
-        with open(pw, "w") as f:
-            f.write("secret\n")
-        os.chmod(pw, 0o600)
+        pw = env.password_file()
         store = env.path("store")
         backup = ["backup", store, "--server", info["xapi_url"], "--ca-file",
                   info["ca_file"], "--password-file", pw]

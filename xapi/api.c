@@ -181,6 +181,30 @@ not_struct (const char *method)
   return -1;
 }
 
+/* METHOD (a *.get_record) of REF: the record (caller frees), or NULL
+ * with err_* set; *REF_COPY gets a copy of REF for the result. */
+static xapi_value *
+get_record (xapi_session *s, const char *method, const char *ref,
+            char **ref_copy)
+{
+  xapi_value *r = call_strings (s, method, 1, &ref);
+
+  if (r == NULL)
+    return NULL;
+  if (r->type != XV_STRUCT) {
+    not_struct (method);
+    xv_free (r);
+    return NULL;
+  }
+  *ref_copy = strdup (ref);
+  if (*ref_copy == NULL) {
+    err_set (ENOMEM, "%s: out of memory", method);
+    xv_free (r);
+    return NULL;
+  }
+  return r;
+}
+
 /* ---- VM ---- */
 
 /* Fill *VM from REC (borrowed).  On failure *VM is left empty. */
@@ -320,18 +344,9 @@ xapi_vbd_get (xapi_session *s, const char *ref, struct xapi_vbd *vbd)
   int ret = -1;
 
   memset (vbd, 0, sizeof *vbd);
-  r = call_strings (s, method, 1, &ref);
+  r = get_record (s, method, ref, &vbd->ref);
   if (r == NULL)
     return -1;
-  if (r->type != XV_STRUCT) {
-    not_struct (method);
-    goto out;
-  }
-  vbd->ref = strdup (ref);
-  if (vbd->ref == NULL) {
-    err_set (ENOMEM, "%s: out of memory", method);
-    goto out;
-  }
   if (get_str (method, r, "VM", &vbd->vm) == -1
       || get_str (method, r, "VDI", &vbd->vdi) == -1
       || get_str (method, r, "userdevice", &vbd->userdevice) == -1
@@ -368,18 +383,9 @@ xapi_vdi_get (xapi_session *s, const char *ref, struct xapi_vdi *vdi)
   int ret = -1;
 
   memset (vdi, 0, sizeof *vdi);
-  r = call_strings (s, method, 1, &ref);
+  r = get_record (s, method, ref, &vdi->ref);
   if (r == NULL)
     return -1;
-  if (r->type != XV_STRUCT) {
-    not_struct (method);
-    goto out;
-  }
-  vdi->ref = strdup (ref);
-  if (vdi->ref == NULL) {
-    err_set (ENOMEM, "%s: out of memory", method);
-    goto out;
-  }
   /* A VDI that is not a snapshot has snapshot_time 19700101T00:00:00Z,
    * which reads as 0, as api.h promises. */
   if (get_str (method, r, "uuid", &vdi->uuid) == -1

@@ -27,6 +27,7 @@
 #include "../common/cleanup.h"
 #include "../common/error.h"
 #include "../common/log.h"
+#include "../common/secbuf.h"
 #include "session.h"
 #include "xmlrpc.h"
 
@@ -288,13 +289,10 @@ set_master (xapi_session *s, const char *master)
 
 /* ---- transport ---- */
 
-/* The response body.  It may hold the session ref, so growth copies
- * and wipes instead of realloc. */
+/* The response body (it may hold the session ref: see secbuf.h). */
 struct rbuf {
-  char *p;
-  size_t len, cap;
+  struct secbuf buf;
   bool too_big;
-  bool oom;
 };
 
 static size_t
@@ -303,43 +301,13 @@ on_data (char *ptr, size_t size, size_t nmemb, void *opaque)
   struct rbuf *b = opaque;
   size_t n = size * nmemb;
 
-  if (n > XAPI_MAX_RESPONSE - b->len) {
+  if (n > XAPI_MAX_RESPONSE - b->buf.len) {
     b->too_big = true;
     return 0;                   /* curl fails with CURLE_WRITE_ERROR */
   }
-  if (n > b->cap - b->len) {
-    size_t cap = b->cap ? b->cap : 16384;
-    char *np;
-
-    while (n > cap - b->len)
-      cap *= 2;
-    np = malloc (cap);
-    if (np == NULL) {
-      b->oom = true;
-      return 0;
-    }
-    if (b->p) {
-      memcpy (np, b->p, b->len);
-      explicit_bzero (b->p, b->cap);
-      free (b->p);
-    }
-    b->p = np;
-    b->cap = cap;
-  }
-  memcpy (b->p + b->len, ptr, n);
-  b->len += n;
+  if (secbuf_add (&b->buf, ptr, n) == -1)
+    return 0;
   return n;
-}
-
-static void
-rbuf_wipe (struct rbuf *b)
-{
-  if (b->p) {
-    explicit_bzero (b->p, b->cap);
-    free (b->p);
-  }
-  b->p = NULL;
-  b->len = b->cap = 0;
 }
 
 /* Turn a failed transfer into one line naming the server and the
@@ -394,7 +362,7 @@ transport_error (xapi_session *s, CURLcode rc, const struct rbuf *b)
                XAPI_MAX_RESPONSE / (1024 * 1024));
       break;
     }
-    if (b->oom) {
+    if (b->buf.failed) {
       err_set (ENOMEM, "%s: out of memory reading the response", s->url);
       break;
     }
@@ -439,12 +407,12 @@ post (xapi_session *s, const char *body)
     err_set (EPROTO, "%s: HTTP %ld", s->url, status);
     goto out;
   }
-  v = xmlrpc_decode_response (b.p ? b.p : "", b.len);
+  v = xmlrpc_decode_response (b.buf.p ? b.buf.p : "", b.buf.len);
   if (v == NULL)
     err_prefix ("%s", s->url);
 
  out:
-  rbuf_wipe (&b);
+  secbuf_wipe (&b.buf);
   return v;
 }
 

@@ -36,6 +36,7 @@
 
 #include "../common/cleanup.h"
 #include "../common/error.h"
+#include "../common/secbuf.h"
 #include "xmlrpc.h"
 
 #define XMLRPC_MAX_DEPTH 64
@@ -62,66 +63,6 @@ get_c_locale (void)
 }
 
 /* ---- encoder ---- */
-
-/* A growing buffer.  The request may hold the password or the session
- * ref, so growth copies and wipes instead of realloc, which could leave
- * the old bytes in freed memory. */
-struct sbuf {
-  char *p;
-  size_t len, cap;
-  bool failed;
-};
-
-static void
-sb_add (struct sbuf *b, const char *s, size_t n)
-{
-  if (b->failed)
-    return;
-  if (n >= b->cap - b->len) {
-    size_t cap = b->cap ? b->cap : 256;
-    char *np;
-
-    while (n >= cap - b->len) {
-      if (cap > SIZE_MAX / 2) {
-        b->failed = true;
-        return;
-      }
-      cap *= 2;
-    }
-    np = malloc (cap);
-    if (np == NULL) {
-      b->failed = true;
-      return;
-    }
-    if (b->p) {
-      memcpy (np, b->p, b->len);
-      explicit_bzero (b->p, b->cap);
-      free (b->p);
-    }
-    b->p = np;
-    b->cap = cap;
-  }
-  memcpy (b->p + b->len, s, n);
-  b->len += n;
-  b->p[b->len] = '\0';
-}
-
-static void
-sb_puts (struct sbuf *b, const char *s)
-{
-  sb_add (b, s, strlen (s));
-}
-
-static void
-sb_wipe (struct sbuf *b)
-{
-  if (b->p) {
-    explicit_bzero (b->p, b->cap);
-    free (b->p);
-  }
-  b->p = NULL;
-  b->len = b->cap = 0;
-}
 
 /* Decode one UTF-8 sequence at S; returns its length and the code point
  * in *CP, or 0 if it is malformed (overlong, surrogate, > U+10FFFF,
@@ -168,7 +109,7 @@ xml_char_ok (uint32_t c)
 /* Append S escaped.  WHAT names the text for errors; the text itself is
  * never quoted, as it may be a password. */
 static int
-sb_text (struct sbuf *b, const char *s, const char *what)
+sb_text (struct secbuf *b, const char *s, const char *what)
 {
   const unsigned char *p = (const unsigned char *) s;
 
@@ -181,7 +122,7 @@ sb_text (struct sbuf *b, const char *s, const char *what)
     while (*p >= 0x20 && *p < 0x80 && *p != '&' && *p != '<' && *p != '>'
            && *p != '"')
       p++;
-    sb_add (b, (const char *) run, p - run);
+    secbuf_add (b, (const char *) run, p - run);
     if (*p == '\0')
       break;
     n = utf8_next (p, &c);
@@ -195,13 +136,13 @@ sb_text (struct sbuf *b, const char *s, const char *what)
       return -1;
     }
     switch (c) {
-    case '&': sb_puts (b, "&amp;"); break;
-    case '<': sb_puts (b, "&lt;"); break;
-    case '>': sb_puts (b, "&gt;"); break;
-    case '"': sb_puts (b, "&quot;"); break;
+    case '&': secbuf_puts (b, "&amp;"); break;
+    case '<': secbuf_puts (b, "&lt;"); break;
+    case '>': secbuf_puts (b, "&gt;"); break;
+    case '"': secbuf_puts (b, "&quot;"); break;
       /* A raw CR would become LF in the receiver's parser. */
-    case '\r': sb_puts (b, "&#13;"); break;
-    default: sb_add (b, (const char *) p, n);
+    case '\r': secbuf_puts (b, "&#13;"); break;
+    default: secbuf_add (b, (const char *) p, n);
     }
     p += n;
   }
@@ -209,7 +150,7 @@ sb_text (struct sbuf *b, const char *s, const char *what)
 }
 
 static int
-encode_value (struct sbuf *b, const xapi_value *v, const char *what,
+encode_value (struct secbuf *b, const xapi_value *v, const char *what,
               int depth)
 {
   char num[128];
@@ -226,21 +167,21 @@ encode_value (struct sbuf *b, const xapi_value *v, const char *what,
              XMLRPC_MAX_DEPTH);
     return -1;
   }
-  sb_puts (b, "<value>");
+  secbuf_puts (b, "<value>");
   switch (v->type) {
   case XV_STRING:
-    sb_puts (b, "<string>");
+    secbuf_puts (b, "<string>");
     if (sb_text (b, v->u.s, what) == -1)
       return -1;
-    sb_puts (b, "</string>");
+    secbuf_puts (b, "</string>");
     break;
   case XV_INT:
     /* XAPI's int is 64-bit and travels as a string of digits. */
     snprintf (num, sizeof num, "<string>%" PRId64 "</string>", v->u.i);
-    sb_puts (b, num);
+    secbuf_puts (b, num);
     break;
   case XV_BOOL:
-    sb_puts (b, v->u.b ? "<boolean>1</boolean>" : "<boolean>0</boolean>");
+    secbuf_puts (b, v->u.b ? "<boolean>1</boolean>" : "<boolean>0</boolean>");
     break;
   case XV_DOUBLE: {
     locale_t old, c = get_c_locale ();
@@ -252,7 +193,7 @@ encode_value (struct sbuf *b, const xapi_value *v, const char *what,
     old = uselocale (c);
     snprintf (num, sizeof num, "<double>%.17g</double>", v->u.d);
     uselocale (old);
-    sb_puts (b, num);
+    secbuf_puts (b, num);
     break;
   }
   case XV_DATETIME:
@@ -268,33 +209,33 @@ encode_value (struct sbuf *b, const xapi_value *v, const char *what,
               "</dateTime.iso8601>",
               tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
               tm.tm_hour, tm.tm_min, tm.tm_sec);
-    sb_puts (b, num);
+    secbuf_puts (b, num);
     break;
   case XV_ARRAY:
-    sb_puts (b, "<array><data>");
+    secbuf_puts (b, "<array><data>");
     for (i = 0; i < v->u.a.n; i++)
       if (encode_value (b, v->u.a.v[i], what, depth + 1) == -1)
         return -1;
-    sb_puts (b, "</data></array>");
+    secbuf_puts (b, "</data></array>");
     break;
   case XV_STRUCT:
-    sb_puts (b, "<struct>");
+    secbuf_puts (b, "<struct>");
     for (i = 0; i < v->u.st.n; i++) {
-      sb_puts (b, "<member><name>");
+      secbuf_puts (b, "<member><name>");
       if (sb_text (b, v->u.st.k[i], what) == -1)
         return -1;
-      sb_puts (b, "</name>");
+      secbuf_puts (b, "</name>");
       if (encode_value (b, v->u.st.v[i], what, depth + 1) == -1)
         return -1;
-      sb_puts (b, "</member>");
+      secbuf_puts (b, "</member>");
     }
-    sb_puts (b, "</struct>");
+    secbuf_puts (b, "</struct>");
     break;
   default:
     err_set (EINVAL, "XML-RPC: %s has unknown type %d", what, (int) v->type);
     return -1;
   }
-  sb_puts (b, "</value>");
+  secbuf_puts (b, "</value>");
   return 0;
 }
 
@@ -302,22 +243,22 @@ char *
 xmlrpc_encode_call (const char *method, xapi_value *const *params,
                     size_t nparams)
 {
-  struct sbuf b = { 0 };
+  struct secbuf b = { 0 };
   char what[64];
   size_t i;
 
-  sb_puts (&b, "<?xml version=\"1.0\"?><methodCall><methodName>");
+  secbuf_puts (&b, "<?xml version=\"1.0\"?><methodCall><methodName>");
   if (sb_text (&b, method, "method name") == -1)
     goto err;
-  sb_puts (&b, "</methodName><params>");
+  secbuf_puts (&b, "</methodName><params>");
   for (i = 0; i < nparams; i++) {
     snprintf (what, sizeof what, "parameter %zu", i + 1);
-    sb_puts (&b, "<param>");
+    secbuf_puts (&b, "<param>");
     if (encode_value (&b, params[i], what, 1) == -1)
       goto err;
-    sb_puts (&b, "</param>");
+    secbuf_puts (&b, "</param>");
   }
-  sb_puts (&b, "</params></methodCall>");
+  secbuf_puts (&b, "</params></methodCall>");
   if (b.failed) {
     err_set (ENOMEM, "XML-RPC: %s: out of memory encoding the call", method);
     goto err;
@@ -325,7 +266,7 @@ xmlrpc_encode_call (const char *method, xapi_value *const *params,
   return b.p;
 
  err:
-  sb_wipe (&b);
+  secbuf_wipe (&b);
   return NULL;
 }
 

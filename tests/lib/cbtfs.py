@@ -72,6 +72,14 @@ class Env:
         os.makedirs(p, exist_ok=True)
         return p
 
+    def password_file(self, text="secret", name="pw"):
+        """A 0600 file holding the password TEXT (the stand-in's default)."""
+        p = self.path(name)
+        with open(p, "w") as f:
+            f.write(text + "\n")
+        os.chmod(p, 0o600)
+        return p
+
     # -- running cbtfs --------------------------------------------------
 
     def cbtfs(self, *args, ok=True, timeout=600):

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -175,10 +176,11 @@ layer_meta_format (const struct layer_meta *m)
   ok = fprintf (f, "cbtfs-layer 1\n"
                 "snapshot %s\ndisk %s\nchain %s\nparent %s\nvm %s\n"
                 "seq %" PRIu64 "\ntime %" PRId64 "\nsize %" PRIu64 "\n"
-                "blocks %s\nuserdevice %s\nvm-name ",
+                "blocks %s\nfill %s\nuserdevice %s\nvm-name ",
                 m->snapshot, m->disk, m->chain,
                 m->parent[0] ? m->parent : "-", m->vm[0] ? m->vm : "-",
                 m->seq, m->time, m->size, m->full ? "all" : "changed",
+                m->lazy ? "lazy" : "eager",
                 m->userdevice[0] ? m->userdevice : "-") >= 0
     && pct_encode (f, m->vm_name ? m->vm_name : "") == 0
     && fputs ("\ndisk-name ", f) >= 0
@@ -238,7 +240,7 @@ layer_meta_parse (const char *text, size_t len, struct layer_meta *m)
 {
   static const char *const keys[] = {
     "snapshot", "disk", "chain", "parent", "vm", "seq", "time", "size",
-    "blocks", "userdevice", "vm-name", "disk-name",
+    "blocks", "userdevice", "vm-name", "disk-name", "fill",
   };
   unsigned seen = 0;
   const char *p = text, *end = text + len, *check_line = NULL;
@@ -309,6 +311,12 @@ layer_meta_parse (const char *text, size_t len, struct layer_meta *m)
       break;
     case 11:
       if ((m->disk_name = pct_decode (val, vlen)) == NULL) goto bad;
+      break;
+    case 12:
+      if (vlen == 4 && memcmp (val, "lazy", 4) == 0)
+        m->lazy = true;
+      else if (!(vlen == 5 && memcmp (val, "eager", 5) == 0))
+        goto bad;
       break;
     }
     p = nl + 1;
@@ -382,7 +390,7 @@ layer_alloc (void)
   }
   pthread_rwlock_init (&l->lock, NULL);
   pthread_mutex_init (&l->sync_lock, NULL);
-  l->data_fd = l->index_fd = -1;
+  l->data_fd = l->wdata_fd = l->index_fd = -1;
   return l;
 }
 
@@ -397,11 +405,14 @@ layer_close (struct layer *l)
   if (p)
     free (p->v);
   free (p);
+  if (l->wdata_fd >= 0 && l->wdata_fd != l->data_fd)
+    close (l->wdata_fd);
   if (l->data_fd >= 0)
     close (l->data_fd);
   if (l->index_fd >= 0)
-    close (l->index_fd);
+    close (l->index_fd);         /* releases the writer lock */
   bitmap_free (&l->changed);
+  bitmap_free (&l->ready);
   bitmap_free (&l->present);
   sums_free (&l->sums);
   layer_meta_clear (&l->meta);
@@ -418,7 +429,8 @@ load_changed (struct layer *l)
   CLEANUP_FREE uint8_t *buf = NULL;
   size_t len;
 
-  if (bitmap_init (&l->present, l->nblocks) == -1)
+  if (bitmap_init (&l->present, l->nblocks) == -1
+      || bitmap_init (&l->ready, l->nblocks) == -1)
     return -1;
   if (l->meta.full) {
     if (bitmap_init (&l->changed, l->nblocks) == -1)
@@ -450,6 +462,7 @@ apply_rec (struct layer *l, const struct rec *r)
   uint64_t b;
 
   for (b = r->block; b < r->block + r->count; b++) {
+    bitmap_set (&l->ready, b);
     if (!bitmap_get (&l->present, b)) {
       bitmap_set (&l->present, b);
       if (bitmap_get (&l->changed, b))
@@ -474,31 +487,35 @@ rec_valid (const struct layer *l, const struct rec *r)
   return r->kind == REC_ZERO;
 }
 
-/* Read the index; stop at the first torn record (a crash mid-append),
- * which writers then cut off.  A record whose check passes but which
- * makes no sense is damage, not a torn write: refuse the layer. */
+/* Read the index from l->index_len (0: from the start, checking the
+ * header) and apply its records; stop at the first torn record (a crash
+ * mid-append), which writers then cut off.  A record whose check passes
+ * but which makes no sense is damage, not a torn write: refuse it.
+ * Called with l->lock held exclusively, or before l is shared. */
 static int
 load_index (struct layer *l, int fd, const char *path)
 {
   enum { CHUNK = REC_SIZE * 1024 };
   uint8_t hdr[REC_SIZE], want[REC_SIZE];
   CLEANUP_FREE uint8_t *buf = malloc (CHUNK);
-  uint64_t off = REC_SIZE;
+  uint64_t off = l->index_len ? l->index_len : REC_SIZE;
   ssize_t r;
 
   if (buf == NULL) {
     err_set (ENOMEM, "out of memory");
     return -1;
   }
-  header_encode (want);
-  r = full_pread (fd, hdr, REC_SIZE, 0);
-  if (r == -1) {
-    err_sys (errno, "read %s", path);
-    return -1;
-  }
-  if (r != REC_SIZE || memcmp (hdr, want, REC_SIZE) != 0) {
-    err_set (EPROTO, "%s: not a cbtfs index", path);
-    return -1;
+  if (l->index_len == 0) {
+    header_encode (want);
+    r = full_pread (fd, hdr, REC_SIZE, 0);
+    if (r == -1) {
+      err_sys (errno, "read %s", path);
+      return -1;
+    }
+    if (r != REC_SIZE || memcmp (hdr, want, REC_SIZE) != 0) {
+      err_set (EPROTO, "%s: not a cbtfs index", path);
+      return -1;
+    }
   }
   for (;;) {
     ssize_t i;
@@ -525,6 +542,32 @@ load_index (struct layer *l, int fd, const char *path)
   }
  done:
   l->index_len = off;
+  return 0;
+}
+
+/* Take the writer lock on a layer's index fd without waiting. */
+static int
+lock_index (struct layer *l, int fd)
+{
+  if (flock (fd, LOCK_EX | LOCK_NB) == -1) {
+    if (errno == EWOULDBLOCK)
+      err_set (EWOULDBLOCK, "snapshot %s is being filled by another cbtfs "
+               "process", l->meta.snapshot);
+    else
+      err_sys (errno, "lock %s/index", l->dir);
+    return -1;
+  }
+  return 0;
+}
+
+/* Cut a torn tail so new records follow the last good one. */
+static int
+cut_tail (struct layer *l, int fd)
+{
+  if (ftruncate (fd, l->index_len) == -1 || fsync (fd) == -1) {
+    err_sys (errno, "truncate %s/index", l->dir);
+    return -1;
+  }
   return 0;
 }
 
@@ -579,15 +622,15 @@ layer_open (const char *dir, bool writable)
     err_sys (errno, "open %s", ipath);
     goto err;
   }
+  if (writable && lock_index (l, ifd) == -1)
+    goto err;
   if (load_index (l, ifd, ipath) == -1)
     goto err;
   if (writable) {
-    /* Cut a torn tail so new records follow the last good one. */
-    if (ftruncate (ifd, l->index_len) == -1 || fsync (ifd) == -1) {
-      err_sys (errno, "truncate %s", ipath);
+    if (cut_tail (l, ifd) == -1)
       goto err;
-    }
     l->index_fd = ifd;
+    l->wdata_fd = l->data_fd;
     ifd = -1;
   }
   return l;
@@ -595,6 +638,52 @@ layer_open (const char *dir, bool writable)
  err:
   layer_close (l);
   return NULL;
+}
+
+int
+layer_make_writable (struct layer *l)
+{
+  CLEANUP_FREE char *dpath = path_in (l->dir, "data");
+  CLEANUP_FREE char *ipath = path_in (l->dir, "index");
+  int ifd = -1, wfd = -1, ret = -1;
+
+  if (!dpath || !ipath) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  pthread_mutex_lock (&l->sync_lock);
+  if (l->index_fd >= 0) {
+    ret = 0;
+    goto out;
+  }
+  ifd = open (ipath, O_RDWR | O_CLOEXEC);
+  wfd = open (dpath, O_RDWR | O_CLOEXEC);
+  if (ifd == -1 || wfd == -1) {
+    err_sys (errno, "open %s for writing", l->dir);
+    goto out;
+  }
+  if (lock_index (l, ifd) == -1)
+    goto out;
+  /* Others may have filled it since we read it: learn what they added
+   * before appending after them.  Readers keep using data_fd, so the
+   * write fd is a second one. */
+  pthread_rwlock_wrlock (&l->lock);
+  ret = load_index (l, ifd, ipath);
+  if (ret == 0)
+    ret = cut_tail (l, ifd);
+  if (ret == 0) {
+    l->index_fd = ifd;
+    l->wdata_fd = wfd;
+    ifd = wfd = -1;
+  }
+  pthread_rwlock_unlock (&l->lock);
+ out:
+  pthread_mutex_unlock (&l->sync_lock);
+  if (ifd >= 0)
+    close (ifd);
+  if (wfd >= 0)
+    close (wfd);
+  return ret;
 }
 
 static int
@@ -688,7 +777,7 @@ layer_block_state (struct layer *l, uint64_t b)
   if (!bitmap_get (&l->changed, b))
     return LAYER_ABSENT;
   pthread_rwlock_rdlock (&l->lock);
-  if (!bitmap_get (&l->present, b))
+  if (!bitmap_get (&l->ready, b))
     st = LAYER_MISSING;
   else
     st = sums_get (&l->sums, b) ? LAYER_DATA : LAYER_ZERO;
@@ -705,7 +794,7 @@ layer_read_block (struct layer *l, uint64_t b, void *buf)
   ssize_t r;
 
   pthread_rwlock_rdlock (&l->lock);
-  present = bitmap_get (&l->present, b);
+  present = bitmap_get (&l->ready, b);
   s = sums_get (&l->sums, b);
   if (s)
     memcpy (want, s, SUM_LEN);
@@ -746,7 +835,7 @@ layer_put_block (struct layer *l, uint64_t b, const void *buf)
   struct rec r = { .block = b, .count = 1 };
   int ret;
 
-  if (l->index_fd < 0 || !bitmap_get (&l->changed, b)) {
+  if (l->wdata_fd < 0 || !bitmap_get (&l->changed, b)) {
     err_set (EINVAL, "block %" PRIu64 " is not in snapshot %s's set", b,
              l->meta.snapshot);
     return -1;
@@ -756,7 +845,7 @@ layer_put_block (struct layer *l, uint64_t b, const void *buf)
   else {
     r.kind = REC_DATA;
     sums_compute (buf, CHAIN_BLOCK_SIZE, r.sum);
-    if (full_pwrite (l->data_fd, buf, CHAIN_BLOCK_SIZE,
+    if (full_pwrite (l->wdata_fd, buf, CHAIN_BLOCK_SIZE,
                      (off_t) b << CHAIN_BLOCK_SHIFT) == -1) {
       err_sys (errno, "write %s/data", l->dir);
       return -1;
@@ -764,6 +853,11 @@ layer_put_block (struct layer *l, uint64_t b, const void *buf)
   }
   pthread_rwlock_wrlock (&l->lock);
   ret = pending_add (l, &r);
+  /* Ready now: the bytes are written and the checksum is known. */
+  if (ret == 0 && r.kind == REC_DATA)
+    ret = sums_put (&l->sums, b, r.sum);
+  if (ret == 0)
+    bitmap_set (&l->ready, b);
   pthread_rwlock_unlock (&l->lock);
   if (ret == -1)
     err_set (ENOMEM, "out of memory");
@@ -837,7 +931,7 @@ layer_sync (struct layer *l)
   }
   len = encode_runs (batch.v, batch.len, out);
   /* Data first, then the records that vouch for it (FORMAT.md). */
-  if (fdatasync (l->data_fd) == -1) {
+  if (fdatasync (l->wdata_fd) == -1) {
     err_sys (errno, "fsync %s/data", l->dir);
     goto requeue;
   }

@@ -6,14 +6,20 @@
  *   data     a sparse file, block b at offset b * 64 KiB
  *   index    an append-only log of durable blocks and their checksums
  * A layer is created with its description and then filled; it is
- * complete when every block in its set has an index record.
+ * complete when every block in its set has an index record.  One
+ * process at a time may fill a layer: it holds flock(2) on the index.
+ *
+ * A block put into a layer is "ready" at once (this process may serve
+ * it: its bytes are written and its checksum is known) and "present"
+ * only once its data and index record are durable (layer_sync).  Only
+ * present blocks survive a crash; ready ones are fetched again.
  *
  * Thread model: any number of threads may read blocks and put blocks
- * at once.  l->lock (rwlock) guards the in-memory state (present bits,
- * checksums, pending records); l->sync_lock serialises layer_sync so
- * records reach the index in one writer's order.  Lock order:
- * sync_lock before lock.  Disk I/O on the data file happens outside
- * both; the index append and fsyncs run under sync_lock only.
+ * at once.  l->lock (rwlock) guards the in-memory state (bits,
+ * checksums, pending records, the write fd); l->sync_lock serialises
+ * layer_sync and layer_make_writable so records reach the index in one
+ * writer's order.  Lock order: sync_lock before lock.  Data file I/O
+ * happens outside both; index appends and fsyncs under sync_lock only.
  */
 #ifndef CBTFS_CHAIN_LAYER_H
 #define CBTFS_CHAIN_LAYER_H
@@ -47,6 +53,7 @@ struct layer_meta {
   int64_t time;                 /* snapshot time, UTC seconds */
   uint64_t size;                /* virtual size in bytes */
   bool full;                    /* every block is in the set (a baseline) */
+  bool lazy;                    /* filled on demand, not by the backup */
   char *vm_name;                /* names at backup time, any bytes but NUL */
   char *disk_name;
   char userdevice[16];          /* the VBD's device number, "0", "1", … */
@@ -56,8 +63,8 @@ struct layer_meta {
 enum layer_block {
   LAYER_ABSENT = 0,             /* not in this layer's set: look further down */
   LAYER_MISSING = 1,            /* in the set, not (yet) stored */
-  LAYER_ZERO = 2,               /* in the set, all zeros */
-  LAYER_DATA = 3,               /* in the set, stored with a checksum */
+  LAYER_ZERO = 2,               /* in the set, all zeros (ready) */
+  LAYER_DATA = 3,               /* in the set, stored with a checksum (ready) */
 };
 
 struct layer {
@@ -70,15 +77,17 @@ struct layer {
   bool parent_missing;          /* meta.parent names a layer not loaded */
 
   pthread_rwlock_t lock;
+  struct bitmap ready;          /* blocks this process may serve */
   struct bitmap present;        /* blocks with a durable record */
   uint64_t npresent;            /* present blocks of the set */
   struct sums sums;             /* checksums of LAYER_DATA blocks */
   void *pending;                /* records not yet durable (layer.c) */
 
   pthread_mutex_t sync_lock;
-  int data_fd;
-  int index_fd;                 /* -1 unless opened for writing */
-  uint64_t index_len;           /* valid bytes of the index */
+  int data_fd;                  /* for reading */
+  int wdata_fd;                 /* for writing (may equal data_fd), or -1 */
+  int index_fd;                 /* -1 unless writable (then flock'ed) */
+  uint64_t index_len;           /* valid bytes of the index read so far */
 };
 
 /* Create the layer directory PARENT_DIR/<meta->snapshot> atomically
@@ -92,9 +101,16 @@ extern struct layer *layer_create (const char *parent_dir, const char *tmp_dir,
   __attribute__ ((__nonnull__ (1, 2, 3)));
 
 /* Open the layer in DIR, for reading or (WRITABLE) also for filling:
- * then a torn index tail is cut off first.  NULL with err_* when the
- * manifest, set or index is damaged. */
+ * then the writer lock is taken and a torn index tail cut off first.
+ * NULL with err_* when the manifest, set or index is damaged, or
+ * (errno EWOULDBLOCK) another process is filling the layer. */
 extern struct layer *layer_open (const char *dir, bool writable)
+  __attribute__ ((__nonnull__ (1)));
+
+/* Make a layer opened for reading fillable: take the writer lock, read
+ * the records other writers added since, cut a torn tail.  Idempotent.
+ * 0, or -1 with err_* (EWOULDBLOCK: another process fills it). */
+extern int layer_make_writable (struct layer *l)
   __attribute__ ((__nonnull__ (1)));
 
 /* Close files and free; NULL is a no-op.  Pending blocks are dropped:
@@ -118,8 +134,8 @@ extern int layer_read_block (struct layer *l, uint64_t b, void *buf)
 
 /* Store block B of a writable layer from BUF (CHAIN_BLOCK_SIZE bytes,
  * zero past the disk's end): data is written (unless all zero) and its
- * record queued; it becomes present at the next layer_sync.  B must be
- * in the set.  Thread-safe.  0 or -1 with err_*. */
+ * record queued; it is ready at once and becomes present at the next
+ * layer_sync.  B must be in the set.  Thread-safe.  0 or -1 with err_*. */
 extern int layer_put_block (struct layer *l, uint64_t b, const void *buf)
   __attribute__ ((__nonnull__ (1, 3)));
 

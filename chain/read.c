@@ -38,13 +38,30 @@ chain_readable (struct layer *top)
   return true;
 }
 
-/* Fill OUT (one whole block) with block B of point TOP. */
+/* How many blocks, from B on and at most MAX, the point TOP takes from
+ * layer L while L is missing them: one fetch for the whole run. */
+static unsigned
+missing_run (struct layer *top, struct layer *l, uint64_t b, unsigned max)
+{
+  unsigned k = 1;
+  bool broken;
+
+  while (k < max && chain_resolve (top, b + k, &broken) == l
+         && layer_block_state (l, b + k) == LAYER_MISSING)
+    k++;
+  return k;
+}
+
+/* Fill OUT (N whole blocks, N >= 1) from block B of point TOP; *DONE
+ * gets how many blocks were filled (>= 1). */
 static int
-read_block (struct layer *top, uint64_t b, void *out)
+read_blocks (struct layer *top, uint64_t b, unsigned n, uint8_t *out,
+             struct fetcher *fetch, unsigned *done)
 {
   bool broken;
   struct layer *l = chain_resolve (top, b, &broken);
 
+  *done = 1;
   if (broken) {
     err_set (EIO, "snapshot %s: offset %" PRIu64 " needs a layer that is "
              "missing from the store", top->meta.snapshot,
@@ -55,20 +72,29 @@ read_block (struct layer *top, uint64_t b, void *out)
     memset (out, 0, CHAIN_BLOCK_SIZE);
     return 0;
   }
-  if (layer_read_block (l, b, out) == -1) {
-    if (errno == ENODATA)
+  if (layer_block_state (l, b) == LAYER_MISSING) {
+    if (fetch == NULL) {
       err_set (EIO, "snapshot %s: offset %" PRIu64 " is not in the store "
                "(its layer %s is incomplete)", top->meta.snapshot,
                b << CHAIN_BLOCK_SHIFT, l->meta.snapshot);
-    else
-      errno = EIO;
+      return -1;
+    }
+    *done = missing_run (top, l, b, n);
+    return fetcher_read (fetch, l, b, *done, out);
+  }
+  if (layer_read_block (l, b, out) == -1) {
+    errno = EIO;
     return -1;
   }
   return 0;
 }
 
+/* Fetch at most this many blocks in one go (1 MiB). */
+#define RUN_MAX 16
+
 int
-chain_read (struct layer *top, void *buf, size_t count, uint64_t offset)
+chain_read (struct layer *top, void *buf, size_t count, uint64_t offset,
+            struct fetcher *fetch)
 {
   CLEANUP_FREE uint8_t *bounce = NULL;
   uint8_t *out = buf;
@@ -80,12 +106,15 @@ chain_read (struct layer *top, void *buf, size_t count, uint64_t offset)
   while (count > 0) {
     uint64_t b = offset >> CHAIN_BLOCK_SHIFT;
     size_t skip = offset & (CHAIN_BLOCK_SIZE - 1);
-    size_t n = MIN (count, CHAIN_BLOCK_SIZE - skip);
+    size_t whole = skip ? 0 : count >> CHAIN_BLOCK_SHIFT;
+    unsigned done;
+    size_t n;
 
-    if (skip == 0 && n == CHAIN_BLOCK_SIZE) {
-      /* Whole block: straight into the caller's buffer. */
-      if (read_block (top, b, out) == -1)
+    if (whole > 0) {
+      /* Whole blocks: straight into the caller's buffer. */
+      if (read_blocks (top, b, MIN (whole, RUN_MAX), out, fetch, &done) == -1)
         return -1;
+      n = (size_t) done << CHAIN_BLOCK_SHIFT;
     }
     else {
       /* Part of a block: the checksum covers the whole block. */
@@ -93,8 +122,9 @@ chain_read (struct layer *top, void *buf, size_t count, uint64_t offset)
         err_set (ENOMEM, "out of memory");
         return -1;
       }
-      if (read_block (top, b, bounce) == -1)
+      if (read_blocks (top, b, 1, bounce, fetch, &done) == -1)
         return -1;
+      n = MIN (count, CHAIN_BLOCK_SIZE - skip);
       memcpy (out, bounce + skip, n);
     }
     out += n;

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fetch.h"
 #include "layer.h"
 
 /* The layer supplying block B of the point whose newest layer is TOP,
@@ -30,10 +31,11 @@ extern bool chain_readable (struct layer *top)
 
 /* Read COUNT bytes at OFFSET of the point TOP into BUF; the range must
  * lie within top->meta.size.  Every stored block is checked against its
- * checksum first.  0, or -1 with err_* naming the snapshot and offset
- * and errno EIO (damaged, or not stored and nothing can fetch it). */
+ * checksum first.  Blocks not stored are fetched through FETCH, if not
+ * NULL.  0, or -1 with err_* naming the snapshot and offset and errno
+ * EIO (damaged, or not stored and not fetchable). */
 extern int chain_read (struct layer *top, void *buf, size_t count,
-                       uint64_t offset)
+                       uint64_t offset, struct fetcher *fetch)
   __attribute__ ((__nonnull__ (1, 2)));
 
 #endif /* CBTFS_CHAIN_READ_H */

@@ -33,15 +33,11 @@
 #include "../xapi/api.h"
 #include "cli.h"
 
-/* How often, and how far apart, to retry data_destroy when the host
- * still holds the snapshot (xapi waits only 4 s for its own VBDs). */
-#define DATA_DESTROY_TRIES 5
-#define DATA_DESTROY_PAUSE 2
-
 struct backup {
   struct store *store;
   xapi_session *xs;
   struct copy_opts copy;
+  bool no_copy;                 /* describe layers only (lazy) */
   char **vm_args;
   size_t nvm_args;
 };
@@ -75,72 +71,8 @@ static int
 nbd_target (void *opaque, struct nbdsrc_target *t)
 {
   struct target_ctx *c = opaque;
-  struct xapi_nbd_info *info = NULL;
-  size_t n;
 
-  if (xapi_vdi_get_nbd_info (c->xs, c->snap_ref, &info, &n) == -1)
-    return -1;
-  if (n == 0) {
-    err_set (ENXIO, "VDI.get_nbd_info gave no NBD server for snapshot %s: "
-             "is a network's purpose set to nbd?", c->snap_uuid);
-    return -1;
-  }
-  /* XAPI lists a host's IPv4 address first. */
-  t->address = info[0].address;
-  t->cert = info[0].cert;
-  t->exportname = info[0].exportname;
-  t->port = info[0].port;
-  info[0].address = info[0].cert = info[0].exportname = NULL;
-  xapi_nbd_info_free (info, n);
-  if (t->port <= 0 || t->port > 65535 || t->address == NULL
-      || t->exportname == NULL) {
-    err_set (EPROTO, "VDI.get_nbd_info for snapshot %s: unusable record",
-             c->snap_uuid);
-    nbdsrc_target_clear (t);
-    return -1;
-  }
-  return 0;
-}
-
-/* ---- small XAPI steps ------------------------------------------------- */
-
-static void
-data_destroy (struct backup *b, const char *ref, const char *uuid)
-{
-  for (int i = 1;; i++) {
-    if (xapi_vdi_data_destroy (b->xs, ref) == 0) {
-      log_info ("snapshot %s reduced to CBT metadata", uuid);
-      return;
-    }
-    if (!xapi_failed_with (b->xs, "VDI_IN_USE") || i == DATA_DESTROY_TRIES)
-      break;
-    sleep (DATA_DESTROY_PAUSE);
-  }
-  log_warn ("snapshot %s keeps its data on the host (the next backup "
-            "retries): %s", uuid, err_get ());
-}
-
-/* The snapshot UUID as a ref, if it still holds data on the host;
- * NULL (and a reason in err_*) when it is gone or metadata-only. */
-static char *
-snapshot_with_data (struct backup *b, const char *uuid)
-{
-  struct xapi_vdi rec = { 0 };
-  char *ref = xapi_vdi_by_uuid (b->xs, uuid);
-
-  if (ref == NULL)
-    return NULL;
-  if (xapi_vdi_get (b->xs, ref, &rec) == -1) {
-    free (ref);
-    return NULL;
-  }
-  if (strcmp (rec.type, "cbt_metadata") == 0) {
-    err_set (ENODATA, "snapshot %s holds only CBT metadata", uuid);
-    free (ref);
-    ref = NULL;
-  }
-  xapi_vdi_clear (&rec);
-  return ref;
+  return cli_nbd_target (c->xs, c->snap_ref, c->snap_uuid, t);
 }
 
 static int
@@ -176,9 +108,9 @@ enum resume {
 /* Finish an incomplete layer whose snapshot still has data. */
 static enum resume
 resume_layer (struct backup *b, struct disk *d, const char *ldir,
-              const char *snap)
+              const char *snap, bool lazy)
 {
-  CLEANUP_FREE char *ref = snapshot_with_data (b, snap);
+  CLEANUP_FREE char *ref = cli_snapshot_with_data (b->xs, snap);
   struct layer *l;
   enum resume r = RESUME_PENDING;
 
@@ -187,10 +119,16 @@ resume_layer (struct backup *b, struct disk *d, const char *ldir,
               "copied stay unreadable", d->label, snap, err_get ());
     return RESUME_LOST;
   }
+  if (lazy)
+    return RESUME_PENDING;      /* --no-copy: fetch or a mount fills it */
   /* The host still has the data: failing to copy it now is an error
    * the run reports, though it goes on to take today's backup. */
   l = layer_open (ldir, true);
   if (l == NULL) {
+    if (errno == EWOULDBLOCK) {
+      log_warn ("%s: %s; leaving it to that process", d->label, err_get ());
+      return RESUME_PENDING;
+    }
     log_error ("%s: %s", d->label, err_get ());
     d->resume_failed = true;
     return RESUME_PENDING;
@@ -202,7 +140,7 @@ resume_layer (struct backup *b, struct disk *d, const char *ldir,
     d->resume_failed = true;
   }
   else if (layer_complete (l)) {
-    data_destroy (b, ref, snap);
+    cli_data_destroy (b->xs, ref, snap);
     r = RESUME_DONE;
   }
   layer_close (l);
@@ -252,7 +190,8 @@ scan_store (struct backup *b, struct disk *d)
       continue;
     }
     d->max_seq = MAX (d->max_seq, l->meta.seq);
-    r = layer_complete (l) ? RESUME_DONE : resume_layer (b, d, ldir, snaps[i]);
+    r = layer_complete (l) ? RESUME_DONE
+      : resume_layer (b, d, ldir, snaps[i], l->meta.lazy);
     if (l->meta.seq > newest) {
       newest = l->meta.seq;
       layer_meta_clear (&d->prev);
@@ -260,16 +199,17 @@ scan_store (struct backup *b, struct disk *d)
        * keeps its snapshot's data (a later run finishes it): a flaky
        * night must not cost a full copy.  A lost one needs a baseline. */
       d->have_prev = r != RESUME_LOST && meta_copy (&d->prev, &l->meta) == 0;
-      prev_complete = r == RESUME_DONE;
+      /* Only cbtfs fetch reduces a --no-copy snapshot (it may be kept). */
+      prev_complete = r == RESUME_DONE && !l->meta.lazy;
     }
     layer_close (l);
   }
   if (d->have_prev && prev_complete) {
     /* A crash between commit and data_destroy leaves the newest
      * snapshot holding data the store already has. */
-    CLEANUP_FREE char *ref = snapshot_with_data (b, d->prev.snapshot);
+    CLEANUP_FREE char *ref = cli_snapshot_with_data (b->xs, d->prev.snapshot);
     if (ref)
-      data_destroy (b, ref, d->prev.snapshot);
+      cli_data_destroy (b->xs, ref, d->prev.snapshot);
   }
   ret = 0;
  out:
@@ -494,6 +434,7 @@ describe_layer (struct backup *b, const struct xapi_vm *vm, struct disk *d)
   m.time = d->snap.snapshot_time;
   m.size = d->snap.virtual_size;
   m.full = d->baseline;
+  m.lazy = b->no_copy;
   m.vm_name = vm->name;
   m.disk_name = d->live.name;
   snprintf (m.userdevice, sizeof m.userdevice, "%s",
@@ -566,6 +507,12 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
     struct disk *d = &v[i];
     if (d->failed || d->layer == NULL)
       continue;
+    if (b->no_copy) {
+      log_info ("%s: snapshot %s recorded; its data stays on the host "
+                "(mount with --server to read it, cbtfs fetch to copy it)",
+                d->label, d->snap.uuid);
+      continue;
+    }
     if (fill_layer (b, d->layer, d->snap_ref, d->label) == -1) {
       disk_failed (d);
       log_info ("%s: the snapshot keeps its data; the next backup copies "
@@ -573,7 +520,7 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
       continue;
     }
     if (layer_complete (d->layer))
-      data_destroy (b, d->snap_ref, d->snap.uuid);
+      cli_data_destroy (b->xs, d->snap_ref, d->snap.uuid);
   }
 
  cleanup:
@@ -647,76 +594,57 @@ int
 cmd_backup (int argc, char **argv)
 {
   static const struct option longopts[] = {
-    { "server", required_argument, NULL, 's' },
-    { "user", required_argument, NULL, 'u' },
-    { "password-file", required_argument, NULL, 'p' },
-    { "ca-file", required_argument, NULL, 'c' },
-    { "insecure", no_argument, NULL, 'k' },
+    CLI_SERVER_LONGOPTS,
     { "vm", required_argument, NULL, 'm' },
     { "nbd-connections", required_argument, NULL, 'n' },
-    { "timeout", required_argument, NULL, 't' },
+    { "no-copy", no_argument, NULL, 'N' },
     { "quiet", no_argument, NULL, 'q' },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
-  struct server_opts so = { .user = "root", .timeout = 60 };
+  struct server_opts so = CLI_SERVER_OPTS_INIT;
   struct backup b = {
-    .copy = { .conns = 4, .request_blocks = 16, .retries = 4, .timeout = 60 },
+    .copy = { .conns = 4, .request_blocks = 16, .retries = 4 },
   };
-  const char *server = NULL;
   /* From cron: only warnings and errors; on a terminal: what it does. */
-  int c, verbose = isatty (STDERR_FILENO) ? 1 : 0, status;
+  int c, r, verbose = isatty (STDERR_FILENO) ? 1 : 0, status = 2;
   char *end;
 
   b.vm_args = calloc (argc, sizeof *b.vm_args);
   if (b.vm_args == NULL)
     return 1;
   while ((c = getopt_long (argc, argv, "qvh", longopts, NULL)) != -1) {
+    if ((r = cli_server_option (&so, c, optarg)) != 0) {
+      if (r == -1)
+        goto out;
+      continue;
+    }
     switch (c) {
-    case 's': server = optarg; break;
-    case 'u': so.user = optarg; break;
-    case 'p': so.password_file = optarg; break;
-    case 'c': so.ca_file = optarg; break;
-    case 'k': so.insecure = true; break;
     case 'm': b.vm_args[b.nvm_args++] = optarg; break;
     case 'n':
       b.copy.conns = strtoul (optarg, &end, 10);
       if (*end || b.copy.conns < 1 || b.copy.conns > 16) {
         log_error ("--nbd-connections must be 1 to 16 (XenServer's limit)");
-        free (b.vm_args);
-        return 2;
+        goto out;
       }
       break;
-    case 't':
-      so.timeout = strtol (optarg, &end, 10);
-      if (*end || so.timeout < 1) {
-        log_error ("--timeout must be a positive number of seconds");
-        free (b.vm_args);
-        return 2;
-      }
-      b.copy.timeout = so.timeout;
-      break;
+    case 'N': b.no_copy = true; break;
     case 'q': verbose = 0; break;
     case 'v': verbose = 2; break;
-    case 'h': free (b.vm_args); cli_usage ("backup"); return 0;
-    default: free (b.vm_args); return cli_usage ("backup");
+    case 'h': cli_usage ("backup"); status = 0; goto out;
+    default: cli_usage ("backup"); goto out;
     }
   }
   log_set_verbose (verbose);
-  if (optind + 1 != argc || server == NULL) {
-    free (b.vm_args);
-    if (server == NULL && optind + 1 == argc)
-      log_error ("backup needs --server");
-    return cli_usage ("backup");
+  if (optind + 1 != argc) {
+    cli_usage ("backup");
+    goto out;
   }
+  b.copy.timeout = so.timeout;
   b.copy.progress = verbose >= 1 && isatty (STDERR_FILENO);
 
   status = 1;
-  if ((so.url = cli_server_url (server)) == NULL) {
-    cli_fail ();
-    goto out;
-  }
   b.store = store_open (argv[optind], true);
   if (b.store == NULL || store_lock (b.store) == -1) {
     cli_fail ();
@@ -736,7 +664,6 @@ cmd_backup (int argc, char **argv)
   xapi_global_cleanup ();
  out:
   store_close (b.store);
-  free (so.url);
   free (b.vm_args);
   return status;
 }

@@ -14,13 +14,28 @@ extern int cmd_ls (int argc, char **argv);
 
 /* Options every XAPI-using command shares. */
 struct server_opts {
-  char *url;                    /* normalised https://host[:port] */
+  const char *server;           /* as given: host[:port] or https://… */
   const char *user;
   const char *password_file;
   const char *ca_file;
   bool insecure;
-  long timeout;
+  long timeout;                 /* seconds per XAPI call and NBD wait */
 };
+
+#define CLI_SERVER_OPTS_INIT { .user = "root", .timeout = 60 }
+
+/* getopt_long entries for struct server_opts. */
+#define CLI_SERVER_LONGOPTS                                     \
+  { "server", required_argument, NULL, 's' },                   \
+  { "user", required_argument, NULL, 'u' },                     \
+  { "password-file", required_argument, NULL, 'p' },            \
+  { "ca-file", required_argument, NULL, 'c' },                  \
+  { "insecure", no_argument, NULL, 'k' },                       \
+  { "timeout", required_argument, NULL, 't' }
+
+/* Take option C (from CLI_SERVER_LONGOPTS) with ARG into SO: 1 if it
+ * was one of them, 0 if not, -1 (after printing why) for a bad value. */
+extern int cli_server_option (struct server_opts *so, int c, const char *arg);
 
 /* Turn "host", "host:port" or "https://host[:port][/]" into a URL;
  * plain http is refused (the password would travel in clear).  Returns
@@ -30,6 +45,24 @@ extern char *cli_server_url (const char *arg);
 /* Log in as O describes, reading the password from its file (first
  * line; the file never reaches argv).  NULL with err_*. */
 extern xapi_session *cli_login (const struct server_opts *o);
+
+struct nbdsrc_target;
+
+/* Connection details for snapshot SNAP_REF (uuid SNAP_UUID, for
+ * messages) from VDI.get_nbd_info.  0 or -1 with err_*. */
+extern int cli_nbd_target (xapi_session *xs, const char *snap_ref,
+                           const char *snap_uuid, struct nbdsrc_target *t);
+
+/* The ref of snapshot UUID (caller frees) if it still holds data on the
+ * host; NULL with the reason in err_* when it is gone or only CBT
+ * metadata is left. */
+extern char *cli_snapshot_with_data (xapi_session *xs, const char *uuid);
+
+/* Reduce snapshot REF (uuid UUID) to CBT metadata, retrying a few times
+ * while the host still holds it (xapi waits only 4 s for its own VBDs).
+ * 0, or -1 after a warning that it keeps its data. */
+extern int cli_data_destroy (xapi_session *xs, const char *ref,
+                             const char *uuid);
 
 struct catalog;
 

@@ -43,8 +43,9 @@ cli_usage (const char *sub)
   static const char *const text[][2] = {
     { "backup", "cbtfs backup STORE --server URL [--user USER] --password-file FILE\n"
       "             [--ca-file PEM] [--insecure] [--vm NAME-OR-UUID]...\n"
-      "             [--nbd-connections N] [--timeout SECONDS] [-q|-v]" },
-    { "mount", "cbtfs mount STORE MOUNTPOINT [-f] [-o FUSE-OPTIONS] [-v]" },
+      "             [--nbd-connections N] [--timeout SECONDS] [--no-copy] [-q|-v]" },
+    { "mount", "cbtfs mount STORE MOUNTPOINT [-f] [-o FUSE-OPTIONS] [-v]\n"
+      "             [--server URL [--user USER] --password-file FILE [--ca-file PEM]]" },
     { "ls", "cbtfs ls STORE [--json]" },
   };
   fprintf (stderr, "usage:\n");

@@ -4,11 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../common/cleanup.h"
 #include "../common/error.h"
 #include "../common/log.h"
 #include "../common/util.h"
+#include "../chain/nbdsrc.h"
+#include "../xapi/api.h"
 #include "cli.h"
 
 char *
@@ -61,16 +64,47 @@ read_password (const char *file)
   return text;
 }
 
+int
+cli_server_option (struct server_opts *so, int c, const char *arg)
+{
+  char *end;
+
+  switch (c) {
+  case 's': so->server = arg; return 1;
+  case 'u': so->user = arg; return 1;
+  case 'p': so->password_file = arg; return 1;
+  case 'c': so->ca_file = arg; return 1;
+  case 'k': so->insecure = true; return 1;
+  case 't':
+    so->timeout = strtol (arg, &end, 10);
+    if (*end || end == arg || so->timeout < 1) {
+      log_error ("--timeout must be a positive number of seconds");
+      return -1;
+    }
+    return 1;
+  default:
+    return 0;
+  }
+}
+
 xapi_session *
 cli_login (const struct server_opts *o)
 {
   CLEANUP_FREE char *pw = NULL;
+  CLEANUP_FREE char *url = NULL;
   struct xapi_opts xo = {
-    .url = o->url, .user = o->user, .ca_file = o->ca_file,
+    .user = o->user, .ca_file = o->ca_file,
     .insecure = o->insecure, .timeout = o->timeout,
   };
   xapi_session *s;
 
+  if (o->server == NULL) {
+    err_set (EINVAL, "--server is required");
+    return NULL;
+  }
+  if ((url = cli_server_url (o->server)) == NULL)
+    return NULL;
+  xo.url = url;
   if (o->password_file == NULL) {
     err_set (EINVAL, "--password-file is required (passwords never go on "
              "the command line)");
@@ -85,4 +119,77 @@ cli_login (const struct server_opts *o)
   s = xapi_login (&xo);
   explicit_bzero (pw, strlen (pw));
   return s;
+}
+
+int
+cli_nbd_target (xapi_session *xs, const char *snap_ref, const char *snap_uuid,
+                struct nbdsrc_target *t)
+{
+  struct xapi_nbd_info *info = NULL;
+  size_t n;
+
+  if (xapi_vdi_get_nbd_info (xs, snap_ref, &info, &n) == -1)
+    return -1;
+  if (n == 0) {
+    err_set (ENXIO, "VDI.get_nbd_info gave no NBD server for snapshot %s: "
+             "is a network's purpose set to nbd?", snap_uuid);
+    return -1;
+  }
+  /* XAPI lists a host's IPv4 address first. */
+  t->address = info[0].address;
+  t->cert = info[0].cert;
+  t->exportname = info[0].exportname;
+  t->port = info[0].port;
+  info[0].address = info[0].cert = info[0].exportname = NULL;
+  xapi_nbd_info_free (info, n);
+  if (t->port <= 0 || t->port > 65535 || t->address == NULL
+      || t->exportname == NULL) {
+    err_set (EPROTO, "VDI.get_nbd_info for snapshot %s: unusable record",
+             snap_uuid);
+    nbdsrc_target_clear (t);
+    return -1;
+  }
+  return 0;
+}
+
+char *
+cli_snapshot_with_data (xapi_session *xs, const char *uuid)
+{
+  struct xapi_vdi rec = { 0 };
+  char *ref = xapi_vdi_by_uuid (xs, uuid);
+
+  if (ref == NULL)
+    return NULL;
+  if (xapi_vdi_get (xs, ref, &rec) == -1) {
+    free (ref);
+    return NULL;
+  }
+  if (strcmp (rec.type, "cbt_metadata") == 0) {
+    err_set (ENODATA, "snapshot %s holds only CBT metadata", uuid);
+    free (ref);
+    ref = NULL;
+  }
+  xapi_vdi_clear (&rec);
+  return ref;
+}
+
+/* How often, and how far apart, to retry data_destroy while the host
+ * still holds the snapshot. */
+#define DATA_DESTROY_TRIES 5
+#define DATA_DESTROY_PAUSE 2
+
+int
+cli_data_destroy (xapi_session *xs, const char *ref, const char *uuid)
+{
+  for (int i = 1;; i++) {
+    if (xapi_vdi_data_destroy (xs, ref) == 0) {
+      log_info ("snapshot %s reduced to CBT metadata", uuid);
+      return 0;
+    }
+    if (!xapi_failed_with (xs, "VDI_IN_USE") || i == DATA_DESTROY_TRIES)
+      break;
+    sleep (DATA_DESTROY_PAUSE);
+  }
+  log_warn ("snapshot %s keeps its data on the host: %s", uuid, err_get ());
+  return -1;
 }

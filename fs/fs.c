@@ -4,7 +4,8 @@
  * fuse_session_loop_mt runs up to MAX_THREADS request threads.  The
  * tree and catalog are immutable while mounted, so lookups need no
  * lock; reads go to chain_read, which is reentrant (layers lock
- * themselves).  No thread exists before fuse_daemonize forks.
+ * themselves; the fetcher has its own lock and flusher thread, started
+ * on first use).  No thread exists before fuse_daemonize forks.
  */
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
@@ -33,6 +34,7 @@
 
 struct fs {
   struct tree *tree;
+  struct fetcher *fetch;        /* borrowed; NULL: missing blocks are EIO */
   uid_t uid;
   gid_t gid;
 };
@@ -209,7 +211,8 @@ static void
 op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
          struct fuse_file_info *fi)
 {
-  const struct node *n = tree_node (fs_of (req)->tree, ino);
+  struct fs *fs = fs_of (req);
+  const struct node *n = tree_node (fs->tree, ino);
   uint64_t fsize;
   char *buf;
 
@@ -229,7 +232,7 @@ op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     fuse_reply_err (req, ENOMEM);
     return;
   }
-  if (chain_read (n->top, buf, size, off) == -1) {
+  if (chain_read (n->top, buf, size, off, fs->fetch) == -1) {
     int e = errno == EIO || errno == 0 ? EIO : errno;
     log_error ("%s", err_get ());
     fuse_reply_err (req, e);
@@ -253,7 +256,7 @@ static const struct fuse_lowlevel_ops ops = {
 int
 fs_run (const struct catalog *cat, const struct fs_opts *o)
 {
-  struct fs fs = { .uid = getuid (), .gid = getgid () };
+  struct fs fs = { .fetch = o->fetch, .uid = getuid (), .gid = getgid () };
   struct fuse_args args = FUSE_ARGS_INIT (0, NULL);
   struct fuse_session *se = NULL;
   struct fuse_loop_config *cfg = NULL;

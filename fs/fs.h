@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 #include "../chain/catalog.h"
+#include "../chain/fetch.h"
 
 struct fs_opts {
   const char *mountpoint;
@@ -16,6 +17,7 @@ struct fs_opts {
   const char *fuse_opts;        /* the user's -o, or NULL */
   bool foreground;              /* false: detach once the mount is ready */
   bool debug;
+  struct fetcher *fetch;        /* fetches missing blocks, or NULL */
 };
 
 /* Mount CAT (borrowed) read-only at o->mountpoint and serve it until

@@ -152,10 +152,10 @@ test_resolution (void)
     CHECK (top);
     for (uint64_t b = 0; b < ls[p].nblocks; b++)
       expect_block (ls, p + 1, b, want + b * BS);
-    CHECK (chain_read (top, got, ls[p].nblocks * BS, 0) == 0);
+    CHECK (chain_read (top, got, ls[p].nblocks * BS, 0, NULL) == 0);
     CHECK (memcmp (got, want, ls[p].nblocks * BS) == 0);
     /* Unaligned ranges spanning blocks read the same bytes. */
-    CHECK (chain_read (top, got, 3 * BS + 17, BS - 5) == 0);
+    CHECK (chain_read (top, got, 3 * BS + 17, BS - 5, NULL) == 0);
     CHECK (memcmp (got, want + BS - 5, 3 * BS + 17) == 0);
   }
   top = find_point (c, 103);
@@ -163,7 +163,7 @@ test_resolution (void)
   CHECK (chain_resolve (top, 1, &broken) == find_point (c, 102));
   CHECK (chain_resolve (top, 0, &broken) == find_point (c, 101));
   CHECK (chain_resolve (top, 11, &broken) == NULL && !broken);  /* grown: zeros */
-  CHECK_FAILS (chain_read (top, got, 2, 12 * BS - 1), EINVAL, "past the end");
+  CHECK_FAILS (chain_read (top, got, 2, 12 * BS - 1, NULL), EINVAL, "past the end");
   catalog_free (c);
   free (got);
   free (want);
@@ -184,12 +184,12 @@ test_incomplete_and_missing_parent (void)
   c = catalog_load (st);
   CHECK (c);
   top = find_point (c, 201);
-  CHECK (chain_read (top, buf, 3 * BS, 0) == 0);
-  CHECK_FAILS (chain_read (top, buf, 512, 3 * BS), EIO, "incomplete");
+  CHECK (chain_read (top, buf, 3 * BS, 0, NULL) == 0);
+  CHECK_FAILS (chain_read (top, buf, 512, 3 * BS, NULL), EIO, "incomplete");
   top = find_point (c, 302);
   CHECK (top->parent_missing);
-  CHECK (chain_read (top, buf, BS, 0) == 0);
-  CHECK_FAILS (chain_read (top, buf, BS, BS), EIO, "missing from the store");
+  CHECK (chain_read (top, buf, BS, 0, NULL) == 0);
+  CHECK_FAILS (chain_read (top, buf, BS, BS, NULL), EIO, "missing from the store");
   catalog_free (c);
   free (buf);
 }

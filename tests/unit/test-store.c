@@ -69,8 +69,20 @@ test_manifest (void)
   CHECK (strcmp (p.snapshot, SNAP) == 0 && strcmp (p.vm_name, m.vm_name) == 0);
   CHECK (strcmp (p.disk_name, "root disk") == 0 && p.parent[0] == '\0');
   CHECK (p.size == m.size && p.time == m.time && !p.full && p.seq == 1);
+  CHECK (!p.lazy);
   CHECK (strchr (text, '\t') == NULL);  /* names never break lines */
   layer_meta_clear (&p);
+
+  /* Lazy layers say so. */
+  m.lazy = true;
+  {
+    char *t2 = layer_meta_format (&m);
+    CHECK (strstr (t2, "\nfill lazy\n"));
+    CHECK (layer_meta_parse (t2, strlen (t2), &p) == 0 && p.lazy);
+    layer_meta_clear (&p);
+    free (t2);
+  }
+  m.lazy = false;
 
   /* Any change to the text breaks the check line. */
   bad = strdup (text);
@@ -160,9 +172,15 @@ test_layer_fill (void)
       memset (buf, 0, CHAIN_BLOCK_SIZE);
     CHECK (layer_put_block (l, b, buf) == 0);
   }
-  CHECK (layer_block_state (l, 0) == LAYER_MISSING);  /* not yet durable */
+  /* Ready to serve at once, but not present (durable) before a sync. */
+  CHECK (layer_block_state (l, 0) == LAYER_DATA);
+  CHECK (layer_read_block (l, 5, got) == 0);
+  layer_counts (l, &present, &stored);
+  CHECK (present == 0);
   CHECK (layer_pending_bytes (l) == 10 * (uint64_t) CHAIN_BLOCK_SIZE);
   CHECK (layer_sync (l) == 0);
+  layer_counts (l, &present, &stored);
+  CHECK (present == 10 && stored == 6);
   CHECK (layer_block_state (l, 0) == LAYER_DATA);
   CHECK (layer_block_state (l, 7) == LAYER_ZERO);
   CHECK (layer_block_state (l, 10) == LAYER_MISSING);
@@ -200,14 +218,29 @@ test_layer_fill (void)
     layer_counts (l, &present, &stored);
     CHECK (present == 10);
     layer_close (l);
-    l = layer_open (ldir, true);
-    CHECK (l != NULL);
-    CHECK (size_of (path) == 40 * 8);
-    fill (buf, 10);
-    memset (buf + 4096, 0, CHAIN_BLOCK_SIZE - 4096);
-    CHECK (layer_put_block (l, 10, buf) == 0 && layer_sync (l) == 0);
-    CHECK (layer_complete (l));
-    layer_close (l);
+    /* A reader opened before another process filled the last block
+     * learns of it when it becomes a writer itself; only one writer at
+     * a time. */
+    {
+      struct layer *r = layer_open (ldir, false);
+      CHECK (r != NULL);
+      l = layer_open (ldir, true);
+      CHECK (l != NULL);
+      CHECK (size_of (path) == 40 * 8);
+      CHECK_FAILS (layer_make_writable (r), EWOULDBLOCK, "another cbtfs");
+      CHECK (layer_open (ldir, true) == NULL && errno == EWOULDBLOCK);
+      fill (buf, 10);
+      memset (buf + 4096, 0, CHAIN_BLOCK_SIZE - 4096);
+      CHECK (layer_put_block (l, 10, buf) == 0 && layer_sync (l) == 0);
+      CHECK (layer_complete (l));
+      layer_close (l);
+      CHECK (!layer_complete (r));
+      CHECK (layer_make_writable (r) == 0 && layer_complete (r));
+      CHECK (layer_make_writable (r) == 0);     /* idempotent */
+      CHECK (layer_read_block (r, 10, got) == 0
+             && memcmp (buf, got, CHAIN_BLOCK_SIZE) == 0);
+      layer_close (r);
+    }
 
     /* A flipped byte in stored data is an error, never data. */
     {

@@ -1,0 +1,430 @@
+/* cbtfs: fetching missing blocks on demand, for lazy layers.
+ *
+ * Thread model: see fetch.h.  Locks: f->lock (mutex) with f->cond,
+ * broadcast whenever a fetch finishes or a connection is released;
+ * f->flush (cond) wakes the flusher.  Nothing blocking runs under
+ * f->lock.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../common/cleanup.h"
+#include "../common/error.h"
+#include "../common/log.h"
+#include "../common/util.h"
+#include "fetch.h"
+
+/* Blocks being fetched by some thread. */
+struct flight {
+  struct layer *l;
+  uint64_t first;
+  unsigned n;
+};
+
+/* A pooled NBD connection to one snapshot. */
+struct slot {
+  bool used;
+  bool busy;                    /* lent to a reader, or being connected */
+  char snap[UUID_LEN + 1];
+  struct nbdsrc_conn *c;        /* NULL while connecting */
+};
+
+/* A snapshot whose source failed recently: fail fast until UNTIL. */
+struct failure {
+  char snap[UUID_LEN + 1];
+  double until;
+  int err;
+  char msg[512];
+};
+
+struct fetcher {
+  fetch_target_fn fn;
+  void *opaque;
+  struct fetch_opts o;
+
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  struct flight *flights;
+  size_t nflights, capflights;
+  struct slot *slots;           /* o.max_conns of them */
+  struct failure *fails;
+  size_t nfails;
+  struct layer **dirty;         /* layers with blocks to sync */
+  size_t ndirty, capdirty;
+
+  pthread_t flusher;
+  bool flusher_started;
+  bool stopping;
+  pthread_cond_t flush;
+};
+
+struct fetcher *
+fetcher_new (fetch_target_fn fn, void *opaque, const struct fetch_opts *o)
+{
+  struct fetcher *f = calloc (1, sizeof *f);
+
+  if (f == NULL)
+    return NULL;
+  f->fn = fn;
+  f->opaque = opaque;
+  f->o = *o;
+  if (f->o.max_conns == 0)
+    f->o.max_conns = 1;
+  f->slots = calloc (f->o.max_conns, sizeof *f->slots);
+  if (f->slots == NULL) {
+    free (f);
+    return NULL;
+  }
+  pthread_mutex_init (&f->lock, NULL);
+  pthread_cond_init (&f->cond, NULL);
+  pthread_cond_init (&f->flush, NULL);
+  return f;
+}
+
+/* ---- in-flight table (call with f->lock held) ------------------------- */
+
+static bool
+in_flight (struct fetcher *f, struct layer *l, uint64_t b)
+{
+  for (size_t i = 0; i < f->nflights; i++)
+    if (f->flights[i].l == l && b >= f->flights[i].first
+        && b < f->flights[i].first + f->flights[i].n)
+      return true;
+  return false;
+}
+
+static int
+flight_add (struct fetcher *f, struct layer *l, uint64_t first, unsigned n)
+{
+  if (f->nflights == f->capflights) {
+    size_t cap = f->capflights ? f->capflights * 2 : 16;
+    struct flight *nv = realloc (f->flights, cap * sizeof *nv);
+    if (nv == NULL)
+      return -1;
+    f->flights = nv;
+    f->capflights = cap;
+  }
+  f->flights[f->nflights++] = (struct flight) { l, first, n };
+  return 0;
+}
+
+static void
+flight_remove (struct fetcher *f, struct layer *l, uint64_t first)
+{
+  for (size_t i = 0; i < f->nflights; i++)
+    if (f->flights[i].l == l && f->flights[i].first == first) {
+      f->flights[i] = f->flights[--f->nflights];
+      return;
+    }
+}
+
+/* ---- failure memo (call with f->lock held) ---------------------------- */
+
+static struct failure *
+failure_of (struct fetcher *f, const char *snap)
+{
+  for (size_t i = 0; i < f->nfails; i++)
+    if (strcmp (f->fails[i].snap, snap) == 0)
+      return &f->fails[i];
+  return NULL;
+}
+
+static void
+remember_failure (struct fetcher *f, const char *snap)
+{
+  struct failure *x = failure_of (f, snap);
+
+  if (x == NULL) {
+    struct failure *nv = realloc (f->fails, (f->nfails + 1) * sizeof *nv);
+    if (nv == NULL)
+      return;                   /* then we just do not fail fast */
+    f->fails = nv;
+    x = &f->fails[f->nfails++];
+    snprintf (x->snap, sizeof x->snap, "%s", snap);
+  }
+  x->until = now_monotonic () + f->o.retry_after;
+  x->err = errno ? errno : EIO;
+  snprintf (x->msg, sizeof x->msg, "%s", err_get ());
+}
+
+/* ---- connection pool -------------------------------------------------- */
+
+/* A connection to SNAP for the caller's use, or -1 with err_*.  Returns
+ * the slot number; give it back with put_slot. */
+static int
+get_slot (struct fetcher *f, const char *snap, uint64_t size)
+{
+  struct nbdsrc_target t = { 0 };
+  struct nbdsrc_conn *c, *old = NULL;
+  size_t i, pick;
+
+  pthread_mutex_lock (&f->lock);
+  for (;;) {
+    struct failure *x = failure_of (f, snap);
+    if (x && now_monotonic () < x->until) {
+      err_set (x->err, "%s", x->msg);
+      pthread_mutex_unlock (&f->lock);
+      return -1;
+    }
+    for (i = 0; i < f->o.max_conns; i++)
+      if (f->slots[i].used && !f->slots[i].busy && f->slots[i].c
+          && strcmp (f->slots[i].snap, snap) == 0) {
+        f->slots[i].busy = true;
+        pthread_mutex_unlock (&f->lock);
+        return i;
+      }
+    /* A free slot, or else an idle one of another snapshot to reuse. */
+    for (pick = 0; pick < f->o.max_conns && f->slots[pick].used; pick++)
+      ;
+    if (pick == f->o.max_conns)
+      for (pick = 0; pick < f->o.max_conns; pick++)
+        if (!f->slots[pick].busy)
+          break;
+    if (pick < f->o.max_conns)
+      break;
+    pthread_cond_wait (&f->cond, &f->lock);
+  }
+  old = f->slots[pick].used ? f->slots[pick].c : NULL;
+  f->slots[pick] = (struct slot) { .used = true, .busy = true, .c = NULL };
+  snprintf (f->slots[pick].snap, sizeof f->slots[pick].snap, "%s", snap);
+  pthread_mutex_unlock (&f->lock);
+
+  nbdsrc_close (old);
+  c = NULL;
+  if (f->fn (f->opaque, snap, &t) == 0) {
+    c = nbdsrc_connect (&t, f->o.timeout);
+    if (c && nbdsrc_size (c) != size) {
+      err_set (EPROTO, "NBD export of snapshot %s is %" PRIu64 " bytes but "
+               "the store says %" PRIu64, snap, nbdsrc_size (c), size);
+      nbdsrc_close (c);
+      c = NULL;
+    }
+  }
+  nbdsrc_target_clear (&t);
+
+  pthread_mutex_lock (&f->lock);
+  if (c == NULL)
+    f->slots[pick].used = f->slots[pick].busy = false;
+  else
+    f->slots[pick].c = c;
+  pthread_cond_broadcast (&f->cond);
+  pthread_mutex_unlock (&f->lock);
+  return c ? (int) pick : -1;
+}
+
+/* Give back slot I; a connection that failed (OK false) is closed:
+ * xapi-nbd drops a connection after any error anyway. */
+static void
+put_slot (struct fetcher *f, int i, bool ok)
+{
+  struct nbdsrc_conn *dead = NULL;
+
+  pthread_mutex_lock (&f->lock);
+  if (ok)
+    f->slots[i].busy = false;
+  else {
+    dead = f->slots[i].c;
+    f->slots[i].used = f->slots[i].busy = false;
+    f->slots[i].c = NULL;
+  }
+  pthread_cond_broadcast (&f->cond);
+  pthread_mutex_unlock (&f->lock);
+  nbdsrc_close (dead);
+}
+
+/* ---- making fetched blocks durable ------------------------------------ */
+
+static void *
+flusher (void *arg)
+{
+  struct fetcher *f = arg;
+
+  pthread_mutex_lock (&f->lock);
+  while (!f->stopping) {
+    struct timespec ts;
+    struct layer **v;
+    size_t n;
+
+    clock_gettime (CLOCK_REALTIME, &ts);
+    ts.tv_sec += 1;
+    pthread_cond_timedwait (&f->flush, &f->lock, &ts);
+    v = f->dirty;
+    n = f->ndirty;
+    f->dirty = NULL;
+    f->ndirty = f->capdirty = 0;
+    pthread_mutex_unlock (&f->lock);
+    for (size_t i = 0; i < n; i++)
+      if (layer_sync (v[i]) == -1)
+        log_error ("keeping fetched blocks: %s", err_get ());
+    free (v);
+    pthread_mutex_lock (&f->lock);
+  }
+  pthread_mutex_unlock (&f->lock);
+  return NULL;
+}
+
+static void
+mark_dirty (struct fetcher *f, struct layer *l)
+{
+  SCOPED_LOCK (&f->lock);
+  for (size_t i = 0; i < f->ndirty; i++)
+    if (f->dirty[i] == l)
+      return;
+  if (f->ndirty == f->capdirty) {
+    size_t cap = f->capdirty ? f->capdirty * 2 : 8;
+    struct layer **nv = realloc (f->dirty, cap * sizeof *nv);
+    if (nv == NULL)
+      return;                   /* synced at the end instead */
+    f->dirty = nv;
+    f->capdirty = cap;
+  }
+  f->dirty[f->ndirty++] = l;
+  /* Started here, not at creation: a mount forks after creating us. */
+  if (!f->flusher_started
+      && pthread_create (&f->flusher, NULL, flusher, f) == 0)
+    f->flusher_started = true;
+}
+
+/* Keep N fetched blocks at FIRST (in BUF) in L, when the store can. */
+static void
+keep (struct fetcher *f, struct layer *l, uint64_t first, unsigned n,
+      const uint8_t *buf)
+{
+  if (!f->o.store)
+    return;
+  if (layer_make_writable (l) == -1) {
+    /* Another process fills this layer: serve without keeping. */
+    log_debug ("not keeping fetched blocks: %s", err_get ());
+    return;
+  }
+  for (unsigned i = 0; i < n; i++)
+    if (layer_put_block (l, first + i, buf + ((size_t) i << CHAIN_BLOCK_SHIFT))
+        == -1) {
+      log_error ("keeping a fetched block: %s", err_get ());
+      return;
+    }
+  mark_dirty (f, l);
+}
+
+/* ---- reading ---------------------------------------------------------- */
+
+/* Fetch blocks [FIRST, FIRST+N) of L into OUT over NBD, trying a fresh
+ * connection once if the first fails (sessions expire; xapi-nbd drops
+ * connections after any error). */
+static int
+fetch_run (struct fetcher *f, struct layer *l, uint64_t first, unsigned n,
+           uint8_t *out)
+{
+  uint64_t off = first << CHAIN_BLOCK_SHIFT;
+  size_t len = MIN ((uint64_t) n << CHAIN_BLOCK_SHIFT, l->meta.size - off);
+  int attempt, s = -1;
+
+  for (attempt = 0; attempt < 2; attempt++) {
+    s = get_slot (f, l->meta.snapshot, l->meta.size);
+    if (s == -1)
+      break;
+    if (nbdsrc_pread (f->slots[s].c, out, len, off, f->o.timeout) == 0) {
+      put_slot (f, s, true);
+      memset (out + len, 0, ((size_t) n << CHAIN_BLOCK_SHIFT) - len);
+      keep (f, l, first, n, out);
+      return 0;
+    }
+    put_slot (f, s, false);
+  }
+  pthread_mutex_lock (&f->lock);
+  remember_failure (f, l->meta.snapshot);
+  pthread_mutex_unlock (&f->lock);
+  err_prefix ("snapshot %s: offset %" PRIu64 ": cannot fetch",
+              l->meta.snapshot, off);
+  errno = EIO;
+  return -1;
+}
+
+int
+fetcher_read (struct fetcher *f, struct layer *l, uint64_t first, unsigned n,
+              void *out)
+{
+  uint8_t *o = out;
+  unsigned i, k;
+
+  for (i = 0; i < n; i += k) {
+    uint64_t b = first + i;
+    int r;
+
+    k = 1;
+    if (layer_block_state (l, b) != LAYER_MISSING) {
+      if (layer_read_block (l, b, o + ((size_t) i << CHAIN_BLOCK_SHIFT)) == -1) {
+        errno = EIO;
+        return -1;
+      }
+      continue;
+    }
+    pthread_mutex_lock (&f->lock);
+    if (in_flight (f, l, b)) {
+      /* Someone is fetching it: wait, then take it from the store. */
+      pthread_cond_wait (&f->cond, &f->lock);
+      pthread_mutex_unlock (&f->lock);
+      k = 0;
+      continue;
+    }
+    /* Recheck under the lock: the block may have landed meanwhile. */
+    if (layer_block_state (l, b) != LAYER_MISSING) {
+      pthread_mutex_unlock (&f->lock);
+      k = 0;
+      continue;
+    }
+    while (i + k < n && !in_flight (f, l, b + k)
+           && layer_block_state (l, b + k) == LAYER_MISSING)
+      k++;
+    r = flight_add (f, l, b, k);
+    pthread_mutex_unlock (&f->lock);
+    if (r == -1) {
+      err_set (ENOMEM, "out of memory");
+      return -1;
+    }
+    r = fetch_run (f, l, b, k, o + ((size_t) i << CHAIN_BLOCK_SHIFT));
+    pthread_mutex_lock (&f->lock);
+    flight_remove (f, l, b);
+    pthread_cond_broadcast (&f->cond);
+    pthread_mutex_unlock (&f->lock);
+    if (r == -1)
+      return -1;
+  }
+  return 0;
+}
+
+int
+fetcher_free (struct fetcher *f)
+{
+  int ret = 0;
+
+  if (f == NULL)
+    return 0;
+  pthread_mutex_lock (&f->lock);
+  f->stopping = true;
+  pthread_cond_signal (&f->flush);
+  pthread_mutex_unlock (&f->lock);
+  if (f->flusher_started)
+    pthread_join (f->flusher, NULL);
+  for (size_t i = 0; i < f->ndirty; i++)
+    if (layer_sync (f->dirty[i]) == -1) {
+      log_error ("keeping fetched blocks: %s", err_get ());
+      ret = -1;
+    }
+  for (size_t i = 0; i < f->o.max_conns; i++)
+    nbdsrc_close (f->slots[i].c);
+  free (f->slots);
+  free (f->flights);
+  free (f->fails);
+  free (f->dirty);
+  pthread_cond_destroy (&f->flush);
+  pthread_cond_destroy (&f->cond);
+  pthread_mutex_destroy (&f->lock);
+  free (f);
+  return ret;
+}

@@ -1,0 +1,59 @@
+/* cbtfs: fetching missing blocks on demand, for lazy layers.
+ *
+ * A point in time whose layer is not complete still reads: a missing
+ * block is fetched over NBD from the snapshot that owns it, served, and
+ * (when the store can take it) kept, becoming durable in batches (a
+ * flusher thread syncs fetched blocks about once a second).  Readers of
+ * the same missing blocks at the same time cause one fetch.  Every wait
+ * is bounded, and after a snapshot's source fails, reads of it fail
+ * fast for a while instead of each waiting out the timeout again.
+ *
+ * Thread model: any number of reader threads.  f->lock guards the
+ * in-flight table, the connection pool, the failure memo and the dirty
+ * list; it is never held across NBD I/O, the target callback or layer
+ * I/O.  The flusher thread (started on the first stored block) takes
+ * f->lock only to swap out the dirty list.  Lock order: f->lock is not
+ * held while taking layer locks.
+ */
+#ifndef CBTFS_CHAIN_FETCH_H
+#define CBTFS_CHAIN_FETCH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "layer.h"
+#include "nbdsrc.h"
+
+/* Fresh connection details for SNAPSHOT (a uuid).  Called without any
+ * fetcher lock held, possibly from several threads at once. */
+typedef int (*fetch_target_fn) (void *opaque, const char *snapshot,
+                                struct nbdsrc_target *t);
+
+struct fetch_opts {
+  unsigned max_conns;           /* NBD connections in all (xapi-nbd: 16) */
+  int timeout;                  /* seconds for any one NBD wait */
+  int retry_after;              /* seconds a failed snapshot fails fast */
+  bool store;                   /* keep fetched blocks in the store */
+};
+
+struct fetcher;
+
+/* A fetcher using FN/OPAQUE for connection details.  NULL on ENOMEM. */
+extern struct fetcher *fetcher_new (fetch_target_fn fn, void *opaque,
+                                    const struct fetch_opts *o)
+  __attribute__ ((__nonnull__ (1, 3)));
+
+/* Make every fetched block durable, stop the flusher, close
+ * connections and free.  0, or -1 with err_* if a sync failed.  NULL
+ * is a no-op. */
+extern int fetcher_free (struct fetcher *f);
+
+/* Fill OUT (N whole blocks) with blocks [FIRST, FIRST+N) of layer L
+ * (all in L's set): ready blocks from the store (checked), missing ones
+ * fetched.  0, or -1 with err_* naming the snapshot and offset (errno
+ * EIO). */
+extern int fetcher_read (struct fetcher *f, struct layer *l, uint64_t first,
+                         unsigned n, void *out)
+  __attribute__ ((__nonnull__ (1, 2, 5)));
+
+#endif /* CBTFS_CHAIN_FETCH_H */

@@ -419,3 +419,17 @@ catalog_free (struct catalog *c)
   free (c->vms);
   free (c);
 }
+
+struct catalog_point *
+catalog_find (const struct catalog *c, const char *snapshot,
+              struct catalog_disk **disk)
+{
+  for (size_t i = 0; i < c->ndisks; i++)
+    for (size_t j = 0; j < c->disks[i].npoints; j++)
+      if (strcmp (c->disks[i].points[j].layer->meta.snapshot, snapshot) == 0) {
+        if (disk)
+          *disk = &c->disks[i];
+        return &c->disks[i].points[j];
+      }
+  return NULL;
+}

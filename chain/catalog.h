@@ -58,6 +58,13 @@ extern struct catalog *catalog_load (struct store *store)
 
 extern void catalog_free (struct catalog *c);
 
+/* The point whose snapshot is SNAPSHOT, or NULL; *DISK (if not NULL)
+ * gets its disk.  Borrowed from C. */
+extern struct catalog_point *catalog_find (const struct catalog *c,
+                                           const char *snapshot,
+                                           struct catalog_disk **disk)
+  __attribute__ ((__nonnull__ (1, 2)));
+
 /* Make a XenServer name usable as one path component: '/' and control
  * characters become '_', "" becomes "unnamed", "." and ".." get a
  * leading '_', and it is cut to at most 200 bytes on a UTF-8 boundary.

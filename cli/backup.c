@@ -19,13 +19,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "../chain/bitmap.h"
 #include "../chain/catalog.h"
 #include "../chain/copy.h"
+#include "../chain/fetch.h"
 #include "../chain/layer.h"
 #include "../chain/store.h"
+#include "../chain/verify.h"
 #include "../common/cleanup.h"
 #include "../common/error.h"
 #include "../common/log.h"
@@ -38,6 +41,7 @@ struct backup {
   xapi_session *xs;
   struct copy_opts copy;
   bool no_copy;                 /* describe layers only (lazy) */
+  bool verify;                  /* compare with VDI.checksum before data_destroy */
   char **vm_args;
   size_t nvm_args;
 };
@@ -446,6 +450,61 @@ describe_layer (struct backup *b, const struct xapi_vm *vm, struct disk *d)
   return d->layer ? 0 : -1;
 }
 
+static void
+disk_failed (struct disk *d)
+{
+  log_error ("%s: %s", d->label, err_get ());
+  d->failed = true;
+}
+
+/* --verify: does the new point's image in the store have the md5 the
+ * host computes for the snapshot?  Only then may its data go.  A
+ * point that cannot be compared keeps its data, with a warning. */
+static int
+verify_target (void *opaque, const char *snap, struct nbdsrc_target *t)
+{
+  struct backup *b = opaque;
+  CLEANUP_FREE char *ref = xapi_vdi_by_uuid (b->xs, snap);
+
+  return ref ? cli_nbd_target (b->xs, ref, snap, t) : -1;
+}
+
+static bool
+verified (struct backup *b, struct disk *d)
+{
+  struct catalog *cat = cli_catalog (b->store->path);
+  struct catalog_point *p = cat ? catalog_find (cat, d->snap.uuid, NULL) : NULL;
+  /* Older lazy layers of the chain are read from the host, not kept. */
+  struct fetch_opts fo = { .max_conns = 2, .timeout = b->copy.timeout,
+                           .retry_after = 10 };
+  struct fetcher *f = fetcher_new (verify_target, b, &fo);
+  CLEANUP_FREE char *host = NULL;
+  char mine[33];
+  bool ok = false;
+
+  if (p == NULL || f == NULL)
+    log_warn ("%s: cannot verify (%s); the snapshot keeps its data",
+              d->label, cat ? "not in the store" : err_get ());
+  else if (verify_point_md5 (p->layer, f, mine) == -1)
+    log_warn ("%s: cannot verify (%s); the snapshot keeps its data",
+              d->label, err_get ());
+  else if ((host = xapi_vdi_checksum (b->xs, d->snap_ref)) == NULL)
+    log_warn ("%s: cannot verify: %s; the snapshot keeps its data",
+              d->label, err_get ());
+  else if (strcasecmp (mine, host) != 0) {
+    err_set (EIO, "the stored image differs from the host's (md5 %s, the "
+             "host says %s); the snapshot keeps its data", mine, host);
+    disk_failed (d);
+  }
+  else {
+    log_info ("%s: verified against the host (md5 %s)", d->label, mine);
+    ok = true;
+  }
+  fetcher_free (f);
+  catalog_free (cat);
+  return ok;
+}
+
 /* Destroy the VM snapshot object once (its VDIs stay). */
 static void
 destroy_snap_vm (struct backup *b, char **snap_vm, const char *vmname)
@@ -455,13 +514,6 @@ destroy_snap_vm (struct backup *b, char **snap_vm, const char *vmname)
               err_get ());
   free (*snap_vm);
   *snap_vm = NULL;
-}
-
-static void
-disk_failed (struct disk *d)
-{
-  log_error ("%s: %s", d->label, err_get ());
-  d->failed = true;
 }
 
 static int
@@ -519,7 +571,7 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
                 "only what is missing", d->label);
       continue;
     }
-    if (layer_complete (d->layer))
+    if (layer_complete (d->layer) && (!b->verify || verified (b, d)))
       cli_data_destroy (b->xs, d->snap_ref, d->snap.uuid);
   }
 
@@ -598,6 +650,7 @@ cmd_backup (int argc, char **argv)
     { "vm", required_argument, NULL, 'm' },
     { "nbd-connections", required_argument, NULL, 'n' },
     { "no-copy", no_argument, NULL, 'N' },
+    { "verify", no_argument, NULL, 'V' },
     { "quiet", no_argument, NULL, 'q' },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
@@ -630,6 +683,7 @@ cmd_backup (int argc, char **argv)
       }
       break;
     case 'N': b.no_copy = true; break;
+    case 'V': b.verify = true; break;
     case 'q': verbose = 0; break;
     case 'v': verbose = 2; break;
     case 'h': cli_usage ("backup"); status = 0; goto out;

@@ -11,6 +11,8 @@
 extern int cmd_backup (int argc, char **argv);
 extern int cmd_mount (int argc, char **argv);
 extern int cmd_ls (int argc, char **argv);
+extern int cmd_fetch (int argc, char **argv);
+extern int cmd_verify (int argc, char **argv);
 
 /* Options every XAPI-using command shares. */
 struct server_opts {
@@ -69,6 +71,14 @@ struct catalog;
 /* Open the store at PATH read-only and load its catalog (caller frees
  * with catalog_free); NULL with err_*. */
 extern struct catalog *cli_catalog (const char *path);
+
+struct catalog_disk;
+struct catalog_point;
+
+/* "by-vm/VM/DISK/TIME.img": where people find point P of disk D in a
+ * mount.  Malloc'd (caller frees), or NULL on ENOMEM. */
+extern char *cli_point_label (const struct catalog_disk *d,
+                              const struct catalog_point *p);
 
 /* Print "cbtfs: MESSAGE" for the current err_get () and return 1. */
 extern int cli_fail (void);

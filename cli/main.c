@@ -15,6 +15,8 @@ static const struct {
   { "backup", cmd_backup },
   { "mount", cmd_mount },
   { "ls", cmd_ls },
+  { "fetch", cmd_fetch },
+  { "verify", cmd_verify },
 };
 
 int
@@ -37,16 +39,32 @@ cli_catalog (const char *path)
   return cat;
 }
 
+char *
+cli_point_label (const struct catalog_disk *d, const struct catalog_point *p)
+{
+  char *s;
+
+  if (asprintf (&s, "by-vm/%s/%s/%s.img", d->vm->name, d->name, p->name) == -1)
+    return NULL;
+  return s;
+}
+
 int
 cli_usage (const char *sub)
 {
   static const char *const text[][2] = {
     { "backup", "cbtfs backup STORE --server URL [--user USER] --password-file FILE\n"
       "             [--ca-file PEM] [--insecure] [--vm NAME-OR-UUID]...\n"
-      "             [--nbd-connections N] [--timeout SECONDS] [--no-copy] [-q|-v]" },
+      "             [--nbd-connections N] [--timeout SECONDS] [--no-copy | --verify]\n"
+      "             [-q|-v]" },
     { "mount", "cbtfs mount STORE MOUNTPOINT [-f] [-o FUSE-OPTIONS] [-v]\n"
       "             [--server URL [--user USER] --password-file FILE [--ca-file PEM]]" },
     { "ls", "cbtfs ls STORE [--json]" },
+    { "fetch", "cbtfs fetch STORE [SNAPSHOT-UUID]... --server URL [--user USER]\n"
+      "             --password-file FILE [--ca-file PEM] [--keep-data]\n"
+      "             [--nbd-connections N] [-q|-v]" },
+    { "verify", "cbtfs verify STORE [--server URL [--user USER] --password-file FILE\n"
+      "             [--ca-file PEM]] [-q|-v]" },
   };
   fprintf (stderr, "usage:\n");
   for (size_t i = 0; i < sizeof text / sizeof text[0]; i++)
@@ -67,6 +85,7 @@ main (int argc, char **argv)
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
     if (strcmp (argv[1], commands[i].name) == 0)
       return commands[i].fn (argc - 1, argv + 1);
-  log_error ("unknown command '%s' (try: backup, mount, ls)", argv[1]);
+  log_error ("unknown command '%s' (try: backup, mount, ls, fetch, "
+             "verify)", argv[1]);
   return 2;
 }

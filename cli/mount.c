@@ -1,33 +1,111 @@
-/* cbtfs mount: serve a store read-only through FUSE. */
+/* cbtfs mount: serve a store read-only through FUSE.
+ *
+ * With --server, blocks a lazy or unfinished layer lacks are fetched
+ * from their snapshot on the host and kept in the store.  The XAPI
+ * session is opened on first need in the serving process (after the
+ * fork), and re-opened by xapi_call when it expires.
+ *
+ * Thread model: FUSE threads may ask for connection details at once;
+ * lazy.lock serialises them over the one XAPI session.
+ */
 #include <errno.h>
 #include <getopt.h>
-#include <sys/stat.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../chain/catalog.h"
+#include "../chain/fetch.h"
+#include "../common/cleanup.h"
 #include "../common/error.h"
 #include "../common/log.h"
 #include "../fs/fs.h"
+#include "../xapi/api.h"
 #include "cli.h"
+
+struct lazy {
+  pthread_mutex_t lock;
+  struct server_opts so;
+  xapi_session *xs;             /* NULL until first needed */
+};
+
+static int
+mount_target (void *opaque, const char *snapshot, struct nbdsrc_target *t)
+{
+  struct lazy *z = opaque;
+  CLEANUP_FREE char *ref = NULL;
+  SCOPED_LOCK (&z->lock);
+
+  if (z->xs == NULL && (z->xs = cli_login (&z->so)) == NULL)
+    return -1;
+  ref = xapi_vdi_by_uuid (z->xs, snapshot);
+  if (ref == NULL)
+    return -1;
+  return cli_nbd_target (z->xs, ref, snapshot, t);
+}
+
+/* Try the server once before detaching, so a wrong password or an
+ * untrusted certificate stops the mount with one clear line; a host
+ * that is merely unreachable now is only a warning. */
+static int
+check_server (const struct server_opts *so)
+{
+  xapi_session *xs = cli_login (so);
+
+  if (xs) {
+    xapi_logout (xs);
+    return 0;
+  }
+  if (errno == EACCES || errno == EINVAL || errno == ENOENT)
+    return -1;
+  log_warn ("%s; blocks not in the store will fail with EIO until the host "
+            "can be reached", err_get ());
+  return 0;
+}
+
+/* Refuse a mount point that is not a directory, in our words rather
+ * than libfuse's. */
+static int
+check_mountpoint (const char *path)
+{
+  struct stat st;
+
+  if (stat (path, &st) == -1) {
+    err_sys (errno, "mount point %s", path);
+    return -1;
+  }
+  if (!S_ISDIR (st.st_mode)) {
+    err_set (ENOTDIR, "mount point %s is not a directory", path);
+    return -1;
+  }
+  return 0;
+}
 
 int
 cmd_mount (int argc, char **argv)
 {
   static const struct option longopts[] = {
+    CLI_SERVER_LONGOPTS,
     { "foreground", no_argument, NULL, 'f' },
     { "verbose", no_argument, NULL, 'v' },
     { "debug", no_argument, NULL, 'd' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
+  struct lazy z = { .so = CLI_SERVER_OPTS_INIT };
+  struct fetch_opts fo = { .max_conns = 8, .retry_after = 10, .store = true };
   struct fs_opts o = { 0 };
   struct catalog *cat;
-  struct stat st;
-  int c, status;
+  int c, r, status;
 
   while ((c = getopt_long (argc, argv, "fo:vdh", longopts, NULL)) != -1) {
+    if ((r = cli_server_option (&z.so, c, optarg)) != 0) {
+      if (r == -1)
+        return 2;
+      continue;
+    }
     switch (c) {
     case 'f': o.foreground = true; break;
     case 'o': o.fuse_opts = optarg; break;
@@ -41,20 +119,31 @@ cmd_mount (int argc, char **argv)
     return cli_usage ("mount");
   o.fsname = argv[optind];
   o.mountpoint = argv[optind + 1];
-  /* Say it once, plainly, before libfuse says it its own way. */
-  if (stat (o.mountpoint, &st) == -1) {
-    err_sys (errno, "mount point %s", o.mountpoint);
+  if (check_mountpoint (o.mountpoint) == -1)
     return cli_fail ();
-  }
-  if (!S_ISDIR (st.st_mode)) {
-    err_set (ENOTDIR, "mount point %s is not a directory", o.mountpoint);
-    return cli_fail ();
+  if (z.so.server) {
+    if (xapi_global_init () == -1 || check_server (&z.so) == -1)
+      return cli_fail ();
+    fo.timeout = z.so.timeout;
+    o.fetch = fetcher_new (mount_target, &z, &fo);
+    if (o.fetch == NULL)
+      return cli_fail ();
   }
 
   cat = cli_catalog (argv[optind]);
-  if (cat == NULL)
+  if (cat == NULL) {
+    fetcher_free (o.fetch);
     return cli_fail ();
+  }
+  pthread_mutex_init (&z.lock, NULL);
   status = fs_run (cat, &o);
+  /* Unmounted: make what was fetched durable before the layers go. */
+  if (fetcher_free (o.fetch) == -1)
+    status = 1;
   catalog_free (cat);
+  if (z.xs)
+    xapi_logout (z.xs);
+  if (z.so.server)
+    xapi_global_cleanup ();
   return status;
 }

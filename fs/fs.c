@@ -5,13 +5,15 @@
  * tree and catalog are immutable while mounted, so lookups need no
  * lock; reads go to chain_read, which is reentrant (layers lock
  * themselves; the fetcher has its own lock and flusher thread, started
- * on first use).  No thread exists before fuse_daemonize forks.
+ * on first use).  fs.log_lock only guards the repeated-error filter.
+ * No thread exists before fuse_daemonize forks.
  */
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +39,9 @@ struct fs {
   struct fetcher *fetch;        /* borrowed; NULL: missing blocks are EIO */
   uid_t uid;
   gid_t gid;
+  pthread_mutex_t log_lock;     /* guards the two below */
+  char last_error[256];         /* the last read error logged, and when */
+  double last_error_time;
 };
 
 static struct fs *
@@ -207,6 +212,27 @@ op_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   }
 }
 
+/* Log a failed read once: the kernel retries a failed readahead page by
+ * page, which would repeat the same line. */
+static void
+log_read_error (struct fs *fs)
+{
+  const char *msg = err_get ();
+  double now = now_monotonic ();
+  bool repeat;
+
+  pthread_mutex_lock (&fs->log_lock);
+  repeat = now < fs->last_error_time + 10
+    && strcmp (fs->last_error, msg) == 0;
+  if (!repeat) {
+    snprintf (fs->last_error, sizeof fs->last_error, "%s", msg);
+    fs->last_error_time = now;
+  }
+  pthread_mutex_unlock (&fs->log_lock);
+  if (!repeat)
+    log_error ("%s", msg);
+}
+
 static void
 op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
          struct fuse_file_info *fi)
@@ -234,7 +260,7 @@ op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   }
   if (chain_read (n->top, buf, size, off, fs->fetch) == -1) {
     int e = errno == EIO || errno == 0 ? EIO : errno;
-    log_error ("%s", err_get ());
+    log_read_error (fs);
     fuse_reply_err (req, e);
   }
   else
@@ -256,7 +282,10 @@ static const struct fuse_lowlevel_ops ops = {
 int
 fs_run (const struct catalog *cat, const struct fs_opts *o)
 {
-  struct fs fs = { .fetch = o->fetch, .uid = getuid (), .gid = getgid () };
+  struct fs fs = {
+    .fetch = o->fetch, .uid = getuid (), .gid = getgid (),
+    .log_lock = PTHREAD_MUTEX_INITIALIZER,
+  };
   struct fuse_args args = FUSE_ARGS_INIT (0, NULL);
   struct fuse_session *se = NULL;
   struct fuse_loop_config *cfg = NULL;

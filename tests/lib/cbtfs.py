@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
@@ -107,13 +108,59 @@ class Env:
         self.on_close(unmount, mnt)
         return mnt
 
+    def mount_fg(self, store, mnt, *extra):
+        """cbtfs mount -f in the background of the test: a Foreground
+        whose unmount() also waits for the process to finish (and so for
+        fetched blocks to be made durable)."""
+        os.makedirs(mnt, exist_ok=True)
+        m = Foreground(self, store, mnt, extra)
+        self.on_close(m.close)
+        return m
+
     def loop_mount(self, image, mnt):
         """Read-only loop mount of an ext4 image (no journal replay)."""
         os.makedirs(mnt, exist_ok=True)
         subprocess.run(["mount", "-o", "loop,ro,noload", image, mnt],
                        check=True)
-        self.on_close(subprocess.run, ["umount", mnt])
+        self.on_close(lambda: os.path.ismount(mnt)
+                      and subprocess.run(["umount", mnt]))
         return mnt
+
+
+class Foreground:
+    """A `cbtfs mount -f` process; its stderr goes to a log file."""
+
+    def __init__(self, env, store, mnt, extra):
+        self.mnt = mnt
+        self.log_path = env.path("mount-%d.log" % id(self))
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [cbtfs_binary(), "mount", "-f", store, mnt] + list(extra),
+                stdin=subprocess.DEVNULL, stderr=log)
+        # No ready signal in the foreground: poll for the mount, bounded.
+        deadline = time.monotonic() + 60
+        while not os.path.ismount(mnt):
+            check(self.proc.poll() is None, "cbtfs mount -f exited: %s"
+                  % self.log())
+            check(time.monotonic() < deadline, "the mount never appeared")
+            time.sleep(0.02)
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def unmount(self):
+        """fusermount3 -u, then the process's exit status."""
+        subprocess.run(["fusermount3", "-u", self.mnt], check=True)
+        return self.proc.wait(timeout=120)
+
+    def close(self):
+        if self.proc.poll() is None:
+            unmount(self.mnt)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
 
 
 def unmount(mnt):
@@ -180,9 +227,10 @@ def allocated_bytes(root):
     return total
 
 
-def make_ext4(image, size, files):
+def make_ext4(image, size, files, lazy=False):
     """Create IMAGE (SIZE bytes) holding an ext4 filesystem with FILES
-    ({path: bytes}), without mounting anything."""
+    ({path: bytes}), without mounting anything.  LAZY leaves inode
+    tables unwritten (quick and sparse for big images)."""
     src = tempfile.mkdtemp(prefix="cbtfs-ext4-")
     try:
         for rel, data in files.items():
@@ -192,8 +240,9 @@ def make_ext4(image, size, files):
                 f.write(data)
         with open(image, "wb") as f:
             f.truncate(size)
+        init = "1" if lazy else "0"
         subprocess.run(["mkfs.ext4", "-q", "-F", "-b", "4096", "-E",
-                        "lazy_itable_init=0,lazy_journal_init=0",
+                        "lazy_itable_init=%s,lazy_journal_init=%s" % (init, init),
                         "-d", src, image], check=True)
     finally:
         shutil.rmtree(src, ignore_errors=True)

@@ -41,7 +41,7 @@ UNIT_BINS  = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 DEPS_STAMP = $(BUILD)/.deps-ok
 
 .PHONY: all deps check check-unit check-e2e check-valgrind check-asan \
-        demo clean
+        check-crash demo clean
 .DEFAULT_GOAL := all
 
 all: cbtfs
@@ -85,6 +85,11 @@ check-valgrind: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "valgrind: $$t"; \
 	  valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
 	    --errors-for-leak-kinds=definite,indirect --error-exitcode=1 $$t; done
+
+# kill -9 of cbtfs backup at 50 random moments (make check runs 5).
+check-crash: $(BUILD)/cbtfs
+	CBTFS=$(abspath $(BUILD)/cbtfs) PYTHON=$(PYTHON) CRASH_TRIALS=50 \
+	  TESTS=tests/test-crash-loop.py ./tests/run
 
 # The whole suite again, built with AddressSanitizer and UBSan.
 check-asan: deps

@@ -98,6 +98,9 @@ connect_fresh (struct job *j, bool *permanent)
   }
   c = nbdsrc_connect (&t, j->o->timeout);
   nbdsrc_target_clear (&t);
+  /* A server that will not speak TLS will not start to on a retry. */
+  if (c == NULL && errno == ENOTSUP)
+    *permanent = true;
   if (c && nbdsrc_size (c) != j->l->meta.size) {
     err_set (EPROTO, "NBD export of snapshot %s is %" PRIu64 " bytes but "
              "XAPI says its virtual size is %" PRIu64, j->l->meta.snapshot,

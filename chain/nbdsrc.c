@@ -294,6 +294,7 @@ nbdsrc_pread (struct nbdsrc_conn *c, void *buf, size_t count,
               uint64_t offset, int timeout)
 {
   int64_t cookie;
+  char what[64];
 
   if (offset % 512 || count % 512 || offset > c->size
       || count > c->size - offset) {
@@ -301,16 +302,13 @@ nbdsrc_pread (struct nbdsrc_conn *c, void *buf, size_t count,
              "the end", c->label, count, offset);
     return -1;
   }
+  snprintf (what, sizeof what, "read at offset %" PRIu64, offset);
   cookie = nbd_aio_pread (c->h, buf, count, offset, NBD_NULL_COMPLETION, 0);
   if (cookie == -1) {
-    nbd_failed (c->label, "read", c->secret);
+    nbd_failed (c->label, what, c->secret);
     return -1;
   }
-  if (wait_until (c, completed, cookie, timeout, "read") == -1) {
-    err_prefix ("offset %" PRIu64, offset);
-    return -1;
-  }
-  return 0;
+  return wait_until (c, completed, cookie, timeout, what);
 }
 
 void

@@ -327,6 +327,72 @@ prepare_disk (struct backup *b, struct disk *d)
   return 0;
 }
 
+/* The name of the VM snapshots cbtfs takes, to know them again. */
+#define SNAP_NAME "cbtfs backup"
+
+/* True if some disk of the VM has a layer for snapshot VDI UUID. */
+static bool
+in_store (const struct disk *v, size_t n, const char *uuid)
+{
+  for (size_t i = 0; i < n; i++) {
+    CLEANUP_FREE char *p = NULL;
+    if (v[i].dir && is_uuid (uuid)
+        && asprintf (&p, "%s/%s", v[i].dir, uuid) != -1
+        && access (p, F_OK) == 0)
+      return true;
+  }
+  return false;
+}
+
+/* A run killed between VM.snapshot and destroying the VM snapshot
+ * leaves it behind, and if killed before recording its layers, disk
+ * snapshots nothing in the store describes: remove both, so an
+ * interrupted run does not eat the SR.  Snapshots a layer describes
+ * stay (a later run finishes or reduces them). */
+static void
+remove_leftovers (struct backup *b, const struct xapi_vm *vm,
+                  const struct disk *v, size_t n)
+{
+  for (size_t i = 0; i < vm->nsnapshots; i++) {
+    struct xapi_vm svm = { 0 };
+    char **orphans;
+    size_t norphans = 0;
+
+    if (xapi_vm_get (b->xs, vm->snapshots[i], &svm) == -1)
+      continue;
+    orphans = calloc (svm.nvbds + 1, sizeof *orphans);
+    if (strcmp (svm.name, SNAP_NAME) != 0 || orphans == NULL) {
+      free (orphans);
+      xapi_vm_clear (&svm);
+      continue;
+    }
+    for (size_t k = 0; k < svm.nvbds; k++) {
+      struct xapi_vbd vbd = { 0 };
+      struct xapi_vdi vdi = { 0 };
+      if (xapi_vbd_get (b->xs, svm.vbds[k], &vbd) == 0
+          && strcmp (vbd.vdi, "OpaqueRef:NULL") != 0
+          && xapi_vdi_get (b->xs, vbd.vdi, &vdi) == 0
+          && !in_store (v, n, vdi.uuid))
+        orphans[norphans++] = strdup (vbd.vdi);
+      xapi_vbd_clear (&vbd);
+      xapi_vdi_clear (&vdi);
+    }
+    log_warn ("VM %s: removing a snapshot left by an interrupted backup "
+              "(%zu disk snapshots not in the store)", vm->uuid, norphans);
+    /* Disks first: killed in between, the VM snapshot still leads the
+     * next run to what is left. */
+    for (size_t k = 0; k < norphans; k++) {
+      if (orphans[k] && xapi_vdi_destroy (b->xs, orphans[k]) == -1)
+        log_warn ("VM %s: %s", vm->uuid, err_get ());
+      free (orphans[k]);
+    }
+    if (xapi_vm_destroy (b->xs, svm.ref) == -1)
+      log_warn ("VM %s: %s", vm->uuid, err_get ());
+    free (orphans);
+    xapi_vm_clear (&svm);
+  }
+}
+
 /* One VM.snapshot for all disks; per-VDI snapshots if that fails. */
 static int
 take_snapshots (struct backup *b, const struct xapi_vm *vm, struct disk *v,
@@ -335,7 +401,7 @@ take_snapshots (struct backup *b, const struct xapi_vm *vm, struct disk *v,
   struct xapi_vm svm = { 0 };
   size_t i, k;
 
-  *snap_vm = xapi_vm_snapshot (b->xs, vm->ref, "cbtfs backup");
+  *snap_vm = xapi_vm_snapshot (b->xs, vm->ref, SNAP_NAME);
   if (*snap_vm == NULL) {
     log_warn ("VM %s: VM.snapshot failed (%s); snapshotting disks one by "
               "one", vm->uuid, err_get ());
@@ -543,6 +609,7 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
       ok++;
   if (ok == 0)
     goto out;
+  remove_leftovers (b, vm, v, n);
   if (take_snapshots (b, vm, v, n, &snap_vm) == -1) {
     log_error ("VM '%s': snapshot failed: %s", vmname, err_get ());
     for (i = 0; i < n; i++)

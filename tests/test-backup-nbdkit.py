@@ -17,7 +17,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import cbtfs as cb  # noqa: E402
@@ -42,11 +41,7 @@ def start_nbdkit(env, s, image, filters):
     cmd += ["file", image] + [a for f in filters for a in f[1:]]
     proc = subprocess.Popen(cmd)
     env.on_close(lambda: proc.poll() is None and proc.terminate())
-    deadline = time.monotonic() + 30
-    while not os.path.exists(pidfile):
-        check(proc.poll() is None, "nbdkit exited: %s" % cmd)
-        check(time.monotonic() < deadline, "nbdkit never became ready")
-        time.sleep(0.02)
+    cb.wait_for_file(pidfile, proc)
     return proc, port
 
 

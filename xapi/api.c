@@ -227,7 +227,9 @@ parse_vm (const char *method, const char *ref, const xapi_value *rec,
       || get_bool (method, rec, "is_a_snapshot", &vm->is_a_snapshot) == -1
       || get_bool (method, rec, "is_control_domain",
                    &vm->is_control_domain) == -1
-      || get_refs (method, rec, "VBDs", &vm->vbds, &vm->nvbds) == -1)
+      || get_refs (method, rec, "VBDs", &vm->vbds, &vm->nvbds) == -1
+      || get_refs (method, rec, "snapshots", &vm->snapshots,
+                   &vm->nsnapshots) == -1)
     goto err_vm;
   return 0;
 
@@ -244,6 +246,7 @@ xapi_vm_clear (struct xapi_vm *vm)
   free (vm->name);
   free (vm->power_state);
   free_strv (vm->vbds, vm->nvbds);
+  free_strv (vm->snapshots, vm->nsnapshots);
   memset (vm, 0, sizeof *vm);
 }
 

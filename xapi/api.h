@@ -27,6 +27,8 @@ struct xapi_vm {
   bool is_control_domain;
   char **vbds;                  /* VBD refs */
   size_t nvbds;
+  char **snapshots;             /* refs of this VM's snapshot VMs */
+  size_t nsnapshots;
 };
 
 struct xapi_vbd {

@@ -163,6 +163,16 @@ class Foreground:
                 self.proc.kill()
 
 
+def wait_for_file(path, proc, seconds=60):
+    """Wait until PATH exists (a server's pidfile: it is ready), failing
+    if PROC dies first or it takes longer than SECONDS."""
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path):
+        check(proc.poll() is None, "%s exited before it was ready" % proc.args[0])
+        check(time.monotonic() < deadline, "%s never appeared" % path)
+        time.sleep(0.02)
+
+
 def unmount(mnt):
     if os.path.ismount(mnt):
         r = subprocess.run(["fusermount3", "-u", mnt])

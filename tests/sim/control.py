@@ -19,7 +19,8 @@ import socketserver
 
 from model import ControlError, XapiError, NULL
 
-KNOBS = ("data_destroy_wait", "nbd_read_delay_ms", "nbd_drop_after_bytes")
+KNOBS = ("data_destroy_wait", "nbd_read_delay_ms", "nbd_drop_after_bytes",
+         "xapi_delay_ms")
 
 
 def _jsonable(v):
@@ -189,6 +190,15 @@ class Control:
                                  for v in r["VBDs"]
                                  if self.m.objs["VBD"][v].rec["VDI"] != NULL]})
         return {"vms": out}
+
+    def op_vdis(self, b):
+        out = []
+        for ref, vdi in self.m.objs["VDI"].items():
+            r = vdi.rec
+            out.append({"vdi": r["uuid"], "ref": ref, "name": r["name_label"],
+                        "type": r["type"], "is_a_snapshot": r["is_a_snapshot"],
+                        "snapshot_of": r["snapshot_of"]})
+        return {"vdis": out}
 
     def op_stats(self, b):
         return self.m.stats_json()

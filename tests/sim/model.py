@@ -124,6 +124,7 @@ class Model:
         self.uuids = {c: {} for c in CLASSES}
         self.sessions = {}            # session ref -> {"uuid", "user"}
         self.knobs = {"data_destroy_wait": 4.0, "nbd_read_delay_ms": 0,
+                      "xapi_delay_ms": 0,
                       "nbd_drop_after_bytes": 0}
         self.fail_next = {}           # method -> [ErrorDescription, ...]
         self.return_next = {}         # method -> [[value], ...]: replace a result

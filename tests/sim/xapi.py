@@ -22,6 +22,7 @@ import os
 import socketserver
 import ssl
 import sys
+import time
 import urllib.parse
 
 import disk
@@ -389,6 +390,10 @@ class XapiHandler(http.server.BaseHTTPRequestHandler):
             self.server.log("xapi: malformed request -> HTTP 500")
             self._send(500, HTML_500, "text/html")
             return
+        delay = self.server.api.m.knobs["xapi_delay_ms"]
+        if delay:
+            # A slow host: the answer comes late (no lock held here).
+            time.sleep(delay / 1000.0)
         out = self.server.api.call(method, params, slave=self.server.slave)
         self._send(200, out, "text/xml")
 

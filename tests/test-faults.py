@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""End to end: faults around a backup, against real processes.
+
+- NBD connections dropped mid-copy: cbtfs reconnects and the backup
+  completes, byte-exact; when every connection fails, it stops with a
+  clear message and the next run finishes the copy.
+- XAPI slow, NBD slow: bounded by --timeout, one clear message.
+- Two backups on one store at once: the second refuses (the lock).
+- A backup committing while a mount is live leaves open readers alone.
+- kill -9 of the mount daemon: fusermount3 -u recovers, a new mount works.
+"""
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import cbtfs as cb  # noqa: E402
+import sim  # noqa: E402
+from cbtfs import check  # noqa: E402
+
+MiB = 1 << 20
+SIZE = 32 * MiB
+
+
+def main():
+    with sim.Sim() as s, cb.Env() as env:
+        info = s.info
+        vm = s.control("create_vm", name="web", disks=[{"name": "root", "size": SIZE}])
+        vdi = vm["disks"][0]["vdi"]
+        guest = env.path("root.img")
+        with open(guest, "wb") as f:
+            f.write(os.urandom(SIZE))
+        s.control("write_file", vdi=vdi, path=guest)
+        pw = env.password_file()
+        store = env.path("store")
+        base = ["backup", store, "--server", info["xapi_url"], "--ca-file",
+                info["ca_file"], "--password-file", pw]
+
+        def points():
+            return env.ls_json(store)["disks"][0]["points"]
+
+        def one_error_line(err, *words):
+            lines = [ln for ln in err.splitlines() if "warning" not in ln]
+            check(len(lines) == 1, "expected one error line: %r" % err)
+            for w in words:
+                check(w in lines[0], "%r not in %r" % (w, lines[0]))
+
+        # Every connection drops after 3 MiB: reconnect and finish.
+        s.control("set", nbd_drop_after_bytes=3 * MiB)
+        _, _, err = env.cbtfs(*base)
+        check("retrying" in err, "no reconnect happened: %r" % err)
+        s.control("set", nbd_drop_after_bytes=0)
+        check(points()[0]["readable"], "the backup did not complete")
+        mnt = env.mount(store, env.path("m1"))
+        check(cb.sha256(os.path.join(mnt, "by-vm/web/root/latest"))
+              == cb.sha256(guest), "the image differs after reconnects")
+        cb.unmount(mnt)
+
+        # Every read fails: a clear error; the next run finishes the copy.
+        cb.write_at(guest, 0, os.urandom(8 * MiB))
+        s.control("write_file", vdi=vdi, path=guest)
+        s.control("set", nbd_drop_after_bytes=1)
+        rc, _, err = env.cbtfs(*base, "--nbd-connections", "1", ok=False)
+        s.control("set", nbd_drop_after_bytes=0)
+        check(rc == 1, "a backup whose reads all failed exited %d" % rc)
+        one_error_line(err, "NBD", "read at offset")
+        p = points()[1]
+        check(not p["complete"], "a failed copy claims to be complete")
+        check(s.control("vdi", uuid=p["snapshot"])["type"] == "user",
+              "the unfinished snapshot lost its data")
+        s.control("reset_stats")
+        env.cbtfs(*base)
+        pts = points()
+        check(all(q["readable"] for q in pts), "not finished: %s" % pts)
+        missing = p["changed_blocks"] - p["present_blocks"]
+        got = s.control("stats")["nbd"]["by_vdi"][p["snapshot"]]
+        check(got["bytes"] == missing * cb.BLOCK, "finishing read %d bytes for "
+              "%d missing blocks" % (got["bytes"], missing))
+
+        # A slow host: bounded by --timeout, one clear line.
+        before = points()
+        s.control("set", xapi_delay_ms=3000)
+        rc, _, err = env.cbtfs(*base, "--timeout", "1", ok=False)
+        s.control("set", xapi_delay_ms=0)
+        check(rc == 1, "a slow XAPI exited %d" % rc)
+        one_error_line(err, "timed out")
+        check(points() == before, "a failed login changed the store")
+
+        # Slow NBD: each wait bounded, then a clear failure.
+        cb.write_at(guest, 9 * MiB, os.urandom(MiB))
+        s.control("write_file", vdi=vdi, path=guest)
+        s.control("set", nbd_read_delay_ms=3000)
+        rc, _, err = env.cbtfs(*base, "--timeout", "1", "--nbd-connections", "1",
+                               ok=False)
+        s.control("set", nbd_read_delay_ms=0)
+        check(rc == 1, "slow NBD exited %d" % rc)
+        one_error_line(err, "no answer within 1 s")
+        env.cbtfs(*base)                      # and it finishes later
+
+        # Two backups at once: the second one refuses.
+        cb.write_at(guest, 20 * MiB, os.urandom(4 * MiB))
+        s.control("write_file", vdi=vdi, path=guest)
+        s.control("set", nbd_read_delay_ms=300)
+        disk_dir = os.path.join(store, "disks", vdi)
+        layers = set(os.listdir(disk_dir))
+        first = subprocess.Popen([cb.cbtfs_binary()] + base + ["-q"])
+        env.on_close(lambda: first.poll() is None and first.kill())
+        deadline = time.monotonic() + 60
+        while set(os.listdir(disk_dir)) == layers:     # it is copying now
+            check(first.poll() is None, "the first backup ended early")
+            check(time.monotonic() < deadline, "the first backup made no layer")
+            time.sleep(0.02)
+        rc, _, err = env.cbtfs(*base, ok=False)
+        check(rc == 1 and "another cbtfs backup is using the store" in err,
+              "a second backup did not refuse: %d %r" % (rc, err))
+        check(first.wait(timeout=120) == 0, "the first backup failed")
+        s.control("set", nbd_read_delay_ms=0)
+
+        # A backup committing under a live mount: open readers carry on.
+        mnt = env.mount(store, env.path("m2"))
+        img = os.path.join(mnt, "by-vm/web/root/latest")
+        with open(guest, "rb") as g:
+            want = g.read()
+        f = open(img, "rb")
+        check(f.read(SIZE // 2) == want[:SIZE // 2], "first half wrong")
+        cb.write_at(guest, 0, os.urandom(SIZE))
+        s.control("write_file", vdi=vdi, path=guest)
+        env.cbtfs(*base)
+        check(f.read() == want[SIZE // 2:], "an open reader was disturbed by "
+              "a backup")
+        f.close()
+        cb.unmount(mnt)
+
+        # kill -9 of the mount daemon: recoverable, and a new mount works.
+        m = env.mount_fg(store, env.path("m3"))
+        m.proc.kill()
+        m.proc.wait()
+        subprocess.run(["fusermount3", "-u", m.mnt], check=True)
+        check(not os.path.ismount(m.mnt), "still mounted after fusermount3 -u")
+        mnt = env.mount(store, m.mnt)
+        check(cb.sha256(os.path.join(mnt, "by-vm/web/root/latest"))
+              == cb.sha256(guest), "the new mount reads wrong")
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()

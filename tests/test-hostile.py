@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""End to end: hostile input from XenServer never harms the store.
+
+Names with '/', '..', tabs, newlines, 2000 bytes, non-ASCII text, empty,
+or "by-uuid" become safe, stable, readable names in the mount.  Malformed
+XAPI answers (missing Status, wrong types, a control character, a huge
+string, an answer over the size limit) end in one clear line, commit no
+layer, and leave earlier points readable.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import cbtfs as cb  # noqa: E402
+import sim  # noqa: E402
+from cbtfs import check  # noqa: E402
+
+MiB = 1 << 20
+
+NAMES = {
+    "a/b": "a_b",
+    "..": "_..",
+    ".": "_.",
+    "tab\there": "tab_here",
+    "new\nline": "new_line",
+    "by-uuid": "by-uuid",
+    "日本語のVM": "日本語のVM",
+    "": "unnamed",
+}
+LONG = "é" * 1000                     # 2000 bytes
+
+
+def main():
+    with sim.Sim() as s, cb.Env() as env:
+        info = s.info
+        vms = {}
+        for name in list(NAMES) + [LONG]:
+            vms[name] = s.control("create_vm", name=name, disks=[
+                {"name": name, "size": MiB}, {"name": name, "size": MiB}])
+        pw = env.password_file()
+        store = env.path("store")
+        base = ["backup", store, "--server", info["xapi_url"], "--ca-file",
+                info["ca_file"], "--password-file", pw]
+        env.cbtfs(*base)
+
+        mnt = env.mount(store, env.path("m1"))
+        listed = sorted(os.listdir(os.path.join(mnt, "by-vm")))
+        want = sorted(list(NAMES.values()) + [LONG[:100]])
+        check(listed == want, "by-vm lists %r, expected %r" % (listed, want))
+        for name, safe in list(NAMES.items()) + [(LONG, LONG[:100])]:
+            disks = sorted(os.listdir(os.path.join(mnt, "by-vm", safe)))
+            check(disks == [safe + "-0", safe + "-1"], "%r has disks %r"
+                  % (safe, disks))
+            img = os.path.join(mnt, "by-vm", safe, safe + "-0", "latest")
+            check(os.path.getsize(img) == MiB, "%r unreadable" % safe)
+        first = sorted(os.walk(mnt))
+        cb.unmount(mnt)
+
+        # Names stay put: a later VM takes a suffix, not an earlier name.
+        s.control("create_vm", name="a/b", disks=[{"name": "x", "size": MiB}])
+        env.cbtfs(*base)
+        mnt = env.mount(store, env.path("m2"))
+        check("a_b.2" in os.listdir(os.path.join(mnt, "by-vm")),
+              "the later VM did not get a suffix")
+        for d, dirs, files in first:
+            rel = os.path.relpath(d, env.path("m1"))
+            check(os.path.isdir(os.path.join(mnt, rel)), "%s moved" % rel)
+        cb.unmount(mnt)
+
+        # Malformed answers: one line, nothing committed.
+        before = env.ls_json(store)
+        bad = {
+            "no Status": "<?xml version=\"1.0\"?><methodResponse><params><param>"
+                         "<value><struct><member><name>Value</name><value>x"
+                         "</value></member></struct></value></param></params>"
+                         "</methodResponse>",
+            "control character": "<?xml version=\"1.0\"?><methodResponse>"
+                                 "<params><param><value>\x01</value></param>"
+                                 "</params></methodResponse>",
+            "huge string": "<?xml version=\"1.0\"?><methodResponse><params>"
+                           "<param><value><struct><member><name>Status</name>"
+                           "<value>Success</value></member><member><name>Value"
+                           "</name><value>" + "x" * (20 * MiB) + "</value>"
+                           "</member></struct></value></param></params>"
+                           "</methodResponse>",
+            "too big": "<?xml version=\"1.0\"?>" + " " * (65 * MiB),
+        }
+        for what, body in bad.items():
+            s.control("set", raw_next={"method": "VM.get_all_records", "body": body})
+            rc, _, err = env.cbtfs(*base, ok=False)
+            lines = err.strip().splitlines()
+            check(rc == 1 and len(lines) == 1, "%s: exit %d, %r" % (what, rc, err[:300]))
+            print("%s -> %s" % (what, lines[0][:200]))
+            check(env.ls_json(store) == before, "%s: the store changed" % what)
+        # A record with a field of the wrong type.
+        s.control("set", return_next={"method": "VDI.get_record", "value": {
+            "uuid": "x", "virtual_size": ["not", "an", "int"]}})
+        rc, _, err = env.cbtfs(*base, "--vm", vms["a/b"]["vm"], ok=False)
+        check(rc == 1 and "not" in err and "VDI.get_record" in err,
+              "wrong type: %d %r" % (rc, err))
+        check(env.ls_json(store) == before, "wrong type: the store changed")
+        mnt = env.mount(store, env.path("m3"))
+        check(os.path.getsize(os.path.join(mnt, "by-vm", "a_b", "a_b-0", "latest"))
+              == MiB, "an earlier point is gone")
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()

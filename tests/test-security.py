@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""End to end: secrets stay secret, the store stays private, TLS stays on.
+
+- The password and session ids (an NBD export name carries one) appear
+  in no argument list, log line or error message of backup, mount,
+  fetch or verify, even with -v.
+- The store is created 0700 and every file in it 0600; the mount is not
+  open to other users unless -o allow_other is given.
+- TLS to XAPI is verified unless --insecure, which warns; an NBD server
+  that does not offer TLS is refused, never used in clear.
+"""
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import cbtfs as cb  # noqa: E402
+import sim  # noqa: E402
+from cbtfs import check  # noqa: E402
+
+MiB = 1 << 20
+PASSWORD = "s3cret-Pa55word"
+
+
+def main():
+    if os.geteuid() != 0:
+        cb.skip("needs root to try the mount as another user")
+    with sim.Sim("--password", PASSWORD) as s, cb.Env() as env:
+        info = s.info
+        vm = s.control("create_vm", name="web", disks=[{"name": "root", "size": 8 * MiB}])
+        vdi = vm["disks"][0]["vdi"]
+        guest = env.path("root.img")
+        with open(guest, "wb") as f:
+            f.write(os.urandom(8 * MiB))
+        s.control("write_file", vdi=vdi, path=guest)
+        pw = env.password_file(PASSWORD)
+        store = env.path("store")
+        srv = ["--server", info["xapi_url"], "--ca-file", info["ca_file"],
+               "--password-file", pw]
+        said = []
+
+        def run(*args, ok=True):
+            r = env.cbtfs(*args, ok=ok)
+            said.append(r[1] + r[2])
+            return r
+
+        run("backup", store, "-v", *srv)
+        run("backup", store, "--no-copy", "-v", *srv)
+        s.control("expire_sessions")      # errors quoting a session ref?
+        m = env.mount_fg(store, env.path("m"), "-v", *srv)
+        with open("/proc/%d/cmdline" % m.proc.pid, "rb") as f:
+            said.append(f.read().decode(errors="replace"))
+        latest = os.path.join(m.mnt, "by-vm/web/root/latest")
+        check(cb.sha256(latest) == cb.sha256(guest), "lazy read wrong")
+        mounts = open("/proc/mounts").read()
+        line = [ln for ln in mounts.splitlines() if m.mnt in ln][0]
+        check("allow_other" not in line, "mounted with allow_other: %s" % line)
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534",
+                            "--clear-groups", "ls", m.mnt], capture_output=True)
+        check(r.returncode != 0, "another user could list the mount")
+        check(m.unmount() == 0, "mount failed")
+        said.append(m.log())
+        run("verify", store, "-v", *srv)
+        run("fetch", store, "-v", *srv)
+        run("backup", store, "-v", *srv[:-2], "--password-file",
+            env.password_file("wrong", name="bad"), ok=False)
+        for text in said:
+            for secret in (PASSWORD, "OpaqueRef:", "session_id"):
+                check(secret not in text, "%r appeared in: %r" % (secret, text))
+
+        # The store is private.
+        check(os.stat(store).st_mode & 0o777 == 0o700, "store is not 0700")
+        for d, dirs, files in os.walk(store):
+            for x in dirs:
+                mode = os.stat(os.path.join(d, x)).st_mode & 0o777
+                check(mode == 0o700, "%s is %o" % (os.path.join(d, x), mode))
+            for x in files:
+                mode = os.stat(os.path.join(d, x)).st_mode & 0o777
+                check(mode == 0o600, "%s is %o" % (os.path.join(d, x), mode))
+
+        # XAPI: no --ca-file is an error; --insecure works but warns.
+        rc, _, err = env.cbtfs("backup", store, "--server", info["xapi_url"],
+                               "--password-file", pw, ok=False)
+        check(rc == 1 and "not trusted" in err, "unverified TLS accepted: %r" % err)
+        rc, _, err = env.cbtfs("backup", store, "--server", info["xapi_url"],
+                               "--password-file", pw, "--insecure", ok=False)
+        check(rc == 0 and "NOT checked" in err, "--insecure: %d %r" % (rc, err))
+
+        # NBD: a server without TLS is refused, never read in clear.
+        cb.write_at(guest, 0, os.urandom(MiB))
+        s.control("write_file", vdi=vdi, path=guest)
+        run("backup", store, "--no-copy", *srv)
+        snap = env.ls_json(store)["disks"][0]["points"][-1]["snapshot"]
+        path = s.control("vdi", uuid=snap)["path"]
+        import socket
+        with socket.socket() as so:
+            so.bind((info["nbd_address"], 0))
+            port = so.getsockname()[1]
+        pidfile = env.path("nbdkit.pid")
+        nbdkit = subprocess.Popen(["nbdkit", "-f", "--exit-with-parent", "-r",
+                                   "-P", pidfile, "-i", info["nbd_address"],
+                                   "-p", str(port), "file", path])
+        env.on_close(lambda: nbdkit.poll() is None and nbdkit.terminate())
+        cb.wait_for_file(pidfile, nbdkit)
+        s.control("nbd_override", vdi=snap, address=info["nbd_address"], port=port)
+        rc, _, err = env.cbtfs("fetch", store, snap, *srv, ok=False)
+        check(rc == 1 and "TLS" in err, "a clear-text NBD server was used: %r" % err)
+        check("retrying" not in err, "refused TLS was retried: %r" % err)
+        pts = env.ls_json(store)["disks"][0]["points"]
+        check(pts[-1]["present_blocks"] == 0, "blocks came over clear text")
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()

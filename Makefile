@@ -38,10 +38,18 @@ CLI_OBJ    = $(call obj,$(CLI_SRC))
 UNIT_TESTS = test-xmlrpc test-bitmap test-store test-resolve
 UNIT_BINS  = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 
+# Fuzz targets (tests/fuzz): with gcc they link a driver that replays
+# files; `make fuzz` builds them with clang's libFuzzer instead.
+FUZZ_TARGETS = fuzz-xmlrpc fuzz-bitmap fuzz-manifest fuzz-layer
+FUZZ_BINS    = $(addprefix $(BUILD)/tests/,$(FUZZ_TARGETS))
+FUZZ_DRIVER ?= $(BUILD)/tests/fuzz/replay.o
+FUZZ_LDFLAGS ?=
+FUZZ_SECONDS ?= 60
+
 DEPS_STAMP = $(BUILD)/.deps-ok
 
 .PHONY: all deps check check-unit check-e2e check-valgrind check-asan \
-        check-crash demo clean
+        check-crash fuzz demo clean
 .DEFAULT_GOAL := all
 
 all: cbtfs
@@ -73,10 +81,32 @@ $(BUILD)/tests/test-store: $(BUILD)/tests/unit/test-store.o $(CHAIN_OBJ) $(COMMO
 $(BUILD)/tests/test-resolve: $(BUILD)/tests/unit/test-resolve.o $(CHAIN_OBJ) $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 
+$(BUILD)/tests/fuzz-xmlrpc: $(BUILD)/tests/fuzz/fuzz-xmlrpc.o $(XAPI_OBJ) $(COMMON_OBJ) $(FUZZ_DRIVER)
+	$(CC) $(ALL_LDFLAGS) $(FUZZ_LDFLAGS) $^ $(XAPI_LIBS) -o $@
+$(BUILD)/tests/fuzz-bitmap: $(BUILD)/tests/fuzz/fuzz-bitmap.o $(BUILD)/chain/bitmap.o $(COMMON_OBJ) $(FUZZ_DRIVER)
+	$(CC) $(ALL_LDFLAGS) $(FUZZ_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
+$(BUILD)/tests/fuzz-manifest: $(BUILD)/tests/fuzz/fuzz-manifest.o $(CHAIN_OBJ) $(COMMON_OBJ) $(FUZZ_DRIVER)
+	$(CC) $(ALL_LDFLAGS) $(FUZZ_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
+$(BUILD)/tests/fuzz-layer: $(BUILD)/tests/fuzz/fuzz-layer.o $(CHAIN_OBJ) $(COMMON_OBJ) $(FUZZ_DRIVER)
+	$(CC) $(ALL_LDFLAGS) $(FUZZ_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
+
 check: all check-unit check-e2e
 
-check-unit: $(UNIT_BINS)
+# Unit tests, then every fuzz target over its seeds and the inputs that
+# once broke it (tests/fuzz/regress).
+check-unit: $(UNIT_BINS) $(FUZZ_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "unit: $$t"; $$t; done
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  $(BUILD)/tests/$$t $$(ls -d tests/fuzz/seeds/$$t tests/fuzz/regress/$$t 2>/dev/null); done
+
+# libFuzzer on every target for FUZZ_SECONDS each; a crash is kept in
+# tests/fuzz/regress/TARGET/ (commit it with the fix).
+fuzz: deps
+	$(MAKE) BUILD=build/fuzz CC=clang CFLAGS="-O1 -g" \
+	  SAN="-fsanitize=fuzzer-no-link,address,undefined" \
+	  FUZZ_DRIVER= FUZZ_LDFLAGS=-fsanitize=fuzzer \
+	  $(addprefix build/fuzz/tests/,$(FUZZ_TARGETS))
+	./tests/fuzz/run build/fuzz/tests $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 check-e2e: $(BUILD)/cbtfs
 	CBTFS=$(abspath $(BUILD)/cbtfs) PYTHON=$(PYTHON) ./tests/run
@@ -101,7 +131,7 @@ demo: all
 	$(PYTHON) scripts/demo.py ./cbtfs
 
 clean:
-	rm -rf build/asan $(BUILD)/cbtfs $(BUILD)/common $(BUILD)/xapi \
+	rm -rf build/asan build/fuzz $(BUILD)/cbtfs $(BUILD)/common $(BUILD)/xapi \
 	  $(BUILD)/chain $(BUILD)/fs $(BUILD)/cli $(BUILD)/tests cbtfs
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

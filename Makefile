@@ -49,7 +49,7 @@ FUZZ_SECONDS ?= 60
 DEPS_STAMP = $(BUILD)/.deps-ok
 
 .PHONY: all deps check check-unit check-e2e check-valgrind check-asan \
-        check-crash fuzz demo clean
+        check-crash fuzz demo bench clean
 .DEFAULT_GOAL := all
 
 all: cbtfs
@@ -90,6 +90,9 @@ $(BUILD)/tests/fuzz-manifest: $(BUILD)/tests/fuzz/fuzz-manifest.o $(CHAIN_OBJ) $
 $(BUILD)/tests/fuzz-layer: $(BUILD)/tests/fuzz/fuzz-layer.o $(CHAIN_OBJ) $(COMMON_OBJ) $(FUZZ_DRIVER)
 	$(CC) $(ALL_LDFLAGS) $(FUZZ_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 
+$(BUILD)/tests/mkchain: $(BUILD)/tests/bench/mkchain.o $(CHAIN_OBJ) $(COMMON_OBJ)
+	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
+
 check: all check-unit check-e2e
 
 # Unit tests, then every fuzz target over its seeds and the inputs that
@@ -129,6 +132,11 @@ check-asan: deps
 
 demo: all
 	$(PYTHON) scripts/demo.py ./cbtfs
+
+# Ratios against nbdcopy, nbdfuse, cat and fio, measured in one run
+# (BENCHMARKS.md keeps what it printed).
+bench: all $(BUILD)/tests/mkchain
+	$(PYTHON) scripts/bench.py ./cbtfs
 
 clean:
 	rm -rf build/asan build/fuzz $(BUILD)/cbtfs $(BUILD)/common $(BUILD)/xapi \

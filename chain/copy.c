@@ -119,64 +119,155 @@ job_failed (struct job *j)
   return j->failed;
 }
 
-/* Read [first, first+n) blocks, reconnecting with back-off when the
- * connection fails (xapi-nbd drops it after any error). */
-static int
-read_run (struct job *j, struct nbdsrc_conn **c, uint8_t *buf,
-          uint64_t first, unsigned n)
-{
-  uint64_t off = first << CHAIN_BLOCK_SHIFT;
-  size_t len = MIN ((uint64_t) n << CHAIN_BLOCK_SHIFT, j->l->meta.size - off);
-  unsigned attempt;
-  bool permanent = false;
+/* One read in flight on a worker's connection. */
+struct run {
+  bool busy;
+  uint64_t first;               /* first block */
+  unsigned n;                   /* blocks */
+  size_t len;                   /* bytes to read (the disk's tail is short) */
+  int64_t cookie;
+  uint8_t *buf;                 /* n blocks */
+};
 
-  for (attempt = 0;; attempt++) {
-    if (*c == NULL)
-      *c = connect_fresh (j, &permanent);
-    if (*c && nbdsrc_pread (*c, buf, len, off, j->o->timeout) == 0)
-      break;
+/* Connect if need be and (re)start every busy run.  0, or -1 with
+ * err_* (*PERMANENT when retrying cannot help). */
+static int
+start_all (struct job *j, struct nbdsrc_conn **c, struct run *runs,
+           unsigned depth, bool *permanent)
+{
+  if (*c == NULL && (*c = connect_fresh (j, permanent)) == NULL)
+    return -1;
+  for (unsigned i = 0; i < depth; i++)
+    if (runs[i].busy
+        && (runs[i].cookie = nbdsrc_start_read (*c, runs[i].buf, runs[i].len,
+                                                runs[i].first
+                                                << CHAIN_BLOCK_SHIFT)) == -1)
+      return -1;
+  return 0;
+}
+
+/* After a failure: drop the connection, wait (1, 2, 4 … s: a host that
+ * dropped us needs a moment) and start everything in flight again on a
+ * new one (xapi-nbd drops a connection after any error).  0, or -1
+ * when retries are used up or cannot help. */
+static int
+recover (struct job *j, struct nbdsrc_conn **c, struct run *runs,
+         unsigned depth, unsigned *attempt, bool permanent)
+{
+  for (;;) {
     nbdsrc_close (*c);
     *c = NULL;
-    if (permanent || attempt >= j->o->retries || job_failed (j))
+    if (permanent || *attempt >= j->o->retries || job_failed (j))
       return -1;
     log_warn ("%s (retrying)", err_get ());
-    /* 1, 2, 4 … s: a host that dropped us needs a moment. */
-    sleep (1u << MIN (attempt, 4u));
+    sleep (1u << MIN (*attempt, 4u));
+    ++*attempt;
+    if (start_all (j, c, runs, depth, &permanent) == 0)
+      return 0;
   }
+}
+
+/* A read finished: its blocks go into the layer. */
+static int
+finish_run (struct job *j, struct run *r)
+{
   /* The tail block is short; the layer stores whole blocks. */
-  memset (buf + len, 0, ((size_t) n << CHAIN_BLOCK_SHIFT) - len);
+  memset (r->buf + r->len, 0, ((size_t) r->n << CHAIN_BLOCK_SHIFT) - r->len);
+  for (unsigned i = 0; i < r->n; i++)
+    if (layer_put_block (j->l, r->first + i,
+                         r->buf + ((size_t) i << CHAIN_BLOCK_SHIFT)) == -1)
+      return -1;
   pthread_mutex_lock (&j->lock);
-  j->st.bytes += len;
+  j->st.bytes += r->len;
   j->st.requests++;
+  j->st.blocks += r->n;
   pthread_mutex_unlock (&j->lock);
+  r->busy = false;
+  if (layer_pending_bytes (j->l) >= SYNC_EVERY && layer_sync (j->l) == -1)
+    return -1;
   return 0;
+}
+
+/* Claim runs into free slots and start them on C (if connected).
+ * Returns the number in flight, or -1 when starting one failed. */
+static int
+fill_pipe (struct job *j, struct nbdsrc_conn *c, struct run *runs,
+           unsigned depth, bool *more)
+{
+  unsigned i, inflight = 0;
+  int ret = 0;
+
+  for (i = 0; i < depth; i++) {
+    struct run *r = &runs[i];
+    if (!r->busy && *more) {
+      if (!claim (j, &r->first, &r->n))
+        *more = false;
+      else {
+        uint64_t off = r->first << CHAIN_BLOCK_SHIFT;
+        r->busy = true;
+        r->len = MIN ((uint64_t) r->n << CHAIN_BLOCK_SHIFT,
+                      j->l->meta.size - off);
+        if (c && ret == 0
+            && (r->cookie = nbdsrc_start_read (c, r->buf, r->len, off)) == -1)
+          ret = -1;
+      }
+    }
+    inflight += r->busy;
+  }
+  return ret == -1 ? -1 : (int) inflight;
 }
 
 static void *
 worker (void *arg)
 {
   struct job *j = arg;
+  unsigned depth = MAX (j->o->depth, 1u), attempt = 0, i;
+  struct run *runs = calloc (depth, sizeof *runs);
   struct nbdsrc_conn *c = NULL;
-  uint8_t *buf = malloc ((size_t) j->o->request_blocks << CHAIN_BLOCK_SHIFT);
-  uint64_t first;
-  unsigned n, i;
+  bool more = true, permanent = false;
 
-  if (buf == NULL) {
+  for (i = 0; runs && i < depth; i++)
+    if ((runs[i].buf = malloc ((size_t) j->o->request_blocks
+                               << CHAIN_BLOCK_SHIFT)) == NULL)
+      break;
+  if (runs == NULL || i < depth) {
     err_set (ENOMEM, "out of memory");
-    job_fail (j);
-    goto out;
+    goto fail;
   }
-  while (claim (j, &first, &n)) {
-    if (read_run (j, &c, buf, first, n) == -1)
-      goto fail;
-    for (i = 0; i < n; i++)
-      if (layer_put_block (j->l, first + i,
-                           buf + ((size_t) i << CHAIN_BLOCK_SHIFT)) == -1)
+  for (;;) {
+    int inflight = fill_pipe (j, c, runs, depth, &more);
+    int64_t cookie;
+
+    if (inflight == 0)
+      break;
+    if (inflight == -1 || c == NULL) {
+      /* Not connected yet, or a start failed: (re)start everything. */
+      if (start_all (j, &c, runs, depth, &permanent) == -1
+          && recover (j, &c, runs, depth, &attempt, permanent) == -1)
         goto fail;
-    pthread_mutex_lock (&j->lock);
-    j->st.blocks += n;
-    pthread_mutex_unlock (&j->lock);
-    if (layer_pending_bytes (j->l) >= SYNC_EVERY && layer_sync (j->l) == -1)
+      continue;
+    }
+    cookie = nbdsrc_wait_any (c, j->o->timeout);
+    if (cookie == -1) {
+      /* Name the oldest read that was lost with the connection. */
+      uint64_t first = UINT64_MAX;
+      for (i = 0; i < depth; i++)
+        if (runs[i].busy)
+          first = MIN (first, runs[i].first);
+      err_prefix ("read at offset %" PRIu64, first << CHAIN_BLOCK_SHIFT);
+      if (recover (j, &c, runs, depth, &attempt, false) == -1)
+        goto fail;
+      continue;
+    }
+    for (i = 0; i < depth; i++)
+      if (runs[i].busy && runs[i].cookie == cookie)
+        break;
+    if (i == depth) {
+      err_set (EPROTO, "NBD: a read finished that was never started");
+      goto fail;
+    }
+    attempt = 0;
+    if (finish_run (j, &runs[i]) == -1)
       goto fail;
   }
   goto out;
@@ -185,7 +276,9 @@ worker (void *arg)
   job_fail (j);
  out:
   nbdsrc_close (c);
-  free (buf);
+  for (i = 0; runs && i < depth; i++)
+    free (runs[i].buf);
+  free (runs);
   pthread_mutex_lock (&j->lock);
   j->running--;
   pthread_cond_signal (&j->cond);

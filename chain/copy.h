@@ -2,7 +2,8 @@
  *
  * Copies every block of a layer's set that is not yet present, over
  * several NBD connections at once (xapi-nbd serves each connection one
- * request at a time, so parallelism needs connections), coalescing
+ * request at a time, so parallelism needs connections), with a few
+ * reads in flight on each (which hides the round trip), coalescing
  * adjacent blocks into larger requests.  Blocks become present in
  * batches (layer_sync), so a crash or a lost connection costs only the
  * last unsynced batch; the next run copies just what is missing.
@@ -25,6 +26,7 @@
 struct copy_opts {
   unsigned conns;               /* NBD connections (1..16; xapi-nbd's limit) */
   unsigned request_blocks;      /* blocks per NBD request (coalescing) */
+  unsigned depth;               /* reads in flight per connection */
   unsigned retries;             /* reconnects per connection before giving up */
   int timeout;                  /* seconds for any one NBD wait */
   bool progress;                /* print progress to stderr (a terminal) */

@@ -289,12 +289,11 @@ nbdsrc_size (struct nbdsrc_conn *c)
   return c->size;
 }
 
-int
-nbdsrc_pread (struct nbdsrc_conn *c, void *buf, size_t count,
-              uint64_t offset, int timeout)
+int64_t
+nbdsrc_start_read (struct nbdsrc_conn *c, void *buf, size_t count,
+                   uint64_t offset)
 {
   int64_t cookie;
-  char what[64];
 
   if (offset % 512 || count % 512 || offset > c->size
       || count > c->size - offset) {
@@ -302,12 +301,57 @@ nbdsrc_pread (struct nbdsrc_conn *c, void *buf, size_t count,
              "the end", c->label, count, offset);
     return -1;
   }
-  snprintf (what, sizeof what, "read at offset %" PRIu64, offset);
   cookie = nbd_aio_pread (c->h, buf, count, offset, NBD_NULL_COMPLETION, 0);
   if (cookie == -1) {
+    char what[64];
+    snprintf (what, sizeof what, "read at offset %" PRIu64, offset);
     nbd_failed (c->label, what, c->secret);
+  }
+  return cookie;
+}
+
+static int
+any_completed (struct nbd_handle *h, int64_t unused)
+{
+  (void) unused;
+  if (nbd_aio_peek_command_completed (h) > 0)
+    return 1;
+  if (nbd_aio_in_flight (h) <= 0) {
+    /* Nothing left to wait for: the connection died under us. */
+    return nbd_aio_is_ready (h) ? 1 : -1;
+  }
+  return 0;
+}
+
+int64_t
+nbdsrc_wait_any (struct nbdsrc_conn *c, int timeout)
+{
+  int64_t cookie;
+
+  if (wait_until (c, any_completed, 0, timeout, "read") == -1)
+    return -1;
+  cookie = nbd_aio_peek_command_completed (c->h);
+  if (cookie <= 0) {
+    err_set (EIO, "%s: read: nothing in flight", c->label);
     return -1;
   }
+  if (nbd_aio_command_completed (c->h, cookie) == -1) {
+    nbd_failed (c->label, "read", c->secret);
+    return -1;
+  }
+  return cookie;
+}
+
+int
+nbdsrc_pread (struct nbdsrc_conn *c, void *buf, size_t count,
+              uint64_t offset, int timeout)
+{
+  char what[64];
+  int64_t cookie = nbdsrc_start_read (c, buf, count, offset);
+
+  if (cookie == -1)
+    return -1;
+  snprintf (what, sizeof what, "read at offset %" PRIu64, offset);
   return wait_until (c, completed, cookie, timeout, what);
 }
 

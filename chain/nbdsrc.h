@@ -55,6 +55,21 @@ extern int nbdsrc_pread (struct nbdsrc_conn *c, void *buf, size_t count,
                          uint64_t offset, int timeout)
   __attribute__ ((__nonnull__ (1, 2)));
 
+/* Start reading COUNT bytes at OFFSET (as nbdsrc_pread) into BUF, which
+ * must stay valid until the read completes.  Several reads may be in
+ * flight at once: xapi-nbd serves them in turn, which hides the round
+ * trip; other servers serve them in parallel.  The cookie (> 0), or -1
+ * with err_*. */
+extern int64_t nbdsrc_start_read (struct nbdsrc_conn *c, void *buf,
+                                  size_t count, uint64_t offset)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+/* Wait within TIMEOUT seconds for any started read to finish; its
+ * cookie, or -1 with err_* (a read failed or the connection died:
+ * close it; the reads still in flight are lost). */
+extern int64_t nbdsrc_wait_any (struct nbdsrc_conn *c, int timeout)
+  __attribute__ ((__nonnull__ (1)));
+
 /* Disconnect and free; NULL is a no-op. */
 extern void nbdsrc_close (struct nbdsrc_conn *c);
 

@@ -589,6 +589,7 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
   size_t n = 0, i, ok = 0;
   char *snap_vm = NULL;
   CLEANUP_FREE char *vmname = catalog_safe_name (vm->name);
+  double snapped = 0;
   int failures = 0;
 
   if (vmname == NULL)
@@ -616,6 +617,7 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
       v[i].failed = true;
     goto cleanup;
   }
+  snapped = now_monotonic ();
   for (i = 0; i < n; i++)
     if (!v[i].failed && describe_layer (b, vm, &v[i]) == -1)
       disk_failed (&v[i]);
@@ -640,6 +642,8 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
     }
     if (layer_complete (d->layer) && (!b->verify || verified (b, d)))
       cli_data_destroy (b->xs, d->snap_ref, d->snap.uuid);
+    log_info ("%s: done %.3f s after the snapshot", d->label,
+              now_monotonic () - snapped);
   }
 
  cleanup:
@@ -725,7 +729,8 @@ cmd_backup (int argc, char **argv)
   };
   struct server_opts so = CLI_SERVER_OPTS_INIT;
   struct backup b = {
-    .copy = { .conns = 4, .request_blocks = 16, .retries = 4 },
+    .copy = { .conns = 4, .request_blocks = 16, .depth = 4,
+              .retries = 4 },
   };
   /* From cron: only warnings and errors; on a terminal: what it does. */
   int c, r, verbose = isatty (STDERR_FILENO) ? 1 : 0, status = 2;

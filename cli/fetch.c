@@ -97,7 +97,8 @@ cmd_fetch (int argc, char **argv)
     { NULL, 0, NULL, 0 },
   };
   struct server_opts so = CLI_SERVER_OPTS_INIT;
-  struct copy_opts co = { .conns = 4, .request_blocks = 16, .retries = 4 };
+  struct copy_opts co = { .conns = 4, .request_blocks = 16, .depth = 4,
+              .retries = 4 };
   int c, r, verbose = isatty (STDERR_FILENO) ? 1 : 0, status = 0;
   bool keep = false;
   struct catalog *cat = NULL;

@@ -15,7 +15,7 @@ pkgs="build-essential pkg-config
       libfuse3-dev fuse3 libnbd-dev libcurl4-gnutls-dev libxml2-dev libxxhash-dev
       nbdkit libnbd-bin python3-libnbd qemu-utils
       openssl e2fsprogs util-linux kmod python3 ca-certificates
-      valgrind clang"
+      valgrind clang fio eatmydata"
 
 missing=
 for p in $pkgs; do

@@ -153,7 +153,9 @@ class Control:
                 "fail_next": {k: list(v) for k, v in m.fail_next.items()}}
 
     def op_nbd_override(self, b):
-        vdi = self.m.vdi_by_uuid_ctl(b.get("vdi"))
+        # "*" stands for every VDI without an override of its own (a
+        # benchmark serving snapshots through nbdkit).
+        vdi = self.m if b.get("vdi") == "*" else self.m.vdi_by_uuid_ctl(b.get("vdi"))
         if b.get("address") is None:
             vdi.override = None
             return {"override": None}
@@ -162,7 +164,7 @@ class Control:
             if b.get(k) is not None:
                 ov[k] = _need(b, k, str)
         vdi.override = ov
-        self.log("nbd_override set on %s -> %s:%d" % (vdi.rec["uuid"],
+        self.log("nbd_override set on %s -> %s:%d" % (b.get("vdi"),
                                                       ov["address"], ov["port"]))
         return {"override": ov}
 

@@ -130,6 +130,7 @@ class Model:
         self.return_next = {}         # method -> [[value], ...]: replace a result
         self.raw_next = {}            # method -> [body, ...]: answer verbatim
         self.expire_on = {}           # method -> [True, ...]: expire sessions first
+        self.override = None          # nbd_override for every VDI ("*")
         self.nbd_open = 0             # gauge, not reset by reset_stats
         self.next_domid = 1
         self.reset_stats()

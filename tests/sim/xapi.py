@@ -237,7 +237,7 @@ class Api:
             info = {"exportname": "/%s?session_id=%s" % (vdi.rec["uuid"], s),
                     "address": m.nbd_address, "port": m.nbd_port,
                     "cert": m.cert_pem, "subject": m.subject}
-            ov = vdi.override
+            ov = vdi.override or m.override
             if ov is not None:
                 info["address"] = ov["address"]
                 info["port"] = ov["port"]

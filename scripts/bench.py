@@ -1,0 +1,325 @@
+#!/usr/bin/env python3
+"""make bench: cbtfs against real tools, as ratios measured in one run.
+
+Absolute times on a shared machine are noise; ratios of two runs on the
+same data, minutes apart, are not.  Each row times cbtfs and a baseline
+(nbdcopy, nbdfuse, cat, fio, or cbtfs itself at another size or depth)
+and prints ours/theirs as a speed ratio (higher is better) unless the
+goal says otherwise.  Snapshots are served by nbdkit with TLS (loopback)
+through the XenServer stand-in's nbd_override, so cbtfs talks XAPI as
+it would to a host.  Needs root and the packages install-deps.sh adds.
+
+    scripts/bench.py [CBTFS]        BENCH_GIB (default 1), BENCH_BIG_GIB
+                                    (default 8), BENCH_ONLY=r1,r2,…
+"""
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
+import cbtfs as cb  # noqa: E402
+import sim  # noqa: E402
+
+MiB = 1 << 20
+GiB = 1 << 30
+SIZE = int(float(os.environ.get("BENCH_GIB", "1")) * GiB)
+BIG = int(float(os.environ.get("BENCH_BIG_GIB", "8")) * GiB)
+ONLY = [x for x in os.environ.get("BENCH_ONLY", "").split(",") if x]
+MKCHAIN = os.path.join(TOP, "build", "tests", "mkchain")
+
+rows = []
+
+
+def row(key, what, ours, theirs, goal, higher=True, unit="s"):
+    """Record a row: OURS and THEIRS are times (or rates if unit is a
+    rate); the ratio is theirs/ours for times, ours/theirs for rates."""
+    if unit == "s":
+        ratio = theirs / ours if higher else ours / theirs
+    else:
+        ratio = ours / theirs if higher else theirs / ours
+    ok = ratio >= goal if higher else ratio <= goal
+    rows.append((key, what, ours, theirs, unit, ratio, goal, higher, ok))
+    print("%-4s %-62s %8.3f %8.3f %s  %6.3f %s %s %s" % (
+        key, what, ours, theirs, unit, ratio, ">=" if higher else "<=", goal,
+        "ok" if ok else "MISSED"), flush=True)
+
+
+def extra(key, what, value, goal, unit, below=True):
+    ok = value < goal if below else value >= goal
+    rows.append((key, what, value, None, unit, None, goal, below, ok))
+    print("%-4s %-62s %10.3f %s  goal %s %s %s" % (
+        key, what, value, unit, "<" if below else ">=", goal,
+        "ok" if ok else "MISSED"), flush=True)
+
+
+def wanted(key):
+    return not ONLY or key in ONLY
+
+
+def timed(fn, *args):
+    t = time.monotonic()
+    fn(*args)
+    return time.monotonic() - t
+
+
+def run(*cmd, **kw):
+    return subprocess.run([str(c) for c in cmd], check=True, **kw)
+
+
+def cat(path):
+    """Read PATH sequentially in 1 MiB pieces, as cat does."""
+    with open(path, "rb", buffering=0) as f:
+        while f.readinto(BUF):
+            pass
+
+
+BUF = bytearray(MiB)
+
+
+def free_port(addr="127.0.0.1"):
+    with socket.socket() as so:
+        so.bind((addr, 0))
+        return so.getsockname()[1]
+
+
+class Bench:
+    def __init__(self, env, s):
+        self.env = env
+        self.s = s
+        self.info = s.info
+        self.pw = env.password_file()
+        self.store = env.path("store")
+        self.srv = ["--server", self.info["xapi_url"], "--ca-file",
+                    self.info["ca_file"], "--password-file", self.pw]
+        self.n = 0
+
+    def nbdkit(self, image, *filters):
+        """nbdkit serving IMAGE read-only with TLS on 127.0.0.1 (named in
+        the stand-in's certificate); returns its nbds:// URI."""
+        port = free_port()
+        pid = self.env.path("nbdkit-%d.pid" % port)
+        cmd = ["nbdkit", "-f", "--exit-with-parent", "-r", "-P", pid,
+               "-i", "127.0.0.1", "-p", str(port), "--tls=require",
+               "--tls-certificates=" + self.info["tls_dir"]]
+        args = []
+        for f in filters:
+            cmd.append("--filter=" + f[0])
+            args += f[1:]
+        p = subprocess.Popen(cmd + ["file", image] + args)
+        self.env.on_close(lambda: p.poll() is None and p.terminate())
+        cb.wait_for_file(pid, p)
+        return port, "nbds://127.0.0.1:%d/?tls-certificates=%s" % (
+            port, self.info["tls_dir"])
+
+    def disk(self, size, name=None):
+        """A VM with one disk of SIZE random bytes; (vm, vdi, guest file)."""
+        self.n += 1
+        name = name or "bench%d" % self.n
+        vm = self.s.control("create_vm", name=name,
+                            disks=[{"name": "d", "size": size}])
+        vdi = vm["disks"][0]["vdi"]
+        guest = self.env.path("%s.img" % name)
+        run("dd", "if=/dev/urandom", "of=" + guest, "bs=1M",
+            "count=%d" % (size // MiB), "status=none")
+        self.s.control("write_file", vdi=vdi, path=guest)
+        return vm, vdi, guest
+
+    def lazy_point(self, size, *filters):
+        """A --no-copy point of a new disk, its snapshot served by nbdkit
+        (with FILTERS); returns (image path in a mount, nbds URI, mount)."""
+        vm, vdi, guest = self.disk(size)
+        self.env.cbtfs("backup", self.store, "--no-copy", "--vm", vm["vm"],
+                       "-q", *self.srv)
+        snap = [d for d in self.env.ls_json(self.store)["disks"]
+                if d["uuid"] == vdi][0]["points"][-1]["snapshot"]
+        path = self.s.control("vdi", uuid=snap)["path"]
+        port, uri = self.nbdkit(path, *filters)
+        self.s.control("nbd_override", vdi=snap, address="127.0.0.1", port=port)
+        mnt = self.env.mount(self.store, self.env.path("m%d" % self.n), *self.srv)
+        return os.path.join(mnt, "by-uuid", vdi, snap + ".img"), uri, mnt, path
+
+    def nbdcopy(self, uri, *flags):
+        out = self.env.path("nbdcopy.out")
+        t = timed(run, "nbdcopy", *flags, uri, out)
+        os.unlink(out)
+        return t
+
+    def nbdfuse_cat(self, uri):
+        mnt = self.env.mkdir("nbdfuse%d" % self.n)
+        p = subprocess.Popen(["nbdfuse", "-r", mnt, uri])
+        self.env.on_close(lambda: p.poll() is None and p.kill())
+        f = os.path.join(mnt, "nbd")
+        deadline = time.monotonic() + 30
+        while not os.path.exists(f):
+            assert p.poll() is None and time.monotonic() < deadline, "nbdfuse"
+            time.sleep(0.05)
+        t = timed(cat, f)
+        cb.unmount(mnt)
+        p.wait()
+        return t
+
+
+def backup_time(env, *args):
+    """Run cbtfs backup -v; the time from its snapshot to the end of the
+    slowest disk, as cbtfs reports it (the stand-in copies data to take a
+    snapshot, where XenServer's are copy-on-write: not ours to time)."""
+    _, _, err = env.cbtfs("backup", *args, "-v")
+    return max(float(x) for x in re.findall(r"done ([0-9.]+) s after the "
+                                             r"snapshot", err))
+
+
+def fio_iops(path, seconds=10):
+    out = subprocess.run(["fio", "--name=r", "--filename=" + path,
+                          "--rw=randread", "--bs=4k", "--direct=1",
+                          "--numjobs=4", "--iodepth=1", "--time_based",
+                          "--runtime=%d" % seconds, "--group_reporting",
+                          "--output-format=json"], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out)["jobs"][0]["read"]["iops"]
+
+
+def main():
+    if len(sys.argv) > 1:
+        os.environ["CBTFS"] = os.path.abspath(sys.argv[1])
+    if os.geteuid() != 0:
+        sys.exit("make bench needs root (FUSE, dropping caches)")
+    print("cbtfs bench: %d MiB images, %d MiB for the incremental row"
+          % (SIZE // MiB, BIG // MiB))
+    print("%-4s %-62s %8s %8s    %6s" % ("", "what", "cbtfs", "base", "ratio"))
+    with sim.Sim() as s, cb.Env("cbtfs-bench") as env:
+        b = Bench(env, s)
+
+        if wanted("r1") or wanted("r4") or wanted("r5"):
+            img, uri, mnt, flat = b.lazy_point(SIZE)
+            ours = timed(cat, img)
+            row("r1", "cold read over NBD (TLS), kept, vs nbdcopy to a file",
+                ours, b.nbdcopy(uri), 0.9)
+            cb.unmount(mnt)
+            mnt = env.mount(b.store, env.path("again"))
+            img = os.path.join(mnt, os.path.relpath(img, os.path.dirname(
+                os.path.dirname(os.path.dirname(img)))))
+            cat(flat)                     # the flat file is in page cache
+            theirs = timed(cat, flat)
+            with open(img, "rb", buffering=0) as f:
+                first = timed(lambda: [None for _ in iter(lambda: f.readinto(BUF), 0)])
+                f.seek(0)
+                second = timed(lambda: [None for _ in iter(lambda: f.readinto(BUF), 0)])
+            row("r4", "first read, all blocks in the store, vs cat (page cache)",
+                first, theirs, 0.2)
+            row("r5", "second read of the open image vs cat (page cache)",
+                second, theirs, 0.9)
+            cb.unmount(mnt)
+
+        if wanted("r2") or wanted("r3"):
+            delay = ("delay", "rdelay=2ms")
+            img, uri, mnt, _ = b.lazy_point(SIZE, delay)
+            ours = timed(cat, img)
+            if wanted("r2"):
+                row("r2", "cold read, 2 ms per NBD read, vs nbdcopy (same delay)",
+                    ours, b.nbdcopy(uri), 0.8)
+            if wanted("r3"):
+                row("r3", "cold read, 2 ms per NBD read, vs nbdfuse + cat",
+                    ours, b.nbdfuse_cat(uri), 5)
+            cb.unmount(mnt)
+
+        if wanted("r6"):
+            vm, vdi, guest = b.disk(SIZE, "r6")
+            live = s.control("vdi", uuid=vdi)["path"]
+            port, uri = b.nbdkit(live)
+            s.control("nbd_override", vdi="*", address="127.0.0.1", port=port)
+            ours = backup_time(env, b.store, "--vm", "r6", *b.srv)
+            s.control("nbd_override", vdi="*")
+            row("r6", "baseline backup vs nbdcopy --flush to a file",
+                ours, b.nbdcopy(uri, "--flush"), 0.9)
+
+        if wanted("r7"):
+            vm, vdi, guest = b.disk(BIG, "r7")
+            live = s.control("vdi", uuid=vdi)["path"]
+            port, uri = b.nbdkit(live)
+            s.control("nbd_override", vdi="*", address="127.0.0.1", port=port)
+            full = backup_time(env, b.store, "--vm", "r7", *b.srv)
+            # 1 % of the blocks change.
+            import random
+            rng = random.Random(7)
+            nblocks = BIG // cb.BLOCK
+            for blk in rng.sample(range(nblocks), nblocks // 100):
+                s.control("write", vdi=vdi, offset=blk * cb.BLOCK,
+                          data_b64="AAECAw==")
+            incr = backup_time(env, b.store, "--vm", "r7", *b.srv)
+            s.control("nbd_override", vdi="*")
+            row("r7", "incremental backup, %d GiB, 1%% changed, vs its baseline"
+                % (BIG // GiB), incr, full, 0.03, higher=False)
+
+        if wanted("r8") or wanted("r9"):
+            chains = env.path("chains")
+            one = run(MKCHAIN, chains, "dddddddd-0000-4000-8000-000000000001",
+                      "depth1", 1, SIZE // MiB, 0, 1, capture_output=True,
+                      text=True).stdout.split()
+            deep = run(MKCHAIN, chains, "dddddddd-0000-4000-8000-000000001000",
+                       "depth1000", 1000, SIZE // MiB, 16, 2,
+                       capture_output=True, text=True).stdout.split()
+            mnt = env.mount(chains, env.path("chains-mnt"))
+            p1 = os.path.join(mnt, "by-uuid", "dddddddd-0000-4000-8000-000000000001",
+                              one[-1] + ".img")
+            p1000 = os.path.join(mnt, "by-uuid", "dddddddd-0000-4000-8000-000000001000",
+                                 deep[-1] + ".img")
+            if wanted("r8"):
+                row("r8", "sequential read at chain depth 1000 vs depth 1",
+                    timed(cat, p1000), timed(cat, p1), 0.9)
+            if wanted("r9"):
+                ours = fio_iops(p1)
+                flat = env.path("flat.img")
+                run("dd", "if=/dev/urandom", "of=" + flat, "bs=1M",
+                    "count=%d" % (SIZE // MiB), "status=none")
+                nf = env.mkdir("nbdfuse-flat")
+                p = subprocess.Popen(["nbdfuse", "-r", nf, "--command", "nbdkit",
+                                      "-s", "--exit-with-parent", "file", flat])
+                env.on_close(lambda: p.poll() is None and p.kill())
+                deadline = time.monotonic() + 30
+                while not os.path.exists(os.path.join(nf, "nbd")):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+                theirs = fio_iops(os.path.join(nf, "nbd"))
+                cb.unmount(nf)
+                row("r9", "4 KiB random O_DIRECT reads, 4 readers (fio) vs "
+                    "nbdfuse/nbdkit file", ours, theirs, 1.0, unit="IOPS")
+            cb.unmount(mnt)
+
+        if wanted("x1"):
+            many = env.path("many")
+            for i in range(100):
+                run("eatmydata", MKCHAIN, many,
+                    "eeeeeeee-0000-4000-8000-%012d" % i, "vm%d" % i, 1000, 1,
+                    1, i + 10, stdout=subprocess.DEVNULL)
+            mp = env.mkdir("many-mnt")
+            t = timed(env.cbtfs, "mount", many, mp)
+            cb.unmount(mp)
+            extra("x1", "mount a store of 100 disks x 1000 layers", t, 1.0, "s")
+
+        if wanted("x2"):
+            big = env.path("big")
+            run("eatmydata", MKCHAIN, big, "ffffffff-0000-4000-8000-000000000064",
+                "big", 1, 64 * 1024, 0, 3, 2, stdout=subprocess.DEVNULL)
+            mp = env.mkdir("big-mnt")
+            m = env.mount_fg(big, mp)
+            img = [os.path.join(d, f) for d, _, fs in os.walk(
+                os.path.join(mp, "by-uuid")) for f in fs][0]
+            cat(img)
+            with open("/proc/%d/status" % m.proc.pid) as f:
+                hwm = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024
+            m.unmount()
+            extra("x2", "peak RSS of the mount streaming a 64 GiB image", hwm,
+                  256, "MiB")
+
+    missed = [r for r in rows if not r[-1]]
+    print("%d rows, %d missed their goal" % (len(rows), len(missed)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+/* mkchain: build a chain of layers in a store directly, for benchmarks.
+ *
+ *   mkchain STORE DISK-UUID VM-NAME DEPTH SIZE-MIB CHANGED [SEED [DENSITY]]
+ *
+ * Makes a baseline of SIZE-MIB whose blocks hold pseudo-random data
+ * (DENSITY percent of them, default 100; the rest are zero), then
+ * DEPTH-1 deltas that each change CHANGED random blocks, as a backup
+ * would have left them (same manifests, sets, data and index).  Prints
+ * the snapshot uuids, oldest first.  Not part of cbtfs.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "chain/layer.h"
+#include "chain/store.h"
+#include "common/error.h"
+
+static uint64_t rng;
+
+static uint64_t
+next (void)
+{
+  /* xorshift64*: fast, and the data need only look random. */
+  rng ^= rng >> 12;
+  rng ^= rng << 25;
+  rng ^= rng >> 27;
+  return rng * UINT64_C (2685821657736338717);
+}
+
+static void
+fill (uint8_t *buf)
+{
+  for (size_t i = 0; i < CHAIN_BLOCK_SIZE; i += 8) {
+    uint64_t v = next ();
+    memcpy (buf + i, &v, 8);
+  }
+}
+
+static void
+make_uuid (char out[UUID_LEN + 1])
+{
+  uint64_t a = next (), b = next ();
+  snprintf (out, UUID_LEN + 1, "%08x-%04x-4%03x-8%03x-%012" PRIx64,
+            (unsigned) (a >> 32), (unsigned) (a >> 16) & 0xffff,
+            (unsigned) a & 0xfff, (unsigned) (b >> 48) & 0xfff,
+            b & UINT64_C (0xffffffffffff));
+}
+
+static void
+die (const char *what)
+{
+  fprintf (stderr, "mkchain: %s: %s\n", what, err_get ());
+  exit (1);
+}
+
+int
+main (int argc, char **argv)
+{
+  struct store *s;
+  struct layer_meta m = { 0 }, prev = { 0 };
+  uint64_t depth, size, changed, nblocks, i, k, density;
+  uint8_t *buf = malloc (CHAIN_BLOCK_SIZE);
+  char vm[UUID_LEN + 1], *dir;
+
+  if (argc < 7) {
+    fprintf (stderr, "usage: mkchain STORE DISK-UUID VM-NAME DEPTH SIZE-MIB "
+             "CHANGED [SEED [DENSITY]]\n");
+    return 2;
+  }
+  depth = strtoull (argv[4], NULL, 10);
+  size = strtoull (argv[5], NULL, 10) << 20;
+  changed = strtoull (argv[6], NULL, 10);
+  rng = argc > 7 ? strtoull (argv[7], NULL, 10) : (uint64_t) time (NULL);
+  density = argc > 8 ? strtoull (argv[8], NULL, 10) : 100;
+  rng |= 1;
+  nblocks = chain_nblocks (size);
+  s = store_open (argv[1], true);
+  if (s == NULL)
+    die (argv[1]);
+  dir = store_disk_dir (s, argv[2], true);
+  if (dir == NULL)
+    die (argv[2]);
+  make_uuid (vm);
+  for (i = 0; i < depth; i++) {
+    struct bitmap set = { 0 };
+    struct layer *l;
+
+    memset (&m, 0, sizeof m);
+    make_uuid (m.snapshot);
+    strcpy (m.disk, argv[2]);
+    strcpy (m.vm, vm);
+    strcpy (m.chain, i ? prev.chain : m.snapshot);
+    if (i)
+      strcpy (m.parent, prev.snapshot);
+    m.seq = i + 1;
+    m.time = 1700000000 + i;
+    m.size = size;
+    m.full = i == 0;
+    m.vm_name = argv[3];
+    m.disk_name = (char *) "disk";
+    strcpy (m.userdevice, "0");
+    if (i) {
+      if (bitmap_init (&set, nblocks) == -1)
+        die ("bitmap");
+      for (k = 0; k < changed; k++)
+        bitmap_set (&set, next () % nblocks);
+    }
+    l = layer_create (dir, s->tmp_dir, &m, i ? &set : NULL);
+    if (l == NULL)
+      die ("layer_create");
+    for (k = bitmap_next_set (&l->changed, 0); k < nblocks;
+         k = bitmap_next_set (&l->changed, k + 1)) {
+      if (i == 0 && next () % 100 >= density)
+        memset (buf, 0, CHAIN_BLOCK_SIZE);
+      else
+        fill (buf);
+      if (layer_put_block (l, k, buf) == -1)
+        die ("put");
+    }
+    if (layer_sync (l) == -1)
+      die ("sync");
+    layer_close (l);
+    bitmap_free (&set);
+    printf ("%s\n", m.snapshot);
+    prev = m;
+  }
+  free (dir);
+  free (buf);
+  store_close (s);
+  return 0;
+}

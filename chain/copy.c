@@ -173,10 +173,8 @@ finish_run (struct job *j, struct run *r)
 {
   /* The tail block is short; the layer stores whole blocks. */
   memset (r->buf + r->len, 0, ((size_t) r->n << CHAIN_BLOCK_SHIFT) - r->len);
-  for (unsigned i = 0; i < r->n; i++)
-    if (layer_put_block (j->l, r->first + i,
-                         r->buf + ((size_t) i << CHAIN_BLOCK_SHIFT)) == -1)
-      return -1;
+  if (layer_put_run (j->l, r->first, r->n, r->buf) == -1)
+    return -1;
   pthread_mutex_lock (&j->lock);
   j->st.bytes += r->len;
   j->st.requests++;
@@ -227,8 +225,9 @@ worker (void *arg)
   bool more = true, permanent = false;
 
   for (i = 0; runs && i < depth; i++)
-    if ((runs[i].buf = malloc ((size_t) j->o->request_blocks
-                               << CHAIN_BLOCK_SHIFT)) == NULL)
+    /* Page-aligned for O_DIRECT writes into the store. */
+    if ((runs[i].buf = aligned_alloc (4096, (size_t) j->o->request_blocks
+                                      << CHAIN_BLOCK_SHIFT)) == NULL)
       break;
   if (runs == NULL || i < depth) {
     err_set (ENOMEM, "out of memory");

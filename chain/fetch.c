@@ -302,12 +302,10 @@ keep (struct fetcher *f, struct layer *l, uint64_t first, unsigned n,
     log_debug ("not keeping fetched blocks: %s", err_get ());
     return;
   }
-  for (unsigned i = 0; i < n; i++)
-    if (layer_put_block (l, first + i, buf + ((size_t) i << CHAIN_BLOCK_SHIFT))
-        == -1) {
-      log_error ("keeping a fetched block: %s", err_get ());
-      return;
-    }
+  if (layer_put_run (l, first, n, buf) == -1) {
+    log_error ("keeping fetched blocks: %s", err_get ());
+    return;
+  }
   mark_dirty (f, l);
 }
 

@@ -84,8 +84,10 @@ struct layer {
   void *pending;                /* records not yet durable (layer.c) */
 
   pthread_mutex_t sync_lock;
+  pthread_mutex_t write_lock;   /* one pwrite to the data file at a time */
   int data_fd;                  /* for reading */
   int wdata_fd;                 /* for writing (may equal data_fd), or -1 */
+  int direct_fd;                /* O_DIRECT writes of aligned buffers, or -1 */
   int index_fd;                 /* -1 unless writable (then flock'ed) */
   uint64_t index_len;           /* valid bytes of the index read so far */
 };
@@ -138,6 +140,12 @@ extern int layer_read_block (struct layer *l, uint64_t b, void *buf)
  * layer_sync.  B must be in the set.  Thread-safe.  0 or -1 with err_*. */
 extern int layer_put_block (struct layer *l, uint64_t b, const void *buf)
   __attribute__ ((__nonnull__ (1, 3)));
+
+/* Store N adjacent blocks from FIRST, as layer_put_block does for one,
+ * with one write for each stretch of stored blocks.  0 or -1. */
+extern int layer_put_run (struct layer *l, uint64_t first, unsigned n,
+                          const void *buf)
+  __attribute__ ((__nonnull__ (1, 4)));
 
 /* Make every queued block durable: data fsynced, then records appended
  * to the index and fsynced; only then are they marked present.

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -374,6 +375,125 @@ pending_add (struct layer *l, const struct rec *r)
   return 0;
 }
 
+/* ---- data file descriptors ----------------------------------------------
+ * A store can hold far more layers than a process may have open files
+ * (1024 by default), so a layer opened for reading opens its data file
+ * only to read a block, and keeps it in a bounded LRU; a descriptor
+ * some reader is using is never closed.  Layers being filled keep
+ * theirs (fd_pinned).  fdc_lock guards the LRU, the counts and the
+ * unpinned layers' data_fd; it is held across open(2) and close(2) but
+ * never across a read.
+ */
+#define FD_CACHE_MAX 256
+
+static pthread_mutex_t fdc_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct layer *fdc_head, *fdc_tail;   /* most recently used first */
+static unsigned fdc_open;
+static unsigned fdc_max;                    /* 0 until first needed */
+
+static void
+fdc_unlink (struct layer *l)
+{
+  if (l->fd_prev)
+    l->fd_prev->fd_next = l->fd_next;
+  else
+    fdc_head = l->fd_next;
+  if (l->fd_next)
+    l->fd_next->fd_prev = l->fd_prev;
+  else
+    fdc_tail = l->fd_prev;
+  l->fd_prev = l->fd_next = NULL;
+}
+
+static void
+fdc_push (struct layer *l)
+{
+  l->fd_next = fdc_head;
+  l->fd_prev = NULL;
+  if (fdc_head)
+    fdc_head->fd_prev = l;
+  fdc_head = l;
+  if (fdc_tail == NULL)
+    fdc_tail = l;
+}
+
+/* Close the least recently used idle descriptors until fewer than MAX
+ * are open. */
+static void
+fdc_make_room (unsigned max)
+{
+  struct layer *l = fdc_tail;
+
+  while (fdc_open >= max && l) {
+    struct layer *prev = l->fd_prev;
+    if (l->fd_users == 0) {
+      fdc_unlink (l);
+      close (l->data_fd);
+      l->data_fd = -1;
+      fdc_open--;
+    }
+    l = prev;
+  }
+}
+
+/* The data file descriptor for reading, held until data_fd_put.  -1
+ * with err_* if it cannot be opened. */
+static int
+data_fd_get (struct layer *l)
+{
+  CLEANUP_FREE char *path = NULL;
+  int fd;
+
+  if (l->fd_pinned)
+    return l->data_fd;
+  pthread_mutex_lock (&fdc_lock);
+  if (l->data_fd >= 0) {
+    fdc_unlink (l);
+    fdc_push (l);
+  }
+  else {
+    if (fdc_max == 0) {
+      /* A quarter of what the process may open, leaving the rest to
+       * FUSE, NBD connections and layers being filled. */
+      struct rlimit rl;
+      fdc_max = FD_CACHE_MAX;
+      if (getrlimit (RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur / 4 < fdc_max)
+        fdc_max = MAX (rl.rlim_cur / 4, 4);
+    }
+    fdc_make_room (fdc_max);
+    if (asprintf (&path, "%s/data", l->dir) == -1)
+      path = NULL;
+    fd = path ? open (path, O_RDONLY | O_CLOEXEC) : -1;
+    if (fd == -1 && (errno == EMFILE || errno == ENFILE)) {
+      /* Others used up the process's files: give back all we can. */
+      fdc_make_room (1);
+      fd = open (path, O_RDONLY | O_CLOEXEC);
+    }
+    if (fd == -1) {
+      err_sys (errno, "open %s/data", l->dir);
+      pthread_mutex_unlock (&fdc_lock);
+      return -1;
+    }
+    l->data_fd = fd;
+    fdc_open++;
+    fdc_push (l);
+  }
+  l->fd_users++;
+  fd = l->data_fd;
+  pthread_mutex_unlock (&fdc_lock);
+  return fd;
+}
+
+static void
+data_fd_put (struct layer *l)
+{
+  if (l->fd_pinned)
+    return;
+  pthread_mutex_lock (&fdc_lock);
+  l->fd_users--;
+  pthread_mutex_unlock (&fdc_lock);
+}
+
 /* ---- open / create ---------------------------------------------------- */
 
 static struct layer *
@@ -410,7 +530,16 @@ layer_close (struct layer *l)
     close (l->wdata_fd);
   if (l->direct_fd >= 0)
     close (l->direct_fd);
-  if (l->data_fd >= 0)
+  if (!l->fd_pinned) {
+    pthread_mutex_lock (&fdc_lock);
+    if (l->data_fd >= 0) {
+      fdc_unlink (l);
+      fdc_open--;
+      close (l->data_fd);
+    }
+    pthread_mutex_unlock (&fdc_lock);
+  }
+  else if (l->data_fd >= 0)
     close (l->data_fd);
   if (l->index_fd >= 0)
     close (l->index_fd);         /* releases the writer lock */
@@ -626,10 +755,14 @@ layer_open (const char *dir, bool writable)
   if (load_changed (l) == -1)
     goto err;
 
-  l->data_fd = open (dpath, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-  if (l->data_fd == -1) {
-    err_sys (errno, "open %s", dpath);
-    goto err;
+  /* Readers open the data file when they read (see the fd cache). */
+  if (writable) {
+    l->data_fd = open (dpath, O_RDWR | O_CLOEXEC);
+    if (l->data_fd == -1) {
+      err_sys (errno, "open %s", dpath);
+      goto err;
+    }
+    l->fd_pinned = true;
   }
   ifd = open (ipath, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
   if (ifd == -1) {
@@ -808,6 +941,7 @@ layer_read_block (struct layer *l, uint64_t b, void *buf)
   const uint8_t *s;
   bool present;
   ssize_t r;
+  int fd;
 
   pthread_rwlock_rdlock (&l->lock);
   present = bitmap_get (&l->ready, b);
@@ -825,8 +959,13 @@ layer_read_block (struct layer *l, uint64_t b, void *buf)
     memset (buf, 0, CHAIN_BLOCK_SIZE);
     return 0;
   }
-  r = full_pread (l->data_fd, buf, CHAIN_BLOCK_SIZE,
-                  (off_t) b << CHAIN_BLOCK_SHIFT);
+  fd = data_fd_get (l);
+  if (fd == -1) {
+    errno = EIO;
+    return -1;
+  }
+  r = full_pread (fd, buf, CHAIN_BLOCK_SIZE, (off_t) b << CHAIN_BLOCK_SHIFT);
+  data_fd_put (l);
   if (r == -1) {
     err_sys (EIO, "read block %" PRIu64 " of snapshot %s: %s", b,
              l->meta.snapshot, strerror (errno));

@@ -85,7 +85,10 @@ struct layer {
 
   pthread_mutex_t sync_lock;
   pthread_mutex_t write_lock;   /* one pwrite to the data file at a time */
-  int data_fd;                  /* for reading */
+  int data_fd;                  /* for reading; see the fd cache in layer.c */
+  bool fd_pinned;               /* data_fd stays open (layers being filled) */
+  unsigned fd_users;            /* reads using data_fd now (fd cache) */
+  struct layer *fd_prev, *fd_next;  /* fd cache LRU links */
   int wdata_fd;                 /* for writing (may equal data_fd), or -1 */
   int direct_fd;                /* O_DIRECT writes of aligned buffers, or -1 */
   int index_fd;                 /* -1 unless writable (then flock'ed) */

@@ -10,7 +10,7 @@
  * on the host, so the next run can finish it.
  *
  * Thread model: the main thread drives everything; copy_layer's workers
- * call back into nbd_target (under copy's job lock) for connection
+ * call back into cli_copy_target (under copy's job lock) for connection
  * details, so the XAPI session is used by one thread at a time.
  */
 #include <errno.h>
@@ -52,7 +52,7 @@ struct disk {
   struct xapi_vdi live;
   char *dir;                    /* the disk's folder in the store */
   uint64_t max_seq;
-  struct layer_meta prev;       /* newest complete layer, if have_prev */
+  struct layer_meta prev;       /* the newest layer, if have_prev */
   bool have_prev;
   char *prev_ref;               /* its snapshot on the host */
   bool baseline;
@@ -63,33 +63,17 @@ struct disk {
   bool resume_failed;           /* an earlier incomplete layer stays so */
 };
 
-/* ---- NBD connection details for copy_layer ---------------------------- */
-
-struct target_ctx {
-  xapi_session *xs;
-  const char *snap_ref;
-  const char *snap_uuid;
-};
-
-static int
-nbd_target (void *opaque, struct nbdsrc_target *t)
-{
-  struct target_ctx *c = opaque;
-
-  return cli_nbd_target (c->xs, c->snap_ref, c->snap_uuid, t);
-}
-
 static int
 fill_layer (struct backup *b, struct layer *l, const char *ref,
             const char *label)
 {
-  struct target_ctx ctx = { b->xs, ref, l->meta.snapshot };
+  struct cli_target ctx = { b->xs, ref, l->meta.snapshot };
   struct copy_stats st;
   struct copy_opts o = b->copy;
   uint64_t present, stored;
 
   o.label = label;
-  if (copy_layer (l, nbd_target, &ctx, &o, &st) == -1)
+  if (copy_layer (l, cli_copy_target, &ctx, &o, &st) == -1)
     return -1;
   layer_counts (l, &present, &stored);
   log_info ("%s: %s %s: %" PRIu64 " of %" PRIu64 " blocks changed, %"
@@ -526,15 +510,6 @@ disk_failed (struct disk *d)
 /* --verify: does the new point's image in the store have the md5 the
  * host computes for the snapshot?  Only then may its data go.  A
  * point that cannot be compared keeps its data, with a warning. */
-static int
-verify_target (void *opaque, const char *snap, struct nbdsrc_target *t)
-{
-  struct backup *b = opaque;
-  CLEANUP_FREE char *ref = xapi_vdi_by_uuid (b->xs, snap);
-
-  return ref ? cli_nbd_target (b->xs, ref, snap, t) : -1;
-}
-
 static bool
 verified (struct backup *b, struct disk *d)
 {
@@ -543,7 +518,7 @@ verified (struct backup *b, struct disk *d)
   /* Older lazy layers of the chain are read from the host, not kept. */
   struct fetch_opts fo = { .max_conns = 2, .timeout = b->copy.timeout,
                            .retry_after = 10 };
-  struct fetcher *f = fetcher_new (verify_target, b, &fo);
+  struct fetcher *f = fetcher_new (cli_fetch_target, b->xs, &fo);
   CLEANUP_FREE char *host = NULL;
   char mine[33];
   bool ok = false;

@@ -55,6 +55,22 @@ struct nbdsrc_target;
 extern int cli_nbd_target (xapi_session *xs, const char *snap_ref,
                            const char *snap_uuid, struct nbdsrc_target *t);
 
+/* A snapshot to copy from, for copy_layer's target function. */
+struct cli_target {
+  xapi_session *xs;
+  const char *ref;
+  const char *uuid;
+};
+
+/* nbdsrc_target_fn for copy_layer: fresh details of the snapshot
+ * OPAQUE (a struct cli_target) names. */
+extern int cli_copy_target (void *opaque, struct nbdsrc_target *t);
+
+/* fetch_target_fn for a fetcher used by one thread: fresh details of
+ * SNAPSHOT through the session OPAQUE (an xapi_session *). */
+extern int cli_fetch_target (void *opaque, const char *snapshot,
+                             struct nbdsrc_target *t);
+
 /* The ref of snapshot UUID (caller frees) if it still holds data on the
  * host; NULL with the reason in err_* when it is gone or only CBT
  * metadata is left. */

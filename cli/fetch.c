@@ -23,20 +23,6 @@
 #include "../xapi/api.h"
 #include "cli.h"
 
-struct target_ctx {
-  xapi_session *xs;
-  const char *ref;
-  const char *uuid;
-};
-
-static int
-fetch_target (void *opaque, struct nbdsrc_target *t)
-{
-  struct target_ctx *c = opaque;
-
-  return cli_nbd_target (c->xs, c->ref, c->uuid, t);
-}
-
 /* Fetch what point P's layer lacks; then reduce its snapshot unless
  * KEEP.  0 or -1 (after logging why). */
 static int
@@ -47,7 +33,7 @@ fetch_one (xapi_session *xs, struct catalog_disk *d, struct catalog_point *p,
   const char *snap = l->meta.snapshot;
   CLEANUP_FREE char *label = cli_point_label (d, p);
   CLEANUP_FREE char *ref = cli_snapshot_with_data (xs, snap);
-  struct target_ctx ctx = { xs, ref, snap };
+  struct cli_target ctx = { xs, ref, snap };
   struct copy_stats st;
 
   if (ref == NULL) {
@@ -59,7 +45,7 @@ fetch_one (xapi_session *xs, struct catalog_disk *d, struct catalog_point *p,
   if (!layer_complete (l)) {
     o->label = label ? label : snap;
     if (layer_make_writable (l) == -1
-        || copy_layer (l, fetch_target, &ctx, o, &st) == -1) {
+        || copy_layer (l, cli_copy_target, &ctx, o, &st) == -1) {
       log_error ("%s: %s", o->label, err_get ());
       return -1;
     }

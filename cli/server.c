@@ -152,6 +152,23 @@ cli_nbd_target (xapi_session *xs, const char *snap_ref, const char *snap_uuid,
   return 0;
 }
 
+int
+cli_copy_target (void *opaque, struct nbdsrc_target *t)
+{
+  struct cli_target *c = opaque;
+
+  return cli_nbd_target (c->xs, c->ref, c->uuid, t);
+}
+
+int
+cli_fetch_target (void *opaque, const char *snapshot, struct nbdsrc_target *t)
+{
+  xapi_session *xs = opaque;
+  CLEANUP_FREE char *ref = xapi_vdi_by_uuid (xs, snapshot);
+
+  return ref ? cli_nbd_target (xs, ref, snapshot, t) : -1;
+}
+
 char *
 cli_snapshot_with_data (xapi_session *xs, const char *uuid)
 {

@@ -75,19 +75,6 @@ damage_seen (const struct report *r, struct layer *top)
   return n;
 }
 
-struct target_ctx {
-  xapi_session *xs;
-};
-
-static int
-verify_target (void *opaque, const char *snap, struct nbdsrc_target *t)
-{
-  struct target_ctx *c = opaque;
-  CLEANUP_FREE char *ref = xapi_vdi_by_uuid (c->xs, snap);
-
-  return ref ? cli_nbd_target (c->xs, ref, snap, t) : -1;
-}
-
 /* Compare point P with the host; 1 matched, 0 not comparable, -1 bad. */
 static int
 against_host (xapi_session *xs, struct fetcher *f, struct catalog_point *p,
@@ -131,7 +118,7 @@ cmd_verify (int argc, char **argv)
   struct server_opts so = CLI_SERVER_OPTS_INIT;
   struct fetch_opts fo = { .max_conns = 4, .retry_after = 10 };
   struct report rep = { 0 };
-  struct target_ctx ctx = { NULL };
+  xapi_session *xs = NULL;
   struct fetcher *f = NULL;
   struct catalog *cat;
   uint64_t checked = 0, n;
@@ -175,8 +162,8 @@ cmd_verify (int argc, char **argv)
   if (so.server) {
     fo.timeout = so.timeout;
     so.timeout = MAX (so.timeout, CHECKSUM_TIMEOUT);
-    if (xapi_global_init () == -1 || (ctx.xs = cli_login (&so)) == NULL
-        || (f = fetcher_new (verify_target, &ctx, &fo)) == NULL) {
+    if (xapi_global_init () == -1 || (xs = cli_login (&so)) == NULL
+        || (f = fetcher_new (cli_fetch_target, xs, &fo)) == NULL) {
       cli_fail ();
       status = 1;
       goto out;
@@ -204,8 +191,8 @@ cmd_verify (int argc, char **argv)
       }
       if (!chain_readable (p->layer))
         incomplete++;
-      if (ctx.xs) {
-        r = against_host (ctx.xs, f, p, label);
+      if (xs) {
+        r = against_host (xs, f, p, label);
         if (r == -1)
           status = 1;
         matched += r == 1;
@@ -214,15 +201,15 @@ cmd_verify (int argc, char **argv)
   }
   log_info ("checked %" PRIu64 " stored blocks of %zu points in time: %zu "
             "damaged, %zu not wholly in the store%s", checked, points,
-            damaged, incomplete, ctx.xs ? "" : " (no --server: not compared "
+            damaged, incomplete, xs ? "" : " (no --server: not compared "
             "with the host)");
-  if (ctx.xs)
+  if (xs)
     log_info ("%zu points match the host's VDI.checksum; the others' "
               "snapshots hold only CBT metadata", matched);
  out:
   fetcher_free (f);
-  if (ctx.xs)
-    xapi_logout (ctx.xs);
+  if (xs)
+    xapi_logout (xs);
   if (so.server)
     xapi_global_cleanup ();
   free (rep.v);

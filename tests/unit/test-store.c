@@ -3,6 +3,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -325,6 +326,60 @@ test_delta_and_damage (void)
   rm_rf (dir);
 }
 
+/* More layers than the process may open files: readers open data files
+ * on demand and keep only a bounded number open. */
+static void
+test_many_layers (void)
+{
+  enum { N = 300 };
+  char *dir = make_tmpdir (), *path, *ddir;
+  struct store *s;
+  struct layer **ls = calloc (N, sizeof *ls);
+  struct rlimit old, low;
+  uint8_t *buf = malloc (CHAIN_BLOCK_SIZE), *got = malloc (CHAIN_BLOCK_SIZE);
+
+  CHECK (asprintf (&path, "%s/s", dir) > 0);
+  s = store_open (path, true);
+  CHECK (s && (ddir = store_disk_dir (s, DISK, true)));
+  for (int i = 0; i < N; i++) {
+    struct layer_meta m = sample_meta (CHAIN_BLOCK_SIZE, true);
+    struct layer *l;
+    snprintf (m.snapshot, sizeof m.snapshot, "%08x-2222-3333-4444-555555555555", i);
+    l = layer_create (ddir, s->tmp_dir, &m, NULL);
+    CHECK (l);
+    fill (buf, i);
+    CHECK (layer_put_block (l, 0, buf) == 0 && layer_sync (l) == 0);
+    layer_close (l);
+  }
+  CHECK (getrlimit (RLIMIT_NOFILE, &old) == 0);
+  low = old;
+  low.rlim_cur = 64;            /* the soft limit only, to restore it */
+  CHECK (setrlimit (RLIMIT_NOFILE, &low) == 0);
+  for (int i = 0; i < N; i++) {
+    char *ldir;
+    CHECK (asprintf (&ldir, "%s/%08x-2222-3333-4444-555555555555", ddir, i) > 0);
+    ls[i] = layer_open (ldir, false);
+    CHECK (ls[i] != NULL);
+    free (ldir);
+  }
+  for (int pass = 0; pass < 2; pass++)
+    for (int i = 0; i < N; i++) {
+      fill (buf, i);
+      CHECK (layer_read_block (ls[i], 0, got) == 0);
+      CHECK (memcmp (buf, got, CHAIN_BLOCK_SIZE) == 0);
+    }
+  for (int i = 0; i < N; i++)
+    layer_close (ls[i]);
+  CHECK (setrlimit (RLIMIT_NOFILE, &old) == 0);
+  free (ls);
+  free (buf);
+  free (got);
+  free (ddir);
+  free (path);
+  store_close (s);
+  rm_rf (dir);
+}
+
 int
 main (void)
 {
@@ -332,5 +387,6 @@ main (void)
   test_store_dir ();
   test_layer_fill ();
   test_delta_and_damage ();
+  test_many_layers ();
   return 0;
 }

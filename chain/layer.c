@@ -378,13 +378,14 @@ pending_add (struct layer *l, const struct rec *r)
 /* ---- data file descriptors ----------------------------------------------
  * A store can hold far more layers than a process may have open files
  * (1024 by default), so a layer opened for reading opens its data file
- * only to read a block, and keeps it in a bounded LRU; a descriptor
+ * only to read a block, and keeps it in a bounded LRU (a quarter of the
+ * process's limit, which cbtfs raises to the hard limit); a descriptor
  * some reader is using is never closed.  Layers being filled keep
  * theirs (fd_pinned).  fdc_lock guards the LRU, the counts and the
  * unpinned layers' data_fd; it is held across open(2) and close(2) but
  * never across a read.
  */
-#define FD_CACHE_MAX 256
+#define FD_CACHE_MAX 16384
 
 static pthread_mutex_t fdc_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct layer *fdc_head, *fdc_tail;   /* most recently used first */
@@ -454,7 +455,8 @@ data_fd_get (struct layer *l)
   else {
     if (fdc_max == 0) {
       /* A quarter of what the process may open, leaving the rest to
-       * FUSE, NBD connections and layers being filled. */
+       * FUSE, NBD connections and layers being filled.  Reading a point
+       * whose chain is deeper than this opens and closes files often. */
       struct rlimit rl;
       fdc_max = FD_CACHE_MAX;
       if (getrlimit (RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur / 4 < fdc_max)
@@ -511,6 +513,7 @@ layer_alloc (void)
   pthread_rwlock_init (&l->lock, NULL);
   pthread_mutex_init (&l->sync_lock, NULL);
   pthread_mutex_init (&l->write_lock, NULL);
+  pthread_mutex_init (&l->resolve_lock, NULL);
   l->data_fd = l->wdata_fd = l->direct_fd = l->index_fd = -1;
   return l;
 }
@@ -552,6 +555,9 @@ layer_close (struct layer *l)
   pthread_rwlock_destroy (&l->lock);
   pthread_mutex_destroy (&l->sync_lock);
   pthread_mutex_destroy (&l->write_lock);
+  pthread_mutex_destroy (&l->resolve_lock);
+  if (l->resolve_cache_free)
+    l->resolve_cache_free (l->resolve_cache);
   free (l);
 }
 

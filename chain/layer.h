@@ -76,6 +76,12 @@ struct layer {
   struct layer *parent;         /* borrowed; linked by the catalog */
   bool parent_missing;          /* meta.parent names a layer not loaded */
 
+  /* Block → layer index of the point this layer tops (read.c owns it). */
+  pthread_mutex_t resolve_lock;
+  void *resolve_cache;
+  void (*resolve_cache_free) (void *);
+  bool resolve_tried;
+
   pthread_rwlock_t lock;
   struct bitmap ready;          /* blocks this process may serve */
   struct bitmap present;        /* blocks with a durable record */

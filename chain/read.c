@@ -1,9 +1,12 @@
 /* cbtfs: reading a point in time.
  *
  * Thread model: reentrant (see read.h); the bounce buffer is per call.
+ * A point's index is built once, under its top layer's resolve_lock, and
+ * published with an atomic store; readers after that take no lock.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,13 +15,118 @@
 #include "../common/util.h"
 #include "read.h"
 
-struct layer *
-chain_resolve (struct layer *top, uint64_t b, bool *broken)
+/* The source of every block of a point, as runs: a point built from a
+ * long chain would otherwise walk every layer for every block (the cost
+ * grows with depth; peers.md calls it the VHD/qcow2 trap).  Built on the
+ * first read of the point, kept while its top layer lives.  Sets never
+ * change once written, so neither does the index. */
+struct chain_index {
+  size_t nruns;
+  uint64_t *start;              /* first block of each run; start[0] = 0 */
+  struct layer **src;           /* its layer, NULL for zeros, or BROKEN */
+};
+
+/* Points this shallow walk their layers; an index would not pay. */
+#define INDEX_MIN_DEPTH 8
+#define NONE 0xFFFF
+#define GAP 0xFFFE                /* below a missing parent: unknowable */
+
+static struct layer broken_marker;
+#define BROKEN (&broken_marker)
+
+static void
+index_free (void *p)
 {
+  struct chain_index *ix = p;
+
+  if (ix) {
+    free (ix->start);
+    free (ix->src);
+    free (ix);
+  }
+}
+
+/* Build TOP's index, or NULL (ENOMEM, or a chain too deep for it:
+ * then readers walk). */
+static struct chain_index *
+index_build (struct layer *top)
+{
+  CLEANUP_FREE uint16_t *owner = NULL;
+  CLEANUP_FREE struct layer **chain = NULL;
+  struct chain_index *ix = NULL;
+  uint64_t n = top->nblocks, b;
+  size_t depth = 0, i, r;
   struct layer *l;
 
-  *broken = false;
-  for (l = top; l; l = l->parent) {
+  for (l = top; l; l = l->parent)
+    depth++;
+  if (depth < INDEX_MIN_DEPTH || depth >= GAP)
+    return NULL;
+  chain = malloc (depth * sizeof *chain);
+  owner = malloc ((n ? n : 1) * sizeof *owner);
+  if (chain == NULL || owner == NULL)
+    return NULL;
+  for (i = 0, l = top; l; l = l->parent)
+    chain[i++] = l;
+  memset (owner, 0xff, n * sizeof *owner);
+  /* Newest first: a block belongs to the first layer whose set has it. */
+  for (i = 0; i < depth; i++) {
+    /* Older layers may be smaller (the disk grew since). */
+    uint64_t m = MIN (n, chain[i]->changed.nbits);
+    for (b = bitmap_next_set (&chain[i]->changed, 0); b < m;
+         b = bitmap_next_set (&chain[i]->changed, b + 1))
+      if (owner[b] == NONE)
+        owner[b] = i;
+  }
+  if (chain[depth - 1]->parent_missing)
+    for (b = 0; b < n; b++)
+      if (owner[b] == NONE)
+        owner[b] = GAP;
+
+  ix = calloc (1, sizeof *ix);
+  for (b = 0, r = 0; b < n; b++)
+    r += b == 0 || owner[b] != owner[b - 1];
+  if (ix == NULL || (ix->start = malloc ((r + 1) * sizeof *ix->start)) == NULL
+      || (ix->src = malloc ((r + 1) * sizeof *ix->src)) == NULL) {
+    index_free (ix);
+    return NULL;
+  }
+  for (b = 0, r = 0; b < n; b++)
+    if (b == 0 || owner[b] != owner[b - 1]) {
+      ix->start[r] = b;
+      ix->src[r] = owner[b] == NONE ? NULL
+        : owner[b] == GAP ? BROKEN : chain[owner[b]];
+      r++;
+    }
+  ix->nruns = r;
+  return ix;
+}
+
+/* TOP's index, building it on first use; NULL to walk instead. */
+static const struct chain_index *
+index_of (struct layer *top)
+{
+  struct chain_index *ix = __atomic_load_n (&top->resolve_cache,
+                                            __ATOMIC_ACQUIRE);
+
+  if (ix || top->resolve_tried)
+    return ix;
+  pthread_mutex_lock (&top->resolve_lock);
+  if (!top->resolve_tried) {
+    ix = index_build (top);
+    top->resolve_cache_free = index_free;
+    __atomic_store_n (&top->resolve_cache, ix, __ATOMIC_RELEASE);
+    top->resolve_tried = true;
+  }
+  ix = top->resolve_cache;
+  pthread_mutex_unlock (&top->resolve_lock);
+  return ix;
+}
+
+static struct layer *
+walk (struct layer *top, uint64_t b, bool *broken)
+{
+  for (struct layer *l = top; l; l = l->parent) {
     if (bitmap_get (&l->changed, b))
       return l;
     if (l->parent_missing) {
@@ -27,6 +135,30 @@ chain_resolve (struct layer *top, uint64_t b, bool *broken)
     }
   }
   return NULL;
+}
+
+struct layer *
+chain_resolve (struct layer *top, uint64_t b, bool *broken)
+{
+  const struct chain_index *ix;
+  size_t lo, hi;
+
+  *broken = false;
+  if (b >= top->nblocks || (ix = index_of (top)) == NULL)
+    return walk (top, b, broken);
+  /* The last run starting at or before B. */
+  for (lo = 0, hi = ix->nruns; hi - lo > 1;) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (ix->start[mid] <= b)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  if (ix->src[lo] == BROKEN) {
+    *broken = true;
+    return NULL;
+  }
+  return ix->src[lo];
 }
 
 bool

@@ -1,6 +1,7 @@
 /* cbtfs: command-line entry point. */
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "../chain/catalog.h"
 #include "../chain/store.h"
@@ -73,9 +74,24 @@ cli_usage (const char *sub)
   return 2;
 }
 
+/* A store may have thousands of layers, each a data file to read: take
+ * all the open files the system allows us (the soft limit is often 1024
+ * of a much larger hard limit). */
+static void
+raise_open_files (void)
+{
+  struct rlimit rl;
+
+  if (getrlimit (RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit (RLIMIT_NOFILE, &rl);
+  }
+}
+
 int
 main (int argc, char **argv)
 {
+  raise_open_files ();
   if (argc < 2)
     return cli_usage (NULL);
   if (strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0) {

@@ -10,8 +10,8 @@ notified whenever a VBD or VM goes away or a knob changes, so
 VDI.data_destroy waits for VBDs to disappear in wait_no_vbds, whose
 cond.wait releases the lock while it waits.
 Nobody holds the lock across network I/O.  File data: guest writes
-(control write/write_file), snapshot copies and data_destroy's unlink run
-under the lock, so a snapshot is an atomic point in time with respect to
+(control write/write_file), snapshot copies and data_destroy's rename run
+under the lock (the unlink itself runs later, in a thread of its own), so a snapshot is an atomic point in time with respect to
 writes and their CBT marks; NBD reads and checksums run without it, on file
 descriptors opened under the lock (an unlinked file stays readable).
 
@@ -584,12 +584,21 @@ class Model:
             self.cond.wait(left)
         return not vdi.rec["VBDs"]
 
+    def reclaim(self, path):
+        """Let go of a VDI's data, as an SR's garbage collector does:
+        XAPI answers before the space is back, so a test of a big disk
+        does not wait for the unlink (renamed first, so the name is free
+        at once; an open NBD reader keeps its data either way)."""
+        trash = path + ".gc"
+        try:
+            os.rename(path, trash)
+        except FileNotFoundError:
+            return
+        threading.Thread(target=os.unlink, args=(trash,), daemon=True).start()
+
     def finish_data_destroy(self, vdi):
         if vdi.path is not None:
-            try:
-                os.unlink(vdi.path)
-            except FileNotFoundError:
-                pass
+            self.reclaim(vdi.path)
             vdi.path = None
         self.log("data_destroy %s" % vdi.rec["uuid"])
 
@@ -613,10 +622,7 @@ class Model:
         if vdi.ref in self.sr.rec["VDIs"]:
             self.sr.rec["VDIs"].remove(vdi.ref)
         if vdi.path is not None:
-            try:
-                os.unlink(vdi.path)
-            except FileNotFoundError:
-                pass
+            self.reclaim(vdi.path)
             vdi.path = None
         self.remove(vdi)
         self.cond.notify_all()

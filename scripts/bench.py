@@ -125,19 +125,9 @@ class Bench:
 
     def nbdkit(self, image, *filters):
         """nbdkit serving IMAGE read-only with TLS on 127.0.0.1 (named in
-        the stand-in's certificate); returns its nbds:// URI."""
-        port = free_port()
-        pid = self.env.path("nbdkit-%d.pid" % port)
-        cmd = ["nbdkit", "-f", "--exit-with-parent", "-r", "-P", pid,
-               "-i", "127.0.0.1", "-p", str(port), "--tls=require",
-               "--tls-certificates=" + self.info["tls_dir"]]
-        args = []
-        for f in filters:
-            cmd.append("--filter=" + f[0])
-            args += f[1:]
-        p = subprocess.Popen(cmd + ["file", image] + args)
-        self.env.on_close(lambda: p.poll() is None and p.terminate())
-        cb.wait_for_file(pid, p)
+        the stand-in's certificate); returns its port and nbds:// URI."""
+        _, port = self.env.nbdkit(image, "127.0.0.1", self.info["tls_dir"],
+                                  filters)
         return port, "nbds://127.0.0.1:%d/?tls-certificates=%s" % (
             port, self.info["tls_dir"])
 

@@ -14,8 +14,6 @@ certificate) so nbdkit's filters can watch and constrain cbtfs:
 """
 import os
 import re
-import socket
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
@@ -29,20 +27,7 @@ SIZE = 32 * MiB + 4608          # a partial last block
 
 def start_nbdkit(env, s, image, filters):
     """nbdkit serving IMAGE on the stand-in's NBD address with TLS."""
-    with socket.socket() as so:
-        so.bind((s.info["nbd_address"], 0))
-        port = so.getsockname()[1]
-    pidfile = env.path("nbdkit-%d.pid" % port)
-    cmd = ["nbdkit", "-f", "--exit-with-parent", "-r", "-P", pidfile,
-           "-i", s.info["nbd_address"], "-p", str(port), "--tls=require",
-           "--tls-certificates=" + s.info["tls_dir"]]
-    for f in filters:
-        cmd.append("--filter=" + f[0])
-    cmd += ["file", image] + [a for f in filters for a in f[1:]]
-    proc = subprocess.Popen(cmd)
-    env.on_close(lambda: proc.poll() is None and proc.terminate())
-    cb.wait_for_file(pidfile, proc)
-    return proc, port
+    return env.nbdkit(image, s.info["nbd_address"], s.info["tls_dir"], filters)
 
 
 def main():

@@ -92,16 +92,7 @@ def main():
         run("backup", store, "--no-copy", *srv)
         snap = env.ls_json(store)["disks"][0]["points"][-1]["snapshot"]
         path = s.control("vdi", uuid=snap)["path"]
-        import socket
-        with socket.socket() as so:
-            so.bind((info["nbd_address"], 0))
-            port = so.getsockname()[1]
-        pidfile = env.path("nbdkit.pid")
-        nbdkit = subprocess.Popen(["nbdkit", "-f", "--exit-with-parent", "-r",
-                                   "-P", pidfile, "-i", info["nbd_address"],
-                                   "-p", str(port), "file", path])
-        env.on_close(lambda: nbdkit.poll() is None and nbdkit.terminate())
-        cb.wait_for_file(pidfile, nbdkit)
+        nbdkit, port = env.nbdkit(path, info["nbd_address"])   # no TLS
         s.control("nbd_override", vdi=snap, address=info["nbd_address"], port=port)
         rc, _, err = env.cbtfs("fetch", store, snap, *srv, ok=False)
         check(rc == 1 and "TLS" in err, "a clear-text NBD server was used: %r" % err)

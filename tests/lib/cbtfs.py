@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -116,6 +117,25 @@ class Env:
         m = Foreground(self, store, mnt, extra)
         self.on_close(m.close)
         return m
+
+    def nbdkit(self, image, address, tls_dir=None, filters=()):
+        """nbdkit serving IMAGE read-only on ADDRESS (a free port), with
+        TLS from TLS_DIR unless None, and FILTERS: (name, param=value…)
+        tuples.  Returns (process, port); stopped at close."""
+        with socket.socket() as so:
+            so.bind((address, 0))
+            port = so.getsockname()[1]
+        pidfile = self.path("nbdkit-%d.pid" % port)
+        cmd = ["nbdkit", "-f", "--exit-with-parent", "-r", "-P", pidfile,
+               "-i", address, "-p", str(port)]
+        if tls_dir:
+            cmd += ["--tls=require", "--tls-certificates=" + tls_dir]
+        cmd += ["--filter=" + f[0] for f in filters]
+        cmd += ["file", image] + [a for f in filters for a in f[1:]]
+        proc = subprocess.Popen(cmd)
+        self.on_close(lambda: proc.poll() is None and proc.terminate())
+        wait_for_file(pidfile, proc)
+        return proc, port
 
     def loop_mount(self, image, mnt):
         """Read-only loop mount of an ext4 image (no journal replay)."""

@@ -431,6 +431,35 @@ take_snapshots (struct backup *b, const struct xapi_vm *vm, struct disk *v,
   return -1;
 }
 
+/* Before a layer is committed: is the snapshot's NBD export the disk
+ * XAPI describes?  A mismatch is an answer no retry will change, so the
+ * disk fails now and nothing is committed.  A server that cannot be
+ * reached now (or XAPI not saying where it is) is left to the copier,
+ * which retries and reports. */
+static int
+probe_export (struct backup *b, struct disk *d)
+{
+  struct nbdsrc_target t = { 0 };
+  struct nbdsrc_conn *c;
+  uint64_t size;
+
+  if (cli_nbd_target (b->xs, d->snap_ref, d->snap.uuid, &t) == -1)
+    return 0;
+  c = nbdsrc_connect (&t, b->copy.timeout);
+  nbdsrc_target_clear (&t);
+  if (c == NULL)
+    return 0;
+  size = nbdsrc_size (c);
+  nbdsrc_close (c);
+  if (size != (uint64_t) d->snap.virtual_size) {
+    err_set (EPROTO, "NBD export of snapshot %s is %" PRIu64 " bytes but "
+             "XAPI says its virtual size is %" PRId64, d->snap.uuid, size,
+             d->snap.virtual_size);
+    return -1;
+  }
+  return 0;
+}
+
 /* Describe this run's layer: its changed set and metadata. */
 static int
 describe_layer (struct backup *b, const struct xapi_vm *vm, struct disk *d)
@@ -477,6 +506,12 @@ describe_layer (struct backup *b, const struct xapi_vm *vm, struct disk *d)
     }
   }
 
+  /* After list_changed_blocks: an open NBD connection would make the
+   * host refuse it (VDI_IN_USE, xapi-cbt.md §6). */
+  if (!b->no_copy && probe_export (b, d) == -1) {
+    bitmap_free (&changed);
+    return -1;
+  }
   memcpy (m.snapshot, d->snap.uuid, UUID_LEN + 1);
   memcpy (m.disk, d->live.uuid, UUID_LEN + 1);
   memcpy (m.chain, d->baseline ? d->snap.uuid : d->prev.chain, UUID_LEN + 1);

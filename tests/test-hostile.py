@@ -99,6 +99,21 @@ def main():
         check(rc == 1 and "not" in err and "VDI.get_record" in err,
               "wrong type: %d %r" % (rc, err))
         check(env.ls_json(store) == before, "wrong type: the store changed")
+        # An NBD export whose size disagrees with XAPI's virtual_size.
+        wrong = env.path("wrong.img")
+        with open(wrong, "wb") as f:
+            f.truncate(2 * MiB)
+        _, port = env.nbdkit(wrong, info["nbd_address"], info["tls_dir"])
+        s.control("nbd_override", vdi="*", address=info["nbd_address"], port=port)
+        rc, _, err = env.cbtfs(*base, "--vm", vms["a/b"]["vm"], ok=False)
+        s.control("nbd_override", vdi="*")
+        check(rc == 1 and "is %d bytes but XAPI says its virtual size is %d"
+              % (2 * MiB, MiB) in err, "size mismatch: %d %r" % (rc, err))
+        check(env.ls_json(store) == before, "size mismatch: a layer was committed")
+        left = [v for v in s.control("vdis")["vdis"]
+                if v["is_a_snapshot"] and v["type"] != "cbt_metadata"]
+        check(not left, "size mismatch: snapshots left holding data: %s" % left)
+
         mnt = env.mount(store, env.path("m3"))
         check(os.path.getsize(os.path.join(mnt, "by-vm", "a_b", "a_b-0", "latest"))
               == MiB, "an earlier point is gone")

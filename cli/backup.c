@@ -163,7 +163,6 @@ scan_store (struct backup *b, struct disk *d)
   enum resume r;
   int ret = -1;
 
-  d->dir = store_disk_dir (b->store, d->live.uuid, true);
   if (d->dir == NULL || store_list (d->dir, &snaps, &n) == -1)
     return -1;
   for (i = 0; i < n; i++) {
@@ -581,15 +580,22 @@ verified (struct backup *b, struct disk *d)
   return ok;
 }
 
-/* Destroy the VM snapshot object once (its VDIs stay). */
-static void
+/* Destroy the VM snapshot object once (its VDIs stay).  False when
+ * it is still there: its VBDs would make data_destroy fail. */
+static bool
 destroy_snap_vm (struct backup *b, char **snap_vm, const char *vmname)
 {
-  if (*snap_vm && xapi_vm_destroy (b->xs, *snap_vm) == -1)
-    log_warn ("VM '%s': could not destroy the VM snapshot: %s", vmname,
-              err_get ());
+  bool ok = true;
+
+  if (*snap_vm && xapi_vm_destroy (b->xs, *snap_vm) == -1) {
+    log_warn ("VM '%s': could not destroy the VM snapshot (%s); its disk "
+              "snapshots keep their data until the next backup removes it",
+              vmname, err_get ());
+    ok = false;
+  }
   free (*snap_vm);
   *snap_vm = NULL;
+  return ok;
 }
 
 static int
@@ -600,6 +606,7 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
   char *snap_vm = NULL;
   CLEANUP_FREE char *vmname = catalog_safe_name (vm->name);
   double snapped = 0;
+  bool vm_snap_gone = true;
   int failures = 0;
 
   if (vmname == NULL)
@@ -613,6 +620,11 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
     free (v);
     return 0;
   }
+  /* Leftovers go first: a VM snapshot an interrupted run left holds
+   * VBDs that would make finishing its layers end in VDI_IN_USE. */
+  for (i = 0; i < n; i++)
+    v[i].dir = store_disk_dir (b->store, v[i].live.uuid, true);
+  remove_leftovers (b, vm, v, n);
   for (i = 0; i < n; i++)
     if (prepare_disk (b, &v[i]) == -1)
       disk_failed (&v[i]);
@@ -620,7 +632,6 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
       ok++;
   if (ok == 0)
     goto out;
-  remove_leftovers (b, vm, v, n);
   if (take_snapshots (b, vm, v, n, &snap_vm) == -1) {
     log_error ("VM '%s': snapshot failed: %s", vmname, err_get ());
     for (i = 0; i < n; i++)
@@ -633,7 +644,7 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
       disk_failed (&v[i]);
   /* The VM snapshot object holds VBDs to the snapshots, which would
    * block data_destroy; its VDIs outlive it. */
-  destroy_snap_vm (b, &snap_vm, vmname);
+  vm_snap_gone = destroy_snap_vm (b, &snap_vm, vmname);
   for (i = 0; i < n; i++) {
     struct disk *d = &v[i];
     if (d->failed || d->layer == NULL)
@@ -650,7 +661,8 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
                 "only what is missing", d->label);
       continue;
     }
-    if (layer_complete (d->layer) && (!b->verify || verified (b, d)))
+    if (layer_complete (d->layer) && vm_snap_gone
+        && (!b->verify || verified (b, d)))
       cli_data_destroy (b->xs, d->snap_ref, d->snap.uuid);
     log_info ("%s: done %.3f s after the snapshot", d->label,
               now_monotonic () - snapped);

@@ -107,6 +107,24 @@ def main():
               "sizes %s" % [p["size"] for p in pts])
         check(pts[4]["kind"] == "delta", "growth broke the chain")
 
+        # 5b. The VM snapshot cannot be removed: the disk snapshot keeps
+        #     its data (data_destroy would fail on its VBDs), and the next
+        #     backup removes the VM snapshot and reduces the disk snapshot.
+        s.control("set", fail_next={"method": "VM.destroy",
+                                    "error": ["OTHER_OPERATION_IN_PROGRESS"]})
+        cb.write_at(guest, 7 * MiB, b"fifth" * 1000)
+        err, ls = backup("--vm", "web")
+        check("could not destroy the VM snapshot" in err, "no warning: %r" % err)
+        kept = root_points(ls)[-1]["snapshot"]
+        check(s.control("vdi", uuid=kept)["type"] == "user",
+              "the snapshot was reduced while its VM snapshot held it")
+        err, ls = backup("--vm", "web")
+        check("left by an interrupted backup" in err, "no cleanup: %r" % err)
+        check(s.control("vdi", uuid=kept)["type"] == "cbt_metadata",
+              "the next backup did not reduce %s" % kept)
+        check(not [v for v in s.control("vms")["vms"] if v["is_a_snapshot"]],
+              "a VM snapshot is left")
+
         # 6. A VM created later with a name already shown gets the suffix.
         s.control("create_vm", name="web", disks=[{"name": "root", "size": MiB}])
         err, ls = backup()
@@ -124,7 +142,7 @@ def main():
         byvm = sorted(os.listdir(os.path.join(mnt, "by-vm")))
         check(byvm == [".._x_y", "other", "web", "web.2"], "by-vm: %s" % byvm)
         first = os.path.join(mnt, "by-vm", "web", "root")
-        check(len(os.listdir(first)) == 7, "web/root: %s" % os.listdir(first))
+        check(len(os.listdir(first)) == 9, "web/root: %s" % os.listdir(first))
         second = os.listdir(os.path.join(mnt, "by-vm", "web.2", "root"))
         check(len(second) == 2, "web.2/root: %s" % second)
         for snap, copy in states.items():
@@ -134,7 +152,7 @@ def main():
                                                 os.path.getsize(copy)))
             check(cb.sha256(img) == cb.sha256(copy), "%s differs from the "
                   "disk at its backup" % snap)
-        check(len(states) == 6, "expected 6 points of web/root, saw %d" % len(states))
+        check(len(states) == 8, "expected 8 points of web/root, saw %d" % len(states))
 
         subprocess.run(["fusermount3", "-u", mnt], check=True)
         check(proc.wait(timeout=30) == 0, "mount -f exited %s after "

@@ -101,10 +101,7 @@ connect_fresh (struct job *j, bool *permanent)
   /* A server that will not speak TLS will not start to on a retry. */
   if (c == NULL && errno == ENOTSUP)
     *permanent = true;
-  if (c && nbdsrc_size (c) != j->l->meta.size) {
-    err_set (EPROTO, "NBD export of snapshot %s is %" PRIu64 " bytes but "
-             "XAPI says its virtual size is %" PRIu64, j->l->meta.snapshot,
-             nbdsrc_size (c), j->l->meta.size);
+  if (c && nbdsrc_check_size (c, j->l->meta.snapshot, j->l->meta.size) == -1) {
     nbdsrc_close (c);
     *permanent = true;
     return NULL;

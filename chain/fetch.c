@@ -198,9 +198,7 @@ get_slot (struct fetcher *f, const char *snap, uint64_t size)
   c = NULL;
   if (f->fn (f->opaque, snap, &t) == 0) {
     c = nbdsrc_connect (&t, f->o.timeout);
-    if (c && nbdsrc_size (c) != size) {
-      err_set (EPROTO, "NBD export of snapshot %s is %" PRIu64 " bytes but "
-               "the store says %" PRIu64, snap, nbdsrc_size (c), size);
+    if (c && nbdsrc_check_size (c, snap, size) == -1) {
       nbdsrc_close (c);
       c = NULL;
     }

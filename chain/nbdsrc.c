@@ -289,6 +289,16 @@ nbdsrc_size (struct nbdsrc_conn *c)
   return c->size;
 }
 
+int
+nbdsrc_check_size (struct nbdsrc_conn *c, const char *snapshot, uint64_t expect)
+{
+  if (c->size == expect)
+    return 0;
+  err_set (EPROTO, "NBD export of snapshot %s is %" PRIu64 " bytes but XAPI "
+           "says its virtual size is %" PRIu64, snapshot, c->size, expect);
+  return -1;
+}
+
 int64_t
 nbdsrc_start_read (struct nbdsrc_conn *c, void *buf, size_t count,
                    uint64_t offset)

@@ -48,6 +48,12 @@ extern struct nbdsrc_conn *nbdsrc_connect (const struct nbdsrc_target *t,
 extern uint64_t nbdsrc_size (struct nbdsrc_conn *c)
   __attribute__ ((__nonnull__ (1)));
 
+/* 0 if the export is EXPECT bytes, the virtual size XAPI gives for
+ * SNAPSHOT; else -1 with err_* (EPROTO), an answer no retry changes. */
+extern int nbdsrc_check_size (struct nbdsrc_conn *c, const char *snapshot,
+                              uint64_t expect)
+  __attribute__ ((__nonnull__ (1, 2)));
+
 /* Read COUNT bytes at OFFSET (both multiples of 512, within the
  * export) within TIMEOUT seconds.  0 or -1 with err_*; after a failure
  * the connection is dead: close it. */

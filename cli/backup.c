@@ -440,7 +440,7 @@ probe_export (struct backup *b, struct disk *d)
 {
   struct nbdsrc_target t = { 0 };
   struct nbdsrc_conn *c;
-  uint64_t size;
+  int r;
 
   if (cli_nbd_target (b->xs, d->snap_ref, d->snap.uuid, &t) == -1)
     return 0;
@@ -448,15 +448,9 @@ probe_export (struct backup *b, struct disk *d)
   nbdsrc_target_clear (&t);
   if (c == NULL)
     return 0;
-  size = nbdsrc_size (c);
+  r = nbdsrc_check_size (c, d->snap.uuid, d->snap.virtual_size);
   nbdsrc_close (c);
-  if (size != (uint64_t) d->snap.virtual_size) {
-    err_set (EPROTO, "NBD export of snapshot %s is %" PRIu64 " bytes but "
-             "XAPI says its virtual size is %" PRId64, d->snap.uuid, size,
-             d->snap.virtual_size);
-    return -1;
-  }
-  return 0;
+  return r;
 }
 
 /* Describe this run's layer: its changed set and metadata. */

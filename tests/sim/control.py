@@ -17,10 +17,13 @@ import http.server
 import json
 import socketserver
 
+import export
 from model import ControlError, XapiError, NULL
 
 KNOBS = ("data_destroy_wait", "nbd_read_delay_ms", "nbd_drop_after_bytes",
          "xapi_delay_ms")
+# Knobs that take one of a few words: name -> the allowed values.
+WORD_KNOBS = {"vhd_source": export.SOURCES, "vhd_fault": export.FAULTS}
 
 
 def _jsonable(v):
@@ -118,6 +121,11 @@ class Control:
                 if not isinstance(v, (int, float)) or isinstance(v, bool) \
                         or v < 0:
                     raise ControlError("%s must be a number >= 0" % k)
+                m.knobs[k] = v
+            elif k in WORD_KNOBS:
+                if v not in WORD_KNOBS[k]:
+                    raise ControlError("%s must be one of %s"
+                                       % (k, ", ".join(WORD_KNOBS[k])))
                 m.knobs[k] = v
             elif k == "fail_next":
                 for f in (v if isinstance(v, list) else [v]):

@@ -125,7 +125,10 @@ class Model:
         self.sessions = {}            # session ref -> {"uuid", "user"}
         self.knobs = {"data_destroy_wait": 4.0, "nbd_read_delay_ms": 0,
                       "xapi_delay_ms": 0,
-                      "nbd_drop_after_bytes": 0}
+                      "nbd_drop_after_bytes": 0,
+                      # GET /export_raw_vdi (export.py): which blocks a
+                      # VHD export lists, and an injected fault.
+                      "vhd_source": "hybrid", "vhd_fault": "none"}
         self.fail_next = {}           # method -> [ErrorDescription, ...]
         self.return_next = {}         # method -> [[value], ...]: replace a result
         self.raw_next = {}            # method -> [body, ...]: answer verbatim
@@ -737,6 +740,7 @@ class Model:
                     "bytes": 0, "by_vdi": {}},
             "xapi": {"calls": {}},
             "sessions": {"logins": 0, "logouts": 0},
+            "http": {"export_raw_vdi": {"requests": 0, "bytes": 0}},
         }
 
     def count_call(self, method):
@@ -767,6 +771,7 @@ class Model:
                                    "blocks": sorted(v["blocks"])}
                                for u, v in nbd["by_vdi"].items()}},
             "xapi": {"calls": dict(self.stats["xapi"]["calls"])},
+            "http": {k: dict(v) for k, v in self.stats["http"].items()},
             "sessions": {"active": len(self.sessions),
                          "logins": self.stats["sessions"]["logins"],
                          "logouts": self.stats["sessions"]["logouts"]},

@@ -11,7 +11,7 @@ Model.lock for the model work it does; VDI.data_destroy waits on
 Model.cond (which releases the lock), and VDI.checksum hashes without the
 lock on a descriptor opened under it.
 
-GET handlers (e.g. a later /export_raw_vdi) register in
+GET handlers (export.py: /export_raw_vdi) register in
 XapiServer.get_handlers: path -> function(handler, query) and reuse
 Api.session_ok() for session_id checks.
 """

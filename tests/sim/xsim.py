@@ -33,6 +33,7 @@ import threading
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import control  # noqa: E402
+import export   # noqa: E402
 import model    # noqa: E402
 import nbdserver  # noqa: E402
 import xapi     # noqa: E402
@@ -115,6 +116,8 @@ def main(argv=None):
     api = xapi.Api(m, log)
     master, slave = xapi.bind_pair(a.xapi_address, a.slave_address,
                                    tls12_context(cert, key), api, log)
+    for srv in (master, slave):
+        srv.get_handlers[export.PATH] = export.handler
     nbd = nbdserver.NbdServer(m, a.nbd_address, tls12_context(cert, key, True),
                               log)
     m.nbd_port = nbd.port

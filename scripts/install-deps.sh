@@ -13,7 +13,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 
 pkgs="build-essential pkg-config
       libfuse3-dev fuse3 libnbd-dev libcurl4-gnutls-dev libxml2-dev libxxhash-dev
-      nbdkit libnbd-bin python3-libnbd qemu-utils
+      nbdkit libnbd-bin python3-libnbd qemu-utils curl
       openssl e2fsprogs util-linux kmod python3 ca-certificates
       valgrind clang fio eatmydata"
 

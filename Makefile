@@ -20,7 +20,7 @@ ALL_CFLAGS = -std=c17 -D_GNU_SOURCE -pthread -I. $(WARN) $(CFLAGS) $(SAN) $(PKG_
 ALL_LDFLAGS = -pthread $(SAN) $(LDFLAGS)
 
 COMMON_SRC = common/error.c common/log.c common/secbuf.c common/util.c
-XAPI_SRC   = xapi/value.c xapi/xmlrpc.c xapi/session.c xapi/api.c
+XAPI_SRC   = xapi/value.c xapi/xmlrpc.c xapi/session.c xapi/api.c xapi/vhd.c
 CHAIN_SRC  = chain/bitmap.c chain/sums.c chain/layer.c chain/store.c \
              chain/catalog.c chain/read.c chain/nbdsrc.c chain/copy.c \
              chain/fetch.c chain/verify.c
@@ -35,12 +35,12 @@ CHAIN_OBJ  = $(call obj,$(CHAIN_SRC))
 FS_OBJ     = $(call obj,$(FS_SRC))
 CLI_OBJ    = $(call obj,$(CLI_SRC))
 
-UNIT_TESTS = test-xmlrpc test-bitmap test-store test-resolve
+UNIT_TESTS = test-xmlrpc test-bitmap test-store test-resolve test-vhd
 UNIT_BINS  = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 
 # Fuzz targets (tests/fuzz): with gcc they link a driver that replays
 # files; `make fuzz` builds them with clang's libFuzzer instead.
-FUZZ_TARGETS = fuzz-xmlrpc fuzz-bitmap fuzz-manifest fuzz-layer
+FUZZ_TARGETS = fuzz-xmlrpc fuzz-bitmap fuzz-manifest fuzz-layer fuzz-vhd
 FUZZ_BINS    = $(addprefix $(BUILD)/tests/,$(FUZZ_TARGETS))
 FUZZ_DRIVER ?= $(BUILD)/tests/fuzz/replay.o
 FUZZ_LDFLAGS ?=
@@ -74,6 +74,8 @@ cbtfs: $(BUILD)/cbtfs
 # Unit tests link only the modules they test: chain/ builds without FUSE.
 $(BUILD)/tests/test-xmlrpc: $(BUILD)/tests/unit/test-xmlrpc.o $(XAPI_OBJ) $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(XAPI_LIBS) -o $@
+$(BUILD)/tests/test-vhd: $(BUILD)/tests/unit/test-vhd.o $(BUILD)/xapi/vhd.o $(COMMON_OBJ)
+	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 $(BUILD)/tests/test-bitmap: $(BUILD)/tests/unit/test-bitmap.o $(BUILD)/chain/bitmap.o $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 $(BUILD)/tests/test-store: $(BUILD)/tests/unit/test-store.o $(CHAIN_OBJ) $(COMMON_OBJ)
@@ -84,6 +86,8 @@ $(BUILD)/tests/test-resolve: $(BUILD)/tests/unit/test-resolve.o $(CHAIN_OBJ) $(C
 $(BUILD)/tests/fuzz-xmlrpc: $(BUILD)/tests/fuzz/fuzz-xmlrpc.o $(XAPI_OBJ) $(COMMON_OBJ) $(FUZZ_DRIVER)
 	$(CC) $(ALL_LDFLAGS) $(FUZZ_LDFLAGS) $^ $(XAPI_LIBS) -o $@
 $(BUILD)/tests/fuzz-bitmap: $(BUILD)/tests/fuzz/fuzz-bitmap.o $(BUILD)/chain/bitmap.o $(COMMON_OBJ) $(FUZZ_DRIVER)
+	$(CC) $(ALL_LDFLAGS) $(FUZZ_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
+$(BUILD)/tests/fuzz-vhd: $(BUILD)/tests/fuzz/fuzz-vhd.o $(BUILD)/xapi/vhd.o $(COMMON_OBJ) $(FUZZ_DRIVER)
 	$(CC) $(ALL_LDFLAGS) $(FUZZ_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 $(BUILD)/tests/fuzz-manifest: $(BUILD)/tests/fuzz/fuzz-manifest.o $(CHAIN_OBJ) $(COMMON_OBJ) $(FUZZ_DRIVER)
 	$(CC) $(ALL_LDFLAGS) $(FUZZ_LDFLAGS) $^ $(CHAIN_LIBS) -o $@

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "session.h"
+#include "vhd.h"
 
 struct xapi_vm {
   char *ref;
@@ -111,5 +112,14 @@ extern int xapi_vdi_destroy (xapi_session *s, const char *vdi);
 
 /* VDI.checksum: md5 hex of the VDI's content (caller frees). */
 extern char *xapi_vdi_checksum (xapi_session *s, const char *vdi);
+
+/* GET /export_raw_vdi?vdi=UUID&format=vhd, read only up to the end
+ * of the block table, then hang up: which parts of the VDI (XAPI says
+ * SIZE bytes) hold data.  *HEAD gets the bytes (caller frees) and *H
+ * the parsed table (borrowing *HEAD).  0, or -1 with err_* (the
+ * handler missing, a failed export, a stream that is not a VHD). */
+extern int xapi_vdi_vhd_head (xapi_session *s, const char *uuid,
+                              uint64_t size, uint8_t **head,
+                              struct vhd_head *h);
 
 #endif /* CBTFS_XAPI_API_H */

@@ -416,6 +416,124 @@ post (xapi_session *s, const char *body)
   return v;
 }
 
+/* ---- GET (HTTP handlers beside XML-RPC) ---- */
+
+struct get_ctx {
+  xapi_body_fn fn;
+  void *opaque;
+  long status;                  /* of the last response's headers */
+  CURL *curl;
+  int result;                   /* 1 when FN stopped, -1 when it failed */
+};
+
+static size_t
+on_get_data (char *ptr, size_t size, size_t nmemb, void *opaque)
+{
+  struct get_ctx *g = opaque;
+  size_t n = size * nmemb;
+
+  curl_easy_getinfo (g->curl, CURLINFO_RESPONSE_CODE, &g->status);
+  if (g->status != 200)
+    return n;                   /* an error page: reported below */
+  g->result = g->fn (ptr, n, g->opaque);
+  return g->result == 0 ? n : 0;
+}
+
+/* A handle for one GET: S's TLS trust and timeouts, no XML-RPC
+ * headers, redirects followed (XAPI answers 302 for a host that cannot
+ * see the SR) but never from https down to http. */
+static CURL *
+get_handle (xapi_session *s, struct get_ctx *g)
+{
+  CURL *c = curl_easy_duphandle (s->curl);
+  CURLcode rc = CURLE_OK;
+
+  if (c == NULL)
+    return NULL;
+#define SETOPT(opt, val)                                        \
+  do {                                                          \
+    if (rc == CURLE_OK)                                         \
+      rc = curl_easy_setopt (c, (opt), (val));                  \
+  } while (0)
+  SETOPT (CURLOPT_HTTPGET, 1L);
+  SETOPT (CURLOPT_HTTPHEADER, NULL);
+  SETOPT (CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) 0);
+  SETOPT (CURLOPT_WRITEFUNCTION, on_get_data);
+  SETOPT (CURLOPT_WRITEDATA, g);
+  SETOPT (CURLOPT_FOLLOWLOCATION, 1L);
+  SETOPT (CURLOPT_MAXREDIRS, 3L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+  SETOPT (CURLOPT_REDIR_PROTOCOLS_STR,
+          strncmp (s->url, "https:", 6) == 0 ? "https" : "https,http");
+#else
+  SETOPT (CURLOPT_REDIR_PROTOCOLS, (long) (strncmp (s->url, "https:", 6) == 0
+                                           ? CURLPROTO_HTTPS
+                                           : CURLPROTO_HTTPS | CURLPROTO_HTTP));
+#endif
+#undef SETOPT
+  if (rc != CURLE_OK) {
+    curl_easy_cleanup (c);
+    return NULL;
+  }
+  return c;
+}
+
+int
+xapi_get (xapi_session *s, const char *path, xapi_body_fn fn, void *opaque)
+{
+  struct get_ctx g = { .fn = fn, .opaque = opaque };
+  struct rbuf none = { 0 };
+  char *ref = NULL, *url = NULL;
+  CURLcode rc;
+  int r = -1;
+
+  s->errbuf[0] = '\0';
+  g.curl = get_handle (s, &g);
+  ref = s->ref ? curl_easy_escape (g.curl, s->ref, 0) : NULL;
+  if (g.curl == NULL || ref == NULL
+      || asprintf (&url, "%s%s%csession_id=%s", s->url, path,
+                   strchr (path, '?') ? '&' : '?', ref) == -1) {
+    url = NULL;
+    err_set (ENOMEM, "cannot set up a request to %s", s->url);
+    goto out;
+  }
+  rc = curl_easy_setopt (g.curl, CURLOPT_URL, url);
+  if (rc == CURLE_OK)
+    rc = curl_easy_perform (g.curl);
+  curl_easy_getinfo (g.curl, CURLINFO_RESPONSE_CODE, &g.status);
+  if (g.result == 1)
+    r = 0;                      /* FN had what it wanted */
+  else if (g.result == -1)
+    ;                           /* FN's error stands */
+  else if (g.status != 0 && g.status != 200)
+    /* Whatever happened to the connection after it. */
+    err_set (g.status == 404 ? ENOENT : g.status == 401 || g.status == 403
+             ? EACCES : EPROTO, "%s: HTTP %ld", s->url, g.status);
+  else if (rc == CURLE_OK
+           || (g.status == 200 && (rc == CURLE_RECV_ERROR
+                                   || rc == CURLE_PARTIAL_FILE)))
+    /* The body ends when the connection does (no length is sent), and
+     * not always with a clean TLS close: FN judges what it got. */
+    r = 0;
+  else {
+    transport_error (s, rc, &none);
+    /* curl's own message could quote the URL; never the session. */
+    if (strstr (err_get (), ref) || strstr (err_get (), s->ref))
+      err_set (EIO, "%s: GET failed", s->url);
+  }
+
+ out:
+  if (url)
+    free_secret (url);
+  if (ref) {
+    wipe_str (ref);
+    curl_free (ref);
+  }
+  if (g.curl)
+    curl_easy_cleanup (g.curl);
+  return r;
+}
+
 /* Replace every occurrence of SECRET in *STR with XAPI_HIDDEN. */
 static int
 redact (char **str, const char *secret)

@@ -93,6 +93,20 @@ extern const char *xapi_session_ref (const xapi_session *s)
 extern const char *xapi_session_url (const xapi_session *s)
   __attribute__ ((__nonnull__ (1)));
 
+/* Called with each piece of a GET's body (after HTTP 200): 0 to go
+ * on, 1 to stop early (that is success), -1 to fail (err_* set). */
+typedef int (*xapi_body_fn) (const void *data, size_t len, void *opaque);
+
+/* GET PATH ("/handler?query", no session) from S's host with the
+ * session's ref added as session_id, following redirects within the
+ * pool; the body goes to FN.  0 when FN stopped early or the body
+ * ended; -1 with err_* for a status other than 200 (ENOENT for 404,
+ * EACCES for 401/403), a transport failure, or FN's error.  The ref
+ * never appears in messages. */
+extern int xapi_get (xapi_session *s, const char *path, xapi_body_fn fn,
+                     void *opaque)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
+
 /* Unwrap an XAPI envelope {Status, Value | ErrorDescription}: on
  * Success move Value out to *VALUE (caller frees; RESP keeps a NULL in
  * its place and stays the caller's); on Failure fill *E (caller frees

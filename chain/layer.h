@@ -59,6 +59,14 @@ struct layer_meta {
   char userdevice[16];          /* the VBD's device number, "0", "1", … */
 };
 
+/* A baseline starts a chain.  It holds every block ("blocks all"), or
+ * only those the host said hold data: then the rest reads as zeros. */
+static inline bool
+layer_is_baseline (const struct layer_meta *m)
+{
+  return m->parent[0] == '\0';
+}
+
 /* What a layer knows about one block. */
 enum layer_block {
   LAYER_ABSENT = 0,             /* not in this layer's set: look further down */

@@ -71,16 +71,17 @@ fill_layer (struct backup *b, struct layer *l, const char *ref,
   struct copy_stats st;
   struct copy_opts o = b->copy;
   uint64_t present, stored;
+  bool baseline = layer_is_baseline (&l->meta);
 
   o.label = label;
   if (copy_layer (l, cli_copy_target, &ctx, &o, &st) == -1)
     return -1;
   layer_counts (l, &present, &stored);
-  log_info ("%s: %s %s: %" PRIu64 " of %" PRIu64 " blocks changed, %"
+  log_info ("%s: %s %s: %" PRIu64 " of %" PRIu64 " blocks %s, %"
             PRIu64 " stored, %.1f MiB read over NBD in %.1f s", label,
-            l->meta.full ? "baseline" : "delta", l->meta.snapshot,
-            l->nchanged, l->nblocks, stored, st.bytes / 1048576.0,
-            st.seconds);
+            baseline ? "baseline" : "delta", l->meta.snapshot,
+            l->nchanged, l->nblocks, baseline ? "with data" : "changed",
+            stored, st.bytes / 1048576.0, st.seconds);
   return 0;
 }
 
@@ -453,6 +454,49 @@ probe_export (struct backup *b, struct disk *d)
   return r;
 }
 
+/* A baseline need not read what holds no data.  XenServer's NBD server
+ * cannot say which blocks do, but the head of the snapshot's VHD
+ * export can (vhd-export.md): its block table.  Sets *SET to the
+ * blocks to copy and returns 1, or returns 0 to copy every block (the
+ * host could not tell us; one warning says why). */
+static int
+allocated_blocks (struct backup *b, struct disk *d, uint64_t nblocks,
+                  struct bitmap *set)
+{
+  CLEANUP_FREE uint8_t *head = NULL;
+  struct vhd_head h;
+  uint64_t per, first, last;
+
+  if ((uint64_t) d->snap.virtual_size > VHD_EXPORT_MAX) {
+    log_warn ("%s: copying every block: the disk is larger than XAPI's "
+              "VHD export (2040 GiB) can describe", d->label);
+    return 0;
+  }
+  if (xapi_vdi_vhd_head (b->xs, d->snap.uuid, d->snap.virtual_size,
+                         &head, &h) == -1) {
+    log_warn ("%s: copying every block: %s", d->label, err_get ());
+    return 0;
+  }
+  if (bitmap_init (set, nblocks) == -1) {
+    log_warn ("%s: copying every block: out of memory", d->label);
+    return 0;
+  }
+  /* VHD blocks (2 MiB from XAPI) cover whole CBT blocks, or a part. */
+  per = h.block_size;
+  for (uint32_t i = 0; i < h.nentries; i++) {
+    if (!vhd_allocated (&h, i))
+      continue;
+    first = i * per >> CHAIN_BLOCK_SHIFT;
+    last = MIN (nblocks, ((i + 1) * per + CHAIN_BLOCK_SIZE - 1)
+                >> CHAIN_BLOCK_SHIFT);
+    for (uint64_t k = first; k < last; k++)
+      bitmap_set (set, k);
+  }
+  log_info ("%s: %" PRIu64 " of %" PRIu64 " blocks hold data", d->label,
+            bitmap_count (set), nblocks);
+  return 1;
+}
+
 /* Describe this run's layer: its changed set and metadata. */
 static int
 describe_layer (struct backup *b, const struct xapi_vm *vm, struct disk *d)
@@ -463,6 +507,7 @@ describe_layer (struct backup *b, const struct xapi_vm *vm, struct disk *d)
   struct layer_meta m = { 0 };
   size_t len;
   uint64_t nblocks;
+  bool sparse = false;
 
   if (xapi_vdi_get (b->xs, d->snap_ref, &d->snap) == -1)
     return -1;
@@ -499,6 +544,11 @@ describe_layer (struct backup *b, const struct xapi_vm *vm, struct disk *d)
     }
   }
 
+  /* A baseline of only the blocks with data is a set like a delta's,
+   * with nothing below it: the rest reads as zeros (FORMAT.md). */
+  if (d->baseline && allocated_blocks (b, d, nblocks, &changed) == 1)
+    sparse = true;
+
   /* After list_changed_blocks: an open NBD connection would make the
    * host refuse it (VDI_IN_USE, xapi-cbt.md §6). */
   if (!b->no_copy && probe_export (b, d) == -1) {
@@ -515,7 +565,7 @@ describe_layer (struct backup *b, const struct xapi_vm *vm, struct disk *d)
   m.seq = d->max_seq + 1;
   m.time = d->snap.snapshot_time;
   m.size = d->snap.virtual_size;
-  m.full = d->baseline;
+  m.full = d->baseline && !sparse;
   m.lazy = b->no_copy;
   m.vm_name = vm->name;
   m.disk_name = d->live.name;
@@ -523,7 +573,7 @@ describe_layer (struct backup *b, const struct xapi_vm *vm, struct disk *d)
             strspn (d->userdevice, "0123456789") == strlen (d->userdevice)
             ? d->userdevice : "");
   d->layer = layer_create (d->dir, b->store->tmp_dir, &m,
-                           d->baseline ? NULL : &changed);
+                           m.full ? NULL : &changed);
   bitmap_free (&changed);
   return d->layer ? 0 : -1;
 }

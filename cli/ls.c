@@ -75,7 +75,7 @@ print_json (const struct catalog *c)
               ", \"kind\": \"%s\", \"chain\": \"%s\", \"changed_blocks\": %"
               PRIu64 ", \"present_blocks\": %" PRIu64 ", \"stored_blocks\": %"
               PRIu64 ", \"complete\": %s, \"readable\": %s}",
-              l->meta.time, l->meta.size, l->meta.full ? "baseline" : "delta",
+              l->meta.time, l->meta.size, layer_is_baseline (&l->meta) ? "baseline" : "delta",
               l->meta.chain, l->nchanged, present, stored,
               layer_complete (l) ? "true" : "false",
               chain_readable (l) ? "true" : "false");
@@ -99,7 +99,7 @@ print_text (const struct catalog *c)
         char buf[64];
         printf ("    %s.img  %s  %" PRIu64 " bytes  %s  %" PRIu64
                 " blocks  %s\n", d->points[k].name, l->meta.snapshot,
-                l->meta.size, l->meta.full ? "baseline" : "delta   ",
+                l->meta.size, layer_is_baseline (&l->meta) ? "baseline" : "delta   ",
                 l->nchanged, state_of (l, buf, sizeof buf));
       }
     }

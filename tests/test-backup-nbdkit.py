@@ -99,12 +99,17 @@ def main():
         check(all(o % 512 == 0 and c % 512 == 0 for o, c in reads),
               "unaligned reads: %s" % [r for r in reads if r[0] % 512 or r[1] % 512])
         check(max(o + c for o, c in reads) == SIZE, "reads not clamped to the end")
-        covered = sorted(reads)
-        pos = 0
-        for o, c in covered:
-            check(o == pos, "reads overlap or leave a gap at %d" % pos)
-            pos = o + c
-        check(pos == SIZE, "reads covered %d of %d bytes" % (pos, SIZE))
+        # The baseline reads the 2 MiB regions holding data (the stand-in's
+        # VHD export lists them): [0, 6 MiB) and the last, partial one.
+        want = [(0, 6 * MiB), (32 * MiB, SIZE)]
+        got = []
+        for o, c in sorted(reads):
+            check(not got or o >= got[-1][1], "reads overlap at %d" % o)
+            if got and o == got[-1][1]:
+                got[-1] = (got[-1][0], o + c)
+            else:
+                got.append((o, o + c))
+        check(got == want, "reads covered %s, not %s" % (got, want))
 
         disk = env.ls_json(store)["disks"][0]
         check([p["kind"] for p in disk["points"]] == ["baseline", "delta", "delta"]

@@ -52,7 +52,7 @@ def main():
         guest = env.path("root.img")
         cb.make_ext4(guest, SIZE, {"note.txt": b"a small note\n",
                                    "big.bin": os.urandom(8 * MiB)}, lazy=True)
-        cb.write_at(guest, GiB, os.urandom(MiB))      # data in a cold region
+        cb.write_at(guest, GiB, os.urandom(8 * MiB))  # data in a cold region
         s.control("write_file", vdi=vdi, path=guest)
         pw = env.password_file()
         store = env.path("store")

@@ -313,7 +313,8 @@ on_data (char *ptr, size_t size, size_t nmemb, void *opaque)
 /* Turn a failed transfer into one line naming the server and the
  * problem.  Never includes either body. */
 static void
-transport_error (xapi_session *s, CURLcode rc, const struct rbuf *b)
+transport_error (xapi_session *s, CURL *curl, CURLcode rc,
+                 const struct rbuf *b)
 {
   char detail[CURL_ERROR_SIZE];
   curl_off_t sent_at = 0;
@@ -328,7 +329,7 @@ transport_error (xapi_session *s, CURLcode rc, const struct rbuf *b)
              s->url);
     break;
   case CURLE_COULDNT_CONNECT:
-    curl_easy_getinfo (s->curl, CURLINFO_OS_ERRNO, &os_errno);
+    curl_easy_getinfo (curl, CURLINFO_OS_ERRNO, &os_errno);
     if (os_errno)
       err_sys ((int) os_errno, "cannot connect to %s", s->url);
     else
@@ -337,7 +338,7 @@ transport_error (xapi_session *s, CURLcode rc, const struct rbuf *b)
   case CURLE_OPERATION_TIMEDOUT:
     /* The pre-transfer time is set once the request could be sent (on
      * a new or a reused connection), so 0 means we never connected. */
-    curl_easy_getinfo (s->curl, CURLINFO_PRETRANSFER_TIME_T, &sent_at);
+    curl_easy_getinfo (curl, CURLINFO_PRETRANSFER_TIME_T, &sent_at);
     if (sent_at == 0)
       err_set (ETIMEDOUT, "cannot connect to %s: timed out after %ld s",
                s->url, s->connect_timeout);
@@ -399,7 +400,7 @@ post (xapi_session *s, const char *body)
   curl_easy_setopt (s->curl, CURLOPT_WRITEDATA, NULL);
 
   if (rc != CURLE_OK) {
-    transport_error (s, rc, &b);
+    transport_error (s, s->curl, rc, &b);
     goto out;
   }
   curl_easy_getinfo (s->curl, CURLINFO_RESPONSE_CODE, &status);
@@ -489,8 +490,9 @@ xapi_get (xapi_session *s, const char *path, xapi_body_fn fn, void *opaque)
 
   s->errbuf[0] = '\0';
   g.curl = get_handle (s, &g);
-  ref = s->ref ? curl_easy_escape (g.curl, s->ref, 0) : NULL;
-  if (g.curl == NULL || ref == NULL
+  if (g.curl && s->ref)
+    ref = curl_easy_escape (g.curl, s->ref, 0);
+  if (ref == NULL
       || asprintf (&url, "%s%s%csession_id=%s", s->url, path,
                    strchr (path, '?') ? '&' : '?', ref) == -1) {
     url = NULL;
@@ -516,7 +518,7 @@ xapi_get (xapi_session *s, const char *path, xapi_body_fn fn, void *opaque)
      * not always with a clean TLS close: FN judges what it got. */
     r = 0;
   else {
-    transport_error (s, rc, &none);
+    transport_error (s, g.curl, rc, &none);
     /* curl's own message could quote the URL; never the session. */
     if (strstr (err_get (), ref) || strstr (err_get (), s->ref))
       err_set (EIO, "%s: GET failed", s->url);

@@ -563,7 +563,8 @@ check_start (const struct head_buf *b, const uint8_t *data, size_t n)
 
   if (b->len >= 5 || b->len + n < 5)
     return 0;
-  memcpy (first, b->p, b->len);
+  if (b->len)
+    memcpy (first, b->p, b->len);
   memcpy (first + b->len, data, 5 - b->len);
   if (memcmp (first, "HTTP/", 5) == 0) {
     err_set (EIO, "the host failed the export (an HTTP error in the body)");

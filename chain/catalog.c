@@ -1,17 +1,23 @@
 /* cbtfs: what a store holds, as people browse it.
  *
- * Thread model: see catalog.h (single-threaded build, then read-only).
+ * Thread model: see catalog.h.  catalog_load runs a few loader threads
+ * (joined before it returns), each loading whole disks into their own
+ * slots; the rest of the build is single-threaded, then read-only.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../common/cleanup.h"
 #include "../common/error.h"
 #include "../common/log.h"
+#include "../common/util.h"
 #include "catalog.h"
 
 #define NAME_MAX_BYTES 200
@@ -58,21 +64,56 @@ catalog_time_name (int64_t t, char *buf, size_t len)
     strftime (buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* A set of borrowed strings (open addressing, at most half full), so
+ * that naming thousands of points costs linear time, not quadratic. */
+struct nameset {
+  const char **slot;
+  size_t mask;
+};
+
+static int
+nameset_init (struct nameset *set, size_t n)
+{
+  size_t cap = 16;
+
+  while (cap < 2 * n + 2)
+    cap <<= 1;
+  set->mask = cap - 1;
+  set->slot = calloc (cap, sizeof *set->slot);
+  return set->slot ? 0 : -1;
+}
+
+/* The slot holding NAME, or the empty slot where it would go. */
+static const char **
+nameset_find (const struct nameset *set, const char *name)
+{
+  uint64_t h = UINT64_C (14695981039346656037);     /* FNV-1a */
+  size_t i;
+
+  for (const unsigned char *p = (const unsigned char *) name; *p; p++)
+    h = (h ^ *p) * UINT64_C (1099511628211);
+  for (i = h & set->mask; set->slot[i] && strcmp (set->slot[i], name);
+       i = (i + 1) & set->mask)
+    ;
+  return &set->slot[i];
+}
+
 /* Give NAMES[i] (for i < n, in priority order) unique values by adding
  * ".2", ".3", … to later duplicates.  Each entry is replaced in place. */
 static int
 uniquify (char **names, size_t n)
 {
-  for (size_t i = 1; i < n; i++) {
+  struct nameset seen;
+
+  if (nameset_init (&seen, n) == -1)
+    return -1;
+  for (size_t i = 0; i < n; i++) {
     unsigned k = 2;
+    const char **slot;
     bool clash;
     do {
-      clash = false;
-      for (size_t j = 0; j < i; j++)
-        if (strcmp (names[i], names[j]) == 0) {
-          clash = true;
-          break;
-        }
+      slot = nameset_find (&seen, names[i]);
+      clash = *slot != NULL;
       if (clash) {
         char *base = names[i], *nn;
         /* Strip a suffix this loop added, so we get "a.3" not "a.2.3". */
@@ -81,13 +122,17 @@ uniquify (char **names, size_t n)
           if (dot)
             *dot = '\0';
         }
-        if (asprintf (&nn, "%s.%u", base, k++) == -1)
+        if (asprintf (&nn, "%s.%u", base, k++) == -1) {
+          free (seen.slot);
           return -1;
+        }
         free (base);
         names[i] = nn;
       }
     } while (clash);
+    *slot = names[i];
   }
+  free (seen.slot);
   return 0;
 }
 
@@ -107,27 +152,46 @@ cmp_point (const void *a, const void *b)
                         ((const struct catalog_point *) b)->layer);
 }
 
+static int
+cmp_snapshot (const void *a, const void *b)
+{
+  return strcmp ((*(struct layer *const *) a)->meta.snapshot,
+                 (*(struct layer *const *) b)->meta.snapshot);
+}
+
+static int
+cmp_snapshot_key (const void *key, const void *elem)
+{
+  return strcmp (key, (*(struct layer *const *) elem)->meta.snapshot);
+}
+
 /* Link each layer to its parent: same chain, older seq (so damaged
  * manifests cannot make a cycle).  A missing parent leaves the layer
- * marked, and reads that need it fail. */
-static void
+ * marked, and reads that need it fail.  Snapshots are unique within a
+ * disk (they name its folders), so a sorted array finds parents. */
+static int
 link_parents (struct catalog_disk *d)
 {
+  CLEANUP_FREE struct layer **by_snap = malloc ((d->npoints ? d->npoints : 1)
+                                                * sizeof *by_snap);
+
+  if (by_snap == NULL)
+    return -1;
+  for (size_t i = 0; i < d->npoints; i++)
+    by_snap[i] = d->points[i].layer;
+  qsort (by_snap, d->npoints, sizeof *by_snap, cmp_snapshot);
   for (size_t i = 0; i < d->npoints; i++) {
-    struct layer *l = d->points[i].layer;
+    struct layer *l = d->points[i].layer, **pp, *p;
     l->parent = NULL;
     l->parent_missing = false;
     if (l->meta.parent[0] == '\0')
       continue;
-    for (size_t j = 0; j < d->npoints; j++) {
-      struct layer *p = d->points[j].layer;
-      if (strcmp (p->meta.snapshot, l->meta.parent) == 0
-          && strcmp (p->meta.chain, l->meta.chain) == 0
-          && p->meta.seq < l->meta.seq) {
-        l->parent = p;
-        break;
-      }
-    }
+    pp = bsearch (l->meta.parent, by_snap, d->npoints, sizeof *by_snap,
+                  cmp_snapshot_key);
+    p = pp ? *pp : NULL;
+    if (p && strcmp (p->meta.chain, l->meta.chain) == 0
+        && p->meta.seq < l->meta.seq)
+      l->parent = p;
     if (l->parent == NULL) {
       l->parent_missing = true;
       log_warn ("snapshot %s of disk %s: its parent %s is missing or "
@@ -135,6 +199,7 @@ link_parents (struct catalog_disk *d)
                 l->meta.snapshot, d->uuid, l->meta.parent);
     }
   }
+  return 0;
 }
 
 static int
@@ -166,11 +231,40 @@ name_points (struct catalog_disk *d)
   return ret;
 }
 
+/* Open layer DIR/NAME (DIRFD: DIR's fd, or -1) as FLAGS say, or NULL
+ * after logging why it is left out. */
+static struct layer *
+open_point (const char *dir, int dirfd, const char *name, const char *disk,
+            unsigned flags)
+{
+  CLEANUP_FREE char *ldir = NULL;
+  struct layer *l;
+
+  if (asprintf (&ldir, "%s/%s", dir, name) == -1) {
+    log_warn ("skipping layer %s/%s: out of memory", dir, name);
+    return NULL;
+  }
+  l = flags & CATALOG_LAZY ? layer_open_lazy (dir, dirfd, name)
+    : layer_open (ldir, false);
+  if (l == NULL) {
+    log_warn ("skipping damaged layer %s: %s", ldir, err_get ());
+    return NULL;
+  }
+  if (strcmp (l->meta.snapshot, name) || strcmp (l->meta.disk, disk)) {
+    log_warn ("skipping layer %s: its manifest names another snapshot "
+              "or disk", ldir);
+    layer_close (l);
+    return NULL;
+  }
+  return l;
+}
+
 static int
-load_disk (struct store *s, const char *uuid, struct catalog_disk *d,
-           size_t *nskipped)
+load_disk (struct store *s, const char *uuid, unsigned flags,
+           struct catalog_disk *d, size_t *nskipped)
 {
   CLEANUP_FREE char *dir = store_disk_dir (s, uuid, false);
+  CLEANUP_CLOSE int dirfd = -1;
   char **snaps = NULL;
   size_t nsnaps, i;
 
@@ -183,29 +277,20 @@ load_disk (struct store *s, const char *uuid, struct catalog_disk *d,
     store_names_free (snaps, nsnaps);
     return -1;
   }
+  /* Manifests opened relative to the disk's folder: a shorter path
+   * walk for each of its (maybe thousands of) layers. */
+  dirfd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   for (i = 0; i < nsnaps; i++) {
-    CLEANUP_FREE char *ldir = NULL;
-    struct layer *l;
-    if (asprintf (&ldir, "%s/%s", dir, snaps[i]) == -1)
-      continue;
-    l = layer_open (ldir, false);
-    if (l == NULL) {
-      log_warn ("skipping damaged layer %s: %s", ldir, err_get ());
+    struct layer *l = open_point (dir, dirfd, snaps[i], uuid, flags);
+    if (l == NULL)
       (*nskipped)++;
-      continue;
-    }
-    if (strcmp (l->meta.snapshot, snaps[i]) || strcmp (l->meta.disk, uuid)) {
-      log_warn ("skipping layer %s: its manifest names another snapshot "
-                "or disk", ldir);
-      layer_close (l);
-      (*nskipped)++;
-      continue;
-    }
-    d->points[d->npoints++].layer = l;
+    else
+      d->points[d->npoints++].layer = l;
   }
   store_names_free (snaps, nsnaps);
   qsort (d->points, d->npoints, sizeof *d->points, cmp_point);
-  link_parents (d);
+  if (link_parents (d) == -1)
+    return -1;
   return name_points (d);
 }
 
@@ -231,27 +316,55 @@ newest_layer (const struct catalog_disk *d)
   return d->points[d->npoints - 1].layer;
 }
 
+static int
+cmp_strp (const void *a, const void *b)
+{
+  return strcmp (**(char **const *) a, **(char **const *) b);
+}
+
+/* Mark in SHARED[i] whether BASE[i] equals another entry (sorting
+ * pointers to the entries, not comparing every pair). */
+static int
+find_shared (char **base, size_t n, bool *shared)
+{
+  CLEANUP_FREE char ***by_name = malloc ((n ? n : 1) * sizeof *by_name);
+  size_t i, j;
+
+  if (by_name == NULL)
+    return -1;
+  for (i = 0; i < n; i++)
+    by_name[i] = &base[i];
+  qsort (by_name, n, sizeof *by_name, cmp_strp);
+  for (i = 0; i < n; i = j) {
+    for (j = i + 1; j < n && strcmp (*by_name[i], *by_name[j]) == 0; j++)
+      ;
+    for (size_t k = i; k < j; k++)
+      shared[by_name[k] - base] = j - i > 1;
+  }
+  return 0;
+}
+
 /* Disk folder names within one VM: the VDI name, with "-<userdevice>"
  * where two disks share a name, then ".2" for whatever still clashes. */
 static int
 name_disks (struct catalog_vm *vm)
 {
-  size_t n = vm->ndisks, i, j;
+  size_t n = vm->ndisks, i;
   CLEANUP_FREE char **base = calloc (n ? n : 1, sizeof *base);
   CLEANUP_FREE char **names = calloc (n ? n : 1, sizeof *names);
+  CLEANUP_FREE bool *shared = calloc (n ? n : 1, sizeof *shared);
   int ret = -1;
 
-  if (base == NULL || names == NULL)
+  if (base == NULL || names == NULL || shared == NULL)
     return -1;
   for (i = 0; i < n; i++)
     if ((base[i] = catalog_safe_name (newest_layer (vm->disks[i])->meta.disk_name)) == NULL)
       goto out;
+  if (find_shared (base, n, shared) == -1)
+    goto out;
   for (i = 0; i < n; i++) {
     const char *dev = newest_layer (vm->disks[i])->meta.userdevice;
-    bool shared = false;
-    for (j = 0; j < n; j++)
-      shared |= i != j && strcmp (base[i], base[j]) == 0;
-    if (shared && dev[0]) {
+    if (shared[i] && dev[0]) {
       if (asprintf (&names[i], "%s-%s", base[i], dev) == -1) {
         names[i] = NULL;
         goto out;
@@ -293,46 +406,93 @@ cmp_disk_device (const void *a, const void *b)
   return strcmp (x->uuid, y->uuid);
 }
 
+/* Disks by the VM their newest layer names, then by place in C. */
+static int
+cmp_disk_vm (const void *a, const void *b)
+{
+  const struct catalog_disk *x = *(struct catalog_disk *const *) a;
+  const struct catalog_disk *y = *(struct catalog_disk *const *) b;
+  int c = strcmp (newest_layer (x)->meta.vm, newest_layer (y)->meta.vm);
+
+  return c ? c : (x > y) - (x < y);
+}
+
+/* A run of BY_VM: one VM's disks, the first the earliest in C. */
+struct vm_group {
+  struct catalog_disk **first;
+  size_t n;
+};
+
+static int
+cmp_group (const void *a, const void *b)
+{
+  const struct catalog_disk *x = *((const struct vm_group *) a)->first;
+  const struct catalog_disk *y = *((const struct vm_group *) b)->first;
+
+  return (x > y) - (x < y);
+}
+
+/* Make one VM of each group of disks that name the same VM, in the
+ * order of each VM's first disk in C (sorting, not a search per disk). */
+static int
+group_vms (struct catalog *c, struct vm_info *info)
+{
+  CLEANUP_FREE struct catalog_disk **by_vm = NULL;
+  CLEANUP_FREE struct vm_group *groups = NULL;
+  size_t i, j, n = 0, ngroups = 0;
+
+  by_vm = malloc ((c->ndisks ? c->ndisks : 1) * sizeof *by_vm);
+  groups = malloc ((c->ndisks ? c->ndisks : 1) * sizeof *groups);
+  if (by_vm == NULL || groups == NULL)
+    return -1;
+  for (i = 0; i < c->ndisks; i++)
+    if (c->disks[i].npoints > 0)
+      by_vm[n++] = &c->disks[i];
+  qsort (by_vm, n, sizeof *by_vm, cmp_disk_vm);
+  for (i = 0; i < n; i = j) {
+    for (j = i + 1; j < n && strcmp (newest_layer (by_vm[i])->meta.vm,
+                                     newest_layer (by_vm[j])->meta.vm) == 0;
+         j++)
+      ;
+    groups[ngroups++] = (struct vm_group) { &by_vm[i], j - i };
+  }
+  qsort (groups, ngroups, sizeof *groups, cmp_group);
+  for (i = 0; i < ngroups; i++) {
+    struct catalog_vm *vm = &c->vms[i];
+    struct vm_group *g = &groups[i];
+    memcpy (vm->uuid, newest_layer (g->first[0])->meta.vm, UUID_LEN + 1);
+    vm->disks = malloc (g->n * sizeof *vm->disks);
+    if (vm->disks == NULL)
+      return -1;
+    c->nvms++;
+    info[i] = (struct vm_info) { vm, newest_layer (g->first[0]),
+                                 g->first[0]->points[0].layer };
+    for (j = 0; j < g->n; j++) {
+      struct catalog_disk *d = g->first[j];
+      if (cmp_layer_age (newest_layer (d), info[i].newest) > 0)
+        info[i].newest = newest_layer (d);
+      if (cmp_layer_age (d->points[0].layer, info[i].oldest) < 0)
+        info[i].oldest = d->points[0].layer;
+      vm->disks[vm->ndisks++] = d;
+      d->vm = vm;
+    }
+  }
+  return 0;
+}
+
 static int
 build_vms (struct catalog *c)
 {
   CLEANUP_FREE struct vm_info *info = NULL;
   CLEANUP_FREE char **names = NULL;
-  size_t i, j, nvms = 0;
+  size_t i, nvms;
   int ret = -1;
 
   c->vms = calloc (c->ndisks ? c->ndisks : 1, sizeof *c->vms);
   info = calloc (c->ndisks ? c->ndisks : 1, sizeof *info);
-  if (c->vms == NULL || info == NULL)
+  if (c->vms == NULL || info == NULL || group_vms (c, info) == -1)
     return -1;
-  for (i = 0; i < c->ndisks; i++) {
-    struct catalog_disk *d = &c->disks[i];
-    const struct layer *newest, *oldest;
-    if (d->npoints == 0)
-      continue;
-    newest = newest_layer (d);
-    oldest = d->points[0].layer;
-    for (j = 0; j < nvms; j++)
-      if (strcmp (c->vms[j].uuid, newest->meta.vm) == 0)
-        break;
-    if (j == nvms) {
-      memcpy (c->vms[j].uuid, newest->meta.vm, UUID_LEN + 1);
-      info[j].vm = &c->vms[j];
-      info[j].newest = newest;
-      info[j].oldest = oldest;
-      c->vms[j].disks = calloc (c->ndisks, sizeof *c->vms[j].disks);
-      if (c->vms[j].disks == NULL)
-        return -1;
-      nvms++;
-    }
-    if (cmp_layer_age (newest, info[j].newest) > 0)
-      info[j].newest = newest;
-    if (cmp_layer_age (oldest, info[j].oldest) < 0)
-      info[j].oldest = oldest;
-    c->vms[j].disks[c->vms[j].ndisks++] = d;
-    d->vm = &c->vms[j];
-  }
-  c->nvms = nvms;
+  nvms = c->nvms;
 
   /* Name VMs oldest first so first comers keep their names. */
   qsort (info, nvms, sizeof *info, cmp_vm_age);
@@ -361,36 +521,104 @@ build_vms (struct catalog *c)
   return ret;
 }
 
+/* Disks are loaded by a few threads at once: reading thousands of
+ * manifests is mostly system calls, which spread over the cores. */
+#define LOAD_THREADS_MAX 8
+
+/* What the loader threads share.  Each disk is loaded by one thread
+ * into its own slot; only NEXT, NSKIPPED and FAILED are shared, and
+ * the first error's message is kept under LOCK (err_* is per thread). */
+struct loader {
+  struct store *s;              /* only read (store_disk_dir, create false) */
+  char **names;
+  size_t n;
+  unsigned flags;
+  struct catalog *c;            /* c->disks[i] for names[i] */
+  size_t next;                  /* atomic: the next disk to take */
+  bool failed;                  /* atomic: stop taking disks */
+  pthread_mutex_t lock;
+  char *error;                  /* the first failure's message */
+  int error_errno;
+};
+
+static void *
+loader_run (void *arg)
+{
+  struct loader *ld = arg;
+  size_t i, skipped = 0;
+
+  while ((i = __atomic_fetch_add (&ld->next, 1, __ATOMIC_RELAXED)) < ld->n
+         && !__atomic_load_n (&ld->failed, __ATOMIC_RELAXED)) {
+    if (load_disk (ld->s, ld->names[i], ld->flags, &ld->c->disks[i],
+                   &skipped) == 0)
+      continue;
+    err_prefix ("disk %s", ld->names[i]);
+    pthread_mutex_lock (&ld->lock);
+    if (ld->error == NULL) {
+      ld->error_errno = errno;
+      ld->error = strdup (err_get ());
+    }
+    pthread_mutex_unlock (&ld->lock);
+    __atomic_store_n (&ld->failed, true, __ATOMIC_RELAXED);
+  }
+  __atomic_fetch_add (&ld->c->nskipped, skipped, __ATOMIC_RELAXED);
+  return NULL;
+}
+
+/* Load every disk of LD with up to LOAD_THREADS_MAX threads (this one
+ * among them).  0, or -1 with err_*. */
+static int
+load_disks (struct loader *ld)
+{
+  pthread_t tids[LOAD_THREADS_MAX - 1];
+  long cpus = sysconf (_SC_NPROCESSORS_ONLN);
+  size_t nthreads = MIN ((size_t) MAX (cpus, 1), (size_t) LOAD_THREADS_MAX);
+  size_t started = 0;
+
+  nthreads = MIN (nthreads, MAX (ld->n, (size_t) 1));
+  while (started + 1 < nthreads
+         && pthread_create (&tids[started], NULL, loader_run, ld) == 0)
+    started++;
+  loader_run (ld);
+  for (size_t i = 0; i < started; i++)
+    pthread_join (tids[i], NULL);
+  if (ld->failed) {
+    err_set (ld->error_errno, "%s", ld->error ? ld->error : "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
 struct catalog *
-catalog_load (struct store *s)
+catalog_load (struct store *s, unsigned flags)
 {
   struct catalog *c = calloc (1, sizeof *c);
-  char **disks = NULL;
-  size_t ndisks = 0, i;
+  struct loader ld = { .s = s, .flags = flags, .c = c,
+                       .lock = PTHREAD_MUTEX_INITIALIZER };
+  int r;
 
   if (c == NULL)
     return NULL;
-  if (store_list (s->disks_dir, &disks, &ndisks) == -1)
+  if (store_list (s->disks_dir, &ld.names, &ld.n) == -1)
     goto err;
-  c->disks = calloc (ndisks ? ndisks : 1, sizeof *c->disks);
+  c->disks = calloc (ld.n ? ld.n : 1, sizeof *c->disks);
   if (c->disks == NULL)
     goto nomem;
-  for (i = 0; i < ndisks; i++) {
-    if (load_disk (s, disks[i], &c->disks[c->ndisks], &c->nskipped) == -1) {
-      err_prefix ("disk %s", disks[i]);
-      goto err;
-    }
-    c->ndisks++;
-  }
+  r = load_disks (&ld);
+  /* Slots of disks never reached are zero: catalog_free copes. */
+  c->ndisks = ld.n;
+  free (ld.error);
+  if (r == -1)
+    goto err;
   if (build_vms (c) == -1)
     goto nomem;
-  store_names_free (disks, ndisks);
+  store_names_free (ld.names, ld.n);
   return c;
 
  nomem:
   err_set (ENOMEM, "out of memory");
  err:
-  store_names_free (disks, ndisks);
+  store_names_free (ld.names, ld.n);
   catalog_free (c);
   return NULL;
 }

@@ -7,9 +7,10 @@
  * that later takes a name already shown gets the ".2" suffix, never the
  * VM that had it first.
  *
- * Thread model: built by one thread; afterwards immutable, so any
- * number of threads may read it (the layers inside have their own
- * locks).
+ * Thread model: catalog_load reads disks with a few threads of its
+ * own, all joined before it returns; afterwards the catalog is
+ * immutable, so any number of threads may read it (the layers inside
+ * have their own locks).
  */
 #ifndef CBTFS_CHAIN_CATALOG_H
 #define CBTFS_CHAIN_CATALOG_H
@@ -49,11 +50,20 @@ struct catalog {
   size_t nskipped;              /* damaged layers left out (each logged) */
 };
 
-/* Load STORE.  A damaged layer is logged and left out; points above it
- * then fail reads of the blocks they would take from it (never serve
- * wrong data).  NULL with err_* only when the store itself cannot be
- * read. */
-extern struct catalog *catalog_load (struct store *store)
+/* How catalog_load reads layers. */
+enum catalog_flags {
+  /* Read only manifests (all that naming, linking and sizes need); a
+   * layer's set and index are read when a read first needs them
+   * (layer_load), and damage there is found then, not at load. */
+  CATALOG_LAZY = 1,
+};
+
+/* Load STORE (FLAGS: enum catalog_flags).  A damaged layer is logged
+ * and left out (with CATALOG_LAZY only damaged manifests are found
+ * here); points above it then fail reads of the blocks they would take
+ * from it (never serve wrong data).  NULL with err_* only when the
+ * store itself cannot be read. */
+extern struct catalog *catalog_load (struct store *store, unsigned flags)
   __attribute__ ((__nonnull__ (1)));
 
 extern void catalog_free (struct catalog *c);

@@ -4,6 +4,8 @@
  * block takes it exclusively only to queue the record; layer_sync holds
  * l->sync_lock across its fsyncs and takes l->lock exclusively only to
  * swap the pending queue out and, at the end, to mark blocks present.
+ * layer_load holds l->load_lock while it reads the set and index, and
+ * l->lock exclusively while it fills the in-memory state.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +24,7 @@
 
 #include "../common/cleanup.h"
 #include "../common/error.h"
+#include "../common/log.h"
 #include "../common/util.h"
 #include "layer.h"
 
@@ -514,6 +517,7 @@ layer_alloc (void)
   pthread_mutex_init (&l->sync_lock, NULL);
   pthread_mutex_init (&l->write_lock, NULL);
   pthread_mutex_init (&l->resolve_lock, NULL);
+  pthread_mutex_init (&l->load_lock, NULL);
   l->data_fd = l->wdata_fd = l->direct_fd = l->index_fd = -1;
   return l;
 }
@@ -551,7 +555,9 @@ layer_close (struct layer *l)
   bitmap_free (&l->present);
   sums_free (&l->sums);
   layer_meta_clear (&l->meta);
+  free (l->load_error);
   free (l->dir);
+  pthread_mutex_destroy (&l->load_lock);
   pthread_rwlock_destroy (&l->lock);
   pthread_mutex_destroy (&l->sync_lock);
   pthread_mutex_destroy (&l->write_lock);
@@ -730,34 +736,106 @@ path_in (const char *dir, const char *name)
   return p;
 }
 
-struct layer *
-layer_open (const char *dir, bool writable)
+/* Read the small file PATH (relative to DIRFD, or AT_FDCWD) into a
+ * malloc'd, NUL-terminated buffer of at most MAX bytes; *LEN gets its
+ * length.  Reads until a short read (the end of a regular file), so a
+ * manifest costs open, one read and close.  NULL with errno. */
+static char *
+read_small_at (int dirfd, const char *path, size_t max, size_t *len)
 {
-  CLEANUP_FREE char *mpath = path_in (dir, "layer");
-  CLEANUP_FREE char *dpath = path_in (dir, "data");
-  CLEANUP_FREE char *ipath = path_in (dir, "index");
+  CLEANUP_CLOSE int fd = openat (dirfd, path, O_RDONLY | O_CLOEXEC);
+  size_t cap = 4096, got = 0;
+  char *buf = NULL, *nb;
+  ssize_t r;
+
+  if (fd == -1)
+    return NULL;
+  do {
+    if (got == cap - 1 && (cap *= 2) > max + 1) {
+      free (buf);
+      errno = EFBIG;
+      return NULL;
+    }
+    if ((nb = realloc (buf, cap)) == NULL) {
+      free (buf);
+      return NULL;
+    }
+    buf = nb;
+    do
+      r = pread (fd, buf + got, cap - 1 - got, got);
+    while (r == -1 && errno == EINTR);
+    if (r == -1) {
+      free (buf);
+      return NULL;
+    }
+    got += r;
+  } while (got == cap - 1);
+  buf[got] = '\0';
+  *len = got;
+  return buf;
+}
+
+/* A layer for DIR with its manifest read and nothing else, or NULL
+ * with err_*.  REL is DIR relative to DIRFD (or AT_FDCWD). */
+static struct layer *
+open_manifest (const char *dir, int dirfd, const char *rel)
+{
+  CLEANUP_FREE char *mpath = path_in (rel, "layer");
   CLEANUP_FREE char *text = NULL;
-  CLEANUP_CLOSE int ifd = -1;
-  struct layer *l;
+  struct layer *l = NULL;
   size_t len;
 
-  if (!mpath || !dpath || !ipath)
-    return NULL;
-  l = layer_alloc ();
-  if (l == NULL || (l->dir = strdup (dir)) == NULL) {
+  if (mpath == NULL || (l = layer_alloc ()) == NULL
+      || (l->dir = strdup (dir)) == NULL) {
     err_set (ENOMEM, "out of memory");
     goto err;
   }
-  text = read_file (mpath, 1 << 20, &len);
+  text = read_small_at (dirfd, mpath, 1 << 20, &len);
   if (text == NULL) {
-    err_sys (errno, "%s", mpath);
+    err_sys (errno, "%s/layer", dir);
     goto err;
   }
   if (layer_meta_parse (text, len, &l->meta) == -1) {
-    err_prefix ("%s", mpath);
+    err_prefix ("%s/layer", dir);
     goto err;
   }
   l->nblocks = chain_nblocks (l->meta.size);
+  return l;
+
+ err:
+  layer_close (l);
+  return NULL;
+}
+
+struct layer *
+layer_open_lazy (const char *parent_dir, int parent_fd, const char *name)
+{
+  CLEANUP_FREE char *dir = path_in (parent_dir, name);
+
+  if (dir == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  if (parent_fd < 0)
+    return open_manifest (dir, AT_FDCWD, dir);
+  return open_manifest (dir, parent_fd, name);
+}
+
+struct layer *
+layer_open (const char *dir, bool writable)
+{
+  CLEANUP_FREE char *dpath = path_in (dir, "data");
+  CLEANUP_FREE char *ipath = path_in (dir, "index");
+  CLEANUP_CLOSE int ifd = -1;
+  struct layer *l;
+
+  if (!dpath || !ipath) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  l = open_manifest (dir, AT_FDCWD, dir);
+  if (l == NULL)
+    return NULL;
   if (load_changed (l) == -1)
     goto err;
 
@@ -787,11 +865,119 @@ layer_open (const char *dir, bool writable)
     l->direct_fd = open_direct (dpath);
     ifd = -1;
   }
+  l->load_state = LAYER_LOADED;
   return l;
 
  err:
   layer_close (l);
   return NULL;
+}
+
+/* Forget a partly read set and index, so that a later try starts
+ * afresh.  Keeps errno. */
+static void
+unload (struct layer *l)
+{
+  int e = errno;
+
+  bitmap_free (&l->changed);
+  bitmap_free (&l->ready);
+  bitmap_free (&l->present);
+  sums_free (&l->sums);
+  l->nchanged = l->npresent = 0;
+  l->index_len = 0;
+  errno = e;
+}
+
+/* Read the set and the index of a lazily opened layer.  Called with
+ * l->load_lock held and l->lock held exclusively.  0, or -1 with err_*
+ * and nothing left in memory. */
+static int
+read_set_and_index (struct layer *l)
+{
+  CLEANUP_FREE char *ipath = path_in (l->dir, "index");
+  int fd, r;
+
+  if (ipath == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  if (load_changed (l) == -1) {
+    unload (l);
+    return -1;
+  }
+  fd = open (ipath, O_RDONLY | O_CLOEXEC);
+  if (fd == -1) {
+    err_sys (errno, "open %s", ipath);
+    unload (l);
+    return -1;
+  }
+  r = load_index (l, fd, ipath);
+  if (r == -1)
+    unload (l);
+  close (fd);
+  return r;
+}
+
+/* Failures that say nothing about the files: the next try may work. */
+static bool
+is_transient (int e)
+{
+  return e == ENOMEM || e == EMFILE || e == ENFILE || e == EINTR
+    || e == EAGAIN || e == EIO;
+}
+
+static int
+fail_damaged (struct layer *l)
+{
+  err_set (EIO, "snapshot %s is damaged: %s", l->meta.snapshot,
+           l->load_error ? l->load_error : "(no details: out of memory)");
+  return -1;
+}
+
+/* Read the set and index once; the new state.  Called with
+ * l->load_lock held. */
+static int
+load_locked (struct layer *l)
+{
+  int r, e;
+
+  pthread_rwlock_wrlock (&l->lock);
+  r = read_set_and_index (l);
+  e = errno;
+  pthread_rwlock_unlock (&l->lock);
+  if (r == 0)
+    return LAYER_LOADED;
+  if (is_transient (e)) {
+    errno = e;
+    return LAYER_UNLOADED;
+  }
+  /* Damage does not heal: remember it and say so once. */
+  l->load_error = strdup (err_get ());
+  log_error ("damaged layer: %s; reads that need it fail with EIO",
+             err_get ());
+  return LAYER_DAMAGED;
+}
+
+int
+layer_load (struct layer *l)
+{
+  int st = __atomic_load_n (&l->load_state, __ATOMIC_ACQUIRE);
+
+  if (st == LAYER_UNLOADED) {
+    pthread_mutex_lock (&l->load_lock);
+    st = l->load_state;         /* another thread may have loaded it */
+    if (st == LAYER_UNLOADED) {
+      st = load_locked (l);
+      __atomic_store_n (&l->load_state, st, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock (&l->load_lock);
+    if (st == LAYER_UNLOADED)
+      return -1;                /* transient: err_* and errno are set */
+  }
+  if (st == LAYER_DAMAGED)
+    return fail_damaged (l);
+  return 0;
 }
 
 int
@@ -805,6 +991,8 @@ layer_make_writable (struct layer *l)
     err_set (ENOMEM, "out of memory");
     return -1;
   }
+  if (layer_load (l) == -1)
+    return -1;
   pthread_mutex_lock (&l->sync_lock);
   if (l->index_fd >= 0) {
     ret = 0;
@@ -929,6 +1117,8 @@ layer_block_state (struct layer *l, uint64_t b)
 {
   enum layer_block st;
 
+  if (layer_load (l) == -1)
+    return LAYER_MISSING;
   if (!bitmap_get (&l->changed, b))
     return LAYER_ABSENT;
   pthread_rwlock_rdlock (&l->lock);
@@ -949,6 +1139,10 @@ layer_read_block (struct layer *l, uint64_t b, void *buf)
   ssize_t r;
   int fd;
 
+  if (layer_load (l) == -1) {
+    errno = EIO;
+    return -1;
+  }
   pthread_rwlock_rdlock (&l->lock);
   present = bitmap_get (&l->ready, b);
   s = sums_get (&l->sums, b);
@@ -1176,6 +1370,8 @@ layer_complete (struct layer *l)
 {
   bool done;
 
+  if (layer_load (l) == -1)
+    return false;
   pthread_rwlock_rdlock (&l->lock);
   done = l->npresent == l->nchanged;
   pthread_rwlock_unlock (&l->lock);
@@ -1185,6 +1381,10 @@ layer_complete (struct layer *l)
 void
 layer_counts (struct layer *l, uint64_t *present, uint64_t *stored)
 {
+  if (layer_load (l) == -1) {
+    *present = *stored = 0;
+    return;
+  }
   pthread_rwlock_rdlock (&l->lock);
   *present = l->npresent;
   *stored = l->sums.len;

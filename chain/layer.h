@@ -14,12 +14,20 @@
  * only once its data and index record are durable (layer_sync).  Only
  * present blocks survive a crash; ready ones are fetched again.
  *
+ * A layer opened with layer_open_lazy has only its manifest in memory;
+ * its set and index are read by layer_load, once, when something first
+ * needs them (a mount of thousands of layers reads only manifests).
+ *
  * Thread model: any number of threads may read blocks and put blocks
  * at once.  l->lock (rwlock) guards the in-memory state (bits,
  * checksums, pending records, the write fd); l->sync_lock serialises
  * layer_sync and layer_make_writable so records reach the index in one
- * writer's order.  Lock order: sync_lock before lock.  Data file I/O
- * happens outside both; index appends and fsyncs under sync_lock only.
+ * writer's order.  l->load_lock serialises layer_load, which publishes
+ * the set and index by storing l->load_state with release semantics;
+ * readers that see LAYER_LOADED (acquire) read the set without a lock.
+ * Lock order: load_lock, then sync_lock, then lock.  Data file I/O
+ * happens outside all of them; index appends and fsyncs under sync_lock
+ * only.
  */
 #ifndef CBTFS_CHAIN_LAYER_H
 #define CBTFS_CHAIN_LAYER_H
@@ -67,6 +75,13 @@ layer_is_baseline (const struct layer_meta *m)
   return m->parent[0] == '\0';
 }
 
+/* Whether a layer's set and index are in memory (l->load_state). */
+enum layer_load {
+  LAYER_UNLOADED = 0,           /* opened lazily, not needed yet */
+  LAYER_LOADED = 1,             /* set, index and counts are valid */
+  LAYER_DAMAGED = 2,            /* its set or index is damaged: never serve */
+};
+
 /* What a layer knows about one block. */
 enum layer_block {
   LAYER_ABSENT = 0,             /* not in this layer's set: look further down */
@@ -78,8 +93,9 @@ enum layer_block {
 struct layer {
   struct layer_meta meta;       /* immutable after open */
   uint64_t nblocks;
-  struct bitmap changed;        /* the set (all ones when meta.full) */
-  uint64_t nchanged;
+  struct bitmap changed;        /* the set (all ones when meta.full); valid
+                                   once loaded, then immutable */
+  uint64_t nchanged;            /* blocks in the set, once loaded */
   char *dir;                    /* owned */
   struct layer *parent;         /* borrowed; linked by the catalog */
   bool parent_missing;          /* meta.parent names a layer not loaded */
@@ -89,6 +105,10 @@ struct layer {
   void *resolve_cache;
   void (*resolve_cache_free) (void *);
   bool resolve_tried;
+
+  pthread_mutex_t load_lock;    /* serialises layer_load */
+  int load_state;               /* enum layer_load; atomic */
+  char *load_error;             /* why it is LAYER_DAMAGED (owned) */
 
   pthread_rwlock_t lock;
   struct bitmap ready;          /* blocks this process may serve */
@@ -126,6 +146,24 @@ extern struct layer *layer_create (const char *parent_dir, const char *tmp_dir,
 extern struct layer *layer_open (const char *dir, bool writable)
   __attribute__ ((__nonnull__ (1)));
 
+/* Open the layer PARENT_DIR/NAME for reading, with only its manifest
+ * read: the set and index are read by layer_load when first needed.
+ * PARENT_FD is an open descriptor of PARENT_DIR (the manifest is opened
+ * relative to it: one short path walk per layer), or -1.  NULL with
+ * err_* when the manifest is damaged or cannot be read. */
+extern struct layer *layer_open_lazy (const char *parent_dir, int parent_fd,
+                                      const char *name)
+  __attribute__ ((__nonnull__ (1, 3)));
+
+/* Make sure L's set and index are in memory, reading them the first
+ * time.  Thread-safe; cheap once loaded.  0, or -1 with err_* and errno
+ * EIO when they are damaged (remembered: every later call fails the
+ * same way, and the damage is logged once), or another errno when they
+ * cannot be read now (ENOMEM, EMFILE, …: a later call tries again).
+ * Every function below that looks at blocks loads the layer first;
+ * code that reads l->changed or l->nchanged directly must call this. */
+extern int layer_load (struct layer *l) __attribute__ ((__nonnull__ (1)));
+
 /* Make a layer opened for reading fillable: take the writer lock, read
  * the records other writers added since, cut a torn tail.  Idempotent.
  * 0, or -1 with err_* (EWOULDBLOCK: another process fills it). */
@@ -140,7 +178,9 @@ extern void layer_close (struct layer *l);
 extern void layer_meta_clear (struct layer_meta *meta)
   __attribute__ ((__nonnull__ (1)));
 
-/* The state of block B. */
+/* The state of block B.  L must be loaded (layer_load); a layer that
+ * cannot be loaded reads as LAYER_MISSING, never as ABSENT (which would
+ * let an older layer's block show through). */
 extern enum layer_block layer_block_state (struct layer *l, uint64_t b)
   __attribute__ ((__nonnull__ (1)));
 
@@ -173,10 +213,12 @@ extern int layer_sync (struct layer *l) __attribute__ ((__nonnull__ (1)));
 extern uint64_t layer_pending_bytes (struct layer *l)
   __attribute__ ((__nonnull__ (1)));
 
-/* True when every block of the set is present. */
+/* True when every block of the set is present (false when the layer
+ * cannot be loaded). */
 extern bool layer_complete (struct layer *l) __attribute__ ((__nonnull__ (1)));
 
-/* Blocks of the set that are present, and stored (non-zero) blocks. */
+/* Blocks of the set that are present, and stored (non-zero) blocks
+ * (0 and 0 when the layer cannot be loaded). */
 extern void layer_counts (struct layer *l, uint64_t *present, uint64_t *stored)
   __attribute__ ((__nonnull__ (1, 2, 3)));
 

@@ -3,6 +3,8 @@
  * Thread model: reentrant (see read.h); the bounce buffer is per call.
  * A point's index is built once, under its top layer's resolve_lock, and
  * published with an atomic store; readers after that take no lock.
+ * Layers are loaded (layer_load, thread-safe) as resolution reaches
+ * them: a layer's set is only looked at after layer_load succeeded.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -46,10 +48,13 @@ index_free (void *p)
   }
 }
 
-/* Build TOP's index, or NULL (ENOMEM, or a chain too deep for it:
- * then readers walk). */
+/* Build TOP's index, loading every layer of its chain.  A layer that
+ * is damaged ends the chain there: blocks no layer above it holds are
+ * unknowable (GAP).  NULL to walk instead: the chain is too shallow or
+ * too deep for an index, or (*RETRY set) a layer could not be loaded
+ * now or memory ran out, and the next read should try again. */
 static struct chain_index *
-index_build (struct layer *top)
+index_build (struct layer *top, bool *retry)
 {
   CLEANUP_FREE uint16_t *owner = NULL;
   CLEANUP_FREE struct layer **chain = NULL;
@@ -57,17 +62,29 @@ index_build (struct layer *top)
   uint64_t n = top->nblocks, b;
   size_t depth = 0, i, r;
   struct layer *l;
+  bool cut;
 
+  *retry = false;
   for (l = top; l; l = l->parent)
     depth++;
   if (depth < INDEX_MIN_DEPTH || depth >= GAP)
     return NULL;
+  *retry = true;
   chain = malloc (depth * sizeof *chain);
   owner = malloc ((n ? n : 1) * sizeof *owner);
   if (chain == NULL || owner == NULL)
     return NULL;
   for (i = 0, l = top; l; l = l->parent)
     chain[i++] = l;
+  cut = chain[depth - 1]->parent_missing;
+  for (i = 0; i < depth; i++)
+    if (layer_load (chain[i]) == -1) {
+      if (errno != EIO)
+        return NULL;
+      depth = i;                /* damaged: nothing below it counts */
+      cut = true;
+      break;
+    }
   memset (owner, 0xff, n * sizeof *owner);
   /* Newest first: a block belongs to the first layer whose set has it. */
   for (i = 0; i < depth; i++) {
@@ -78,7 +95,7 @@ index_build (struct layer *top)
       if (owner[b] == NONE)
         owner[b] = i;
   }
-  if (chain[depth - 1]->parent_missing)
+  if (cut)
     for (b = 0; b < n; b++)
       if (owner[b] == NONE)
         owner[b] = GAP;
@@ -99,6 +116,7 @@ index_build (struct layer *top)
       r++;
     }
   ix->nruns = r;
+  *retry = false;
   return ix;
 }
 
@@ -109,27 +127,34 @@ index_of (struct layer *top)
   struct chain_index *ix = __atomic_load_n (&top->resolve_cache,
                                             __ATOMIC_ACQUIRE);
 
-  if (ix || top->resolve_tried)
+  if (ix || __atomic_load_n (&top->resolve_tried, __ATOMIC_ACQUIRE))
     return ix;
   pthread_mutex_lock (&top->resolve_lock);
   if (!top->resolve_tried) {
-    ix = index_build (top);
+    bool retry;
+    ix = index_build (top, &retry);
     top->resolve_cache_free = index_free;
     __atomic_store_n (&top->resolve_cache, ix, __ATOMIC_RELEASE);
-    top->resolve_tried = true;
+    __atomic_store_n (&top->resolve_tried, !retry, __ATOMIC_RELEASE);
   }
   ix = top->resolve_cache;
   pthread_mutex_unlock (&top->resolve_lock);
   return ix;
 }
 
+/* Resolve B layer by layer, loading each as it is reached. */
 static struct layer *
 walk (struct layer *top, uint64_t b, bool *broken)
 {
   for (struct layer *l = top; l; l = l->parent) {
+    if (layer_load (l) == -1) {
+      *broken = true;
+      return NULL;
+    }
     if (bitmap_get (&l->changed, b))
       return l;
     if (l->parent_missing) {
+      err_set (EIO, "needs a layer that is missing from the store");
       *broken = true;
       return NULL;
     }
@@ -154,10 +179,8 @@ chain_resolve (struct layer *top, uint64_t b, bool *broken)
     else
       hi = mid;
   }
-  if (ix->src[lo] == BROKEN) {
-    *broken = true;
-    return NULL;
-  }
+  if (ix->src[lo] == BROKEN)
+    return walk (top, b, broken);     /* rare: it says why */
   return ix->src[lo];
 }
 
@@ -195,9 +218,9 @@ read_blocks (struct layer *top, uint64_t b, unsigned n, uint8_t *out,
 
   *done = 1;
   if (broken) {
-    err_set (EIO, "snapshot %s: offset %" PRIu64 " needs a layer that is "
-             "missing from the store", top->meta.snapshot,
-             b << CHAIN_BLOCK_SHIFT);
+    err_prefix ("snapshot %s: offset %" PRIu64, top->meta.snapshot,
+                b << CHAIN_BLOCK_SHIFT);
+    errno = EIO;
     return -1;
   }
   if (l == NULL) {

@@ -18,8 +18,10 @@
 #include "layer.h"
 
 /* The layer supplying block B of the point whose newest layer is TOP,
- * or NULL for zeros.  *BROKEN is set when the walk hit a missing
- * parent before finding B (the block cannot be known). */
+ * or NULL for zeros.  Loads the layers it needs (layer_load).  *BROKEN
+ * is set, with err_* saying why, when a missing parent or a layer that
+ * cannot be loaded came before B was found (the block cannot be known;
+ * reading it must fail). */
 extern struct layer *chain_resolve (struct layer *top, uint64_t b,
                                     bool *broken)
   __attribute__ ((__nonnull__ (1, 3)));

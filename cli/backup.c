@@ -591,7 +591,8 @@ disk_failed (struct disk *d)
 static bool
 verified (struct backup *b, struct disk *d)
 {
-  struct catalog *cat = cli_catalog (b->store->path);
+  /* Only the point's own chain is read: load the rest lazily. */
+  struct catalog *cat = cli_catalog (b->store->path, CATALOG_LAZY);
   struct catalog_point *p = cat ? catalog_find (cat, d->snap.uuid, NULL) : NULL;
   /* Older lazy layers of the chain are read from the host, not kept. */
   struct fetch_opts fo = { .max_conns = 2, .timeout = b->copy.timeout,

@@ -84,9 +84,9 @@ extern int cli_data_destroy (xapi_session *xs, const char *ref,
 
 struct catalog;
 
-/* Open the store at PATH read-only and load its catalog (caller frees
- * with catalog_free); NULL with err_*. */
-extern struct catalog *cli_catalog (const char *path);
+/* Open the store at PATH read-only and load its catalog with FLAGS
+ * (enum catalog_flags; caller frees with catalog_free); NULL with err_*. */
+extern struct catalog *cli_catalog (const char *path, unsigned flags);
 
 struct catalog_disk;
 struct catalog_point;

@@ -118,7 +118,7 @@ cmd_fetch (int argc, char **argv)
   co.timeout = so.timeout;
   co.progress = verbose >= 1 && isatty (STDERR_FILENO);
 
-  cat = cli_catalog (argv[optind]);
+  cat = cli_catalog (argv[optind], 0);
   if (cat == NULL)
     return cli_fail ();
   /* Unknown snapshots are an error before anything is fetched. */

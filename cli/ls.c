@@ -129,7 +129,7 @@ cmd_ls (int argc, char **argv)
   }
   if (optind + 1 != argc)
     return cli_usage ("ls");
-  cat = cli_catalog (argv[optind]);
+  cat = cli_catalog (argv[optind], 0);
   if (cat == NULL)
     return cli_fail ();
   if (json)

@@ -28,14 +28,14 @@ cli_fail (void)
 }
 
 struct catalog *
-cli_catalog (const char *path)
+cli_catalog (const char *path, unsigned flags)
 {
   struct store *s = store_open (path, false);
   struct catalog *cat;
 
   if (s == NULL)
     return NULL;
-  cat = catalog_load (s);
+  cat = catalog_load (s, flags);
   store_close (s);
   return cat;
 }

@@ -130,7 +130,9 @@ cmd_mount (int argc, char **argv)
       return cli_fail ();
   }
 
-  cat = cli_catalog (argv[optind]);
+  /* Only manifests now: each layer's set and index are read when a read
+   * first needs them, so mounting thousands of layers is quick. */
+  cat = cli_catalog (argv[optind], CATALOG_LAZY);
   if (cat == NULL) {
     fetcher_free (o.fetch);
     return cli_fail ();

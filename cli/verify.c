@@ -141,7 +141,7 @@ cmd_verify (int argc, char **argv)
   }
   if (optind + 1 != argc)
     return cli_usage ("verify");
-  cat = cli_catalog (argv[optind]);
+  cat = cli_catalog (argv[optind], 0);
   if (cat == NULL)
     return cli_fail ();
 

@@ -7,17 +7,38 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/cleanup.h"
 #include "../common/error.h"
 #include "tree.h"
+
+/* Grow *V (of *CAP elements of SIZE bytes) to hold at least N, doubling
+ * so that building costs linear time.  0 or -1. */
+static int
+grow (void *v, size_t *cap, size_t n, size_t size)
+{
+  size_t ncap = *cap ? *cap : 8;
+  void *nv;
+
+  if (n <= *cap)
+    return 0;
+  while (ncap < n)
+    ncap *= 2;
+  nv = realloc (*(void **) v, ncap * size);
+  if (nv == NULL)
+    return -1;
+  *(void **) v = nv;
+  *cap = ncap;
+  return 0;
+}
 
 static uint64_t
 add_node (struct tree *t, enum node_kind kind, time_t mtime)
 {
-  struct node *nv = realloc (t->nodes, (t->nnodes + 1) * sizeof *nv);
+  struct node *nv;
 
-  if (nv == NULL)
+  if (grow (&t->nodes, &t->nodes_cap, t->nnodes + 1, sizeof *nv) == -1)
     return 0;
-  t->nodes = nv;
+  nv = t->nodes;
   memset (&nv[t->nnodes], 0, sizeof *nv);
   nv[t->nnodes].kind = kind;
   nv[t->nnodes].nlink = kind == NODE_DIR ? 2 : 1;
@@ -30,20 +51,17 @@ static int
 add_ent (struct tree *t, uint64_t dir, char *name, uint64_t ino)
 {
   struct node *d;
-  struct dirent_ref *ne;
 
   if (name == NULL || ino == 0) {
     free (name);
     return -1;
   }
   d = &t->nodes[dir - 1];
-  ne = realloc (d->ents, (d->nents + 1) * sizeof *ne);
-  if (ne == NULL) {
+  if (grow (&d->ents, &d->ents_cap, d->nents + 1, sizeof *d->ents) == -1) {
     free (name);
     return -1;
   }
-  d->ents = ne;
-  ne[d->nents++] = (struct dirent_ref) { name, ino };
+  d->ents[d->nents++] = (struct dirent_ref) { name, ino };
   if (t->nodes[ino - 1].kind == NODE_DIR)
     d->nlink++;                 /* the subdirectory's ".." */
   return 0;
@@ -76,16 +94,45 @@ newest_time (const struct catalog_disk *d)
 }
 
 static int
+cmp_ent (const void *a, const void *b)
+{
+  return strcmp ((*(struct dirent_ref *const *) a)->name,
+                 (*(struct dirent_ref *const *) b)->name);
+}
+
+/* Sort each folder's names for tree_lookup. */
+static int
+index_names (struct tree *t)
+{
+  for (size_t n = 0; n < t->nnodes; n++) {
+    struct node *d = &t->nodes[n];
+    if (d->kind != NODE_DIR || d->nents == 0)
+      continue;
+    d->by_name = malloc (d->nents * sizeof *d->by_name);
+    if (d->by_name == NULL)
+      return -1;
+    for (size_t i = 0; i < d->nents; i++)
+      d->by_name[i] = &d->ents[i];
+    qsort (d->by_name, d->nents, sizeof *d->by_name, cmp_ent);
+  }
+  return 0;
+}
+
+static int
 build (struct tree *t, const struct catalog *cat)
 {
   uint64_t root, by_uuid, by_vm, *files;
   size_t i, j, k, nfiles = 0, f;
+  CLEANUP_FREE size_t *first = calloc (cat->ndisks ? cat->ndisks : 1,
+                                       sizeof *first);
 
   for (i = 0; i < cat->ndisks; i++)
     nfiles += cat->disks[i].npoints;
   files = calloc (nfiles ? nfiles : 1, sizeof *files);
-  if (files == NULL)
+  if (files == NULL || first == NULL) {
+    free (files);
     return -1;
+  }
 
   if ((root = add_node (t, NODE_DIR, 0)) != 1
       || (by_uuid = mkdir_in (t, root, "by-uuid", 0)) == 0
@@ -96,6 +143,7 @@ build (struct tree *t, const struct catalog *cat)
   for (i = 0, f = 0; i < cat->ndisks; i++) {
     const struct catalog_disk *d = &cat->disks[i];
     uint64_t dir;
+    first[i] = f;
     if (d->npoints == 0)
       continue;
     dir = mkdir_in (t, by_uuid, d->uuid, newest_time (d));
@@ -118,13 +166,11 @@ build (struct tree *t, const struct catalog *cat)
     for (j = 0; j < vm->ndisks; j++) {
       const struct catalog_disk *d = vm->disks[j];
       /* D's points were numbered in catalog order above. */
-      size_t base = 0;
+      size_t base = first[d - cat->disks];
       uint64_t ddir = mkdir_in (t, vdir, d->name, newest_time (d)), link;
       char *target;
       if (ddir == 0)
         goto err;
-      for (k = 0; &cat->disks[k] != d; k++)
-        base += cat->disks[k].npoints;
       for (k = 0; k < d->npoints; k++) {
         if (add_ent (t, ddir, img_name (d->points[k].name), files[base + k]) == -1)
           goto err;
@@ -151,7 +197,7 @@ build (struct tree *t, const struct catalog *cat)
       if (c > t->nodes[n].mtime)
         t->nodes[n].mtime = c;
     }
-  return 0;
+  return index_names (t);
  err:
   free (files);
   return -1;
@@ -180,6 +226,7 @@ tree_free (struct tree *t)
     for (size_t j = 0; j < n->nents; j++)
       free (n->ents[j].name);
     free (n->ents);
+    free (n->by_name);
     free (n->target);
   }
   free (t->nodes);
@@ -198,11 +245,19 @@ uint64_t
 tree_lookup (const struct tree *t, uint64_t dir, const char *name)
 {
   const struct node *d = tree_node (t, dir);
+  size_t lo = 0, hi;
 
-  if (d == NULL || d->kind != NODE_DIR)
+  if (d == NULL || d->kind != NODE_DIR || d->by_name == NULL)
     return 0;
-  for (size_t i = 0; i < d->nents; i++)
-    if (strcmp (d->ents[i].name, name) == 0)
-      return d->ents[i].ino;
+  for (hi = d->nents; lo < hi;) {
+    size_t mid = lo + (hi - lo) / 2;
+    int c = strcmp (name, d->by_name[mid]->name);
+    if (c == 0)
+      return d->by_name[mid]->ino;
+    if (c < 0)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
   return 0;
 }

@@ -31,11 +31,14 @@ struct node {
   char *target;                 /* NODE_LINK */
   struct dirent_ref *ents;      /* NODE_DIR, in listing order */
   size_t nents;
+  size_t ents_cap;              /* allocated ents */
+  struct dirent_ref **by_name;  /* the ents sorted by name, for lookups */
 };
 
 struct tree {
   struct node *nodes;           /* nodes[ino - 1] */
   size_t nnodes;
+  size_t nodes_cap;             /* allocated nodes */
 };
 
 /* Build the tree of CAT (borrowed: it must outlive the tree).  NULL
@@ -49,7 +52,8 @@ extern void tree_free (struct tree *t);
 extern const struct node *tree_node (const struct tree *t, uint64_t ino)
   __attribute__ ((__nonnull__ (1)));
 
-/* The inode of NAME in directory DIR, or 0. */
+/* The inode of NAME in directory DIR, or 0 (a binary search: folders
+ * may hold thousands of points). */
 extern uint64_t tree_lookup (const struct tree *t, uint64_t dir,
                              const char *name)
   __attribute__ ((__nonnull__ (1, 3)));

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "chain/catalog.h"
@@ -144,27 +145,29 @@ test_resolution (void)
   layer_close (make_layer (1, 101, 0, 101, 1, 1000, 8, NULL, 0, "vm", 7, "d", "0", true));
   layer_close (make_layer (1, 102, 101, 101, 2, 2000, 8, d1, 2, "vm", 7, "d", "0", true));
   layer_close (make_layer (1, 103, 102, 101, 3, 3000, 12, d2, 4, "vm", 7, "d", "0", true));
-  c = catalog_load (st);
-  CHECK (c && c->ndisks == 1 && c->disks[0].npoints == 3);
+  for (unsigned flags = 0; flags <= CATALOG_LAZY; flags += CATALOG_LAZY) {
+    c = catalog_load (st, flags);
+    CHECK (c && c->ndisks == 1 && c->disks[0].npoints == 3);
 
-  for (size_t p = 0; p < 3; p++) {
-    top = find_point (c, ls[p].id);
-    CHECK (top);
-    for (uint64_t b = 0; b < ls[p].nblocks; b++)
-      expect_block (ls, p + 1, b, want + b * BS);
-    CHECK (chain_read (top, got, ls[p].nblocks * BS, 0, NULL) == 0);
-    CHECK (memcmp (got, want, ls[p].nblocks * BS) == 0);
-    /* Unaligned ranges spanning blocks read the same bytes. */
-    CHECK (chain_read (top, got, 3 * BS + 17, BS - 5, NULL) == 0);
-    CHECK (memcmp (got, want + BS - 5, 3 * BS + 17) == 0);
+    for (size_t p = 0; p < 3; p++) {
+      top = find_point (c, ls[p].id);
+      CHECK (top);
+      for (uint64_t b = 0; b < ls[p].nblocks; b++)
+        expect_block (ls, p + 1, b, want + b * BS);
+      CHECK (chain_read (top, got, ls[p].nblocks * BS, 0, NULL) == 0);
+      CHECK (memcmp (got, want, ls[p].nblocks * BS) == 0);
+      /* Unaligned ranges spanning blocks read the same bytes. */
+      CHECK (chain_read (top, got, 3 * BS + 17, BS - 5, NULL) == 0);
+      CHECK (memcmp (got, want + BS - 5, 3 * BS + 17) == 0);
+    }
+    top = find_point (c, 103);
+    CHECK (chain_resolve (top, 3, &broken) == top && !broken);
+    CHECK (chain_resolve (top, 1, &broken) == find_point (c, 102));
+    CHECK (chain_resolve (top, 0, &broken) == find_point (c, 101));
+    CHECK (chain_resolve (top, 11, &broken) == NULL && !broken);  /* grown: zeros */
+    CHECK_FAILS (chain_read (top, got, 2, 12 * BS - 1, NULL), EINVAL, "past the end");
+    catalog_free (c);
   }
-  top = find_point (c, 103);
-  CHECK (chain_resolve (top, 3, &broken) == top && !broken);
-  CHECK (chain_resolve (top, 1, &broken) == find_point (c, 102));
-  CHECK (chain_resolve (top, 0, &broken) == find_point (c, 101));
-  CHECK (chain_resolve (top, 11, &broken) == NULL && !broken);  /* grown: zeros */
-  CHECK_FAILS (chain_read (top, got, 2, 12 * BS - 1, NULL), EINVAL, "past the end");
-  catalog_free (c);
   free (got);
   free (want);
 }
@@ -196,18 +199,20 @@ test_deep_chain (void)
                              9000 + k, nb, k ? sets[k] : NULL, nset[k],
                              "deep", 11, "d", "0", true));
   }
-  c = catalog_load (st);
-  CHECK (c);
-  for (unsigned p = 0; p < DEPTH; p++) {
-    struct layer *top = find_point (c, 500 + p);
-    for (uint64_t b = 0; b < ls[p].nblocks; b++)
-      expect_block (ls, p + 1, b, want + b * BS);
-    CHECK (chain_read (top, got, ls[p].nblocks * BS, 0, NULL) == 0);
-    CHECK (memcmp (got, want, ls[p].nblocks * BS) == 0);
-    CHECK (chain_read (top, got, 3 * BS + 100, 7 * BS - 50, NULL) == 0);
-    CHECK (memcmp (got, want + 7 * BS - 50, 3 * BS + 100) == 0);
+  for (unsigned flags = 0; flags <= CATALOG_LAZY; flags += CATALOG_LAZY) {
+    c = catalog_load (st, flags);
+    CHECK (c);
+    for (unsigned p = 0; p < DEPTH; p++) {
+      struct layer *top = find_point (c, 500 + p);
+      for (uint64_t b = 0; b < ls[p].nblocks; b++)
+        expect_block (ls, p + 1, b, want + b * BS);
+      CHECK (chain_read (top, got, ls[p].nblocks * BS, 0, NULL) == 0);
+      CHECK (memcmp (got, want, ls[p].nblocks * BS) == 0);
+      CHECK (chain_read (top, got, 3 * BS + 100, 7 * BS - 50, NULL) == 0);
+      CHECK (memcmp (got, want + 7 * BS - 50, 3 * BS + 100) == 0);
+    }
+    catalog_free (c);
   }
-  catalog_free (c);
 
   /* The same chain with a layer gone from the middle: points above it
    * read what their own layers hold and fail (EIO) below. */
@@ -222,18 +227,20 @@ test_deep_chain (void)
     CHECK (asprintf (&gone, "%s/gone", st->tmp_dir) > 0);
     CHECK (rename (dir, gone) == 0);
     free (gone);
-    c = catalog_load (st);
-    CHECK (c);
-    top = find_point (c, 500 + DEPTH - 1);
-    for (uint64_t b = 0; b < NB; b++) {
-      struct layer *l = chain_resolve (top, b, &broken);
-      bool above = false;
-      for (unsigned k = DEPTH - 1; k > 6 && !above; k--)
-        for (size_t i = 0; i < nset[k]; i++)
-          above |= sets[k][i] == b;
-      CHECK (above ? (l != NULL && !broken) : (l == NULL && broken));
+    for (unsigned flags = 0; flags <= CATALOG_LAZY; flags += CATALOG_LAZY) {
+      c = catalog_load (st, flags);
+      CHECK (c);
+      top = find_point (c, 500 + DEPTH - 1);
+      for (uint64_t b = 0; b < NB; b++) {
+        struct layer *l = chain_resolve (top, b, &broken);
+        bool above = false;
+        for (unsigned k = DEPTH - 1; k > 6 && !above; k--)
+          for (size_t i = 0; i < nset[k]; i++)
+            above |= sets[k][i] == b;
+        CHECK (above ? (l != NULL && !broken) : (l == NULL && broken));
+      }
+      catalog_free (c);
     }
-    catalog_free (c);
     free (dir);
   }
   free (got);
@@ -252,16 +259,18 @@ test_incomplete_and_missing_parent (void)
   layer_close (make_layer (2, 201, 0, 201, 1, 1000, 4, NULL, 0, "vm2", 8, "x", "0", false));
   /* Disk 3: a delta whose parent never reached the store. */
   layer_close (make_layer (3, 302, 301, 301, 2, 2000, 4, d, 1, "vm3", 9, "y", "0", true));
-  c = catalog_load (st);
-  CHECK (c);
-  top = find_point (c, 201);
-  CHECK (chain_read (top, buf, 3 * BS, 0, NULL) == 0);
-  CHECK_FAILS (chain_read (top, buf, 512, 3 * BS, NULL), EIO, "incomplete");
-  top = find_point (c, 302);
-  CHECK (top->parent_missing);
-  CHECK (chain_read (top, buf, BS, 0, NULL) == 0);
-  CHECK_FAILS (chain_read (top, buf, BS, BS, NULL), EIO, "missing from the store");
-  catalog_free (c);
+  for (unsigned flags = 0; flags <= CATALOG_LAZY; flags += CATALOG_LAZY) {
+    c = catalog_load (st, flags);
+    CHECK (c);
+    top = find_point (c, 201);
+    CHECK (chain_read (top, buf, 3 * BS, 0, NULL) == 0);
+    CHECK_FAILS (chain_read (top, buf, 512, 3 * BS, NULL), EIO, "incomplete");
+    top = find_point (c, 302);
+    CHECK (top->parent_missing);
+    CHECK (chain_read (top, buf, BS, 0, NULL) == 0);
+    CHECK_FAILS (chain_read (top, buf, BS, BS, NULL), EIO, "missing from the store");
+    catalog_free (c);
+  }
   free (buf);
 }
 
@@ -319,7 +328,7 @@ test_names (void)
   layer_close (make_layer (21, 2102, 2101, 2101, 2, 5000, 2, NULL, 0, "web", 20, "data", "2", true));
   layer_close (make_layer (21, 2103, 2102, 2101, 3, 5001, 2, NULL, 0, "web", 20, "data", "2", true));
   layer_close (make_layer (10, 1001, 0, 1001, 1, 6000, 2, NULL, 0, "web", 10, "../root", "0", true));
-  c = catalog_load (st);
+  c = catalog_load (st, 0);
   CHECK (c);
   for (size_t i = 0; i < c->nvms; i++) {
     char u20[UUID_LEN + 1], u10[UUID_LEN + 1];
@@ -344,6 +353,126 @@ test_names (void)
   catalog_free (c);
 }
 
+/* Path of FILE in the layer of snapshot ID of disk DISK (malloc'd). */
+static char *
+layer_file (unsigned disk, unsigned id, const char *file)
+{
+  char d[UUID_LEN + 1], u[UUID_LEN + 1], *p;
+
+  uuid_n (d, disk);
+  uuid_n (u, id);
+  CHECK (asprintf (&p, "%s/disks/%s/%s/%s", st->path, d, u, file) > 0);
+  return p;
+}
+
+static bool
+unloaded (const struct layer *l)
+{
+  return l->load_state == LAYER_UNLOADED && l->changed.words == NULL;
+}
+
+/* A lazy catalog reads a layer's set and index only when a read needs
+ * that layer; damage found then fails the reads that need the layer
+ * (EIO), never serving an older layer's block instead. */
+static void
+test_lazy_load (void)
+{
+  static const uint64_t s2[] = { 1, 3 }, s3[] = { 3, 5 };
+  const struct lspec ls[] = {
+    { 3001, 8, NULL, 0 }, { 3002, 8, s2, 2 }, { 3003, 8, s3, 2 },
+  };
+  enum { DEPTH = 12, NB = 16 };
+  uint8_t *got = malloc (NB * BS), *want = malloc (BS);
+  struct catalog *c;
+  struct layer *top, *mid, *base;
+  char *path;
+  int fd;
+
+  /* Disk 30: baseline, then deltas {1,3} and {3,5}. */
+  layer_close (make_layer (30, 3001, 0, 3001, 1, 7000, 8, NULL, 0, "lazy", 30, "d", "0", true));
+  layer_close (make_layer (30, 3002, 3001, 3001, 2, 7001, 8, s2, 2, "lazy", 30, "d", "0", true));
+  layer_close (make_layer (30, 3003, 3002, 3001, 3, 7002, 8, s3, 2, "lazy", 30, "d", "0", true));
+  /* Disk 31: a chain deep enough to be read through its index; layer
+   * k (k >= 1) changes block k. */
+  for (unsigned k = 0; k < DEPTH; k++) {
+    uint64_t b = k;
+    layer_close (make_layer (31, 3100 + k, k ? 3100 + k - 1 : 0, 3100, k + 1,
+                             7100 + k, NB, k ? &b : NULL, k ? 1 : 0,
+                             "lazy", 30, "deep", "1", true));
+  }
+
+  c = catalog_load (st, CATALOG_LAZY);
+  CHECK (c);
+  top = find_point (c, 3003);
+  mid = find_point (c, 3002);
+  base = find_point (c, 3001);
+  CHECK (top && mid && base);
+  /* Mounted: names and sizes known, nothing else read. */
+  CHECK (unloaded (top) && unloaded (mid) && unloaded (base));
+  CHECK (top->meta.size == 8 * BS);
+  /* Block 5 is the top layer's own: only that layer is read. */
+  CHECK (chain_read (top, got, BS, 5 * BS, NULL) == 0);
+  expect_block (ls, 3, 5, want);
+  CHECK (memcmp (got, want, BS) == 0);
+  CHECK (top->load_state == LAYER_LOADED && top->changed.words != NULL);
+  CHECK (unloaded (mid) && unloaded (base));
+
+  /* Damage the middle layer's set after the catalog was loaded. */
+  path = layer_file (30, 3002, "changed");
+  CHECK (truncate (path, 0) == 0);
+  free (path);
+  /* Block 1 is the damaged layer's (the baseline has an older one):
+   * the read fails rather than serve the baseline's block. */
+  CHECK_FAILS (chain_read (top, got, BS, 1 * BS, NULL), EIO, "damaged");
+  CHECK (mid->load_state == LAYER_DAMAGED);
+  /* Blocks below it cannot be known either; it stays damaged. */
+  CHECK_FAILS (chain_read (top, got, BS, 0, NULL), EIO, "damaged");
+  CHECK_FAILS (chain_read (mid, got, BS, 0, NULL), EIO, "damaged");
+  CHECK (unloaded (base));
+  /* The top layer's own blocks and the baseline still read. */
+  CHECK (chain_read (top, got, BS, 3 * BS, NULL) == 0);
+  expect_block (ls, 3, 3, want);
+  CHECK (memcmp (got, want, BS) == 0);
+  CHECK (chain_read (base, got, BS, BS, NULL) == 0);
+  expect_block (ls, 1, 1, want);
+  CHECK (memcmp (got, want, BS) == 0);
+
+  /* A deep point: damage the index of layer 3104 (block 4) now. */
+  {
+    struct layer *deep = find_point (c, 3100 + DEPTH - 1);
+    struct layer *l4 = find_point (c, 3104);
+    CHECK (deep && l4 && unloaded (deep) && unloaded (l4));
+    path = layer_file (31, 3104, "index");
+    fd = open (path, O_WRONLY);
+    CHECK (fd >= 0 && pwrite (fd, "X", 1, 0) == 1 && close (fd) == 0);
+    free (path);
+    for (uint64_t b = 0; b < NB; b++) {
+      if (b >= 5 && b < DEPTH) {
+        /* Held by a layer above the damaged one. */
+        CHECK (chain_read (deep, got, BS, b * BS, NULL) == 0);
+        pattern (want, 3100 + b, b);
+        if (b % 4 == 2)
+          memset (want, 0, BS);
+        CHECK (memcmp (got, want, BS) == 0);
+      }
+      else
+        CHECK_FAILS (chain_read (deep, got, BS, b * BS, NULL), EIO,
+                     "not a cbtfs index");
+    }
+    CHECK (l4->load_state == LAYER_DAMAGED);
+  }
+  catalog_free (c);
+
+  /* Loaded eagerly, both damaged layers are found at load and left out. */
+  c = catalog_load (st, 0);
+  CHECK (c && c->nskipped >= 2);
+  CHECK (find_point (c, 3002) == NULL && find_point (c, 3104) == NULL);
+  CHECK (find_point (c, 3003)->parent_missing);
+  catalog_free (c);
+  free (got);
+  free (want);
+}
+
 int
 main (void)
 {
@@ -357,6 +486,7 @@ main (void)
   test_deep_chain ();
   test_safe_names ();
   test_names ();
+  test_lazy_load ();
   store_close (st);
   free (path);
   rm_rf (dir);

@@ -332,6 +332,7 @@ def main():
                     "eeeeeeee-0000-4000-8000-%012d" % i, "vm%d" % i, 1000, 1,
                     1, i + 10, stdout=subprocess.DEVNULL)
             mp = env.mkdir("many-mnt")
+            os.sync()                   # writeback of mkchain's files: not ours
             t = timed(env.cbtfs, "mount", many, mp)
             cb.unmount(mp)
             extra("x1", "mount a store of 100 disks x 1000 layers", t, 1.0, "s")

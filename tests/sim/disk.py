@@ -113,6 +113,10 @@ def sparse_copy(src, dst, size):
             os.ftruncate(fout, size)
             for s, e in data_extents(fin, size):
                 _copy_range(fin, fout, s, e)
+            # XenServer's snapshots are copy-on-write: nothing is left for
+            # the disk to do after one.  Our copy's writeback would run
+            # during whatever the client does next (and be timed with it).
+            os.fsync(fout)
         finally:
             os.close(fout)
     finally:

@@ -36,6 +36,14 @@
 #define XAPI_DEFAULT_TIMEOUT 60L
 #define XAPI_HIDDEN "(hidden)"
 
+/* Set OPT on handle H, unless an earlier option failed (the caller's
+ * CURLcode rc, then checked once). */
+#define SETOPT(h, opt, val)                                     \
+  do {                                                          \
+    if (rc == CURLE_OK)                                         \
+      rc = curl_easy_setopt ((h), (opt), (val));                \
+  } while (0)
+
 struct xapi_session {
   CURL *curl;
   struct curl_slist *headers;
@@ -451,27 +459,21 @@ get_handle (xapi_session *s, struct get_ctx *g)
 
   if (c == NULL)
     return NULL;
-#define SETOPT(opt, val)                                        \
-  do {                                                          \
-    if (rc == CURLE_OK)                                         \
-      rc = curl_easy_setopt (c, (opt), (val));                  \
-  } while (0)
-  SETOPT (CURLOPT_HTTPGET, 1L);
-  SETOPT (CURLOPT_HTTPHEADER, NULL);
-  SETOPT (CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) 0);
-  SETOPT (CURLOPT_WRITEFUNCTION, on_get_data);
-  SETOPT (CURLOPT_WRITEDATA, g);
-  SETOPT (CURLOPT_FOLLOWLOCATION, 1L);
-  SETOPT (CURLOPT_MAXREDIRS, 3L);
+  SETOPT (c, CURLOPT_HTTPGET, 1L);
+  SETOPT (c, CURLOPT_HTTPHEADER, NULL);
+  SETOPT (c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) 0);
+  SETOPT (c, CURLOPT_WRITEFUNCTION, on_get_data);
+  SETOPT (c, CURLOPT_WRITEDATA, g);
+  SETOPT (c, CURLOPT_FOLLOWLOCATION, 1L);
+  SETOPT (c, CURLOPT_MAXREDIRS, 3L);
 #if LIBCURL_VERSION_NUM >= 0x075500
-  SETOPT (CURLOPT_REDIR_PROTOCOLS_STR,
+  SETOPT (c, CURLOPT_REDIR_PROTOCOLS_STR,
           strncmp (s->url, "https:", 6) == 0 ? "https" : "https,http");
 #else
-  SETOPT (CURLOPT_REDIR_PROTOCOLS, (long) (strncmp (s->url, "https:", 6) == 0
+  SETOPT (c, CURLOPT_REDIR_PROTOCOLS, (long) (strncmp (s->url, "https:", 6) == 0
                                            ? CURLPROTO_HTTPS
                                            : CURLPROTO_HTTPS | CURLPROTO_HTTP));
 #endif
-#undef SETOPT
   if (rc != CURLE_OK) {
     curl_easy_cleanup (c);
     return NULL;
@@ -855,11 +857,6 @@ setup_curl (xapi_session *s, const struct xapi_opts *opts)
   CURLcode rc = CURLE_OK;
   struct curl_slist *h;
 
-#define SETOPT(opt, val)                                        \
-  do {                                                          \
-    if (rc == CURLE_OK)                                         \
-      rc = curl_easy_setopt (s->curl, (opt), (val));            \
-  } while (0)
 
   s->headers = curl_slist_append (NULL, "Content-Type: text/xml");
   if (s->headers == NULL)
@@ -870,28 +867,27 @@ setup_curl (xapi_session *s, const struct xapi_opts *opts)
     goto err_oom;
   s->headers = h;
 
-  SETOPT (CURLOPT_NOSIGNAL, 1L);
-  SETOPT (CURLOPT_ERRORBUFFER, s->errbuf);
-  SETOPT (CURLOPT_HTTPHEADER, s->headers);
-  SETOPT (CURLOPT_USERAGENT, "cbtfs");
-  SETOPT (CURLOPT_POST, 1L);
-  SETOPT (CURLOPT_WRITEFUNCTION, on_data);
-  SETOPT (CURLOPT_FOLLOWLOCATION, 0L);
+  SETOPT (s->curl, CURLOPT_NOSIGNAL, 1L);
+  SETOPT (s->curl, CURLOPT_ERRORBUFFER, s->errbuf);
+  SETOPT (s->curl, CURLOPT_HTTPHEADER, s->headers);
+  SETOPT (s->curl, CURLOPT_USERAGENT, "cbtfs");
+  SETOPT (s->curl, CURLOPT_POST, 1L);
+  SETOPT (s->curl, CURLOPT_WRITEFUNCTION, on_data);
+  SETOPT (s->curl, CURLOPT_FOLLOWLOCATION, 0L);
 #if LIBCURL_VERSION_NUM >= 0x075500
-  SETOPT (CURLOPT_PROTOCOLS_STR, "https,http");
+  SETOPT (s->curl, CURLOPT_PROTOCOLS_STR, "https,http");
 #else
-  SETOPT (CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTPS | CURLPROTO_HTTP));
+  SETOPT (s->curl, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTPS | CURLPROTO_HTTP));
 #endif
-  SETOPT (CURLOPT_CONNECTTIMEOUT, s->connect_timeout);
-  SETOPT (CURLOPT_TIMEOUT, s->timeout);
-  SETOPT (CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) XAPI_MAX_RESPONSE);
-  SETOPT (CURLOPT_TCP_KEEPALIVE, 1L);
-  SETOPT (CURLOPT_SSLVERSION, (long) CURL_SSLVERSION_TLSv1_2);
-  SETOPT (CURLOPT_SSL_VERIFYPEER, opts->insecure ? 0L : 1L);
-  SETOPT (CURLOPT_SSL_VERIFYHOST, opts->insecure ? 0L : 2L);
+  SETOPT (s->curl, CURLOPT_CONNECTTIMEOUT, s->connect_timeout);
+  SETOPT (s->curl, CURLOPT_TIMEOUT, s->timeout);
+  SETOPT (s->curl, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) XAPI_MAX_RESPONSE);
+  SETOPT (s->curl, CURLOPT_TCP_KEEPALIVE, 1L);
+  SETOPT (s->curl, CURLOPT_SSLVERSION, (long) CURL_SSLVERSION_TLSv1_2);
+  SETOPT (s->curl, CURLOPT_SSL_VERIFYPEER, opts->insecure ? 0L : 1L);
+  SETOPT (s->curl, CURLOPT_SSL_VERIFYHOST, opts->insecure ? 0L : 2L);
   if (opts->ca_file)
-    SETOPT (CURLOPT_CAINFO, opts->ca_file);
-#undef SETOPT
+    SETOPT (s->curl, CURLOPT_CAINFO, opts->ca_file);
 
   if (rc != CURLE_OK) {
     err_set (EIO, "cannot configure libcurl: %s", curl_easy_strerror (rc));

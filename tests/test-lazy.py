@@ -26,17 +26,9 @@ GiB = 1 << 30
 SIZE = 2 * GiB
 
 
-def pread(path, off, n):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.pread(fd, n, off)
-    finally:
-        os.close(fd)
-
-
 def read_fails_eio(path, off):
     try:
-        pread(path, off, 4096)
+        cb.pread(path, off, 4096)
     except OSError as e:
         return e.errno == errno.EIO
     return False
@@ -118,7 +110,7 @@ def main():
 
         def reader(name):
             barrier.wait()
-            results[name] = pread(os.path.join(m.mnt, name), GiB, 65536)
+            results[name] = cb.pread(os.path.join(m.mnt, name), GiB, 65536)
 
         threads = [threading.Thread(target=reader, args=(n,)) for n in (img1, img2)]
         for t in threads:
@@ -142,7 +134,7 @@ def main():
         s.control("expire_sessions")
         s.control("drop_nbd")
         off = GiB + 512 * 1024
-        check(pread(os.path.join(m.mnt, img1), off, 4096)
+        check(cb.pread(os.path.join(m.mnt, img1), off, 4096)
               == open(guest, "rb").read(off + 4096)[off:],
               "read after session expiry is wrong")
         check(s.control("stats")["sessions"]["logins"] > logins,
@@ -162,7 +154,7 @@ def main():
                  if "offset %d" % (GiB + 2 * MiB) in ln]
         check(len(lines) == 1 and p1["snapshot"] in lines[0],
               "expected one line naming the snapshot and offset: %r" % m.log())
-        check(pread(os.path.join(m.mnt, img1), GiB, 4096) == want[:4096],
+        check(cb.pread(os.path.join(m.mnt, img1), GiB, 4096) == want[:4096],
               "a kept block did not read while the host was unreachable")
         check(m.unmount() == 0, "mount exited non-zero")
 
@@ -173,14 +165,14 @@ def main():
         with open(guest, "rb") as g:
             g.seek(region)
             want2 = g.read(MiB)
-        check(pread(os.path.join(m.mnt, img1), region, MiB) == want2,
+        check(cb.pread(os.path.join(m.mnt, img1), region, MiB) == want2,
               "fetched data read wrong")
         m.proc.kill()
         m.proc.wait()
         cb.subprocess.run(["fusermount3", "-u", m.mnt], check=True)
         kept = env.ls_json(store)["disks"][0]["points"][0]["present_blocks"]
         m = env.mount_fg(store, env.path("m7"), *srv)
-        check(pread(os.path.join(m.mnt, img1), region, MiB) == want2,
+        check(cb.pread(os.path.join(m.mnt, img1), region, MiB) == want2,
               "after kill -9 the region reads wrong")
         check(m.unmount() == 0, "mount exited non-zero")
         check(env.ls_json(store)["disks"][0]["points"][0]["present_blocks"]

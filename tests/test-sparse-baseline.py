@@ -34,14 +34,6 @@ REGION = 2 * MiB
 DISK = 2040 * GiB
 
 
-def pread(path, off, n):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.pread(fd, n, off)
-    finally:
-        os.close(fd)
-
-
 def regions(writes):
     """The 2 MiB regions the writes (offset, length) touch."""
     return {r for off, n in writes for r in range(off // REGION,
@@ -132,11 +124,11 @@ def huge_disk(c):
         img = image_path(mnt, vdi, snap)
         check(os.stat(img).st_size == DISK, "wrong size")
         for off, d in data.items():
-            check(pread(img, off, len(d)) == d, "data at %d reads wrong" % off)
-        check(pread(img, 512 * GiB, MiB) == (more if extra else bytes(MiB)),
+            check(cb.pread(img, off, len(d)) == d, "data at %d reads wrong" % off)
+        check(cb.pread(img, 512 * GiB, MiB) == (more if extra else bytes(MiB)),
               "512 GiB reads wrong in %s" % snap)
         for off in (4 * MiB, 700 * GiB, DISK - 4 * MiB):
-            check(pread(img, off, MiB) == bytes(MiB), "%d not zero" % off)
+            check(cb.pread(img, off, MiB) == bytes(MiB), "%d not zero" % off)
     cb.unmount(mnt)
 
 
@@ -182,8 +174,8 @@ def fallbacks(c):
               "%s: %d bytes copied, not all" % (fault, c.nbd_bytes(p["snapshot"])))
         mnt = c.env.mount(c.store, c.env.path("m-" + fault))
         img = image_path(mnt, vdi, p["snapshot"])
-        check(pread(img, 5 * MiB, MiB) == data[5 * MiB], "%s: data" % fault)
-        check(pread(img, 0, MiB) == bytes(MiB), "%s: zeros" % fault)
+        check(cb.pread(img, 5 * MiB, MiB) == data[5 * MiB], "%s: data" % fault)
+        check(cb.pread(img, 0, MiB) == bytes(MiB), "%s: zeros" % fault)
         cb.unmount(mnt)
 
     # A raw SR lists every region: all copied, nothing to warn about.

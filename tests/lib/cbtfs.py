@@ -210,6 +210,14 @@ def sha256(path):
             h.update(b)
 
 
+def pread(path, off, n):
+    """N bytes of PATH at OFF, from a descriptor of its own."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, n, off)
+    finally:
+        os.close(fd)
+
 def block_diff(a, b):
     """The 64 KiB block numbers where files A and B differ (a missing
     tail reads as zeros)."""

@@ -309,12 +309,35 @@ keep (struct fetcher *f, struct layer *l, uint64_t first, unsigned n,
 
 /* ---- reading ---------------------------------------------------------- */
 
+/* The fetch of [FIRST, ...) of L is over: let its waiters look again. */
+static void
+land (struct fetcher *f, struct layer *l, uint64_t first)
+{
+  pthread_mutex_lock (&f->lock);
+  flight_remove (f, l, first);
+  pthread_cond_broadcast (&f->cond);
+  pthread_mutex_unlock (&f->lock);
+}
+
+void
+fetcher_keep_later (struct fetcher *f, struct fetch_later *later)
+{
+  for (unsigned i = 0; i < later->n; i++) {
+    keep (f, later->v[i].l, later->v[i].first, later->v[i].n,
+          later->v[i].buf);
+    land (f, later->v[i].l, later->v[i].first);
+  }
+  later->n = 0;
+}
+
 /* Fetch blocks [FIRST, FIRST+N) of L into OUT over NBD, trying a fresh
  * connection once if the first fails (sessions expire; xapi-nbd drops
- * connections after any error). */
+ * connections after any error).  On success the run is kept now or
+ * queued in LATER; either way it is landed, now or by
+ * fetcher_keep_later. */
 static int
 fetch_run (struct fetcher *f, struct layer *l, uint64_t first, unsigned n,
-           uint8_t *out)
+           uint8_t *out, struct fetch_later *later)
 {
   uint64_t off = first << CHAIN_BLOCK_SHIFT;
   size_t len = MIN ((uint64_t) n << CHAIN_BLOCK_SHIFT, l->meta.size - off);
@@ -327,7 +350,12 @@ fetch_run (struct fetcher *f, struct layer *l, uint64_t first, unsigned n,
     if (nbdsrc_pread (f->slots[s].c, out, len, off, f->o.timeout) == 0) {
       put_slot (f, s, true);
       memset (out + len, 0, ((size_t) n << CHAIN_BLOCK_SHIFT) - len);
-      keep (f, l, first, n, out);
+      if (later && later->n < FETCH_LATER_MAX)
+        later->v[later->n++] = (struct fetch_later_run) { l, first, n, out };
+      else {
+        keep (f, l, first, n, out);
+        land (f, l, first);
+      }
       return 0;
     }
     put_slot (f, s, false);
@@ -335,6 +363,7 @@ fetch_run (struct fetcher *f, struct layer *l, uint64_t first, unsigned n,
   pthread_mutex_lock (&f->lock);
   remember_failure (f, l->meta.snapshot);
   pthread_mutex_unlock (&f->lock);
+  land (f, l, first);
   err_prefix ("snapshot %s: offset %" PRIu64 ": cannot fetch",
               l->meta.snapshot, off);
   errno = EIO;
@@ -343,7 +372,7 @@ fetch_run (struct fetcher *f, struct layer *l, uint64_t first, unsigned n,
 
 int
 fetcher_read (struct fetcher *f, struct layer *l, uint64_t first, unsigned n,
-              void *out)
+              void *out, struct fetch_later *later)
 {
   uint8_t *o = out;
   unsigned i, k;
@@ -361,6 +390,14 @@ fetcher_read (struct fetcher *f, struct layer *l, uint64_t first, unsigned n,
       continue;
     }
     pthread_mutex_lock (&f->lock);
+    if (in_flight (f, l, b) && later && later->n > 0) {
+      /* Never wait while holding unkept runs: the holder of this one
+       * may be waiting for ours. */
+      pthread_mutex_unlock (&f->lock);
+      fetcher_keep_later (f, later);
+      k = 0;
+      continue;
+    }
     if (in_flight (f, l, b)) {
       /* Someone is fetching it: wait, then take it from the store. */
       pthread_cond_wait (&f->cond, &f->lock);
@@ -383,11 +420,7 @@ fetcher_read (struct fetcher *f, struct layer *l, uint64_t first, unsigned n,
       err_set (ENOMEM, "out of memory");
       return -1;
     }
-    r = fetch_run (f, l, b, k, o + ((size_t) i << CHAIN_BLOCK_SHIFT));
-    pthread_mutex_lock (&f->lock);
-    flight_remove (f, l, b);
-    pthread_cond_broadcast (&f->cond);
-    pthread_mutex_unlock (&f->lock);
+    r = fetch_run (f, l, b, k, o + ((size_t) i << CHAIN_BLOCK_SHIFT), later);
     if (r == -1)
       return -1;
   }

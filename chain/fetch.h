@@ -48,12 +48,34 @@ extern struct fetcher *fetcher_new (fetch_target_fn fn, void *opaque,
  * is a no-op. */
 extern int fetcher_free (struct fetcher *f);
 
+/* Runs one reader fetched and served but has not kept yet, so that a
+ * FUSE reader can reply before the store's write (which then no longer
+ * delays the reply).  Other readers of those blocks wait until they are
+ * kept.  Owned by one thread; zero-initialise; the buffers named stay
+ * the reader's and must not change until fetcher_keep_later. */
+#define FETCH_LATER_MAX 16
+struct fetch_later_run {
+  struct layer *l;
+  uint64_t first;
+  unsigned n;
+  const void *buf;
+};
+struct fetch_later {
+  unsigned n;
+  struct fetch_later_run v[FETCH_LATER_MAX];
+};
+
 /* Fill OUT (N whole blocks) with blocks [FIRST, FIRST+N) of layer L
  * (all in L's set): ready blocks from the store (checked), missing ones
- * fetched.  0, or -1 with err_* naming the snapshot and offset (errno
- * EIO). */
+ * fetched.  Fetched blocks are kept at once, or, when LATER is not NULL
+ * and has room, by fetcher_keep_later.  0, or -1 with err_* naming the
+ * snapshot and offset (errno EIO). */
 extern int fetcher_read (struct fetcher *f, struct layer *l, uint64_t first,
-                         unsigned n, void *out)
+                         unsigned n, void *out, struct fetch_later *later)
   __attribute__ ((__nonnull__ (1, 2, 5)));
+
+/* Keep the runs LATER holds (when the store can) and empty it. */
+extern void fetcher_keep_later (struct fetcher *f, struct fetch_later *later)
+  __attribute__ ((__nonnull__ (1, 2)));
 
 #endif /* CBTFS_CHAIN_FETCH_H */

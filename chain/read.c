@@ -211,7 +211,8 @@ missing_run (struct layer *top, struct layer *l, uint64_t b, unsigned max)
  * gets how many blocks were filled (>= 1). */
 static int
 read_blocks (struct layer *top, uint64_t b, unsigned n, uint8_t *out,
-             struct fetcher *fetch, unsigned *done)
+             struct fetcher *fetch, struct fetch_later *later,
+             unsigned *done)
 {
   bool broken;
   struct layer *l = chain_resolve (top, b, &broken);
@@ -235,7 +236,7 @@ read_blocks (struct layer *top, uint64_t b, unsigned n, uint8_t *out,
       return -1;
     }
     *done = missing_run (top, l, b, n);
-    return fetcher_read (fetch, l, b, *done, out);
+    return fetcher_read (fetch, l, b, *done, out, later);
   }
   if (layer_read_block (l, b, out) == -1) {
     errno = EIO;
@@ -250,6 +251,14 @@ read_blocks (struct layer *top, uint64_t b, unsigned n, uint8_t *out,
 int
 chain_read (struct layer *top, void *buf, size_t count, uint64_t offset,
             struct fetcher *fetch)
+{
+  return chain_read_later (top, buf, count, offset, fetch, NULL);
+}
+
+int
+chain_read_later (struct layer *top, void *buf, size_t count,
+                  uint64_t offset, struct fetcher *fetch,
+                  struct fetch_later *later)
 {
   CLEANUP_FREE uint8_t *bounce = NULL;
   uint8_t *out = buf;
@@ -267,7 +276,8 @@ chain_read (struct layer *top, void *buf, size_t count, uint64_t offset,
 
     if (whole > 0) {
       /* Whole blocks: straight into the caller's buffer. */
-      if (read_blocks (top, b, MIN (whole, RUN_MAX), out, fetch, &done) == -1)
+      if (read_blocks (top, b, MIN (whole, RUN_MAX), out, fetch, later,
+                       &done) == -1)
         return -1;
       n = (size_t) done << CHAIN_BLOCK_SHIFT;
     }
@@ -277,7 +287,8 @@ chain_read (struct layer *top, void *buf, size_t count, uint64_t offset,
         err_set (ENOMEM, "out of memory");
         return -1;
       }
-      if (read_blocks (top, b, 1, bounce, fetch, &done) == -1)
+      /* Kept at once: the bounce buffer is gone when we return. */
+      if (read_blocks (top, b, 1, bounce, fetch, NULL, &done) == -1)
         return -1;
       n = MIN (count, CHAIN_BLOCK_SIZE - skip);
       memcpy (out, bounce + skip, n);

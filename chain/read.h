@@ -40,4 +40,12 @@ extern int chain_read (struct layer *top, void *buf, size_t count,
                        uint64_t offset, struct fetcher *fetch)
   __attribute__ ((__nonnull__ (1, 2)));
 
+/* chain_read, leaving blocks fetched into BUF in LATER (if not NULL) for
+ * the caller to keep with fetcher_keep_later once it has used BUF, also
+ * when this fails. */
+extern int chain_read_later (struct layer *top, void *buf, size_t count,
+                             uint64_t offset, struct fetcher *fetch,
+                             struct fetch_later *later)
+  __attribute__ ((__nonnull__ (1, 2)));
+
 #endif /* CBTFS_CHAIN_READ_H */

@@ -284,6 +284,7 @@ op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
   struct fs *fs = fs_of (req);
   const struct node *n = tree_node (fs->tree, ino);
+  struct fetch_later later = { .n = 0 };
   uint64_t fsize;
   char *buf;
 
@@ -303,13 +304,17 @@ op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     fuse_reply_err (req, ENOMEM);
     return;
   }
-  if (chain_read (n->top, buf, size, off, fs->fetch) == -1) {
+  /* Reply first, keep fetched blocks after: the store's write is then
+   * off the reader's path. */
+  if (chain_read_later (n->top, buf, size, off, fs->fetch, &later) == -1) {
     int e = errno == EIO || errno == 0 ? EIO : errno;
     log_read_error (fs);
     fuse_reply_err (req, e);
   }
   else
     fuse_reply_buf (req, buf, size);
+  if (later.n > 0)
+    fetcher_keep_later (fs->fetch, &later);
 }
 
 static const struct fuse_lowlevel_ops ops = {

@@ -19,6 +19,7 @@
 #include "../common/log.h"
 #include "../common/util.h"
 #include "catalog.h"
+#include "manifests.h"
 
 #define NAME_MAX_BYTES 200
 
@@ -259,12 +260,45 @@ open_point (const char *dir, int dirfd, const char *name, const char *disk,
   return l;
 }
 
+/* Open lazily the layers of disk UUID (folder DIR, open as DIRFD) that
+ * have a good copy of their manifest in its manifests file and whose
+ * folder is among SNAPS (sorted); mark them in TAKEN.  Whatever is not
+ * found here has its own manifest read. */
+static void
+open_from_copies (const char *dir, int dirfd, const char *uuid,
+                  char **snaps, size_t nsnaps, bool *taken,
+                  struct catalog_disk *d)
+{
+  size_t len, pos = 0, tlen;
+  const char *text;
+  CLEANUP_FREE char *buf = manifests_read (dirfd, &len);
+
+  if (buf == NULL)
+    return;
+  while (manifests_next (buf, len, &pos, &text, &tlen)) {
+    struct layer *l = layer_open_lazy_text (dir, text, tlen);
+    ssize_t at;
+
+    if (l == NULL)
+      continue;                 /* a torn copy: its manifest is read */
+    at = store_names_find (snaps, nsnaps, l->meta.snapshot);
+    /* A copy of a layer since removed, or of another disk's. */
+    if (at < 0 || taken[at] || strcmp (l->meta.disk, uuid)) {
+      layer_close (l);
+      continue;
+    }
+    taken[at] = true;
+    d->points[d->npoints++].layer = l;
+  }
+}
+
 static int
 load_disk (struct store *s, const char *uuid, unsigned flags,
            struct catalog_disk *d, size_t *nskipped)
 {
   CLEANUP_FREE char *dir = store_disk_dir (s, uuid, false);
   CLEANUP_CLOSE int dirfd = -1;
+  CLEANUP_FREE bool *taken = NULL;
   char **snaps = NULL;
   size_t nsnaps, i;
 
@@ -273,15 +307,24 @@ load_disk (struct store *s, const char *uuid, unsigned flags,
   if (dir == NULL || store_list (dir, &snaps, &nsnaps) == -1)
     return -1;
   d->points = calloc (nsnaps ? nsnaps : 1, sizeof *d->points);
-  if (d->points == NULL) {
+  taken = calloc (nsnaps ? nsnaps : 1, sizeof *taken);
+  if (d->points == NULL || taken == NULL) {
     store_names_free (snaps, nsnaps);
     return -1;
   }
   /* Manifests opened relative to the disk's folder: a shorter path
    * walk for each of its (maybe thousands of) layers. */
   dirfd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  /* Lazy loads (mounts) take the copies; the others read every file
+   * of every layer anyway. */
+  if ((flags & CATALOG_LAZY) && dirfd >= 0)
+    open_from_copies (dir, dirfd, uuid, snaps, nsnaps, taken, d);
   for (i = 0; i < nsnaps; i++) {
-    struct layer *l = open_point (dir, dirfd, snaps[i], uuid, flags);
+    struct layer *l;
+
+    if (taken[i])
+      continue;
+    l = open_point (dir, dirfd, snaps[i], uuid, flags);
     if (l == NULL)
       (*nskipped)++;
     else

@@ -27,6 +27,7 @@
 #include "../common/log.h"
 #include "../common/util.h"
 #include "layer.h"
+#include "manifests.h"
 
 /* ---- index records ----------------------------------------------------
  * 40 bytes, little-endian: u64 first block, u32 count, u32 kind,
@@ -822,6 +823,29 @@ layer_open_lazy (const char *parent_dir, int parent_fd, const char *name)
 }
 
 struct layer *
+layer_open_lazy_text (const char *parent_dir, const char *text, size_t len)
+{
+  struct layer *l = layer_alloc ();
+
+  if (l == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  if (layer_meta_parse (text, len, &l->meta) == -1)
+    goto err;
+  if ((l->dir = path_in (parent_dir, l->meta.snapshot)) == NULL) {
+    err_set (ENOMEM, "out of memory");
+    goto err;
+  }
+  l->nblocks = chain_nblocks (l->meta.size);
+  return l;
+
+ err:
+  layer_close (l);
+  return NULL;
+}
+
+struct layer *
 layer_open (const char *dir, bool writable)
 {
   CLEANUP_FREE char *dpath = path_in (dir, "data");
@@ -1095,6 +1119,9 @@ layer_create (const char *parent_dir, const char *tmp_dir,
   }
   if (fsync_dir (parent_dir) == -1)
     return NULL;
+  /* Only a cache: without the copy, mounts read the manifest itself. */
+  if (manifests_append (parent_dir, text, strlen (text)) == -1)
+    log_warn ("%s", err_get ());
   return layer_open (final, true);
 
  err:

@@ -155,6 +155,14 @@ extern struct layer *layer_open_lazy (const char *parent_dir, int parent_fd,
                                       const char *name)
   __attribute__ ((__nonnull__ (1, 3)));
 
+/* As layer_open_lazy, for the layer PARENT_DIR/<snapshot> whose
+ * manifest is TEXT (LEN bytes, a copy from manifests.h) instead of read
+ * from its folder.  The caller checks that the folder is there.  NULL
+ * with err_* when TEXT is not a good manifest. */
+extern struct layer *layer_open_lazy_text (const char *parent_dir,
+                                           const char *text, size_t len)
+  __attribute__ ((__nonnull__ (1, 2)));
+
 /* Make sure L's set and index are in memory, reading them the first
  * time.  Thread-safe; cheap once loaded.  0, or -1 with err_* and errno
  * EIO when they are damaged (remembered: every later call fails the

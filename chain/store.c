@@ -280,3 +280,18 @@ store_names_free (char **names, size_t n)
     free (names[i]);
   free (names);
 }
+
+static int
+cmp_str_key (const void *key, const void *elem)
+{
+  return strcmp (key, *(char *const *) elem);
+}
+
+ssize_t
+store_names_find (char *const *names, size_t n, const char *name)
+{
+  char *const *at = n ? bsearch (name, names, n, sizeof *names, cmp_str_key)
+    : NULL;
+
+  return at ? at - names : -1;
+}

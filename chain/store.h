@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #define STORE_FORMAT 1
 
@@ -50,5 +51,11 @@ extern char *store_disk_dir (struct store *s, const char *disk, bool create)
 extern int store_list (const char *dir, char ***names, size_t *n)
   __attribute__ ((__nonnull__ (1, 2, 3)));
 extern void store_names_free (char **names, size_t n);
+
+/* The index of NAME in NAMES (N of them, as store_list sorts them), or
+ * -1. */
+extern ssize_t store_names_find (char *const *names, size_t n,
+                                 const char *name)
+  __attribute__ ((__nonnull__ (3)));
 
 #endif /* CBTFS_CHAIN_STORE_H */

@@ -27,6 +27,7 @@
 #include "../chain/copy.h"
 #include "../chain/fetch.h"
 #include "../chain/layer.h"
+#include "../chain/manifests.h"
 #include "../chain/store.h"
 #include "../chain/verify.h"
 #include "../common/cleanup.h"
@@ -166,6 +167,9 @@ scan_store (struct backup *b, struct disk *d)
 
   if (d->dir == NULL || store_list (d->dir, &snaps, &n) == -1)
     return -1;
+  /* Copies of manifests this disk's mounts lack (an older store). */
+  if (manifests_refresh (d->dir) == -1)
+    log_warn ("%s: %s", d->label, err_get ());
   for (i = 0; i < n; i++) {
     CLEANUP_FREE char *ldir = NULL;
     struct layer *l;

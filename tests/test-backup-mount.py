@@ -76,6 +76,10 @@ def main():
         guest_sync()
         take_backup()
 
+        # A store from before disks kept copies of their manifests: the
+        # next backup writes the copies its mounts lack.
+        os.unlink(os.path.join(store, "disks", data_vdi, "manifests"))
+
         # More guest writes, backup 3.
         cb.ext4_write(root, "/hello.txt", b"version 3\n")
         cb.write_at(data, 512 * MiB, os.urandom(3 * 65536))
@@ -109,6 +113,19 @@ def main():
             check(all(p["complete"] for p in d["points"]), "incomplete point")
             check([p["kind"] for p in d["points"]] == ["baseline", "delta", "delta"],
                   "kinds: %s" % [p["kind"] for p in d["points"]])
+
+        # Each disk's manifests file holds a copy of every layer's manifest.
+        for d in ls["disks"]:
+            ddir = os.path.join(store, "disks", d["uuid"])
+            with open(os.path.join(ddir, "manifests"), "rb") as f:
+                copies = f.read().split(b"\n\n")
+            own = []
+            for p in d["points"]:
+                with open(os.path.join(ddir, p["snapshot"], "layer"), "rb") as f:
+                    own.append(f.read().rstrip(b"\n"))
+            copies = sorted(c.strip(b"\n") for c in copies if c.strip(b"\n"))
+            check(copies == sorted(own), "disk %s: manifests holds %d copies "
+                  "for %d layers" % (d["name"], len(copies), len(own)))
 
         # Thin: only non-zero blocks are stored, and they take no more.
         stored = sum(p["stored_blocks"] for d in ls["disks"] for p in d["points"])

@@ -1,16 +1,39 @@
-/* Fuzz target: layer manifests read from the store. */
+/* Fuzz target: layer manifests read from the store, alone and as a
+ * disk's manifests file of copies. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "chain/layer.h"
+#include "chain/manifests.h"
 
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
+
+/* Every copy the splitter finds lies inside the file, and it always
+ * moves forward. */
+static void
+split_copies (const char *buf, size_t len)
+{
+  size_t pos = 0, last = 0;
+  const char *text;
+  size_t tlen;
+
+  while (manifests_next (buf, len, &pos, &text, &tlen)) {
+    struct layer *l;
+    if (text < buf || text + tlen > buf + len || pos <= last || pos > len)
+      abort ();
+    last = pos;
+    l = layer_open_lazy_text ("/nonexistent", text, tlen);
+    layer_close (l);
+  }
+}
 
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
   struct layer_meta m;
+
+  split_copies ((const char *) data, size);
 
   if (layer_meta_parse ((const char *) data, size, &m) == 0) {
     /* What parses must format back to something that parses the same. */

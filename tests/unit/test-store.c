@@ -7,7 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "chain/catalog.h"
 #include "chain/layer.h"
+#include "chain/manifests.h"
 #include "chain/store.h"
 #include "common/error.h"
 #include "common/util.h"
@@ -380,6 +382,132 @@ test_many_layers (void)
   rm_rf (dir);
 }
 
+/* Snapshot uuid of layer I of test_manifest_copies. */
+static void
+nth_snap (char *out, int i)
+{
+  snprintf (out, UUID_LEN + 1, "%08x-2222-3333-4444-555555555555", i);
+}
+
+static size_t
+lazy_points (struct store *s, size_t *skipped)
+{
+  struct catalog *c = catalog_load (s, CATALOG_LAZY);
+  size_t n;
+
+  CHECK (c && c->ndisks == 1);
+  n = c->disks[0].npoints;
+  *skipped = c->nskipped;
+  catalog_free (c);
+  return n;
+}
+
+/* The disk's manifests file: one copy per created layer, used by lazy
+ * loads (a layer whose own manifest is gone still loads from its copy),
+ * and never trusted past what it can prove: torn copies, copies of
+ * removed layers and garbage fall back to the layers' own manifests. */
+static void
+test_manifest_copies (void)
+{
+  char *dir = make_tmpdir (), *path, *ddir, *mpath, *p;
+  char snap[UUID_LEN + 1];
+  struct store *s;
+  size_t len, pos = 0, tlen, ncopies = 0, skipped;
+  const char *text;
+  char *buf;
+  int fd;
+
+  CHECK (asprintf (&path, "%s/s", dir) > 0);
+  s = store_open (path, true);
+  CHECK (s && (ddir = store_disk_dir (s, DISK, true)));
+  CHECK (asprintf (&mpath, "%s/manifests", ddir) > 0);
+  for (int i = 0; i < 3; i++) {
+    struct layer_meta m = sample_meta (CHAIN_BLOCK_SIZE, true);
+    nth_snap (m.snapshot, i);
+    m.seq = i + 1;
+    layer_close (layer_create (ddir, s->tmp_dir, &m, NULL));
+  }
+  CHECK (mode_of (mpath) == 0600);
+  fd = open (ddir, O_RDONLY | O_DIRECTORY);
+  CHECK (fd >= 0 && (buf = manifests_read (fd, &len)) != NULL);
+  while (manifests_next (buf, len, &pos, &text, &tlen)) {
+    struct layer *l = layer_open_lazy_text (ddir, text, tlen);
+    nth_snap (snap, ncopies++);
+    CHECK (l && strcmp (l->meta.snapshot, snap) == 0
+           && strstr (l->dir, snap) != NULL);
+    layer_close (l);
+  }
+  CHECK (ncopies == 3);
+  free (buf);
+
+  /* Layer 1's own manifest gone: a lazy load takes the copy, a full
+   * load (ls, verify) reads the files and reports the layer. */
+  nth_snap (snap, 1);
+  CHECK (asprintf (&p, "%s/%s/layer", ddir, snap) > 0);
+  CHECK (unlink (p) == 0);
+  free (p);
+  CHECK (lazy_points (s, &skipped) == 3 && skipped == 0);
+  {
+    struct catalog *c = catalog_load (s, 0);
+    CHECK (c && c->disks[0].npoints == 2 && c->nskipped == 1);
+    catalog_free (c);
+  }
+
+  /* A torn last copy (layer 2), then a fourth layer appended after it:
+   * layer 2 falls back to its manifest, layer 4's copy is intact. */
+  CHECK (truncate (mpath, size_of (mpath) - 10) == 0);
+  {
+    struct layer_meta m = sample_meta (CHAIN_BLOCK_SIZE, true);
+    nth_snap (m.snapshot, 3);
+    m.seq = 4;
+    layer_close (layer_create (ddir, s->tmp_dir, &m, NULL));
+  }
+  nth_snap (snap, 3);
+  CHECK (asprintf (&p, "%s/%s/layer", ddir, snap) > 0);
+  CHECK (unlink (p) == 0);      /* so only its copy can load it */
+  free (p);
+  CHECK (lazy_points (s, &skipped) == 4 && skipped == 0);
+
+  /* A removed layer's copy is not a layer; garbage is no copy. */
+  nth_snap (snap, 0);
+  CHECK (asprintf (&p, "%s/%s", ddir, snap) > 0);
+  rm_rf (p);
+  {
+    static const char junk[] = "\ncbtfs-layer 1\nsnapshot x\n\0\n";
+    fd = open (mpath, O_WRONLY | O_APPEND);
+    CHECK (fd >= 0 && write (fd, junk, sizeof junk - 1) == sizeof junk - 1);
+    close (fd);
+  }
+  CHECK (lazy_points (s, &skipped) == 3 && skipped == 0);
+
+  /* A store older than the file: refresh writes copies of the layers
+   * whose own manifests are good (layer 2; 1's and 3's are gone), and
+   * then has nothing to add. */
+  CHECK (unlink (mpath) == 0);
+  CHECK (manifests_refresh (ddir) == 0);
+  fd = open (ddir, O_RDONLY | O_DIRECTORY);
+  CHECK (fd >= 0 && (buf = manifests_read (fd, &len)) != NULL);
+  close (fd);
+  pos = ncopies = 0;
+  while (manifests_next (buf, len, &pos, &text, &tlen))
+    ncopies++;
+  nth_snap (snap, 2);
+  CHECK (ncopies == 1 && strstr (buf, snap) != NULL);
+  free (buf);
+  CHECK (asprintf (&p, "%s/%s/layer", ddir, snap) > 0);
+  CHECK (unlink (p) == 0);      /* now only the new copy can load it */
+  free (p);
+  CHECK (lazy_points (s, &skipped) == 1 && skipped == 2);
+  len = size_of (mpath);
+  CHECK (manifests_refresh (ddir) == 0 && size_of (mpath) == (off_t) len);
+
+  free (mpath);
+  free (ddir);
+  free (path);
+  store_close (s);
+  rm_rf (dir);
+}
+
 int
 main (void)
 {
@@ -388,5 +516,6 @@ main (void)
   test_layer_fill ();
   test_delta_and_damage ();
   test_many_layers ();
+  test_manifest_copies ();
   return 0;
 }

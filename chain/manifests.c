@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../common/cleanup.h"
@@ -45,30 +44,9 @@ manifests_append (const char *disk_dir, const char *manifest, size_t len)
 char *
 manifests_read (int dirfd, size_t *len)
 {
-  CLEANUP_CLOSE int fd = openat (dirfd, NAME, O_RDONLY | O_CLOEXEC);
-  struct stat st;
-  char *buf;
-  ssize_t r;
-
-  if (fd == -1 || fstat (fd, &st) == -1)
-    return NULL;
-  if ((uint64_t) st.st_size > MAX_LEN) {
-    errno = EFBIG;
-    return NULL;
-  }
-  buf = malloc (st.st_size + 1);
-  if (buf == NULL)
-    return NULL;
-  /* What an appender adds meanwhile is not read: its layer's own
-   * manifest is, as for any layer without a copy. */
-  r = full_pread (fd, buf, st.st_size, 0);
-  if (r == -1) {
-    free (buf);
-    return NULL;
-  }
-  buf[r] = '\0';
-  *len = r;
-  return buf;
+  /* What an appender adds meanwhile may be cut short: that copy fails
+   * its check and its layer's own manifest is read instead. */
+  return read_file_at (dirfd, NAME, MAX_LEN, len);
 }
 
 bool
@@ -120,24 +98,18 @@ static int
 copy_manifest (const char *disk_dir, const char *name)
 {
   CLEANUP_FREE char *path = NULL, *text = NULL;
-  CLEANUP_CLOSE int fd = -1;
   struct layer_meta m;
-  struct stat st;
-  ssize_t r;
+  size_t len;
 
   if (asprintf (&path, "%s/%s/layer", disk_dir, name) == -1) {
     err_set (ENOMEM, "out of memory");
     return -1;
   }
-  fd = open (path, O_RDONLY | O_CLOEXEC);
-  if (fd == -1 || fstat (fd, &st) == -1 || st.st_size > (1 << 20)
-      || (text = malloc (st.st_size + 1)) == NULL)
-    return 0;
-  r = full_pread (fd, text, st.st_size, 0);
-  if (r == -1 || layer_meta_parse (text, r, &m) == -1)
+  text = read_file (path, 1 << 20, &len);
+  if (text == NULL || layer_meta_parse (text, len, &m) == -1)
     return 0;
   layer_meta_clear (&m);
-  return manifests_append (disk_dir, text, r);
+  return manifests_append (disk_dir, text, len);
 }
 
 int

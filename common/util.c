@@ -82,7 +82,13 @@ is_zero (const void *buf, size_t len)
 char *
 read_file (const char *path, size_t max, size_t *len)
 {
-  CLEANUP_CLOSE int fd = open (path, O_RDONLY | O_CLOEXEC);
+  return read_file_at (AT_FDCWD, path, max, len);
+}
+
+char *
+read_file_at (int dirfd, const char *path, size_t max, size_t *len)
+{
+  CLEANUP_CLOSE int fd = openat (dirfd, path, O_RDONLY | O_CLOEXEC);
   struct stat st;
   char *buf;
   ssize_t r;

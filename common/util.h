@@ -30,6 +30,10 @@ extern bool is_zero (const void *buf, size_t len);
  * EFBIG past MAX bytes. */
 extern char *read_file (const char *path, size_t max, size_t *len);
 
+/* read_file of PATH relative to the directory open as DIRFD. */
+extern char *read_file_at (int dirfd, const char *path, size_t max,
+                           size_t *len);
+
 /* Write DATA to PATH atomically and durably: write a temporary file in
  * the same directory, fsync it, rename it over PATH, fsync the
  * directory.  MODE is applied to the new file.  0 or -1 (err_*). */

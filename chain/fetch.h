@@ -13,7 +13,10 @@
  * list; it is never held across NBD I/O, the target callback or layer
  * I/O.  The flusher thread (started on the first stored block) takes
  * f->lock only to swap out the dirty list.  Lock order: f->lock is not
- * held while taking layer locks.
+ * held while taking layer locks.  A reader holding runs in a
+ * fetch_later holds their in-flight entries until fetcher_keep_later;
+ * it never waits for another reader's entry meanwhile (it keeps its own
+ * first), so no two readers wait for each other.
  */
 #ifndef CBTFS_CHAIN_FETCH_H
 #define CBTFS_CHAIN_FETCH_H

@@ -19,7 +19,8 @@ XAPI_LIBS  = $(shell pkg-config --libs libcurl libxml-2.0 gnutls 2>/dev/null)
 ALL_CFLAGS = -std=c17 -D_GNU_SOURCE -pthread -I. $(WARN) $(CFLAGS) $(SAN) $(PKG_CFLAGS)
 ALL_LDFLAGS = -pthread $(SAN) $(LDFLAGS)
 
-COMMON_SRC = common/error.c common/log.c common/secbuf.c common/util.c
+COMMON_SRC = common/error.c common/log.c common/secbuf.c common/util.c \
+             common/dio.c
 XAPI_SRC   = xapi/value.c xapi/xmlrpc.c xapi/session.c xapi/api.c xapi/vhd.c
 CHAIN_SRC  = chain/bitmap.c chain/sums.c chain/layer.c chain/store.c \
              chain/catalog.c chain/read.c chain/nbdsrc.c chain/copy.c \

@@ -23,6 +23,7 @@
 #include <xxhash.h>
 
 #include "../common/cleanup.h"
+#include "../common/dio.h"
 #include "../common/error.h"
 #include "../common/log.h"
 #include "../common/util.h"
@@ -694,11 +695,21 @@ load_index (struct layer *l, int fd, const char *path)
 /* A second write fd for the data file that bypasses the page cache
  * (-1 where the filesystem cannot): blocks copied into the store are
  * rarely read again soon, and copying them through the page cache costs
- * as much CPU as fetching them. */
+ * as much CPU as fetching them.  The file is first given the disk's
+ * whole length (holes cost nothing): writes that extend a file cannot
+ * overlap (dio.h). */
 static int
-open_direct (const char *path)
+open_direct (const struct layer *l, const char *path)
 {
-  return open (path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+  int fd = open (path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+  off_t len = (off_t) l->nblocks << CHAIN_BLOCK_SHIFT;
+  struct stat st;
+
+  if (fd >= 0 && fstat (fd, &st) == 0 && st.st_size < len
+      && ftruncate (fd, len) == -1) {
+    /* Then writes just take turns. */
+  }
+  return fd;
 }
 
 /* Take the writer lock on a layer's index fd without waiting. */
@@ -886,7 +897,7 @@ layer_open (const char *dir, bool writable)
       goto err;
     l->index_fd = ifd;
     l->wdata_fd = l->data_fd;
-    l->direct_fd = open_direct (dpath);
+    l->direct_fd = open_direct (l, dpath);
     ifd = -1;
   }
   l->load_state = LAYER_LOADED;
@@ -1040,7 +1051,7 @@ layer_make_writable (struct layer *l)
   if (ret == 0) {
     l->index_fd = ifd;
     l->wdata_fd = wfd;
-    l->direct_fd = open_direct (dpath);
+    l->direct_fd = open_direct (l, dpath);
     ifd = wfd = -1;
   }
   pthread_rwlock_unlock (&l->lock);
@@ -1224,16 +1235,20 @@ write_blocks (struct layer *l, uint64_t first, unsigned i, unsigned j,
 {
   int w;
 
-  /* One writer at a time: ext4 serialises writes to a file anyway, and
-   * makes the writers that wait spin on its inode lock. */
+  /* One writer at a time submits: ext4 serialises that part anyway,
+   * and makes the writers that wait spin on its inode lock.  Direct
+   * writes then overlap (dio.h); buffered ones are quick. */
   const uint8_t *p = buf + ((size_t) i << CHAIN_BLOCK_SHIFT);
-  int fd = l->direct_fd >= 0 && (uintptr_t) p % 4096 == 0
-    ? l->direct_fd : l->wdata_fd;
+  size_t len = (size_t) (j - i) << CHAIN_BLOCK_SHIFT;
+  off_t off = (off_t) (first + i) << CHAIN_BLOCK_SHIFT;
 
-  pthread_mutex_lock (&l->write_lock);
-  w = full_pwrite (fd, p, (size_t) (j - i) << CHAIN_BLOCK_SHIFT,
-                   (off_t) (first + i) << CHAIN_BLOCK_SHIFT);
-  pthread_mutex_unlock (&l->write_lock);
+  if (l->direct_fd >= 0 && (uintptr_t) p % 4096 == 0)
+    w = dio_pwrite (l->direct_fd, p, len, off, &l->write_lock);
+  else {
+    pthread_mutex_lock (&l->write_lock);
+    w = full_pwrite (l->wdata_fd, p, len, off);
+    pthread_mutex_unlock (&l->write_lock);
+  }
   if (w == -1)
     err_sys (errno, "write %s/data", l->dir);
   return w;

@@ -118,7 +118,7 @@ struct layer {
   void *pending;                /* records not yet durable (layer.c) */
 
   pthread_mutex_t sync_lock;
-  pthread_mutex_t write_lock;   /* one pwrite to the data file at a time */
+  pthread_mutex_t write_lock;   /* one write submitted to the data file at a time */
   int data_fd;                  /* for reading; see the fd cache in layer.c */
   bool fd_pinned;               /* data_fd stays open (layers being filled) */
   unsigned fd_users;            /* reads using data_fd now (fd cache) */

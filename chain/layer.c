@@ -787,28 +787,24 @@ read_small_at (int dirfd, const char *path, size_t max, size_t *len)
   return buf;
 }
 
-/* A layer for DIR with its manifest read and nothing else, or NULL
- * with err_*.  REL is DIR relative to DIRFD (or AT_FDCWD). */
+/* A layer whose manifest is TEXT (LEN bytes), with nothing else read,
+ * in folder DIR, or PARENT_DIR/<its snapshot> when DIR is NULL.  NULL
+ * with err_*. */
 static struct layer *
-open_manifest (const char *dir, int dirfd, const char *rel)
+layer_from_text (const char *dir, const char *parent_dir, const char *text,
+                 size_t len)
 {
-  CLEANUP_FREE char *mpath = path_in (rel, "layer");
-  CLEANUP_FREE char *text = NULL;
-  struct layer *l = NULL;
-  size_t len;
+  struct layer *l = layer_alloc ();
 
-  if (mpath == NULL || (l = layer_alloc ()) == NULL
-      || (l->dir = strdup (dir)) == NULL) {
+  if (l == NULL) {
     err_set (ENOMEM, "out of memory");
-    goto err;
+    return NULL;
   }
-  text = read_small_at (dirfd, mpath, 1 << 20, &len);
-  if (text == NULL) {
-    err_sys (errno, "%s/layer", dir);
+  if (layer_meta_parse (text, len, &l->meta) == -1)
     goto err;
-  }
-  if (layer_meta_parse (text, len, &l->meta) == -1) {
-    err_prefix ("%s/layer", dir);
+  l->dir = dir ? strdup (dir) : path_in (parent_dir, l->meta.snapshot);
+  if (l->dir == NULL) {
+    err_set (ENOMEM, "out of memory");
     goto err;
   }
   l->nblocks = chain_nblocks (l->meta.size);
@@ -817,6 +813,31 @@ open_manifest (const char *dir, int dirfd, const char *rel)
  err:
   layer_close (l);
   return NULL;
+}
+
+/* A layer for DIR with its manifest read and nothing else, or NULL
+ * with err_*.  REL is DIR relative to DIRFD (or AT_FDCWD). */
+static struct layer *
+open_manifest (const char *dir, int dirfd, const char *rel)
+{
+  CLEANUP_FREE char *mpath = path_in (rel, "layer");
+  CLEANUP_FREE char *text = NULL;
+  struct layer *l;
+  size_t len;
+
+  if (mpath == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  text = read_small_at (dirfd, mpath, 1 << 20, &len);
+  if (text == NULL) {
+    err_sys (errno, "%s/layer", dir);
+    return NULL;
+  }
+  l = layer_from_text (dir, NULL, text, len);
+  if (l == NULL)
+    err_prefix ("%s/layer", dir);
+  return l;
 }
 
 struct layer *
@@ -836,24 +857,7 @@ layer_open_lazy (const char *parent_dir, int parent_fd, const char *name)
 struct layer *
 layer_open_lazy_text (const char *parent_dir, const char *text, size_t len)
 {
-  struct layer *l = layer_alloc ();
-
-  if (l == NULL) {
-    err_set (ENOMEM, "out of memory");
-    return NULL;
-  }
-  if (layer_meta_parse (text, len, &l->meta) == -1)
-    goto err;
-  if ((l->dir = path_in (parent_dir, l->meta.snapshot)) == NULL) {
-    err_set (ENOMEM, "out of memory");
-    goto err;
-  }
-  l->nblocks = chain_nblocks (l->meta.size);
-  return l;
-
- err:
-  layer_close (l);
-  return NULL;
+  return layer_from_text (NULL, parent_dir, text, len);
 }
 
 struct layer *

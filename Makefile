@@ -49,7 +49,7 @@ FUZZ_SECONDS ?= 60
 
 DEPS_STAMP = $(BUILD)/.deps-ok
 
-.PHONY: all deps check check-unit check-e2e check-valgrind check-asan \
+.PHONY: all deps check check-unit check-e2e check-valgrind check-asan check-tsan \
         check-crash fuzz demo bench clean
 .DEFAULT_GOAL := all
 
@@ -134,6 +134,16 @@ check-asan: deps
 	$(MAKE) BUILD=build/asan CC=gcc CFLAGS="-O1 -g" \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  check-unit check-e2e
+
+# The threaded parts (fetching, keeping, lazy loads, AIO writes) under
+# ThreadSanitizer: the unit tests, and the end-to-end tests that read
+# through a mount from many threads.  A report stops the process.
+TSAN_E2E = tests/test-lazy.py tests/test-backup-mount.py
+check-tsan: deps
+	$(MAKE) BUILD=build/tsan CC=gcc CFLAGS="-O1 -g" SAN="-fsanitize=thread" \
+	  check-unit $(BUILD)/tsan/cbtfs
+	TSAN_OPTIONS="halt_on_error=1 exitcode=66" TESTS="$(TSAN_E2E)" \
+	  CBTFS=$(abspath build/tsan/cbtfs) PYTHON=$(PYTHON) ./tests/run
 
 demo: all
 	$(PYTHON) scripts/demo.py ./cbtfs

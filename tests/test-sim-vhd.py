@@ -566,21 +566,11 @@ def main():
                   % tool)
             return 77
     tmp = tempfile.mkdtemp(prefix="cbtfs-vhd-")
-    s = None
     try:
-        s = sim.Sim()
-        run(s, tmp)
-    except (Fail, sim.SimError, OSError, subprocess.TimeoutExpired) as e:
-        print("FAIL test-sim-vhd: %s" % e)
-        if s is not None:
-            print("--- xsim log tail ---\n" + s.log_tail())
-        return 1
+        return sim.run_checks("test-sim-vhd", lambda s: run(s, tmp),
+                              (Fail, subprocess.TimeoutExpired))
     finally:
-        if s is not None:
-            s.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    print("PASS test-sim-vhd")
-    return 0
 
 
 if __name__ == "__main__":

@@ -424,21 +424,9 @@ def run(s):
 
 
 def main():
-    s = None
-    try:
-        s = sim.Sim()
-        run(s)
-    except (Fail, sim.SimError, XenAPI.Failure, xmlrpc.client.Fault,
-            OSError) as e:
-        print("FAIL test-sim-xenapi (%s): %s" % (sys.version.split()[0], e))
-        if s is not None:
-            print("--- xsim log tail ---\n" + s.log_tail())
-        return 1
-    finally:
-        if s is not None:
-            s.close()
-    print("PASS test-sim-xenapi (python %s)" % sys.version.split()[0])
-    return 0
+    return sim.run_checks("test-sim-xenapi (python %s)"
+                          % sys.version.split()[0], run,
+                          (Fail, XenAPI.Failure, xmlrpc.client.Fault))
 
 
 if __name__ == "__main__":

@@ -155,6 +155,27 @@ class Sim:
 
 # ---- command line (for shell tests) ---------------------------------------
 
+def run_checks(name, body, errors=()):
+    """Run BODY(sim) against a fresh stand-in, for a test that prints one
+    PASS or FAIL line named NAME.  SimError, OSError and ERRORS are
+    failures, shown with the tail of the stand-in's log.  Returns the
+    exit status."""
+    s = None
+    try:
+        s = Sim()
+        body(s)
+    except (SimError, OSError) + tuple(errors) as e:
+        print("FAIL %s: %s" % (name, e))
+        if s is not None:
+            print("--- xsim log tail ---\n" + s.log_tail())
+        return 1
+    finally:
+        if s is not None:
+            s.close()
+    print("PASS %s" % name)
+    return 0
+
+
 def _xapi_call(ready, method, args):
     with open(ready) as f:
         info = json.load(f)

@@ -435,6 +435,27 @@ def test_errors(env, d0, d1):
                                          at=s.info["slave_url"]))
     check(replies[0][0].startswith("HTTP/1.1 500"), "slave: unknown VDI 500")
 
+    # vhd_host=slave: the SR is the slave's, so the master sends the
+    # client there, and the slave serves it.
+    s.control("set", vhd_host="slave")
+    before = env.stats()
+    url = env.url(d0["vdi"])
+    rc, replies, body, _ = env.curl(url)
+    query = urllib.parse.urlsplit(url).query
+    want = "%s/export_raw_vdi?%s" % (s.info["slave_url"], query)
+    check(replies[0][2].decode() == "HTTP/1.1 302 Found\r\nConnection: close\r\n"
+          "Cache-Control: no-cache, no-store\r\nLocation: %s\r\n\r\n" % want
+          and body == b"", "master: 302 to the slave", replies[0][2])
+    rc, replies, body, _ = env.curl(url, "-L")
+    got = env.stats()
+    s.control("set", vhd_host="master")
+    check(rc == 0 and [r[0] for r in replies] == ["HTTP/1.1 302 Found",
+                                                   "HTTP/1.1 200 OK"]
+          and same_but_uid(body, direct), "curl -L: the slave's stream")
+    check(got["redirects"] - before["redirects"] == 2
+          and got["slave_served"] - before["slave_served"] == 1,
+          "stats count the redirects and the slave's export", got)
+
     # A VDI whose data is gone: 200, then xapi's 500 reply in the body.
     r = env.px.VDI.enable_cbt(env.session, d1["vdi_ref"])
     check(r["Status"] == "Success", "enable_cbt", r)
@@ -550,8 +571,8 @@ def run(s, tmp):
     st = s.control("stats")["http"]["export_raw_vdi"]
     s.control("reset_stats")
     check(st["requests"] > 20 and
-          s.control("stats")["http"]["export_raw_vdi"] == {"requests": 0,
-                                                           "bytes": 0},
+          s.control("stats")["http"]["export_raw_vdi"] == {
+              "requests": 0, "bytes": 0, "redirects": 0, "slave_served": 0},
           "reset_stats zeroes the export counters", st)
     with open(s.log_path) as f:
         log = f.read()

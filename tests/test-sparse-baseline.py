@@ -11,13 +11,16 @@ usual.  An ext4 image comes back byte for byte.  When the export fails
 in any of the ways XAPI's can (no handler, an error page in a 200 body,
 a truncated stream, a damaged header) the backup says so in one line
 and copies the whole disk; a raw SR's table (every region) copies it
-all without a warning.  A lazy baseline fetches only what holds data.
+all without a warning.  A 302 to the host that sees the SR is followed;
+one to plain http (the session in the clear) or a loop of them is
+refused in one line, and the disk copied whole.  A lazy baseline fetches only what holds data.
 Disks over 2040 GiB have no VHD export; the backup says so and copies
 all.
 """
 import base64
 import hashlib
 import os
+import socket
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
@@ -187,6 +190,51 @@ def fallbacks(c):
     check(c.nbd_bytes(c.point(vdi)["snapshot"]) == size, "raw SR: not all read")
 
 
+def redirects(c):
+    """XAPI answers 302 when another host sees the SR: followed over
+    https with the same session; never down to http, never forever."""
+    size = 16 * MiB
+    name, vdi, data = c.disk(size, [(5 * MiB, MiB)])
+    c.s.control("set", vhd_host="slave")
+    err = c.backup(name)
+    got = c.s.control("stats")["http"]["export_raw_vdi"]
+    c.s.control("set", vhd_host="master")
+    check("copying every block" not in err, "slave: fell back: %s" % err)
+    check(got["redirects"] == 1 and got["slave_served"] == 1,
+          "slave: the export did not come from the slave: %s" % got)
+    check(c.nbd_bytes(c.point(vdi)["snapshot"]) == REGION,
+          "slave: %d bytes copied" % c.nbd_bytes(c.point(vdi)["snapshot"]))
+
+    # Down to http: the session id is in the query.  Whoever listens
+    # there must never hear from us.
+    with socket.socket() as trap:
+        trap.bind(("127.0.0.1", 0))
+        trap.listen(4)
+        trap.setblocking(False)
+        for host, says in (("http://127.0.0.1:%d" % trap.getsockname()[1],
+                            "refused its redirect to http://127.0.0.1:%d"
+                            % trap.getsockname()[1]),
+                           ("loop", "more than 3 redirects")):
+            name, vdi, data = c.disk(size, [(5 * MiB, MiB)])
+            c.s.control("set", vhd_host=host)
+            err = c.backup(name)
+            c.s.control("set", vhd_host="master")
+            lines = [x for x in err.splitlines() if "copying every block" in x]
+            check(len(lines) == 1 and says in lines[0],
+                  "%s: wanted one warning naming %r: %s" % (host, says, err))
+            check("session_id" not in lines[0],
+                  "%s: the warning shows the session: %s" % (host, lines[0]))
+            p = c.point(vdi)
+            check(p["complete"] and c.nbd_bytes(p["snapshot"]) == size,
+                  "%s: not copied whole" % host)
+        try:
+            conn, _ = trap.accept()
+            conn.close()
+            check(False, "followed a redirect from https to http")
+        except BlockingIOError:
+            pass
+
+
 def lazy(c):
     """--no-copy: the mount fetches only blocks of regions with data."""
     size = 64 * MiB
@@ -229,6 +277,7 @@ def main():
         huge_disk(c)
         ext4_disk(c)
         fallbacks(c)
+        redirects(c)
         lazy(c)
     print("ok")
 

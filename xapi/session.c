@@ -449,8 +449,9 @@ on_get_data (char *ptr, size_t size, size_t nmemb, void *opaque)
 }
 
 /* A handle for one GET: S's TLS trust and timeouts, no XML-RPC
- * headers, redirects followed (XAPI answers 302 for a host that cannot
- * see the SR) but never from https down to http. */
+ * headers.  Redirects are followed by xapi_get, not by curl: XAPI ends
+ * a 302 by closing the connection, not always with a clean TLS close,
+ * which curl takes for a failed transfer and does not follow. */
 static CURL *
 get_handle (xapi_session *s, struct get_ctx *g)
 {
@@ -464,21 +465,85 @@ get_handle (xapi_session *s, struct get_ctx *g)
   SETOPT (c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) 0);
   SETOPT (c, CURLOPT_WRITEFUNCTION, on_get_data);
   SETOPT (c, CURLOPT_WRITEDATA, g);
-  SETOPT (c, CURLOPT_FOLLOWLOCATION, 1L);
-  SETOPT (c, CURLOPT_MAXREDIRS, 3L);
-#if LIBCURL_VERSION_NUM >= 0x075500
-  SETOPT (c, CURLOPT_REDIR_PROTOCOLS_STR,
-          strncmp (s->url, "https:", 6) == 0 ? "https" : "https,http");
-#else
-  SETOPT (c, CURLOPT_REDIR_PROTOCOLS, (long) (strncmp (s->url, "https:", 6) == 0
-                                           ? CURLPROTO_HTTPS
-                                           : CURLPROTO_HTTPS | CURLPROTO_HTTP));
-#endif
+  SETOPT (c, CURLOPT_FOLLOWLOCATION, 0L);
   if (rc != CURLE_OK) {
     curl_easy_cleanup (c);
     return NULL;
   }
   return c;
+}
+
+#define GET_MAX_REDIRS 3
+
+static bool
+is_redirect (long status)
+{
+  return status == 301 || status == 302 || status == 303 || status == 307
+    || status == 308;
+}
+
+/* URL's scheme, host and port in BUF; never its path or query, where
+ * the session travels. */
+static const char *
+url_origin (const char *url, char *buf, size_t size)
+{
+  const char *host = strstr (url, "://");
+  size_t n = host ? (size_t) (host + 3 - url) + strcspn (host + 3, "/?#")
+    : strcspn (url, "/?#");
+
+  one_line (buf, size < n + 1 ? size : n + 1, url);
+  return buf;
+}
+
+/* C just got redirect number HOPS (XAPI sends a client to the host that
+ * can see the SR): put its target in *URL.  Only to https (or http from
+ * an http server): the target's query carries the session.  0, or -1
+ * with err_* set. */
+static int
+next_hop (xapi_session *s, CURL *c, long status, int hops, char **url)
+{
+  struct curl_header *loc = NULL;
+  CURLU *u = curl_url ();
+  char *to = NULL, where[256];
+  int r = -1;
+
+  /* curl_easy_header, not CURLINFO_REDIRECT_URL: curl sets the latter
+   * only when the transfer ended cleanly. */
+  if (u == NULL
+      || curl_easy_header (c, "Location", 0, CURLH_HEADER, -1, &loc)
+      != CURLHE_OK
+      || curl_url_set (u, CURLUPART_URL, *url, 0) != CURLUE_OK
+      || curl_url_set (u, CURLUPART_URL, loc->value, 0) != CURLUE_OK
+      || curl_url_get (u, CURLUPART_URL, &to, 0) != CURLUE_OK) {
+    err_set (EPROTO, "%s: HTTP %ld without a usable location", s->url,
+             status);
+    goto out;
+  }
+  if (hops == GET_MAX_REDIRS) {
+    err_set (ELOOP, "%s: more than %d redirects", s->url, GET_MAX_REDIRS);
+    goto out;
+  }
+  if (strncasecmp (to, "https://", 8) != 0
+      && (strncasecmp (to, "http://", 7) != 0
+          || strncasecmp (s->url, "http://", 7) != 0)) {
+    err_set (EPERM, "%s: refused its redirect to %s: only https may carry "
+             "the session", s->url, url_origin (to, where, sizeof where));
+    goto out;
+  }
+  free_secret (*url);
+  *url = strdup (to);
+  if (*url == NULL) {
+    err_sys (errno, "%s: redirect", s->url);
+    goto out;
+  }
+  r = 0;
+ out:
+  if (to) {
+    wipe_str (to);
+    curl_free (to);
+  }
+  curl_url_cleanup (u);
+  return r;
 }
 
 int
@@ -488,7 +553,7 @@ xapi_get (xapi_session *s, const char *path, xapi_body_fn fn, void *opaque)
   struct rbuf none = { 0 };
   char *ref = NULL, *url = NULL;
   CURLcode rc;
-  int r = -1;
+  int r = -1, hops;
 
   s->errbuf[0] = '\0';
   g.curl = get_handle (s, &g);
@@ -501,10 +566,18 @@ xapi_get (xapi_session *s, const char *path, xapi_body_fn fn, void *opaque)
     err_set (ENOMEM, "cannot set up a request to %s", s->url);
     goto out;
   }
-  rc = curl_easy_setopt (g.curl, CURLOPT_URL, url);
-  if (rc == CURLE_OK)
-    rc = curl_easy_perform (g.curl);
-  curl_easy_getinfo (g.curl, CURLINFO_RESPONSE_CODE, &g.status);
+  for (hops = 0;; hops++) {
+    g.status = 0;
+    rc = curl_easy_setopt (g.curl, CURLOPT_URL, url);
+    if (rc == CURLE_OK)
+      rc = curl_easy_perform (g.curl);
+    curl_easy_getinfo (g.curl, CURLINFO_RESPONSE_CODE, &g.status);
+    /* A redirect's body, and how its connection ended, do not matter. */
+    if (!is_redirect (g.status))
+      break;
+    if (next_hop (s, g.curl, g.status, hops, &url) == -1)
+      goto out;
+  }
   if (g.result == 1)
     r = 0;                      /* FN had what it wanted */
   else if (g.result == -1)

@@ -98,11 +98,13 @@ extern const char *xapi_session_url (const xapi_session *s)
 typedef int (*xapi_body_fn) (const void *data, size_t len, void *opaque);
 
 /* GET PATH ("/handler?query", no session) from S's host with the
- * session's ref added as session_id, following redirects within the
- * pool; the body goes to FN.  0 when FN stopped early or the body
- * ended; -1 with err_* for a status other than 200 (ENOENT for 404,
- * EACCES for 401/403), a transport failure, or FN's error.  The ref
- * never appears in messages. */
+ * session's ref added as session_id, following up to 3 redirects (to
+ * the pool host that sees the SR) but only to https, as the session
+ * travels with them; the body goes to FN.  0 when FN stopped early or
+ * the body ended; -1 with err_* for a status other than 200 (ENOENT for
+ * 404, EACCES for 401/403), a refused redirect (EPERM) or too many
+ * (ELOOP), a transport failure, or FN's error.  The ref never appears
+ * in messages. */
 extern int xapi_get (xapi_session *s, const char *path, xapi_body_fn fn,
                      void *opaque)
   __attribute__ ((__nonnull__ (1, 2, 3)));

@@ -23,7 +23,8 @@ from model import ControlError, XapiError, NULL
 KNOBS = ("data_destroy_wait", "nbd_read_delay_ms", "nbd_drop_after_bytes",
          "xapi_delay_ms")
 # Knobs that take one of a few words: name -> the allowed values.
-WORD_KNOBS = {"vhd_source": export.SOURCES, "vhd_fault": export.FAULTS}
+WORD_KNOBS = {"vhd_source": export.SOURCES, "vhd_fault": export.FAULTS,
+              "vhd_host": export.HOSTS}
 
 
 def _jsonable(v):
@@ -123,7 +124,9 @@ class Control:
                     raise ControlError("%s must be a number >= 0" % k)
                 m.knobs[k] = v
             elif k in WORD_KNOBS:
-                if v not in WORD_KNOBS[k]:
+                if v not in WORD_KNOBS[k] and not (
+                        k == "vhd_host" and isinstance(v, str)
+                        and v.startswith("http://")):
                     raise ControlError("%s must be one of %s"
                                        % (k, ", ".join(WORD_KNOBS[k])))
                 m.knobs[k] = v

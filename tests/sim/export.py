@@ -30,6 +30,7 @@ REALM = "VDI.export_raw"          # assert_credentials_ok's realm
 FORMATS = {"raw": "application/octet-stream", "vhd": "application/vhd"}
 SOURCES = ("hybrid", "raw")
 FAULTS = ("none", "missing", "http500_body", "truncate", "bad_checksum")
+HOSTS = ("master", "slave", "loop")   # or an http:// URL
 SEND_TIMEOUT = 120                # a client that stops reading is dropped
 _PIECE = 256 << 10                # bytes per send, so "bytes" is exact
 _RAW_CHUNK = 1 << 20
@@ -194,21 +195,27 @@ class Export:
         with m.lock:
             vdi = m.objs["VDI"].get(want) or m.uuids["VDI"].get(want)
             fault, source = m.knobs["vhd_fault"], m.knobs["vhd_source"]
+            host = m.knobs["vhd_host"]
         if vdi is None:
             self.reply(internal_error(self.version,
                                       "UUID_INVALID: [ VDI; %s ]" % want),
                        "unknown VDI -> 500")
             return
-        if self.srv.slave:
-            # importexport.ml return_302_redirect: the SR is the master's.
-            url = "https://%s:%d%s?%s" % (m.xapi_address,
-                                          self.srv.server_address[1], path,
-                                          raw_query)
+        # importexport.ml return_302_redirect: a host that cannot see the
+        # SR sends the client, same path and query, to one that can.
+        there = self._elsewhere(host)
+        if there is not None:
+            with m.lock:
+                _stats(m)["redirects"] += 1
+            url = "%s%s?%s" % (there, path, raw_query)
             self.reply(_headers(["HTTP/1.1 302 Found", "Connection: close",
                                  "Cache-Control: no-cache, no-store",
                                  "Location: " + url]),
-                       "%s -> 302 to the master" % vdi.rec["uuid"])
+                       "%s -> 302 to %s" % (vdi.rec["uuid"], there))
             return
+        if self.srv.slave:
+            with m.lock:
+                _stats(m)["slave_served"] += 1
         fmt = query.get("format", cookies.get("format", "raw")).lower()
         if fmt not in FORMATS or (fmt == "vhd" and fault == "missing"):
             self.reply(_headers(["HTTP/1.0 404 Not Found", "Connection: close",
@@ -222,6 +229,19 @@ class Export:
                        "%s base= is not modelled -> 404" % vdi.rec["uuid"])
             return
         self.export(vdi, fmt, source, fault, query.get("task_id"))
+
+    def _elsewhere(self, host):
+        """The base URL this host sends the client to, or None to serve."""
+        port = self.srv.server_address[1]
+        if self.srv.slave:
+            if host == "slave":
+                return None
+            return "https://%s:%d" % (self.m.xapi_address, port)
+        if host in ("slave", "loop"):
+            return "https://%s:%d" % (self.m.slave_address, port)
+        if host.startswith("http://"):
+            return host.rstrip("/")
+        return None
 
     def export(self, vdi, fmt, source, fault, task_id):
         m, h = self.m, self.h

@@ -115,6 +115,7 @@ class Model:
         self.user = user
         self.password = password
         self.xapi_address = xapi_address
+        self.slave_address = None     # set by xsim once the slave is bound
         self.nbd_address = nbd_address
         self.nbd_port = 0
         self.cert_pem = cert_pem
@@ -128,7 +129,12 @@ class Model:
                       "nbd_drop_after_bytes": 0,
                       # GET /export_raw_vdi (export.py): which blocks a
                       # VHD export lists, and an injected fault.
-                      "vhd_source": "hybrid", "vhd_fault": "none"}
+                      "vhd_source": "hybrid", "vhd_fault": "none",
+                      # Which host answers it: "master" (the SR is the
+                      # master's), "slave" (the master sends the client
+                      # there), "loop" (each sends it to the other), or
+                      # an http:// URL the master sends it to.
+                      "vhd_host": "master"}
         self.fail_next = {}           # method -> [ErrorDescription, ...]
         self.return_next = {}         # method -> [[value], ...]: replace a result
         self.raw_next = {}            # method -> [body, ...]: answer verbatim
@@ -740,7 +746,8 @@ class Model:
                     "bytes": 0, "by_vdi": {}},
             "xapi": {"calls": {}},
             "sessions": {"logins": 0, "logouts": 0},
-            "http": {"export_raw_vdi": {"requests": 0, "bytes": 0}},
+            "http": {"export_raw_vdi": {"requests": 0, "bytes": 0,
+                                        "redirects": 0, "slave_served": 0}},
         }
 
     def count_call(self, method):

@@ -113,6 +113,7 @@ def main(argv=None):
 
     m = model.Model(state, a.user, a.password, a.xapi_address, a.nbd_address,
                     cert_pem, SUBJECT, log)
+    m.slave_address = a.slave_address
     api = xapi.Api(m, log)
     master, slave = xapi.bind_pair(a.xapi_address, a.slave_address,
                                    tls12_context(cert, key), api, log)

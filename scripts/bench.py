@@ -10,13 +10,21 @@ through the XenServer stand-in's nbd_override, so cbtfs talks XAPI as
 it would to a host.  Needs root and the packages install-deps.sh adds.
 
     scripts/bench.py [CBTFS]        BENCH_GIB (default 1), BENCH_BIG_GIB
-                                    (default 8), BENCH_ONLY=r1,r2,…
+                                    (default 8), BENCH_ONLY=r1,r2,…,
+                                    BENCH_REPEAT (default 3)
+
+The rows near their goals are measured BENCH_REPEAT times, each time
+cbtfs then its baseline back to back, and show the median of those
+ratios and their range: on a small shared VM one pair can be 20 % off
+the next.
 """
 import base64
 import json
 import os
 import re
+import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -31,6 +39,7 @@ GiB = 1 << 30
 SIZE = int(float(os.environ.get("BENCH_GIB", "1")) * GiB)
 BIG = int(float(os.environ.get("BENCH_BIG_GIB", "8")) * GiB)
 ONLY = [x for x in os.environ.get("BENCH_ONLY", "").split(",") if x]
+REPEAT = max(1, int(os.environ.get("BENCH_REPEAT", "3")))
 MKCHAIN = os.path.join(TOP, "build", "tests", "mkchain")
 
 rows = []
@@ -38,16 +47,22 @@ rows = []
 
 def row(key, what, ours, theirs, goal, higher=True, unit="s"):
     """Record a row: OURS and THEIRS are times (or rates if unit is a
-    rate); the ratio is theirs/ours for times, ours/theirs for rates."""
-    if unit == "s":
-        ratio = theirs / ours if higher else ours / theirs
-    else:
-        ratio = ours / theirs if higher else theirs / ours
+    rate), or lists of them measured in pairs; the ratio is theirs/ours
+    for times, ours/theirs for rates, the median of the pairs' ratios
+    when there are several."""
+    ours = ours if isinstance(ours, list) else [ours]
+    theirs = theirs if isinstance(theirs, list) else [theirs] * len(ours)
+    ratios = [(t / o if higher else o / t) if unit == "s" else
+              (o / t if higher else t / o) for o, t in zip(ours, theirs)]
+    ratio = statistics.median(ratios)
     ok = ratio >= goal if higher else ratio <= goal
+    spread = ("  (%d: %.2f-%.2f)" % (len(ratios), min(ratios), max(ratios))
+              if len(ratios) > 1 else "")
     rows.append((key, what, ours, theirs, unit, ratio, goal, higher, ok))
-    print("%-4s %-62s %8.3f %8.3f %s  %6.3f %s %s %s" % (
-        key, what, ours, theirs, unit, ratio, ">=" if higher else "<=", goal,
-        "ok" if ok else "MISSED"), flush=True)
+    print("%-4s %-62s %8.3f %8.3f %s  %6.3f %s %s %s%s" % (
+        key, what, statistics.median(ours), statistics.median(theirs), unit,
+        ratio, ">=" if higher else "<=", goal, "ok" if ok else "MISSED",
+        spread), flush=True)
 
 
 def extra(key, what, value, goal, unit, below=True):
@@ -80,6 +95,12 @@ def cat(path):
 
 
 BUF = bytearray(MiB)
+
+
+def cat_open(f):
+    """cat of an open file F, from where it is."""
+    while f.readinto(BUF):
+        pass
 
 
 def warm(store):
@@ -133,7 +154,7 @@ class Bench:
             port, self.info["tls_dir"])
 
     def disk(self, size, name=None):
-        """A VM with one disk of SIZE random bytes; (vm, vdi, guest file)."""
+        """A VM with one disk of SIZE random bytes; (vm, vdi)."""
         self.n += 1
         name = name or "bench%d" % self.n
         vm = self.s.control("create_vm", name=name,
@@ -143,13 +164,14 @@ class Bench:
         run("dd", "if=/dev/urandom", "of=" + guest, "bs=1M",
             "count=%d" % (size // MiB), "status=none")
         self.s.control("write_file", vdi=vdi, path=guest)
-        return vm, vdi, guest
+        os.unlink(guest)                # the rows repeat: mind the disk
+        return vm, vdi
 
     def lazy_point(self, size, *filters):
         """A --no-copy point of a new disk, its snapshot served by nbdkit
         (with FILTERS); returns (image path in a mount, nbds URI, mount,
         the snapshot's file, nbdkit's port)."""
-        vm, vdi, guest = self.disk(size)
+        vm, vdi = self.disk(size)
         self.env.cbtfs("backup", self.store, "--no-copy", "--vm", vm["vm"],
                        "-q", *self.srv)
         snap = [d for d in self.env.ls_json(self.store)["disks"]
@@ -161,6 +183,12 @@ class Bench:
         # Writeback of what setting up wrote must not land in the timing.
         os.sync()
         return os.path.join(mnt, "by-uuid", vdi, snap + ".img"), uri, mnt, path, port
+
+    def forget(self, img):
+        """Drop the disk of IMG (a path in a mount) from the store: the
+        rows that repeat would otherwise fill the machine's disk."""
+        shutil.rmtree(os.path.join(self.store, "disks",
+                                   os.path.basename(os.path.dirname(img))))
 
     def nbdcopy(self, uri, *flags):
         out = self.env.path("nbdcopy.out")
@@ -224,69 +252,90 @@ def main():
         b = Bench(env, s)
 
         if wanted("r1") or wanted("r4") or wanted("r5"):
-            img, uri, mnt, flat, _ = b.lazy_point(SIZE)
-            ours = timed(cat, img)
+            t = {k: [] for k in ("cold", "nbdcopy", "8x1", "first", "second",
+                                 "cat")}
+            for _ in range(REPEAT):
+                img, uri, mnt, flat, _port = b.lazy_point(SIZE)
+                t["cold"].append(timed(cat, img))
+                t["nbdcopy"].append(b.nbdcopy(uri))
+                t["8x1"].append(b.nbdcopy(uri, "--connections=8",
+                                          "--requests=1"))
+                cb.unmount(mnt)
+                # The store's files in page cache too (fetched blocks went
+                # to disk directly): r4 is about the path through FUSE.
+                warm(b.store)
+                again = env.mount(b.store, env.path("again%d" % b.n))
+                img = os.path.join(again, os.path.relpath(img, mnt))
+                cat(flat)                 # the flat file is in page cache
+                t["cat"].append(timed(cat, flat))
+                with open(img, "rb", buffering=0) as f:
+                    t["first"].append(timed(cat_open, f))
+                    f.seek(0)
+                    t["second"].append(timed(cat_open, f))
+                cb.unmount(again)
+                b.forget(img)
             row("r1", "cold read over NBD (TLS), kept, vs nbdcopy to a file",
-                ours, b.nbdcopy(uri), 0.9)
+                t["cold"], t["nbdcopy"], 0.9)
             # nbdkit answers 64 requests per connection at once; xapi-nbd
             # answers one.  Also shown: nbdcopy held to what XenServer allows.
             row("r1x", "  the same vs nbdcopy, 8 connections x 1 request",
-                ours, b.nbdcopy(uri, "--connections=8", "--requests=1"), 0.9)
-            cb.unmount(mnt)
-            # The store's files in page cache too (fetched blocks went to
-            # disk directly): this row is about the path through FUSE.
-            warm(b.store)
-            mnt = env.mount(b.store, env.path("again"))
-            img = os.path.join(mnt, os.path.relpath(img, os.path.dirname(
-                os.path.dirname(os.path.dirname(img)))))
-            cat(flat)                     # the flat file is in page cache
-            theirs = timed(cat, flat)
-            with open(img, "rb", buffering=0) as f:
-                first = timed(lambda: [None for _ in iter(lambda: f.readinto(BUF), 0)])
-                f.seek(0)
-                second = timed(lambda: [None for _ in iter(lambda: f.readinto(BUF), 0)])
+                t["cold"], t["8x1"], 0.9)
             row("r4", "first read, all blocks in the store, vs cat (page cache)",
-                first, theirs, 0.2)
+                t["first"], t["cat"], 0.2)
             row("r5", "second read of the open image vs cat (page cache)",
-                second, theirs, 0.9)
-            cb.unmount(mnt)
+                t["second"], t["cat"], 0.9)
 
         if wanted("r2") or wanted("r3"):
             delay = ("delay", "rdelay=2ms")
-            img, uri, mnt, flat, _ = b.lazy_point(SIZE, delay)
-            ours = timed(cat, img)
+            ours, theirs = [], []
+            for i in range(REPEAT if wanted("r2") else 1):
+                img, uri, mnt, flat, _port = b.lazy_point(SIZE, delay)
+                ours.append(timed(cat, img))
+                if wanted("r2"):
+                    theirs.append(b.nbdcopy(uri))
+                if i == 0 and wanted("r3"):
+                    # nbdfuse takes 10x as long: once is enough.
+                    r3 = (ours[0], b.nbdfuse_cat(flat, delay))
+                cb.unmount(mnt)
+                b.forget(img)
             if wanted("r2"):
                 row("r2", "cold read, 2 ms per NBD read, vs nbdcopy (same delay)",
-                    ours, b.nbdcopy(uri), 0.8)
+                    ours, theirs, 0.8)
             if wanted("r3"):
                 row("r3", "cold read, 2 ms per NBD read, vs nbdfuse + cat",
-                    ours, b.nbdfuse_cat(flat, delay), 5)
-            cb.unmount(mnt)
+                    r3[0], r3[1], 5)
 
         if wanted("r6"):
-            vm, vdi, guest = b.disk(SIZE, "r6")
-            live = s.control("vdi", uuid=vdi)["path"]
-            port, uri = b.nbdkit(live)
-            s.control("nbd_override", vdi="*", address="127.0.0.1", port=port)
-            ours = backup_time(env, b.store, "--vm", "r6", *b.srv)
-            s.control("nbd_override", vdi="*")
+            ours, theirs = [], []
+            for i in range(REPEAT):
+                vm, vdi = b.disk(SIZE, "r6-%d" % i)
+                live = s.control("vdi", uuid=vdi)["path"]
+                port, uri = b.nbdkit(live)
+                s.control("nbd_override", vdi="*", address="127.0.0.1",
+                          port=port)
+                ours.append(backup_time(env, b.store, "--vm", "r6-%d" % i,
+                                        *b.srv))
+                s.control("nbd_override", vdi="*")
+                theirs.append(b.nbdcopy(uri, "--flush"))
             row("r6", "baseline backup vs nbdcopy --flush to a file",
-                ours, b.nbdcopy(uri, "--flush"), 0.9)
+                ours, theirs, 0.9)
 
         if wanted("r7"):
-            vm, vdi, guest = b.disk(BIG, "r7")
+            vm, vdi = b.disk(BIG, "r7")
             live = s.control("vdi", uuid=vdi)["path"]
             port, uri = b.nbdkit(live)
             s.control("nbd_override", vdi="*", address="127.0.0.1", port=port)
             full = backup_time(env, b.store, "--vm", "r7", *b.srv)
-            # 1 % of the blocks change.
+            incr = []
             import random
-            rng = random.Random(7)
-            nblocks = BIG // cb.BLOCK
-            for blk in rng.sample(range(nblocks), nblocks // 100):
-                s.control("write", vdi=vdi, offset=blk * cb.BLOCK,
-                          data_b64="AAECAw==")
-            incr = backup_time(env, b.store, "--vm", "r7", *b.srv)
+            for i in range(REPEAT):
+                # 1 % of the blocks change.
+                rng = random.Random(7 + i)
+                nblocks = BIG // cb.BLOCK
+                for blk in rng.sample(range(nblocks), nblocks // 100):
+                    s.control("write", vdi=vdi, offset=blk * cb.BLOCK,
+                              data_b64="AAECAw==")
+                incr.append(backup_time(env, b.store, "--vm", "r7", *b.srv))
             s.control("nbd_override", vdi="*")
             row("r7", "incremental backup, %d GiB, 1%% changed, vs its baseline"
                 % (BIG // GiB), incr, full, 0.03, higher=False)
@@ -299,15 +348,24 @@ def main():
             deep = run(MKCHAIN, chains, "dddddddd-0000-4000-8000-000000001000",
                        "depth1000", 1000, SIZE // MiB, 16, 2,
                        capture_output=True, text=True).stdout.split()
-            mnt = env.mount(chains, env.path("chains-mnt"))
-            p1 = os.path.join(mnt, "by-uuid", "dddddddd-0000-4000-8000-000000000001",
-                              one[-1] + ".img")
-            p1000 = os.path.join(mnt, "by-uuid", "dddddddd-0000-4000-8000-000000001000",
-                                 deep[-1] + ".img")
+            def paths(mnt):
+                return [os.path.join(mnt, "by-uuid", d, p + ".img") for d, p in
+                        (("dddddddd-0000-4000-8000-000000000001", one[-1]),
+                         ("dddddddd-0000-4000-8000-000000001000", deep[-1]))]
             if wanted("r8"):
                 warm(chains)
+                deep_t, one_t = [], []
+                for i in range(REPEAT):
+                    # A new mount each time: the kernel keeps what was read.
+                    mnt = env.mount(chains, env.path("chains-mnt%d" % i))
+                    p1, p1000 = paths(mnt)
+                    deep_t.append(timed(cat, p1000))
+                    one_t.append(timed(cat, p1))
+                    cb.unmount(mnt)
                 row("r8", "sequential read at chain depth 1000 vs depth 1",
-                    timed(cat, p1000), timed(cat, p1), 0.9)
+                    deep_t, one_t, 0.9)
+            mnt = env.mount(chains, env.path("chains-mnt"))
+            p1, p1000 = paths(mnt)
             if wanted("r9"):
                 ours = fio_iops(p1)
                 flat = env.path("flat.img")

@@ -213,9 +213,6 @@ class Export:
                                  "Location: " + url]),
                        "%s -> 302 to %s" % (vdi.rec["uuid"], there))
             return
-        if self.srv.slave:
-            with m.lock:
-                _stats(m)["slave_served"] += 1
         fmt = query.get("format", cookies.get("format", "raw")).lower()
         if fmt not in FORMATS or (fmt == "vhd" and fault == "missing"):
             self.reply(_headers(["HTTP/1.0 404 Not Found", "Connection: close",
@@ -250,6 +247,9 @@ class Export:
             size = vdi.rec["virtual_size"]
             fd = os.open(vdi.path, os.O_RDONLY) if vdi.path else None
         what = "%s format=%s" % (uuid, fmt)
+        if self.srv.slave:
+            with m.lock:
+                _stats(m)["slave_served"] += 1
         try:
             h.connection.settimeout(SEND_TIMEOUT)
             _write(h, m, _headers([

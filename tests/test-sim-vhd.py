@@ -127,6 +127,21 @@ def parse_vhd(data, current_size, checksum_delta=0):
     return n, b, included
 
 
+def redirected(env, url, to, what):
+    """URL answers xapi's 302 to TO (a base URL) with the same query,
+    and curl -L then gets a 200: the body it got."""
+    rc, replies, body, _ = env.curl(url)
+    want = "%s/export_raw_vdi?%s" % (to, urllib.parse.urlsplit(url).query)
+    check(replies[0][2].decode() == "HTTP/1.1 302 Found\r\nConnection: close\r\n"
+          "Cache-Control: no-cache, no-store\r\nLocation: %s\r\n\r\n" % want
+          and body == b"", what + ": the 302", replies[0][2])
+    rc, replies, body, _ = env.curl(url, "-L")
+    check(rc == 0 and [r[0] for r in replies] == ["HTTP/1.1 302 Found",
+                                                   "HTTP/1.1 200 OK"],
+          what + ": curl -L: 302 then 200", rc, [r[0] for r in replies])
+    return body
+
+
 def same_but_uid(a, b):
     """Equal streams but for the footers' checksum and uid (@64..84)."""
     def strip(x):
@@ -417,17 +432,8 @@ def test_errors(env, d0, d1):
               "404 for " + url, replies, body)
 
     # The slave: 302 to the master with the same query; curl -L follows.
-    url = env.url(d0["vdi"], at=s.info["slave_url"])
-    rc, replies, body, _ = env.curl(url)
-    query = urllib.parse.urlsplit(url).query
-    want = "%s/export_raw_vdi?%s" % (s.info["xapi_url"], query)
-    check(replies[0][2].decode() == "HTTP/1.1 302 Found\r\nConnection: close\r\n"
-          "Cache-Control: no-cache, no-store\r\nLocation: %s\r\n\r\n" % want
-          and body == b"", "slave: 302 to the master", replies[0][2])
-    rc, replies, body, _ = env.curl(url, "-L")
-    check(rc == 0 and [r[0] for r in replies] == ["HTTP/1.1 302 Found",
-                                                   "HTTP/1.1 200 OK"],
-          "curl -L: 302 then 200", rc, [r[0] for r in replies])
+    body = redirected(env, env.url(d0["vdi"], at=s.info["slave_url"]),
+                      s.info["xapi_url"], "slave to the master")
     _, direct = export_ok(env, d0["vdi"])
     check(parse_vhd(body, SIZE0)[2] == BLOCKS0 and same_but_uid(body, direct),
           "curl -L gets the master's stream")
@@ -439,19 +445,11 @@ def test_errors(env, d0, d1):
     # client there, and the slave serves it.
     s.control("set", vhd_host="slave")
     before = env.stats()
-    url = env.url(d0["vdi"])
-    rc, replies, body, _ = env.curl(url)
-    query = urllib.parse.urlsplit(url).query
-    want = "%s/export_raw_vdi?%s" % (s.info["slave_url"], query)
-    check(replies[0][2].decode() == "HTTP/1.1 302 Found\r\nConnection: close\r\n"
-          "Cache-Control: no-cache, no-store\r\nLocation: %s\r\n\r\n" % want
-          and body == b"", "master: 302 to the slave", replies[0][2])
-    rc, replies, body, _ = env.curl(url, "-L")
+    body = redirected(env, env.url(d0["vdi"]), s.info["slave_url"],
+                      "master to the slave")
     got = env.stats()
     s.control("set", vhd_host="master")
-    check(rc == 0 and [r[0] for r in replies] == ["HTTP/1.1 302 Found",
-                                                   "HTTP/1.1 200 OK"]
-          and same_but_uid(body, direct), "curl -L: the slave's stream")
+    check(same_but_uid(body, direct), "curl -L gets the slave's stream")
     check(got["redirects"] - before["redirects"] == 2
           and got["slave_served"] - before["slave_served"] == 1,
           "stats count the redirects and the slave's export", got)

@@ -79,6 +79,17 @@ class Case:
         check("OpaqueRef" not in err, "a ref in the output: %s" % err)
         return err
 
+    def fell_back(self, name, knob, value, back, says):
+        """Back up NAME with the stand-in's KNOB at VALUE (BACK after):
+        the one warning of a whole copy, which must name SAYS."""
+        self.s.control("set", **{knob: value})
+        err = self.backup(name)
+        self.s.control("set", **{knob: back})
+        lines = [x for x in err.splitlines() if "copying every block" in x]
+        check(len(lines) == 1 and says in lines[0],
+              "%s: wanted one warning naming %r: %s" % (value, says, err))
+        return lines[0]
+
     def point(self, vdi):
         d = [d for d in self.env.ls_json(self.store)["disks"]
              if d["uuid"] == vdi][0]
@@ -165,12 +176,7 @@ def fallbacks(c):
                         ("truncate", "ends inside its head"),
                         ("bad_checksum", "footer checksum")):
         name, vdi, data = c.disk(size, [(5 * MiB, MiB)])
-        c.s.control("set", vhd_fault=fault)
-        err = c.backup(name)
-        c.s.control("set", vhd_fault="none")
-        lines = [x for x in err.splitlines() if "copying every block" in x]
-        check(len(lines) == 1 and says in lines[0],
-              "%s: wanted one warning naming %r: %s" % (fault, says, err))
+        c.fell_back(name, "vhd_fault", fault, "none", says)
         p = c.point(vdi)
         check(p["complete"], "%s: not complete" % fault)
         check(c.nbd_bytes(p["snapshot"]) == size,
@@ -216,14 +222,9 @@ def redirects(c):
                             % trap.getsockname()[1]),
                            ("loop", "more than 3 redirects")):
             name, vdi, data = c.disk(size, [(5 * MiB, MiB)])
-            c.s.control("set", vhd_host=host)
-            err = c.backup(name)
-            c.s.control("set", vhd_host="master")
-            lines = [x for x in err.splitlines() if "copying every block" in x]
-            check(len(lines) == 1 and says in lines[0],
-                  "%s: wanted one warning naming %r: %s" % (host, says, err))
-            check("session_id" not in lines[0],
-                  "%s: the warning shows the session: %s" % (host, lines[0]))
+            line = c.fell_back(name, "vhd_host", host, "master", says)
+            check("session_id" not in line,
+                  "%s: the warning shows the session: %s" % (host, line))
             p = c.point(vdi)
             check(p["complete"] and c.nbd_bytes(p["snapshot"]) == size,
                   "%s: not copied whole" % host)

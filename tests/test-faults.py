@@ -137,7 +137,7 @@ def main():
         m.proc.kill()
         m.proc.wait()
         subprocess.run(["fusermount3", "-u", m.mnt], check=True)
-        check(not os.path.ismount(m.mnt), "still mounted after fusermount3 -u")
+        check(not cb.mounted(m.mnt), "still mounted after fusermount3 -u")
         mnt = env.mount(store, m.mnt)
         check(cb.sha256(os.path.join(mnt, "by-vm/web/root/latest"))
               == cb.sha256(guest), "the new mount reads wrong")

@@ -175,8 +175,10 @@ class Foreground:
         return self.proc.wait(timeout=120)
 
     def close(self):
+        # Also when the process is gone (a test killed it, or it died):
+        # its mount stays until someone unmounts it.
+        unmount(self.mnt)
         if self.proc.poll() is None:
-            unmount(self.mnt)
             try:
                 self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
@@ -193,8 +195,18 @@ def wait_for_file(path, proc, seconds=60):
         time.sleep(0.02)
 
 
+def mounted(mnt):
+    """True if MNT is a mount point, also one whose FUSE process is gone
+    (os.path.ismount says False then: stat fails with ENOTCONN)."""
+    want = os.path.join(os.path.realpath(os.path.dirname(mnt)),
+                        os.path.basename(mnt))
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1].replace("\\040", " ") == want
+                   for line in f)
+
+
 def unmount(mnt):
-    if os.path.ismount(mnt):
+    if mounted(mnt):
         r = subprocess.run(["fusermount3", "-u", mnt])
         if r.returncode != 0:
             subprocess.run(["fusermount3", "-u", "-z", mnt])

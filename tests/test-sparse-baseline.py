@@ -13,7 +13,9 @@ a truncated stream, a damaged header) the backup says so in one line
 and copies the whole disk; a raw SR's table (every region) copies it
 all without a warning.  A 302 to the host that sees the SR is followed;
 one to plain http (the session in the clear) or a loop of them is
-refused in one line, and the disk copied whole.  A lazy baseline fetches only what holds data.
+refused in one line, and the disk copied whole; so is one to a host
+whose certificate the CA file does not hold (each host of a pool has its
+own).  A lazy baseline fetches only what holds data.
 Disks over 2040 GiB have no VHD export; the backup says so and copies
 all.
 """
@@ -236,6 +238,35 @@ def redirects(c):
             pass
 
 
+def pool_certificates():
+    """Each host of a pool has a certificate of its own: a redirect to a
+    host the CA file does not vouch for ends in one line naming that
+    host, and a whole copy; with both in the file it is followed."""
+    size = 16 * MiB
+    with sim.Sim("--slave-own-cert") as s, cb.Env() as env:
+        c = Case(s, env)
+        name, vdi, _ = c.disk(size, [(5 * MiB, MiB)])
+        c.fell_back(name, "vhd_host", "slave", "master",
+                    "TLS certificate of %s not trusted" % s.info["slave_url"])
+        check(c.nbd_bytes(c.point(vdi)["snapshot"]) == size,
+              "untrusted slave: not copied whole")
+
+        both = env.path("pool.pem")
+        with open(both, "w") as out:
+            for f in (s.info["ca_file"], s.info["slave_ca_file"]):
+                with open(f) as pem:
+                    out.write(pem.read())
+        c.srv[c.srv.index("--ca-file") + 1] = both
+        name, vdi, _ = c.disk(size, [(5 * MiB, MiB)])
+        s.control("set", vhd_host="slave")
+        err = c.backup(name)
+        s.control("set", vhd_host="master")
+        check("copying every block" not in err, "trusted slave: %s" % err)
+        check(c.nbd_bytes(c.point(vdi)["snapshot"]) == REGION,
+              "trusted slave: %d bytes copied"
+              % c.nbd_bytes(c.point(vdi)["snapshot"]))
+
+
 def lazy(c):
     """--no-copy: the mount fetches only blocks of regions with data."""
     size = 64 * MiB
@@ -280,6 +311,7 @@ def main():
         fallbacks(c)
         redirects(c)
         lazy(c)
+    pool_certificates()
     print("ok")
 
 

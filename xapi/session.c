@@ -318,11 +318,12 @@ on_data (char *ptr, size_t size, size_t nmemb, void *opaque)
   return n;
 }
 
-/* Turn a failed transfer into one line naming the server and the
- * problem.  Never includes either body. */
+/* Turn a failed transfer into one line naming the server (WHERE: the
+ * session's URL, or the host a redirect led to) and the problem.  Never
+ * includes either body. */
 static void
-transport_error (xapi_session *s, CURL *curl, CURLcode rc,
-                 const struct rbuf *b)
+transport_error (xapi_session *s, const char *where, CURL *curl,
+                 CURLcode rc, const struct rbuf *b)
 {
   char detail[CURL_ERROR_SIZE];
   curl_off_t sent_at = 0;
@@ -334,14 +335,14 @@ transport_error (xapi_session *s, CURL *curl, CURLcode rc,
   switch (rc) {
   case CURLE_COULDNT_RESOLVE_HOST:
     err_set (EHOSTUNREACH, "cannot connect to %s: host name not found",
-             s->url);
+             where);
     break;
   case CURLE_COULDNT_CONNECT:
     curl_easy_getinfo (curl, CURLINFO_OS_ERRNO, &os_errno);
     if (os_errno)
-      err_sys ((int) os_errno, "cannot connect to %s", s->url);
+      err_sys ((int) os_errno, "cannot connect to %s", where);
     else
-      err_set (ECONNREFUSED, "cannot connect to %s: %s", s->url, detail);
+      err_set (ECONNREFUSED, "cannot connect to %s: %s", where, detail);
     break;
   case CURLE_OPERATION_TIMEDOUT:
     /* The pre-transfer time is set once the request could be sent (on
@@ -349,35 +350,35 @@ transport_error (xapi_session *s, CURL *curl, CURLcode rc,
     curl_easy_getinfo (curl, CURLINFO_PRETRANSFER_TIME_T, &sent_at);
     if (sent_at == 0)
       err_set (ETIMEDOUT, "cannot connect to %s: timed out after %ld s",
-               s->url, s->connect_timeout);
+               where, s->connect_timeout);
     else
-      err_set (ETIMEDOUT, "%s: timed out after %ld s", s->url, s->timeout);
+      err_set (ETIMEDOUT, "%s: timed out after %ld s", where, s->timeout);
     break;
   case CURLE_PEER_FAILED_VERIFICATION:
     err_set (EACCES, "TLS certificate of %s not trusted (%s)",
-             s->url, detail);
+             where, detail);
     break;
   case CURLE_SSL_CACERT_BADFILE:
     err_set (EACCES, "cannot use CA file %s (%s)",
              s->ca_file ? s->ca_file : "(default)", detail);
     break;
   case CURLE_SSL_CONNECT_ERROR:
-    err_set (EPROTO, "TLS handshake with %s failed (%s)", s->url, detail);
+    err_set (EPROTO, "TLS handshake with %s failed (%s)", where, detail);
     break;
   case CURLE_FILESIZE_EXCEEDED:   /* Content-Length over the limit */
   case CURLE_WRITE_ERROR:
     if (b->too_big || rc == CURLE_FILESIZE_EXCEEDED) {
-      err_set (EFBIG, "%s: response larger than %d MiB", s->url,
+      err_set (EFBIG, "%s: response larger than %d MiB", where,
                XAPI_MAX_RESPONSE / (1024 * 1024));
       break;
     }
     if (b->buf.failed) {
-      err_set (ENOMEM, "%s: out of memory reading the response", s->url);
+      err_set (ENOMEM, "%s: out of memory reading the response", where);
       break;
     }
     /* fall through */
   default:
-    err_set (EIO, "%s: %s", s->url, detail);
+    err_set (EIO, "%s: %s", where, detail);
   }
 }
 
@@ -408,7 +409,7 @@ post (xapi_session *s, const char *body)
   curl_easy_setopt (s->curl, CURLOPT_WRITEDATA, NULL);
 
   if (rc != CURLE_OK) {
-    transport_error (s, s->curl, rc, &b);
+    transport_error (s, s->url, s->curl, rc, &b);
     goto out;
   }
   curl_easy_getinfo (s->curl, CURLINFO_RESPONSE_CODE, &status);
@@ -551,7 +552,8 @@ xapi_get (xapi_session *s, const char *path, xapi_body_fn fn, void *opaque)
 {
   struct get_ctx g = { .fn = fn, .opaque = opaque };
   struct rbuf none = { 0 };
-  char *ref = NULL, *url = NULL;
+  char *ref = NULL, *url = NULL, here[256];
+  const char *host;
   CURLcode rc;
   int r = -1, hops;
 
@@ -578,6 +580,8 @@ xapi_get (xapi_session *s, const char *path, xapi_body_fn fn, void *opaque)
     if (next_hop (s, g.curl, g.status, hops, &url) == -1)
       goto out;
   }
+  /* After a redirect, errors name the host it led to. */
+  host = hops == 0 ? s->url : url_origin (url, here, sizeof here);
   if (g.result == 1)
     r = 0;                      /* FN had what it wanted */
   else if (g.result == -1)
@@ -585,7 +589,7 @@ xapi_get (xapi_session *s, const char *path, xapi_body_fn fn, void *opaque)
   else if (g.status != 0 && g.status != 200)
     /* Whatever happened to the connection after it. */
     err_set (g.status == 404 ? ENOENT : g.status == 401 || g.status == 403
-             ? EACCES : EPROTO, "%s: HTTP %ld", s->url, g.status);
+             ? EACCES : EPROTO, "%s: HTTP %ld", host, g.status);
   else if (rc == CURLE_OK
            || (g.status == 200 && (rc == CURLE_RECV_ERROR
                                    || rc == CURLE_PARTIAL_FILE)))
@@ -593,10 +597,10 @@ xapi_get (xapi_session *s, const char *path, xapi_body_fn fn, void *opaque)
      * not always with a clean TLS close: FN judges what it got. */
     r = 0;
   else {
-    transport_error (s, g.curl, rc, &none);
+    transport_error (s, host, g.curl, rc, &none);
     /* curl's own message could quote the URL; never the session. */
     if (strstr (err_get (), ref) || strstr (err_get (), s->ref))
-      err_set (EIO, "%s: GET failed", s->url);
+      err_set (EIO, "%s: GET failed", host);
   }
 
  out:

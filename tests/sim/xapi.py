@@ -445,14 +445,17 @@ class XapiServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.log("xapi: connection error: %s" % (sys.exc_info()[1],))
 
 
-def bind_pair(master_addr, slave_addr, ssl_ctx, api, log, tries=50):
-    """Master on MASTER_ADDR:free port and slave on SLAVE_ADDR:same port."""
+def bind_pair(master_addr, slave_addr, ssl_ctx, api, log, tries=50,
+              slave_ctx=None):
+    """Master on MASTER_ADDR:free port and slave on SLAVE_ADDR:same port
+    (with SLAVE_CTX if it has a certificate of its own)."""
     last = None
     for _ in range(tries):
         master = XapiServer((master_addr, 0), ssl_ctx, api, False, log)
         port = master.server_address[1]
         try:
-            slave = XapiServer((slave_addr, port), ssl_ctx, api, True, log)
+            slave = XapiServer((slave_addr, port), slave_ctx or ssl_ctx, api,
+                               True, log)
         except OSError as e:
             last = e
             master.server_close()

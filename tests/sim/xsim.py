@@ -49,11 +49,12 @@ def log(msg):
         sys.stderr.flush()
 
 
-def make_cert(state, ip_names):
+def make_cert(state, ip_names, prefix=""):
     """Self-signed EC P-256 cert naming SUBJECT and IP_NAMES (not the NBD
-    address: XenServer's NBD network is usually not in the host cert)."""
-    cert = os.path.join(state, "cert.pem")
-    key = os.path.join(state, "key.pem")
+    address: XenServer's NBD network is usually not in the host cert), as
+    STATE/PREFIXcert.pem and its key."""
+    cert = os.path.join(state, prefix + "cert.pem")
+    key = os.path.join(state, prefix + "key.pem")
     san = ",".join(["DNS:" + SUBJECT] + ["IP:" + a for a in ip_names])
     old = os.umask(0o077)
     try:
@@ -70,6 +71,8 @@ def make_cert(state, ip_names):
         raise SystemExit("xsim: openssl failed: %s" % r.stdout.decode(errors="replace"))
     os.chmod(key, 0o600)
     os.chmod(cert, 0o644)
+    if prefix:
+        return cert, key, None
     # The same pair laid out as nbdkit --tls-certificates and libnbd's
     # set_tls_certificates expect, for tests that serve or read with them.
     tls = os.path.join(state, "tls")
@@ -102,12 +105,21 @@ def main(argv=None):
     p.add_argument("--xapi-address", default="127.0.0.1")
     p.add_argument("--nbd-address", default="127.0.0.2")
     p.add_argument("--slave-address", default="127.0.0.3")
+    p.add_argument("--slave-own-cert", action="store_true",
+                   help="the slave has a certificate of its own, as each "
+                   "host of a real pool does (default: one for both)")
     a = p.parse_args(argv)
 
     state = os.path.abspath(a.state)
     os.makedirs(state, exist_ok=True)
-    ips = list(dict.fromkeys([a.xapi_address, a.slave_address]))
+    ips = list(dict.fromkeys([a.xapi_address] + (
+        [] if a.slave_own_cert else [a.slave_address])))
     cert, key, tls_dir = make_cert(state, ips)
+    slave_cert = slave_ctx = None
+    if a.slave_own_cert:
+        slave_cert, slave_key, _ = make_cert(state, [a.slave_address],
+                                             "slave-")
+        slave_ctx = tls12_context(slave_cert, slave_key)
     with open(cert) as f:
         cert_pem = f.read()
 
@@ -116,7 +128,8 @@ def main(argv=None):
     m.slave_address = a.slave_address
     api = xapi.Api(m, log)
     master, slave = xapi.bind_pair(a.xapi_address, a.slave_address,
-                                   tls12_context(cert, key), api, log)
+                                   tls12_context(cert, key), api, log,
+                                   slave_ctx=slave_ctx)
     for srv in (master, slave):
         srv.get_handlers[export.PATH] = export.handler
     nbd = nbdserver.NbdServer(m, a.nbd_address, tls12_context(cert, key, True),
@@ -154,6 +167,7 @@ def main(argv=None):
         "xapi_url": "https://%s:%d" % (a.xapi_address, port),
         "slave_url": "https://%s:%d" % (a.slave_address, port),
         "ca_file": cert,
+        "slave_ca_file": slave_cert or cert,
         "control_url": "http://127.0.0.1:%d" % ctl.server_address[1],
         "nbd_address": a.nbd_address,
         "nbd_port": nbd.port,

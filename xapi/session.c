@@ -598,8 +598,10 @@ xapi_get (xapi_session *s, const char *path, xapi_body_fn fn, void *opaque)
     r = 0;
   else {
     transport_error (s, host, g.curl, rc, &none);
-    /* curl's own message could quote the URL; never the session. */
-    if (strstr (err_get (), ref) || strstr (err_get (), s->ref))
+    /* curl's own message could quote the URL; never the session (a
+     * redirect's target may spell it differently). */
+    if (strstr (err_get (), ref) || strstr (err_get (), s->ref)
+        || strstr (err_get (), "session_id"))
       err_set (EIO, "%s: GET failed", host);
   }
 

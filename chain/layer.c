@@ -719,7 +719,8 @@ lock_index (struct layer *l, int fd)
   if (flock (fd, LOCK_EX | LOCK_NB) == -1) {
     if (errno == EWOULDBLOCK)
       err_set (EWOULDBLOCK, "snapshot %s is being filled by another cbtfs "
-               "process", l->meta.snapshot);
+               "process (a backup, a fetch, or a mount that has read from "
+               "it, until it is unmounted)", l->meta.snapshot);
     else
       err_sys (errno, "lock %s/index", l->dir);
     return -1;

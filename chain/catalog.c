@@ -564,9 +564,12 @@ build_vms (struct catalog *c)
   return ret;
 }
 
-/* Disks are loaded by a few threads at once: reading thousands of
- * manifests is mostly system calls, which spread over the cores. */
-#define LOAD_THREADS_MAX 8
+/* Disks are loaded by several threads at once.  Warm, reading
+ * thousands of small files is system calls, which spread over the
+ * cores; cold, it is waits on the disk, which overlap: more threads
+ * than cores (cbtfs ls of 100 x 1000 layers after drop_caches: 21 s
+ * with 2 threads, 8 s with 16, 7.7 s with 32). */
+#define LOAD_THREADS_MAX 16
 
 /* What the loader threads share.  Each disk is loaded by one thread
  * into its own slot; only NEXT, NSKIPPED and FAILED are shared, and
@@ -614,11 +617,9 @@ static int
 load_disks (struct loader *ld)
 {
   pthread_t tids[LOAD_THREADS_MAX - 1];
-  long cpus = sysconf (_SC_NPROCESSORS_ONLN);
-  size_t nthreads = MIN ((size_t) MAX (cpus, 1), (size_t) LOAD_THREADS_MAX);
+  size_t nthreads = MIN ((size_t) LOAD_THREADS_MAX, MAX (ld->n, (size_t) 1));
   size_t started = 0;
 
-  nthreads = MIN (nthreads, MAX (ld->n, (size_t) 1));
   while (started + 1 < nthreads
          && pthread_create (&tids[started], NULL, loader_run, ld) == 0)
     started++;

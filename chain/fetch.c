@@ -32,7 +32,13 @@ struct slot {
   bool busy;                    /* lent to a reader, or being connected */
   char snap[UUID_LEN + 1];
   struct nbdsrc_conn *c;        /* NULL while connecting */
+  double idle_since;            /* when last given back */
 };
+
+/* Close a connection idle this long (seconds): an open one keeps its
+ * snapshot in use on the host (xapi-nbd plugs a dom0 VBD), and
+ * VDI.data_destroy waits only 4 s for that to go. */
+#define CONN_IDLE 2.0
 
 /* A snapshot whose source failed recently: fail fast until UNTIL. */
 struct failure {
@@ -56,6 +62,8 @@ struct fetcher {
   size_t nfails;
   struct layer **dirty;         /* layers with blocks to sync */
   size_t ndirty, capdirty;
+  struct layer **held;          /* layers kept in (the flusher's own) */
+  size_t nheld, capheld;
 
   pthread_t flusher;
   bool flusher_started;
@@ -154,6 +162,8 @@ remember_failure (struct fetcher *f, const char *snap)
 
 /* ---- connection pool -------------------------------------------------- */
 
+static void start_flusher (struct fetcher *f);
+
 /* A connection to SNAP for the caller's use, or -1 with err_*.  Returns
  * the slot number; give it back with put_slot. */
 static int
@@ -208,8 +218,10 @@ get_slot (struct fetcher *f, const char *snap, uint64_t size)
   pthread_mutex_lock (&f->lock);
   if (c == NULL)
     f->slots[pick].used = f->slots[pick].busy = false;
-  else
+  else {
     f->slots[pick].c = c;
+    start_flusher (f);          /* which closes it once idle */
+  }
   pthread_cond_broadcast (&f->cond);
   pthread_mutex_unlock (&f->lock);
   return c ? (int) pick : -1;
@@ -223,8 +235,10 @@ put_slot (struct fetcher *f, int i, bool ok)
   struct nbdsrc_conn *dead = NULL;
 
   pthread_mutex_lock (&f->lock);
-  if (ok)
+  if (ok) {
     f->slots[i].busy = false;
+    f->slots[i].idle_since = now_monotonic ();
+  }
   else {
     dead = f->slots[i].c;
     f->slots[i].used = f->slots[i].busy = false;
@@ -236,6 +250,74 @@ put_slot (struct fetcher *f, int i, bool ok)
 }
 
 /* ---- making fetched blocks durable ------------------------------------ */
+
+static bool
+contains (struct layer **v, size_t n, struct layer *l)
+{
+  for (size_t i = 0; i < n; i++)
+    if (v[i] == l)
+      return true;
+  return false;
+}
+
+/* After a round that synced V (N layers): give back the writer lock of
+ * every layer that was kept in before but not in this round, so that a
+ * mount never stops cbtfs fetch or a backup from finishing a layer it
+ * merely read from once.  A layer being written still says EBUSY. */
+static void
+release_idle (struct fetcher *f, struct layer **v, size_t n)
+{
+  size_t i, j;
+
+  for (i = j = 0; i < f->nheld; i++) {
+    struct layer *l = f->held[i];
+    if (!contains (v, n, l) && layer_release (l) == 0)
+      log_debug ("snapshot %s: idle, writer lock given back",
+                 l->meta.snapshot);
+    else
+      f->held[j++] = l;
+  }
+  f->nheld = j;
+  for (i = 0; i < n; i++) {
+    if (contains (f->held, f->nheld, v[i]))
+      continue;
+    if (f->nheld == f->capheld) {
+      size_t cap = f->capheld ? f->capheld * 2 : 8;
+      struct layer **nv = realloc (f->held, cap * sizeof *nv);
+      if (nv == NULL)
+        return;                 /* held until unmounted, as before */
+      f->held = nv;
+      f->capheld = cap;
+    }
+    f->held[f->nheld++] = v[i];
+  }
+}
+
+/* Close the connections idle for CONN_IDLE seconds, so that the host
+ * may reduce their snapshots (cbtfs fetch does); the next read of one
+ * connects again. */
+static void
+close_idle (struct fetcher *f)
+{
+  struct nbdsrc_conn *idle[16];
+  size_t i = 0, n;
+  double now = now_monotonic ();
+
+  do {
+    n = 0;
+    pthread_mutex_lock (&f->lock);
+    for (; i < f->o.max_conns && n < ARRAY_SIZE (idle); i++)
+      if (f->slots[i].used && !f->slots[i].busy && f->slots[i].c
+          && now - f->slots[i].idle_since >= CONN_IDLE) {
+        idle[n++] = f->slots[i].c;
+        f->slots[i].used = false;
+        f->slots[i].c = NULL;
+      }
+    pthread_mutex_unlock (&f->lock);
+    for (size_t j = 0; j < n; j++)
+      nbdsrc_close (idle[j]);
+  } while (i < f->o.max_conns);
+}
 
 static void *
 flusher (void *arg)
@@ -259,11 +341,24 @@ flusher (void *arg)
     for (size_t i = 0; i < n; i++)
       if (layer_sync (v[i]) == -1)
         log_error ("keeping fetched blocks: %s", err_get ());
+    release_idle (f, v, n);
     free (v);
+    close_idle (f);
     pthread_mutex_lock (&f->lock);
   }
   pthread_mutex_unlock (&f->lock);
   return NULL;
+}
+
+/* Start the flusher if it is not running; call with f->lock held.
+ * Started on first need, not at creation: a mount forks after creating
+ * us. */
+static void
+start_flusher (struct fetcher *f)
+{
+  if (!f->flusher_started
+      && pthread_create (&f->flusher, NULL, flusher, f) == 0)
+    f->flusher_started = true;
 }
 
 static void
@@ -282,10 +377,7 @@ mark_dirty (struct fetcher *f, struct layer *l)
     f->capdirty = cap;
   }
   f->dirty[f->ndirty++] = l;
-  /* Started here, not at creation: a mount forks after creating us. */
-  if (!f->flusher_started
-      && pthread_create (&f->flusher, NULL, flusher, f) == 0)
-    f->flusher_started = true;
+  start_flusher (f);
 }
 
 /* Keep N fetched blocks at FIRST (in BUF) in L, when the store can. */
@@ -293,18 +385,25 @@ static void
 keep (struct fetcher *f, struct layer *l, uint64_t first, unsigned n,
       const uint8_t *buf)
 {
+  int tries;
+
   if (!f->o.store)
     return;
-  if (layer_make_writable (l) == -1) {
-    /* Another process fills this layer: serve without keeping. */
-    log_debug ("not keeping fetched blocks: %s", err_get ());
-    return;
+  /* The flusher may give the lock back between the two calls (EBADF). */
+  for (tries = 0; tries < 3; tries++) {
+    if (layer_make_writable (l) == -1) {
+      /* Another process fills this layer: serve without keeping. */
+      log_debug ("not keeping fetched blocks: %s", err_get ());
+      return;
+    }
+    if (layer_put_run (l, first, n, buf) == 0) {
+      mark_dirty (f, l);
+      return;
+    }
+    if (errno != EBADF)
+      break;
   }
-  if (layer_put_run (l, first, n, buf) == -1) {
-    log_error ("keeping fetched blocks: %s", err_get ());
-    return;
-  }
-  mark_dirty (f, l);
+  log_error ("keeping fetched blocks: %s", err_get ());
 }
 
 /* ---- reading ---------------------------------------------------------- */
@@ -370,6 +469,22 @@ fetch_run (struct fetcher *f, struct layer *l, uint64_t first, unsigned n,
   return -1;
 }
 
+/* Whether block B, which could not be fetched, was stored meanwhile by
+ * another process: cbtfs fetch lets the host drop a snapshot's data once
+ * it has it all.  Otherwise the fetch's message and errno stay. */
+static bool
+stored_meanwhile (struct layer *l, uint64_t b)
+{
+  int e = errno;
+  CLEANUP_FREE char *msg = strdup (err_get ());
+  bool stored = layer_catch_up (l) == 0
+    && layer_block_state (l, b) != LAYER_MISSING;
+
+  if (!stored)
+    err_set (e, "%s", msg ? msg : "out of memory");
+  return stored;
+}
+
 int
 fetcher_read (struct fetcher *f, struct layer *l, uint64_t first, unsigned n,
               void *out, struct fetch_later *later)
@@ -421,6 +536,10 @@ fetcher_read (struct fetcher *f, struct layer *l, uint64_t first, unsigned n,
       return -1;
     }
     r = fetch_run (f, l, b, k, o + ((size_t) i << CHAIN_BLOCK_SHIFT), later);
+    if (r == -1 && stored_meanwhile (l, b)) {
+      k = 0;
+      continue;
+    }
     if (r == -1)
       return -1;
   }
@@ -451,6 +570,7 @@ fetcher_free (struct fetcher *f)
   free (f->flights);
   free (f->fails);
   free (f->dirty);
+  free (f->held);
   pthread_cond_destroy (&f->flush);
   pthread_cond_destroy (&f->cond);
   pthread_mutex_destroy (&f->lock);

@@ -3,7 +3,9 @@
  * A point in time whose layer is not complete still reads: a missing
  * block is fetched over NBD from the snapshot that owns it, served, and
  * (when the store can take it) kept, becoming durable in batches (a
- * flusher thread syncs fetched blocks about once a second).  Readers of
+ * flusher thread syncs fetched blocks about once a second, and gives a
+ * layer's writer lock back once no block was kept in it for a whole
+ * round, so that cbtfs fetch or a backup can finish it).  Readers of
  * the same missing blocks at the same time cause one fetch.  Every wait
  * is bounded, and after a snapshot's source fails, reads of it fail
  * fast for a while instead of each waiting out the timeout again.
@@ -12,7 +14,8 @@
  * in-flight table, the connection pool, the failure memo and the dirty
  * list; it is never held across NBD I/O, the target callback or layer
  * I/O.  The flusher thread (started on the first stored block) takes
- * f->lock only to swap out the dirty list.  Lock order: f->lock is not
+ * f->lock only to swap out the dirty list; the list of layers it holds
+ * the writer lock of is its own.  Lock order: f->lock is not
  * held while taking layer locks.  A reader holding runs in a
  * fetch_later holds their in-flight entries until fetcher_keep_later;
  * it never waits for another reader's entry meanwhile (it keeps its own

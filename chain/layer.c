@@ -719,8 +719,8 @@ lock_index (struct layer *l, int fd)
   if (flock (fd, LOCK_EX | LOCK_NB) == -1) {
     if (errno == EWOULDBLOCK)
       err_set (EWOULDBLOCK, "snapshot %s is being filled by another cbtfs "
-               "process (a backup, a fetch, or a mount that has read from "
-               "it, until it is unmounted)", l->meta.snapshot);
+               "process (a backup, a fetch, or a mount reading from it)",
+               l->meta.snapshot);
     else
       err_sys (errno, "lock %s/index", l->dir);
     return -1;
@@ -1054,7 +1054,7 @@ layer_make_writable (struct layer *l)
   if (ret == 0)
     ret = cut_tail (l, ifd);
   if (ret == 0) {
-    l->index_fd = ifd;
+    __atomic_store_n (&l->index_fd, ifd, __ATOMIC_RELEASE);
     l->wdata_fd = wfd;
     l->direct_fd = open_direct (l, dpath);
     ifd = wfd = -1;
@@ -1066,6 +1066,72 @@ layer_make_writable (struct layer *l)
     close (ifd);
   if (wfd >= 0)
     close (wfd);
+  return ret;
+}
+
+int
+layer_release (struct layer *l)
+{
+  int ifd = -1, wfd = -1, dfd = -1, ret = 0;
+
+  pthread_mutex_lock (&l->sync_lock);
+  pthread_rwlock_wrlock (&l->lock);
+  if (l->index_fd >= 0) {
+    if (l->fd_pinned || __atomic_load_n (&l->writers, __ATOMIC_ACQUIRE) > 0
+        || ((struct pending *) l->pending)->len > 0) {
+      errno = EBUSY;
+      ret = -1;
+    }
+    else {
+      ifd = l->index_fd;
+      wfd = l->wdata_fd;
+      dfd = l->direct_fd;
+      __atomic_store_n (&l->index_fd, -1, __ATOMIC_RELEASE);
+      l->wdata_fd = l->direct_fd = -1;
+    }
+  }
+  pthread_rwlock_unlock (&l->lock);
+  pthread_mutex_unlock (&l->sync_lock);
+  if (dfd >= 0)
+    close (dfd);
+  if (wfd >= 0)
+    close (wfd);
+  if (ifd >= 0)
+    close (ifd);                /* releases the writer lock */
+  return ret;
+}
+
+int
+layer_catch_up (struct layer *l)
+{
+  CLEANUP_FREE char *ipath = NULL;
+  CLEANUP_CLOSE int fd = -1;
+  int ret = 0;
+
+  if (layer_load (l) == -1)
+    return -1;
+  /* Whoever fills the layer knows it all: is it us? */
+  if (__atomic_load_n (&l->index_fd, __ATOMIC_ACQUIRE) >= 0)
+    return 0;
+  ipath = path_in (l->dir, "index");
+  if (ipath == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  fd = open (ipath, O_RDONLY | O_CLOEXEC);
+  if (fd == -1) {
+    err_sys (errno, "open %s", ipath);
+    return -1;
+  }
+  /* A record another writer is appending now may be torn: load_index
+   * stops before it and the next call reads it whole. */
+  pthread_mutex_lock (&l->sync_lock);
+  if (l->index_fd < 0) {
+    pthread_rwlock_wrlock (&l->lock);
+    ret = load_index (l, fd, ipath);
+    pthread_rwlock_unlock (&l->lock);
+  }
+  pthread_mutex_unlock (&l->sync_lock);
   return ret;
 }
 
@@ -1259,6 +1325,26 @@ write_blocks (struct layer *l, uint64_t first, unsigned i, unsigned j,
   return w;
 }
 
+/* Count a writer in, if this process fills L: its files then stay open
+ * until it leaves (layer_put_run).  0, or -1 with err_* (EBADF). */
+static int
+join_writers (struct layer *l)
+{
+  bool filling;
+
+  pthread_rwlock_rdlock (&l->lock);
+  filling = l->index_fd >= 0;
+  if (filling)
+    __atomic_add_fetch (&l->writers, 1, __ATOMIC_ACQUIRE);
+  pthread_rwlock_unlock (&l->lock);
+  if (!filling) {
+    err_set (EBADF, "snapshot %s is not being filled by this process",
+             l->meta.snapshot);
+    return -1;
+  }
+  return 0;
+}
+
 int
 layer_put_run (struct layer *l, uint64_t first, unsigned n, const void *buf)
 {
@@ -1271,13 +1357,16 @@ layer_put_run (struct layer *l, uint64_t first, unsigned n, const void *buf)
     err_set (ENOMEM, "out of memory");
     return -1;
   }
-  for (i = 0; i < n; i++) {
-    const uint8_t *blk = p + ((size_t) i << CHAIN_BLOCK_SHIFT);
-    if (l->wdata_fd < 0 || !bitmap_get (&l->changed, first + i)) {
+  for (i = 0; i < n; i++)
+    if (!bitmap_get (&l->changed, first + i)) {
       err_set (EINVAL, "block %" PRIu64 " is not in snapshot %s's set",
                first + i, l->meta.snapshot);
       return -1;
     }
+  if (join_writers (l) == -1)
+    return -1;
+  for (i = 0; i < n; i++) {
+    const uint8_t *blk = p + ((size_t) i << CHAIN_BLOCK_SHIFT);
     r[i].block = first + i;
     r[i].count = 1;
     if (is_zero (blk, CHAIN_BLOCK_SIZE))
@@ -1291,8 +1380,10 @@ layer_put_run (struct layer *l, uint64_t first, unsigned n, const void *buf)
   for (i = 0; i < n; i = j) {
     for (j = i + 1; j < n && r[j].kind == r[i].kind; j++)
       ;
-    if (r[i].kind == REC_DATA && write_blocks (l, first, i, j, p) == -1)
-      return -1;
+    if (r[i].kind == REC_DATA && write_blocks (l, first, i, j, p) == -1) {
+      ret = -1;
+      break;
+    }
   }
   pthread_rwlock_wrlock (&l->lock);
   /* Ready now: the bytes are written and the checksums are known. */
@@ -1302,10 +1393,13 @@ layer_put_run (struct layer *l, uint64_t first, unsigned n, const void *buf)
       ret = sums_put (&l->sums, first + i, r[i].sum);
     if (ret == 0)
       bitmap_set (&l->ready, first + i);
+    if (ret == -1)
+      err_set (ENOMEM, "out of memory");
   }
+  /* Left under the lock, with the records queued: layer_release sees
+   * either a writer or pending records, never neither too early. */
+  __atomic_sub_fetch (&l->writers, 1, __ATOMIC_RELEASE);
   pthread_rwlock_unlock (&l->lock);
-  if (ret == -1)
-    err_set (ENOMEM, "out of memory");
   return ret;
 }
 

@@ -14,6 +14,10 @@
  * only once its data and index record are durable (layer_sync).  Only
  * present blocks survive a crash; ready ones are fetched again.
  *
+ * A process that fills a layer only while it needs to (a mount) gives
+ * the lock back when idle (layer_release); a process reading a layer
+ * another fills learns what it added with layer_catch_up.
+ *
  * A layer opened with layer_open_lazy has only its manifest in memory;
  * its set and index are read by layer_load, once, when something first
  * needs them (a mount of thousands of layers reads only manifests).
@@ -26,8 +30,9 @@
  * the set and index by storing l->load_state with release semantics;
  * readers that see LAYER_LOADED (acquire) read the set without a lock.
  * Lock order: load_lock, then sync_lock, then lock.  Data file I/O
- * happens outside all of them; index appends and fsyncs under sync_lock
- * only.
+ * happens outside all of them (l->writers counts the writers, so that
+ * layer_release never closes a file under one); index appends and
+ * fsyncs under sync_lock only.
  */
 #ifndef CBTFS_CHAIN_LAYER_H
 #define CBTFS_CHAIN_LAYER_H
@@ -125,7 +130,10 @@ struct layer {
   struct layer *fd_prev, *fd_next;  /* fd cache LRU links */
   int wdata_fd;                 /* for writing (may equal data_fd), or -1 */
   int direct_fd;                /* O_DIRECT writes of aligned buffers, or -1 */
-  int index_fd;                 /* -1 unless writable (then flock'ed) */
+  int index_fd;                 /* -1 unless writable (then flock'ed);
+                                   set under sync_lock and lock, atomic */
+  unsigned writers;             /* layer_put_run calls writing data now;
+                                   joined under lock (shared), atomic */
   uint64_t index_len;           /* valid bytes of the index read so far */
 };
 
@@ -178,6 +186,18 @@ extern int layer_load (struct layer *l) __attribute__ ((__nonnull__ (1)));
 extern int layer_make_writable (struct layer *l)
   __attribute__ ((__nonnull__ (1)));
 
+/* Give the writer lock back if this process holds it through
+ * layer_make_writable and nothing is queued or being written, so that
+ * another process may fill the layer; layer_make_writable takes it
+ * again.  0 when released or not held, -1 with errno EBUSY otherwise
+ * (also for layers from layer_open or layer_create, held until closed). */
+extern int layer_release (struct layer *l) __attribute__ ((__nonnull__ (1)));
+
+/* Learn the blocks another process made present since L was read, if
+ * this process is not the one filling it (then there is nothing to
+ * learn).  Cheap when it is.  0, or -1 with err_*. */
+extern int layer_catch_up (struct layer *l) __attribute__ ((__nonnull__ (1)));
+
 /* Close files and free; NULL is a no-op.  Pending blocks are dropped:
  * call layer_sync first to keep them. */
 extern void layer_close (struct layer *l);
@@ -202,7 +222,8 @@ extern int layer_read_block (struct layer *l, uint64_t b, void *buf)
 /* Store block B of a writable layer from BUF (CHAIN_BLOCK_SIZE bytes,
  * zero past the disk's end): data is written (unless all zero) and its
  * record queued; it is ready at once and becomes present at the next
- * layer_sync.  B must be in the set.  Thread-safe.  0 or -1 with err_*. */
+ * layer_sync.  B must be in the set.  Thread-safe.  0 or -1 with err_*
+ * (EBADF when this process does not fill L, e.g. after layer_release). */
 extern int layer_put_block (struct layer *l, uint64_t b, const void *buf)
   __attribute__ ((__nonnull__ (1, 3)));
 

@@ -14,6 +14,7 @@
 
 #include "../common/cleanup.h"
 #include "../common/error.h"
+#include "../common/log.h"
 #include "../common/util.h"
 #include "read.h"
 
@@ -228,6 +229,9 @@ read_blocks (struct layer *top, uint64_t b, unsigned n, uint8_t *out,
     memset (out, 0, CHAIN_BLOCK_SIZE);
     return 0;
   }
+  /* Another process (cbtfs fetch, a backup) may have filled it since. */
+  if (layer_block_state (l, b) == LAYER_MISSING && layer_catch_up (l) == -1)
+    log_debug ("%s", err_get ());  /* then it is fetched, or EIO */
   if (layer_block_state (l, b) == LAYER_MISSING) {
     if (fetch == NULL) {
       err_set (EIO, "snapshot %s: offset %" PRIu64 " is not in the store "

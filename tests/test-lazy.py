@@ -9,12 +9,15 @@ and keeps them: a later mount without --server serves them and fails
 the rest with EIO and a log line.  Two readers of one cold region cause
 one fetch; an expired session and dropped connections are renewed; an
 unreachable host gives EIO, not a hang.  cbtfs fetch completes the
-layers, with and without --keep-data.
+layers, with and without --keep-data, while a mount that read from them
+stays mounted, and that mount then reads what fetch stored.
 """
 import errno
+import fcntl
 import os
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import cbtfs as cb  # noqa: E402
@@ -178,6 +181,21 @@ def main():
         check(env.ls_json(store)["disks"][0]["points"][0]["present_blocks"]
               >= kept, "blocks were lost after a clean unmount")
 
+        # A mount that kept blocks of a layer gives its writer lock back
+        # once idle, so cbtfs fetch can finish the layer while it stays
+        # mounted (m8).
+        m = env.mount_fg(store, env.path("m8"), *srv)
+        region = GiB + 6 * MiB
+        with open(guest, "rb") as g:
+            g.seek(region)
+            check(cb.pread(os.path.join(m.mnt, img1), region, MiB) == g.read(MiB),
+                  "fetched data read wrong")
+        check(env.ls_json(store)["disks"][0]["points"][0]["present_blocks"]
+              > kept, "the mount kept none of the blocks it fetched")
+        index = os.path.join(store, "disks", vdi, p1["snapshot"], "index")
+        check(wait_unlocked(index, 30), "the idle mount kept the writer lock "
+              "of %s for 30 s" % p1["snapshot"])
+
         # fetch: one point keeping its data on the host, then the rest.
         env.cbtfs("fetch", store, p1["snapshot"], "--keep-data", *srv)
         pts = env.ls_json(store)["disks"][0]["points"]
@@ -194,7 +212,26 @@ def main():
         mnt = env.mount(store, env.path("m5"))
         check(cb.sha256(os.path.join(mnt, img1)) == cb.sha256(guest),
               "the fetched image differs from the disk")
+        # m8, mounted all along, reads what fetch stored from the store:
+        # the host has dropped the snapshot's data.
+        check(cb.sha256(os.path.join(m.mnt, img1)) == cb.sha256(guest),
+              "the mount that outlived the fetch reads the image wrong")
+        check(m.unmount() == 0, "mount exited non-zero: %s" % m.log())
     print("ok")
+
+
+def wait_unlocked(path, seconds):
+    """Wait until no process holds the writer lock (flock) on PATH."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with open(path, "rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return False
+        time.sleep(0.05)        # polling a condition, not a stand-in for it
 
 
 def sim_free_port():

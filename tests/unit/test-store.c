@@ -209,7 +209,7 @@ test_layer_fill (void)
     CHECK (layer_read_block (l, 3, got) == 0 && memcmp (buf, got, CHAIN_BLOCK_SIZE) == 0);
     CHECK (layer_read_block (l, 8, got) == 0 && is_zero (got, CHAIN_BLOCK_SIZE));
     CHECK_FAILS (layer_read_block (l, 10, got), ENODATA, "not stored");
-    CHECK_FAILS (layer_put_block (l, 10, buf), EINVAL, "not in");  /* read-only */
+    CHECK_FAILS (layer_put_block (l, 10, buf), EBADF, "not being filled");
     layer_close (l);
 
     /* A torn append (crash mid-write) is ignored, then cut off. */
@@ -223,27 +223,46 @@ test_layer_fill (void)
     layer_counts (l, &present, &stored);
     CHECK (present == 10);
     layer_close (l);
-    /* A reader opened before another process filled the last block
-     * learns of it when it becomes a writer itself; only one writer at
-     * a time. */
+    /* Only one writer at a time.  One that gives the lock back when
+     * idle (a mount) lets another fill the layer; readers opened before
+     * learn what it added on a miss (layer_catch_up) or when they
+     * become writers themselves. */
     {
       struct layer *r = layer_open (ldir, false);
-      CHECK (r != NULL);
-      l = layer_open (ldir, true);
-      CHECK (l != NULL);
-      CHECK (size_of (path) == 40 * 8);
+      struct layer *w = layer_open (ldir, false);
+      CHECK (r != NULL && w != NULL);
+      CHECK (layer_release (w) == 0);           /* not held: nothing to do */
+      CHECK (layer_make_writable (w) == 0);
+      CHECK (size_of (path) == 40 * 8);         /* the torn tail is cut */
       CHECK_FAILS (layer_make_writable (r), EWOULDBLOCK, "another cbtfs");
       CHECK (layer_open (ldir, true) == NULL && errno == EWOULDBLOCK);
+      fill (buf, 3);
+      CHECK (layer_put_block (w, 3, buf) == 0); /* again: harmless */
+      CHECK (layer_release (w) == -1 && errno == EBUSY);  /* queued */
+      CHECK (layer_sync (w) == 0 && layer_release (w) == 0);
+      CHECK_FAILS (layer_put_block (w, 3, buf), EBADF, "not being filled");
+      l = layer_open (ldir, true);
+      CHECK (l != NULL);
+      CHECK (layer_release (l) == -1 && errno == EBUSY);  /* opened to fill */
       fill (buf, 10);
       memset (buf + 4096, 0, CHAIN_BLOCK_SIZE - 4096);
       CHECK (layer_put_block (l, 10, buf) == 0 && layer_sync (l) == 0);
       CHECK (layer_complete (l));
       layer_close (l);
-      CHECK (!layer_complete (r));
+      CHECK (size_of (path) == 40 * 10);
+      CHECK (!layer_complete (r) && !layer_complete (w));
+      CHECK (layer_block_state (w, 10) == LAYER_MISSING);
+      CHECK (layer_catch_up (w) == 0 && layer_complete (w));
+      CHECK (layer_block_state (w, 10) == LAYER_DATA);
+      CHECK (layer_read_block (w, 10, got) == 0
+             && memcmp (buf, got, CHAIN_BLOCK_SIZE) == 0);
+      CHECK (layer_catch_up (w) == 0 && layer_complete (w));  /* again */
       CHECK (layer_make_writable (r) == 0 && layer_complete (r));
       CHECK (layer_make_writable (r) == 0);     /* idempotent */
+      CHECK (layer_catch_up (r) == 0);          /* the writer knows it all */
       CHECK (layer_read_block (r, 10, got) == 0
              && memcmp (buf, got, CHAIN_BLOCK_SIZE) == 0);
+      layer_close (w);
       layer_close (r);
     }
 

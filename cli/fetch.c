@@ -23,6 +23,31 @@
 #include "../xapi/api.h"
 #include "cli.h"
 
+/* A mount lets go of a layer within about two seconds of its last read
+ * from it: wait this long (seconds) for the layer before skipping it. */
+#define LOCK_WAIT 5
+
+/* Take L's writer lock, waiting up to LOCK_WAIT seconds while another
+ * process holds it (LABEL names the point).  0 or -1 with err_*. */
+static int
+make_writable_waiting (struct layer *l, const char *label)
+{
+  double until = now_monotonic () + LOCK_WAIT;
+
+  if (layer_make_writable (l) == 0)
+    return 0;
+  if (errno != EWOULDBLOCK)
+    return -1;
+  log_info ("%s: %s; waiting up to %d s", label, err_get (), LOCK_WAIT);
+  for (;;) {
+    if (layer_make_writable (l) == 0)
+      return 0;
+    if (errno != EWOULDBLOCK || now_monotonic () >= until)
+      return -1;
+    usleep (100 * 1000);        /* flock(2) has no timed wait */
+  }
+}
+
 /* Fetch what point P's layer lacks; then reduce its snapshot unless
  * KEEP.  0 or -1 (after logging why). */
 static int
@@ -44,7 +69,7 @@ fetch_one (xapi_session *xs, struct catalog_disk *d, struct catalog_point *p,
   }
   if (!layer_complete (l)) {
     o->label = label ? label : snap;
-    if (layer_make_writable (l) == -1
+    if (make_writable_waiting (l, o->label) == -1
         || copy_layer (l, cli_copy_target, &ctx, o, &st) == -1) {
       log_error ("%s: %s", o->label, err_get ());
       return -1;

@@ -10,7 +10,8 @@ the rest with EIO and a log line.  Two readers of one cold region cause
 one fetch; an expired session and dropped connections are renewed; an
 unreachable host gives EIO, not a hang.  cbtfs fetch completes the
 layers, with and without --keep-data, while a mount that read from them
-stays mounted, and that mount then reads what fetch stored.
+stays mounted, and that mount then reads what fetch stored; fetch waits
+a few seconds for a layer another process holds.
 """
 import errno
 import fcntl
@@ -198,8 +199,28 @@ def main():
         check(env.ls_json(store)["disks"][0]["points"][0]["present_blocks"]
               > before, "the mount kept nothing before letting go")
 
+        # cbtfs fetch waits a few seconds for a layer another process
+        # holds, then gives up on it with one line; one let go of while
+        # it waits is fetched.
+        fetch1 = ["fetch", store, p1["snapshot"], "--keep-data", "-v"] + srv
+        with open(index, "rb") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            rc, _, err = env.cbtfs(*fetch1, ok=False)
+            check(rc == 1 and "waiting up to" in err
+                  and "being filled by another cbtfs process" in err,
+                  "fetch of a held layer: exit %d: %s" % (rc, err))
+            p = cb.subprocess.Popen([cb.cbtfs_binary()] + fetch1, text=True,
+                                    stdin=cb.subprocess.DEVNULL,
+                                    stderr=cb.subprocess.PIPE)
+            for line in p.stderr:
+                if "waiting up to" in line:
+                    break
+            fcntl.flock(held, fcntl.LOCK_UN)
+            err = p.stderr.read()
+        check(p.wait() == 0 and "fetched" in err,
+              "fetch of a layer let go of: exit %d: %s" % (p.returncode, err))
+
         # fetch: one point keeping its data on the host, then the rest.
-        env.cbtfs("fetch", store, p1["snapshot"], "--keep-data", *srv)
         pts = env.ls_json(store)["disks"][0]["points"]
         check(pts[0]["complete"] and not pts[1]["complete"] or
               pts[1]["changed_blocks"] == 0, "after fetch: %s" % pts)

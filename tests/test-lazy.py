@@ -49,6 +49,7 @@ def main():
         cb.make_ext4(guest, SIZE, {"note.txt": b"a small note\n",
                                    "big.bin": os.urandom(8 * MiB)}, lazy=True)
         cb.write_at(guest, GiB, os.urandom(8 * MiB))  # data in a cold region
+        cb.write_at(guest, GiB + 256 * MiB, os.urandom(2 * MiB))  # m8's own
         s.control("write_file", vdi=vdi, path=guest)
         pw = env.password_file()
         store = env.path("store")
@@ -184,20 +185,24 @@ def main():
 
         # A mount that kept blocks of a layer gives its writer lock back
         # once idle, so cbtfs fetch can finish the layer while it stays
-        # mounted (m8).  It gives it back only with every kept block
-        # durable: then ls counts them.
+        # mounted (m8).  Its region holds data no read before reached
+        # (nor their readahead), so the mount keeps blocks: wait until
+        # they are durable (the index grows), then until it lets go.
         before = env.ls_json(store)["disks"][0]["points"][0]["present_blocks"]
+        index = os.path.join(store, "disks", vdi, p1["snapshot"], "index")
+        index_size = os.path.getsize(index)
         m = env.mount_fg(store, env.path("m8"), *srv)
-        region = GiB + 6 * MiB
+        region = GiB + 256 * MiB
         with open(guest, "rb") as g:
             g.seek(region)
             check(cb.pread(os.path.join(m.mnt, img1), region, MiB) == g.read(MiB),
                   "fetched data read wrong")
-        index = os.path.join(store, "disks", vdi, p1["snapshot"], "index")
-        check(wait_unlocked(index, 30), "the idle mount kept the writer lock "
-              "of %s for 30 s" % p1["snapshot"])
+        check(wait_for(lambda: os.path.getsize(index) > index_size, 30),
+              "the mount kept none of the blocks it fetched")
+        check(wait_for(lambda: unlocked(index), 30), "the idle mount kept "
+              "the writer lock of %s for 30 s" % p1["snapshot"])
         check(env.ls_json(store)["disks"][0]["points"][0]["present_blocks"]
-              > before, "the mount kept nothing before letting go")
+              > before, "ls does not count the blocks the mount kept")
 
         # cbtfs fetch waits a few seconds for a layer another process
         # holds, then gives up on it with one line; one let go of while
@@ -243,18 +248,24 @@ def main():
     print("ok")
 
 
-def wait_unlocked(path, seconds):
-    """Wait until no process holds the writer lock (flock) on PATH."""
+def unlocked(path):
+    """Whether no process holds the writer lock (flock) on PATH."""
+    with open(path, "rb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+
+def wait_for(cond, seconds):
+    """Poll COND until it holds (True) or SECONDS pass (False)."""
     deadline = time.monotonic() + seconds
-    while True:
-        with open(path, "rb") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    return False
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.05)        # polling a condition, not a stand-in for it
+    return True
 
 
 def sim_free_port():

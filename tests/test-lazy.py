@@ -214,18 +214,19 @@ def main():
             check(rc == 1 and "waiting up to" in err
                   and "being filled by another cbtfs process" in err,
                   "fetch of a held layer: exit %d: %s" % (rc, err))
-            p = cb.subprocess.Popen([cb.cbtfs_binary()] + fetch1, text=True,
-                                    stdin=cb.subprocess.DEVNULL,
-                                    stderr=cb.subprocess.PIPE)
-            for line in p.stderr:
+            proc = cb.subprocess.Popen([cb.cbtfs_binary()] + fetch1,
+                                       text=True, stdin=cb.subprocess.DEVNULL,
+                                       stderr=cb.subprocess.PIPE)
+            for line in proc.stderr:
                 if "waiting up to" in line:
                     break
             fcntl.flock(held, fcntl.LOCK_UN)
-            err = p.stderr.read()
-        check(p.wait() == 0 and "fetched" in err,
-              "fetch of a layer let go of: exit %d: %s" % (p.returncode, err))
+            err = proc.stderr.read()
+        check(proc.wait() == 0 and "fetched" in err,
+              "fetch of a layer let go of: exit %d: %s" % (proc.returncode, err))
 
-        # fetch: one point keeping its data on the host, then the rest.
+        # That fetch kept the point's data on the host (--keep-data); now
+        # the rest.
         pts = env.ls_json(store)["disks"][0]["points"]
         check(pts[0]["complete"] and not pts[1]["complete"] or
               pts[1]["changed_blocks"] == 0, "after fetch: %s" % pts)

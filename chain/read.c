@@ -217,6 +217,7 @@ read_blocks (struct layer *top, uint64_t b, unsigned n, uint8_t *out,
 {
   bool broken;
   struct layer *l = chain_resolve (top, b, &broken);
+  enum layer_block st;
 
   *done = 1;
   if (broken) {
@@ -229,10 +230,14 @@ read_blocks (struct layer *top, uint64_t b, unsigned n, uint8_t *out,
     memset (out, 0, CHAIN_BLOCK_SIZE);
     return 0;
   }
-  /* Another process (cbtfs fetch, a backup) may have filled it since. */
-  if (layer_block_state (l, b) == LAYER_MISSING && layer_catch_up (l) == -1)
-    log_debug ("%s", err_get ());  /* then it is fetched, or EIO */
-  if (layer_block_state (l, b) == LAYER_MISSING) {
+  st = layer_block_state (l, b);
+  if (st == LAYER_MISSING) {
+    /* Another process (cbtfs fetch, a backup) may have filled it since. */
+    if (layer_catch_up (l) == -1)
+      log_debug ("%s", err_get ());  /* then it is fetched, or EIO */
+    st = layer_block_state (l, b);
+  }
+  if (st == LAYER_MISSING) {
     if (fetch == NULL) {
       err_set (EIO, "snapshot %s: offset %" PRIu64 " is not in the store "
                "(its layer %s is incomplete)", top->meta.snapshot,

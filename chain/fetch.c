@@ -260,6 +260,24 @@ contains (struct layer **v, size_t n, struct layer *l)
   return false;
 }
 
+/* Add L to the list *V (*N of *CAP) unless it is there.  0 or -1. */
+static int
+add_once (struct layer ***v, size_t *n, size_t *cap, struct layer *l)
+{
+  if (contains (*v, *n, l))
+    return 0;
+  if (*n == *cap) {
+    size_t ncap = *cap ? *cap * 2 : 8;
+    struct layer **nv = realloc (*v, ncap * sizeof *nv);
+    if (nv == NULL)
+      return -1;
+    *v = nv;
+    *cap = ncap;
+  }
+  (*v)[(*n)++] = l;
+  return 0;
+}
+
 /* After a round that synced V (N layers): give back the writer lock of
  * every layer that was kept in before but not in this round, so that a
  * mount never stops cbtfs fetch or a backup from finishing a layer it
@@ -278,19 +296,9 @@ release_idle (struct fetcher *f, struct layer **v, size_t n)
       f->held[j++] = l;
   }
   f->nheld = j;
-  for (i = 0; i < n; i++) {
-    if (contains (f->held, f->nheld, v[i]))
-      continue;
-    if (f->nheld == f->capheld) {
-      size_t cap = f->capheld ? f->capheld * 2 : 8;
-      struct layer **nv = realloc (f->held, cap * sizeof *nv);
-      if (nv == NULL)
-        return;                 /* held until unmounted, as before */
-      f->held = nv;
-      f->capheld = cap;
-    }
-    f->held[f->nheld++] = v[i];
-  }
+  /* Out of memory: a layer left out is held until unmounted. */
+  for (i = 0; i < n; i++)
+    add_once (&f->held, &f->nheld, &f->capheld, v[i]);
 }
 
 /* Close the connections idle for CONN_IDLE seconds, so that the host
@@ -365,18 +373,8 @@ static void
 mark_dirty (struct fetcher *f, struct layer *l)
 {
   SCOPED_LOCK (&f->lock);
-  for (size_t i = 0; i < f->ndirty; i++)
-    if (f->dirty[i] == l)
-      return;
-  if (f->ndirty == f->capdirty) {
-    size_t cap = f->capdirty ? f->capdirty * 2 : 8;
-    struct layer **nv = realloc (f->dirty, cap * sizeof *nv);
-    if (nv == NULL)
-      return;                   /* synced at the end instead */
-    f->dirty = nv;
-    f->capdirty = cap;
-  }
-  f->dirty[f->ndirty++] = l;
+  if (add_once (&f->dirty, &f->ndirty, &f->capdirty, l) == -1)
+    return;                     /* synced at the end instead */
   start_flusher (f);
 }
 

@@ -5,7 +5,9 @@
  * (when the store can take it) kept, becoming durable in batches (a
  * flusher thread syncs fetched blocks about once a second, and gives a
  * layer's writer lock back once no block was kept in it for a whole
- * round, so that cbtfs fetch or a backup can finish it).  Readers of
+ * round, so that cbtfs fetch or a backup can finish it; it also closes
+ * connections idle for 2 s, which keep their snapshots in use on the
+ * host).  Readers of
  * the same missing blocks at the same time cause one fetch.  Every wait
  * is bounded, and after a snapshot's source fails, reads of it fail
  * fast for a while instead of each waiting out the timeout again.
@@ -13,9 +15,10 @@
  * Thread model: any number of reader threads.  f->lock guards the
  * in-flight table, the connection pool, the failure memo and the dirty
  * list; it is never held across NBD I/O, the target callback or layer
- * I/O.  The flusher thread (started on the first stored block) takes
- * f->lock only to swap out the dirty list; the list of layers it holds
- * the writer lock of is its own.  Lock order: f->lock is not
+ * I/O.  The flusher thread (started on the first stored block or
+ * connection) takes f->lock only to swap out the dirty list and to take
+ * idle connections out of the pool (closed after); the list of layers
+ * it holds the writer lock of is its own.  Lock order: f->lock is not
  * held while taking layer locks.  A reader holding runs in a
  * fetch_later holds their in-flight entries until fetcher_keep_later;
  * it never waits for another reader's entry meanwhile (it keeps its own

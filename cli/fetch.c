@@ -34,16 +34,13 @@ make_writable_waiting (struct layer *l, const char *label)
 {
   double until = now_monotonic () + LOCK_WAIT;
 
-  if (layer_make_writable (l) == 0)
-    return 0;
-  if (errno != EWOULDBLOCK)
-    return -1;
-  log_info ("%s: %s; waiting up to %d s", label, err_get (), LOCK_WAIT);
-  for (;;) {
+  for (int tries = 0;; tries++) {
     if (layer_make_writable (l) == 0)
       return 0;
     if (errno != EWOULDBLOCK || now_monotonic () >= until)
       return -1;
+    if (tries == 0)
+      log_info ("%s: %s; waiting up to %d s", label, err_get (), LOCK_WAIT);
     usleep (100 * 1000);        /* flock(2) has no timed wait */
   }
 }

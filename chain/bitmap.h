@@ -41,6 +41,13 @@ bitmap_set (struct bitmap *bm, uint64_t i)
   bm->words[i >> 6] |= UINT64_C (1) << (i & 63);
 }
 
+/* Clear bit I (< nbits). */
+static inline void
+bitmap_clear (struct bitmap *bm, uint64_t i)
+{
+  bm->words[i >> 6] &= ~(UINT64_C (1) << (i & 63));
+}
+
 /* Set every bit. */
 extern void bitmap_set_all (struct bitmap *bm) __attribute__ ((__nonnull__ (1)));
 

@@ -634,24 +634,69 @@ rec_valid (const struct layer *l, const struct rec *r)
   return r->kind == REC_ZERO;
 }
 
-/* Read the index from l->index_len (0: from the start, checking the
- * header) and apply its records; stop at the first torn record (a crash
- * mid-append), which writers then cut off.  A record whose check passes
- * but which makes no sense is damage, not a torn write: refuse it.
- * Called with l->lock held exclusively, or before l is shared. */
+/* Call FN for every record of the index at or after byte FROM (the
+ * header is not checked here).  A record whose check fails is a torn
+ * tail when no good record follows it: a crash interrupted its append,
+ * and the scan ends before it (where the next writer cuts the file).
+ * One that a good record follows is damage: it is skipped and counted
+ * in *DAMAGED, and the block it named stays missing (copied or fetched
+ * again).  Cutting there instead would throw away the good records
+ * after it.  *END gets the byte after the last good record.  A record
+ * whose check passes but which makes no sense is damage no record can
+ * be trusted past: -1 with err_* and errno EPROTO. */
 static int
-load_index (struct layer *l, int fd, const char *path)
+scan_index (struct layer *l, int fd, const char *path, uint64_t from,
+            int (*fn) (struct layer *, const struct rec *),
+            uint64_t *end, uint64_t *damaged)
 {
   enum { CHUNK = REC_SIZE * 1024 };
-  uint8_t hdr[REC_SIZE], want[REC_SIZE];
   CLEANUP_FREE uint8_t *buf = malloc (CHUNK);
-  uint64_t off = l->index_len ? l->index_len : REC_SIZE;
-  ssize_t r;
+  uint64_t off = from, bad = 0;
+  ssize_t r, i;
 
   if (buf == NULL) {
     err_set (ENOMEM, "out of memory");
     return -1;
   }
+  *end = from;
+  do {
+    r = full_pread (fd, buf, CHUNK, off);
+    if (r == -1) {
+      err_sys (errno, "read %s", path);
+      return -1;
+    }
+    for (i = 0; i + REC_SIZE <= r; i += REC_SIZE) {
+      struct rec rec;
+      if (!rec_decode (buf + i, &rec)) {
+        bad++;
+        continue;
+      }
+      if (!rec_valid (l, &rec)) {
+        err_set (EPROTO, "%s: damaged record at byte %" PRIu64, path,
+                 off + i);
+        return -1;
+      }
+      if (fn (l, &rec) == -1)
+        return -1;
+      *damaged += bad;
+      bad = 0;
+      *end = off + i + REC_SIZE;
+    }
+    off += i;
+  } while (r == CHUNK);
+  return 0;
+}
+
+/* Read the index from l->index_len (0: from the start, checking the
+ * header) and apply its records (scan_index says which count).  Called
+ * with l->lock held exclusively, or before l is shared. */
+static int
+load_index (struct layer *l, int fd, const char *path)
+{
+  uint8_t hdr[REC_SIZE], want[REC_SIZE];
+  uint64_t from = l->index_len ? l->index_len : REC_SIZE, damaged = 0;
+  ssize_t r;
+
   if (l->index_len == 0) {
     header_encode (want);
     r = full_pread (fd, hdr, REC_SIZE, 0);
@@ -664,31 +709,14 @@ load_index (struct layer *l, int fd, const char *path)
       return -1;
     }
   }
-  for (;;) {
-    ssize_t i;
-    r = full_pread (fd, buf, CHUNK, off);
-    if (r == -1) {
-      err_sys (errno, "read %s", path);
-      return -1;
-    }
-    for (i = 0; i + REC_SIZE <= r; i += REC_SIZE) {
-      struct rec rec;
-      if (!rec_decode (buf + i, &rec))
-        goto done;
-      if (!rec_valid (l, &rec)) {
-        err_set (EPROTO, "%s: damaged record at byte %" PRIu64, path,
-                 off + i);
-        return -1;
-      }
-      if (apply_rec (l, &rec) == -1)
-        return -1;
-    }
-    off += i;
-    if (r < CHUNK)
-      break;
-  }
- done:
-  l->index_len = off;
+  if (scan_index (l, fd, path, from, apply_rec, &l->index_len,
+                  &damaged) == -1)
+    return -1;
+  if (damaged > 0 && l->damaged_records == 0)
+    log_warn ("snapshot %s: %" PRIu64 " records of its index are damaged; "
+              "the blocks they named count as missing", l->meta.snapshot,
+              damaged);
+  l->damaged_records += damaged;
   return 0;
 }
 
@@ -925,7 +953,7 @@ unload (struct layer *l)
   bitmap_free (&l->present);
   sums_free (&l->sums);
   l->nchanged = l->npresent = 0;
-  l->index_len = 0;
+  l->index_len = l->damaged_records = 0;
   errno = e;
 }
 
@@ -1088,6 +1116,7 @@ layer_release (struct layer *l)
       dfd = l->direct_fd;
       __atomic_store_n (&l->index_fd, -1, __ATOMIC_RELEASE);
       l->wdata_fd = l->direct_fd = -1;
+      l->write_failed = false;  /* fresh files next time */
     }
   }
   pthread_rwlock_unlock (&l->lock);
@@ -1330,13 +1359,19 @@ write_blocks (struct layer *l, uint64_t first, unsigned i, unsigned j,
 static int
 join_writers (struct layer *l)
 {
-  bool filling;
+  bool filling, failed;
 
   pthread_rwlock_rdlock (&l->lock);
-  filling = l->index_fd >= 0;
+  filling = l->index_fd >= 0 && !l->write_failed;
   if (filling)
     __atomic_add_fetch (&l->writers, 1, __ATOMIC_ACQUIRE);
+  failed = l->write_failed;
   pthread_rwlock_unlock (&l->lock);
+  if (failed) {
+    err_set (EIO, "snapshot %s: a write to the store failed; keeping no "
+             "more blocks in it until it is opened again", l->meta.snapshot);
+    return -1;
+  }
   if (!filling) {
     err_set (EBADF, "snapshot %s is not being filled by this process",
              l->meta.snapshot);
@@ -1386,6 +1421,12 @@ layer_put_run (struct layer *l, uint64_t first, unsigned n, const void *buf)
     }
   }
   pthread_rwlock_wrlock (&l->lock);
+  /* A sync that failed meanwhile may have lost these bytes too. */
+  if (ret == 0 && l->write_failed) {
+    err_set (EIO, "snapshot %s: a write to the store failed; block %"
+             PRIu64 " given up", l->meta.snapshot, first);
+    ret = -1;
+  }
   /* Ready now: the bytes are written and the checksums are known. */
   for (i = 0; i < n && ret == 0; i++) {
     ret = pending_add (l, &r[i]);
@@ -1443,6 +1484,36 @@ encode_runs (struct rec *v, size_t n, uint8_t *out)
   return o;
 }
 
+/* After a failed sync: forget every block of BATCH and of the queue
+ * that is not present, and refuse puts until the layer is released or
+ * reopened.  Linux reports a failed writeback once, and the pages it
+ * could not write count as clean afterwards: another fsync would
+ * succeed, and records would vouch for data that never reached the
+ * disk.  Blocks written before the failure may have been among them,
+ * so every one not yet durable goes; they are fetched or copied again.
+ * Called with sync_lock held. */
+static void
+give_up (struct layer *l, struct pending *batch)
+{
+  struct pending *q;
+
+  pthread_rwlock_wrlock (&l->lock);
+  l->write_failed = true;
+  q = l->pending;
+  for (int k = 0; k < 2; k++) {
+    struct pending *p = k == 0 ? batch : q;
+    for (size_t i = 0; i < p->len; i++)
+      for (uint64_t b = p->v[i].block; b < p->v[i].block + p->v[i].count;
+           b++)
+        if (!bitmap_get (&l->present, b)) {
+          bitmap_clear (&l->ready, b);
+          sums_del (&l->sums, b);
+        }
+  }
+  q->len = 0;
+  pthread_rwlock_unlock (&l->lock);
+}
+
 int
 layer_sync (struct layer *l)
 {
@@ -1466,13 +1537,13 @@ layer_sync (struct layer *l)
   out = malloc (batch.len * REC_SIZE);
   if (out == NULL) {
     err_set (ENOMEM, "out of memory");
-    goto requeue;
+    goto fail;
   }
   len = encode_runs (batch.v, batch.len, out);
   /* Data first, then the records that vouch for it (FORMAT.md). */
   if (fdatasync (l->wdata_fd) == -1) {
     err_sys (errno, "fsync %s/data", l->dir);
-    goto requeue;
+    goto fail;
   }
   if (full_pwrite (l->index_fd, out, len, l->index_len) == -1
       || fdatasync (l->index_fd) == -1) {
@@ -1481,7 +1552,7 @@ layer_sync (struct layer *l)
     if (ftruncate (l->index_fd, l->index_len) == -1) {
       /* The torn tail is ignored by readers anyway. */
     }
-    goto requeue;
+    goto fail;
   }
   l->index_len += len;
 
@@ -1493,16 +1564,66 @@ layer_sync (struct layer *l)
   ret = i == batch.len ? 0 : -1;
   goto out;
 
- requeue:
-  /* Keep the records so a retry can make them durable. */
-  pthread_rwlock_wrlock (&l->lock);
-  for (i = 0; i < batch.len; i++)
-    if (pending_add (l, &batch.v[i]) == -1)
-      break;
-  pthread_rwlock_unlock (&l->lock);
+ fail:
+  give_up (l, &batch);
  out:
   free (batch.v);
   pthread_mutex_unlock (&l->sync_lock);
+  return ret;
+}
+
+/* scan_index's FN for layer_check_complete: presence only, no sums. */
+static int
+mark_present (struct layer *l, const struct rec *r)
+{
+  for (uint64_t b = r->block; b < r->block + r->count; b++)
+    if (!bitmap_get (&l->present, b)) {
+      bitmap_set (&l->present, b);
+      l->npresent += bitmap_get (&l->changed, b);
+    }
+  return 0;
+}
+
+int
+layer_check_complete (const char *dir)
+{
+  CLEANUP_FREE char *ipath = path_in (dir, "index");
+  CLEANUP_CLOSE int fd = -1;
+  uint8_t hdr[REC_SIZE], want[REC_SIZE];
+  uint64_t end, damaged = 0;
+  struct layer *l;
+  int ret = -1;
+
+  if (ipath == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  l = open_manifest (dir, AT_FDCWD, dir);
+  if (l == NULL)
+    return -1;
+  if (load_changed (l) == -1)
+    goto out;
+  fd = open (ipath, O_RDONLY | O_CLOEXEC);
+  header_encode (want);
+  if (fd == -1 || full_pread (fd, hdr, REC_SIZE, 0) != REC_SIZE) {
+    err_sys (fd == -1 ? errno : EPROTO, "read %s", ipath);
+    goto out;
+  }
+  if (memcmp (hdr, want, REC_SIZE) != 0) {
+    err_set (EPROTO, "%s: not a cbtfs index", ipath);
+    goto out;
+  }
+  if (scan_index (l, fd, ipath, REC_SIZE, mark_present, &end, &damaged) == -1)
+    goto out;
+  if (l->npresent != l->nchanged) {
+    err_set (ENODATA, "snapshot %s: %" PRIu64 " of %" PRIu64 " blocks are "
+             "not in the store", l->meta.snapshot, l->nchanged - l->npresent,
+             l->nchanged);
+    goto out;
+  }
+  ret = 0;
+ out:
+  layer_close (l);
   return ret;
 }
 

@@ -134,7 +134,9 @@ struct layer {
                                    set under sync_lock and lock, atomic */
   unsigned writers;             /* layer_put_run calls writing data now;
                                    joined under lock (shared), atomic */
-  uint64_t index_len;           /* valid bytes of the index read so far */
+  uint64_t index_len;           /* bytes up to the last good record read */
+  uint64_t damaged_records;     /* index records skipped as damaged */
+  bool write_failed;            /* a sync failed: no puts until released */
 };
 
 /* Create the layer directory PARENT_DIR/<meta->snapshot> atomically
@@ -235,7 +237,10 @@ extern int layer_put_run (struct layer *l, uint64_t first, unsigned n,
 
 /* Make every queued block durable: data fsynced, then records appended
  * to the index and fsynced; only then are they marked present.
- * Thread-safe.  0 or -1 with err_*. */
+ * Thread-safe.  0, or -1 with err_*: then every block not yet present
+ * is given up (no longer ready: fetched or copied again), since Linux
+ * reports a failed writeback once and a retry would vouch for lost
+ * data; puts fail with EIO until the layer is released or reopened. */
 extern int layer_sync (struct layer *l) __attribute__ ((__nonnull__ (1)));
 
 /* Bytes queued by layer_put_block and not yet synced. */
@@ -245,6 +250,13 @@ extern uint64_t layer_pending_bytes (struct layer *l)
 /* True when every block of the set is present (false when the layer
  * cannot be loaded). */
 extern bool layer_complete (struct layer *l) __attribute__ ((__nonnull__ (1)));
+
+/* 0 if the layer in DIR, read afresh from the disk (not from any
+ * layer object's memory), has every block of its set present; else -1
+ * with err_* (errno ENODATA: "snapshot …: N of M blocks are not in the
+ * store").  The only test to pass before a snapshot's data may go. */
+extern int layer_check_complete (const char *dir)
+  __attribute__ ((__nonnull__ (1)));
 
 /* Blocks of the set that are present, and stored (non-zero) blocks
  * (0 and 0 when the layer cannot be loaded). */

@@ -78,6 +78,31 @@ sums_get (const struct sums *t, uint64_t b)
 }
 
 void
+sums_del (struct sums *t, uint64_t b)
+{
+  uint64_t key = b + 1;
+  size_t i, j, mask = t->cap - 1;
+
+  if (t->cap == 0)
+    return;
+  for (i = slot_of (key, t->cap); t->slots[i].key != key; i = (i + 1) & mask)
+    if (t->slots[i].key == 0)
+      return;
+  /* Linear probing keeps no tombstones: move each later member of the
+   * run back into the hole unless its home slot lies between the hole
+   * and it (then lookups would no longer reach it). */
+  for (j = (i + 1) & mask; t->slots[j].key; j = (j + 1) & mask) {
+    size_t home = slot_of (t->slots[j].key, t->cap);
+    if (((j - home) & mask) >= ((j - i) & mask)) {
+      t->slots[i] = t->slots[j];
+      i = j;
+    }
+  }
+  t->slots[i].key = 0;
+  t->len--;
+}
+
+void
 sums_free (struct sums *t)
 {
   free (t->slots);

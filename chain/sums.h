@@ -27,6 +27,10 @@ struct sums {
 extern int sums_put (struct sums *t, uint64_t b, const uint8_t sum[SUM_LEN])
   __attribute__ ((__nonnull__ (1, 3)));
 
+/* Forget block B's checksum, if any. */
+extern void sums_del (struct sums *t, uint64_t b)
+  __attribute__ ((__nonnull__ (1)));
+
 /* Block B's checksum, or NULL.  Borrowed until the next sums_put. */
 extern const uint8_t *sums_get (const struct sums *t, uint64_t b)
   __attribute__ ((__nonnull__ (1)));

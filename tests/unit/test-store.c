@@ -1,6 +1,7 @@
 /* Unit test: the store directory, layer manifests, index and blocks. */
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "chain/layer.h"
 #include "chain/manifests.h"
 #include "chain/store.h"
+#include "chain/sums.h"
 #include "common/dio.h"
 #include "common/error.h"
 #include "common/util.h"
@@ -349,6 +351,188 @@ test_delta_and_damage (void)
   rm_rf (dir);
 }
 
+/* Open the layer in LDIR read-only and return its present count. */
+static uint64_t
+present_of (const char *ldir, uint64_t *damaged)
+{
+  struct layer *l = layer_open (ldir, false);
+  uint64_t present, stored;
+
+  CHECK (l != NULL);
+  layer_counts (l, &present, &stored);
+  if (damaged)
+    *damaged = l->damaged_records;
+  layer_close (l);
+  return present;
+}
+
+/* Overwrite LEN bytes of PATH at OFF with garbage (or append at -1). */
+static void
+scribble (const char *path, off_t off, size_t len)
+{
+  int fd = open (path, O_WRONLY | (off < 0 ? O_APPEND : 0));
+  char junk[64];
+
+  memset (junk, 0x5a, sizeof junk);
+  CHECK (fd >= 0 && len <= sizeof junk);
+  CHECK ((off < 0 ? write (fd, junk, len) : pwrite (fd, junk, len, off))
+         == (ssize_t) len);
+  close (fd);
+}
+
+/* Index records are read in chunks of 1024: a bad record is cut only
+ * when nothing good follows it (a torn tail, cut exactly after the last
+ * good record), and damage in the middle keeps every good record. */
+static void
+test_index_damage (void)
+{
+  char *dir = make_tmpdir (), *path, *ddir, *ldir, *ipath;
+  const uint64_t nb = 3000;
+  struct layer_meta m = sample_meta (nb * CHAIN_BLOCK_SIZE, true);
+  uint8_t *buf = malloc (CHAIN_BLOCK_SIZE);
+  struct store *s;
+  struct layer *l;
+  uint64_t b, damaged;
+  off_t len;
+
+  CHECK (asprintf (&path, "%s/s", dir) > 0);
+  s = store_open (path, true);
+  CHECK (s && (ddir = store_disk_dir (s, DISK, true)));
+  l = layer_create (ddir, s->tmp_dir, &m, NULL);
+  CHECK (l != NULL);
+  for (b = 0; b + 1 < nb; b++) {     /* one record each; the last missing */
+    fill (buf, b);
+    CHECK (layer_put_block (l, b, buf) == 0);
+    if (b % 700 == 0)
+      CHECK (layer_sync (l) == 0);
+  }
+  CHECK (layer_sync (l) == 0);
+  layer_close (l);
+  CHECK (asprintf (&ldir, "%s/%s", ddir, SNAP) > 0);
+  CHECK (asprintf (&ipath, "%s/index", ldir) > 0);
+  len = size_of (ipath);
+  CHECK (len == 40 * (off_t) nb);
+  CHECK (layer_check_complete (ldir) == -1 && errno == ENODATA);
+  CHECK (strstr (err_get (), "1 of 3000 blocks"));
+
+  /* A garbage record appended in the third chunk: a torn tail. */
+  scribble (ipath, -1, 40);
+  CHECK (present_of (ldir, &damaged) == nb - 1 && damaged == 0);
+  l = layer_open (ldir, true);
+  CHECK (l != NULL && size_of (ipath) == len);    /* cut exactly there */
+  layer_close (l);
+  /* A partial record after it is part of the tail too. */
+  scribble (ipath, -1, 40);
+  scribble (ipath, -1, 17);
+  l = layer_open (ldir, true);
+  CHECK (l != NULL && size_of (ipath) == len);
+  layer_close (l);
+
+  /* Damage in the middle (record 1500, the second chunk): only the
+   * block it named goes missing, and a writer keeps the rest. */
+  scribble (ipath, 40 * 1500 + 3, 5);
+  CHECK (present_of (ldir, &damaged) == nb - 2 && damaged == 1);
+  l = layer_open (ldir, true);
+  CHECK (l != NULL && size_of (ipath) == len);
+  CHECK (layer_block_state (l, 1499) == LAYER_MISSING);
+  CHECK (layer_block_state (l, 1498) == LAYER_DATA);
+  CHECK (layer_block_state (l, 1500) == LAYER_DATA);
+  fill (buf, 1499);
+  CHECK (layer_put_block (l, 1499, buf) == 0);
+  fill (buf, nb - 1);
+  CHECK (layer_put_block (l, nb - 1, buf) == 0);
+  CHECK (layer_sync (l) == 0 && layer_complete (l));
+  layer_close (l);
+  CHECK (size_of (ipath) == len + 80);
+  CHECK (present_of (ldir, &damaged) == nb && damaged == 1);
+  CHECK (layer_check_complete (ldir) == 0);
+  l = layer_open (ldir, false);
+  fill (buf, 1499);
+  {
+    uint8_t *got = malloc (CHAIN_BLOCK_SIZE);
+    CHECK (layer_read_block (l, 1499, got) == 0
+           && memcmp (got, buf, CHAIN_BLOCK_SIZE) == 0);
+    free (got);
+  }
+  layer_close (l);
+
+  /* Complete in one process's memory is not complete on disk. */
+  l = layer_open (ldir, false);
+  CHECK (l && layer_complete (l));
+  CHECK (truncate (ipath, len) == 0);
+  CHECK (layer_complete (l));
+  CHECK (layer_check_complete (ldir) == -1 && errno == ENODATA);
+  layer_close (l);
+
+  free (buf);
+  free (ipath);
+  free (ldir);
+  free (ddir);
+  free (path);
+  store_close (s);
+  rm_rf (dir);
+}
+
+/* A sync that fails gives up every block not yet durable and refuses
+ * more until the layer is opened again: a retried fsync would vouch for
+ * data the kernel may have dropped.  The index append is made to fail
+ * with RLIMIT_FSIZE (the data file is written below the limit). */
+static void
+test_sync_failure (void)
+{
+  char *dir = make_tmpdir (), *path, *ddir, *ldir;
+  struct layer_meta m = sample_meta (400 * (uint64_t) CHAIN_BLOCK_SIZE, true);
+  uint8_t *buf = calloc (1, CHAIN_BLOCK_SIZE);
+  struct rlimit old, lim;
+  struct store *s;
+  struct layer *l;
+  uint64_t b, present, stored;
+
+  CHECK (asprintf (&path, "%s/s", dir) > 0);
+  s = store_open (path, true);
+  CHECK (s && (ddir = store_disk_dir (s, DISK, true)));
+  CHECK (asprintf (&ldir, "%s/%s", ddir, SNAP) > 0);
+  l = layer_create (ddir, s->tmp_dir, &m, NULL);
+  CHECK (l != NULL);
+  for (b = 100; b < 300; b++) {       /* an index of 201 records */
+    fill (buf, b);
+    CHECK (layer_put_block (l, b, buf) == 0);
+  }
+  CHECK (layer_sync (l) == 0);
+  memset (buf, 0, CHAIN_BLOCK_SIZE);  /* zero blocks write no data */
+  CHECK (layer_put_block (l, 0, buf) == 0);
+  CHECK (layer_put_block (l, 1, buf) == 0);
+  CHECK (layer_block_state (l, 0) == LAYER_ZERO);
+  CHECK (getrlimit (RLIMIT_FSIZE, &old) == 0);
+  lim = old;
+  lim.rlim_cur = 8000;                /* below the index's 8040 bytes */
+  signal (SIGXFSZ, SIG_IGN);
+  CHECK (setrlimit (RLIMIT_FSIZE, &lim) == 0);
+  CHECK (layer_sync (l) == -1);
+  CHECK (setrlimit (RLIMIT_FSIZE, &old) == 0);
+  CHECK (layer_block_state (l, 0) == LAYER_MISSING);
+  CHECK (layer_block_state (l, 1) == LAYER_MISSING);
+  CHECK (layer_block_state (l, 100) == LAYER_DATA);   /* durable before */
+  CHECK_FAILS (layer_put_block (l, 0, buf), EIO, "failed");
+  CHECK (layer_pending_bytes (l) == 0 && layer_sync (l) == 0);
+  layer_counts (l, &present, &stored);
+  CHECK (present == 200);
+  layer_close (l);
+  CHECK (present_of (ldir, NULL) == 200);
+  /* Opened again, the layer takes blocks as before. */
+  l = layer_open (ldir, true);
+  CHECK (l && layer_put_block (l, 0, buf) == 0 && layer_sync (l) == 0);
+  layer_close (l);
+  CHECK (present_of (ldir, NULL) == 201);
+
+  free (buf);
+  free (ldir);
+  free (ddir);
+  free (path);
+  store_close (s);
+  rm_rf (dir);
+}
+
 /* More layers than the process may open files: readers open data files
  * on demand and keep only a bounded number open. */
 static void
@@ -604,13 +788,50 @@ test_manifest_copies (void)
   rm_rf (dir);
 }
 
+/* The checksum table forgets keys without losing the others, however
+ * their probe runs overlap (deletion moves later entries back). */
+static void
+test_sums_del (void)
+{
+  struct sums t = { 0 };
+  uint8_t sum[SUM_LEN];
+  uint64_t k, n = 5000, x = 12345;
+  bool *gone = calloc (n, sizeof *gone);
+
+  for (k = 0; k < n; k++) {
+    memset (sum, (int) (k & 0xff), SUM_LEN);
+    CHECK (sums_put (&t, k * 7, sum) == 0);
+  }
+  for (k = 0; k < n / 2; k++) {          /* a pseudo-random half */
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    uint64_t v = (x >> 33) % n;
+    if (!gone[v]) {
+      sums_del (&t, v * 7);
+      gone[v] = true;
+    }
+  }
+  sums_del (&t, 3);                      /* never there: no-op */
+  for (k = 0; k < n; k++) {
+    const uint8_t *got = sums_get (&t, k * 7);
+    CHECK (gone[k] ? got == NULL : got != NULL && got[0] == (k & 0xff));
+  }
+  for (k = 0, x = 0; k < n; k++)
+    x += !gone[k];
+  CHECK (t.len == x);
+  sums_free (&t);
+  free (gone);
+}
+
 int
 main (void)
 {
   test_manifest ();
+  test_sums_del ();
   test_store_dir ();
   test_layer_fill ();
   test_delta_and_damage ();
+  test_index_damage ();
+  test_sync_failure ();
   test_many_layers ();
   test_manifest_copies ();
   test_direct_writers ();

@@ -48,6 +48,14 @@ struct failure {
   char msg[512];
 };
 
+/* A layer the store could not take blocks for (ENOSPC, a failed
+ * sync): blocks fetched for it are served but not kept until UNTIL, so
+ * its writer lock goes back and the failure is logged once. */
+struct keep_failure {
+  struct layer *l;
+  double until;
+};
+
 struct fetcher {
   fetch_target_fn fn;
   void *opaque;
@@ -64,6 +72,8 @@ struct fetcher {
   size_t ndirty, capdirty;
   struct layer **held;          /* layers kept in (the flusher's own) */
   size_t nheld, capheld;
+  struct keep_failure *kfails;  /* layers the store failed to take */
+  size_t nkfails;
 
   pthread_t flusher;
   bool flusher_started;
@@ -163,6 +173,7 @@ remember_failure (struct fetcher *f, const char *snap)
 /* ---- connection pool -------------------------------------------------- */
 
 static void start_flusher (struct fetcher *f);
+static void keep_failed (struct fetcher *f, struct layer *l);
 
 /* A connection to SNAP for the caller's use, or -1 with err_*.  Returns
  * the slot number; give it back with put_slot. */
@@ -348,7 +359,7 @@ flusher (void *arg)
     pthread_mutex_unlock (&f->lock);
     for (size_t i = 0; i < n; i++)
       if (layer_sync (v[i]) == -1)
-        log_error ("keeping fetched blocks: %s", err_get ());
+        keep_failed (f, v[i]);
     release_idle (f, v, n);
     free (v);
     close_idle (f);
@@ -378,6 +389,53 @@ mark_dirty (struct fetcher *f, struct layer *l)
   start_flusher (f);
 }
 
+/* Whether blocks of L are not to be kept now (a recent failure). */
+static bool
+keep_paused (struct fetcher *f, struct layer *l)
+{
+  SCOPED_LOCK (&f->lock);
+  for (size_t i = 0; i < f->nkfails; i++)
+    if (f->kfails[i].l == l)
+      return now_monotonic () < f->kfails[i].until;
+  return false;
+}
+
+/* The store failed to take blocks of L (err_* says why): serve without
+ * keeping them for a while, log that once per layer, and let the
+ * flusher give the writer lock back (a failed sync gave up whatever
+ * was queued, so nothing keeps it), so that cbtfs fetch is not shut
+ * out until the mount ends. */
+static void
+keep_failed (struct fetcher *f, struct layer *l)
+{
+  struct keep_failure *x = NULL;
+  bool first = false;
+
+  pthread_mutex_lock (&f->lock);
+  for (size_t i = 0; i < f->nkfails && x == NULL; i++)
+    if (f->kfails[i].l == l)
+      x = &f->kfails[i];
+  if (x == NULL) {
+    struct keep_failure *nv = realloc (f->kfails,
+                                       (f->nkfails + 1) * sizeof *nv);
+    if (nv) {
+      f->kfails = nv;
+      x = &f->kfails[f->nkfails++];
+      x->l = l;
+      first = true;
+    }
+  }
+  if (x)
+    x->until = now_monotonic () + f->o.retry_after;
+  pthread_mutex_unlock (&f->lock);
+  if (first || x == NULL)
+    log_error ("not keeping fetched blocks of snapshot %s for now (they "
+               "are still served): %s", l->meta.snapshot, err_get ());
+  else
+    log_debug ("not keeping fetched blocks: %s", err_get ());
+  mark_dirty (f, l);            /* so that the flusher releases it */
+}
+
 /* Keep N fetched blocks at FIRST (in BUF) in L, when the store can. */
 static void
 keep (struct fetcher *f, struct layer *l, uint64_t first, unsigned n,
@@ -385,7 +443,7 @@ keep (struct fetcher *f, struct layer *l, uint64_t first, unsigned n,
 {
   int tries;
 
-  if (!f->o.store)
+  if (!f->o.store || keep_paused (f, l))
     return;
   /* The flusher may give the lock back between the two calls (EBADF). */
   for (tries = 0; tries < 3; tries++) {
@@ -401,7 +459,7 @@ keep (struct fetcher *f, struct layer *l, uint64_t first, unsigned n,
     if (errno != EBADF)
       break;
   }
-  log_error ("keeping fetched blocks: %s", err_get ());
+  keep_failed (f, l);
 }
 
 /* ---- reading ---------------------------------------------------------- */
@@ -569,6 +627,7 @@ fetcher_free (struct fetcher *f)
   free (f->fails);
   free (f->dirty);
   free (f->held);
+  free (f->kfails);
   pthread_cond_destroy (&f->flush);
   pthread_cond_destroy (&f->cond);
   pthread_mutex_destroy (&f->lock);

@@ -1491,7 +1491,10 @@ encode_runs (struct rec *v, size_t n, uint8_t *out)
  * succeed, and records would vouch for data that never reached the
  * disk.  Blocks written before the failure may have been among them,
  * so every one not yet durable goes; they are fetched or copied again.
- * Called with sync_lock held. */
+ * Their bytes are punched out too: ext4 leaves a range whose first
+ * writeback failed allocated but unwritten, and a buffered rewrite of
+ * it then reads back as zeros (tests/test-store-faults.py).  Called
+ * with sync_lock held. */
 static void
 give_up (struct layer *l, struct pending *batch)
 {
@@ -1502,13 +1505,20 @@ give_up (struct layer *l, struct pending *batch)
   q = l->pending;
   for (int k = 0; k < 2; k++) {
     struct pending *p = k == 0 ? batch : q;
-    for (size_t i = 0; i < p->len; i++)
-      for (uint64_t b = p->v[i].block; b < p->v[i].block + p->v[i].count;
-           b++)
+    for (size_t i = 0; i < p->len; i++) {
+      const struct rec *r = &p->v[i];
+      for (uint64_t b = r->block; b < r->block + r->count; b++)
         if (!bitmap_get (&l->present, b)) {
           bitmap_clear (&l->ready, b);
           sums_del (&l->sums, b);
         }
+      if (r->kind == REC_DATA && !bitmap_get (&l->present, r->block)
+          && fallocate (l->wdata_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                        (off_t) r->block << CHAIN_BLOCK_SHIFT,
+                        CHAIN_BLOCK_SIZE) == -1)
+        log_debug ("%s/data: cannot punch block %" PRIu64 ": %m", l->dir,
+                   r->block);
+    }
   }
   q->len = 0;
   pthread_rwlock_unlock (&l->lock);

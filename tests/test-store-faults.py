@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""End to end: a store whose disk fails never vouches for lost data and
+never shuts out cbtfs fetch.
+
+- A real fsync failure (writes to the store's filesystem fail with EIO
+  while a trigger file exists: nbdkit's error filter, under nbdfuse, a
+  loop device and ext4): the layer gives the block up instead of letting
+  a second fsync, which the kernel lets succeed, vouch for it
+  (tests/unit/test-store --flaky does the layer calls).
+- A mount whose store fills up (ENOSPC) while it keeps fetched blocks
+  still serves them, says so once, and gives the layer's writer lock
+  back, so that `cbtfs fetch` finishes the point once there is room.
+"""
+import fcntl
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import cbtfs as cb  # noqa: E402
+import sim  # noqa: E402
+from cbtfs import check  # noqa: E402
+
+MiB = 1 << 20
+
+
+def rw_filesystem(env, image_or_file, name, journal=True):
+    """mkfs.ext4 on a loop device over IMAGE_OR_FILE, mounted read-write
+    at env.path(NAME); the mount point.  Both undone at close."""
+    loop = subprocess.run(["losetup", "--show", "-f", image_or_file],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    env.on_close(subprocess.run, ["losetup", "-d", loop])
+    opts = [] if journal else ["-O", "^has_journal"]
+    subprocess.run(["mkfs.ext4", "-q", "-F"] + opts + [loop], check=True)
+    mnt = env.mkdir(name)
+    subprocess.run(["mount", loop, mnt], check=True)
+    env.on_close(subprocess.run, ["umount", mnt])
+    return mnt
+
+
+def flaky_sync(env):
+    """The kernel's own fsync failure, on a filesystem whose writes fail
+    while TRIGGER exists."""
+    # Beside build/cbtfs (make check), or under build/ beside ./cbtfs.
+    top = os.path.dirname(cb.cbtfs_binary())
+    unit = [p for p in (os.path.join(top, "tests", "test-store"),
+                        os.path.join(top, "build", "tests", "test-store"))
+            if os.access(p, os.X_OK)]
+    check(unit, "tests/test-store is not built next to %s" % top)
+    unit = unit[0]
+    trigger, sock, fuse = env.path("trigger"), env.path("nbd.sock"), env.mkdir("fuse")
+    pidfile = env.path("nbdkit.pid")
+    nbdkit = subprocess.Popen(
+        ["nbdkit", "-f", "--exit-with-parent", "-P", pidfile, "-U", sock,
+         "--filter=error", "memory", "64M", "error-pwrite=EIO",
+         "error-pwrite-rate=100%", "error-pwrite-file=" + trigger])
+    env.on_close(lambda: nbdkit.poll() is None and nbdkit.terminate())
+    cb.wait_for_file(pidfile, nbdkit)
+    nbdfuse = subprocess.Popen(["nbdfuse", fuse, "--unix", sock])
+    env.on_close(lambda: (cb.unmount(fuse), nbdfuse.wait(timeout=60)))
+    cb.wait_for_file(os.path.join(fuse, "nbd"), nbdfuse)
+    mnt = rw_filesystem(env, os.path.join(fuse, "nbd"), "flaky", journal=False)
+    r = subprocess.run([unit, "--flaky", mnt, trigger], capture_output=True,
+                       text=True, timeout=300)
+    sys.stderr.write(r.stdout + r.stderr)
+    check(r.returncode == 0 and "flaky sync: ok" in r.stdout,
+          "a failed fsync was not handled: %r" % (r.stdout + r.stderr))
+
+
+def full_store(env, s):
+    """A lazy point read through a mount whose store is out of space."""
+    info = s.info
+    vm = s.control("create_vm", name="web", disks=[{"name": "root", "size": 24 * MiB}])
+    vdi = vm["disks"][0]["vdi"]
+    guest = env.path("root.img")
+    with open(guest, "wb") as f:
+        f.write(os.urandom(24 * MiB))
+    s.control("write_file", vdi=vdi, path=guest)
+    pw = env.password_file()
+    srv = ["--server", info["xapi_url"], "--ca-file", info["ca_file"],
+           "--password-file", pw]
+
+    image = env.path("small.ext4")
+    with open(image, "wb") as f:
+        f.truncate(64 * MiB)
+    fs = rw_filesystem(env, image, "fs")
+    store = os.path.join(fs, "store")
+    env.cbtfs("backup", store, "--no-copy", *srv)
+    disk = env.ls_json(store)["disks"][0]
+    snap = disk["points"][-1]["snapshot"]
+    index = os.path.join(store, "disks", disk["uuid"], snap, "index")
+    check(os.path.exists(index), "no index at %s" % index)
+    # Leave room for about 4 MiB of the point's 24.
+    filler = os.path.join(fs, "filler")
+    st = os.statvfs(fs)
+    with open(filler, "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, st.f_bavail * st.f_frsize - 4 * MiB)
+
+    m = env.mount_fg(store, env.path("m"), *srv)
+    img = os.path.join(m.mnt, "by-vm/web/root/latest")
+    check(cb.sha256(img) == cb.sha256(guest), "a full store changed what is served")
+    said = [ln for ln in m.log().splitlines() if "not keeping fetched blocks" in ln]
+    check(len(said) == 1 and snap in said[0] and "space" in said[0],
+          "the failure should be said once, naming the point: %r" % m.log())
+    check(wait_for(lambda: unlocked(index), 30),
+          "the mount kept the writer lock of a layer it cannot fill")
+
+    os.unlink(filler)
+    env.cbtfs("fetch", store, *srv)
+    point = env.ls_json(store)["disks"][0]["points"][-1]
+    check(point["complete"], "fetch did not finish the point: %r" % point)
+    check(s.control("vdi", uuid=snap)["type"] == "cbt_metadata",
+          "the snapshot was not reduced")
+    check(cb.sha256(img) == cb.sha256(guest), "the mount reads wrong after fetch")
+    check(m.unmount() == 0, "the mount failed: %s" % m.log())
+
+
+def unlocked(path):
+    """Whether no process holds the writer lock (flock) on PATH."""
+    with open(path, "rb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+
+def wait_for(cond, seconds):
+    """Poll COND until it holds (True) or SECONDS pass (False)."""
+    deadline = time.monotonic() + seconds
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)        # polling a condition, not a stand-in for it
+    return True
+
+
+def main():
+    if os.geteuid() != 0:
+        cb.skip("needs root for loop devices and mounts")
+    with cb.Env() as env:
+        flaky_sync(env)
+    with sim.Sim() as s, cb.Env() as env:
+        full_store(env, s)
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()

@@ -44,10 +44,13 @@ dir_is_empty (const char *path)
   return empty;
 }
 
+/* Parse the marker file MARKER of the store at PATH: its format and,
+ * if it has one, its id (into ID, else ""). */
 static int
-check_marker (const char *path, const char *marker)
+check_marker (const char *path, const char *marker, char id[UUID_LEN + 1])
 {
   CLEANUP_FREE char *text = read_file (marker, 4096, NULL);
+  const char *line;
   int version;
 
   if (text == NULL) {
@@ -67,14 +70,44 @@ check_marker (const char *path, const char *marker)
              version, STORE_FORMAT);
     return -1;
   }
+  id[0] = '\0';
+  line = strstr (text, "\nid ");
+  if (line) {
+    if (strlen (line + 4) < UUID_LEN + 1 || line[4 + UUID_LEN] != '\n') {
+      err_set (EPROTO, "%s: bad %s (its id line)", path, marker_name);
+      return -1;
+    }
+    memcpy (id, line + 4, UUID_LEN);
+    id[UUID_LEN] = '\0';
+    if (!is_uuid (id)) {
+      err_set (EPROTO, "%s: bad %s (its id is not a uuid)", path,
+               marker_name);
+      return -1;
+    }
+  }
   return 0;
 }
 
+/* Write the marker of a store with id ID (atomically). */
 static int
-create_store (const char *path, const char *marker)
+write_marker (const char *marker, const char *id)
 {
-  char text[32];
+  char text[64 + UUID_LEN];
 
+  snprintf (text, sizeof text, "cbtfs-store %d\nid %s\n", STORE_FORMAT, id);
+  return write_file_atomic (marker, text, strlen (text), 0600);
+}
+
+static int
+create_store (const char *path, const char *marker, char id[UUID_LEN + 1])
+{
+  CLEANUP_FREE char *parent = strdup (path);
+  char *slash;
+
+  if (parent == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
   if (mkdir_private (path) == -1)
     return -1;
   if (!dir_is_empty (path)) {
@@ -87,8 +120,17 @@ create_store (const char *path, const char *marker)
     err_sys (errno, "chmod %s", path);
     return -1;
   }
-  snprintf (text, sizeof text, "cbtfs-store %d\n", STORE_FORMAT);
-  return write_file_atomic (marker, text, strlen (text), 0600);
+  /* Its name in its parent must last as long as what goes in it. */
+  slash = strrchr (parent, '/');
+  if (slash == parent)
+    slash[1] = '\0';
+  else if (slash)
+    *slash = '\0';
+  else
+    strcpy (parent, ".");
+  if (fsync_dir (parent) == -1 || make_uuid (id) == -1)
+    return -1;
+  return write_marker (marker, id);
 }
 
 struct store *
@@ -108,13 +150,14 @@ store_open (const char *path, bool create)
     goto err;
   }
   if (access (marker, F_OK) == -1 && errno == ENOENT && create) {
-    if (create_store (path, marker) == -1)
+    if (create_store (path, marker, s->id) == -1)
       goto err;
   }
-  else if (check_marker (path, marker) == -1)
+  else if (check_marker (path, marker, s->id) == -1)
     goto err;
   if (create && (mkdir_private (s->disks_dir) == -1
-                 || mkdir_private (s->tmp_dir) == -1))
+                 || mkdir_private (s->tmp_dir) == -1
+                 || fsync_dir (path) == -1))
     goto err;
   return s;
 
@@ -178,6 +221,19 @@ store_lock (struct store *s)
   }
   s->lock_fd = fd;
 
+  /* A store made before ids gets one now, while nobody else writes. */
+  if (s->id[0] == '\0') {
+    CLEANUP_FREE char *marker = NULL;
+    char id[UUID_LEN + 1];
+    if (asprintf (&marker, "%s/%s", s->path, marker_name) == -1) {
+      err_set (ENOMEM, "out of memory");
+      return -1;
+    }
+    if (make_uuid (id) == -1 || write_marker (marker, id) == -1)
+      return -1;
+    memcpy (s->id, id, sizeof id);
+  }
+
   /* Nobody else writes now: what tmp/ holds is a crashed run's. */
   d = opendir (s->tmp_dir);
   if (d) {
@@ -206,18 +262,16 @@ store_disk_dir (struct store *s, const char *disk, bool create)
     err_set (ENOMEM, "out of memory");
     return NULL;
   }
-  if (create) {
-    if (mkdir (p, 0700) == -1) {
-      if (errno != EEXIST) {
-        err_sys (errno, "mkdir %s", p);
-        free (p);
-        return NULL;
-      }
-    }
-    else if (fsync_dir (s->disks_dir) == -1) {
-      free (p);
-      return NULL;
-    }
+  /* Also when it exists: a crash may have left it made but its name
+   * not yet durable. */
+  if (create && mkdir (p, 0700) == -1 && errno != EEXIST) {
+    err_sys (errno, "mkdir %s", p);
+    free (p);
+    return NULL;
+  }
+  if (create && fsync_dir (s->disks_dir) == -1) {
+    free (p);
+    return NULL;
   }
   return p;
 }
@@ -294,4 +348,24 @@ store_names_find (char *const *names, size_t n, const char *name)
     : NULL;
 
   return at ? at - names : -1;
+}
+
+int
+store_has_layer (const char *disk_dir, const char *snapshot)
+{
+  CLEANUP_FREE char *p = NULL;
+  struct stat st;
+
+  if (!is_uuid (snapshot))
+    return 0;
+  if (asprintf (&p, "%s/%s", disk_dir, snapshot) == -1) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  if (lstat (p, &st) == 0)
+    return 1;
+  if (errno == ENOENT)
+    return 0;
+  err_sys (errno, "%s", p);
+  return -1;
 }

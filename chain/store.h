@@ -1,6 +1,7 @@
 /* cbtfs: the store directory (FORMAT.md).
  *
- *   STORE/cbtfs-store          "cbtfs-store 1": marks the directory a store
+ *   STORE/cbtfs-store          "cbtfs-store 1" and "id <uuid>": marks the
+ *                              directory a store and names it
  *   STORE/lock                 flock(2)ed by the one backup allowed at a time
  *   STORE/tmp/                 layers being created (invisible to readers)
  *   STORE/disks/<disk>/<snap>/ one layer (layer.h)
@@ -17,10 +18,14 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "../common/util.h"
+
 #define STORE_FORMAT 1
 
 struct store {
   char *path;                   /* owned */
+  char id[UUID_LEN + 1];        /* the store's identity; "" in a store made
+                                   before ids until store_lock gives one */
   char *disks_dir;              /* PATH/disks */
   char *tmp_dir;                /* PATH/tmp */
   int lock_fd;                  /* -1 unless locked */
@@ -35,14 +40,21 @@ extern struct store *store_open (const char *path, bool create)
 /* Release the lock if held and free; NULL is a no-op. */
 extern void store_close (struct store *s);
 
-/* Take the store's writer lock without waiting and clear what a
- * crashed writer left in tmp/.  -1 with err_* (errno EWOULDBLOCK:
- * "another cbtfs backup is using STORE"). */
+/* Take the store's writer lock without waiting, clear what a crashed
+ * writer left in tmp/, and give a store made before ids its identity.
+ * -1 with err_* (errno EWOULDBLOCK: "another cbtfs backup is using
+ * STORE"). */
 extern int store_lock (struct store *s) __attribute__ ((__nonnull__ (1)));
 
 /* PATH/disks/DISK (malloc'd), created (0700) when CREATE.  DISK must
  * be a uuid.  NULL with err_*. */
 extern char *store_disk_dir (struct store *s, const char *disk, bool create)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+/* 1 if DISK_DIR holds a layer folder named SNAPSHOT, 0 if it surely
+ * does not (SNAPSHOT is no uuid, or ENOENT), -1 with err_* when that
+ * cannot be told (then treat the snapshot as recorded). */
+extern int store_has_layer (const char *disk_dir, const char *snapshot)
   __attribute__ ((__nonnull__ (1, 2)));
 
 /* The uuid-named entries of DIR, sorted; *NAMES is a malloc'd array of

@@ -37,8 +37,16 @@
 #include "../xapi/api.h"
 #include "cli.h"
 
+/* VM snapshots cbtfs takes are named SNAP_NAME and the store's id, set
+ * atomically with the snapshot (VM.snapshot's new_name; other_config
+ * could only be set after it returns, and a crash in between would
+ * leave an untagged snapshot), so that a store removes only its own
+ * leftovers.  Older versions named them SNAP_NAME alone. */
+#define SNAP_NAME "cbtfs backup"
+
 struct backup {
   struct store *store;
+  char snap_name[sizeof SNAP_NAME + UUID_LEN + 1];  /* "cbtfs backup <id>" */
   xapi_session *xs;
   struct copy_opts copy;
   bool no_copy;                 /* describe layers only (lazy) */
@@ -130,7 +138,7 @@ resume_layer (struct backup *b, struct disk *d, const char *ldir,
     d->resume_failed = true;
   }
   else if (layer_complete (l)) {
-    cli_data_destroy (b->xs, ref, snap);
+    cli_data_destroy (b->xs, ref, snap, ldir);
     r = RESUME_DONE;
   }
   layer_close (l);
@@ -200,8 +208,9 @@ scan_store (struct backup *b, struct disk *d)
     /* A crash between commit and data_destroy leaves the newest
      * snapshot holding data the store already has. */
     CLEANUP_FREE char *ref = cli_snapshot_with_data (b->xs, d->prev.snapshot);
-    if (ref)
-      cli_data_destroy (b->xs, ref, d->prev.snapshot);
+    CLEANUP_FREE char *ldir = NULL;
+    if (ref && asprintf (&ldir, "%s/%s", d->dir, d->prev.snapshot) != -1)
+      cli_data_destroy (b->xs, ref, d->prev.snapshot, ldir);
   }
   ret = 0;
  out:
@@ -315,20 +324,36 @@ prepare_disk (struct backup *b, struct disk *d)
   return 0;
 }
 
-/* The name of the VM snapshots cbtfs takes, to know them again. */
-#define SNAP_NAME "cbtfs backup"
 
-/* True if some disk of the VM has a layer for snapshot VDI UUID. */
+/* True if some disk of the VM has a layer for snapshot VDI UUID, or
+ * the store cannot tell (then the snapshot stays). */
 static bool
 in_store (const struct disk *v, size_t n, const char *uuid)
 {
-  for (size_t i = 0; i < n; i++) {
-    CLEANUP_FREE char *p = NULL;
-    if (v[i].dir && is_uuid (uuid)
-        && asprintf (&p, "%s/%s", v[i].dir, uuid) != -1
-        && access (p, F_OK) == 0)
+  for (size_t i = 0; i < n; i++)
+    if (v[i].dir && store_has_layer (v[i].dir, uuid) != 0)
       return true;
-  }
+  return false;
+}
+
+/* Whether the VM snapshot SVM is this store's to clean up: named with
+ * its id; or, named as older versions did, holding a disk snapshot this
+ * store has a layer for (another store's would then lose its point). */
+static bool
+ours (struct backup *b, const struct xapi_vm *svm, const struct disk *v,
+      size_t n, char **vdi_uuids)
+{
+  if (strcmp (svm->name, b->snap_name) == 0)
+    return true;
+  if (strcmp (svm->name, SNAP_NAME) != 0)
+    return false;               /* not cbtfs's, or another store's */
+  for (size_t k = 0; k < svm->nvbds; k++)
+    if (vdi_uuids[k] && in_store (v, n, vdi_uuids[k]))
+      return true;
+  log_warn ("leaving VM snapshot %s alone: it is named '%s' as an older "
+            "cbtfs named its snapshots, and none of its disks is in this "
+            "store (another store's?); remove it by hand if no backup "
+            "needs it", svm->uuid, SNAP_NAME);
   return false;
 }
 
@@ -336,47 +361,57 @@ in_store (const struct disk *v, size_t n, const char *uuid)
  * leaves it behind, and if killed before recording its layers, disk
  * snapshots nothing in the store describes: remove both, so an
  * interrupted run does not eat the SR.  Snapshots a layer describes
- * stay (a later run finishes or reduces them). */
+ * stay (a later run finishes or reduces them), and so does everything
+ * another store's backups left (ours). */
 static void
 remove_leftovers (struct backup *b, const struct xapi_vm *vm,
                   const struct disk *v, size_t n)
 {
   for (size_t i = 0; i < vm->nsnapshots; i++) {
     struct xapi_vm svm = { 0 };
-    char **orphans;
+    char **refs, **uuids;
     size_t norphans = 0;
 
     if (xapi_vm_get (b->xs, vm->snapshots[i], &svm) == -1)
       continue;
-    orphans = calloc (svm.nvbds + 1, sizeof *orphans);
-    if (strcmp (svm.name, SNAP_NAME) != 0 || orphans == NULL) {
-      free (orphans);
+    if (strncmp (svm.name, SNAP_NAME, strlen (SNAP_NAME)) != 0) {
       xapi_vm_clear (&svm);
       continue;
     }
-    for (size_t k = 0; k < svm.nvbds; k++) {
+    refs = calloc (svm.nvbds + 1, sizeof *refs);
+    uuids = calloc (svm.nvbds + 1, sizeof *uuids);
+    for (size_t k = 0; refs && uuids && k < svm.nvbds; k++) {
       struct xapi_vbd vbd = { 0 };
       struct xapi_vdi vdi = { 0 };
       if (xapi_vbd_get (b->xs, svm.vbds[k], &vbd) == 0
           && strcmp (vbd.vdi, "OpaqueRef:NULL") != 0
-          && xapi_vdi_get (b->xs, vbd.vdi, &vdi) == 0
-          && !in_store (v, n, vdi.uuid))
-        orphans[norphans++] = strdup (vbd.vdi);
+          && xapi_vdi_get (b->xs, vbd.vdi, &vdi) == 0) {
+        refs[k] = strdup (vbd.vdi);
+        uuids[k] = strdup (vdi.uuid);
+      }
       xapi_vbd_clear (&vbd);
       xapi_vdi_clear (&vdi);
     }
-    log_warn ("VM %s: removing a snapshot left by an interrupted backup "
-              "(%zu disk snapshots not in the store)", vm->uuid, norphans);
-    /* Disks first: killed in between, the VM snapshot still leads the
-     * next run to what is left. */
-    for (size_t k = 0; k < norphans; k++) {
-      if (orphans[k] && xapi_vdi_destroy (b->xs, orphans[k]) == -1)
+    if (refs && uuids && ours (b, &svm, v, n, uuids)) {
+      for (size_t k = 0; k < svm.nvbds; k++)
+        norphans += refs[k] && uuids[k] && !in_store (v, n, uuids[k]);
+      log_warn ("VM %s: removing a snapshot left by an interrupted backup "
+                "(%zu disk snapshots not in the store)", vm->uuid, norphans);
+      /* Disks first: killed in between, the VM snapshot still leads the
+       * next run to what is left. */
+      for (size_t k = 0; k < svm.nvbds; k++)
+        if (refs[k] && uuids[k] && !in_store (v, n, uuids[k])
+            && xapi_vdi_destroy (b->xs, refs[k]) == -1)
+          log_warn ("VM %s: %s", vm->uuid, err_get ());
+      if (xapi_vm_destroy (b->xs, svm.ref) == -1)
         log_warn ("VM %s: %s", vm->uuid, err_get ());
-      free (orphans[k]);
     }
-    if (xapi_vm_destroy (b->xs, svm.ref) == -1)
-      log_warn ("VM %s: %s", vm->uuid, err_get ());
-    free (orphans);
+    for (size_t k = 0; k < svm.nvbds; k++) {
+      free (refs ? refs[k] : NULL);
+      free (uuids ? uuids[k] : NULL);
+    }
+    free (refs);
+    free (uuids);
     xapi_vm_clear (&svm);
   }
 }
@@ -389,7 +424,7 @@ take_snapshots (struct backup *b, const struct xapi_vm *vm, struct disk *v,
   struct xapi_vm svm = { 0 };
   size_t i, k;
 
-  *snap_vm = xapi_vm_snapshot (b->xs, vm->ref, SNAP_NAME);
+  *snap_vm = xapi_vm_snapshot (b->xs, vm->ref, b->snap_name);
   if (*snap_vm == NULL) {
     log_warn ("VM %s: VM.snapshot failed (%s); snapshotting disks one by "
               "one", vm->uuid, err_get ());
@@ -647,6 +682,17 @@ destroy_snap_vm (struct backup *b, char **snap_vm, const char *vmname)
   return ok;
 }
 
+/* Whether D's snapshot of this run has no layer in the store.  A
+ * layer that became visible but then failed to open is there: its
+ * snapshot must stay (the next run finishes it). */
+static bool
+unrecorded (const struct disk *d)
+{
+  if (d->snap.uuid == NULL || !is_uuid (d->snap.uuid))
+    return true;                /* never described */
+  return d->dir && store_has_layer (d->dir, d->snap.uuid) == 0;
+}
+
 static int
 backup_vm (struct backup *b, const struct xapi_vm *vm)
 {
@@ -712,7 +758,7 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
     }
     if (layer_complete (d->layer) && vm_snap_gone
         && (!b->verify || verified (b, d)))
-      cli_data_destroy (b->xs, d->snap_ref, d->snap.uuid);
+      cli_data_destroy (b->xs, d->snap_ref, d->snap.uuid, d->layer->dir);
     log_info ("%s: done %.3f s after the snapshot", d->label,
               now_monotonic () - snapped);
   }
@@ -722,7 +768,7 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
   /* A snapshot no layer describes would only leak space on the host;
    * destroying it folds its CBT log into the next one (xapi-cbt.md §5). */
   for (i = 0; i < n; i++)
-    if (v[i].snap_ref && v[i].layer == NULL
+    if (v[i].snap_ref && v[i].layer == NULL && unrecorded (&v[i])
         && xapi_vdi_destroy (b->xs, v[i].snap_ref) == -1)
       log_warn ("%s: could not remove the unused snapshot: %s", v[i].label,
                 err_get ());
@@ -847,6 +893,7 @@ cmd_backup (int argc, char **argv)
     cli_fail ();
     goto out;
   }
+  snprintf (b.snap_name, sizeof b.snap_name, "%s %s", SNAP_NAME, b.store->id);
   if (xapi_global_init () == -1) {
     cli_fail ();
     goto out;

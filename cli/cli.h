@@ -76,11 +76,12 @@ extern int cli_fetch_target (void *opaque, const char *snapshot,
  * metadata is left. */
 extern char *cli_snapshot_with_data (xapi_session *xs, const char *uuid);
 
-/* Reduce snapshot REF (uuid UUID) to CBT metadata, retrying a few times
- * while the host still holds it (xapi waits only 4 s for its own VBDs).
- * 0, or -1 after a warning that it keeps its data. */
+/* Reduce snapshot REF (uuid UUID, whose layer is in LAYER_DIR) to CBT
+ * metadata, once the layer read back from disk is complete, retrying a
+ * few times while the host still holds it (xapi waits only 4 s for its
+ * own VBDs).  0, or -1 after a warning that it keeps its data. */
 extern int cli_data_destroy (xapi_session *xs, const char *ref,
-                             const char *uuid);
+                             const char *uuid, const char *layer_dir);
 
 struct catalog;
 

@@ -75,7 +75,7 @@ fetch_one (xapi_session *xs, struct catalog_disk *d, struct catalog_point *p,
               st.bytes / 1048576.0, st.seconds);
   }
   if (!keep && layer_complete (l))
-    cli_data_destroy (xs, ref, snap);
+    cli_data_destroy (xs, ref, snap, l->dir);
   return 0;
 }
 

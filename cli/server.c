@@ -10,6 +10,7 @@
 #include "../common/error.h"
 #include "../common/log.h"
 #include "../common/util.h"
+#include "../chain/layer.h"
 #include "../chain/nbdsrc.h"
 #include "../xapi/api.h"
 #include "cli.h"
@@ -196,8 +197,15 @@ cli_snapshot_with_data (xapi_session *xs, const char *uuid)
 #define DATA_DESTROY_PAUSE 2
 
 int
-cli_data_destroy (xapi_session *xs, const char *ref, const char *uuid)
+cli_data_destroy (xapi_session *xs, const char *ref, const char *uuid,
+                  const char *layer_dir)
 {
+  /* What this process believes is not enough: only what is on disk
+   * survives it. */
+  if (layer_check_complete (layer_dir) == -1) {
+    log_warn ("snapshot %s keeps its data on the host: %s", uuid, err_get ());
+    return -1;
+  }
   for (int i = 1;; i++) {
     if (xapi_vdi_data_destroy (xs, ref) == 0) {
       log_info ("snapshot %s reduced to CBT metadata", uuid);

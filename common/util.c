@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <gnutls/gnutls.h>
@@ -234,4 +235,21 @@ is_uuid (const char *s)
       return false;
   }
   return s[i] == '\0';
+}
+
+int
+make_uuid (char out[UUID_LEN + 1])
+{
+  uint8_t r[16];
+
+  if (getrandom (r, sizeof r, 0) != (ssize_t) sizeof r) {
+    err_sys (errno, "getrandom");
+    return -1;
+  }
+  r[6] = (r[6] & 0x0f) | 0x40;
+  r[8] = (r[8] & 0x3f) | 0x80;
+  snprintf (out, UUID_LEN + 1, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+            "%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3], r[4], r[5],
+            r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]);
+  return 0;
 }

@@ -59,4 +59,8 @@ extern uint8_t *base64_decode (const char *in, size_t *out_len);
  * (8-4-4-4-12).  Everything that names a store path passes this. */
 extern bool is_uuid (const char *s);
 
+/* Fill OUT with a new random (version 4) uuid, lowercase.  0 or -1
+ * with err_*. */
+extern int make_uuid (char out[UUID_LEN + 1]) __attribute__ ((__nonnull__ (1)));
+
 #endif /* CBTFS_UTIL_H */

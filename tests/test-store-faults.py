@@ -7,12 +7,20 @@ never shuts out cbtfs fetch.
   loop device and ext4): the layer gives the block up instead of letting
   a second fsync, which the kernel lets succeed, vouch for it
   (tests/unit/test-store --flaky does the layer calls).
+- Every directory cbtfs makes in a store (the store itself, disks/,
+  tmp/, a disk's folder) has its name made durable (its parent
+  fsynced), also when a crash left the folder made but not yet durable
+  (mkdir then says EEXIST): checked with strace.
+- A garbage record appended to the index of a point a mount partly
+  filled is a torn tail: cbtfs fetch keeps every good record before it,
+  and the point reads back whole after its snapshot is reduced.
 - A mount whose store fills up (ENOSPC) while it keeps fetched blocks
   still serves them, says so once, and gives the layer's writer lock
   back, so that `cbtfs fetch` finishes the point once there is room.
 """
 import fcntl
 import os
+import re
 import subprocess
 import sys
 import time
@@ -66,6 +74,94 @@ def flaky_sync(env):
     sys.stderr.write(r.stdout + r.stderr)
     check(r.returncode == 0 and "flaky sync: ok" in r.stdout,
           "a failed fsync was not handled: %r" % (r.stdout + r.stderr))
+
+
+def unsynced_mkdirs(log, store):
+    """The directories of STORE an strace -f log shows made (or found
+    made: EEXIST) whose parent was not fsynced afterwards.  Stages in
+    tmp/ need not be: they are renamed into place, then fsynced."""
+    fds, synced, made = {}, [], []
+    for i, line in enumerate(log.splitlines()):
+        m = re.match(r'(\d+)\s+(\w+)\((.*)\)\s+=\s+(-?\d+)', line)
+        if not m:
+            continue
+        pid, call, args, ret = m.group(1), m.group(2), m.group(3), int(m.group(4))
+        if call == "openat" and "O_DIRECTORY" in args and ret >= 0:
+            fds[(pid, ret)] = re.search(r'"(.*?)"', args).group(1)
+        elif call == "fsync" and (pid, int(args)) in fds:
+            synced.append((i, fds[(pid, int(args))]))
+        elif call == "mkdir" and (ret == 0 or "EEXIST" in line):
+            made.append((i, re.search(r'"(.*?)"', args).group(1)))
+    return [d for i, d in made
+            if (d == store or d.startswith(store + "/"))
+            and not d.startswith(os.path.join(store, "tmp") + "/")
+            and not any(j > i and p == os.path.dirname(d) for j, p in synced)]
+
+
+def dir_fsyncs(env, s):
+    """mkdir in a store is followed by an fsync of its parent."""
+    info = s.info
+    vms = [s.control("create_vm", name=n, disks=[{"name": "d", "size": MiB}])
+           for n in ("one", "two")]
+    pw = env.password_file()
+    store = env.path("store")
+    srv = ["--server", info["xapi_url"], "--ca-file", info["ca_file"],
+           "--password-file", pw]
+
+    def traced(*args):
+        log = env.path("strace.log")
+        subprocess.run(["strace", "-f", "-qq", "-o", log, "-e",
+                        "trace=mkdir,openat,fsync", cb.cbtfs_binary()]
+                       + list(args), check=True, stdin=subprocess.DEVNULL,
+                       capture_output=True)
+        with open(log) as f:
+            return f.read()
+
+    log = traced("backup", store, "--vm", "one", *srv)
+    check("mkdir(\"%s\"" % store in log, "strace saw no mkdir of the store")
+    bad = unsynced_mkdirs(log, store)
+    check(not bad, "made without fsyncing the parent: %r" % bad)
+    # A crash left the second VM's disk folder made, its name not durable.
+    os.mkdir(os.path.join(store, "disks", vms[1]["disks"][0]["vdi"]), 0o700)
+    log = traced("backup", store, "--vm", "two", *srv)
+    check("EEXIST" in log, "the folder was not found made")
+    bad = unsynced_mkdirs(log, store)
+    check(not bad, "found made without fsyncing the parent: %r" % bad)
+
+
+def torn_index(env, s):
+    """Garbage after the records a mount kept costs none of them."""
+    info = s.info
+    vm = s.control("create_vm", name="web", disks=[{"name": "root", "size": 8 * MiB}])
+    vdi = vm["disks"][0]["vdi"]
+    guest = env.path("root.img")
+    with open(guest, "wb") as f:
+        f.write(os.urandom(8 * MiB))
+    s.control("write_file", vdi=vdi, path=guest)
+    pw = env.password_file()
+    srv = ["--server", info["xapi_url"], "--ca-file", info["ca_file"],
+           "--password-file", pw]
+    store = env.path("store")
+    env.cbtfs("backup", store, "--no-copy", *srv)
+    snap = env.ls_json(store)["disks"][0]["points"][-1]["snapshot"]
+    index = os.path.join(store, "disks", vdi, snap, "index")
+    m = env.mount_fg(store, env.path("m"), *srv)
+    img = os.path.join(m.mnt, "by-vm/web/root/latest")
+    with open(img, "rb") as f:
+        head = f.read(5 * MiB)
+    check(head == cb.pread(guest, 0, 5 * MiB), "the lazy read is wrong")
+    check(m.unmount() == 0, "the mount failed: %s" % m.log())
+    kept = os.path.getsize(index) // 40 - 1
+    check(kept >= 5 * MiB // cb.BLOCK, "the mount kept %d records" % kept)
+    with open(index, "ab") as f:
+        f.write(os.urandom(40))
+    env.cbtfs("fetch", store, *srv)
+    check(s.control("vdi", uuid=snap)["type"] == "cbt_metadata",
+          "the snapshot was not reduced")
+    m = env.mount(store, env.path("m2"))
+    check(cb.sha256(os.path.join(m, "by-vm/web/root/latest")) == cb.sha256(guest),
+          "the point reads wrong after fetch")
+    cb.unmount(m)
 
 
 def full_store(env, s):
@@ -141,6 +237,10 @@ def main():
         cb.skip("needs root for loop devices and mounts")
     with cb.Env() as env:
         flaky_sync(env)
+    with sim.Sim() as s, cb.Env() as env:
+        dir_fsyncs(env, s)
+    with sim.Sim() as s, cb.Env() as env:
+        torn_index(env, s)
     with sim.Sim() as s, cb.Env() as env:
         full_store(env, s)
     print("ok")

@@ -24,7 +24,7 @@ COMMON_SRC = common/error.c common/log.c common/secbuf.c common/util.c \
 XAPI_SRC   = xapi/value.c xapi/xmlrpc.c xapi/session.c xapi/api.c xapi/vhd.c
 CHAIN_SRC  = chain/bitmap.c chain/sums.c chain/layer.c chain/store.c \
              chain/catalog.c chain/read.c chain/nbdsrc.c chain/copy.c \
-             chain/fetch.c chain/verify.c chain/manifests.c
+             chain/fetch.c chain/verify.c chain/manifests.c chain/verdict.c
 FS_SRC     = fs/tree.c fs/fs.c
 CLI_SRC    = cli/main.c cli/server.c cli/backup.c cli/mount.c cli/ls.c \
              cli/fetch.c cli/verify.c

@@ -29,6 +29,7 @@
 #include "../chain/layer.h"
 #include "../chain/manifests.h"
 #include "../chain/store.h"
+#include "../chain/verdict.h"
 #include "../chain/verify.h"
 #include "../common/cleanup.h"
 #include "../common/error.h"
@@ -70,6 +71,9 @@ struct disk {
   struct layer *layer;          /* this run's layer */
   bool failed;                  /* this run's backup of the disk failed */
   bool resume_failed;           /* an earlier incomplete layer stays so */
+  char held[UUID_LEN + 1];      /* a point of prev's chain that failed a
+                                   check (verdict.h), or "" */
+  enum verdict held_as;
 };
 
 static int
@@ -160,6 +164,40 @@ meta_copy (struct layer_meta *out, const struct layer_meta *m)
   return 0;
 }
 
+/* One layer's place in its chain, for held_in_chain. */
+struct link {
+  char snapshot[UUID_LEN + 1];
+  char parent[UUID_LEN + 1];
+};
+
+/* Set D->held to the newest point of the chain under D->prev (itself
+ * included) whose verdict holds it back: a delta must not be built on
+ * a point verify found damaged or different from the host, unseen. */
+static void
+held_in_chain (struct disk *d, const struct link *links, size_t n)
+{
+  struct verdicts vs;
+  const char *at = d->prev.snapshot;
+
+  if (verdicts_load (d->dir, &vs) == -1) {
+    log_warn ("%s: %s", d->label, err_get ());
+    return;
+  }
+  for (size_t hops = 0; at[0] && hops <= n; hops++) {
+    enum verdict v = verdicts_of (&vs, at);
+    size_t i;
+    if (verdict_holds (v)) {
+      snprintf (d->held, sizeof d->held, "%s", at);
+      d->held_as = v;
+      break;
+    }
+    for (i = 0; i < n && strcmp (links[i].snapshot, at) != 0; i++)
+      ;
+    at = i < n ? links[i].parent : "";
+  }
+  verdicts_free (&vs);
+}
+
 /* Read what the store holds for disk D: finish incomplete layers where
  * the host still has their data, and find the newest layer, which the
  * next delta builds on unless it can never be finished. */
@@ -173,8 +211,14 @@ scan_store (struct backup *b, struct disk *d)
   enum resume r;
   int ret = -1;
 
+  CLEANUP_FREE struct link *links = NULL;
+  size_t nlinks = 0;
+
   if (d->dir == NULL || store_list (d->dir, &snaps, &n) == -1)
     return -1;
+  links = calloc (n ? n : 1, sizeof *links);
+  if (links == NULL)
+    goto out;
   /* Copies of manifests this disk's mounts lack (an older store). */
   if (manifests_refresh (d->dir) == -1)
     log_warn ("%s: %s", d->label, err_get ());
@@ -190,6 +234,8 @@ scan_store (struct backup *b, struct disk *d)
       continue;
     }
     d->max_seq = MAX (d->max_seq, l->meta.seq);
+    memcpy (links[nlinks].snapshot, l->meta.snapshot, UUID_LEN + 1);
+    memcpy (links[nlinks++].parent, l->meta.parent, UUID_LEN + 1);
     r = layer_complete (l) ? RESUME_DONE
       : resume_layer (b, d, ldir, snaps[i], l->meta.lazy);
     if (l->meta.seq > newest) {
@@ -204,6 +250,8 @@ scan_store (struct backup *b, struct disk *d)
     }
     layer_close (l);
   }
+  if (d->have_prev)
+    held_in_chain (d, links, nlinks);
   if (d->have_prev && prev_complete) {
     /* A crash between commit and data_destroy leaves the newest
      * snapshot holding data the store already has. */
@@ -314,6 +362,11 @@ prepare_disk (struct backup *b, struct disk *d)
   else if (!d->live.cbt_enabled)
     log_warn ("%s: CBT was switched off (a host crash does that); taking a "
               "new baseline, older points stay readable", d->label);
+  else if (d->held[0])
+    log_warn ("%s: snapshot %s, which the next delta would build on, was "
+              "found %s by a check; taking a new baseline rather than "
+              "building on it (cbtfs verify --accept %s allows it)",
+              d->label, d->held, verdict_name (d->held_as), d->held);
   else if ((d->prev_ref = xapi_vdi_by_uuid (b->xs, d->prev.snapshot)) == NULL)
     log_warn ("%s: the previous snapshot %s is gone from the host (%s); "
               "taking a new baseline", d->label, d->prev.snapshot, err_get ());
@@ -625,8 +678,10 @@ disk_failed (struct disk *d)
 }
 
 /* --verify: does the new point's image in the store have the md5 the
- * host computes for the snapshot?  Only then may its data go.  A
- * point that cannot be compared keeps its data, with a warning. */
+ * host computes for the snapshot?  Only then may its data go.  The
+ * answer is recorded in the store (verdict.h): a point that differs
+ * keeps its snapshot's data on later runs too.  A point that cannot be
+ * compared is a failure of the run, and keeps its data as well. */
 static bool
 verified (struct backup *b, struct disk *d)
 {
@@ -637,28 +692,35 @@ verified (struct backup *b, struct disk *d)
   struct fetch_opts fo = { .max_conns = 2, .timeout = b->copy.timeout,
                            .retry_after = 10 };
   struct fetcher *f = fetcher_new (cli_fetch_target, b->xs, &fo);
+  long wait = cli_checksum_timeout (d->snap.virtual_size, b->copy.timeout);
   CLEANUP_FREE char *host = NULL;
   char mine[33];
   bool ok = false;
 
   if (p == NULL || f == NULL)
-    log_warn ("%s: cannot verify (%s); the snapshot keeps its data",
-              d->label, cat ? "not in the store" : err_get ());
+    err_set (ENOENT, "cannot verify (%s); the snapshot keeps its data",
+             cat ? "not in the store" : err_get ());
   else if (verify_point_md5 (p->layer, f, mine) == -1)
-    log_warn ("%s: cannot verify (%s); the snapshot keeps its data",
-              d->label, err_get ());
-  else if ((host = xapi_vdi_checksum (b->xs, d->snap_ref)) == NULL)
-    log_warn ("%s: cannot verify: %s; the snapshot keeps its data",
-              d->label, err_get ());
+    err_prefix ("cannot verify (the snapshot keeps its data)");
+  else if ((host = xapi_vdi_checksum (b->xs, d->snap_ref, wait)) == NULL)
+    err_prefix ("cannot verify (the snapshot keeps its data)");
   else if (strcasecmp (mine, host) != 0) {
+    if (verdict_record (d->dir, d->snap.uuid, VERDICT_DIFFERS) == -1)
+      log_warn ("%s: %s", d->label, err_get ());
     err_set (EIO, "the stored image differs from the host's (md5 %s, the "
-             "host says %s); the snapshot keeps its data", mine, host);
-    disk_failed (d);
+             "host says %s); the snapshot keeps its data until cbtfs "
+             "verify --server finds them equal or cbtfs verify --accept "
+             "lets it go", mine, host);
   }
+  else if (verdict_record (d->dir, d->snap.uuid, VERDICT_MATCH) == -1)
+    err_prefix ("verified, but cannot record it (the snapshot keeps its "
+                "data)");
   else {
     log_info ("%s: verified against the host (md5 %s)", d->label, mine);
     ok = true;
   }
+  if (!ok)
+    disk_failed (d);
   fetcher_free (f);
   catalog_free (cat);
   return ok;

@@ -4,6 +4,7 @@
 #define CBTFS_CLI_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "../xapi/session.h"
 
@@ -92,10 +93,19 @@ extern struct catalog *cli_catalog (const char *path, unsigned flags);
 struct catalog_disk;
 struct catalog_point;
 
+struct layer;
+
+/* The folder of L's disk in the store (malloc'd), or NULL on ENOMEM. */
+extern char *cli_disk_dir (const struct layer *l);
+
 /* "by-vm/VM/DISK/TIME.img": where people find point P of disk D in a
  * mount.  Malloc'd (caller frees), or NULL on ENOMEM. */
 extern char *cli_point_label (const struct catalog_disk *d,
                               const struct catalog_point *p);
+
+/* Seconds to give VDI.checksum of a disk of SIZE bytes: the host reads
+ * all of it (allowing 20 MiB/s), and never less than AT_LEAST. */
+extern long cli_checksum_timeout (uint64_t size, long at_least);
 
 /* Print "cbtfs: MESSAGE" for the current err_get () and return 1. */
 extern int cli_fail (void);

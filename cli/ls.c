@@ -6,6 +6,9 @@
 
 #include "../chain/catalog.h"
 #include "../chain/read.h"
+#include "../chain/verdict.h"
+#include "../common/cleanup.h"
+#include "../common/error.h"
 #include "../common/log.h"
 #include "cli.h"
 
@@ -41,10 +44,37 @@ state_of (struct layer *l, char *buf, size_t len)
   return chain_readable (l) ? "complete" : "complete (an older layer is not)";
 }
 
+/* The verdicts of disk D (empty if none or unreadable: then said). */
+static void
+load_verdicts (const struct catalog_disk *d, struct verdicts *vs)
+{
+  CLEANUP_FREE char *dir = d->npoints ? cli_disk_dir (d->points[0].layer)
+    : NULL;
+
+  vs->v = NULL;
+  vs->n = 0;
+  if (dir && verdicts_load (dir, vs) == -1)
+    log_warn ("%s", err_get ());
+}
+
+/* What ls says of verdict V after a point ("" for none). */
+static const char *
+verdict_note (enum verdict v)
+{
+  switch (v) {
+  case VERDICT_MATCH: return "  verified";
+  case VERDICT_DIFFERS: return "  unverified: differs from the host";
+  case VERDICT_DAMAGED: return "  unverified: damaged";
+  case VERDICT_ACCEPTED: return "  accepted";
+  default: return "";
+  }
+}
+
 static void
 print_json (const struct catalog *c)
 {
   const char *sep = "";
+  struct verdicts vs;
 
   printf ("{\"disks\": [");
   for (size_t i = 0; i < c->ndisks; i++) {
@@ -64,8 +94,10 @@ print_json (const struct catalog *c)
     printf (", \"name_label\": ");
     json_str (m->disk_name);
     printf (", \"points\": [");
+    load_verdicts (d, &vs);
     for (size_t j = 0; j < d->npoints; j++) {
       struct layer *l = d->points[j].layer;
+      enum verdict v = verdicts_of (&vs, l->meta.snapshot);
       uint64_t present, stored;
       layer_counts (l, &present, &stored);
       printf ("%s\n    {\"snapshot\": \"%s\", \"name\": ", j ? "," : "",
@@ -74,12 +106,16 @@ print_json (const struct catalog *c)
       printf (", \"time\": %" PRId64 ", \"size\": %" PRIu64
               ", \"kind\": \"%s\", \"chain\": \"%s\", \"changed_blocks\": %"
               PRIu64 ", \"present_blocks\": %" PRIu64 ", \"stored_blocks\": %"
-              PRIu64 ", \"complete\": %s, \"readable\": %s}",
+              PRIu64 ", \"complete\": %s, \"readable\": %s, "
+              "\"verdict\": %s%s%s, \"held\": %s}",
               l->meta.time, l->meta.size, layer_is_baseline (&l->meta) ? "baseline" : "delta",
               l->meta.chain, l->nchanged, present, stored,
               layer_complete (l) ? "true" : "false",
-              chain_readable (l) ? "true" : "false");
+              chain_readable (l) ? "true" : "false",
+              v ? "\"" : "", v ? verdict_name (v) : "null", v ? "\"" : "",
+              verdict_holds (v) ? "true" : "false");
     }
+    verdicts_free (&vs);
     printf ("]}");
   }
   printf ("\n], \"skipped_layers\": %zu}\n", c->nskipped);
@@ -88,20 +124,25 @@ print_json (const struct catalog *c)
 static void
 print_text (const struct catalog *c)
 {
+  struct verdicts vs;
+
   for (size_t i = 0; i < c->nvms; i++) {
     const struct catalog_vm *vm = &c->vms[i];
     printf ("%s  (VM %s)\n", vm->name, vm->uuid);
     for (size_t j = 0; j < vm->ndisks; j++) {
       const struct catalog_disk *d = vm->disks[j];
       printf ("  %s  (disk %s)\n", d->name, d->uuid);
+      load_verdicts (d, &vs);
       for (size_t k = 0; k < d->npoints; k++) {
         struct layer *l = d->points[k].layer;
         char buf[64];
         printf ("    %s.img  %s  %" PRIu64 " bytes  %s  %" PRIu64
-                " blocks  %s\n", d->points[k].name, l->meta.snapshot,
+                " blocks  %s%s\n", d->points[k].name, l->meta.snapshot,
                 l->meta.size, layer_is_baseline (&l->meta) ? "baseline" : "delta   ",
-                l->nchanged, state_of (l, buf, sizeof buf));
+                l->nchanged, state_of (l, buf, sizeof buf),
+                verdict_note (verdicts_of (&vs, l->meta.snapshot)));
       }
+      verdicts_free (&vs);
     }
   }
   if (c->nskipped)

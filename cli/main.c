@@ -65,7 +65,8 @@ cli_usage (const char *sub)
       "             --password-file FILE [--ca-file PEM] [--keep-data]\n"
       "             [--nbd-connections N] [-q|-v]" },
     { "verify", "cbtfs verify STORE [--server URL [--user USER] --password-file FILE\n"
-      "             [--ca-file PEM]] [-q|-v]" },
+      "             [--ca-file PEM]] [-q|-v]\n"
+      "  cbtfs verify STORE --accept SNAPSHOT-UUID..." },
   };
   fprintf (stderr, "usage:\n");
   for (size_t i = 0; i < sizeof text / sizeof text[0]; i++)

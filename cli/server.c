@@ -1,5 +1,6 @@
 /* cbtfs: connecting to XAPI from the command line. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "../common/util.h"
 #include "../chain/layer.h"
 #include "../chain/nbdsrc.h"
+#include "../chain/verdict.h"
 #include "../xapi/api.h"
 #include "cli.h"
 
@@ -200,10 +202,31 @@ int
 cli_data_destroy (xapi_session *xs, const char *ref, const char *uuid,
                   const char *layer_dir)
 {
+  CLEANUP_FREE char *disk_dir = strdup (layer_dir);
+  char *slash = disk_dir ? strrchr (disk_dir, '/') : NULL;
+  int v;
+
   /* What this process believes is not enough: only what is on disk
    * survives it. */
   if (layer_check_complete (layer_dir) == -1) {
     log_warn ("snapshot %s keeps its data on the host: %s", uuid, err_get ());
+    return -1;
+  }
+  if (slash == NULL) {
+    log_warn ("snapshot %s keeps its data on the host: out of memory", uuid);
+    return -1;
+  }
+  *slash = '\0';
+  v = verdict_latest (disk_dir, uuid);
+  if (v == -1 || verdict_holds (v)) {
+    if (v == -1)
+      log_warn ("snapshot %s keeps its data on the host: %s", uuid,
+                err_get ());
+    else
+      log_warn ("snapshot %s keeps its data on the host: its point was "
+                "found %s (cbtfs verify --server checks it again; cbtfs "
+                "verify --accept %s lets it go)", uuid, verdict_name (v),
+                uuid);
     return -1;
   }
   for (int i = 1;; i++) {
@@ -217,4 +240,23 @@ cli_data_destroy (xapi_session *xs, const char *ref, const char *uuid,
   }
   log_warn ("snapshot %s keeps its data on the host: %s", uuid, err_get ());
   return -1;
+}
+
+long
+cli_checksum_timeout (uint64_t size, long at_least)
+{
+  uint64_t t = 60 + size / (20 << 20);
+
+  return t > (uint64_t) at_least ? (long) MIN (t, (uint64_t) LONG_MAX)
+    : at_least;
+}
+
+char *
+cli_disk_dir (const struct layer *l)
+{
+  char *d = strdup (l->dir), *slash = d ? strrchr (d, '/') : NULL;
+
+  if (slash)
+    *slash = '\0';
+  return d;
 }

@@ -2,11 +2,17 @@
 """End to end: proving backups restore (cbtfs verify, backup --verify).
 
 backup --verify compares each new image with the host's VDI.checksum
-before data_destroy, and keeps the snapshot's data when they differ.
-verify --server passes on a good chain (also through a lazy point, read
-without changing the store); a byte flipped in the store makes verify
-fail naming every point in time the block shows through, makes
-verify --server fail, and makes the mounted read return EIO, not data.
+before data_destroy, and keeps the snapshot's data when they differ --
+also on later runs: the verdict is recorded in the store, `cbtfs ls`
+shows the point as unverified, and the next backup takes a new baseline
+rather than build on it, until verify --server finds the image equal or
+verify --accept lets it go (then cbtfs fetch reduces it).  A checksum
+that cannot be had fails the run.  verify --server passes on a good
+chain (also through a lazy point, read without changing any data); a
+byte flipped in the store makes verify fail naming every point in time
+the block shows through, makes verify --server fail, makes the mounted
+read return EIO, not data, and makes the next backup of a chain built
+on it start a new baseline.
 """
 import errno
 import os
@@ -51,11 +57,17 @@ def main():
         cb.write_at(guest, 40 * MiB, os.urandom(MiB))
         s.control("write_file", vdi=vdi, path=guest)
         env.cbtfs("backup", store, "--no-copy", *srv)
+        def data_of(ps):
+            return [{k: v for k, v in p.items() if k not in ("verdict", "held")}
+                    for p in ps]
+
         before = points()
         _, _, err = env.cbtfs("verify", store, "-v", *srv)
         check("matches the host" in err and "1 points match" in err,
               "verify --server did not compare the lazy point: %r" % err)
-        check(points() == before, "verify changed the store")
+        check(data_of(points()) == data_of(before), "verify changed the store")
+        check(points()[1]["verdict"] == "match", "no verdict: %r" % points()[1])
+        env.cbtfs("fetch", store, *srv)
 
         # The host disagrees: backup --verify keeps the snapshot's data.
         cb.write_at(guest, 50 * MiB, os.urandom(MiB))
@@ -67,6 +79,46 @@ def main():
         p3 = points()[2]
         check(p3["complete"] and vdi_type(p3) == "user",
               "a mismatching snapshot lost its data: %s" % p3)
+        check(p3["verdict"] == "differs" and p3["held"], "not held: %r" % p3)
+        _, out, _ = env.cbtfs("ls", store)
+        check("unverified: differs" in out, "ls does not say so: %r" % out)
+
+        # The next plain backup keeps it too, and builds no delta on it.
+        _, _, err = env.cbtfs("backup", store, *srv)
+        check(vdi_type(p3) == "user", "a plain backup reduced a point that "
+              "differed from the host")
+        check(points()[3]["kind"] == "baseline" and "taking a new baseline" in err,
+              "a delta was built on a point that differed: %r" % err)
+        # verify --server finds it equal now (the host's real checksum):
+        # the hold is lifted, and fetch reduces it.
+        _, _, err = env.cbtfs("verify", store, "-v", *srv)
+        check(points()[2]["verdict"] == "match", "hold not lifted: %r" % err)
+        env.cbtfs("fetch", store, p3["snapshot"], *srv)
+        check(vdi_type(p3) == "cbt_metadata", "fetch did not reduce it")
+
+        # Once more, let go by the user this time.
+        cb.write_at(guest, 52 * MiB, os.urandom(MiB))
+        s.control("write_file", vdi=vdi, path=guest)
+        s.control("set", return_next={"method": "VDI.checksum",
+                                      "value": "0" * 32})
+        env.cbtfs("backup", store, "--verify", *srv, ok=False)
+        p5 = points()[4]
+        check(p5["held"] and vdi_type(p5) == "user", "not held: %r" % p5)
+        env.cbtfs("verify", store, "--accept", p5["snapshot"])
+        check(points()[4]["verdict"] == "accepted", "not accepted")
+        env.cbtfs("fetch", store, p5["snapshot"], *srv)
+        check(vdi_type(p5) == "cbt_metadata", "fetch did not reduce it")
+
+        # A checksum the host cannot give fails the run; the data stays.
+        cb.write_at(guest, 54 * MiB, os.urandom(MiB))
+        s.control("write_file", vdi=vdi, path=guest)
+        s.control("set", fail_next={"method": "VDI.checksum",
+                                    "error": ["INTERNAL_ERROR", "test"]})
+        rc, _, err = env.cbtfs("backup", store, "--verify", *srv, ok=False)
+        check(rc == 1 and "cannot verify" in err, "rc %d: %r" % (rc, err))
+        check(vdi_type(points()[5]) == "user", "unverified point reduced")
+        env.cbtfs("verify", store, "--accept", points()[5]["snapshot"])
+        env.cbtfs("fetch", store, points()[5]["snapshot"], *srv)
 
         # Flip one byte of a stored block of the first point that the later
         # points still show.
@@ -81,8 +133,10 @@ def main():
         rc, _, err = env.cbtfs("verify", store, ok=False)
         check(rc == 1, "verify passed a damaged store")
         for p in points():
-            check("%s): 1 blocks fail" % p["snapshot"] in err,
-                  "verify did not name %s: %r" % (p["snapshot"], err))
+            if p["chain"] == p1["chain"]:
+                check("%s): 1 blocks fail" % p["snapshot"] in err,
+                      "verify did not name %s: %r" % (p["snapshot"], err))
+        check(points()[0]["verdict"] == "damaged", "damage not recorded")
         rc, _, err = env.cbtfs("verify", store, *srv, ok=False)
         check(rc == 1 and "damaged" in err, "verify --server passed: %r" % err)
 
@@ -101,6 +155,24 @@ def main():
             f.seek(8 * MiB)
             g.seek(8 * MiB)
             check(f.read(MiB) == g.read(MiB), "undamaged blocks read wrong")
+        cb.unmount(mnt)
+
+        # Damage in the point the next delta would build on: verify
+        # records it, and the next backup starts a new baseline.
+        newest = points()[-1]
+        data = os.path.join(store, "disks", vdi, newest["snapshot"], "data")
+        at = 54 * MiB + 777                     # a block it changed
+        with open(data, "r+b") as f:
+            f.seek(at)
+            b = f.read(1)
+            f.seek(at)
+            f.write(bytes([b[0] ^ 0x20]))
+        env.cbtfs("verify", store, ok=False)
+        check(points()[-1]["verdict"] == "damaged", "damage not recorded")
+        _, _, err = env.cbtfs("backup", store, *srv)
+        check(points()[-1]["kind"] == "baseline"
+              and "found damaged" in err and "taking a new baseline" in err,
+              "a delta was built on a damaged point: %r" % err)
     print("ok")
 
 

@@ -539,9 +539,13 @@ xapi_vdi_destroy (xapi_session *s, const char *vdi)
 }
 
 char *
-xapi_vdi_checksum (xapi_session *s, const char *vdi)
+xapi_vdi_checksum (xapi_session *s, const char *vdi, long timeout)
 {
-  return call_string (s, "VDI.checksum", 1, &vdi);
+  long old = xapi_set_timeout (s, timeout);
+  char *r = call_string (s, "VDI.checksum", 1, &vdi);
+
+  xapi_set_timeout (s, old);
+  return r;
 }
 
 /* ---- the VHD export's head ---- */

@@ -110,8 +110,10 @@ extern int xapi_vdi_data_destroy (xapi_session *s, const char *vdi);
 /* VDI.destroy (e.g. a snapshot no backup layer describes). */
 extern int xapi_vdi_destroy (xapi_session *s, const char *vdi);
 
-/* VDI.checksum: md5 hex of the VDI's content (caller frees). */
-extern char *xapi_vdi_checksum (xapi_session *s, const char *vdi);
+/* VDI.checksum: md5 hex of the VDI's content (caller frees).  The host
+ * reads the whole disk for it: it gets TIMEOUT seconds. */
+extern char *xapi_vdi_checksum (xapi_session *s, const char *vdi,
+                                long timeout);
 
 /* GET /export_raw_vdi?vdi=UUID&format=vhd, read only up to the end
  * of the block table, then hang up: which parts of the VDI (XAPI says

@@ -1152,3 +1152,13 @@ xapi_session_url (const xapi_session *s)
 {
   return s->url;
 }
+
+long
+xapi_set_timeout (xapi_session *s, long seconds)
+{
+  long old = s->timeout;
+
+  s->timeout = seconds > 0 ? seconds : XAPI_DEFAULT_TIMEOUT;
+  curl_easy_setopt (s->curl, CURLOPT_TIMEOUT, s->timeout);
+  return old;
+}

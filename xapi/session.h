@@ -89,6 +89,11 @@ extern bool xapi_failed_with (const xapi_session *s, const char *code)
 extern const char *xapi_session_ref (const xapi_session *s)
   __attribute__ ((__nonnull__ (1)));
 
+/* Give every later request on S SECONDS (0: the default) to finish;
+ * returns the previous limit. */
+extern long xapi_set_timeout (xapi_session *s, long seconds)
+  __attribute__ ((__nonnull__ (1)));
+
 /* The base URL in use (after following HOST_IS_SLAVE).  Borrowed. */
 extern const char *xapi_session_url (const xapi_session *s)
   __attribute__ ((__nonnull__ (1)));

@@ -14,6 +14,7 @@
 #include "chain/manifests.h"
 #include "chain/store.h"
 #include "chain/sums.h"
+#include "chain/verdict.h"
 #include "common/dio.h"
 #include "common/error.h"
 #include "common/util.h"
@@ -788,6 +789,43 @@ test_manifest_copies (void)
   rm_rf (dir);
 }
 
+/* Verdicts: the newest line about a snapshot wins; torn and damaged
+ * lines are skipped, and a line after a torn one is read. */
+static void
+test_verdicts (void)
+{
+  char *dir = make_tmpdir (), *path;
+  const char *other = "00000000-0000-0000-0000-000000000002";
+  struct verdicts vs;
+  int fd;
+
+  CHECK (verdict_latest (dir, SNAP) == VERDICT_NONE);
+  CHECK (verdict_record (dir, SNAP, VERDICT_DIFFERS) == 0);
+  CHECK (verdict_record (dir, other, VERDICT_MATCH) == 0);
+  CHECK (verdict_latest (dir, SNAP) == VERDICT_DIFFERS);
+  CHECK (verdict_holds (VERDICT_DIFFERS) && !verdict_holds (VERDICT_MATCH));
+  CHECK (asprintf (&path, "%s/verified", dir) > 0);
+  CHECK (mode_of (path) == 0600);
+  /* A crash tore an append: the torn line is no verdict, the next
+   * append starts a line of its own. */
+  fd = open (path, O_WRONLY | O_APPEND);
+  CHECK (fd >= 0 && write (fd, SNAP " 17 accep", 45) == 45);
+  close (fd);
+  CHECK (verdict_latest (dir, SNAP) == VERDICT_DIFFERS);
+  CHECK (verdict_record (dir, SNAP, VERDICT_ACCEPTED) == 0);
+  CHECK (verdict_latest (dir, SNAP) == VERDICT_ACCEPTED);
+  /* A flipped byte makes a line no verdict. */
+  CHECK (verdict_record (dir, SNAP, VERDICT_DAMAGED) == 0);
+  scribble (path, size_of (path) - 20, 1);
+  CHECK (verdicts_load (dir, &vs) == 0 && vs.n == 2);
+  CHECK (verdicts_of (&vs, SNAP) == VERDICT_ACCEPTED);
+  CHECK (verdicts_of (&vs, other) == VERDICT_MATCH);
+  verdicts_free (&vs);
+  CHECK (verdict_record (dir, "not-a-uuid", VERDICT_MATCH) == -1);
+  free (path);
+  rm_rf (dir);
+}
+
 /* The checksum table forgets keys without losing the others, however
  * their probe runs overlap (deletion moves later entries back). */
 static void
@@ -886,6 +924,7 @@ main (int argc, char **argv)
   }
   test_manifest ();
   test_sums_del ();
+  test_verdicts ();
   test_store_dir ();
   test_layer_fill ();
   test_delta_and_damage ();

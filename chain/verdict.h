@@ -1,0 +1,75 @@
+/* cbtfs: what checks of a point found, kept in the store.
+ *
+ * DISK_DIR/verified is an append-only text file, one line per check of
+ * one point (FORMAT.md): "<snapshot> <time> <verdict> <check>".  The
+ * newest line about a snapshot is its verdict.  A point whose image
+ * differed from the host's, or whose stored blocks were damaged, keeps
+ * its snapshot's data on the host and is not built on, until a later
+ * check passes or the user accepts it.
+ *
+ * Thread model: no shared state; appends from several processes do not
+ * interleave (one write(2) of one short line with O_APPEND).
+ */
+#ifndef CBTFS_CHAIN_VERDICT_H
+#define CBTFS_CHAIN_VERDICT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "../common/util.h"
+
+enum verdict {
+  VERDICT_NONE = 0,             /* never checked (no line) */
+  VERDICT_MATCH,                /* the image's md5 is the host's VDI.checksum */
+  VERDICT_DIFFERS,              /* it is not */
+  VERDICT_DAMAGED,              /* stored blocks or index records fail checks */
+  VERDICT_SOUND,                /* every stored block passes its checksum */
+  VERDICT_ACCEPTED,             /* the user let a failed point go */
+};
+
+/* Whether V holds a point back: its snapshot keeps its data and no
+ * delta is built on it. */
+static inline bool
+verdict_holds (enum verdict v)
+{
+  return v == VERDICT_DIFFERS || v == VERDICT_DAMAGED;
+}
+
+/* "match", "differs", …; "" for VERDICT_NONE. */
+extern const char *verdict_name (enum verdict v);
+
+/* Append V about SNAPSHOT to DISK_DIR/verified and make it durable.
+ * 0 or -1 with err_*. */
+extern int verdict_record (const char *disk_dir, const char *snapshot,
+                           enum verdict v)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+/* The verdicts of one disk, newest per snapshot.  Owned by the caller
+ * (verdicts_free). */
+struct verdicts {
+  struct verdict_entry {
+    char snapshot[UUID_LEN + 1];
+    enum verdict v;
+  } *v;
+  size_t n;
+};
+
+/* Read DISK_DIR/verified into *OUT (empty when there is none); torn
+ * and damaged lines are skipped.  0 or -1 with err_*. */
+extern int verdicts_load (const char *disk_dir, struct verdicts *out)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+/* SNAPSHOT's verdict in VS (VERDICT_NONE if none). */
+extern enum verdict verdicts_of (const struct verdicts *vs,
+                                 const char *snapshot)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+extern void verdicts_free (struct verdicts *vs)
+  __attribute__ ((__nonnull__ (1)));
+
+/* SNAPSHOT's verdict read from DISK_DIR (verdicts_load + verdicts_of).
+ * VERDICT_NONE, or -1 with err_* when the file cannot be read. */
+extern int verdict_latest (const char *disk_dir, const char *snapshot)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+#endif /* CBTFS_CHAIN_VERDICT_H */

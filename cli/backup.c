@@ -612,6 +612,19 @@ describe_layer (struct backup *b, const struct xapi_vm *vm, struct disk *d)
              "positive multiple of 512", d->snap.uuid, d->snap.virtual_size);
     return -1;
   }
+  /* Values the store cannot hold (layer.c refuses them on reading):
+   * committed, they would make a layer no reader accepts. */
+  if (d->snap.virtual_size > INT64_C (1) << 62) {
+    err_set (EPROTO, "snapshot %s has virtual size %" PRId64 ", more than "
+             "the store's limit of 2^62 bytes", d->snap.uuid,
+             d->snap.virtual_size);
+    return -1;
+  }
+  if (d->snap.snapshot_time < 0) {
+    err_set (EPROTO, "snapshot %s has snapshot_time %" PRId64 ", before "
+             "1970", d->snap.uuid, d->snap.snapshot_time);
+    return -1;
+  }
   nblocks = chain_nblocks (d->snap.virtual_size);
   if (!d->baseline) {
     b64 = xapi_vdi_list_changed_blocks (b->xs, d->prev_ref, d->snap_ref);

@@ -46,8 +46,13 @@ extern int cli_server_option (struct server_opts *so, int c, const char *arg);
 extern char *cli_server_url (const char *arg);
 
 /* Log in as O describes, reading the password from its file (first
- * line; the file never reaches argv).  NULL with err_*. */
+ * line; the file never reaches argv).  Makes the process non-dumpable
+ * first (cli_forbid_dumps).  NULL with err_*. */
 extern xapi_session *cli_login (const struct server_opts *o);
+
+/* Make this process and its forks non-dumpable, with no core file,
+ * before a secret enters memory.  Idempotent.  0 or -1 with err_*. */
+extern int cli_forbid_dumps (void);
 
 struct nbdsrc_target;
 

@@ -1,6 +1,8 @@
 /* cbtfs: command-line entry point. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 
 #include "../chain/catalog.h"
@@ -38,6 +40,29 @@ cli_catalog (const char *path, unsigned flags)
   cat = catalog_load (s, flags);
   store_close (s);
   return cat;
+}
+
+int
+cli_forbid_dumps (void)
+{
+  struct rlimit rl;
+
+  /* Non-dumpable: no core file, and /proc/PID/{mem,environ,…} and
+   * ptrace are closed to everyone without CAP_SYS_PTRACE, also to
+   * other processes of our own user.  The flag lives in the mm, so it
+   * survives fork (the mount's daemonised child) and goes only with
+   * execve or a change of uid or gid.  A zero core limit also keeps
+   * a core file from being written where fs.suid_dumpable=2 would
+   * allow one (readable by root only). */
+  if (prctl (PR_SET_DUMPABLE, 0, 0, 0, 0) == -1) {
+    err_sys (errno, "prctl PR_SET_DUMPABLE");
+    return -1;
+  }
+  if (getrlimit (RLIMIT_CORE, &rl) == 0 && rl.rlim_cur != 0) {
+    rl.rlim_cur = 0;
+    setrlimit (RLIMIT_CORE, &rl);
+  }
+  return 0;
 }
 
 char *

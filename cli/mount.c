@@ -83,6 +83,25 @@ check_mountpoint (const char *path)
   return 0;
 }
 
+/* The mount shows the store directory's owner, group and read bits
+ * (fs.h): a store is created 0700, so by default only its owner may
+ * read the images, even with -o allow_other; an admin shares them by
+ * giving the store a group and its read bits. */
+static int
+store_access (const char *store, struct fs_opts *o)
+{
+  struct stat st;
+
+  if (stat (store, &st) == -1) {
+    err_sys (errno, "store %s", store);
+    return -1;
+  }
+  o->uid = st.st_uid;
+  o->gid = st.st_gid;
+  o->mode = st.st_mode & 07777;
+  return 0;
+}
+
 int
 cmd_mount (int argc, char **argv)
 {
@@ -119,7 +138,8 @@ cmd_mount (int argc, char **argv)
     return cli_usage ("mount");
   o.fsname = argv[optind];
   o.mountpoint = argv[optind + 1];
-  if (check_mountpoint (o.mountpoint) == -1)
+  if (check_mountpoint (o.mountpoint) == -1
+      || store_access (o.fsname, &o) == -1)
     return cli_fail ();
   if (z.so.server) {
     if (xapi_global_init () == -1 || check_server (&z.so) == -1)

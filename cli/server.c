@@ -101,6 +101,9 @@ cli_login (const struct server_opts *o)
   };
   xapi_session *s;
 
+  /* Before the password or a session is in memory. */
+  if (cli_forbid_dumps () == -1)
+    return NULL;
   if (o->server == NULL) {
     err_set (EINVAL, "--server is required");
     return NULL;

@@ -42,6 +42,8 @@ struct fs {
   struct fetcher *fetch;        /* borrowed; NULL: missing blocks are EIO */
   uid_t uid;
   gid_t gid;
+  mode_t file_mode;             /* permission bits of images */
+  mode_t dir_mode;              /* and of folders */
   pthread_mutex_t log_lock;     /* guards the two below */
   char last_error[256];         /* the last read error logged, and when */
   double last_error_time;
@@ -66,10 +68,10 @@ fill_attr (const struct fs *fs, uint64_t ino, const struct node *n,
   st->st_blksize = CHAIN_BLOCK_SIZE;
   switch (n->kind) {
   case NODE_DIR:
-    st->st_mode = S_IFDIR | 0555;
+    st->st_mode = S_IFDIR | fs->dir_mode;
     break;
   case NODE_FILE:
-    st->st_mode = S_IFREG | 0444;
+    st->st_mode = S_IFREG | fs->file_mode;
     st->st_size = n->top->meta.size;
     st->st_blocks = DIV_ROUND_UP (st->st_size, 512);
     break;
@@ -374,7 +376,10 @@ int
 fs_run (const struct catalog *cat, const struct fs_opts *o)
 {
   struct fs fs = {
-    .fetch = o->fetch, .uid = getuid (), .gid = getgid (),
+    .fetch = o->fetch, .uid = o->uid, .gid = o->gid,
+    .file_mode = o->mode & 0444,
+    /* Each read bit brings its search bit: r-- → r-x. */
+    .dir_mode = (o->mode & 0444) | (o->mode & 0444) >> 2,
     .log_lock = PTHREAD_MUTEX_INITIALIZER,
   };
   struct fuse_args args = FUSE_ARGS_INIT (0, NULL);

@@ -7,6 +7,7 @@
 #define CBTFS_FS_FS_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 #include "../chain/catalog.h"
 #include "../chain/fetch.h"
@@ -18,6 +19,14 @@ struct fs_opts {
   bool foreground;              /* false: detach once the mount is ready */
   bool debug;
   struct fetcher *fetch;        /* fetches missing blocks, or NULL */
+  /* Who may read, as the kernel checks it (default_permissions):
+   * every file and folder has this owner and group and the read bits
+   * of MODE, folders also the matching search bits.  The CLI passes
+   * the store directory's, so a mount opens up no more than the store
+   * does, also with -o allow_other. */
+  uid_t uid;
+  gid_t gid;
+  mode_t mode;
 };
 
 /* Mount CAT (borrowed) read-only at o->mountpoint and serve it until

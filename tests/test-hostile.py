@@ -5,7 +5,10 @@ Names with '/', '..', tabs, newlines, 2000 bytes, non-ASCII text, empty,
 or "by-uuid" become safe, stable, readable names in the mount.  Malformed
 XAPI answers (missing Status, wrong types, a control character, a huge
 string, an answer over the size limit) end in one clear line, commit no
-layer, and leave earlier points readable.
+layer, and leave earlier points readable; so does a snapshot whose
+record says it was taken before 1970 or is larger than 2^62 bytes
+(baseline or delta, with or without --no-copy), and the next backup
+goes on from the last good point.
 """
 import os
 import sys
@@ -117,7 +120,69 @@ def main():
         mnt = env.mount(store, env.path("m3"))
         check(os.path.getsize(os.path.join(mnt, "by-vm", "a_b", "a_b-0", "latest"))
               == MiB, "an earlier point is gone")
+    refused_values()
     print("ok")
+
+
+def refused_values():
+    """A snapshot whose record carries a value the store cannot hold (a
+    time before 1970, a size above 2^62) is refused in one line before
+    anything is committed, as a baseline and as a delta."""
+    with sim.Sim() as s, cb.Env() as env:
+        info = s.info
+        pw = env.password_file()
+        store = env.path("store")
+        base = ["backup", store, "--server", info["xapi_url"], "--ca-file",
+                info["ca_file"], "--password-file", pw]
+        old = s.control("create_vm", name="old", disks=[{"name": "d", "size": 4 * MiB}])
+        guest = env.path("old.img")
+        with open(guest, "wb") as f:
+            f.write(os.urandom(4 * MiB))
+        s.control("write_file", vdi=old["disks"][0]["vdi"], path=guest)
+        env.cbtfs(*base)
+        first = cb.sha256(guest)
+        cb.write_at(guest, MiB, os.urandom(MiB))
+        s.control("write_file", vdi=old["disks"][0]["vdi"], path=guest)
+        new = s.control("create_vm", name="new", disks=[{"name": "d", "size": 4 * MiB}])
+        before = env.ls_json(store)
+
+        time_1960 = -315619200                # 19600101T00:00:00Z
+        huge = (1 << 62) + 65536
+        cases = [
+            # (VM, extra options, claims, what the line must say)
+            (old, [], {"snapshot_time": time_1960}, ("snapshot_time", "before 1970")),
+            (old, [], {"virtual_size": huge}, ("virtual size %d" % huge, "2^62")),
+            (new, ["--no-copy"], {"virtual_size": huge}, ("virtual size", "2^62")),
+            (new, ["--no-copy"], {"snapshot_time": -1}, ("snapshot_time -1",)),
+            (new, [], {"snapshot_time": time_1960, "virtual_size": huge},
+             ("virtual size",)),
+        ]
+        for vm, extra, claims, words in cases:
+            what = "%s %s" % (vm["vm"][:8], claims)
+            s.control("set", snapshot_claims=dict(claims, vdi=vm["disks"][0]["vdi"]))
+            rc, _, err = env.cbtfs(*base, "--vm", vm["vm"], *extra, ok=False)
+            lines = err.strip().splitlines()
+            check(rc == 1 and len(lines) == 1, "%s: exit %d, %r" % (what, rc, err))
+            check(all(w in lines[0] for w in words), "%s: %r does not say %s"
+                  % (what, lines[0], words))
+            print("%s -> %s" % (what, lines[0]))
+            check(env.ls_json(store) == before, "%s: the store changed" % what)
+        left = [v for v in s.control("vdis")["vdis"]
+                if v["is_a_snapshot"] and v["type"] != "cbt_metadata"]
+        check(not left, "snapshots left holding data: %s" % left)
+
+        # The earlier point still reads, and the chain goes on from it.
+        mnt = env.mount(store, env.path("m"))
+        check(cb.sha256(os.path.join(mnt, "by-vm/old/d/latest")) == first,
+              "the earlier point reads wrong")
+        cb.unmount(mnt)
+        env.cbtfs(*base)
+        pts = env.ls_json(store)["disks"]
+        kinds = sorted((len(d["points"]), d["points"][-1]["kind"]) for d in pts)
+        check(kinds == [(1, "baseline"), (2, "delta")], "after: %r" % kinds)
+        mnt = env.mount(store, env.path("m2"))
+        check(cb.sha256(os.path.join(mnt, "by-vm/old/d/latest")) == cb.sha256(guest),
+              "the delta after the refusals reads wrong")
 
 
 if __name__ == "__main__":

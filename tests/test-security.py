@@ -5,7 +5,9 @@
   in no argument list, log line or error message of backup, mount,
   fetch or verify, even with -v.
 - The store is created 0700 and every file in it 0600; the mount is not
-  open to other users unless -o allow_other is given.
+  open to other users unless -o allow_other is given, and then only as
+  far as the store directory's owner, group and read bits allow: a
+  0700 store's images stay its owner's, a 0750 store's group reads them.
 - TLS to XAPI is verified unless --insecure, which warns; an NBD server
   that does not offer TLS is refused, never used in clear.
 """
@@ -99,7 +101,49 @@ def main():
         check("retrying" not in err, "refused TLS was retried: %r" % err)
         pts = env.ls_json(store)["disks"][0]["points"]
         check(pts[-1]["present_blocks"] == 0, "blocks came over clear text")
+
+        shared_modes(env, store, pts[0]["name"])
     print("ok")
+
+
+def shared_modes(env, store, name):
+    """With -o allow_other, the mount opens up only what the store
+    directory does: its owner, group and read bits."""
+    def as_user(gid, *cmd):
+        return subprocess.run(["setpriv", "--reuid=65534", "--regid=%d" % gid,
+                               "--clear-groups"] + list(cmd), capture_output=True)
+
+    os.chmod(env.dir, 0o711)            # others may reach the mount points
+    img = os.path.join("by-vm", "web", "root", name + ".img")   # complete
+    m = env.mount(store, env.path("private"), "-o", "allow_other")
+    check("allow_other" in open("/proc/mounts").read(), "no allow_other")
+    modes = {p: oct(os.stat(os.path.join(m, p)).st_mode & 0o7777)
+             for p in ("", "by-vm", "by-vm/web/root", "by-uuid", img)}
+    check(modes == {"": "0o500", "by-vm": "0o500", "by-vm/web/root": "0o500",
+                    "by-uuid": "0o500", img: "0o400"},
+          "a 0700 store mounts as %r" % modes)
+    check(as_user(65534, "ls", m).returncode != 0,
+          "another user could list a 0700 store's mount")
+    check(as_user(65534, "cat", os.path.join(m, img)).returncode != 0,
+          "another user could read an image of a 0700 store")
+    cb.unmount(m)
+
+    # Shared as README says: the store's group and its read bits.
+    os.chown(store, 0, 65534)
+    os.chmod(store, 0o750)
+    m = env.mount(store, env.path("shared"), "-o", "allow_other")
+    st = os.stat(os.path.join(m, img))
+    check(st.st_mode & 0o7777 == 0o440 and st.st_gid == 65534,
+          "a 0750 store's image is %o, group %d" % (st.st_mode, st.st_gid))
+    r = as_user(65534, "ls", os.path.join(m, "by-vm", "web", "root"))
+    check(r.returncode == 0 and b"latest" in r.stdout,
+          "the store's group cannot list the mount: %r" % r.stderr)
+    r = as_user(65534, "cat", os.path.join(m, img))
+    check(r.returncode == 0 and r.stdout == open(os.path.join(m, img), "rb").read(),
+          "the store's group cannot read an image: %r" % r.stderr)
+    check(as_user(65533, "cat", os.path.join(m, img)).returncode != 0,
+          "a user outside the store's group read an image")
+    cb.unmount(m)
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ int
 vhd_head_need (const uint8_t *buf, size_t len, size_t max, size_t *need)
 {
   const uint8_t *h = buf + VHD_FOOTER_SIZE;
-  uint64_t table, end;
+  uint64_t table, bytes;
 
   *need = VHD_FOOTER_SIZE + VHD_HEADER_SIZE;
   if (len >= VHD_FOOTER_SIZE && check_footer (buf) == -1)
@@ -107,14 +107,17 @@ vhd_head_need (const uint8_t *buf, size_t len, size_t max, size_t *need)
   if (check_header (h) == -1)
     return -1;
   table = be64 (h + 16);
-  /* 4 bytes per entry, padded to a sector; cannot overflow in 64 bits. */
-  end = table + (((uint64_t) be32 (h + 28) * 4 + 511) & ~UINT64_C (511));
-  if (table < *need || end > max) {
+  /* 4 bytes per entry, padded to a sector: at most 2^34, no overflow. */
+  bytes = ((uint64_t) be32 (h + 28) * 4 + 511) & ~UINT64_C (511);
+  /* table + bytes is never computed before it is known not to wrap:
+   * a wrapped end would pass for a short head and put the table
+   * before the buffer. */
+  if (table < *need || table > max || bytes > max - table) {
     err_set (EPROTO, "VHD block table at %" PRIu64 " is out of range",
              table);
     return -1;
   }
-  *need = end;
+  *need = table + bytes;
   return 0;
 }
 

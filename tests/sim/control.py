@@ -19,6 +19,7 @@ import socketserver
 
 import export
 from model import ControlError, XapiError, NULL
+from wire import DateTime
 
 KNOBS = ("data_destroy_wait", "nbd_read_delay_ms", "nbd_drop_after_bytes",
          "xapi_delay_ms")
@@ -156,12 +157,31 @@ class Control:
                         m.raw_next.setdefault(f["method"], []).append(f["body"])
                     else:
                         m.expire_on.setdefault(f["method"], []).append(True)
+            elif k == "snapshot_claims":
+                self._snapshot_claims(v)
             else:
                 raise ControlError("unknown knob %r" % k)
         m.cond.notify_all()
         self.log("knobs set: %s" % ", ".join(sorted(b)))
         return {"knobs": dict(m.knobs),
                 "fail_next": {k: list(v) for k, v in m.fail_next.items()}}
+
+    def _snapshot_claims(self, v):
+        """The next snapshot of V["vdi"] tells clients V's virtual_size
+        (bytes, sent as a decimal int) and snapshot_time (seconds since
+        1970, sent as a compact dateTime), whatever they really are."""
+        if not isinstance(v, dict) or not isinstance(v.get("vdi"), str):
+            raise ControlError('snapshot_claims wants {"vdi": uuid, ...}')
+        vdi = self.m.vdi_by_uuid_ctl(v["vdi"])
+        claims = {}
+        for f in ("virtual_size", "snapshot_time"):
+            if f in v:
+                x = _need(v, f, int)
+                claims[f] = DateTime(x) if f == "snapshot_time" else x
+        if set(v) - {"vdi", "virtual_size", "snapshot_time"} or not claims:
+            raise ControlError("snapshot_claims takes virtual_size and/or "
+                               "snapshot_time (ints)")
+        self.m.snapshot_claims[vdi.rec["uuid"]] = claims
 
     def op_nbd_override(self, b):
         # "*" stands for every VDI without an override of its own (a

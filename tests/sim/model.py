@@ -103,6 +103,7 @@ class Obj:
         self.cbt_parent = None    # previous node in the CBT chain (ref)
         self.cbt_child = None     # next node in the CBT chain (ref)
         self.override = None      # nbd_override record for get_nbd_info
+        self.claims = None        # fields get_record shows instead of rec's
 
 
 class Model:
@@ -139,6 +140,7 @@ class Model:
         self.return_next = {}         # method -> [[value], ...]: replace a result
         self.raw_next = {}            # method -> [body, ...]: answer verbatim
         self.expire_on = {}           # method -> [True, ...]: expire sessions first
+        self.snapshot_claims = {}     # live VDI uuid -> claims of its next snapshot
         self.override = None          # nbd_override for every VDI ("*")
         self.nbd_open = 0             # gauge, not reset by reset_stats
         self.next_domid = 1
@@ -189,6 +191,10 @@ class Model:
             r["physical_utilisation"] = (disk.allocated_bytes(obj.path)
                                          if obj.path else 0)
             r["allowed_operations"] = self._vdi_allowed_operations(obj)
+            # Only what clients are told changes: the data, the CBT log
+            # and the exports keep the real size.
+            if obj.claims:
+                r.update(obj.claims)
         elif obj.cls == "SR":
             vdis = [self.objs["VDI"][v] for v in obj.rec["VDIs"]]
             r["virtual_allocation"] = sum(v.rec["virtual_size"] for v in vdis)
@@ -505,6 +511,11 @@ class Model:
                         snapshot_time=DateTime(now_seconds() if t is None else t),
                         cbt_enabled=r["cbt_enabled"],
                         location=snap.rec["uuid"])
+        claims = self.snapshot_claims.pop(r["uuid"], None)
+        if claims:
+            snap.claims = claims
+            self.log("snapshot of %s claims %s" % (r["uuid"], ", ".join(
+                "%s=%s" % kv for kv in sorted(claims.items()))))
         snap.path = os.path.join(self.vdi_dir, snap.rec["uuid"] + ".img")
         disk.sparse_copy(src.path, snap.path, r["virtual_size"])
         if r["cbt_enabled"] and src.log is not None:

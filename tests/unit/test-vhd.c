@@ -141,11 +141,43 @@ test_damage (void)
                "out of range");
 }
 
+/* A table offset so large that offset + table length wraps past 2^64
+ * must not pass as a short head: the table would then be read from
+ * before the buffer and taken for an allocation map. */
+static void
+test_wrap (void)
+{
+  const uint32_t alloc[] = { 1 };
+  const struct { uint64_t table; uint32_t entries; } c[] = {
+    { UINT64_MAX - 511, 4 },            /* a 512-byte table ending at 0 */
+    { UINT64_MAX - 255, 4 },            /* ... at 256 */
+    { UINT64_MAX, 4 },                  /* ... at 511 */
+    { UINT64_MAX - (UINT64_C (8) << 30) + 1, UINT32_MAX }, /* 16 GiB */
+  };
+  uint64_t size = 8 * MiB;              /* 4 entries */
+  size_t len, need;
+  struct vhd_head h;
+
+  for (size_t k = 0; k < sizeof c / sizeof c[0]; k++) {
+    len = make_head (buf, size, alloc, 1);
+    put64 (buf + 512 + 16, c[k].table);
+    put32 (buf + 512 + 28, c[k].entries);
+    sum (buf + 512, 1024, 36);
+    CHECK_FAILS (vhd_head_need (buf, len, 64 << 20, &need), EPROTO,
+                 "out of range");
+    CHECK_FAILS (vhd_head_need (buf, len, SIZE_MAX, &need), EPROTO,
+                 "out of range");
+    CHECK_FAILS (vhd_head_parse (buf, len, size, &h), EPROTO,
+                 "out of range");
+  }
+}
+
 int
 main (void)
 {
   test_parse ();
   test_damage ();
+  test_wrap ();
   printf ("test-vhd: ok\n");
   return 0;
 }

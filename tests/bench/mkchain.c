@@ -40,7 +40,7 @@ fill (uint8_t *buf)
 }
 
 static void
-make_uuid (char out[UUID_LEN + 1])
+rand_uuid (char out[UUID_LEN + 1])
 {
   uint64_t a = next (), b = next ();
   snprintf (out, UUID_LEN + 1, "%08x-%04x-4%03x-8%03x-%012" PRIx64,
@@ -83,13 +83,13 @@ main (int argc, char **argv)
   dir = store_disk_dir (s, argv[2], true);
   if (dir == NULL)
     die (argv[2]);
-  make_uuid (vm);
+  rand_uuid (vm);
   for (i = 0; i < depth; i++) {
     struct bitmap set = { 0 };
     struct layer *l;
 
     memset (&m, 0, sizeof m);
-    make_uuid (m.snapshot);
+    rand_uuid (m.snapshot);
     strcpy (m.disk, argv[2]);
     strcpy (m.vm, vm);
     strcpy (m.chain, i ? prev.chain : m.snapshot);

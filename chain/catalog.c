@@ -257,6 +257,8 @@ open_point (const char *dir, int dirfd, const char *name, const char *disk,
     layer_close (l);
     return NULL;
   }
+  if (flags & CATALOG_COUNTS)
+    layer_unload (l);
   return l;
 }
 

@@ -56,6 +56,11 @@ enum catalog_flags {
    * layer's set and index are read when a read first needs them
    * (layer_load), and damage there is found then, not at load. */
   CATALOG_LAZY = 1,
+  /* Read every layer whole, as without CATALOG_LAZY (damage is found
+   * here), but keep only its counts (layer_unload): memory then grows
+   * with the number of layers, not with their blocks, and a command
+   * loads again the layers it works on (and unloads them after). */
+  CATALOG_COUNTS = 2,
 };
 
 /* Load STORE (FLAGS: enum catalog_flags).  A damaged layer is logged

@@ -435,23 +435,49 @@ fdc_make_room (unsigned max)
     if (l->fd_users == 0) {
       fdc_unlink (l);
       close (l->data_fd);
-      l->data_fd = -1;
+      close (l->rindex_fd);
+      l->data_fd = l->rindex_fd = -1;
       fdc_open--;
     }
     l = prev;
   }
 }
 
-/* The data file descriptor for reading, held until data_fd_put.  -1
- * with err_* if it cannot be opened. */
+/* Open DIR/NAME for reading, giving back cached descriptors when the
+ * process has none left.  Called with fdc_lock held. */
 static int
-data_fd_get (struct layer *l)
+open_cached (const char *dir, const char *name)
 {
   CLEANUP_FREE char *path = NULL;
   int fd;
 
-  if (l->fd_pinned)
+  if (asprintf (&path, "%s/%s", dir, name) == -1) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  fd = open (path, O_RDONLY | O_CLOEXEC);
+  if (fd == -1 && (errno == EMFILE || errno == ENFILE)) {
+    /* Others used up the process's files: give back all we can. */
+    fdc_make_room (1);
+    fd = open (path, O_RDONLY | O_CLOEXEC);
+  }
+  if (fd == -1)
+    err_sys (errno, "open %s", path);
+  return fd;
+}
+
+/* The data file descriptor for reading, and in *IFD the index's (for
+ * the records that hold checksums), held until data_fd_put.  -1 with
+ * err_* if they cannot be opened. */
+static int
+data_fd_get (struct layer *l, int *ifd)
+{
+  int fd;
+
+  if (l->fd_pinned) {
+    *ifd = l->index_fd;
     return l->data_fd;
+  }
   pthread_mutex_lock (&fdc_lock);
   if (l->data_fd >= 0) {
     fdc_unlink (l);
@@ -459,25 +485,22 @@ data_fd_get (struct layer *l)
   }
   else {
     if (fdc_max == 0) {
-      /* A quarter of what the process may open, leaving the rest to
-       * FUSE, NBD connections and layers being filled.  Reading a point
-       * whose chain is deeper than this opens and closes files often. */
+      /* An eighth of what the process may open (two files a layer),
+       * leaving the rest to FUSE, NBD connections and layers being
+       * filled.  Reading a point whose chain is deeper than this opens
+       * and closes files often. */
       struct rlimit rl;
       fdc_max = FD_CACHE_MAX;
-      if (getrlimit (RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur / 4 < fdc_max)
-        fdc_max = MAX (rl.rlim_cur / 4, 4);
+      if (getrlimit (RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur / 8 < fdc_max)
+        fdc_max = MAX (rl.rlim_cur / 8, 4);
     }
     fdc_make_room (fdc_max);
-    if (asprintf (&path, "%s/data", l->dir) == -1)
-      path = NULL;
-    fd = path ? open (path, O_RDONLY | O_CLOEXEC) : -1;
-    if (fd == -1 && (errno == EMFILE || errno == ENFILE)) {
-      /* Others used up the process's files: give back all we can. */
-      fdc_make_room (1);
-      fd = open (path, O_RDONLY | O_CLOEXEC);
+    fd = open_cached (l->dir, "data");
+    if (fd >= 0 && (l->rindex_fd = open_cached (l->dir, "index")) == -1) {
+      close (fd);
+      fd = -1;
     }
     if (fd == -1) {
-      err_sys (errno, "open %s/data", l->dir);
       pthread_mutex_unlock (&fdc_lock);
       return -1;
     }
@@ -487,6 +510,7 @@ data_fd_get (struct layer *l)
   }
   l->fd_users++;
   fd = l->data_fd;
+  *ifd = l->rindex_fd;
   pthread_mutex_unlock (&fdc_lock);
   return fd;
 }
@@ -520,7 +544,7 @@ layer_alloc (void)
   pthread_mutex_init (&l->write_lock, NULL);
   pthread_mutex_init (&l->resolve_lock, NULL);
   pthread_mutex_init (&l->load_lock, NULL);
-  l->data_fd = l->wdata_fd = l->direct_fd = l->index_fd = -1;
+  l->data_fd = l->wdata_fd = l->direct_fd = l->index_fd = l->rindex_fd = -1;
   return l;
 }
 
@@ -545,6 +569,7 @@ layer_close (struct layer *l)
       fdc_unlink (l);
       fdc_open--;
       close (l->data_fd);
+      close (l->rindex_fd);
     }
     pthread_mutex_unlock (&fdc_lock);
   }
@@ -555,7 +580,9 @@ layer_close (struct layer *l)
   bitmap_free (&l->changed);
   bitmap_free (&l->ready);
   bitmap_free (&l->present);
-  sums_free (&l->sums);
+  free (l->recno);
+  free (l->rank);
+  sums_free (&l->unsynced);
   layer_meta_clear (&l->meta);
   free (l->load_error);
   free (l->dir);
@@ -567,6 +594,43 @@ layer_close (struct layer *l)
   if (l->resolve_cache_free)
     l->resolve_cache_free (l->resolve_cache);
   free (l);
+}
+
+/* Build the rank directory of the set and an empty record map. */
+static int
+make_rank (struct layer *l)
+{
+  size_t words = (l->nblocks + 63) / 64;
+  uint64_t n = 0;
+
+  if (l->nchanged >= UINT32_MAX) {
+    err_set (EFBIG, "snapshot %s: too many blocks for one layer",
+             l->meta.snapshot);
+    return -1;
+  }
+  l->recno = calloc (l->nchanged ? l->nchanged : 1, sizeof *l->recno);
+  if (l->recno == NULL)
+    return -1;
+  if (l->meta.full)
+    return 0;
+  l->rank = malloc ((words ? words : 1) * sizeof *l->rank);
+  if (l->rank == NULL)
+    return -1;
+  for (size_t w = 0; w < words; w++) {
+    l->rank[w] = n;
+    n += __builtin_popcountll (l->changed.words[w]);
+  }
+  return 0;
+}
+
+/* The place of block B (in the set) among the blocks of the set. */
+static inline uint64_t
+set_rank (const struct layer *l, uint64_t b)
+{
+  if (l->rank == NULL)
+    return b;
+  return l->rank[b >> 6] + __builtin_popcountll (
+    l->changed.words[b >> 6] & ((UINT64_C (1) << (b & 63)) - 1));
 }
 
 static int
@@ -598,27 +662,40 @@ load_changed (struct layer *l)
     }
   }
   l->nchanged = bitmap_count (&l->changed);
-  return 0;
+  return make_rank (l);
 }
 
-/* Apply one durable record to the in-memory state.  Called with l->lock
- * held exclusively (or before the layer is shared). */
+/* Apply one durable record, number N in the index, to the in-memory
+ * state.  Called with l->lock held exclusively (or before the layer is
+ * shared). */
 static int
-apply_rec (struct layer *l, const struct rec *r)
+apply_rec (struct layer *l, const struct rec *r, uint64_t n)
 {
   uint64_t b;
 
+  if (r->kind == REC_DATA && n > UINT32_MAX) {
+    err_set (EFBIG, "snapshot %s: its index has too many records",
+             l->meta.snapshot);
+    return -1;
+  }
   for (b = r->block; b < r->block + r->count; b++) {
+    const uint8_t *u;
+    bool was_data;
+
+    if (!bitmap_get (&l->changed, b))
+      continue;                 /* a valid record of a block not in the set */
+    was_data = bitmap_get (&l->present, b) && l->recno[set_rank (l, b)];
     bitmap_set (&l->ready, b);
     if (!bitmap_get (&l->present, b)) {
       bitmap_set (&l->present, b);
-      if (bitmap_get (&l->changed, b))
-        l->npresent++;
+      l->npresent++;
     }
-    if (r->kind == REC_DATA && sums_put (&l->sums, b, r->sum) == -1) {
-      err_set (ENOMEM, "out of memory");
-      return -1;
-    }
+    l->recno[set_rank (l, b)] = r->kind == REC_DATA ? n : 0;
+    l->nstored += (r->kind == REC_DATA) - was_data;
+    /* Its checksum is in the index now (unless a newer put is queued). */
+    u = sums_get (&l->unsynced, b);
+    if (u && (r->kind != REC_DATA || memcmp (u, r->sum, SUM_LEN) == 0))
+      sums_del (&l->unsynced, b);
   }
   return 0;
 }
@@ -635,7 +712,7 @@ rec_valid (const struct layer *l, const struct rec *r)
 }
 
 /* Call FN for every record of the index at or after byte FROM (the
- * header is not checked here).  A record whose check fails is a torn
+ * header is not checked here), with its number (its offset / 40).  A record whose check fails is a torn
  * tail when no good record follows it: a crash interrupted its append,
  * and the scan ends before it (where the next writer cuts the file).
  * One that a good record follows is damage: it is skipped and counted
@@ -646,7 +723,7 @@ rec_valid (const struct layer *l, const struct rec *r)
  * be trusted past: -1 with err_* and errno EPROTO. */
 static int
 scan_index (struct layer *l, int fd, const char *path, uint64_t from,
-            int (*fn) (struct layer *, const struct rec *),
+            int (*fn) (struct layer *, const struct rec *, uint64_t),
             uint64_t *end, uint64_t *damaged)
 {
   enum { CHUNK = REC_SIZE * 1024 };
@@ -676,7 +753,7 @@ scan_index (struct layer *l, int fd, const char *path, uint64_t from,
                  off + i);
         return -1;
       }
-      if (fn (l, &rec) == -1)
+      if (fn (l, &rec, (off + i) / REC_SIZE) == -1)
         return -1;
       *damaged += bad;
       bad = 0;
@@ -951,9 +1028,13 @@ unload (struct layer *l)
   bitmap_free (&l->changed);
   bitmap_free (&l->ready);
   bitmap_free (&l->present);
-  sums_free (&l->sums);
-  l->nchanged = l->npresent = 0;
+  free (l->recno);
+  free (l->rank);
+  l->recno = l->rank = NULL;
+  sums_free (&l->unsynced);
+  l->nchanged = l->npresent = l->nstored = 0;
   l->index_len = l->damaged_records = 0;
+  l->counts_kept = false;
   errno = e;
 }
 
@@ -970,6 +1051,7 @@ read_set_and_index (struct layer *l)
     err_set (ENOMEM, "out of memory");
     return -1;
   }
+  unload (l);                   /* counts kept by layer_unload go */
   if (load_changed (l) == -1) {
     unload (l);
     return -1;
@@ -1250,6 +1332,37 @@ layer_create (const char *parent_dir, const char *tmp_dir,
 
 /* ---- blocks ----------------------------------------------------------- */
 
+/* Whether ready block B is stored (not all zeros).  Called with
+ * l->lock held. */
+static bool
+is_data (const struct layer *l, uint64_t b)
+{
+  if (sums_get (&l->unsynced, b))
+    return true;
+  return bitmap_get (&l->present, b) && l->recno[set_rank (l, b)] != 0;
+}
+
+/* Read block B's checksum from its record, number N of the index IFD:
+ * the record must still be what the index said.  0, or -1 with err_*
+ * and errno EIO. */
+static int
+record_sum (const struct layer *l, int ifd, uint64_t b, uint64_t n,
+            uint8_t sum[SUM_LEN])
+{
+  uint8_t raw[REC_SIZE];
+  struct rec r;
+
+  if (full_pread (ifd, raw, REC_SIZE, (off_t) n * REC_SIZE) != REC_SIZE
+      || !rec_decode (raw, &r) || r.kind != REC_DATA || r.block != b
+      || r.count != 1) {
+    err_set (EIO, "block %" PRIu64 " of snapshot %s: its index record "
+             "cannot be read back", b, l->meta.snapshot);
+    return -1;
+  }
+  memcpy (sum, r.sum, SUM_LEN);
+  return 0;
+}
+
 enum layer_block
 layer_block_state (struct layer *l, uint64_t b)
 {
@@ -1263,7 +1376,7 @@ layer_block_state (struct layer *l, uint64_t b)
   if (!bitmap_get (&l->ready, b))
     st = LAYER_MISSING;
   else
-    st = sums_get (&l->sums, b) ? LAYER_DATA : LAYER_ZERO;
+    st = is_data (l, b) ? LAYER_DATA : LAYER_ZERO;
   pthread_rwlock_unlock (&l->lock);
   return st;
 }
@@ -1273,9 +1386,10 @@ layer_read_block (struct layer *l, uint64_t b, void *buf)
 {
   uint8_t want[SUM_LEN], got[SUM_LEN];
   const uint8_t *s;
+  uint64_t n = 0;
   bool present;
   ssize_t r;
-  int fd;
+  int fd, ifd;
 
   if (layer_load (l) == -1) {
     errno = EIO;
@@ -1283,9 +1397,11 @@ layer_read_block (struct layer *l, uint64_t b, void *buf)
   }
   pthread_rwlock_rdlock (&l->lock);
   present = bitmap_get (&l->ready, b);
-  s = sums_get (&l->sums, b);
+  s = sums_get (&l->unsynced, b);
   if (s)
     memcpy (want, s, SUM_LEN);
+  else if (present && bitmap_get (&l->present, b))
+    n = l->recno[set_rank (l, b)];
   pthread_rwlock_unlock (&l->lock);
 
   if (!present) {
@@ -1293,13 +1409,17 @@ layer_read_block (struct layer *l, uint64_t b, void *buf)
              b, l->meta.snapshot);
     return -1;
   }
-  if (s == NULL) {
+  if (s == NULL && n == 0) {
     memset (buf, 0, CHAIN_BLOCK_SIZE);
     return 0;
   }
-  fd = data_fd_get (l);
+  fd = data_fd_get (l, &ifd);
   if (fd == -1) {
     errno = EIO;
+    return -1;
+  }
+  if (s == NULL && record_sum (l, ifd, b, n, want) == -1) {
+    data_fd_put (l);
     return -1;
   }
   r = full_pread (fd, buf, CHAIN_BLOCK_SIZE, (off_t) b << CHAIN_BLOCK_SHIFT);
@@ -1431,7 +1551,9 @@ layer_put_run (struct layer *l, uint64_t first, unsigned n, const void *buf)
   for (i = 0; i < n && ret == 0; i++) {
     ret = pending_add (l, &r[i]);
     if (ret == 0 && r[i].kind == REC_DATA)
-      ret = sums_put (&l->sums, first + i, r[i].sum);
+      ret = sums_put (&l->unsynced, first + i, r[i].sum);
+    else if (ret == 0)
+      sums_del (&l->unsynced, first + i);
     if (ret == 0)
       bitmap_set (&l->ready, first + i);
     if (ret == -1)
@@ -1464,19 +1586,21 @@ cmp_rec (const void *a, const void *b)
 }
 
 /* Encode V (sorted) into OUT, merging runs of zero blocks into one
- * record; returns the number of bytes. */
+ * record; AT[i] gets the number of the record that holds V[i] among
+ * those written.  Returns the number of bytes. */
 static size_t
-encode_runs (struct rec *v, size_t n, uint8_t *out)
+encode_runs (struct rec *v, size_t n, uint8_t *out, size_t *at)
 {
   size_t i, o = 0;
 
   for (i = 0; i < n;) {
-    struct rec r = v[i++];
+    struct rec r = v[i];
+    at[i++] = o / REC_SIZE;
     if (r.kind == REC_ZERO)
       while (i < n && v[i].kind == REC_ZERO && v[i].block == r.block + r.count
              && r.count < UINT32_MAX) {
         r.count++;
-        i++;
+        at[i++] = o / REC_SIZE;
       }
     rec_encode (&r, out + o);
     o += REC_SIZE;
@@ -1510,7 +1634,7 @@ give_up (struct layer *l, struct pending *batch)
       for (uint64_t b = r->block; b < r->block + r->count; b++)
         if (!bitmap_get (&l->present, b)) {
           bitmap_clear (&l->ready, b);
-          sums_del (&l->sums, b);
+          sums_del (&l->unsynced, b);
         }
       if (r->kind == REC_DATA && !bitmap_get (&l->present, r->block)
           && fallocate (l->wdata_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
@@ -1529,6 +1653,8 @@ layer_sync (struct layer *l)
 {
   struct pending batch = { 0 }, *p;
   CLEANUP_FREE uint8_t *out = NULL;
+  CLEANUP_FREE size_t *at = NULL;
+  uint64_t first;
   size_t len, i;
   int ret = -1;
 
@@ -1545,11 +1671,12 @@ layer_sync (struct layer *l)
   }
   qsort (batch.v, batch.len, sizeof *batch.v, cmp_rec);
   out = malloc (batch.len * REC_SIZE);
-  if (out == NULL) {
+  at = malloc (batch.len * sizeof *at);
+  if (out == NULL || at == NULL) {
     err_set (ENOMEM, "out of memory");
     goto fail;
   }
-  len = encode_runs (batch.v, batch.len, out);
+  len = encode_runs (batch.v, batch.len, out, at);
   /* Data first, then the records that vouch for it (FORMAT.md). */
   if (fdatasync (l->wdata_fd) == -1) {
     err_sys (errno, "fsync %s/data", l->dir);
@@ -1564,11 +1691,12 @@ layer_sync (struct layer *l)
     }
     goto fail;
   }
+  first = l->index_len / REC_SIZE;
   l->index_len += len;
 
   pthread_rwlock_wrlock (&l->lock);
   for (i = 0; i < batch.len; i++)
-    if (apply_rec (l, &batch.v[i]) == -1)
+    if (apply_rec (l, &batch.v[i], first + at[i]) == -1)
       break;
   pthread_rwlock_unlock (&l->lock);
   ret = i == batch.len ? 0 : -1;
@@ -1584,8 +1712,9 @@ layer_sync (struct layer *l)
 
 /* scan_index's FN for layer_check_complete: presence only, no sums. */
 static int
-mark_present (struct layer *l, const struct rec *r)
+mark_present (struct layer *l, const struct rec *r, uint64_t n)
 {
+  (void) n;
   for (uint64_t b = r->block; b < r->block + r->count; b++)
     if (!bitmap_get (&l->present, b)) {
       bitmap_set (&l->present, b);
@@ -1637,11 +1766,47 @@ layer_check_complete (const char *dir)
   return ret;
 }
 
+int
+layer_unload (struct layer *l)
+{
+  if (__atomic_load_n (&l->load_state, __ATOMIC_ACQUIRE) != LAYER_LOADED)
+    return 0;
+  if (l->index_fd >= 0 || l->fd_pinned) {
+    errno = EBUSY;
+    return -1;
+  }
+  bitmap_free (&l->changed);
+  bitmap_free (&l->ready);
+  bitmap_free (&l->present);
+  free (l->recno);
+  free (l->rank);
+  l->recno = l->rank = NULL;
+  sums_free (&l->unsynced);
+  l->index_len = 0;
+  if (l->resolve_cache_free)
+    l->resolve_cache_free (l->resolve_cache);
+  l->resolve_cache = NULL;
+  l->resolve_tried = false;
+  l->counts_kept = true;
+  __atomic_store_n (&l->load_state, LAYER_UNLOADED, __ATOMIC_RELEASE);
+  return 0;
+}
+
+/* Whether L answers counts from those layer_unload kept. */
+static bool
+counts_only (const struct layer *l)
+{
+  return l->counts_kept
+    && __atomic_load_n (&l->load_state, __ATOMIC_ACQUIRE) == LAYER_UNLOADED;
+}
+
 bool
 layer_complete (struct layer *l)
 {
   bool done;
 
+  if (counts_only (l))
+    return l->npresent == l->nchanged;
   if (layer_load (l) == -1)
     return false;
   pthread_rwlock_rdlock (&l->lock);
@@ -1653,12 +1818,17 @@ layer_complete (struct layer *l)
 void
 layer_counts (struct layer *l, uint64_t *present, uint64_t *stored)
 {
+  if (counts_only (l)) {
+    *present = l->npresent;
+    *stored = l->nstored;
+    return;
+  }
   if (layer_load (l) == -1) {
     *present = *stored = 0;
     return;
   }
   pthread_rwlock_rdlock (&l->lock);
   *present = l->npresent;
-  *stored = l->sums.len;
+  *stored = l->nstored + l->unsynced.len;
   pthread_rwlock_unlock (&l->lock);
 }

@@ -119,12 +119,23 @@ struct layer {
   struct bitmap ready;          /* blocks this process may serve */
   struct bitmap present;        /* blocks with a durable record */
   uint64_t npresent;            /* present blocks of the set */
-  struct sums sums;             /* checksums of LAYER_DATA blocks */
+  uint64_t nstored;             /* present blocks stored as DATA */
+  /* Where a stored block's checksum is: in its DATA record, read from
+   * the index when the block is read, so that memory grows by 4 bytes
+   * per block of the set, not by a table of every checksum. */
+  uint32_t *recno;              /* per block of the set, in order: its
+                                   DATA record's number, 0 if none */
+  uint32_t *rank;               /* blocks of the set before each 64-block
+                                   word of changed (NULL when full) */
+  struct sums unsynced;         /* checksums of ready DATA blocks whose
+                                   records are not durable yet */
   void *pending;                /* records not yet durable (layer.c) */
 
   pthread_mutex_t sync_lock;
   pthread_mutex_t write_lock;   /* one write submitted to the data file at a time */
   int data_fd;                  /* for reading; see the fd cache in layer.c */
+  int rindex_fd;                /* the index for reading records, opened
+                                   and closed with data_fd */
   bool fd_pinned;               /* data_fd stays open (layers being filled) */
   unsigned fd_users;            /* reads using data_fd now (fd cache) */
   struct layer *fd_prev, *fd_next;  /* fd cache LRU links */
@@ -136,6 +147,7 @@ struct layer {
                                    joined under lock (shared), atomic */
   uint64_t index_len;           /* bytes up to the last good record read */
   uint64_t damaged_records;     /* index records skipped as damaged */
+  bool counts_kept;             /* unloaded, with the counts above kept */
   bool write_failed;            /* a sync failed: no puts until released */
 };
 
@@ -181,6 +193,15 @@ extern struct layer *layer_open_lazy_text (const char *parent_dir,
  * Every function below that looks at blocks loads the layer first;
  * code that reads l->changed or l->nchanged directly must call this. */
 extern int layer_load (struct layer *l) __attribute__ ((__nonnull__ (1)));
+
+/* Free L's set, index and resolver cache, keeping its counts (then
+ * layer_complete and layer_counts answer from them without reading),
+ * so that a command walking a whole store holds one disk's layers at a
+ * time, not the store's.  The next call that needs L's blocks loads it
+ * again.  Only for a process that does not fill L and does not use it
+ * from another thread meanwhile.  0, or -1 with errno EBUSY (L is
+ * being filled). */
+extern int layer_unload (struct layer *l) __attribute__ ((__nonnull__ (1)));
 
 /* Make a layer opened for reading fillable: take the writer lock, read
  * the records other writers added since, cut a torn tail.  Idempotent.

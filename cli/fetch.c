@@ -76,6 +76,9 @@ fetch_one (xapi_session *xs, struct catalog_disk *d, struct catalog_point *p,
   }
   if (!keep && layer_complete (l))
     cli_data_destroy (xs, ref, snap, l->dir);
+  /* Done with it: let others fill it, and free its blocks' map. */
+  if (layer_release (l) == 0)
+    layer_unload (l);
   return 0;
 }
 
@@ -140,7 +143,7 @@ cmd_fetch (int argc, char **argv)
   co.timeout = so.timeout;
   co.progress = verbose >= 1 && isatty (STDERR_FILENO);
 
-  cat = cli_catalog (argv[optind], 0);
+  cat = cli_catalog (argv[optind], CATALOG_COUNTS);
   if (cat == NULL)
     return cli_fail ();
   /* Unknown snapshots are an error before anything is fetched. */

@@ -170,7 +170,7 @@ cmd_ls (int argc, char **argv)
   }
   if (optind + 1 != argc)
     return cli_usage ("ls");
-  cat = cli_catalog (argv[optind], 0);
+  cat = cli_catalog (argv[optind], CATALOG_COUNTS);
   if (cat == NULL)
     return cli_fail ();
   if (json)

@@ -218,7 +218,7 @@ cmd_verify (int argc, char **argv)
   }
   if (optind + 1 != argc)
     return cli_usage ("verify");
-  cat = cli_catalog (argv[optind], naccept ? CATALOG_LAZY : 0);
+  cat = cli_catalog (argv[optind], naccept ? CATALOG_LAZY : CATALOG_COUNTS);
   if (cat == NULL)
     return cli_fail ();
   if (naccept) {
@@ -226,21 +226,6 @@ cmd_verify (int argc, char **argv)
     catalog_free (cat);
     return status;
   }
-
-  for (size_t i = 0; i < cat->ndisks; i++)
-    for (size_t j = 0; j < cat->disks[i].npoints; j++) {
-      if (verify_layer (cat->disks[i].points[j].layer, on_damage, &rep,
-                        &n) == -1) {
-        log_error ("%s", err_get ());
-        status = 1;
-      }
-      checked += n;
-    }
-  if (rep.oom) {
-    log_error ("out of memory listing damaged blocks");
-    status = 1;
-  }
-
   if (so.server) {
     fo.timeout = so.timeout;
     if (xapi_global_init () == -1 || (xs = cli_login (&so)) == NULL
@@ -250,12 +235,27 @@ cmd_verify (int argc, char **argv)
       goto out;
     }
   }
+
+  /* One disk at a time, whose layers are then unloaded: memory grows
+   * with the largest disk, not with the store. */
   for (size_t i = 0; i < cat->ndisks; i++) {
     struct catalog_disk *d = &cat->disks[i];
     struct verdicts vs = { 0 };
     CLEANUP_FREE char *dir = d->npoints ? cli_disk_dir (d->points[0].layer)
       : NULL;
 
+    rep.n = 0;
+    for (size_t j = 0; j < d->npoints; j++) {
+      if (verify_layer (d->points[j].layer, on_damage, &rep, &n) == -1) {
+        log_error ("%s", err_get ());
+        status = 1;
+      }
+      checked += n;
+    }
+    if (rep.oom) {
+      log_error ("out of memory listing damaged blocks");
+      status = 1;
+    }
     if (dir && verdicts_load (dir, &vs) == -1)
       log_warn ("%s", err_get ());
     for (size_t j = 0; j < d->npoints; j++) {
@@ -298,6 +298,8 @@ cmd_verify (int argc, char **argv)
       }
     }
     verdicts_free (&vs);
+    for (size_t j = 0; j < d->npoints; j++)
+      layer_unload (d->points[j].layer);
   }
   log_info ("checked %" PRIu64 " stored blocks of %zu points in time: %zu "
             "damaged, %zu not wholly in the store%s", checked, points,

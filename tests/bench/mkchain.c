@@ -1,18 +1,28 @@
 /* mkchain: build a chain of layers in a store directly, for benchmarks.
  *
  *   mkchain STORE DISK-UUID VM-NAME DEPTH SIZE-MIB CHANGED [SEED [DENSITY]]
+ *   mkchain --holes STORE DISK-UUID VM-NAME SIZE-MIB
  *
  * Makes a baseline of SIZE-MIB whose blocks hold pseudo-random data
  * (DENSITY percent of them, default 100; the rest are zero), then
  * DEPTH-1 deltas that each change CHANGED random blocks, as a backup
  * would have left them (same manifests, sets, data and index).  Prints
- * the snapshot uuids, oldest first.  Not part of cbtfs.
+ * the snapshot uuids, oldest first.
+ *
+ * --holes makes one baseline whose every block is stored as far as its
+ * index says (one DATA record each, as a fully copied disk has), while
+ * its data file is all holes: the records hold the checksum of a block
+ * of zeros, so every block reads back right.  A 2 TiB disk's index
+ * (32 million records) without 2 TiB of data.  Not part of cbtfs.
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 #include "chain/layer.h"
 #include "chain/store.h"
@@ -56,9 +66,76 @@ die (const char *what)
   exit (1);
 }
 
+static void
+put_le (uint8_t *p, uint64_t v, int n)
+{
+  for (int i = 0; i < n; i++)
+    p[i] = v >> (8 * i);
+}
+
+/* The --holes baseline: records written as FORMAT.md says. */
+static int
+holes (char **argv)
+{
+  struct store *s = store_open (argv[0], true);
+  struct layer_meta m = { 0 };
+  uint64_t size = strtoull (argv[3], NULL, 10) << 20, n, b;
+  uint8_t *zero = calloc (1, CHAIN_BLOCK_SIZE), *out;
+  XXH128_canonical_t sum;
+  char *dir, *index;
+  struct layer *l;
+  enum { BATCH = 65536 };
+  FILE *f;
+
+  if (s == NULL || (dir = store_disk_dir (s, argv[1], true)) == NULL)
+    die (argv[0]);
+  rng = 1;
+  rand_uuid (m.snapshot);
+  rand_uuid (m.vm);
+  strcpy (m.disk, argv[1]);
+  strcpy (m.chain, m.snapshot);
+  m.seq = 1;
+  m.time = 1700000000;
+  m.size = size;
+  m.full = true;
+  m.vm_name = argv[2];
+  m.disk_name = (char *) "disk";
+  strcpy (m.userdevice, "0");
+  l = layer_create (dir, s->tmp_dir, &m, NULL);
+  if (l == NULL)
+    die ("layer_create");
+  layer_close (l);
+  XXH128_canonicalFromHash (&sum, XXH3_128bits (zero, CHAIN_BLOCK_SIZE));
+  if (asprintf (&index, "%s/%s/index", dir, m.snapshot) == -1
+      || (f = fopen (index, "ab")) == NULL
+      || (out = malloc ((size_t) BATCH * 40)) == NULL)
+    return 1;
+  n = chain_nblocks (size);
+  for (b = 0; b < n;) {
+    size_t k;
+    for (k = 0; k < BATCH && b < n; k++, b++) {
+      uint8_t *r = out + k * 40;
+      put_le (r, b, 8);
+      put_le (r + 8, 1, 4);
+      put_le (r + 12, 1, 4);            /* DATA */
+      memcpy (r + 16, sum.digest, 16);
+      put_le (r + 32, XXH3_64bits (r, 32), 8);
+    }
+    if (fwrite (out, 40, k, f) != k)
+      return 1;
+  }
+  if (fclose (f) != 0)
+    return 1;
+  printf ("%s\n", m.snapshot);
+  store_close (s);
+  return 0;
+}
+
 int
 main (int argc, char **argv)
 {
+  if (argc == 6 && strcmp (argv[1], "--holes") == 0)
+    return holes (argv + 2);
   struct store *s;
   struct layer_meta m = { 0 }, prev = { 0 };
   uint64_t depth, size, changed, nblocks, i, k, density;

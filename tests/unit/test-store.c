@@ -457,9 +457,48 @@ test_index_damage (void)
   }
   layer_close (l);
 
+  /* Unloaded, a layer answers counts from memory and loads again when
+   * a block is needed; a layer being filled is not unloaded. */
+  l = layer_open (ldir, false);
+  CHECK (l && layer_unload (l) == 0 && l->recno == NULL);
+  CHECK (layer_complete (l) && l->load_state == LAYER_UNLOADED);
+  {
+    uint64_t present, stored;
+    uint8_t *got = malloc (CHAIN_BLOCK_SIZE);
+    layer_counts (l, &present, &stored);
+    CHECK (present == nb && stored == nb && l->load_state == LAYER_UNLOADED);
+    CHECK (layer_read_block (l, 1499, got) == 0
+           && memcmp (got, buf, CHAIN_BLOCK_SIZE) == 0);
+    CHECK (l->load_state == LAYER_LOADED && l->damaged_records == 1);
+    free (got);
+  }
+  CHECK (layer_make_writable (l) == 0);
+  CHECK (layer_unload (l) == -1 && errno == EBUSY);
+  layer_close (l);
+  /* A checksum is read from its record when the block is: a record
+   * damaged since the layer was loaded is an error, never data. */
+  l = layer_open (ldir, false);
+  CHECK (l && layer_block_state (l, 1500) == LAYER_DATA);
+  scribble (ipath, 40 * 1501 + 3, 1);
+  {
+    uint8_t *got = malloc (CHAIN_BLOCK_SIZE);
+    CHECK_FAILS (layer_read_block (l, 1500, got), EIO, "cannot be read back");
+    CHECK (layer_read_block (l, 1501, got) == 0);
+    free (got);
+  }
+  layer_close (l);
+  CHECK (present_of (ldir, &damaged) == nb - 1 && damaged == 2);
+
   /* Complete in one process's memory is not complete on disk. */
+  l = layer_open (ldir, true);
+  fill (buf, 1500);
+  CHECK (l && layer_put_block (l, 1500, buf) == 0 && layer_sync (l) == 0);
+  layer_close (l);
+  len = size_of (ipath);
+  CHECK (layer_check_complete (ldir) == 0);
   l = layer_open (ldir, false);
   CHECK (l && layer_complete (l));
+  len -= 40;
   CHECK (truncate (ipath, len) == 0);
   CHECK (layer_complete (l));
   CHECK (layer_check_complete (ldir) == -1 && errno == ENODATA);

@@ -117,6 +117,7 @@ cmd_mount (int argc, char **argv)
   struct fetch_opts fo = { .max_conns = 8, .retry_after = 10, .store = true };
   struct fs_opts o = { 0 };
   struct catalog *cat;
+  CLEANUP_FREE char *store = NULL, *pwfile = NULL, *cafile = NULL;
   int c, r, status;
 
   while ((c = getopt_long (argc, argv, "fo:vdh", longopts, NULL)) != -1) {
@@ -136,7 +137,23 @@ cmd_mount (int argc, char **argv)
   }
   if (optind + 2 != argc)
     return cli_usage ("mount");
-  o.fsname = argv[optind];
+  /* The mount serves from / (a daemon leaves its directory), and reads
+   * the store and logs in again long after: no path may be relative. */
+  store = realpath (argv[optind], NULL);
+  if (store == NULL
+      || (z.so.password_file
+          && (pwfile = realpath (z.so.password_file, NULL)) == NULL)
+      || (z.so.ca_file && (cafile = realpath (z.so.ca_file, NULL)) == NULL)) {
+    err_sys (errno, "%s", store == NULL ? argv[optind]
+             : pwfile == NULL && z.so.password_file ? z.so.password_file
+             : z.so.ca_file);
+    return cli_fail ();
+  }
+  if (pwfile)
+    z.so.password_file = pwfile;
+  if (cafile)
+    z.so.ca_file = cafile;
+  o.fsname = store;
   o.mountpoint = argv[optind + 1];
   if (check_mountpoint (o.mountpoint) == -1
       || store_access (o.fsname, &o) == -1)
@@ -152,7 +169,7 @@ cmd_mount (int argc, char **argv)
 
   /* Only manifests now: each layer's set and index are read when a read
    * first needs them, so mounting thousands of layers is quick. */
-  cat = cli_catalog (argv[optind], CATALOG_LAZY);
+  cat = cli_catalog (store, CATALOG_LAZY);
   if (cat == NULL) {
     fetcher_free (o.fetch);
     return cli_fail ();

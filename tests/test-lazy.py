@@ -11,7 +11,8 @@ one fetch; an expired session and dropped connections are renewed; an
 unreachable host gives EIO, not a hang.  cbtfs fetch completes the
 layers, with and without --keep-data, while a mount that read from them
 stays mounted, and that mount then reads what fetch stored; fetch waits
-a few seconds for a layer another process holds.
+a few seconds for a layer another process holds.  A mount given
+relative paths (store, password and CA files) works once detached.
 """
 import errno
 import fcntl
@@ -76,6 +77,19 @@ def main():
         nbd = s.control("stats")["nbd"]
         got = nbd["by_vdi"][p1["snapshot"]]
         fetched = len(got["blocks"])
+
+        # Relative paths work although the mount serves from / once it
+        # has detached (and logs in only when a read first needs it).
+        rel = [cb.cbtfs_binary(), "mount", "store", "m-rel", "--server",
+               info["xapi_url"], "--password-file", os.path.basename(pw),
+               "--ca-file", os.path.relpath(info["ca_file"], env.dir)]
+        os.mkdir(env.path("m-rel"))
+        cb.subprocess.run(rel, cwd=env.dir, check=True)
+        env.on_close(cb.unmount, env.path("m-rel"))
+        with open(os.path.join(env.path("m-rel"), img1), "rb") as f:
+            check(f.read(MiB) == cb.pread(guest, 0, MiB),
+                  "a mount given relative paths reads wrong")
+        cb.unmount(env.path("m-rel"))
         print("reading note.txt fetched %d blocks (%d requests)"
               % (fetched, got["requests"]))
         check(0 < fetched <= SIZE // cb.BLOCK // 100,

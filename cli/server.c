@@ -138,9 +138,10 @@ cli_nbd_target (xapi_session *xs, const char *snap_ref, const char *snap_uuid,
   /* XAPI lists a host's IPv4 address first. */
   t->address = info[0].address;
   t->cert = info[0].cert;
+  t->subject = info[0].subject;
   t->exportname = info[0].exportname;
   t->port = info[0].port;
-  info[0].address = info[0].cert = info[0].exportname = NULL;
+  info[0].address = info[0].cert = info[0].subject = info[0].exportname = NULL;
   xapi_nbd_info_free (info, n);
   if (t->port <= 0 || t->port > 65535 || t->address == NULL
       || t->exportname == NULL) {

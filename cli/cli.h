@@ -3,8 +3,6 @@
 #ifndef CBTFS_CLI_H
 #define CBTFS_CLI_H
 
-#include <stdbool.h>
-
 #include "../xapi/session.h"
 
 /* Subcommands: return the process exit status. */
@@ -20,7 +18,6 @@ struct server_opts {
   const char *user;
   const char *password_file;
   const char *ca_file;
-  bool insecure;
   long timeout;                 /* seconds per XAPI call and NBD wait */
 };
 
@@ -32,7 +29,6 @@ struct server_opts {
   { "user", required_argument, NULL, 'u' },                     \
   { "password-file", required_argument, NULL, 'p' },            \
   { "ca-file", required_argument, NULL, 'c' },                  \
-  { "insecure", no_argument, NULL, 'k' },                       \
   { "timeout", required_argument, NULL, 't' }
 
 /* Take option C (from CLI_SERVER_LONGOPTS) with ARG into SO: 1 if it

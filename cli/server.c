@@ -74,7 +74,6 @@ cli_server_option (struct server_opts *so, int c, const char *arg)
   case 'u': so->user = arg; return 1;
   case 'p': so->password_file = arg; return 1;
   case 'c': so->ca_file = arg; return 1;
-  case 'k': so->insecure = true; return 1;
   case 't':
     so->timeout = strtol (arg, &end, 10);
     if (*end || end == arg || so->timeout < 1) {
@@ -93,8 +92,7 @@ cli_login (const struct server_opts *o)
   CLEANUP_FREE char *pw = NULL;
   CLEANUP_FREE char *url = NULL;
   struct xapi_opts xo = {
-    .user = o->user, .ca_file = o->ca_file,
-    .insecure = o->insecure, .timeout = o->timeout,
+    .user = o->user, .ca_file = o->ca_file, .timeout = o->timeout,
   };
   xapi_session *s;
 
@@ -113,8 +111,6 @@ cli_login (const struct server_opts *o)
   pw = read_password (o->password_file);
   if (pw == NULL)
     return NULL;
-  if (o->insecure)
-    log_warn ("--insecure: the XAPI server's certificate is NOT checked");
   xo.password = pw;
   s = xapi_login (&xo);
   explicit_bzero (pw, strlen (pw));

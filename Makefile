@@ -37,7 +37,7 @@ FS_OBJ     = $(call obj,$(FS_SRC))
 CLI_OBJ    = $(call obj,$(CLI_SRC))
 
 UNIT_TESTS = test-xmlrpc test-bitmap test-store test-resolve test-vhd \
-             test-nbdpin
+             test-nbdpin test-nbdpin-hidden
 UNIT_BINS  = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 
 # Fuzz targets (tests/fuzz): with gcc they link a driver that replays
@@ -87,6 +87,12 @@ $(BUILD)/tests/test-resolve: $(BUILD)/tests/unit/test-resolve.o $(CHAIN_OBJ) $(C
 $(BUILD)/tests/test-nbdpin: $(BUILD)/tests/unit/test-nbdpin.o $(BUILD)/chain/nbdsrc.o \
                            $(BUILD)/chain/tlspin.o $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
+# The same, unable to interpose gnutls_handshake: it must refuse to connect.
+$(BUILD)/tests/test-nbdpin-hidden: $(BUILD)/tests/unit/test-nbdpin.o $(BUILD)/chain/nbdsrc.o \
+                                  $(BUILD)/chain/tlspin.o $(COMMON_OBJ) \
+                                  tests/unit/hide-handshake.map
+	$(CC) $(ALL_LDFLAGS) $(filter %.o,$^) \
+	  -Wl,--version-script=tests/unit/hide-handshake.map $(CHAIN_LIBS) -o $@
 
 $(BUILD)/tests/fuzz-xmlrpc: $(BUILD)/tests/fuzz/fuzz-xmlrpc.o $(XAPI_OBJ) $(COMMON_OBJ) $(FUZZ_DRIVER)
 	$(CC) $(ALL_LDFLAGS) $(FUZZ_LDFLAGS) $^ $(XAPI_LIBS) -o $@

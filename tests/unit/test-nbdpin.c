@@ -8,7 +8,9 @@
  * line that names the server and never the export.  No certificate, or
  * one that cannot be read, is refused without connecting.  Pins are
  * per thread.  Certificates are made here with openssl; without nbdkit
- * or openssl the test says SKIP and passes.
+ * or openssl the test says SKIP and passes.  Run as test-nbdpin-hidden
+ * (see hidden below), it checks that a build whose gnutls_handshake is
+ * not the one the libraries call refuses to connect at all.
  *
  * Thread model: the main thread, and one more for the per-thread case.
  */
@@ -233,14 +235,38 @@ other_thread (void *arg)
   return NULL;
 }
 
+/* test-nbdpin-hidden: the same test linked so that the executable does
+ * not export gnutls_handshake (tests/unit/hide-handshake.map), as a
+ * build that lost the interposition would be.  Nothing can be checked
+ * then, so nothing may even connect (port 1 is closed: "cannot
+ * connect" would mean it tried). */
+static int
+hidden (void)
+{
+  struct nbdsrc_target t = target (1, "-----BEGIN CERTIFICATE-----\n");
+
+  CHECK (!tlspin_active ());
+  errno = 0;
+  CHECK (nbdsrc_connect (&t, 10) == NULL);
+  if (errno != ENOTSUP || !strstr (err_get (), "cannot check"))
+    fprintf (stderr, "want ENOTSUP: errno %d, \"%s\"\n", errno, err_get ());
+  CHECK (errno == ENOTSUP && strstr (err_get (), "cannot check"));
+  nbdsrc_target_clear (&t);
+  printf ("test-nbdpin-hidden: ok\n");
+  return 0;
+}
+
 int
-main (void)
+main (int argc, char **argv)
 {
   struct server s;
   char *a, *b, *label;
   pthread_t th;
   struct other o;
+  size_t n = argc > 0 ? strlen (argv[0]) : 0;
 
+  if (n >= 7 && strcmp (argv[0] + n - 7, "-hidden") == 0)
+    return hidden ();
   if (sh ("nbdkit --version >/dev/null 2>&1") != 0
       || sh ("openssl version >/dev/null 2>&1") != 0) {
     printf ("SKIP: test-nbdpin needs nbdkit and openssl\n");

@@ -7,8 +7,8 @@ place with a certificate of the same names (CN and SAN) and another
 key: the stand-in's own NBD server with its knob nbd_impostor, and
 nbdkit with the stand-in's impostor_tls_dir.  Against either:
 - backup, for a first baseline and for a delta, exits 1 with one line
-  naming the server and its certificate, commits no layer, and the
-  snapshot it took is removed from the host;
+  per disk naming the server and its certificate, commits no layer,
+  and the snapshots it took are removed from the host;
 - fetch of a --no-copy point refuses; nothing is stored and the
   snapshot keeps its data;
 - a read through a mount with --server fails with EIO, and the mount's
@@ -40,11 +40,10 @@ PASSWORD = "pin-Pa55word"
 
 
 def tree(root):
-    """What the store holds: every path with its content's digest."""
+    """What the store holds: every file with its content's digest.  (Not
+    folders: backup makes a new disk's, empty, before it snapshots.)"""
     out = {}
-    for d, dirs, files in os.walk(root):
-        for x in dirs:
-            out[os.path.relpath(os.path.join(d, x), root)] = "dir"
+    for d, _, files in os.walk(root):
         for x in files:
             p = os.path.join(d, x)
             with open(p, "rb") as f:
@@ -63,15 +62,17 @@ class Pin:
         self.srv = ["--server", self.info["xapi_url"], "--ca-file",
                     self.info["ca_file"], "--password-file", self.pw]
         self.n = 0
+        self.fresh = []               # disks never backed up
 
     def cbtfs(self, *args, ok=True):
         r = self.env.cbtfs(*args, ok=ok)
         self.said.append(r[1] + r[2])
         return r
 
-    def points(self):
+    def points(self, vdi):
+        """Disk VDI's points in time in the store."""
         disks = self.env.ls_json(self.store)["disks"]
-        return disks[0]["points"] if disks else []
+        return [p for d in disks if d["uuid"] == vdi for p in d["points"]]
 
     def snapshots(self, vdi):
         """The host's snapshots of VDI (uuids)."""
@@ -79,18 +80,18 @@ class Pin:
         return sorted(v["vdi"] for v in self.s.control("vdis")["vdis"]
                       if v["snapshot_of"] == ref)
 
-    def refused(self, what, rc, err, server):
-        """One line of ERR names SERVER and its certificate; exit 1; no
-        retry."""
+    def refused(self, what, rc, err, server, disks=1):
+        """Exit 1, and one line of ERR per disk names SERVER and its
+        certificate; no retry."""
         lines = [ln for ln in err.splitlines() if "certificate" in ln]
         check(rc == 1, "%s against an impostor exited %d: %r" % (what, rc, err))
-        check(len(lines) == 1 and server in lines[0],
-              "%s: want one line naming %s and the certificate: %r"
-              % (what, server, err))
+        check(len(lines) == disks and all(server in ln for ln in lines),
+              "%s: want %d line(s) naming %s and the certificate: %r"
+              % (what, disks, server, err))
         check("retrying" not in err, "%s: a refused certificate was retried: "
               "%r" % (what, err))
 
-    def against(self, server, vdi, snap, guest, nbd_stats):
+    def against(self, server, vdi, snap, nbd_stats):
         """Every command, against the impostor reached at SERVER
         ("address:port"), for disk VDI whose lazy point is SNAP.
         NBD_STATS() counts the impostor's handshakes."""
@@ -98,14 +99,23 @@ class Pin:
         before = tree(store)
         snaps = self.snapshots(vdi)
 
-        # A delta backup.
+        # A delta backup of VDI, and the first (a baseline) of a new disk
+        # (and of those earlier calls made).
+        self.n += 1
+        new = self.s.control("create_vm", name="new%d" % self.n, disks=[
+            {"name": "d", "size": SIZE}])["disks"][0]["vdi"]
+        self.s.control("write", vdi=new, offset=0, data_b64="AAECAw==")
+        self.fresh.append(new)
         h = nbd_stats()
         rc, _, err = self.cbtfs("backup", store, *self.srv, ok=False)
-        self.refused("backup", rc, err, server)
+        self.refused("backup", rc, err, server, disks=1 + len(self.fresh))
         check(nbd_stats() > h, "backup never reached the impostor")
-        check(tree(store) == before, "backup changed the store")
-        check(self.snapshots(vdi) == snaps, "backup left a snapshot no layer "
-              "describes: %s -> %s" % (snaps, self.snapshots(vdi)))
+        after = tree(store)
+        check(after == before, "backup changed the store: %s" % sorted(
+            set(after.items()) ^ set(before.items())))
+        check(self.snapshots(vdi) == snaps
+              and all(self.snapshots(x) == [] for x in self.fresh),
+              "backup left a snapshot no layer describes")
 
         # Fetch of the lazy point.
         h = nbd_stats()
@@ -168,7 +178,7 @@ def main():
         s.control("set", nbd_impostor=True)
         rc, _, err = t.cbtfs("backup", store, *t.srv, ok=False)
         t.refused("first backup", rc, err, stand_in)
-        check(t.points() == [], "a layer was committed: %s" % t.points())
+        check(t.points(vdi) == [], "a layer was committed: %s" % t.points(vdi))
         check(t.snapshots(vdi) == [], "the refused baseline's snapshot stayed")
         st = stats()
         check(st["impostor_handshakes"] > 0, "the impostor saw no handshake")
@@ -178,18 +188,18 @@ def main():
         s.control("set", nbd_impostor=False)
         t.cbtfs("backup", store, *t.srv)
         check(stats()["export_names"] > 0, "the stand-in counts no export names")
-        pts = t.points()
+        pts = t.points(vdi)
         check(len(pts) == 1 and pts[0]["complete"], "baseline: %s" % pts)
 
         # A lazy point, recorded without NBD.
         cb.write_at(guest, CHANGED, os.urandom(MiB))
         s.control("write_file", vdi=vdi, path=guest)
         t.cbtfs("backup", store, "--no-copy", *t.srv)
-        snap = t.points()[-1]["snapshot"]
+        snap = t.points(vdi)[-1]["snapshot"]
 
         s.control("set", nbd_impostor=True)
         names = stats()["export_names"]
-        t.against(stand_in, vdi, snap, guest, impostor_handshakes)
+        t.against(stand_in, vdi, snap, impostor_handshakes)
         check(stats()["export_names"] == names,
               "the impostor got %d export name(s)" % (stats()["export_names"] - names))
         s.control("set", nbd_impostor=False)
@@ -205,7 +215,7 @@ def main():
         def fake_handshakes():
             return open(fake_dbg).read().count("TLS handshake completed")
 
-        t.against("127.0.0.4:%d" % port, vdi, snap, guest, fake_handshakes)
+        t.against("127.0.0.4:%d" % port, vdi, snap, fake_handshakes)
         log, dbg = open(fake_log).read(), open(fake_dbg).read()
         check("Preconnect" in log, "nbdkit's log saw no connection")
         check("Connect export" not in log, "a connection got past TLS: %s" % log)
@@ -224,7 +234,7 @@ def main():
         check(m.unmount() == 0, "mount failed")
         t.said.append(m.log())
         t.cbtfs("fetch", store, snap, *t.srv)
-        pts = t.points()
+        pts = t.points(vdi)
         check(pts[-1]["complete"] and pts[-1]["present_blocks"] > 0,
               "fetch from the right server: %s" % pts[-1])
         check("Connect export" in open(good_log).read(),

@@ -13,7 +13,9 @@
  *
  * Thread model: one connection is used by one thread at a time (one
  * libnbd handle per connection, as libnbd wants).  Different
- * connections are independent.
+ * connections are independent.  nbdsrc_connect runs the whole TLS
+ * handshake in the calling thread, which is what lets tlspin's
+ * per-thread pin apply to it alone.
  */
 #ifndef CBTFS_CHAIN_NBDSRC_H
 #define CBTFS_CHAIN_NBDSRC_H

@@ -21,7 +21,8 @@ nbdkit with the stand-in's impostor_tls_dir.  Against either:
 Positive controls, so the test cannot pass by refusing everything: the
 real stand-in serves backups, and the same nbdkit with the right
 certificate serves a mount's read and a fetch (and then logs the
-export name it was asked for).
+export name it was asked for).  The snapshots refused backups took and
+removed lose nothing: the next backup has the changes they held.
 """
 import errno
 import hashlib
@@ -35,7 +36,8 @@ from cbtfs import check  # noqa: E402
 
 MiB = 1 << 20
 SIZE = 4 * MiB
-CHANGED = 1 * MiB               # the delta changes [1 MiB, 2 MiB)
+CHANGED = 1 * MiB               # the lazy point changes [1 MiB, 2 MiB)
+LATER = 2 * MiB                 # and then [2 MiB, 3 MiB) changes
 PASSWORD = "pin-Pa55word"
 
 
@@ -197,6 +199,9 @@ def main():
         t.cbtfs("backup", store, "--no-copy", *t.srv)
         snap = t.points(vdi)[-1]["snapshot"]
 
+        # A change only the refused backups' snapshots hold.
+        cb.write_at(guest, LATER, os.urandom(MiB))
+        s.control("write_file", vdi=vdi, path=guest)
         s.control("set", nbd_impostor=True)
         names = stats()["export_names"]
         t.against(stand_in, vdi, snap, impostor_handshakes)
@@ -239,6 +244,18 @@ def main():
               "fetch from the right server: %s" % pts[-1])
         check("Connect export" in open(good_log).read(),
               "nbdkit's log does not show connections that got past TLS")
+
+        # Destroying the refused backups' snapshots folded their changed
+        # blocks into the next snapshot's (xapi-cbt.md §5): the next
+        # backup, from the host itself, has the change they held.
+        s.control("nbd_override", vdi="*")
+        t.cbtfs("backup", store, *t.srv)
+        m = env.mount_fg(store, env.path("last-mnt"))
+        latest = os.path.join(m.mnt, "by-uuid", vdi, t.points(vdi)[-1]["snapshot"]
+                              + ".img")
+        check(cb.sha256(latest) == cb.sha256(guest), "the backup after the "
+              "refused ones lacks a change")
+        check(m.unmount() == 0, "mount failed")
 
         for text in t.said:
             for secret in (PASSWORD, "OpaqueRef:", "session_id"):

@@ -66,8 +66,9 @@ spki_of (const gnutls_datum_t *cert, gnutls_x509_crt_fmt_t fmt,
 
 /* Does the server of SESSION (handshake complete) hold the pinned key?
  * Completing the handshake proved it holds the private key of the
- * certificate it showed (it signed the key exchange, TLS 1.2, or the
- * transcript, TLS 1.3); comparing that certificate's key is enough. */
+ * certificate it showed (TLS 1.2: it signed the key exchange, or
+ * decrypted it with RSA key exchange; TLS 1.3: it signed the
+ * transcript), so comparing that certificate's key is enough. */
 static enum tlspin_result
 check_peer (gnutls_session_t session)
 {

@@ -23,8 +23,9 @@ COMMON_SRC = common/error.c common/log.c common/secbuf.c common/util.c \
              common/dio.c
 XAPI_SRC   = xapi/value.c xapi/xmlrpc.c xapi/session.c xapi/api.c xapi/vhd.c
 CHAIN_SRC  = chain/bitmap.c chain/sums.c chain/layer.c chain/store.c \
-             chain/catalog.c chain/read.c chain/nbdsrc.c chain/copy.c \
-             chain/fetch.c chain/verify.c chain/manifests.c chain/verdict.c
+             chain/catalog.c chain/read.c chain/nbdsrc.c chain/tlspin.c \
+             chain/copy.c chain/fetch.c chain/verify.c chain/manifests.c \
+             chain/verdict.c
 FS_SRC     = fs/tree.c fs/fs.c
 CLI_SRC    = cli/main.c cli/server.c cli/backup.c cli/mount.c cli/ls.c \
              cli/fetch.c cli/verify.c
@@ -36,7 +37,8 @@ CHAIN_OBJ  = $(call obj,$(CHAIN_SRC))
 FS_OBJ     = $(call obj,$(FS_SRC))
 CLI_OBJ    = $(call obj,$(CLI_SRC))
 
-UNIT_TESTS = test-xmlrpc test-bitmap test-store test-resolve test-vhd
+UNIT_TESTS = test-xmlrpc test-bitmap test-store test-resolve test-vhd \
+             test-nbdpin test-nbdpin-hidden
 UNIT_BINS  = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 
 # Fuzz targets (tests/fuzz): with gcc they link a driver that replays
@@ -83,6 +85,15 @@ $(BUILD)/tests/test-store: $(BUILD)/tests/unit/test-store.o $(CHAIN_OBJ) $(COMMO
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 $(BUILD)/tests/test-resolve: $(BUILD)/tests/unit/test-resolve.o $(CHAIN_OBJ) $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
+$(BUILD)/tests/test-nbdpin: $(BUILD)/tests/unit/test-nbdpin.o $(BUILD)/chain/nbdsrc.o \
+                           $(BUILD)/chain/tlspin.o $(COMMON_OBJ)
+	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
+# The same, unable to interpose gnutls_handshake: it must refuse to connect.
+$(BUILD)/tests/test-nbdpin-hidden: $(BUILD)/tests/unit/test-nbdpin.o $(BUILD)/chain/nbdsrc.o \
+                                  $(BUILD)/chain/tlspin.o $(COMMON_OBJ) \
+                                  tests/unit/hide-handshake.map
+	$(CC) $(ALL_LDFLAGS) $(filter %.o,$^) \
+	  -Wl,--version-script=tests/unit/hide-handshake.map $(CHAIN_LIBS) -o $@
 
 $(BUILD)/tests/fuzz-xmlrpc: $(BUILD)/tests/fuzz/fuzz-xmlrpc.o $(XAPI_OBJ) $(COMMON_OBJ) $(FUZZ_DRIVER)
 	$(CC) $(ALL_LDFLAGS) $(FUZZ_LDFLAGS) $^ $(XAPI_LIBS) -o $@

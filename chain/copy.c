@@ -80,8 +80,8 @@ claim (struct job *j, uint64_t *first, unsigned *n)
 }
 
 /* A new connection with fresh details.  *PERMANENT is set when
- * retrying cannot help: XAPI refused the details, or the export is not
- * the disk XAPI describes. */
+ * retrying cannot help: XAPI refused the details, the server is not
+ * the one XAPI named, or the export is not the disk XAPI describes. */
 static struct nbdsrc_conn *
 connect_fresh (struct job *j, bool *permanent)
 {
@@ -98,8 +98,9 @@ connect_fresh (struct job *j, bool *permanent)
   }
   c = nbdsrc_connect (&t, j->o->timeout);
   nbdsrc_target_clear (&t);
-  /* A server that will not speak TLS will not start to on a retry. */
-  if (c == NULL && errno == ENOTSUP)
+  /* A server that will not speak TLS, or not with the key of the
+   * certificate XAPI gave, will not on a retry. */
+  if (c == NULL && (errno == ENOTSUP || errno == EKEYREJECTED))
     *permanent = true;
   if (c && nbdsrc_check_size (c, j->l->meta.snapshot, j->l->meta.size) == -1) {
     nbdsrc_close (c);

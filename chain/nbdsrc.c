@@ -24,6 +24,7 @@
 #include "../common/error.h"
 #include "../common/util.h"
 #include "nbdsrc.h"
+#include "tlspin.h"
 
 struct nbdsrc_conn {
   struct nbd_handle *h;
@@ -41,6 +42,7 @@ nbdsrc_target_clear (struct nbdsrc_target *t)
     free (t->exportname);
   }
   free (t->cert);
+  free (t->subject);
   memset (t, 0, sizeof *t);
 }
 
@@ -132,7 +134,9 @@ tcp_connect (const char *label, const char *address, int port, int timeout)
 }
 
 /* Write CERT as DIR/ca-cert.pem in a fresh private directory: libnbd
- * takes trust anchors only from a directory.  Returns the dir. */
+ * takes trust anchors only from a directory.  Returns the dir.  (With
+ * libnbd 1.14 the file only spares loading the system's CAs: nothing
+ * is verified against it; tlspin does the check.) */
 static char *
 pin_dir (const char *label, const char *cert)
 {
@@ -230,18 +234,80 @@ completed (struct nbd_handle *h, int64_t cookie)
   return nbd_aio_command_completed (h, cookie);
 }
 
+/* Run the handshake on FD (given to libnbd), the calling thread's TLS
+ * being pinned (tlspin_arm); disarm the pin, and when it is why the
+ * handshake failed, say so in our words.  0 or -1 with err_*
+ * (EKEYREJECTED: not the server XAPI named). */
+static int
+handshake_pinned (struct nbdsrc_conn *c, int fd, int timeout)
+{
+  int r;
+
+  if (nbd_aio_connect_socket (c->h, fd) == -1) {
+    nbd_failed (c->label, "handshake", c->secret);
+    close (fd);
+    r = -1;
+  }
+  else                          /* libnbd owns the socket from here */
+    r = wait_until (c, connected, 0, timeout, "handshake");
+  switch (tlspin_disarm ()) {
+  case TLSPIN_MATCHED:
+    return r;
+  case TLSPIN_UNCHECKED:
+    if (r == -1)
+      return -1;                /* it failed before TLS was up: libnbd's word */
+    /* tlspin_active said yes, yet the handshake did not reach it. */
+    err_set (EKEYREJECTED, "%s: TLS came up without the server's "
+             "certificate being checked; refused", c->label);
+    return -1;
+  case TLSPIN_NO_CERT:
+    err_set (EKEYREJECTED, "%s: the server showed no certificate; refused "
+             "before sending the export name", c->label);
+    return -1;
+  case TLSPIN_REFUSED:
+    err_set (EKEYREJECTED, "%s: the server's certificate fails the check "
+             "against the one XAPI gave for this snapshot; refused before "
+             "sending the export name", c->label);
+    return -1;
+  case TLSPIN_MISMATCH:
+  default:
+    err_set (EKEYREJECTED, "%s: the server's certificate is not the one "
+             "XAPI gave for this snapshot (another key); refused before "
+             "sending the export name", c->label);
+    return -1;
+  }
+}
+
 struct nbdsrc_conn *
 nbdsrc_connect (const struct nbdsrc_target *t, int timeout)
 {
   struct nbdsrc_conn *c = calloc (1, sizeof *c);
   char *dir = NULL;
-  int fd = -1;
+  int fd = -1, e;
   int64_t size;
 
   if (c == NULL)
     return NULL;
   if (asprintf (&c->label, "NBD %s:%d", t->address, t->port) == -1) {
     c->label = NULL;
+    goto err;
+  }
+  /* No certificate would mean trusting whoever answers (libnbd checks
+   * none on a socket of ours), and the export name carries a session. */
+  if (t->cert == NULL || t->cert[0] == '\0') {
+    err_set (EKEYREJECTED, "%s: XAPI gave no certificate to check the "
+             "server's against; refused", c->label);
+    goto err;
+  }
+  if (!tlspin_active ()) {
+    err_set (ENOTSUP, "%s: this build of cbtfs cannot check the server's "
+             "certificate (gnutls_handshake is not its own); refused",
+             c->label);
+    goto err;
+  }
+  /* Armed from here on: a certificate we cannot read never connects. */
+  if (tlspin_arm (t->cert) == -1) {
+    err_prefix ("%s", c->label);
     goto err;
   }
   c->h = nbd_create ();
@@ -252,12 +318,12 @@ nbdsrc_connect (const struct nbdsrc_target *t, int timeout)
   c->secret = t->exportname;
   /* LIBNBD_DEBUG=1 in the environment would print the export name. */
   nbd_set_debug (c->h, false);
-  if (t->cert && t->cert[0] && (dir = pin_dir (c->label, t->cert)) == NULL)
+  if ((dir = pin_dir (c->label, t->cert)) == NULL)
     goto err;
   /* xapi-nbd refuses everything but EXPORT_NAME; asking for structured
    * replies would only cost a round trip. */
   if (nbd_set_tls (c->h, LIBNBD_TLS_REQUIRE) == -1
-      || (dir && nbd_set_tls_certificates (c->h, dir) == -1)
+      || nbd_set_tls_certificates (c->h, dir) == -1
       || nbd_set_tls_verify_peer (c->h, true) == -1
       || nbd_set_request_structured_replies (c->h, false) == -1
       || nbd_set_pread_initialize (c->h, false) == -1
@@ -265,16 +331,19 @@ nbdsrc_connect (const struct nbdsrc_target *t, int timeout)
     nbd_failed (c->label, "configure", c->secret);
     goto err;
   }
-  fd = tcp_connect (c->label, t->address, t->port, timeout);
-  if (fd == -1)
-    goto err;
-  if (nbd_aio_connect_socket (c->h, fd) == -1) {
-    nbd_failed (c->label, "handshake", c->secret);
-    close (fd);
+#ifdef LIBNBD_HAVE_NBD_SET_TLS_HOSTNAME
+  /* libnbd >= 1.22 checks the chain (to the pinned certificate alone)
+   * and the name XAPI says it is issued for, whatever address we
+   * reach; tlspin's check stays on top, so every libnbd behaves alike.
+   * Compiled out with Debian 12's libnbd 1.14. */
+  if (t->subject && t->subject[0]
+      && nbd_set_tls_hostname (c->h, t->subject) == -1) {
+    nbd_failed (c->label, "configure", c->secret);
     goto err;
   }
-  /* libnbd owns the socket from here. */
-  if (wait_until (c, connected, 0, timeout, "handshake") == -1)
+#endif
+  fd = tcp_connect (c->label, t->address, t->port, timeout);
+  if (fd == -1 || handshake_pinned (c, fd, timeout) == -1)
     goto err;
   size = nbd_get_size (c->h);
   if (size < 0) {
@@ -287,8 +356,12 @@ nbdsrc_connect (const struct nbdsrc_target *t, int timeout)
   return c;
 
  err:
+  /* Callers tell answers no retry changes by errno: keep it. */
+  e = errno;
+  tlspin_disarm ();             /* if a failure left it armed */
   unpin_dir (dir);
   nbdsrc_close (c);
+  errno = e;
   return NULL;
 }
 

@@ -4,13 +4,18 @@
  * sends simple replies, serves one request at a time per connection and
  * at most 16 connections.  Its address is often an IP the certificate
  * does not name, so TLS is pinned to the certificate get_nbd_info
- * returns: it becomes the only trust anchor and no host name is
- * checked.  Every wait is bounded: a stalled server is an error after
- * the timeout, never a hang.
+ * returns, wherever the server is reached: the server must hold that
+ * certificate's key, or the connection is refused before the export
+ * name (which carries a session) is sent.  libnbd 1.14 checks nothing
+ * on a socket we connected, so tlspin.h does the check; newer libnbd
+ * also verifies chain and name itself.  Every wait is bounded: a
+ * stalled server is an error after the timeout, never a hang.
  *
  * Thread model: one connection is used by one thread at a time (one
  * libnbd handle per connection, as libnbd wants).  Different
- * connections are independent.
+ * connections are independent.  nbdsrc_connect runs the whole TLS
+ * handshake in the calling thread, which is what lets tlspin's
+ * per-thread pin apply to it alone.
  */
 #ifndef CBTFS_CHAIN_NBDSRC_H
 #define CBTFS_CHAIN_NBDSRC_H
@@ -23,7 +28,8 @@
 struct nbdsrc_target {
   char *address;
   int port;
-  char *cert;                   /* PEM; NULL or "" = trust system CAs */
+  char *cert;                   /* PEM: the server must hold its key */
+  char *subject;                /* the name cert is issued for; may be NULL */
   char *exportname;
 };
 
@@ -39,7 +45,9 @@ struct nbdsrc_conn;
 
 /* Connect to T with TLS required and pinned to t->cert, within TIMEOUT
  * seconds.  NULL with err_* ("NBD 10.0.0.5:10809: TLS handshake
- * failed: …"), never naming the export. */
+ * failed: …"), never naming the export.  errno EKEYREJECTED (no
+ * t->cert, or the server does not hold its key) and ENOTSUP (the
+ * server will not speak TLS) are answers no retry changes. */
 extern struct nbdsrc_conn *nbdsrc_connect (const struct nbdsrc_target *t,
                                            int timeout)
   __attribute__ ((__nonnull__ (1)));

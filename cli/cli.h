@@ -21,7 +21,6 @@ struct server_opts {
   const char *user;
   const char *password_file;
   const char *ca_file;
-  bool insecure;
   long timeout;                 /* seconds per XAPI call and NBD wait */
 };
 
@@ -33,7 +32,6 @@ struct server_opts {
   { "user", required_argument, NULL, 'u' },                     \
   { "password-file", required_argument, NULL, 'p' },            \
   { "ca-file", required_argument, NULL, 'c' },                  \
-  { "insecure", no_argument, NULL, 'k' },                       \
   { "timeout", required_argument, NULL, 't' }
 
 /* Take option C (from CLI_SERVER_LONGOPTS) with ARG into SO: 1 if it

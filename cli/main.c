@@ -80,7 +80,7 @@ cli_usage (const char *sub)
 {
   static const char *const text[][2] = {
     { "backup", "cbtfs backup STORE --server URL [--user USER] --password-file FILE\n"
-      "             [--ca-file PEM] [--insecure] [--vm NAME-OR-UUID]...\n"
+      "             [--ca-file PEM] [--vm NAME-OR-UUID]...\n"
       "             [--nbd-connections N] [--timeout SECONDS] [--no-copy | --verify]\n"
       "             [-q|-v]" },
     { "mount", "cbtfs mount STORE MOUNTPOINT [-f] [-o FUSE-OPTIONS] [-v]\n"

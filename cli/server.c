@@ -77,7 +77,6 @@ cli_server_option (struct server_opts *so, int c, const char *arg)
   case 'u': so->user = arg; return 1;
   case 'p': so->password_file = arg; return 1;
   case 'c': so->ca_file = arg; return 1;
-  case 'k': so->insecure = true; return 1;
   case 't':
     so->timeout = strtol (arg, &end, 10);
     if (*end || end == arg || so->timeout < 1) {
@@ -96,8 +95,7 @@ cli_login (const struct server_opts *o)
   CLEANUP_FREE char *pw = NULL;
   CLEANUP_FREE char *url = NULL;
   struct xapi_opts xo = {
-    .user = o->user, .ca_file = o->ca_file,
-    .insecure = o->insecure, .timeout = o->timeout,
+    .user = o->user, .ca_file = o->ca_file, .timeout = o->timeout,
   };
   xapi_session *s;
 
@@ -119,8 +117,6 @@ cli_login (const struct server_opts *o)
   pw = read_password (o->password_file);
   if (pw == NULL)
     return NULL;
-  if (o->insecure)
-    log_warn ("--insecure: the XAPI server's certificate is NOT checked");
   xo.password = pw;
   s = xapi_login (&xo);
   explicit_bzero (pw, strlen (pw));
@@ -144,9 +140,10 @@ cli_nbd_target (xapi_session *xs, const char *snap_ref, const char *snap_uuid,
   /* XAPI lists a host's IPv4 address first. */
   t->address = info[0].address;
   t->cert = info[0].cert;
+  t->subject = info[0].subject;
   t->exportname = info[0].exportname;
   t->port = info[0].port;
-  info[0].address = info[0].cert = info[0].exportname = NULL;
+  info[0].address = info[0].cert = info[0].subject = info[0].exportname = NULL;
   xapi_nbd_info_free (info, n);
   if (t->port <= 0 || t->port > 65535 || t->address == NULL
       || t->exportname == NULL) {

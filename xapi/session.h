@@ -7,9 +7,9 @@
  * errors, or the transport problem ("cannot connect to https://h:443:
  * Connection refused", "TLS certificate of https://h not trusted: …").
  *
- * Certificates are always verified: against the system CAs, or against
- * ca_file when given.  insecure disables verification and must come
- * only from an explicit user flag (the caller warns).
+ * Certificates are always verified, against the system CAs or against
+ * ca_file when given; nothing turns that off (XAPI gives the NBD
+ * servers' certificates, so an unchecked XAPI would unpin NBD too).
  *
  * Thread model: a session is not thread-safe; one thread uses it at a
  * time (callers serialise with their own lock).  Secrets (password,
@@ -31,7 +31,6 @@ struct xapi_opts {
   const char *user;
   const char *password;         /* borrowed for xapi_login's duration; copied */
   const char *ca_file;          /* PEM bundle to trust, or NULL for system CAs */
-  bool insecure;                /* skip certificate checks (explicit flag only) */
   long timeout;                 /* seconds per HTTP request; 0 = 60 */
 };
 

@@ -118,10 +118,13 @@ class Env:
         self.on_close(m.close)
         return m
 
-    def nbdkit(self, image, address, tls_dir=None, filters=()):
+    def nbdkit(self, image, address, tls_dir=None, filters=(), debug_log=None):
         """nbdkit serving IMAGE read-only on ADDRESS (a free port), with
-        TLS from TLS_DIR unless None, and FILTERS: (name, param=value…)
-        tuples.  Returns (process, port); stopped at close."""
+        TLS required (--tls=require, certificates from TLS_DIR) unless
+        TLS_DIR is None, and FILTERS: (name, param=value…) tuples; with
+        DEBUG_LOG, its -v messages go to that file (they say when a TLS
+        handshake completed and which export a client asked for).
+        Returns (process, port); stopped at close."""
         with socket.socket() as so:
             so.bind((address, 0))
             port = so.getsockname()[1]
@@ -130,9 +133,16 @@ class Env:
                "-i", address, "-p", str(port)]
         if tls_dir:
             cmd += ["--tls=require", "--tls-certificates=" + tls_dir]
+        if debug_log:
+            cmd.append("-v")
         cmd += ["--filter=" + f[0] for f in filters]
         cmd += ["file", image] + [a for f in filters for a in f[1:]]
-        proc = subprocess.Popen(cmd)
+        log = open(debug_log, "w") if debug_log else None
+        try:
+            proc = subprocess.Popen(cmd, stderr=log)
+        finally:
+            if log:
+                log.close()
         self.on_close(lambda: proc.poll() is None and proc.terminate())
         wait_for_file(pidfile, proc)
         return proc, port

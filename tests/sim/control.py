@@ -23,6 +23,7 @@ from wire import DateTime
 
 KNOBS = ("data_destroy_wait", "nbd_read_delay_ms", "nbd_drop_after_bytes",
          "xapi_delay_ms")
+BOOL_KNOBS = ("nbd_impostor",)
 # Knobs that take one of a few words: name -> the allowed values.
 WORD_KNOBS = {"vhd_source": export.SOURCES, "vhd_fault": export.FAULTS,
               "vhd_host": export.HOSTS}
@@ -123,6 +124,10 @@ class Control:
                 if not isinstance(v, (int, float)) or isinstance(v, bool) \
                         or v < 0:
                     raise ControlError("%s must be a number >= 0" % k)
+                m.knobs[k] = v
+            elif k in BOOL_KNOBS:
+                if not isinstance(v, bool):
+                    raise ControlError("%s must be true or false" % k)
                 m.knobs[k] = v
             elif k in WORD_KNOBS:
                 if v not in WORD_KNOBS[k] and not (

@@ -128,6 +128,9 @@ class Model:
         self.knobs = {"data_destroy_wait": 4.0, "nbd_read_delay_ms": 0,
                       "xapi_delay_ms": 0,
                       "nbd_drop_after_bytes": 0,
+                      # The NBD server shows the impostor certificate
+                      # (same names, another key) to new connections.
+                      "nbd_impostor": False,
                       # GET /export_raw_vdi (export.py): which blocks a
                       # VHD export lists, and an injected fault.
                       "vhd_source": "hybrid", "vhd_fault": "none",
@@ -754,7 +757,8 @@ class Model:
     def reset_stats(self):
         self.stats = {
             "nbd": {"connections": 0, "refused": 0, "requests": 0,
-                    "bytes": 0, "by_vdi": {}},
+                    "bytes": 0, "handshakes": 0, "impostor_handshakes": 0,
+                    "export_names": 0, "by_vdi": {}},
             "xapi": {"calls": {}},
             "sessions": {"logins": 0, "logouts": 0},
             "http": {"export_raw_vdi": {"requests": 0, "bytes": 0,
@@ -783,7 +787,9 @@ class Model:
         return {
             "nbd": {"connections": nbd["connections"], "open": self.nbd_open,
                     "refused": nbd["refused"], "requests": nbd["requests"],
-                    "bytes": nbd["bytes"],
+                    "bytes": nbd["bytes"], "handshakes": nbd["handshakes"],
+                    "impostor_handshakes": nbd["impostor_handshakes"],
+                    "export_names": nbd["export_names"],
                     "by_vdi": {u: {"requests": v["requests"],
                                    "bytes": v["bytes"],
                                    "blocks": sorted(v["blocks"])}

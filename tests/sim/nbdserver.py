@@ -21,6 +21,12 @@ xapi-project/nbd library (lib/server.ml at b71e1be):
   - at most 16 connections, counted at accept time; the 17th is closed
     before NBDMAGIC.
 
+Not xapi-nbd: with the knob nbd_impostor, a new connection's TLS shows
+the impostor certificate (the same names, another key), as someone on
+the path to the NBD network could; stats count completed handshakes
+(and those of the impostor) and every EXPORT_NAME received, so a test
+can tell that a client refused the impostor before sending its session.
+
 Thread model: one accept thread and one thread per connection; requests on
 a connection are served in order by its thread.  Counters, the registry of
 open connections and the dom0 VBD that marks the VDI in use live in the
@@ -97,9 +103,10 @@ class _Conn:
 
 
 class NbdServer:
-    def __init__(self, model, address, ssl_ctx, log):
+    def __init__(self, model, address, ssl_ctx, log, impostor_ctx=None):
         self.m = model
         self.ctx = ssl_ctx
+        self.impostor_ctx = impostor_ctx
         self.log = log
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -223,13 +230,21 @@ class NbdServer:
         while True:
             opt, _ = self._read_option(sock)
             if opt == OPT_EXPORT_NAME:
+                with m.lock:
+                    m.stats["nbd"]["export_names"] += 1
                 raise _Hangup("EXPORT_NAME in clear text")
             if opt == OPT_ABORT:
                 raise _Hangup("ABORT before TLS")
             if opt == OPT_STARTTLS:
                 self._reply(sock, opt, REP_ACK)
-                sock = self.ctx.wrap_socket(sock, server_side=True)
+                with m.lock:
+                    impostor = bool(m.knobs["nbd_impostor"])
+                ctx = self.impostor_ctx if impostor else self.ctx
+                sock = ctx.wrap_socket(sock, server_side=True)
                 conn.sock = sock
+                with m.lock:
+                    m.stats["nbd"]["handshakes"] += 1
+                    m.stats["nbd"]["impostor_handshakes"] += impostor
                 break
             self._reply(sock, opt, REP_ERR_TLS_REQD)
 
@@ -237,6 +252,8 @@ class NbdServer:
         while True:
             opt, data = self._read_option(sock)
             if opt == OPT_EXPORT_NAME:
+                with m.lock:
+                    m.stats["nbd"]["export_names"] += 1
                 name = data.decode("utf-8", "replace")
                 break
             if opt == OPT_ABORT:

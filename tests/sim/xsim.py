@@ -49,10 +49,13 @@ def log(msg):
         sys.stderr.flush()
 
 
-def make_cert(state, ip_names, prefix=""):
+def make_cert(state, ip_names, prefix="", tls_dir=None):
     """Self-signed EC P-256 cert naming SUBJECT and IP_NAMES (not the NBD
     address: XenServer's NBD network is usually not in the host cert), as
-    STATE/PREFIXcert.pem and its key."""
+    STATE/PREFIXcert.pem and its key; also laid out in STATE/TLS_DIR (if
+    given) as nbdkit --tls-certificates and libnbd's set_tls_certificates
+    expect, for tests that serve or read with them.  Returns (cert, key,
+    that directory or None)."""
     cert = os.path.join(state, prefix + "cert.pem")
     key = os.path.join(state, prefix + "key.pem")
     san = ",".join(["DNS:" + SUBJECT] + ["IP:" + a for a in ip_names])
@@ -71,11 +74,9 @@ def make_cert(state, ip_names, prefix=""):
         raise SystemExit("xsim: openssl failed: %s" % r.stdout.decode(errors="replace"))
     os.chmod(key, 0o600)
     os.chmod(cert, 0o644)
-    if prefix:
+    if tls_dir is None:
         return cert, key, None
-    # The same pair laid out as nbdkit --tls-certificates and libnbd's
-    # set_tls_certificates expect, for tests that serve or read with them.
-    tls = os.path.join(state, "tls")
+    tls = os.path.join(state, tls_dir)
     os.makedirs(tls, exist_ok=True)
     shutil.copyfile(cert, os.path.join(tls, "ca-cert.pem"))
     shutil.copyfile(cert, os.path.join(tls, "server-cert.pem"))
@@ -114,7 +115,11 @@ def main(argv=None):
     os.makedirs(state, exist_ok=True)
     ips = list(dict.fromkeys([a.xapi_address] + (
         [] if a.slave_own_cert else [a.slave_address])))
-    cert, key, tls_dir = make_cert(state, ips)
+    cert, key, tls_dir = make_cert(state, ips, tls_dir="tls")
+    # The same names with another key: what someone on the path to the
+    # NBD network could present (knob nbd_impostor; nbdkit in tests).
+    imp_cert, imp_key, imp_tls_dir = make_cert(state, ips, "impostor-",
+                                               "impostor-tls")
     slave_cert = slave_ctx = None
     if a.slave_own_cert:
         slave_cert, slave_key, _ = make_cert(state, [a.slave_address],
@@ -133,7 +138,7 @@ def main(argv=None):
     for srv in (master, slave):
         srv.get_handlers[export.PATH] = export.handler
     nbd = nbdserver.NbdServer(m, a.nbd_address, tls12_context(cert, key, True),
-                              log)
+                              log, tls12_context(imp_cert, imp_key, True))
     m.nbd_port = nbd.port
     ctl = control.ControlServer(("127.0.0.1", 0), control.Control(m, nbd, log))
 
@@ -174,6 +179,7 @@ def main(argv=None):
         "subject": SUBJECT,
         "pid": os.getpid(),
         "tls_dir": tls_dir,
+        "impostor_tls_dir": imp_tls_dir,
     }
     log("ready: xapi %s, slave %s, nbd %s:%d, control %s" % (
         ready["xapi_url"], ready["slave_url"], a.nbd_address, nbd.port,

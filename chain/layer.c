@@ -527,6 +527,9 @@ data_fd_put (struct layer *l)
 
 /* ---- open / create ---------------------------------------------------- */
 
+/* Layers' ids: never 0, never reused (a freed layer's address may be). */
+static uint64_t next_id;
+
 static struct layer *
 layer_alloc (void)
 {
@@ -545,6 +548,7 @@ layer_alloc (void)
   pthread_mutex_init (&l->resolve_lock, NULL);
   pthread_mutex_init (&l->load_lock, NULL);
   l->data_fd = l->wdata_fd = l->direct_fd = l->index_fd = l->rindex_fd = -1;
+  l->id = __atomic_add_fetch (&next_id, 1, __ATOMIC_RELAXED);
   return l;
 }
 
@@ -1342,6 +1346,17 @@ is_data (const struct layer *l, uint64_t b)
   return bitmap_get (&l->present, b) && l->recno[set_rank (l, b)] != 0;
 }
 
+/* Records a thread read last, so that reading blocks in order costs
+ * one pread of the index per 102 records, not one per block.  Records
+ * a layer's map points to are durable and never rewritten. */
+#define RCACHE_RECS 102
+static _Thread_local struct {
+  uint64_t layer;               /* the layer's id, 0 when empty */
+  uint64_t first;               /* number of the first record held */
+  size_t len;                   /* bytes held */
+  uint8_t buf[RCACHE_RECS * REC_SIZE];
+} rcache;
+
 /* Read block B's checksum from its record, number N of the index IFD:
  * the record must still be what the index said.  0, or -1 with err_*
  * and errno EIO. */
@@ -1349,12 +1364,24 @@ static int
 record_sum (const struct layer *l, int ifd, uint64_t b, uint64_t n,
             uint8_t sum[SUM_LEN])
 {
-  uint8_t raw[REC_SIZE];
+  uint64_t first = n / RCACHE_RECS * RCACHE_RECS;
   struct rec r;
+  ssize_t got;
 
-  if (full_pread (ifd, raw, REC_SIZE, (off_t) n * REC_SIZE) != REC_SIZE
-      || !rec_decode (raw, &r) || r.kind != REC_DATA || r.block != b
-      || r.count != 1) {
+  if (rcache.layer != l->id || rcache.first != first
+      || (n - first + 1) * REC_SIZE > rcache.len) {
+    rcache.layer = 0;
+    got = full_pread (ifd, rcache.buf, sizeof rcache.buf,
+                      (off_t) first * REC_SIZE);
+    if (got > 0) {
+      rcache.layer = l->id;
+      rcache.first = first;
+      rcache.len = got;
+    }
+  }
+  if (rcache.layer != l->id || (n - first + 1) * REC_SIZE > rcache.len
+      || !rec_decode (rcache.buf + (n - first) * REC_SIZE, &r)
+      || r.kind != REC_DATA || r.block != b || r.count != 1) {
     err_set (EIO, "block %" PRIu64 " of snapshot %s: its index record "
              "cannot be read back", b, l->meta.snapshot);
     return -1;

@@ -102,6 +102,7 @@ struct layer {
                                    once loaded, then immutable */
   uint64_t nchanged;            /* blocks in the set, once loaded */
   char *dir;                    /* owned */
+  uint64_t id;                  /* unique in the process, never reused */
   struct layer *parent;         /* borrowed; linked by the catalog */
   bool parent_missing;          /* meta.parent names a layer not loaded */
 

@@ -524,9 +524,9 @@ take_snapshots (struct backup *b, const struct xapi_vm *vm, struct disk *v,
 }
 
 /* Before a layer is committed: is the snapshot's NBD export the disk
- * XAPI describes, served by the host XAPI names (its certificate)?  A
- * mismatch is an answer no retry will change, so the disk fails now
- * and nothing is committed.  A server that cannot be reached now (or
+ * XAPI describes, served over TLS by the host XAPI names (its
+ * certificate)?  A mismatch is an answer no retry will change, so the
+ * disk fails now and nothing is committed.  A server that cannot be reached now (or
  * XAPI not saying where it is) is left to the copier, which retries
  * and reports. */
 static int
@@ -540,8 +540,8 @@ probe_export (struct backup *b, struct disk *d)
     return 0;
   c = nbdsrc_connect (&t, b->copy.timeout);
   nbdsrc_target_clear (&t);
-  if (c == NULL)
-    return errno == EKEYREJECTED ? -1 : 0;
+  if (c == NULL)              /* not the host XAPI named, or no TLS */
+    return errno == EKEYREJECTED || errno == ENOTSUP ? -1 : 0;
   r = nbdsrc_check_size (c, d->snap.uuid, d->snap.virtual_size);
   nbdsrc_close (c);
   return r;

@@ -103,6 +103,48 @@ def cat_open(f):
         pass
 
 
+def peak_rss(cmd):
+    """Run CMD; its peak resident memory in MiB (its own, by wait4)."""
+    p = subprocess.Popen([str(c) for c in cmd], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    assert p.returncode == 0, "%s exited %d" % (cmd[1], p.returncode)
+    return usage.ru_maxrss / 1024
+
+
+def mount_peak(env, store, read):
+    """Mount STORE in the foreground, READ(mountpoint), and return the
+    mount's peak resident memory in MiB."""
+    mp = env.mkdir("peak-%d" % len(os.listdir(env.dir)))
+    m = env.mount_fg(store, mp)
+    read(mp)
+    with open("/proc/%d/status" % m.proc.pid) as f:
+        hwm = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024
+    assert m.unmount() == 0
+    return hwm
+
+
+def newest_images(mp):
+    """cat every disk's newest point (each reads through all its layers)."""
+    for vm in os.listdir(os.path.join(mp, "by-vm")):
+        for disk in os.listdir(os.path.join(mp, "by-vm", vm)):
+            cat(os.path.join(mp, "by-vm", vm, disk, "latest"))
+
+
+def read_across(mp):
+    """Read 4096 blocks spread evenly over the one image under MP."""
+    img = [os.path.join(d, f) for d, _, fs in os.walk(
+        os.path.join(mp, "by-uuid")) for f in fs][0]
+    fd = os.open(img, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        for i in range(4096):
+            assert os.pread(fd, cb.BLOCK, size // 4096 * i) == bytes(cb.BLOCK)
+    finally:
+        os.close(fd)
+
+
 def warm(store):
     """Read the data of every data file of STORE once, so it is in page
     cache (only the data: reading the holes of sparse files would fill
@@ -385,12 +427,13 @@ def main():
                     "nbdfuse/nbdkit file", ours, theirs, 1.0, unit="IOPS")
             cb.unmount(mnt)
 
-        if wanted("x1"):
-            many = env.path("many")
+        many = env.path("many")
+        if any(wanted(k) for k in ("x1", "m1", "m2", "m3", "m4")):
             for i in range(100):
                 run("eatmydata", MKCHAIN, many,
                     "eeeeeeee-0000-4000-8000-%012d" % i, "vm%d" % i, 1000, 1,
                     1, i + 10, stdout=subprocess.DEVNULL)
+        if wanted("x1"):
             mp = env.mkdir("many-mnt")
             os.sync()                   # writeback of mkchain's files: not ours
             t = timed(env.cbtfs, "mount", many, mp)
@@ -418,6 +461,32 @@ def main():
             m.unmount()
             extra("x2", "peak RSS of the mount streaming a 64 GiB image", hwm,
                   256, "MiB")
+
+        # Peak memory: a store of many small layers, and one layer of a
+        # fully stored 2 TiB disk (its data holes; mkchain --holes).
+        for key, what, args in (
+                ("m1", "ls", ["ls", many, "--json"]),
+                ("m2", "verify", ["verify", many]),
+                ("m3", "fetch (nothing to fetch)", ["fetch", many] + b.srv)):
+            if wanted(key):
+                extra(key, "peak RSS of cbtfs %s, 100 disks x 1000 layers"
+                      % what, peak_rss([cb.cbtfs_binary()] + args), 256, "MiB")
+        if wanted("m4"):
+            extra("m4", "peak RSS of a mount reading every disk's newest "
+                  "image, same store", mount_peak(env, many, newest_images), 256,
+                  "MiB")
+        if wanted("m5") or wanted("m6"):
+            huge = env.path("huge")
+            run("eatmydata", MKCHAIN, "--holes", huge,
+                "ffffffff-0000-4000-8000-0000000002ff", "huge", 2 * 1024 * 1024,
+                stdout=subprocess.DEVNULL)
+            if wanted("m5"):
+                extra("m5", "peak RSS of cbtfs ls, one layer of 32 M records "
+                      "(2 TiB)", peak_rss([cb.cbtfs_binary(), "ls", huge]), 256, "MiB")
+            if wanted("m6"):
+                extra("m6", "peak RSS of a mount reading across that layer",
+                      mount_peak(env, huge, read_across), 256, "MiB")
+            shutil.rmtree(huge)
 
         if wanted("x3"):
             # 1 GiB of data spread over a disk of the largest size XAPI

@@ -107,6 +107,14 @@ def main():
         check("retrying" not in err, "refused TLS was retried: %r" % err)
         pts = env.ls_json(store)["disks"][0]["points"]
         check(pts[-1]["present_blocks"] == 0, "blocks came over clear text")
+        # A backup meeting it commits no layer (no retry changes that).
+        s.control("nbd_override", vdi="*", address=info["nbd_address"], port=port)
+        rc, _, err = env.cbtfs("backup", store, *srv, ok=False)
+        check(rc == 1 and "TLS" in err and "retrying" not in err,
+              "a backup used or retried a clear-text NBD server: %r" % err)
+        check(len(env.ls_json(store)["disks"][0]["points"]) == len(pts),
+              "a layer was committed for a server that refused TLS")
+        s.control("nbd_override", vdi="*")
 
         shared_modes(env, store, pts[0]["name"])
     print("ok")

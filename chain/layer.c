@@ -552,6 +552,20 @@ layer_alloc (void)
   return l;
 }
 
+/* Free what layer_load read: the set, the block states, the record
+ * map.  Counts and the index position are the callers' to reset. */
+static void
+free_blocks (struct layer *l)
+{
+  bitmap_free (&l->changed);
+  bitmap_free (&l->ready);
+  bitmap_free (&l->present);
+  free (l->recno);
+  free (l->rank);
+  l->recno = l->rank = NULL;
+  sums_free (&l->unsynced);
+}
+
 void
 layer_close (struct layer *l)
 {
@@ -581,12 +595,7 @@ layer_close (struct layer *l)
     close (l->data_fd);
   if (l->index_fd >= 0)
     close (l->index_fd);         /* releases the writer lock */
-  bitmap_free (&l->changed);
-  bitmap_free (&l->ready);
-  bitmap_free (&l->present);
-  free (l->recno);
-  free (l->rank);
-  sums_free (&l->unsynced);
+  free_blocks (l);
   layer_meta_clear (&l->meta);
   free (l->load_error);
   free (l->dir);
@@ -1029,13 +1038,7 @@ unload (struct layer *l)
 {
   int e = errno;
 
-  bitmap_free (&l->changed);
-  bitmap_free (&l->ready);
-  bitmap_free (&l->present);
-  free (l->recno);
-  free (l->rank);
-  l->recno = l->rank = NULL;
-  sums_free (&l->unsynced);
+  free_blocks (l);
   l->nchanged = l->npresent = l->nstored = 0;
   l->index_len = l->damaged_records = 0;
   l->counts_kept = false;
@@ -1802,13 +1805,7 @@ layer_unload (struct layer *l)
     errno = EBUSY;
     return -1;
   }
-  bitmap_free (&l->changed);
-  bitmap_free (&l->ready);
-  bitmap_free (&l->present);
-  free (l->recno);
-  free (l->rank);
-  l->recno = l->rank = NULL;
-  sums_free (&l->unsynced);
+  free_blocks (l);
   l->index_len = 0;
   if (l->resolve_cache_free)
     l->resolve_cache_free (l->resolve_cache);

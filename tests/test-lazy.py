@@ -19,7 +19,6 @@ import fcntl
 import os
 import sys
 import threading
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import cbtfs as cb  # noqa: E402
@@ -211,9 +210,9 @@ def main():
             g.seek(region)
             check(cb.pread(os.path.join(m.mnt, img1), region, MiB) == g.read(MiB),
                   "fetched data read wrong")
-        check(wait_for(lambda: os.path.getsize(index) > index_size, 30),
+        check(cb.wait_for(lambda: os.path.getsize(index) > index_size, 30),
               "the mount kept none of the blocks it fetched")
-        check(wait_for(lambda: unlocked(index), 30), "the idle mount kept "
+        check(cb.wait_for(lambda: cb.unlocked(index), 30), "the idle mount kept "
               "the writer lock of %s for 30 s" % p1["snapshot"])
         check(env.ls_json(store)["disks"][0]["points"][0]["present_blocks"]
               > before, "ls does not count the blocks the mount kept")
@@ -263,24 +262,8 @@ def main():
     print("ok")
 
 
-def unlocked(path):
-    """Whether no process holds the writer lock (flock) on PATH."""
-    with open(path, "rb") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            return False
 
 
-def wait_for(cond, seconds):
-    """Poll COND until it holds (True) or SECONDS pass (False)."""
-    deadline = time.monotonic() + seconds
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)        # polling a condition, not a stand-in for it
-    return True
 
 
 def sim_free_port():

@@ -161,12 +161,8 @@ def main():
     with sim.Sim("--password", PASSWORD) as s, cb.Env() as env:
         info = s.info
         t = Pin(s, env)
-        vm = s.control("create_vm", name="web", disks=[{"name": "root", "size": SIZE}])
-        vdi = vm["disks"][0]["vdi"]
-        guest = env.path("root.img")
-        with open(guest, "wb") as f:
-            f.write(os.urandom(SIZE))
-        s.control("write_file", vdi=vdi, path=guest)
+        vm, vdi, guest, _ = cb.random_disk(s, env, "web", "root", SIZE,
+                                           password=PASSWORD)
         store = t.store
         stand_in = "%s:%d" % (info["nbd_address"], info["nbd_port"])
 

@@ -18,12 +18,10 @@ never shuts out cbtfs fetch.
   still serves them, says so once, and gives the layer's writer lock
   back, so that `cbtfs fetch` finishes the point once there is room.
 """
-import fcntl
 import os
 import re
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import cbtfs as cb  # noqa: E402
@@ -136,16 +134,7 @@ def dir_fsyncs(env, s):
 
 def torn_index(env, s):
     """Garbage after the records a mount kept costs none of them."""
-    info = s.info
-    vm = s.control("create_vm", name="web", disks=[{"name": "root", "size": 8 * MiB}])
-    vdi = vm["disks"][0]["vdi"]
-    guest = env.path("root.img")
-    with open(guest, "wb") as f:
-        f.write(os.urandom(8 * MiB))
-    s.control("write_file", vdi=vdi, path=guest)
-    pw = env.password_file()
-    srv = ["--server", info["xapi_url"], "--ca-file", info["ca_file"],
-           "--password-file", pw]
+    vm, vdi, guest, srv = cb.random_disk(s, env, "web", "root", 8 * MiB)
     store = env.path("store")
     env.cbtfs("backup", store, "--no-copy", *srv)
     snap = env.ls_json(store)["disks"][0]["points"][-1]["snapshot"]
@@ -171,16 +160,7 @@ def torn_index(env, s):
 
 def full_store(env, s):
     """A lazy point read through a mount whose store is out of space."""
-    info = s.info
-    vm = s.control("create_vm", name="web", disks=[{"name": "root", "size": 24 * MiB}])
-    vdi = vm["disks"][0]["vdi"]
-    guest = env.path("root.img")
-    with open(guest, "wb") as f:
-        f.write(os.urandom(24 * MiB))
-    s.control("write_file", vdi=vdi, path=guest)
-    pw = env.password_file()
-    srv = ["--server", info["xapi_url"], "--ca-file", info["ca_file"],
-           "--password-file", pw]
+    vm, vdi, guest, srv = cb.random_disk(s, env, "web", "root", 24 * MiB)
 
     image = env.path("small.ext4")
     with open(image, "wb") as f:
@@ -204,7 +184,7 @@ def full_store(env, s):
     said = [ln for ln in m.log().splitlines() if "not keeping fetched blocks" in ln]
     check(len(said) == 1 and snap in said[0] and "space" in said[0],
           "the failure should be said once, naming the point: %r" % m.log())
-    check(wait_for(lambda: unlocked(index), 30),
+    check(cb.wait_for(lambda: cb.unlocked(index), 30),
           "the mount kept the writer lock of a layer it cannot fill")
 
     os.unlink(filler)
@@ -217,24 +197,8 @@ def full_store(env, s):
     check(m.unmount() == 0, "the mount failed: %s" % m.log())
 
 
-def unlocked(path):
-    """Whether no process holds the writer lock (flock) on PATH."""
-    with open(path, "rb") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            return False
 
 
-def wait_for(cond, seconds):
-    """Poll COND until it holds (True) or SECONDS pass (False)."""
-    deadline = time.monotonic() + seconds
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)        # polling a condition, not a stand-in for it
-    return True
 
 
 def main():

@@ -38,16 +38,7 @@ def snapshot_vms(s):
 
 def main():
     with sim.Sim() as s, cb.Env() as env:
-        info = s.info
-        vm = s.control("create_vm", name="web", disks=[{"name": "root", "size": 8 * MiB}])
-        vdi = vm["disks"][0]["vdi"]
-        guest = env.path("root.img")
-        with open(guest, "wb") as f:
-            f.write(os.urandom(8 * MiB))
-        s.control("write_file", vdi=vdi, path=guest)
-        pw = env.password_file()
-        srv = ["--server", info["xapi_url"], "--ca-file", info["ca_file"],
-               "--password-file", pw]
+        vm, vdi, guest, srv = cb.random_disk(s, env, "web", "root", 8 * MiB)
         a, b = env.path("a"), env.path("b")
 
         # A records a point whose data stays on the host (--no-copy), and

@@ -205,6 +205,43 @@ def wait_for_file(path, proc, seconds=60):
         time.sleep(0.02)
 
 
+def wait_for(cond, seconds):
+    """Poll COND until it holds (True) or SECONDS pass (False)."""
+    deadline = time.monotonic() + seconds
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)        # polling a condition, not a stand-in for it
+    return True
+
+
+def unlocked(path):
+    """Whether no process holds the writer lock (flock) on PATH."""
+    import fcntl
+    with open(path, "rb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+
+def random_disk(s, env, vm, disk, size, password="secret"):
+    """A VM named VM on the stand-in S with one disk DISK of SIZE random
+    bytes, and its arguments for cbtfs: (VM record, disk VDI uuid, the
+    guest image file, ["--server", …, "--password-file", …] with a file
+    holding PASSWORD)."""
+    rec = s.control("create_vm", name=vm, disks=[{"name": disk, "size": size}])
+    vdi = rec["disks"][0]["vdi"]
+    guest = env.path(disk + ".img")
+    with open(guest, "wb") as f:
+        f.write(os.urandom(size))
+    s.control("write_file", vdi=vdi, path=guest)
+    srv = ["--server", s.info["xapi_url"], "--ca-file", s.info["ca_file"],
+           "--password-file", env.password_file(password)]
+    return rec, vdi, guest, srv
+
+
 def mounted(mnt):
     """True if MNT is a mount point, also one whose FUSE process is gone
     (os.path.ismount says False then: stat fails with ENOTCONN)."""

@@ -352,6 +352,31 @@ test_delta_and_damage (void)
   rm_rf (dir);
 }
 
+/* A fresh store in DIR/s holding DISK's folder; LDIR is where the
+ * layer of SNAP goes.  fixture_close frees it (not DIR). */
+struct fixture {
+  char *path, *ddir, *ldir;
+  struct store *s;
+};
+
+static void
+fixture_open (struct fixture *f, const char *dir)
+{
+  CHECK (asprintf (&f->path, "%s/s", dir) > 0);
+  f->s = store_open (f->path, true);
+  CHECK (f->s && (f->ddir = store_disk_dir (f->s, DISK, true)));
+  CHECK (asprintf (&f->ldir, "%s/%s", f->ddir, SNAP) > 0);
+}
+
+static void
+fixture_close (struct fixture *f)
+{
+  free (f->ldir);
+  free (f->ddir);
+  free (f->path);
+  store_close (f->s);
+}
+
 /* Open the layer in LDIR read-only and return its present count. */
 static uint64_t
 present_of (const char *ldir, uint64_t *damaged)
@@ -387,19 +412,18 @@ scribble (const char *path, off_t off, size_t len)
 static void
 test_index_damage (void)
 {
-  char *dir = make_tmpdir (), *path, *ddir, *ldir, *ipath;
+  char *dir = make_tmpdir (), *ldir, *ipath;
   const uint64_t nb = 3000;
   struct layer_meta m = sample_meta (nb * CHAIN_BLOCK_SIZE, true);
   uint8_t *buf = malloc (CHAIN_BLOCK_SIZE);
-  struct store *s;
+  struct fixture fx;
   struct layer *l;
   uint64_t b, damaged;
   off_t len;
 
-  CHECK (asprintf (&path, "%s/s", dir) > 0);
-  s = store_open (path, true);
-  CHECK (s && (ddir = store_disk_dir (s, DISK, true)));
-  l = layer_create (ddir, s->tmp_dir, &m, NULL);
+  fixture_open (&fx, dir);
+  ldir = fx.ldir;
+  l = layer_create (fx.ddir, fx.s->tmp_dir, &m, NULL);
   CHECK (l != NULL);
   for (b = 0; b + 1 < nb; b++) {     /* one record each; the last missing */
     fill (buf, b);
@@ -409,7 +433,6 @@ test_index_damage (void)
   }
   CHECK (layer_sync (l) == 0);
   layer_close (l);
-  CHECK (asprintf (&ldir, "%s/%s", ddir, SNAP) > 0);
   CHECK (asprintf (&ipath, "%s/index", ldir) > 0);
   len = size_of (ipath);
   CHECK (len == 40 * (off_t) nb);
@@ -506,10 +529,7 @@ test_index_damage (void)
 
   free (buf);
   free (ipath);
-  free (ldir);
-  free (ddir);
-  free (path);
-  store_close (s);
+  fixture_close (&fx);
   rm_rf (dir);
 }
 
@@ -520,19 +540,16 @@ test_index_damage (void)
 static void
 test_sync_failure (void)
 {
-  char *dir = make_tmpdir (), *path, *ddir, *ldir;
+  char *dir = make_tmpdir ();
   struct layer_meta m = sample_meta (400 * (uint64_t) CHAIN_BLOCK_SIZE, true);
   uint8_t *buf = calloc (1, CHAIN_BLOCK_SIZE);
   struct rlimit old, lim;
-  struct store *s;
+  struct fixture fx;
   struct layer *l;
   uint64_t b, present, stored;
 
-  CHECK (asprintf (&path, "%s/s", dir) > 0);
-  s = store_open (path, true);
-  CHECK (s && (ddir = store_disk_dir (s, DISK, true)));
-  CHECK (asprintf (&ldir, "%s/%s", ddir, SNAP) > 0);
-  l = layer_create (ddir, s->tmp_dir, &m, NULL);
+  fixture_open (&fx, dir);
+  l = layer_create (fx.ddir, fx.s->tmp_dir, &m, NULL);
   CHECK (l != NULL);
   for (b = 100; b < 300; b++) {       /* an index of 201 records */
     fill (buf, b);
@@ -558,18 +575,15 @@ test_sync_failure (void)
   layer_counts (l, &present, &stored);
   CHECK (present == 200);
   layer_close (l);
-  CHECK (present_of (ldir, NULL) == 200);
+  CHECK (present_of (fx.ldir, NULL) == 200);
   /* Opened again, the layer takes blocks as before. */
-  l = layer_open (ldir, true);
+  l = layer_open (fx.ldir, true);
   CHECK (l && layer_put_block (l, 0, buf) == 0 && layer_sync (l) == 0);
   layer_close (l);
-  CHECK (present_of (ldir, NULL) == 201);
+  CHECK (present_of (fx.ldir, NULL) == 201);
 
   free (buf);
-  free (ldir);
-  free (ddir);
-  free (path);
-  store_close (s);
+  fixture_close (&fx);
   rm_rf (dir);
 }
 
@@ -907,20 +921,18 @@ test_sums_del (void)
 static void
 test_flaky_sync (const char *dir, const char *trigger)
 {
-  char *path, *ddir, *ldir, *dpath;
+  char *ldir, *dpath;
   struct layer_meta m = sample_meta (16 * (uint64_t) CHAIN_BLOCK_SIZE, true);
   uint8_t *mem = malloc (CHAIN_BLOCK_SIZE + 1), *buf = mem + 1;
   uint8_t *got = malloc (CHAIN_BLOCK_SIZE);
-  struct store *s;
+  struct fixture fx;
   struct layer *l;
   int fd;
 
-  CHECK (asprintf (&path, "%s/s", dir) > 0);
-  s = store_open (path, true);
-  CHECK (s && (ddir = store_disk_dir (s, DISK, true)));
-  CHECK (asprintf (&ldir, "%s/%s", ddir, SNAP) > 0);
+  fixture_open (&fx, dir);
+  ldir = fx.ldir;
   CHECK (asprintf (&dpath, "%s/data", ldir) > 0);
-  l = layer_create (ddir, s->tmp_dir, &m, NULL);
+  l = layer_create (fx.ddir, fx.s->tmp_dir, &m, NULL);
   CHECK (l != NULL);
   fill (buf, 5);                /* unaligned: a buffered write */
   CHECK (layer_put_block (l, 5, buf) == 0);
@@ -947,10 +959,7 @@ test_flaky_sync (const char *dir, const char *trigger)
   free (mem);
   free (got);
   free (dpath);
-  free (ldir);
-  free (ddir);
-  free (path);
-  store_close (s);
+  fixture_close (&fx);
   printf ("flaky sync: ok\n");
 }
 

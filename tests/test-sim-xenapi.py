@@ -10,7 +10,8 @@ list_changed_blocks with MSB-first bits and the right length, "same" and
 "unrelated" errors, VDI_IN_USE, the live VDI as `to`, a grown disk, the
 destruction of a middle snapshot, a CBT reset), get_nbd_info, checksum,
 data_destroy (refused while the VM snapshot holds a VBD, accepted after
-VM.destroy), session expiry with XenAPI.py's automatic re-login, the
+VM.destroy), VDI.destroy of a VM snapshot's disk (not refused: its VBD
+is not attached), session expiry with XenAPI.py's automatic re-login, the
 slave's HOST_IS_SLAVE, unknown methods and parameter counts -- and the raw
 bytes of a few responses, so the wire-format claims of tests/sim/wire.py
 are checked too.
@@ -294,6 +295,20 @@ def run(s):
     # The metadata still answers list_changed_blocks.
     bm2 = base64.b64decode(x.xenapi.VDI.list_changed_blocks(base0, inc0))
     check(bm2 == bm, "bitmap after data_destroy", bm2.hex())
+
+    # A VM snapshot's VBDs are not attached: they do not keep its disks
+    # from VDI.destroy (xapi_vdi.ml refuses only for attached VBDs), so
+    # a backup tool must know which snapshots are its own.
+    snap3 = x.xenapi.VM.snapshot(vm["vm_ref"], "someone else's")
+    vbd3 = [v for v in x.xenapi.VM.get_VBDs(snap3)
+            if x.xenapi.VBD.get_type(v) == "Disk"][0]
+    disk3 = x.xenapi.VBD.get_VDI(vbd3)
+    check(not x.xenapi.VBD.get_currently_attached(vbd3), "snapshot VBD attached")
+    x.xenapi.VDI.destroy(disk3)
+    check(disk3 not in x.xenapi.VDI.get_all(), "VDI.destroy refused a "
+          "snapshot's disk")
+    check(vbd3 not in x.xenapi.VM.get_VBDs(snap3), "its VBD stayed")
+    x.xenapi.VM.destroy(snap3)
 
     # -- the live VDI as `to`, a grown disk, chain surgery, a crash -----------
     s.control("set_power_state", vm=vm["vm"], state="Halted")

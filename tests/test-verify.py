@@ -2,7 +2,8 @@
 """End to end: proving backups restore (cbtfs verify, backup --verify).
 
 backup --verify compares each new image with the host's VDI.checksum
-before data_destroy, and keeps the snapshot's data when they differ --
+before data_destroy (waiting for it as long as the disk's size needs,
+not --timeout), and keeps the snapshot's data when they differ --
 also on later runs: the verdict is recorded in the store, `cbtfs ls`
 shows the point as unverified, and the next backup takes a new baseline
 rather than build on it, until verify --server finds the image equal or
@@ -48,8 +49,13 @@ def main():
         def vdi_type(p):
             return s.control("vdi", uuid=p["snapshot"])["type"]
 
-        # backup --verify: checked against the host, then reduced.
-        _, _, err = env.cbtfs("backup", store, "--verify", "-v", *srv)
+        # backup --verify: checked against the host, then reduced.  The
+        # host's checksum takes 4 s, longer than --timeout: it is given
+        # time for the disk's size.
+        s.control("set", checksum_mib_per_s=16)
+        _, _, err = env.cbtfs("backup", store, "--verify", "-v", "--timeout",
+                              "2", *srv)
+        s.control("set", checksum_mib_per_s=0)
         check("verified against the host" in err, "no verification: %r" % err)
         check(vdi_type(points()[0]) == "cbt_metadata", "not reduced after --verify")
 

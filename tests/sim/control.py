@@ -22,7 +22,7 @@ from model import ControlError, XapiError, NULL
 from wire import DateTime
 
 KNOBS = ("data_destroy_wait", "nbd_read_delay_ms", "nbd_drop_after_bytes",
-         "xapi_delay_ms")
+         "xapi_delay_ms", "checksum_mib_per_s")
 BOOL_KNOBS = ("nbd_impostor",)
 # Knobs that take one of a few words: name -> the allowed values.
 WORD_KNOBS = {"vhd_source": export.SOURCES, "vhd_fault": export.FAULTS,

@@ -127,6 +127,8 @@ class Model:
         self.sessions = {}            # session ref -> {"uuid", "user"}
         self.knobs = {"data_destroy_wait": 4.0, "nbd_read_delay_ms": 0,
                       "xapi_delay_ms": 0,
+                      # VDI.checksum reads the disk at this many MiB/s.
+                      "checksum_mib_per_s": 0,
                       "nbd_drop_after_bytes": 0,
                       # The NBD server shows the impostor certificate
                       # (same names, another key) to new connections.

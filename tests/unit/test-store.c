@@ -533,6 +533,42 @@ test_index_damage (void)
   rm_rf (dir);
 }
 
+/* A layer can become visible and still fail to open (here: out of file
+ * descriptors right after the rename).  layer_create then returns NULL,
+ * but the store has the layer: backup must keep its snapshot, and asks
+ * store_has_layer, which says so. */
+static void
+test_create_visible_failure (void)
+{
+  char *dir = make_tmpdir ();
+  struct layer_meta m = sample_meta (16 * (uint64_t) CHAIN_BLOCK_SIZE, true);
+  struct rlimit old, lim;
+  struct fixture fx;
+  struct layer *l;
+  int first;
+
+  fixture_open (&fx, dir);
+  CHECK (store_has_layer (fx.ddir, SNAP) == 0);
+  CHECK (store_has_layer (fx.ddir, "not-a-uuid") == 0);
+  /* One descriptor at a time: enough to stage and rename the layer
+   * (each file is closed before the next is opened), not to open it. */
+  first = dup (0);
+  CHECK (first >= 0 && close (first) == 0);
+  CHECK (getrlimit (RLIMIT_NOFILE, &old) == 0);
+  lim = old;
+  lim.rlim_cur = first + 1;
+  CHECK (setrlimit (RLIMIT_NOFILE, &lim) == 0);
+  l = layer_create (fx.ddir, fx.s->tmp_dir, &m, NULL);
+  CHECK (setrlimit (RLIMIT_NOFILE, &old) == 0);
+  CHECK (l == NULL && errno == EMFILE);
+  CHECK (store_has_layer (fx.ddir, SNAP) == 1);
+  l = layer_open (fx.ldir, true);
+  CHECK (l != NULL && !layer_complete (l));
+  layer_close (l);
+  fixture_close (&fx);
+  rm_rf (dir);
+}
+
 /* A sync that fails gives up every block not yet durable and refuses
  * more until the layer is opened again: a retried fsync would vouch for
  * data the kernel may have dropped.  The index append is made to fail
@@ -978,6 +1014,7 @@ main (int argc, char **argv)
   test_delta_and_damage ();
   test_index_damage ();
   test_sync_failure ();
+  test_create_visible_failure ();
   test_many_layers ();
   test_manifest_copies ();
   test_direct_writers ();

@@ -623,17 +623,20 @@ make_rank (struct layer *l)
   }
   l->recno = calloc (l->nchanged ? l->nchanged : 1, sizeof *l->recno);
   if (l->recno == NULL)
-    return -1;
+    goto nomem;
   if (l->meta.full)
     return 0;
   l->rank = malloc ((words ? words : 1) * sizeof *l->rank);
   if (l->rank == NULL)
-    return -1;
+    goto nomem;
   for (size_t w = 0; w < words; w++) {
     l->rank[w] = n;
     n += __builtin_popcountll (l->changed.words[w]);
   }
   return 0;
+ nomem:
+  err_set (ENOMEM, "out of memory");
+  return -1;
 }
 
 /* The place of block B (in the set) among the blocks of the set. */
@@ -675,7 +678,7 @@ load_changed (struct layer *l)
     }
   }
   l->nchanged = bitmap_count (&l->changed);
-  return make_rank (l);
+  return 0;
 }
 
 /* Apply one durable record, number N in the index, to the in-memory
@@ -725,15 +728,16 @@ rec_valid (const struct layer *l, const struct rec *r)
 }
 
 /* Call FN for every record of the index at or after byte FROM (the
- * header is not checked here), with its number (its offset / 40).  A record whose check fails is a torn
- * tail when no good record follows it: a crash interrupted its append,
- * and the scan ends before it (where the next writer cuts the file).
- * One that a good record follows is damage: it is skipped and counted
- * in *DAMAGED, and the block it named stays missing (copied or fetched
- * again).  Cutting there instead would throw away the good records
- * after it.  *END gets the byte after the last good record.  A record
- * whose check passes but which makes no sense is damage no record can
- * be trusted past: -1 with err_* and errno EPROTO. */
+ * header is not checked here), with its number (its offset / 40).  A
+ * record whose check fails is a torn tail when no good record follows
+ * it: a crash interrupted its append, and the scan ends before it
+ * (where the next writer cuts the file).  One that a good record
+ * follows is damage: it is skipped and counted in *DAMAGED, and the
+ * block it named stays missing (copied or fetched again).  Cutting
+ * there instead would throw away the good records after it.  *END gets
+ * the byte after the last good record.  A record whose check passes but
+ * which makes no sense is damage no record can be trusted past: -1
+ * with err_* and errno EPROTO. */
 static int
 scan_index (struct layer *l, int fd, const char *path, uint64_t from,
             int (*fn) (struct layer *, const struct rec *, uint64_t),
@@ -777,28 +781,37 @@ scan_index (struct layer *l, int fd, const char *path, uint64_t from,
   return 0;
 }
 
+/* 0 if the index open as FD (at PATH) starts with its header, else -1
+ * with err_* (EPROTO: not an index). */
+static int
+check_header (int fd, const char *path)
+{
+  uint8_t hdr[REC_SIZE], want[REC_SIZE];
+  ssize_t r;
+
+  header_encode (want);
+  r = full_pread (fd, hdr, REC_SIZE, 0);
+  if (r == -1) {
+    err_sys (errno, "read %s", path);
+    return -1;
+  }
+  if (r != REC_SIZE || memcmp (hdr, want, REC_SIZE) != 0) {
+    err_set (EPROTO, "%s: not a cbtfs index", path);
+    return -1;
+  }
+  return 0;
+}
+
 /* Read the index from l->index_len (0: from the start, checking the
  * header) and apply its records (scan_index says which count).  Called
  * with l->lock held exclusively, or before l is shared. */
 static int
 load_index (struct layer *l, int fd, const char *path)
 {
-  uint8_t hdr[REC_SIZE], want[REC_SIZE];
   uint64_t from = l->index_len ? l->index_len : REC_SIZE, damaged = 0;
-  ssize_t r;
 
-  if (l->index_len == 0) {
-    header_encode (want);
-    r = full_pread (fd, hdr, REC_SIZE, 0);
-    if (r == -1) {
-      err_sys (errno, "read %s", path);
-      return -1;
-    }
-    if (r != REC_SIZE || memcmp (hdr, want, REC_SIZE) != 0) {
-      err_set (EPROTO, "%s: not a cbtfs index", path);
-      return -1;
-    }
-  }
+  if (l->index_len == 0 && check_header (fd, path) == -1)
+    return -1;
   if (scan_index (l, fd, path, from, apply_rec, &l->index_len,
                   &damaged) == -1)
     return -1;
@@ -994,7 +1007,7 @@ layer_open (const char *dir, bool writable)
   l = open_manifest (dir, AT_FDCWD, dir);
   if (l == NULL)
     return NULL;
-  if (load_changed (l) == -1)
+  if (load_changed (l) == -1 || make_rank (l) == -1)
     goto err;
 
   /* Readers open the data file when they read (see the fd cache). */
@@ -1059,7 +1072,7 @@ read_set_and_index (struct layer *l)
     return -1;
   }
   unload (l);                   /* counts kept by layer_unload go */
-  if (load_changed (l) == -1) {
+  if (load_changed (l) == -1 || make_rank (l) == -1) {
     unload (l);
     return -1;
   }
@@ -1667,7 +1680,8 @@ give_up (struct layer *l, struct pending *batch)
           sums_del (&l->unsynced, b);
         }
       if (r->kind == REC_DATA && !bitmap_get (&l->present, r->block)
-          && fallocate (l->wdata_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+          && fallocate (l->wdata_fd,
+                        FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                         (off_t) r->block << CHAIN_BLOCK_SHIFT,
                         CHAIN_BLOCK_SIZE) == -1)
         log_debug ("%s/data: cannot punch block %" PRIu64 ": %m", l->dir,
@@ -1758,7 +1772,6 @@ layer_check_complete (const char *dir)
 {
   CLEANUP_FREE char *ipath = path_in (dir, "index");
   CLEANUP_CLOSE int fd = -1;
-  uint8_t hdr[REC_SIZE], want[REC_SIZE];
   uint64_t end, damaged = 0;
   struct layer *l;
   int ret = -1;
@@ -1773,15 +1786,12 @@ layer_check_complete (const char *dir)
   if (load_changed (l) == -1)
     goto out;
   fd = open (ipath, O_RDONLY | O_CLOEXEC);
-  header_encode (want);
-  if (fd == -1 || full_pread (fd, hdr, REC_SIZE, 0) != REC_SIZE) {
-    err_sys (fd == -1 ? errno : EPROTO, "read %s", ipath);
+  if (fd == -1) {
+    err_sys (errno, "open %s", ipath);
     goto out;
   }
-  if (memcmp (hdr, want, REC_SIZE) != 0) {
-    err_set (EPROTO, "%s: not a cbtfs index", ipath);
+  if (check_header (fd, ipath) == -1)
     goto out;
-  }
   if (scan_index (l, fd, ipath, REC_SIZE, mark_present, &end, &damaged) == -1)
     goto out;
   if (l->npresent != l->nchanged) {

@@ -20,9 +20,9 @@
 
 enum verdict {
   VERDICT_NONE = 0,             /* never checked (no line) */
-  VERDICT_MATCH,                /* the image's md5 is the host's VDI.checksum */
+  VERDICT_MATCH,                /* the image's md5 is VDI.checksum's */
   VERDICT_DIFFERS,              /* it is not */
-  VERDICT_DAMAGED,              /* stored blocks or index records fail checks */
+  VERDICT_DAMAGED,              /* stored blocks or index records fail */
   VERDICT_SOUND,                /* every stored block passes its checksum */
   VERDICT_ACCEPTED,             /* the user let a failed point go */
 };

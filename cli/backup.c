@@ -526,9 +526,9 @@ take_snapshots (struct backup *b, const struct xapi_vm *vm, struct disk *v,
 /* Before a layer is committed: is the snapshot's NBD export the disk
  * XAPI describes, served over TLS by the host XAPI names (its
  * certificate)?  A mismatch is an answer no retry will change, so the
- * disk fails now and nothing is committed.  A server that cannot be reached now (or
- * XAPI not saying where it is) is left to the copier, which retries
- * and reports. */
+ * disk fails now and nothing is committed.  A server that cannot be
+ * reached now (or XAPI not saying where it is) is left to the copier,
+ * which retries and reports. */
 static int
 probe_export (struct backup *b, struct disk *d)
 {

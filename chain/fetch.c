@@ -56,10 +56,23 @@ struct keep_failure {
   double until;
 };
 
+/* Connection details of one snapshot, as XAPI last gave them. */
+struct known_target {
+  char snap[UUID_LEN + 1];
+  struct nbdsrc_target t;
+};
+
 struct fetcher {
   fetch_target_fn fn;
   void *opaque;
   struct fetch_opts o;
+
+  /* Asked once per snapshot, not per connection (each ask is XAPI round
+   * trips); forgotten when a connection with them fails.  tlock is held
+   * across fn, never with f->lock. */
+  pthread_mutex_t tlock;
+  struct known_target *targets;
+  size_t ntargets;
 
   pthread_mutex_t lock;
   pthread_cond_t cond;
@@ -99,6 +112,7 @@ fetcher_new (fetch_target_fn fn, void *opaque, const struct fetch_opts *o)
     return NULL;
   }
   pthread_mutex_init (&f->lock, NULL);
+  pthread_mutex_init (&f->tlock, NULL);
   pthread_cond_init (&f->cond, NULL);
   pthread_cond_init (&f->flush, NULL);
   return f;
@@ -170,6 +184,71 @@ remember_failure (struct fetcher *f, const char *snap)
   snprintf (x->msg, sizeof x->msg, "%s", err_get ());
 }
 
+/* ---- connection details ----------------------------------------------- */
+
+/* Connection details for SNAP into *T (caller clears): the ones known,
+ * or (FRESH, or none known) XAPI's answer now; *ASKED says which.  0
+ * or -1 with err_*. */
+static int
+target_of (struct fetcher *f, const char *snap, bool fresh,
+           struct nbdsrc_target *t, bool *asked)
+{
+  struct known_target *k = NULL, *nv;
+  SCOPED_LOCK (&f->tlock);
+
+  for (size_t i = 0; i < f->ntargets && k == NULL; i++)
+    if (strcmp (f->targets[i].snap, snap) == 0)
+      k = &f->targets[i];
+  *asked = k == NULL || fresh;
+  if (!*asked)
+    return nbdsrc_target_copy (t, &k->t);
+  if (k == NULL) {
+    nv = realloc (f->targets, (f->ntargets + 1) * sizeof *nv);
+    if (nv == NULL) {
+      err_set (ENOMEM, "out of memory");
+      return -1;
+    }
+    f->targets = nv;
+    k = &f->targets[f->ntargets++];
+    snprintf (k->snap, sizeof k->snap, "%s", snap);
+  }
+  else
+    nbdsrc_target_clear (&k->t);
+  memset (&k->t, 0, sizeof k->t);
+  if (f->fn (f->opaque, snap, &k->t) == -1) {
+    int e = errno;
+    *k = f->targets[--f->ntargets];     /* nothing known */
+    errno = e;
+    return -1;
+  }
+  return nbdsrc_target_copy (t, &k->t);
+}
+
+/* A connection to SNAP for a reader, checked to be SIZE bytes: with the
+ * details known, and if those fail (a session that expired since, a
+ * host that moved) with XAPI's details now.  NULL with err_*. */
+static struct nbdsrc_conn *
+connect_snapshot (struct fetcher *f, const char *snap, uint64_t size)
+{
+  struct nbdsrc_conn *c = NULL;
+  bool asked = false;
+
+  for (int fresh = 0; fresh < 2 && c == NULL && !asked; fresh++) {
+    struct nbdsrc_target t = { 0 };
+    if (target_of (f, snap, fresh, &t, &asked) == -1)
+      return NULL;
+    c = nbdsrc_connect (&t, f->o.timeout);
+    nbdsrc_target_clear (&t);
+    if (c && nbdsrc_check_size (c, snap, size) == -1) {
+      nbdsrc_close (c);
+      return NULL;              /* an answer no new details change */
+    }
+    if (c == NULL && (errno == EKEYREJECTED || errno == ENOTSUP))
+      return NULL;              /* the same: asking again cannot help */
+  }
+  return c;
+}
+
 /* ---- connection pool -------------------------------------------------- */
 
 static void start_flusher (struct fetcher *f);
@@ -180,7 +259,6 @@ static void keep_failed (struct fetcher *f, struct layer *l);
 static int
 get_slot (struct fetcher *f, const char *snap, uint64_t size)
 {
-  struct nbdsrc_target t = { 0 };
   struct nbdsrc_conn *c, *old = NULL;
   size_t i, pick;
 
@@ -216,15 +294,7 @@ get_slot (struct fetcher *f, const char *snap, uint64_t size)
   pthread_mutex_unlock (&f->lock);
 
   nbdsrc_close (old);
-  c = NULL;
-  if (f->fn (f->opaque, snap, &t) == 0) {
-    c = nbdsrc_connect (&t, f->o.timeout);
-    if (c && nbdsrc_check_size (c, snap, size) == -1) {
-      nbdsrc_close (c);
-      c = NULL;
-    }
-  }
-  nbdsrc_target_clear (&t);
+  c = connect_snapshot (f, snap, size);
 
   pthread_mutex_lock (&f->lock);
   if (c == NULL)
@@ -628,6 +698,10 @@ fetcher_free (struct fetcher *f)
   free (f->dirty);
   free (f->held);
   free (f->kfails);
+  for (size_t i = 0; i < f->ntargets; i++)
+    nbdsrc_target_clear (&f->targets[i].t);
+  free (f->targets);
+  pthread_mutex_destroy (&f->tlock);
   pthread_cond_destroy (&f->flush);
   pthread_cond_destroy (&f->cond);
   pthread_mutex_destroy (&f->lock);

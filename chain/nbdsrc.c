@@ -46,6 +46,22 @@ nbdsrc_target_clear (struct nbdsrc_target *t)
   memset (t, 0, sizeof *t);
 }
 
+int
+nbdsrc_target_copy (struct nbdsrc_target *dst, const struct nbdsrc_target *src)
+{
+  *dst = (struct nbdsrc_target) { .port = src->port };
+  if ((src->address && (dst->address = strdup (src->address)) == NULL)
+      || (src->cert && (dst->cert = strdup (src->cert)) == NULL)
+      || (src->exportname
+          && (dst->exportname = strdup (src->exportname)) == NULL)
+      || (src->subject && (dst->subject = strdup (src->subject)) == NULL)) {
+    nbdsrc_target_clear (dst);
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
 /* Set err_* from libnbd's thread-local error, prefixed with LABEL.
  * libnbd may quote the export name ("server has no export named …"),
  * which embeds a session: SECRET (if any) is cut out of the message. */

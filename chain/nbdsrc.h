@@ -41,6 +41,12 @@ typedef int (*nbdsrc_target_fn) (void *opaque, struct nbdsrc_target *t);
 extern void nbdsrc_target_clear (struct nbdsrc_target *t)
   __attribute__ ((__nonnull__ (1)));
 
+/* Make *DST a copy of SRC, strings duplicated (DST's own are not
+ * freed).  0, or -1 with err_* (ENOMEM, DST then empty). */
+extern int nbdsrc_target_copy (struct nbdsrc_target *dst,
+                               const struct nbdsrc_target *src)
+  __attribute__ ((__nonnull__ (1, 2)));
+
 struct nbdsrc_conn;
 
 /* Connect to T with TLS required and pinned to t->cert, within TIMEOUT

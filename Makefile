@@ -38,7 +38,7 @@ FS_OBJ     = $(call obj,$(FS_SRC))
 CLI_OBJ    = $(call obj,$(CLI_SRC))
 
 UNIT_TESTS = test-xmlrpc test-bitmap test-store test-resolve test-vhd \
-             test-nbdpin test-nbdpin-hidden
+             test-nbdpin test-nbdpin-hidden test-error
 UNIT_BINS  = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 
 # Fuzz targets (tests/fuzz): with gcc they link a driver that replays
@@ -94,6 +94,10 @@ $(BUILD)/tests/test-nbdpin-hidden: $(BUILD)/tests/unit/test-nbdpin.o $(BUILD)/ch
                                   tests/unit/hide-handshake.map
 	$(CC) $(ALL_LDFLAGS) $(filter %.o,$^) \
 	  -Wl,--version-script=tests/unit/hide-handshake.map $(CHAIN_LIBS) -o $@
+
+# common/: each helper on its own.
+$(BUILD)/tests/test-error: $(BUILD)/tests/unit/test-error.o $(BUILD)/common/error.o
+	$(CC) $(ALL_LDFLAGS) $^ -o $@
 
 $(BUILD)/tests/fuzz-xmlrpc: $(BUILD)/tests/fuzz/fuzz-xmlrpc.o $(XAPI_OBJ) $(COMMON_OBJ) $(FUZZ_DRIVER)
 	$(CC) $(ALL_LDFLAGS) $(FUZZ_LDFLAGS) $^ $(XAPI_LIBS) -o $@

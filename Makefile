@@ -38,7 +38,7 @@ FS_OBJ     = $(call obj,$(FS_SRC))
 CLI_OBJ    = $(call obj,$(CLI_SRC))
 
 UNIT_TESTS = test-xmlrpc test-bitmap test-store test-resolve test-vhd \
-             test-nbdpin test-nbdpin-hidden test-error
+             test-nbdpin test-nbdpin-hidden test-error test-log
 UNIT_BINS  = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 
 # Fuzz targets (tests/fuzz): with gcc they link a driver that replays
@@ -97,6 +97,8 @@ $(BUILD)/tests/test-nbdpin-hidden: $(BUILD)/tests/unit/test-nbdpin.o $(BUILD)/ch
 
 # common/: each helper on its own.
 $(BUILD)/tests/test-error: $(BUILD)/tests/unit/test-error.o $(BUILD)/common/error.o
+	$(CC) $(ALL_LDFLAGS) $^ -o $@
+$(BUILD)/tests/test-log: $(BUILD)/tests/unit/test-log.o $(BUILD)/common/log.o
 	$(CC) $(ALL_LDFLAGS) $^ -o $@
 
 $(BUILD)/tests/fuzz-xmlrpc: $(BUILD)/tests/fuzz/fuzz-xmlrpc.o $(XAPI_OBJ) $(COMMON_OBJ) $(FUZZ_DRIVER)

@@ -38,7 +38,7 @@ FS_OBJ     = $(call obj,$(FS_SRC))
 CLI_OBJ    = $(call obj,$(CLI_SRC))
 
 UNIT_TESTS = test-xmlrpc test-bitmap test-store test-resolve test-vhd \
-             test-nbdpin test-nbdpin-hidden test-error test-log
+             test-nbdpin test-nbdpin-hidden test-error test-log test-secbuf
 UNIT_BINS  = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 
 # Fuzz targets (tests/fuzz): with gcc they link a driver that replays
@@ -100,6 +100,9 @@ $(BUILD)/tests/test-error: $(BUILD)/tests/unit/test-error.o $(BUILD)/common/erro
 	$(CC) $(ALL_LDFLAGS) $^ -o $@
 $(BUILD)/tests/test-log: $(BUILD)/tests/unit/test-log.o $(BUILD)/common/log.o
 	$(CC) $(ALL_LDFLAGS) $^ -o $@
+# Wrapped so that the test sees each block before it is freed.
+$(BUILD)/tests/test-secbuf: $(BUILD)/tests/unit/test-secbuf.o $(BUILD)/common/secbuf.o
+	$(CC) $(ALL_LDFLAGS) -Wl,--wrap=malloc,--wrap=realloc,--wrap=free $^ -o $@
 
 $(BUILD)/tests/fuzz-xmlrpc: $(BUILD)/tests/fuzz/fuzz-xmlrpc.o $(XAPI_OBJ) $(COMMON_OBJ) $(FUZZ_DRIVER)
 	$(CC) $(ALL_LDFLAGS) $(FUZZ_LDFLAGS) $^ $(XAPI_LIBS) -o $@

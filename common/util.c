@@ -132,21 +132,23 @@ int
 write_file_atomic (const char *path, const void *data, size_t len, mode_t mode)
 {
   CLEANUP_FREE char *tmp = NULL, *dir = NULL;
-  char *slash;
+  const char *slash = strrchr (path, '/');
   int fd;
 
-  if (asprintf (&tmp, "%s.tmp.XXXXXX", path) == -1
-      || (dir = strdup (path)) == NULL) {
+  /* The directory to fsync: "." for a bare name, "/" for one at the
+   * root.  Not by cutting a copy of PATH: "." does not fit in a copy
+   * of "". */
+  if (slash == NULL)
+    dir = strdup (".");
+  else if (slash == path)
+    dir = strdup ("/");
+  else
+    dir = strndup (path, slash - path);
+  if (dir == NULL || asprintf (&tmp, "%s.tmp.XXXXXX", path) == -1) {
+    tmp = NULL;                 /* asprintf leaves it undefined */
     err_set (ENOMEM, "out of memory");
     return -1;
   }
-  slash = strrchr (dir, '/');
-  if (slash == NULL)
-    strcpy (dir, ".");
-  else if (slash == dir)
-    dir[1] = '\0';
-  else
-    *slash = '\0';
 
   fd = mkostemp (tmp, O_CLOEXEC);
   if (fd == -1) {

@@ -39,7 +39,8 @@ FS_OBJ     = $(call obj,$(FS_SRC))
 CLI_OBJ    = $(call obj,$(CLI_SRC))
 
 UNIT_TESTS = test-xmlrpc test-bitmap test-store test-resolve test-vhd \
-             test-nbdpin test-nbdpin-hidden test-error test-log test-secbuf test-util
+             test-nbdpin test-nbdpin-hidden test-error test-log test-secbuf test-util \
+             test-dio
 UNIT_BINS  = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 
 # Fuzz targets (tests/fuzz): with gcc they link a driver that replays
@@ -106,6 +107,9 @@ $(BUILD)/tests/test-util: $(BUILD)/tests/unit/test-util.o $(BUILD)/common/util.o
                          $(BUILD)/common/error.o
 	$(CC) $(ALL_LDFLAGS) -Wl,--wrap=pread,--wrap=pwrite,--wrap=write $^ \
 	  $(GNUTLS_LIBS) -o $@
+$(BUILD)/tests/test-dio: $(BUILD)/tests/unit/test-dio.o $(BUILD)/common/dio.o \
+                        $(BUILD)/common/util.o $(BUILD)/common/error.o
+	$(CC) $(ALL_LDFLAGS) $^ $(GNUTLS_LIBS) -o $@
 # Wrapped so that the test sees each block before it is freed.
 $(BUILD)/tests/test-secbuf: $(BUILD)/tests/unit/test-secbuf.o $(BUILD)/common/secbuf.o
 	$(CC) $(ALL_LDFLAGS) -Wl,--wrap=malloc,--wrap=realloc,--wrap=free $^ -o $@

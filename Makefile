@@ -39,8 +39,8 @@ FS_OBJ     = $(call obj,$(FS_SRC))
 CLI_OBJ    = $(call obj,$(CLI_SRC))
 
 UNIT_TESTS = test-xmlrpc test-bitmap test-store test-resolve test-vhd \
-             test-nbdpin test-nbdpin-hidden test-error test-log test-secbuf test-util \
-             test-dio
+             test-nbdpin test-nbdpin-hidden test-error test-log test-secbuf \
+             test-util test-dio test-cleanup
 UNIT_BINS  = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 
 # Fuzz targets (tests/fuzz): with gcc they link a driver that replays
@@ -113,6 +113,9 @@ $(BUILD)/tests/test-dio: $(BUILD)/tests/unit/test-dio.o $(BUILD)/common/dio.o \
 # Wrapped so that the test sees each block before it is freed.
 $(BUILD)/tests/test-secbuf: $(BUILD)/tests/unit/test-secbuf.o $(BUILD)/common/secbuf.o
 	$(CC) $(ALL_LDFLAGS) -Wl,--wrap=malloc,--wrap=realloc,--wrap=free $^ -o $@
+# cleanup.h is all macros: nothing to link but the test, which sees frees.
+$(BUILD)/tests/test-cleanup: $(BUILD)/tests/unit/test-cleanup.o
+	$(CC) $(ALL_LDFLAGS) -Wl,--wrap=free $^ -o $@
 
 $(BUILD)/tests/fuzz-xmlrpc: $(BUILD)/tests/fuzz/fuzz-xmlrpc.o $(XAPI_OBJ) $(COMMON_OBJ) $(FUZZ_DRIVER)
 	$(CC) $(ALL_LDFLAGS) $(FUZZ_LDFLAGS) $^ $(XAPI_LIBS) -o $@

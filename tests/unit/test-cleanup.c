@@ -206,7 +206,8 @@ test_scoped_lock (void)
 
   CHECK (pthread_mutexattr_init (&a) == 0);
   CHECK (pthread_mutexattr_settype (&a, PTHREAD_MUTEX_ERRORCHECK) == 0);
-  CHECK (pthread_mutex_init (&m1, &a) == 0 && pthread_mutex_init (&m2, &a) == 0);
+  CHECK (pthread_mutex_init (&m1, &a) == 0);
+  CHECK (pthread_mutex_init (&m2, &a) == 0);
 
   for (int how = 0; how <= 2; how++) {
     CHECK (locked_early_return (how) == how);

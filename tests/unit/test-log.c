@@ -283,11 +283,13 @@ syslog_child (void)
   char *msg = malloc (3 * LINE_MAX_);
   int s, e;
 
-  if (unshare (CLONE_NEWNS) == -1)
+  /* Containers may allow the one and not the other (an LSM refusing
+   * mount).  valgrind checks the strings even where the kernel ignores
+   * them. */
+  if (unshare (CLONE_NEWNS) == -1
+      || mount ("none", "/", "none", MS_REC | MS_PRIVATE, NULL) == -1
+      || mount ("cbtfs-test-log", "/dev", "tmpfs", 0, "mode=0755") == -1)
     _exit (77);
-  /* valgrind checks the strings even where the kernel ignores them. */
-  CHECK (mount ("none", "/", "none", MS_REC | MS_PRIVATE, NULL) == 0);
-  CHECK (mount ("cbtfs-test-log", "/dev", "tmpfs", 0, "mode=0755") == 0);
   CHECK ((s = socket (AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) >= 0);
   strcpy (sa.sun_path, "/dev/log");
   CHECK (bind (s, (struct sockaddr *) &sa, sizeof sa) == 0);
@@ -344,7 +346,7 @@ test_syslog (void)
     syslog_child ();
   CHECK (waitpid (pid, &status, 0) == pid && WIFEXITED (status));
   if (WEXITSTATUS (status) == 77)
-    printf ("test-log: syslog: SKIP (cannot make a mount namespace)\n");
+    printf ("test-log: syslog: SKIP (no mount namespace of its own)\n");
   else
     CHECK (WEXITSTATUS (status) == 0);
 }

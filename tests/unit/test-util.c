@@ -266,7 +266,8 @@ slow_reader (void *arg)
 static void
 test_full_write (void)
 {
-  struct sigaction sa = { .sa_handler = on_signal }, old_sa;  /* no SA_RESTART */
+  /* No SA_RESTART: the signal ends a blocked write. */
+  struct sigaction sa = { .sa_handler = on_signal }, old_sa;
   struct slow_reader r = { .writer = pthread_self () };
   uint8_t *data = malloc (PIPED);
   pthread_t tid;
@@ -328,7 +329,7 @@ test_read_file (const char *dir)
   CHECK (len == sizeof data && memcmp (buf, data, len) == 0);
   CHECK (buf[len] == '\0');                     /* NUL-terminated */
   free (buf);
-  CHECK ((buf = read_file (path, SIZE_MAX, NULL)) != NULL);     /* LEN optional */
+  CHECK ((buf = read_file (path, SIZE_MAX, NULL)) != NULL);     /* no LEN */
   free (buf);
 
   /* Exactly MAX is allowed; one byte more is EFBIG. */
@@ -678,7 +679,8 @@ test_macros (void)
   CHECK (DIV_ROUND_UP (8, 4) == 2 && DIV_ROUND_UP (9, 4) == 3);
   CHECK (ROUND_UP (0, 512) == 0 && ROUND_UP (1, 512) == 512);
   CHECK (ROUND_UP (512, 512) == 512 && ROUND_UP (513, 512) == 1024);
-  CHECK (DIV_ROUND_UP (big + 1, 1 << 20) == (big >> 20) + 1);   /* no int overflow */
+  /* In the arguments' type, not int. */
+  CHECK (DIV_ROUND_UP (big + 1, 1 << 20) == (big >> 20) + 1);
   CHECK (ARRAY_SIZE (a) == 7);
 }
 

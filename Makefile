@@ -16,6 +16,7 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # chain/ and its tests must build without libfuse, libcurl and libxml2.
 CHAIN_LIBS = $(shell pkg-config --libs libnbd gnutls libxxhash 2>/dev/null)
 XAPI_LIBS  = $(shell pkg-config --libs libcurl libxml-2.0 gnutls 2>/dev/null)
+GNUTLS_LIBS = $(shell pkg-config --libs gnutls 2>/dev/null)
 ALL_CFLAGS = -std=c17 -D_GNU_SOURCE -pthread -I. $(WARN) $(CFLAGS) $(SAN) $(PKG_CFLAGS)
 ALL_LDFLAGS = -pthread $(SAN) $(LDFLAGS)
 
@@ -38,7 +39,8 @@ FS_OBJ     = $(call obj,$(FS_SRC))
 CLI_OBJ    = $(call obj,$(CLI_SRC))
 
 UNIT_TESTS = test-xmlrpc test-bitmap test-store test-resolve test-vhd \
-             test-nbdpin test-nbdpin-hidden
+             test-nbdpin test-nbdpin-hidden test-error test-log test-secbuf \
+             test-util test-dio test-cleanup
 UNIT_BINS  = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 
 # Fuzz targets (tests/fuzz): with gcc they link a driver that replays
@@ -94,6 +96,26 @@ $(BUILD)/tests/test-nbdpin-hidden: $(BUILD)/tests/unit/test-nbdpin.o $(BUILD)/ch
                                   tests/unit/hide-handshake.map
 	$(CC) $(ALL_LDFLAGS) $(filter %.o,$^) \
 	  -Wl,--version-script=tests/unit/hide-handshake.map $(CHAIN_LIBS) -o $@
+
+# common/: each helper on its own.
+$(BUILD)/tests/test-error: $(BUILD)/tests/unit/test-error.o $(BUILD)/common/error.o
+	$(CC) $(ALL_LDFLAGS) $^ -o $@
+$(BUILD)/tests/test-log: $(BUILD)/tests/unit/test-log.o $(BUILD)/common/log.o
+	$(CC) $(ALL_LDFLAGS) $^ -o $@
+# Wrapped so that the test can cut reads and writes short.
+$(BUILD)/tests/test-util: $(BUILD)/tests/unit/test-util.o $(BUILD)/common/util.o \
+                         $(BUILD)/common/error.o
+	$(CC) $(ALL_LDFLAGS) -Wl,--wrap=pread,--wrap=pwrite,--wrap=write $^ \
+	  $(GNUTLS_LIBS) -o $@
+$(BUILD)/tests/test-dio: $(BUILD)/tests/unit/test-dio.o $(BUILD)/common/dio.o \
+                        $(BUILD)/common/util.o $(BUILD)/common/error.o
+	$(CC) $(ALL_LDFLAGS) $^ $(GNUTLS_LIBS) -o $@
+# Wrapped so that the test sees each block before it is freed.
+$(BUILD)/tests/test-secbuf: $(BUILD)/tests/unit/test-secbuf.o $(BUILD)/common/secbuf.o
+	$(CC) $(ALL_LDFLAGS) -Wl,--wrap=malloc,--wrap=realloc,--wrap=free $^ -o $@
+# cleanup.h is all macros: nothing to link but the test, which sees frees.
+$(BUILD)/tests/test-cleanup: $(BUILD)/tests/unit/test-cleanup.o
+	$(CC) $(ALL_LDFLAGS) -Wl,--wrap=free $^ -o $@
 
 $(BUILD)/tests/fuzz-xmlrpc: $(BUILD)/tests/fuzz/fuzz-xmlrpc.o $(XAPI_OBJ) $(COMMON_OBJ) $(FUZZ_DRIVER)
 	$(CC) $(ALL_LDFLAGS) $(FUZZ_LDFLAGS) $^ $(XAPI_LIBS) -o $@

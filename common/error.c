@@ -13,37 +13,46 @@
 
 static _Thread_local char msg[ERR_MAX];
 
+/* Replace the message with FMT… followed by ": TAIL" when TAIL is not
+ * NULL.  The new text is composed in a local buffer first, because an
+ * argument may be this thread's message itself (err_set (EIO, "x: %s",
+ * err_get ()), or TAIL for err_prefix), and vsnprintf into MSG would
+ * overwrite it while reading it.  Cut short at ERR_MAX - 1 bytes. */
 static void
-vset (const char *fmt, va_list ap)
+vset (const char *fmt, va_list ap, const char *tail)
 {
-  vsnprintf (msg, sizeof msg, fmt, ap);
+  char buf[ERR_MAX];
+  size_t n;
+
+  if (vsnprintf (buf, sizeof buf, fmt, ap) < 0)
+    buf[0] = '\0';
+  n = strlen (buf);
+  /* A message cut short is still the best we have. */
+  if (tail && snprintf (buf + n, sizeof buf - n, ": %s", tail) < 0)
+    buf[n] = '\0';
+  memcpy (msg, buf, strlen (buf) + 1);
 }
 
 void
 err_set (int errnum, const char *fmt, ...)
 {
+  int saved = errno;
   va_list ap;
 
   va_start (ap, fmt);
-  vset (fmt, ap);
+  vset (fmt, ap, NULL);
   va_end (ap);
-  if (errnum)
-    errno = errnum;
+  errno = errnum ? errnum : saved;
 }
 
 void
 err_sys (int errnum, const char *fmt, ...)
 {
   va_list ap;
-  size_t n;
 
   va_start (ap, fmt);
-  vset (fmt, ap);
+  vset (fmt, ap, strerror (errnum));
   va_end (ap);
-  n = strlen (msg);
-  /* A message cut short is still the best we have. */
-  if (snprintf (msg + n, sizeof msg - n, ": %s", strerror (errnum)) < 0)
-    msg[n] = '\0';
   errno = errnum;
 }
 
@@ -51,17 +60,11 @@ void
 err_prefix (const char *fmt, ...)
 {
   int saved = errno;
-  char old[ERR_MAX];
   va_list ap;
-  size_t n;
 
-  memcpy (old, msg, sizeof old);
   va_start (ap, fmt);
-  vset (fmt, ap);
+  vset (fmt, ap, msg[0] ? msg : NULL);
   va_end (ap);
-  n = strlen (msg);
-  if (old[0] && snprintf (msg + n, sizeof msg - n, ": %s", old) < 0)
-    msg[n] = '\0';
   errno = saved;
 }
 

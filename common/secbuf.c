@@ -57,4 +57,5 @@ secbuf_wipe (struct secbuf *b)
   }
   b->p = NULL;
   b->len = b->cap = 0;
+  b->failed = false;            /* "reusable": later adds must not no-op */
 }

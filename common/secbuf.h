@@ -25,7 +25,8 @@ extern int secbuf_add (struct secbuf *b, const void *s, size_t n)
 extern int secbuf_puts (struct secbuf *b, const char *s)
   __attribute__ ((__nonnull__ (1, 2)));
 
-/* Zero and free the contents; the buffer is empty and reusable after. */
+/* Zero and free the contents; the buffer is empty and reusable after
+ * (an earlier out-of-memory is forgotten). */
 extern void secbuf_wipe (struct secbuf *b) __attribute__ ((__nonnull__ (1)));
 
 #endif /* CBTFS_SECBUF_H */

@@ -132,21 +132,23 @@ int
 write_file_atomic (const char *path, const void *data, size_t len, mode_t mode)
 {
   CLEANUP_FREE char *tmp = NULL, *dir = NULL;
-  char *slash;
+  const char *slash = strrchr (path, '/');
   int fd;
 
-  if (asprintf (&tmp, "%s.tmp.XXXXXX", path) == -1
-      || (dir = strdup (path)) == NULL) {
+  /* The directory to fsync: "." for a bare name, "/" for one at the
+   * root.  Not by cutting a copy of PATH: "." does not fit in a copy
+   * of "". */
+  if (slash == NULL)
+    dir = strdup (".");
+  else if (slash == path)
+    dir = strdup ("/");
+  else
+    dir = strndup (path, slash - path);
+  if (dir == NULL || asprintf (&tmp, "%s.tmp.XXXXXX", path) == -1) {
+    tmp = NULL;                 /* asprintf leaves it undefined */
     err_set (ENOMEM, "out of memory");
     return -1;
   }
-  slash = strrchr (dir, '/');
-  if (slash == NULL)
-    strcpy (dir, ".");
-  else if (slash == dir)
-    dir[1] = '\0';
-  else
-    *slash = '\0';
 
   fd = mkostemp (tmp, O_CLOEXEC);
   if (fd == -1) {
@@ -186,11 +188,19 @@ now_monotonic (void)
   return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+static bool
+is_base64_char (char c)
+{
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
+    || (c >= '0' && c <= '9') || c == '+' || c == '/';
+}
+
 uint8_t *
 base64_decode (const char *in, size_t *out_len)
 {
   gnutls_datum_t src, dst = { NULL, 0 };
-  size_t n = strlen (in);
+  size_t n = strlen (in), data, pad = 0;
+  CLEANUP_FREE char *padded = NULL;
   uint8_t *out;
 
   while (n > 0 && (in[n - 1] == '\n' || in[n - 1] == '\r'))
@@ -200,16 +210,30 @@ base64_decode (const char *in, size_t *out_len)
     *out_len = 0;
     return calloc (1, 1);
   }
-  if (n > UINT_MAX) {
-    errno = EINVAL;
-    return NULL;
+  /* gnutls skips whitespace anywhere and requires the padding; base64
+   * as util.h defines it is the other way round, so check the text
+   * here: the alphabet, then "=" or "==" only where it completes the
+   * last group, and never a lone character in a group. */
+  while (pad < n && in[n - 1 - pad] == '=')
+    pad++;
+  data = n - pad;
+  for (size_t i = 0; i < data; i++)
+    if (!is_base64_char (in[i]))
+      goto bad;
+  if (data % 4 == 1 || pad > 2 || (pad > 0 && n % 4 != 0) || n > UINT_MAX - 3)
+    goto bad;
+  if (n % 4 != 0) {
+    padded = malloc (n + 3);
+    if (padded == NULL)
+      return NULL;
+    memcpy (padded, in, n);
+    while (n % 4 != 0)
+      padded[n++] = '=';
   }
-  src.data = (unsigned char *) in;
+  src.data = (unsigned char *) (padded ? padded : in);
   src.size = n;
-  if (gnutls_base64_decode2 (&src, &dst) < 0) {
-    errno = EINVAL;
-    return NULL;
-  }
+  if (gnutls_base64_decode2 (&src, &dst) < 0)
+    goto bad;
   /* Hand out a libc-allocated copy so callers need only free(3). */
   out = malloc (dst.size ? dst.size : 1);
   if (out)
@@ -217,6 +241,10 @@ base64_decode (const char *in, size_t *out_len)
   *out_len = dst.size;
   gnutls_free (dst.data);
   return out;
+
+ bad:
+  errno = EINVAL;
+  return NULL;
 }
 
 bool

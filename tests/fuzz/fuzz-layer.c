@@ -34,6 +34,21 @@ put (const char *name, const void *p, size_t n)
   close (fd);
 }
 
+/* The layer directory goes when the fuzzer exits (every run of make
+ * check-unit and make fuzz left one in /tmp). */
+static void
+remove_dir (void)
+{
+  static const char *const names[] = { "layer", "data", "changed", "index" };
+  char path[512];
+
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    snprintf (path, sizeof path, "%s/%s", dir, names[i]);
+    unlink (path);
+  }
+  rmdir (dir);
+}
+
 static void
 setup (void)
 {
@@ -42,7 +57,7 @@ setup (void)
   char *text;
 
   dir = mkdtemp (tmpl);
-  if (dir == NULL)
+  if (dir == NULL || atexit (remove_dir) != 0)
     abort ();
   strcpy (m.snapshot, "11111111-2222-3333-4444-555555555555");
   strcpy (m.disk, "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee");

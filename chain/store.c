@@ -101,8 +101,7 @@ write_marker (const char *marker, const char *id)
 static int
 create_store (const char *path, const char *marker, char id[UUID_LEN + 1])
 {
-  CLEANUP_FREE char *parent = strdup (path);
-  char *slash;
+  CLEANUP_FREE char *parent = dir_of (path);
 
   if (parent == NULL) {
     err_set (ENOMEM, "out of memory");
@@ -121,13 +120,6 @@ create_store (const char *path, const char *marker, char id[UUID_LEN + 1])
     return -1;
   }
   /* Its name in its parent must last as long as what goes in it. */
-  slash = strrchr (parent, '/');
-  if (slash == parent)
-    slash[1] = '\0';
-  else if (slash)
-    *slash = '\0';
-  else
-    strcpy (parent, ".");
   if (fsync_dir (parent) == -1 || make_uuid (id) == -1)
     return -1;
   return write_marker (marker, id);

@@ -96,10 +96,12 @@ extern struct catalog *cli_catalog (const char *path, unsigned flags);
 struct catalog_disk;
 struct catalog_point;
 
-struct layer;
+struct verdicts;
 
-/* The folder of L's disk in the store (malloc'd), or NULL on ENOMEM. */
-extern char *cli_disk_dir (const struct layer *l);
+/* The verdicts of disk D (chain/verdict.h) into *VS: empty if there are
+ * none, or if they cannot be read (then a warning says why). */
+extern void cli_load_verdicts (const struct catalog_disk *d,
+                               struct verdicts *vs);
 
 /* "by-vm/VM/DISK/TIME.img": where people find point P of disk D in a
  * mount.  Malloc'd (caller frees), or NULL on ENOMEM. */

@@ -44,19 +44,6 @@ state_of (struct layer *l, char *buf, size_t len)
   return chain_readable (l) ? "complete" : "complete (an older layer is not)";
 }
 
-/* The verdicts of disk D (empty if none or unreadable: then said). */
-static void
-load_verdicts (const struct catalog_disk *d, struct verdicts *vs)
-{
-  CLEANUP_FREE char *dir = d->npoints ? cli_disk_dir (d->points[0].layer)
-    : NULL;
-
-  vs->v = NULL;
-  vs->n = 0;
-  if (dir && verdicts_load (dir, vs) == -1)
-    log_warn ("%s", err_get ());
-}
-
 /* What ls says of verdict V after a point ("" for none). */
 static const char *
 verdict_note (enum verdict v)
@@ -94,7 +81,7 @@ print_json (const struct catalog *c)
     printf (", \"name_label\": ");
     json_str (m->disk_name);
     printf (", \"points\": [");
-    load_verdicts (d, &vs);
+    cli_load_verdicts (d, &vs);
     for (size_t j = 0; j < d->npoints; j++) {
       struct layer *l = d->points[j].layer;
       enum verdict v = verdicts_of (&vs, l->meta.snapshot);
@@ -132,7 +119,7 @@ print_text (const struct catalog *c)
     for (size_t j = 0; j < vm->ndisks; j++) {
       const struct catalog_disk *d = vm->disks[j];
       printf ("  %s  (disk %s)\n", d->name, d->uuid);
-      load_verdicts (d, &vs);
+      cli_load_verdicts (d, &vs);
       for (size_t k = 0; k < d->npoints; k++) {
         struct layer *l = d->points[k].layer;
         char buf[64];

@@ -11,6 +11,7 @@
 #include "../common/error.h"
 #include "../common/log.h"
 #include "../common/util.h"
+#include "../chain/catalog.h"
 #include "../chain/layer.h"
 #include "../chain/nbdsrc.h"
 #include "../chain/verdict.h"
@@ -202,8 +203,7 @@ int
 cli_data_destroy (xapi_session *xs, const char *ref, const char *uuid,
                   const char *layer_dir)
 {
-  CLEANUP_FREE char *disk_dir = strdup (layer_dir);
-  char *slash = disk_dir ? strrchr (disk_dir, '/') : NULL;
+  CLEANUP_FREE char *disk_dir = dir_of (layer_dir);
   int v;
 
   /* What this process believes is not enough: only what is on disk
@@ -212,11 +212,10 @@ cli_data_destroy (xapi_session *xs, const char *ref, const char *uuid,
     log_warn ("snapshot %s keeps its data on the host: %s", uuid, err_get ());
     return -1;
   }
-  if (slash == NULL) {
+  if (disk_dir == NULL) {
     log_warn ("snapshot %s keeps its data on the host: out of memory", uuid);
     return -1;
   }
-  *slash = '\0';
   v = verdict_latest (disk_dir, uuid);
   if (v == -1 || verdict_holds (v)) {
     if (v == -1)
@@ -251,12 +250,14 @@ cli_checksum_timeout (uint64_t size, long at_least)
     : at_least;
 }
 
-char *
-cli_disk_dir (const struct layer *l)
+void
+cli_load_verdicts (const struct catalog_disk *d, struct verdicts *vs)
 {
-  char *d = strdup (l->dir), *slash = d ? strrchr (d, '/') : NULL;
+  CLEANUP_FREE char *dir = d->npoints ? dir_of (d->points[0].layer->dir)
+    : NULL;
 
-  if (slash)
-    *slash = '\0';
-  return d;
+  vs->v = NULL;
+  vs->n = 0;
+  if (dir && verdicts_load (dir, vs) == -1)
+    log_warn ("%s", err_get ());
 }

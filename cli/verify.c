@@ -81,7 +81,7 @@ static void
 note (struct catalog_point *p, enum verdict v)
 {
   const char *snap = p->layer->meta.snapshot;
-  CLEANUP_FREE char *dir = cli_disk_dir (p->layer);
+  CLEANUP_FREE char *dir = dir_of (p->layer->dir);
 
   if (dir == NULL || verdict_record (dir, snap, v) == -1)
     log_warn ("snapshot %s: cannot record that it is %s: %s", snap,
@@ -163,7 +163,7 @@ accept_points (struct catalog *cat, char **snaps, size_t n)
 {
   for (size_t i = 0; i < n; i++) {
     struct catalog_point *p = catalog_find (cat, snaps[i], NULL);
-    CLEANUP_FREE char *dir = p ? cli_disk_dir (p->layer) : NULL;
+    CLEANUP_FREE char *dir = p ? dir_of (p->layer->dir) : NULL;
     if (p == NULL) {
       err_set (ENOENT, "no snapshot %s in the store", snaps[i]);
       return cli_fail ();
@@ -240,9 +240,7 @@ cmd_verify (int argc, char **argv)
    * with the largest disk, not with the store. */
   for (size_t i = 0; i < cat->ndisks; i++) {
     struct catalog_disk *d = &cat->disks[i];
-    struct verdicts vs = { 0 };
-    CLEANUP_FREE char *dir = d->npoints ? cli_disk_dir (d->points[0].layer)
-      : NULL;
+    struct verdicts vs;
 
     rep.n = 0;
     for (size_t j = 0; j < d->npoints; j++) {
@@ -256,8 +254,7 @@ cmd_verify (int argc, char **argv)
       log_error ("out of memory listing damaged blocks");
       status = 1;
     }
-    if (dir && verdicts_load (dir, &vs) == -1)
-      log_warn ("%s", err_get ());
+    cli_load_verdicts (d, &vs);
     for (size_t j = 0; j < d->npoints; j++) {
       struct catalog_point *p = &d->points[j];
       CLEANUP_FREE char *label = cli_point_label (d, p);

@@ -128,22 +128,25 @@ fsync_dir (const char *dir)
   return 0;
 }
 
+char *
+dir_of (const char *path)
+{
+  const char *slash = strrchr (path, '/');
+
+  /* Not by cutting a copy of PATH: "." does not fit in a copy of "". */
+  if (slash == NULL)
+    return strdup (".");
+  if (slash == path)
+    return strdup ("/");
+  return strndup (path, slash - path);
+}
+
 int
 write_file_atomic (const char *path, const void *data, size_t len, mode_t mode)
 {
-  CLEANUP_FREE char *tmp = NULL, *dir = NULL;
-  const char *slash = strrchr (path, '/');
+  CLEANUP_FREE char *tmp = NULL, *dir = dir_of (path);
   int fd;
 
-  /* The directory to fsync: "." for a bare name, "/" for one at the
-   * root.  Not by cutting a copy of PATH: "." does not fit in a copy
-   * of "". */
-  if (slash == NULL)
-    dir = strdup (".");
-  else if (slash == path)
-    dir = strdup ("/");
-  else
-    dir = strndup (path, slash - path);
   if (dir == NULL || asprintf (&tmp, "%s.tmp.XXXXXX", path) == -1) {
     tmp = NULL;                 /* asprintf leaves it undefined */
     err_set (ENOMEM, "out of memory");

@@ -40,6 +40,10 @@ extern char *read_file_at (int dirfd, const char *path, size_t max,
 extern int write_file_atomic (const char *path, const void *data, size_t len,
                               mode_t mode);
 
+/* The directory PATH is in (malloc'd): "." for a bare name, "/" for a
+ * name at the root, else PATH up to its last '/'.  NULL on ENOMEM. */
+extern char *dir_of (const char *path) __attribute__ ((__nonnull__ (1)));
+
 /* fsync the directory DIR; 0 or -1 (err_*). */
 extern int fsync_dir (const char *dir);
 

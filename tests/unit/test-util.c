@@ -401,6 +401,22 @@ check_file (const char *path, const char *want, mode_t mode)
   CHECK (stat (path, &st) == 0 && (st.st_mode & 07777) == mode);
 }
 
+/* dir_of: the directory to fsync after changing a name in it. */
+static void
+test_dir_of (void)
+{
+  static const char *const cases[][2] = {
+    { "a/b/c", "a/b" }, { "/srv/store", "/srv" }, { "/store", "/" },
+    { "store", "." }, { "", "." }, { "a/", "a" }, { "/", "/" },
+  };
+
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char *d = dir_of (cases[i][0]);
+    CHECK (d && strcmp (d, cases[i][1]) == 0);
+    free (d);
+  }
+}
+
 static void
 test_write_file_atomic (const char *dir)
 {
@@ -694,6 +710,7 @@ main (void)
   test_full_write ();
   test_read_file (dir);
   test_fsync_dir (dir);
+  test_dir_of ();
   test_write_file_atomic (dir);
   test_now_monotonic ();
   test_base64 ();

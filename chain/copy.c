@@ -32,11 +32,7 @@ struct job {
 
   pthread_mutex_t lock;
   pthread_cond_t cond;
-  /* The snapshot's connection details, asked for once (not once per
-   * connection: each ask is XAPI round trips) and again when
-   * connecting with them fails. */
-  struct nbdsrc_target target;
-  bool have_target;
+  struct nbdsrc_known known;     /* the snapshot's connection details */
   uint64_t cursor;              /* next block to consider */
   uint64_t todo;                /* blocks missing at the start */
   unsigned running;             /* workers still going */
@@ -90,38 +86,14 @@ claim (struct job *j, uint64_t *first, unsigned *n)
 static struct nbdsrc_conn *
 connect_fresh (struct job *j, bool *permanent)
 {
-  struct nbdsrc_conn *c = NULL;
-  bool asked = false;
+  bool ask_failed;
+  struct nbdsrc_conn *c = nbdsrc_connect_known (&j->known, j->fn, j->opaque,
+                                                j->o->timeout, &ask_failed);
 
-  /* Known details first; if they fail, XAPI's answer now (a session
-   * that expired, a host that moved), once. */
-  for (int fresh = 0; fresh < 2 && c == NULL && !asked; fresh++) {
-    struct nbdsrc_target t = { 0 };
-    int r = 0;
-
-    pthread_mutex_lock (&j->lock);
-    asked = !j->have_target || fresh;
-    if (asked) {
-      nbdsrc_target_clear (&j->target);
-      r = j->fn (j->opaque, &j->target);
-      j->have_target = r == 0;
-    }
-    if (r == 0)
-      r = nbdsrc_target_copy (&t, &j->target);
-    pthread_mutex_unlock (&j->lock);
-    if (r == -1) {
-      *permanent = true;
-      return NULL;
-    }
-    c = nbdsrc_connect (&t, j->o->timeout);
-    nbdsrc_target_clear (&t);
-    /* A server that will not speak TLS, or not with the key of the
-     * certificate XAPI gave, will not on a retry. */
-    if (c == NULL && (errno == ENOTSUP || errno == EKEYREJECTED)) {
-      *permanent = true;
-      return NULL;
-    }
-  }
+  /* A server that will not speak TLS, or not with the key of the
+   * certificate XAPI gave, will not on a retry. */
+  if (c == NULL && (ask_failed || errno == ENOTSUP || errno == EKEYREJECTED))
+    *permanent = true;
   if (c && nbdsrc_check_size (c, j->l->meta.snapshot, j->l->meta.size) == -1) {
     nbdsrc_close (c);
     *permanent = true;
@@ -338,6 +310,7 @@ copy_layer (struct layer *l, nbdsrc_target_fn fn, void *opaque,
   }
   pthread_mutex_init (&j.lock, NULL);
   pthread_cond_init (&j.cond, NULL);
+  nbdsrc_known_init (&j.known);
 
   pthread_mutex_lock (&j.lock);
   for (i = 0; i < o->conns; i++) {
@@ -378,7 +351,7 @@ copy_layer (struct layer *l, nbdsrc_target_fn fn, void *opaque,
     show_progress (&j, start, true);
   *st = j.st;
   pthread_cond_destroy (&j.cond);
-  nbdsrc_target_clear (&j.target);
+  nbdsrc_known_clear (&j.known);
   pthread_mutex_destroy (&j.lock);
   if (j.failed) {
     err_set (j.err, "%s", j.errmsg);

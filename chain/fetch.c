@@ -56,10 +56,11 @@ struct keep_failure {
   double until;
 };
 
-/* Connection details of one snapshot, as XAPI last gave them. */
+/* Connection details of one snapshot, and what asks XAPI for them. */
 struct known_target {
   char snap[UUID_LEN + 1];
-  struct nbdsrc_target t;
+  struct fetcher *f;
+  struct nbdsrc_known known;
 };
 
 struct fetcher {
@@ -67,11 +68,11 @@ struct fetcher {
   void *opaque;
   struct fetch_opts o;
 
-  /* Asked once per snapshot, not per connection (each ask is XAPI round
-   * trips); forgotten when a connection with them fails.  tlock is held
-   * across fn, never with f->lock. */
+  /* One entry per snapshot connected to, kept until freed (nbdsrc.h:
+   * details asked once, not per connection).  tlock guards the list
+   * alone; it is never held with f->lock, nor across an ask. */
   pthread_mutex_t tlock;
-  struct known_target *targets;
+  struct known_target **targets;
   size_t ntargets;
 
   pthread_mutex_t lock;
@@ -186,65 +187,56 @@ remember_failure (struct fetcher *f, const char *snap)
 
 /* ---- connection details ----------------------------------------------- */
 
-/* Connection details for SNAP into *T (caller clears): the ones known,
- * or (FRESH, or none known) XAPI's answer now; *ASKED says which.  0
- * or -1 with err_*. */
+/* nbdsrc_target_fn for a snapshot's entry: the fetcher's callback. */
 static int
-target_of (struct fetcher *f, const char *snap, bool fresh,
-           struct nbdsrc_target *t, bool *asked)
+ask (void *opaque, struct nbdsrc_target *t)
 {
-  struct known_target *k = NULL, *nv;
-  SCOPED_LOCK (&f->tlock);
+  struct known_target *k = opaque;
 
-  for (size_t i = 0; i < f->ntargets && k == NULL; i++)
-    if (strcmp (f->targets[i].snap, snap) == 0)
-      k = &f->targets[i];
-  *asked = k == NULL || fresh;
-  if (!*asked)
-    return nbdsrc_target_copy (t, &k->t);
-  if (k == NULL) {
-    nv = realloc (f->targets, (f->ntargets + 1) * sizeof *nv);
-    if (nv == NULL) {
-      err_set (ENOMEM, "out of memory");
-      return -1;
-    }
-    f->targets = nv;
-    k = &f->targets[f->ntargets++];
-    snprintf (k->snap, sizeof k->snap, "%s", snap);
-  }
-  else
-    nbdsrc_target_clear (&k->t);
-  memset (&k->t, 0, sizeof k->t);
-  if (f->fn (f->opaque, snap, &k->t) == -1) {
-    int e = errno;
-    *k = f->targets[--f->ntargets];     /* nothing known */
-    errno = e;
-    return -1;
-  }
-  return nbdsrc_target_copy (t, &k->t);
+  return k->f->fn (k->f->opaque, k->snap, t);
 }
 
-/* A connection to SNAP for a reader, checked to be SIZE bytes: with the
- * details known, and if those fail (a session that expired since, a
- * host that moved) with XAPI's details now.  NULL with err_*. */
+/* SNAP's entry, made (knowing nothing) if there is none; NULL on
+ * ENOMEM.  Entries stay put until fetcher_free (their lock inside). */
+static struct known_target *
+known_of (struct fetcher *f, const char *snap)
+{
+  struct known_target *k, **nv;
+  SCOPED_LOCK (&f->tlock);
+
+  for (size_t i = 0; i < f->ntargets; i++)
+    if (strcmp (f->targets[i]->snap, snap) == 0)
+      return f->targets[i];
+  nv = realloc (f->targets, (f->ntargets + 1) * sizeof *nv);
+  k = calloc (1, sizeof *k);
+  if (nv)
+    f->targets = nv;
+  if (nv == NULL || k == NULL) {
+    free (k);
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  snprintf (k->snap, sizeof k->snap, "%s", snap);
+  k->f = f;
+  nbdsrc_known_init (&k->known);
+  f->targets[f->ntargets++] = k;
+  return k;
+}
+
+/* A connection to SNAP for a reader, checked to be SIZE bytes.  NULL
+ * with err_*. */
 static struct nbdsrc_conn *
 connect_snapshot (struct fetcher *f, const char *snap, uint64_t size)
 {
-  struct nbdsrc_conn *c = NULL;
-  bool asked = false;
+  struct known_target *k = known_of (f, snap);
+  struct nbdsrc_conn *c;
 
-  for (int fresh = 0; fresh < 2 && c == NULL && !asked; fresh++) {
-    struct nbdsrc_target t = { 0 };
-    if (target_of (f, snap, fresh, &t, &asked) == -1)
-      return NULL;
-    c = nbdsrc_connect (&t, f->o.timeout);
-    nbdsrc_target_clear (&t);
-    if (c && nbdsrc_check_size (c, snap, size) == -1) {
-      nbdsrc_close (c);
-      return NULL;              /* an answer no new details change */
-    }
-    if (c == NULL && (errno == EKEYREJECTED || errno == ENOTSUP))
-      return NULL;              /* the same: asking again cannot help */
+  if (k == NULL)
+    return NULL;
+  c = nbdsrc_connect_known (&k->known, ask, k, f->o.timeout, NULL);
+  if (c && nbdsrc_check_size (c, snap, size) == -1) {
+    nbdsrc_close (c);
+    return NULL;
   }
   return c;
 }
@@ -698,8 +690,10 @@ fetcher_free (struct fetcher *f)
   free (f->dirty);
   free (f->held);
   free (f->kfails);
-  for (size_t i = 0; i < f->ntargets; i++)
-    nbdsrc_target_clear (&f->targets[i].t);
+  for (size_t i = 0; i < f->ntargets; i++) {
+    nbdsrc_known_clear (&f->targets[i]->known);
+    free (f->targets[i]);
+  }
   free (f->targets);
   pthread_mutex_destroy (&f->tlock);
   pthread_cond_destroy (&f->flush);

@@ -22,7 +22,10 @@
  * held while taking layer locks.  A reader holding runs in a
  * fetch_later holds their in-flight entries until fetcher_keep_later;
  * it never waits for another reader's entry meanwhile (it keeps its own
- * first), so no two readers wait for each other.
+ * first), so no two readers wait for each other.  f->tlock guards the
+ * list of snapshots' connection details alone; each entry's own lock
+ * (nbdsrc_known) is held across the target callback, so one reader
+ * asks XAPI while the others that need that snapshot wait for it.
  */
 #ifndef CBTFS_CHAIN_FETCH_H
 #define CBTFS_CHAIN_FETCH_H

@@ -381,6 +381,66 @@ nbdsrc_connect (const struct nbdsrc_target *t, int timeout)
   return NULL;
 }
 
+void
+nbdsrc_known_init (struct nbdsrc_known *k)
+{
+  memset (k, 0, sizeof *k);
+  pthread_mutex_init (&k->lock, NULL);
+}
+
+void
+nbdsrc_known_clear (struct nbdsrc_known *k)
+{
+  nbdsrc_target_clear (&k->t);
+  pthread_mutex_destroy (&k->lock);
+}
+
+/* K's details into *T (caller clears), asked of FN now when FRESH or
+ * none are known; *ASKED says whether they were.  0 or -1 with err_*. */
+static int
+known_get (struct nbdsrc_known *k, nbdsrc_target_fn fn, void *opaque,
+           bool fresh, struct nbdsrc_target *t, bool *asked)
+{
+  int r = 0;
+
+  pthread_mutex_lock (&k->lock);
+  *asked = !k->have || fresh;
+  if (*asked) {
+    nbdsrc_target_clear (&k->t);
+    r = fn (opaque, &k->t);
+    k->have = r == 0;
+  }
+  if (r == 0)
+    r = nbdsrc_target_copy (t, &k->t);
+  pthread_mutex_unlock (&k->lock);
+  return r;
+}
+
+struct nbdsrc_conn *
+nbdsrc_connect_known (struct nbdsrc_known *k, nbdsrc_target_fn fn,
+                      void *opaque, int timeout, bool *ask_failed)
+{
+  struct nbdsrc_conn *c = NULL;
+  bool asked = false;
+
+  if (ask_failed)
+    *ask_failed = false;
+  for (int fresh = 0; fresh < 2 && c == NULL && !asked; fresh++) {
+    struct nbdsrc_target t = { 0 };
+
+    if (known_get (k, fn, opaque, fresh, &t, &asked) == -1) {
+      if (ask_failed)
+        *ask_failed = true;
+      return NULL;
+    }
+    c = nbdsrc_connect (&t, timeout);
+    nbdsrc_target_clear (&t);
+    if (c == NULL && (errno == EKEYREJECTED || errno == ENOTSUP))
+      return NULL;              /* asking again cannot help */
+  }
+  return c;
+}
+
 uint64_t
 nbdsrc_size (struct nbdsrc_conn *c)
 {

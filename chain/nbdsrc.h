@@ -20,6 +20,8 @@
 #ifndef CBTFS_CHAIN_NBDSRC_H
 #define CBTFS_CHAIN_NBDSRC_H
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -89,6 +91,34 @@ extern int64_t nbdsrc_start_read (struct nbdsrc_conn *c, void *buf,
  * close it; the reads still in flight are lost). */
 extern int64_t nbdsrc_wait_any (struct nbdsrc_conn *c, int timeout)
   __attribute__ ((__nonnull__ (1)));
+
+/* The details XAPI gave for one snapshot, shared by all connections
+ * to it: asked once, not once per connection (each ask is XAPI round
+ * trips), and again when connecting with them fails (a session that
+ * expired, a host that moved).  lock is held across the ask, so one
+ * thread asks while the others wait for its answer. */
+struct nbdsrc_known {
+  pthread_mutex_t lock;
+  struct nbdsrc_target t;       /* valid when have */
+  bool have;
+};
+
+/* Initialise K (nothing known), or free what it knows. */
+extern void nbdsrc_known_init (struct nbdsrc_known *k)
+  __attribute__ ((__nonnull__ (1)));
+extern void nbdsrc_known_clear (struct nbdsrc_known *k)
+  __attribute__ ((__nonnull__ (1)));
+
+/* Connect, within TIMEOUT seconds, with K's details, asked of FN
+ * (OPAQUE) first if K knows none; if known details fail, once more
+ * with FN's answer now.  NULL with err_*: *ASK_FAILED (if not NULL)
+ * says FN failed; errno EKEYREJECTED or ENOTSUP (the server is not the
+ * one XAPI named, or refuses TLS) says asking again cannot help. */
+extern struct nbdsrc_conn *nbdsrc_connect_known (struct nbdsrc_known *k,
+                                                 nbdsrc_target_fn fn,
+                                                 void *opaque, int timeout,
+                                                 bool *ask_failed)
+  __attribute__ ((__nonnull__ (1, 2)));
 
 /* Disconnect and free; NULL is a no-op. */
 extern void nbdsrc_close (struct nbdsrc_conn *c);

@@ -10,8 +10,9 @@
  * on the host, so the next run can finish it.
  *
  * Thread model: the main thread drives everything; copy_layer's workers
- * call back into cli_copy_target (under copy's job lock) for connection
- * details, so the XAPI session is used by one thread at a time.
+ * call back into cli_copy_target (one at a time: under the lock of the
+ * snapshot's details, nbdsrc_known) for connection details, so the
+ * XAPI session is used by one thread at a time.
  */
 #include <errno.h>
 #include <getopt.h>

@@ -232,28 +232,24 @@ name_points (struct catalog_disk *d)
   return ret;
 }
 
-/* Open layer DIR/NAME (DIRFD: DIR's fd, or -1) as FLAGS say, or NULL
- * after logging why it is left out. */
+/* Open layer NAME of DISK as FLAGS say, or NULL after logging why it
+ * is left out. */
 static struct layer *
-open_point (const char *dir, int dirfd, const char *name, const char *disk,
+open_point (struct store *s, const char *disk, const char *name,
             unsigned flags)
 {
-  CLEANUP_FREE char *ldir = NULL;
   struct layer *l;
 
-  if (asprintf (&ldir, "%s/%s", dir, name) == -1) {
-    log_warn ("skipping layer %s/%s: out of memory", dir, name);
-    return NULL;
-  }
-  l = flags & CATALOG_LAZY ? layer_open_lazy (dir, dirfd, name)
-    : layer_open (ldir, false);
+  l = flags & CATALOG_LAZY ? layer_open_lazy (s, disk, name)
+    : layer_open (s, disk, name, false);
   if (l == NULL) {
-    log_warn ("skipping damaged layer %s: %s", ldir, err_get ());
+    log_warn ("skipping damaged layer %s of disk %s: %s", name, disk,
+              err_get ());
     return NULL;
   }
   if (strcmp (l->meta.snapshot, name) || strcmp (l->meta.disk, disk)) {
-    log_warn ("skipping layer %s: its manifest names another snapshot "
-              "or disk", ldir);
+    log_warn ("skipping layer %s of disk %s: its manifest names another "
+              "snapshot or disk", name, disk);
     layer_close (l);
     return NULL;
   }
@@ -262,23 +258,23 @@ open_point (const char *dir, int dirfd, const char *name, const char *disk,
   return l;
 }
 
-/* Open lazily the layers of disk UUID (folder DIR, open as DIRFD) that
- * have a good copy of their manifest in its manifests file and whose
- * folder is among SNAPS (sorted); mark them in TAKEN.  Whatever is not
- * found here has its own manifest read. */
+/* Open lazily the layers of disk UUID that have a good copy of their
+ * manifest in its manifests note and that the store lists in SNAPS
+ * (sorted); mark them in TAKEN.  Whatever is not found here has its
+ * own manifest read. */
 static void
-open_from_copies (const char *dir, int dirfd, const char *uuid,
+open_from_copies (struct store *s, const char *uuid,
                   char **snaps, size_t nsnaps, bool *taken,
                   struct catalog_disk *d)
 {
   size_t len, pos = 0, tlen;
   const char *text;
-  CLEANUP_FREE char *buf = manifests_read (dirfd, &len);
+  CLEANUP_FREE char *buf = manifests_read (s, uuid, &len);
 
   if (buf == NULL)
     return;
   while (manifests_next (buf, len, &pos, &text, &tlen)) {
-    struct layer *l = layer_open_lazy_text (dir, text, tlen);
+    struct layer *l = layer_open_lazy_text (s, uuid, text, tlen);
     ssize_t at;
 
     if (l == NULL)
@@ -298,15 +294,13 @@ static int
 load_disk (struct store *s, const char *uuid, unsigned flags,
            struct catalog_disk *d, size_t *nskipped)
 {
-  CLEANUP_FREE char *dir = store_disk_dir (s, uuid, false);
-  CLEANUP_CLOSE int dirfd = -1;
   CLEANUP_FREE bool *taken = NULL;
   char **snaps = NULL;
   size_t nsnaps, i;
 
   memset (d, 0, sizeof *d);
   memcpy (d->uuid, uuid, UUID_LEN + 1);
-  if (dir == NULL || store_list (dir, &snaps, &nsnaps) == -1)
+  if (store_list (s, uuid, &snaps, &nsnaps) == -1)
     return -1;
   d->points = calloc (nsnaps ? nsnaps : 1, sizeof *d->points);
   taken = calloc (nsnaps ? nsnaps : 1, sizeof *taken);
@@ -314,19 +308,16 @@ load_disk (struct store *s, const char *uuid, unsigned flags,
     store_names_free (snaps, nsnaps);
     return -1;
   }
-  /* Manifests opened relative to the disk's folder: a shorter path
-   * walk for each of its (maybe thousands of) layers. */
-  dirfd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  /* Lazy loads (mounts) take the copies; the others read every file
-   * of every layer anyway. */
-  if ((flags & CATALOG_LAZY) && dirfd >= 0)
-    open_from_copies (dir, dirfd, uuid, snaps, nsnaps, taken, d);
+  /* Lazy loads (mounts) take the copies; the others read every layer
+   * whole anyway. */
+  if (flags & CATALOG_LAZY)
+    open_from_copies (s, uuid, snaps, nsnaps, taken, d);
   for (i = 0; i < nsnaps; i++) {
     struct layer *l;
 
     if (taken[i])
       continue;
-    l = open_point (dir, dirfd, snaps[i], uuid, flags);
+    l = open_point (s, uuid, snaps[i], flags);
     if (l == NULL)
       (*nskipped)++;
     else
@@ -577,7 +568,7 @@ build_vms (struct catalog *c)
  * into its own slot; only NEXT, NSKIPPED and FAILED are shared, and
  * the first error's message is kept under LOCK (err_* is per thread). */
 struct loader {
-  struct store *s;              /* only read (store_disk_dir, create false) */
+  struct store *s;              /* only read */
   char **names;
   size_t n;
   unsigned flags;
@@ -645,7 +636,7 @@ catalog_load (struct store *s, unsigned flags)
 
   if (c == NULL)
     return NULL;
-  if (store_list (s->disks_dir, &ld.names, &ld.n) == -1)
+  if (store_list (s, NULL, &ld.names, &ld.n) == -1)
     goto err;
   c->disks = calloc (ld.n ? ld.n : 1, sizeof *c->disks);
   if (c->disks == NULL)
@@ -691,7 +682,25 @@ catalog_free (struct catalog *c)
     free (c->vms[i].disks);
   }
   free (c->vms);
+  store_close (c->own_store);
   free (c);
+}
+
+struct catalog *
+catalog_open (const char *where, unsigned flags)
+{
+  struct store *s = store_open (where, false);
+  struct catalog *c;
+
+  if (s == NULL)
+    return NULL;
+  c = catalog_load (s, flags);
+  if (c == NULL) {
+    store_close (s);
+    return NULL;
+  }
+  c->own_store = s;
+  return c;
 }
 
 struct catalog_point *

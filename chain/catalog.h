@@ -18,7 +18,7 @@
 #include <stddef.h>
 
 #include "layer.h"
-#include "store.h"
+#include "store/store.h"
 
 struct catalog_vm;
 
@@ -48,6 +48,7 @@ struct catalog {
   struct catalog_vm *vms;       /* oldest first */
   size_t nvms;
   size_t nskipped;              /* damaged layers left out (each logged) */
+  struct store *own_store;      /* closed by catalog_free, or NULL */
 };
 
 /* How catalog_load reads layers. */
@@ -63,7 +64,8 @@ enum catalog_flags {
   CATALOG_COUNTS = 2,
 };
 
-/* Load STORE (FLAGS: enum catalog_flags).  A damaged layer is logged
+/* Load STORE (FLAGS: enum catalog_flags), which must outlive the
+ * catalog.  A damaged layer is logged
  * and left out (with CATALOG_LAZY only damaged manifests are found
  * here); points above it then fail reads of the blocks they would take
  * from it (never serve wrong data).  NULL with err_* only when the
@@ -71,6 +73,13 @@ enum catalog_flags {
 extern struct catalog *catalog_load (struct store *store, unsigned flags)
   __attribute__ ((__nonnull__ (1)));
 
+/* As catalog_load, of the store WHERE opened read-only for the
+ * catalog's lifetime (its layers read through it). */
+extern struct catalog *catalog_open (const char *where, unsigned flags)
+  __attribute__ ((__nonnull__ (1)));
+
+/* Free C and its layers (and the store, if catalog_open opened it);
+ * NULL is a no-op.  A store given to catalog_load must outlive C. */
 extern void catalog_free (struct catalog *c);
 
 /* The point whose snapshot is SNAPSHOT, or NULL; *DISK (if not NULL)

@@ -1,13 +1,11 @@
 /* cbtfs: one layer of a chain: the blocks one snapshot changed.
  *
- * A layer lives in its own directory in the store (FORMAT.md):
- *   layer    the manifest: what the layer is (immutable, written once)
- *   changed  which blocks it holds, MSB-first (absent for a full layer)
- *   data     a sparse file, block b at offset b * 64 KiB
- *   index    an append-only log of durable blocks and their checksums
- * A layer is created with its description and then filled; it is
- * complete when every block in its set has an index record.  One
- * process at a time may fill a layer: it holds flock(2) on the index.
+ * A layer lives in a store (store/store.h) as a manifest (layer-meta.h),
+ * a set of blocks (absent for a full layer), an index of records
+ * vouching for blocks (index.h) and the blocks.  It is created with its
+ * description and then filled; it is complete when every block in its
+ * set has an index record.  One process at a time may fill a layer:
+ * it is the store's writer of it.
  *
  * A block put into a layer is "ready" at once (this process may serve
  * it: its bytes are written and its checksum is known) and "present"
@@ -15,8 +13,8 @@
  * present blocks survive a crash; ready ones are fetched again.
  *
  * A process that fills a layer only while it needs to (a mount) gives
- * the lock back when idle (layer_release); a process reading a layer
- * another fills learns what it added with layer_catch_up.
+ * the writer's place back when idle (layer_release); a process reading
+ * a layer another fills learns what it added with layer_catch_up.
  *
  * A layer opened with layer_open_lazy has only its manifest in memory;
  * its set and index are read by layer_load, once, when something first
@@ -24,15 +22,16 @@
  *
  * Thread model: any number of threads may read blocks and put blocks
  * at once.  l->lock (rwlock) guards the in-memory state (bits,
- * checksums, pending records, the write fd); l->sync_lock serialises
- * layer_sync and layer_make_writable so records reach the index in one
- * writer's order.  l->load_lock serialises layer_load, which publishes
- * the set and index by storing l->load_state with release semantics;
- * readers that see LAYER_LOADED (acquire) read the set without a lock.
- * Lock order: load_lock, then sync_lock, then lock.  Data file I/O
- * happens outside all of them (l->writers counts the writers, so that
- * layer_release never closes a file under one); index appends and
- * fsyncs under sync_lock only.
+ * checksums, pending records, whether this process writes); l->sync_lock
+ * serialises layer_sync, layer_make_writable and layer_release, so that
+ * records reach the index in one writer's order and the store's writer
+ * calls are serialised as store.h asks.  l->load_lock serialises
+ * layer_load, which publishes the set and index by storing
+ * l->load_state with release semantics; readers that see LAYER_LOADED
+ * (acquire) read the set without a lock.  Lock order: load_lock, then
+ * sync_lock, then lock.  Block I/O happens outside all of them
+ * (l->writers counts the writers, so that layer_release never stops
+ * writing under one); index appends under sync_lock only.
  */
 #ifndef CBTFS_CHAIN_LAYER_H
 #define CBTFS_CHAIN_LAYER_H
@@ -43,6 +42,8 @@
 
 #include "../common/util.h"
 #include "bitmap.h"
+#include "layer-meta.h"
+#include "store/store.h"
 #include "sums.h"
 
 #define CHAIN_BLOCK_SHIFT 16
@@ -53,31 +54,6 @@ static inline uint64_t
 chain_nblocks (uint64_t size)
 {
   return (size + CHAIN_BLOCK_SIZE - 1) >> CHAIN_BLOCK_SHIFT;
-}
-
-/* What the manifest says; strings owned by the struct. */
-struct layer_meta {
-  char snapshot[UUID_LEN + 1];  /* this point's snapshot VDI */
-  char disk[UUID_LEN + 1];      /* the live VDI it was taken of */
-  char chain[UUID_LEN + 1];     /* the baseline snapshot of its CBT set */
-  char parent[UUID_LEN + 1];    /* the previous snapshot, "" for a baseline */
-  char vm[UUID_LEN + 1];        /* the VM the disk belonged to, or "" */
-  uint64_t seq;                 /* order among the disk's layers, from 1 */
-  int64_t time;                 /* snapshot time, UTC seconds */
-  uint64_t size;                /* virtual size in bytes */
-  bool full;                    /* every block is in the set (a baseline) */
-  bool lazy;                    /* filled on demand, not by the backup */
-  char *vm_name;                /* names at backup time, any bytes but NUL */
-  char *disk_name;
-  char userdevice[16];          /* the VBD's device number, "0", "1", … */
-};
-
-/* A baseline starts a chain.  It holds every block ("blocks all"), or
- * only those the host said hold data: then the rest reads as zeros. */
-static inline bool
-layer_is_baseline (const struct layer_meta *m)
-{
-  return m->parent[0] == '\0';
 }
 
 /* Whether a layer's set and index are in memory (l->load_state). */
@@ -101,7 +77,8 @@ struct layer {
   struct bitmap changed;        /* the set (all ones when meta.full); valid
                                    once loaded, then immutable */
   uint64_t nchanged;            /* blocks in the set, once loaded */
-  char *dir;                    /* owned */
+  struct store *store;          /* borrowed: outlives the layer */
+  struct store_layer *obj;      /* the store's handle (owned) */
   uint64_t id;                  /* unique in the process, never reused */
   struct layer *parent;         /* borrowed; linked by the catalog */
   bool parent_missing;          /* meta.parent names a layer not loaded */
@@ -133,17 +110,10 @@ struct layer {
   void *pending;                /* records not yet durable (layer.c) */
 
   pthread_mutex_t sync_lock;
-  pthread_mutex_t write_lock;   /* one write submitted to the data file at a time */
-  int data_fd;                  /* for reading; see the fd cache in layer.c */
-  int rindex_fd;                /* the index for reading records, opened
-                                   and closed with data_fd */
-  bool fd_pinned;               /* data_fd stays open (layers being filled) */
-  unsigned fd_users;            /* reads using data_fd now (fd cache) */
-  struct layer *fd_prev, *fd_next;  /* fd cache LRU links */
-  int wdata_fd;                 /* for writing (may equal data_fd), or -1 */
-  int direct_fd;                /* O_DIRECT writes of aligned buffers, or -1 */
-  int index_fd;                 /* -1 unless writable (then flock'ed);
-                                   set under sync_lock and lock, atomic */
+  bool writing;                 /* this process is the store's writer of
+                                   it; set under sync_lock and lock, atomic */
+  bool held;                    /* opened to be filled (layer_open,
+                                   layer_create): writes until closed */
   unsigned writers;             /* layer_put_run calls writing data now;
                                    joined under lock (shared), atomic */
   uint64_t index_len;           /* bytes up to the last good record read */
@@ -152,39 +122,44 @@ struct layer {
   bool write_failed;            /* a sync failed: no puts until released */
 };
 
-/* Create the layer directory PARENT_DIR/<meta->snapshot> atomically
- * (staged in TMP_DIR, fsynced, renamed) holding META and CHANGED (NULL
- * when meta->full), and open it for writing.  CHANGED must have
- * chain_nblocks (meta->size) bits.  Returns the layer (caller closes)
- * or NULL with err_*. */
-extern struct layer *layer_create (const char *parent_dir, const char *tmp_dir,
+/* Create layer META->snapshot of disk META->disk in STORE atomically
+ * (store_layer_create), holding META and CHANGED (NULL when
+ * meta->full), note its manifest (manifests.h), and open it for
+ * writing.  CHANGED must have chain_nblocks (meta->size) bits.  Returns
+ * the layer (caller closes; STORE must outlive it) or NULL with err_*. */
+extern struct layer *layer_create (struct store *store,
                                    const struct layer_meta *meta,
                                    const struct bitmap *changed)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+/* Open layer SNAPSHOT of DISK, for reading or (WRITABLE) also for
+ * filling: then this process becomes its writer and a torn index tail
+ * is cut off first.  NULL with err_* when the manifest, set or index
+ * is damaged, or (errno EWOULDBLOCK) another process is filling the
+ * layer. */
+extern struct layer *layer_open (struct store *store, const char *disk,
+                                 const char *snapshot, bool writable)
   __attribute__ ((__nonnull__ (1, 2, 3)));
 
-/* Open the layer in DIR, for reading or (WRITABLE) also for filling:
- * then the writer lock is taken and a torn index tail cut off first.
- * NULL with err_* when the manifest, set or index is damaged, or
- * (errno EWOULDBLOCK) another process is filling the layer. */
-extern struct layer *layer_open (const char *dir, bool writable)
-  __attribute__ ((__nonnull__ (1)));
+/* Open layer SNAPSHOT of DISK for reading, with only its manifest read:
+ * the set and index are read by layer_load when first needed.  NULL
+ * with err_* when the manifest is damaged or cannot be read. */
+extern struct layer *layer_open_lazy (struct store *store, const char *disk,
+                                      const char *snapshot)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
 
-/* Open the layer PARENT_DIR/NAME for reading, with only its manifest
- * read: the set and index are read by layer_load when first needed.
- * PARENT_FD is an open descriptor of PARENT_DIR (the manifest is opened
- * relative to it: one short path walk per layer), or -1.  NULL with
- * err_* when the manifest is damaged or cannot be read. */
-extern struct layer *layer_open_lazy (const char *parent_dir, int parent_fd,
-                                      const char *name)
-  __attribute__ ((__nonnull__ (1, 3)));
-
-/* As layer_open_lazy, for the layer PARENT_DIR/<snapshot> whose
- * manifest is TEXT (LEN bytes, a copy from manifests.h) instead of read
- * from its folder.  The caller checks that the folder is there.  NULL
- * with err_* when TEXT is not a good manifest. */
-extern struct layer *layer_open_lazy_text (const char *parent_dir,
+/* As layer_open_lazy, for the layer of DISK whose manifest is TEXT
+ * (LEN bytes, a copy from manifests.h) instead of read from the store.
+ * The caller checks that the layer is there.  NULL with err_* when
+ * TEXT is not a good manifest. */
+extern struct layer *layer_open_lazy_text (struct store *store,
+                                           const char *disk,
                                            const char *text, size_t len)
-  __attribute__ ((__nonnull__ (1, 2)));
+  __attribute__ ((__nonnull__ (1, 2, 3)));
+
+/* Where L lives, for messages; borrowed from L. */
+extern const char *layer_where (const struct layer *l)
+  __attribute__ ((__nonnull__ (1)));
 
 /* Make sure L's set and index are in memory, reading them the first
  * time.  Thread-safe; cheap once loaded.  0, or -1 with err_* and errno
@@ -225,10 +200,6 @@ extern int layer_catch_up (struct layer *l) __attribute__ ((__nonnull__ (1)));
 /* Close files and free; NULL is a no-op.  Pending blocks are dropped:
  * call layer_sync first to keep them. */
 extern void layer_close (struct layer *l);
-
-/* Free the strings of META. */
-extern void layer_meta_clear (struct layer_meta *meta)
-  __attribute__ ((__nonnull__ (1)));
 
 /* The state of block B.  L must be loaded (layer_load); a layer that
  * cannot be loaded reads as LAYER_MISSING, never as ABSENT (which would
@@ -273,26 +244,17 @@ extern uint64_t layer_pending_bytes (struct layer *l)
  * cannot be loaded). */
 extern bool layer_complete (struct layer *l) __attribute__ ((__nonnull__ (1)));
 
-/* 0 if the layer in DIR, read afresh from the disk (not from any
- * layer object's memory), has every block of its set present; else -1
- * with err_* (errno ENODATA: "snapshot …: N of M blocks are not in the
- * store").  The only test to pass before a snapshot's data may go. */
-extern int layer_check_complete (const char *dir)
-  __attribute__ ((__nonnull__ (1)));
+/* 0 if layer SNAPSHOT of DISK, read afresh from the store (not from
+ * any layer object's memory), has every block of its set present; else
+ * -1 with err_* (errno ENODATA: "snapshot …: N of M blocks are not in
+ * the store").  The only test to pass before a snapshot's data may go. */
+extern int layer_check_complete (struct store *store, const char *disk,
+                                 const char *snapshot)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
 
 /* Blocks of the set that are present, and stored (non-zero) blocks
  * (0 and 0 when the layer cannot be loaded). */
 extern void layer_counts (struct layer *l, uint64_t *present, uint64_t *stored)
   __attribute__ ((__nonnull__ (1, 2, 3)));
-
-/* Parse a manifest (exposed for tests and fuzzing): fills *META
- * (caller clears).  0, or -1 with err_* and errno EPROTO. */
-extern int layer_meta_parse (const char *text, size_t len,
-                             struct layer_meta *meta)
-  __attribute__ ((__nonnull__ (1, 3)));
-
-/* Format META as a manifest; malloc'd text (caller frees) or NULL. */
-extern char *layer_meta_format (const struct layer_meta *meta)
-  __attribute__ ((__nonnull__ (1)));
 
 #endif /* CBTFS_CHAIN_LAYER_H */

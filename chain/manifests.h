@@ -1,12 +1,12 @@
-/* cbtfs: a disk's manifests file (FORMAT.md).
+/* cbtfs: a disk's manifests note (FORMAT.md).
  *
- * disks/<disk>/manifests holds a copy of the manifest of every layer
- * created in the disk's folder, each preceded by a newline, appended
- * when the layer is created.  It saves a mount one open and read per
- * layer (thousands per disk), which is what mounting costs when the
- * page cache is cold.  It is only a cache: every copy carries its
- * manifest's own check, a copy counts only for a layer whose folder is
- * there, and a layer without a good copy has its own manifest read.
+ * The note "manifests" of a disk (store/store.h) holds a copy of the
+ * manifest of every layer created for the disk, each preceded by a
+ * newline, appended when the layer is created.  It saves a mount one
+ * read per layer (thousands per disk), which is what mounting costs
+ * when the page cache is cold.  It is only a cache: every copy carries
+ * its manifest's own check, a copy counts only for a layer the store
+ * lists, and a layer without a good copy has its own manifest read.
  *
  * Thread model: no shared state.  One appender at a time per store
  * (the backup holding the store lock); readers need no lock.
@@ -17,18 +17,18 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Append a copy of MANIFEST (LEN bytes) to DISK_DIR/manifests.  Not
- * synced: a lost or torn tail costs speed, never data.  0 or -1 with
- * err_*. */
-extern int manifests_append (const char *disk_dir, const char *manifest,
-                             size_t len)
-  __attribute__ ((__nonnull__ (1, 2)));
+#include "store/store.h"
 
-/* The manifests file of the disk folder open as DIRFD, read whole into
- * a malloc'd buffer (caller frees) of *LEN bytes; NULL with errno when
- * there is none or it cannot be read. */
-extern char *manifests_read (int dirfd, size_t *len)
-  __attribute__ ((__nonnull__ (2)));
+/* Append a copy of MANIFEST (LEN bytes) to DISK's note.  Not synced:
+ * a lost or torn tail costs speed, never data.  0 or -1 with err_*. */
+extern int manifests_append (struct store *s, const char *disk,
+                             const char *manifest, size_t len)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
+
+/* DISK's note read whole into a malloc'd buffer (caller frees) of *LEN
+ * bytes; NULL with errno when there is none or it cannot be read. */
+extern char *manifests_read (struct store *s, const char *disk, size_t *len)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
 
 /* The next copy in BUF[0, LEN) at or after *POS: *TEXT and *TLEN are
  * set and *POS advanced; false at the end.  A copy starts at a line
@@ -38,11 +38,11 @@ extern bool manifests_next (const char *buf, size_t len, size_t *pos,
                             const char **text, size_t *tlen)
   __attribute__ ((__nonnull__ (1, 3, 4, 5)));
 
-/* Append to DISK_DIR/manifests a copy of each good manifest of a layer
- * there that has no good copy yet (a store older than the file, a lost
- * tail); a complete file is not written.  Needs the store lock.  0 or
+/* Append to DISK's note a copy of each good manifest of a layer of
+ * DISK that has no good copy yet (a store older than the note, a lost
+ * tail); a complete note is not written.  Needs the store lock.  0 or
  * -1 with err_*. */
-extern int manifests_refresh (const char *disk_dir)
-  __attribute__ ((__nonnull__ (1)));
+extern int manifests_refresh (struct store *s, const char *disk)
+  __attribute__ ((__nonnull__ (1, 2)));
 
 #endif /* CBTFS_CHAIN_MANIFESTS_H */

@@ -1,13 +1,10 @@
 /* cbtfs: what checks of a point found, kept in the store. */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -23,7 +20,9 @@ static const char *const names[] = {
   [VERDICT_SOUND] = "sound", [VERDICT_ACCEPTED] = "accepted",
 };
 
-/* The file may be as large as one line per check of every point. */
+#define NOTE "verified"
+
+/* The note may be as large as one line per check of every point. */
 #define VERIFIED_MAX (256 * 1024 * 1024)
 
 const char *
@@ -32,55 +31,23 @@ verdict_name (enum verdict v)
   return (size_t) v < ARRAY_SIZE (names) ? names[v] : "";
 }
 
-static char *
-verified_path (const char *disk_dir)
-{
-  char *p;
-
-  if (asprintf (&p, "%s/verified", disk_dir) == -1) {
-    err_set (ENOMEM, "out of memory");
-    return NULL;
-  }
-  return p;
-}
-
 int
-verdict_record (const char *disk_dir, const char *snapshot, enum verdict v)
+verdict_record (struct store *s, const char *disk, const char *snapshot,
+                enum verdict v)
 {
-  CLEANUP_FREE char *path = verified_path (disk_dir);
-  CLEANUP_CLOSE int fd = -1;
-  char line[160], last = '\n';
-  struct stat st;
+  char line[160];
   int n;
 
-  if (path == NULL)
-    return -1;
   if (!is_uuid (snapshot) || v == VERDICT_NONE) {
     err_set (EINVAL, "bad verdict");
     return -1;
   }
-  n = snprintf (line, sizeof line, "\n%s %lld %s", snapshot,
+  n = snprintf (line, sizeof line, "%s %lld %s", snapshot,
                 (long long) time (NULL), verdict_name (v));
   n += snprintf (line + n, sizeof line - n, " %016" PRIx64 "\n",
-                 (uint64_t) XXH3_64bits (line + 1, n - 1));
-  fd = open (path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-  if (fd == -1 || fstat (fd, &st) == -1) {
-    err_sys (errno, "open %s", path);
-    return -1;
-  }
-  /* A line a crash tore gets no newline of its own: end it first. */
-  if (st.st_size > 0 && pread (fd, &last, 1, st.st_size - 1) != 1)
-    last = '\n';
-  if (full_write (fd, last == '\n' ? line + 1 : line,
-                  last == '\n' ? (size_t) n - 1 : (size_t) n) == -1
-      || fdatasync (fd) == -1) {
-    err_sys (errno, "write %s", path);
-    return -1;
-  }
-  /* A new file's name must last too. */
-  if (st.st_size == 0 && fsync_dir (disk_dir) == -1)
-    return -1;
-  return 0;
+                 (uint64_t) XXH3_64bits (line, n));
+  /* The store starts a new line after one a crash tore. */
+  return store_note_append (s, disk, NOTE, line, n, true);
 }
 
 /* Parse one LINE (LEN bytes, no newline): 1 with *E filled, 0 if it is
@@ -140,23 +107,16 @@ put (struct verdicts *vs, const struct verdict_entry *e)
 }
 
 int
-verdicts_load (const char *disk_dir, struct verdicts *out)
+verdicts_load (struct store *s, const char *disk, struct verdicts *out)
 {
-  CLEANUP_FREE char *path = verified_path (disk_dir);
   CLEANUP_FREE char *text = NULL;
   size_t len;
 
   out->v = NULL;
   out->n = 0;
-  if (path == NULL)
-    return -1;
-  text = read_file (path, VERIFIED_MAX, &len);
-  if (text == NULL) {
-    if (errno == ENOENT)
-      return 0;
-    err_sys (errno, "%s", path);
-    return -1;
-  }
+  text = store_note_read (s, disk, NOTE, VERIFIED_MAX, &len);
+  if (text == NULL)
+    return errno == ENOENT ? 0 : -1;
   for (size_t i = 0; i < len;) {
     const char *nl = memchr (text + i, '\n', len - i);
     size_t ll = (nl ? (size_t) (nl - text) : len) - i;
@@ -189,12 +149,12 @@ verdicts_free (struct verdicts *vs)
 }
 
 int
-verdict_latest (const char *disk_dir, const char *snapshot)
+verdict_latest (struct store *s, const char *disk, const char *snapshot)
 {
   struct verdicts vs;
   enum verdict v;
 
-  if (verdicts_load (disk_dir, &vs) == -1)
+  if (verdicts_load (s, disk, &vs) == -1)
     return -1;
   v = verdicts_of (&vs, snapshot);
   verdicts_free (&vs);

@@ -1,6 +1,6 @@
 /* cbtfs: what checks of a point found, kept in the store.
  *
- * DISK_DIR/verified is an append-only text file, one line per check of
+ * A disk's note "verified" (store/store.h) holds one line per check of
  * one point (FORMAT.md): "<snapshot> <time> <verdict> <check>".  The
  * newest line about a snapshot is its verdict.  A point whose image
  * differed from the host's, or whose stored blocks were damaged, keeps
@@ -8,7 +8,7 @@
  * check passes or the user accepts it.
  *
  * Thread model: no shared state; appends from several processes do not
- * interleave (one write(2) of one short line with O_APPEND).
+ * interleave (each is one note record).
  */
 #ifndef CBTFS_CHAIN_VERDICT_H
 #define CBTFS_CHAIN_VERDICT_H
@@ -17,6 +17,7 @@
 #include <stddef.h>
 
 #include "../common/util.h"
+#include "store/store.h"
 
 enum verdict {
   VERDICT_NONE = 0,             /* never checked (no line) */
@@ -38,11 +39,11 @@ verdict_holds (enum verdict v)
 /* "match", "differs", …; "" for VERDICT_NONE. */
 extern const char *verdict_name (enum verdict v);
 
-/* Append V about SNAPSHOT to DISK_DIR/verified and make it durable.
- * 0 or -1 with err_*. */
-extern int verdict_record (const char *disk_dir, const char *snapshot,
-                           enum verdict v)
-  __attribute__ ((__nonnull__ (1, 2)));
+/* Append V about SNAPSHOT to DISK's note and make it durable.  0 or -1
+ * with err_*. */
+extern int verdict_record (struct store *s, const char *disk,
+                           const char *snapshot, enum verdict v)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
 
 /* The verdicts of one disk, newest per snapshot.  Owned by the caller
  * (verdicts_free). */
@@ -54,10 +55,11 @@ struct verdicts {
   size_t n;
 };
 
-/* Read DISK_DIR/verified into *OUT (empty when there is none); torn
- * and damaged lines are skipped.  0 or -1 with err_*. */
-extern int verdicts_load (const char *disk_dir, struct verdicts *out)
-  __attribute__ ((__nonnull__ (1, 2)));
+/* Read DISK's note into *OUT (empty when there is none); torn and
+ * damaged lines are skipped.  0 or -1 with err_*. */
+extern int verdicts_load (struct store *s, const char *disk,
+                          struct verdicts *out)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
 
 /* SNAPSHOT's verdict in VS (VERDICT_NONE if none). */
 extern enum verdict verdicts_of (const struct verdicts *vs,
@@ -67,9 +69,10 @@ extern enum verdict verdicts_of (const struct verdicts *vs,
 extern void verdicts_free (struct verdicts *vs)
   __attribute__ ((__nonnull__ (1)));
 
-/* SNAPSHOT's verdict read from DISK_DIR (verdicts_load + verdicts_of).
- * VERDICT_NONE, or -1 with err_* when the file cannot be read. */
-extern int verdict_latest (const char *disk_dir, const char *snapshot)
-  __attribute__ ((__nonnull__ (1, 2)));
+/* SNAPSHOT's verdict read from DISK's note (verdicts_load +
+ * verdicts_of).  VERDICT_NONE, or -1 with err_* when it cannot be read. */
+extern int verdict_latest (struct store *s, const char *disk,
+                           const char *snapshot)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
 
 #endif /* CBTFS_CHAIN_VERDICT_H */

@@ -29,7 +29,7 @@
 #include "../chain/fetch.h"
 #include "../chain/layer.h"
 #include "../chain/manifests.h"
-#include "../chain/store.h"
+#include "../chain/store/store.h"
 #include "../chain/verdict.h"
 #include "../chain/verify.h"
 #include "../common/cleanup.h"
@@ -61,7 +61,7 @@ struct disk {
   char *label;                  /* "VM 'web' disk 'root' (0)", safe to print */
   char userdevice[16];
   struct xapi_vdi live;
-  char *dir;                    /* the disk's folder in the store */
+  bool prepared;                /* its place in the store is made */
   uint64_t max_seq;
   struct layer_meta prev;       /* the newest layer, if have_prev */
   bool have_prev;
@@ -110,8 +110,7 @@ enum resume {
 
 /* Finish an incomplete layer whose snapshot still has data. */
 static enum resume
-resume_layer (struct backup *b, struct disk *d, const char *ldir,
-              const char *snap, bool lazy)
+resume_layer (struct backup *b, struct disk *d, const char *snap, bool lazy)
 {
   CLEANUP_FREE char *ref = cli_snapshot_with_data (b->xs, snap);
   struct layer *l;
@@ -126,7 +125,7 @@ resume_layer (struct backup *b, struct disk *d, const char *ldir,
     return RESUME_PENDING;      /* --no-copy: fetch or a mount fills it */
   /* The host still has the data: failing to copy it now is an error
    * the run reports, though it goes on to take today's backup. */
-  l = layer_open (ldir, true);
+  l = layer_open (b->store, d->live.uuid, snap, true);
   if (l == NULL) {
     if (errno == EWOULDBLOCK) {
       log_warn ("%s: %s; leaving it to that process", d->label, err_get ());
@@ -143,7 +142,7 @@ resume_layer (struct backup *b, struct disk *d, const char *ldir,
     d->resume_failed = true;
   }
   else if (layer_complete (l)) {
-    cli_data_destroy (b->xs, ref, snap, ldir);
+    cli_data_destroy (b->xs, b->store, d->live.uuid, ref, snap);
     r = RESUME_DONE;
   }
   layer_close (l);
@@ -175,12 +174,13 @@ struct link {
  * included) whose verdict holds it back: a delta must not be built on
  * a point verify found damaged or different from the host, unseen. */
 static void
-held_in_chain (struct disk *d, const struct link *links, size_t n)
+held_in_chain (struct store *s, struct disk *d, const struct link *links,
+               size_t n)
 {
   struct verdicts vs;
   const char *at = d->prev.snapshot;
 
-  if (verdicts_load (d->dir, &vs) == -1) {
+  if (verdicts_load (s, d->live.uuid, &vs) == -1) {
     log_warn ("%s: %s", d->label, err_get ());
     return;
   }
@@ -215,21 +215,20 @@ scan_store (struct backup *b, struct disk *d)
   CLEANUP_FREE struct link *links = NULL;
   size_t nlinks = 0;
 
-  if (d->dir == NULL || store_list (d->dir, &snaps, &n) == -1)
+  if (!d->prepared && store_disk_prepare (b->store, d->live.uuid) == -1)
+    return -1;
+  d->prepared = true;
+  if (store_list (b->store, d->live.uuid, &snaps, &n) == -1)
     return -1;
   links = calloc (n ? n : 1, sizeof *links);
   if (links == NULL)
     goto out;
   /* Copies of manifests this disk's mounts lack (an older store). */
-  if (manifests_refresh (d->dir) == -1)
+  if (manifests_refresh (b->store, d->live.uuid) == -1)
     log_warn ("%s: %s", d->label, err_get ());
   for (i = 0; i < n; i++) {
-    CLEANUP_FREE char *ldir = NULL;
-    struct layer *l;
+    struct layer *l = layer_open (b->store, d->live.uuid, snaps[i], false);
 
-    if (asprintf (&ldir, "%s/%s", d->dir, snaps[i]) == -1)
-      goto out;
-    l = layer_open (ldir, false);
     if (l == NULL) {
       log_warn ("%s: ignoring damaged layer: %s", d->label, err_get ());
       continue;
@@ -238,7 +237,7 @@ scan_store (struct backup *b, struct disk *d)
     memcpy (links[nlinks].snapshot, l->meta.snapshot, UUID_LEN + 1);
     memcpy (links[nlinks++].parent, l->meta.parent, UUID_LEN + 1);
     r = layer_complete (l) ? RESUME_DONE
-      : resume_layer (b, d, ldir, snaps[i], l->meta.lazy);
+      : resume_layer (b, d, snaps[i], l->meta.lazy);
     if (l->meta.seq > newest) {
       newest = l->meta.seq;
       layer_meta_clear (&d->prev);
@@ -252,14 +251,14 @@ scan_store (struct backup *b, struct disk *d)
     layer_close (l);
   }
   if (d->have_prev)
-    held_in_chain (d, links, nlinks);
+    held_in_chain (b->store, d, links, nlinks);
   if (d->have_prev && prev_complete) {
     /* A crash between commit and data_destroy leaves the newest
      * snapshot holding data the store already has. */
     CLEANUP_FREE char *ref = cli_snapshot_with_data (b->xs, d->prev.snapshot);
-    CLEANUP_FREE char *ldir = NULL;
-    if (ref && asprintf (&ldir, "%s/%s", d->dir, d->prev.snapshot) != -1)
-      cli_data_destroy (b->xs, ref, d->prev.snapshot, ldir);
+    if (ref)
+      cli_data_destroy (b->xs, b->store, d->live.uuid, ref,
+                        d->prev.snapshot);
   }
   ret = 0;
  out:
@@ -274,7 +273,6 @@ disk_clear (struct disk *d)
 {
   free (d->label);
   xapi_vdi_clear (&d->live);
-  free (d->dir);
   layer_meta_clear (&d->prev);
   free (d->prev_ref);
   free (d->snap_ref);
@@ -382,10 +380,11 @@ prepare_disk (struct backup *b, struct disk *d)
 /* True if some disk of the VM has a layer for snapshot VDI UUID, or
  * the store cannot tell (then the snapshot stays). */
 static bool
-in_store (const struct disk *v, size_t n, const char *uuid)
+in_store (struct store *store, const struct disk *v, size_t n,
+          const char *uuid)
 {
   for (size_t i = 0; i < n; i++)
-    if (v[i].dir && store_has_layer (v[i].dir, uuid) != 0)
+    if (v[i].prepared && store_has_layer (store, v[i].live.uuid, uuid) != 0)
       return true;
   return false;
 }
@@ -402,7 +401,7 @@ ours (struct backup *b, const struct xapi_vm *svm, const struct disk *v,
   if (strcmp (svm->name, SNAP_NAME) != 0)
     return false;               /* not cbtfs's, or another store's */
   for (size_t k = 0; k < svm->nvbds; k++)
-    if (vdi_uuids[k] && in_store (v, n, vdi_uuids[k]))
+    if (vdi_uuids[k] && in_store (b->store, v, n, vdi_uuids[k]))
       return true;
   log_warn ("leaving VM snapshot %s alone: it is named '%s' as an older "
             "cbtfs named its snapshots, and none of its disks is in this "
@@ -448,13 +447,13 @@ remove_leftovers (struct backup *b, const struct xapi_vm *vm,
     }
     if (refs && uuids && ours (b, &svm, v, n, uuids)) {
       for (size_t k = 0; k < svm.nvbds; k++)
-        norphans += refs[k] && uuids[k] && !in_store (v, n, uuids[k]);
+        norphans += refs[k] && uuids[k] && !in_store (b->store, v, n, uuids[k]);
       log_warn ("VM %s: removing a snapshot left by an interrupted backup "
                 "(%zu disk snapshots not in the store)", vm->uuid, norphans);
       /* Disks first: killed in between, the VM snapshot still leads the
        * next run to what is left. */
       for (size_t k = 0; k < svm.nvbds; k++)
-        if (refs[k] && uuids[k] && !in_store (v, n, uuids[k])
+        if (refs[k] && uuids[k] && !in_store (b->store, v, n, uuids[k])
             && xapi_vdi_destroy (b->xs, refs[k]) == -1)
           log_warn ("VM %s: %s", vm->uuid, err_get ());
       if (xapi_vm_destroy (b->xs, svm.ref) == -1)
@@ -679,7 +678,7 @@ describe_layer (struct backup *b, const struct xapi_vm *vm, struct disk *d)
   snprintf (m.userdevice, sizeof m.userdevice, "%s",
             strspn (d->userdevice, "0123456789") == strlen (d->userdevice)
             ? d->userdevice : "");
-  d->layer = layer_create (d->dir, b->store->tmp_dir, &m,
+  d->layer = layer_create (b->store, &m,
                            m.full ? NULL : &changed);
   bitmap_free (&changed);
   return d->layer ? 0 : -1;
@@ -701,7 +700,7 @@ static bool
 verified (struct backup *b, struct disk *d)
 {
   /* Only the point's own chain is read: load the rest lazily. */
-  struct catalog *cat = cli_catalog (b->store->path, CATALOG_LAZY);
+  struct catalog *cat = cli_catalog (b->store->where, CATALOG_LAZY);
   struct catalog_point *p = cat ? catalog_find (cat, d->snap.uuid, NULL) : NULL;
   /* Older lazy layers of the chain are read from the host, not kept. */
   struct fetch_opts fo = { .max_conns = 2, .timeout = b->copy.timeout,
@@ -720,14 +719,14 @@ verified (struct backup *b, struct disk *d)
   else if ((host = xapi_vdi_checksum (b->xs, d->snap_ref, wait)) == NULL)
     err_prefix ("cannot verify (the snapshot keeps its data)");
   else if (strcasecmp (mine, host) != 0) {
-    if (verdict_record (d->dir, d->snap.uuid, VERDICT_DIFFERS) == -1)
+    if (verdict_record (b->store, d->live.uuid, d->snap.uuid, VERDICT_DIFFERS) == -1)
       log_warn ("%s: %s", d->label, err_get ());
     err_set (EIO, "the stored image differs from the host's (md5 %s, the "
              "host says %s); the snapshot keeps its data until cbtfs "
              "verify --server finds them equal or cbtfs verify --accept "
              "lets it go", mine, host);
   }
-  else if (verdict_record (d->dir, d->snap.uuid, VERDICT_MATCH) == -1)
+  else if (verdict_record (b->store, d->live.uuid, d->snap.uuid, VERDICT_MATCH) == -1)
     err_prefix ("verified, but cannot record it (the snapshot keeps its "
                 "data)");
   else {
@@ -763,11 +762,12 @@ destroy_snap_vm (struct backup *b, char **snap_vm, const char *vmname)
  * layer that became visible but then failed to open is there: its
  * snapshot must stay (the next run finishes it). */
 static bool
-unrecorded (const struct disk *d)
+unrecorded (struct store *store, const struct disk *d)
 {
   if (d->snap.uuid == NULL || !is_uuid (d->snap.uuid))
     return true;                /* never described */
-  return d->dir && store_has_layer (d->dir, d->snap.uuid) == 0;
+  return d->prepared
+    && store_has_layer (store, d->live.uuid, d->snap.uuid) == 0;
 }
 
 static int
@@ -795,7 +795,7 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
   /* Leftovers go first: a VM snapshot an interrupted run left holds
    * VBDs that would make finishing its layers end in VDI_IN_USE. */
   for (i = 0; i < n; i++)
-    v[i].dir = store_disk_dir (b->store, v[i].live.uuid, true);
+    v[i].prepared = store_disk_prepare (b->store, v[i].live.uuid) == 0;
   remove_leftovers (b, vm, v, n);
   for (i = 0; i < n; i++)
     if (prepare_disk (b, &v[i]) == -1)
@@ -835,7 +835,8 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
     }
     if (layer_complete (d->layer) && vm_snap_gone
         && (!b->verify || verified (b, d)))
-      cli_data_destroy (b->xs, d->snap_ref, d->snap.uuid, d->layer->dir);
+      cli_data_destroy (b->xs, b->store, d->live.uuid, d->snap_ref,
+                        d->snap.uuid);
     log_info ("%s: done %.3f s after the snapshot", d->label,
               now_monotonic () - snapped);
   }
@@ -845,7 +846,7 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
   /* A snapshot no layer describes would only leak space on the host;
    * destroying it folds its CBT log into the next one (xapi-cbt.md §5). */
   for (i = 0; i < n; i++)
-    if (v[i].snap_ref && v[i].layer == NULL && unrecorded (&v[i])
+    if (v[i].snap_ref && v[i].layer == NULL && unrecorded (b->store, &v[i])
         && xapi_vdi_destroy (b->xs, v[i].snap_ref) == -1)
       log_warn ("%s: could not remove the unused snapshot: %s", v[i].label,
                 err_get ());

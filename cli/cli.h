@@ -80,12 +80,16 @@ extern int cli_fetch_target (void *opaque, const char *snapshot,
  * metadata is left. */
 extern char *cli_snapshot_with_data (xapi_session *xs, const char *uuid);
 
-/* Reduce snapshot REF (uuid UUID, whose layer is in LAYER_DIR) to CBT
- * metadata, once the layer read back from disk is complete, retrying a
- * few times while the host still holds it (xapi waits only 4 s for its
- * own VBDs).  0, or -1 after a warning that it keeps its data. */
-extern int cli_data_destroy (xapi_session *xs, const char *ref,
-                             const char *uuid, const char *layer_dir);
+struct store;
+
+/* Reduce snapshot REF (uuid UUID, whose layer is in DISK of S) to CBT
+ * metadata, once the layer read back from the store is complete,
+ * retrying a few times while the host still holds it (xapi waits only
+ * 4 s for its own VBDs).  0, or -1 after a warning that it keeps its
+ * data. */
+extern int cli_data_destroy (xapi_session *xs, struct store *s,
+                             const char *disk, const char *ref,
+                             const char *uuid);
 
 struct catalog;
 

@@ -75,7 +75,7 @@ fetch_one (xapi_session *xs, struct catalog_disk *d, struct catalog_point *p,
               st.bytes / 1048576.0, st.seconds);
   }
   if (!keep && layer_complete (l))
-    cli_data_destroy (xs, ref, snap, l->dir);
+    cli_data_destroy (xs, l->store, l->meta.disk, ref, snap);
   /* Done with it: let others fill it, and free its blocks' map. */
   if (layer_release (l) == 0)
     layer_unload (l);

@@ -6,7 +6,7 @@
 #include <sys/resource.h>
 
 #include "../chain/catalog.h"
-#include "../chain/store.h"
+#include "../chain/store/store.h"
 #include "../common/error.h"
 #include "../common/log.h"
 #include "cli.h"
@@ -32,14 +32,7 @@ cli_fail (void)
 struct catalog *
 cli_catalog (const char *path, unsigned flags)
 {
-  struct store *s = store_open (path, false);
-  struct catalog *cat;
-
-  if (s == NULL)
-    return NULL;
-  cat = catalog_load (s, flags);
-  store_close (s);
-  return cat;
+  return catalog_open (path, flags);
 }
 
 int

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "../chain/catalog.h"
+#include "../chain/store/store.h"
 #include "../chain/fetch.h"
 #include "../common/cleanup.h"
 #include "../common/error.h"
@@ -88,18 +89,16 @@ check_mountpoint (const char *path)
  * read the images, even with -o allow_other; an admin shares them by
  * giving the store a group and its read bits. */
 static int
-store_access (const char *store, struct fs_opts *o)
+store_access (const char *where, struct fs_opts *o)
 {
-  struct stat st;
+  struct store *s = store_open (where, false);
+  int r;
 
-  if (stat (store, &st) == -1) {
-    err_sys (errno, "store %s", store);
+  if (s == NULL)
     return -1;
-  }
-  o->uid = st.st_uid;
-  o->gid = st.st_gid;
-  o->mode = st.st_mode & 07777;
-  return 0;
+  r = store_owner (s, &o->uid, &o->gid, &o->mode);
+  store_close (s);
+  return r;
 }
 
 int

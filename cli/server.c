@@ -200,23 +200,18 @@ cli_snapshot_with_data (xapi_session *xs, const char *uuid)
 #define DATA_DESTROY_PAUSE 2
 
 int
-cli_data_destroy (xapi_session *xs, const char *ref, const char *uuid,
-                  const char *layer_dir)
+cli_data_destroy (xapi_session *xs, struct store *s, const char *disk,
+                  const char *ref, const char *uuid)
 {
-  CLEANUP_FREE char *disk_dir = dir_of (layer_dir);
   int v;
 
   /* What this process believes is not enough: only what is on disk
    * survives it. */
-  if (layer_check_complete (layer_dir) == -1) {
+  if (layer_check_complete (s, disk, uuid) == -1) {
     log_warn ("snapshot %s keeps its data on the host: %s", uuid, err_get ());
     return -1;
   }
-  if (disk_dir == NULL) {
-    log_warn ("snapshot %s keeps its data on the host: out of memory", uuid);
-    return -1;
-  }
-  v = verdict_latest (disk_dir, uuid);
+  v = verdict_latest (s, disk, uuid);
   if (v == -1 || verdict_holds (v)) {
     if (v == -1)
       log_warn ("snapshot %s keeps its data on the host: %s", uuid,
@@ -253,11 +248,9 @@ cli_checksum_timeout (uint64_t size, long at_least)
 void
 cli_load_verdicts (const struct catalog_disk *d, struct verdicts *vs)
 {
-  CLEANUP_FREE char *dir = d->npoints ? dir_of (d->points[0].layer->dir)
-    : NULL;
-
   vs->v = NULL;
   vs->n = 0;
-  if (dir && verdicts_load (dir, vs) == -1)
+  if (d->npoints && verdicts_load (d->points[0].layer->store, d->uuid,
+                                   vs) == -1)
     log_warn ("%s", err_get ());
 }

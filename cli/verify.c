@@ -80,12 +80,11 @@ damage_seen (const struct report *r, struct layer *top)
 static void
 note (struct catalog_point *p, enum verdict v)
 {
-  const char *snap = p->layer->meta.snapshot;
-  CLEANUP_FREE char *dir = dir_of (p->layer->dir);
+  const struct layer *l = p->layer;
 
-  if (dir == NULL || verdict_record (dir, snap, v) == -1)
-    log_warn ("snapshot %s: cannot record that it is %s: %s", snap,
-              verdict_name (v), dir ? err_get () : "out of memory");
+  if (verdict_record (l->store, l->meta.disk, l->meta.snapshot, v) == -1)
+    log_warn ("snapshot %s: cannot record that it is %s: %s",
+              l->meta.snapshot, verdict_name (v), err_get ());
 }
 
 /* Compare point P with the host; 1 matched, 0 not comparable (the
@@ -163,12 +162,12 @@ accept_points (struct catalog *cat, char **snaps, size_t n)
 {
   for (size_t i = 0; i < n; i++) {
     struct catalog_point *p = catalog_find (cat, snaps[i], NULL);
-    CLEANUP_FREE char *dir = p ? dir_of (p->layer->dir) : NULL;
     if (p == NULL) {
       err_set (ENOENT, "no snapshot %s in the store", snaps[i]);
       return cli_fail ();
     }
-    if (dir == NULL || verdict_record (dir, snaps[i], VERDICT_ACCEPTED) == -1)
+    if (verdict_record (p->layer->store, p->layer->meta.disk, snaps[i],
+                        VERDICT_ACCEPTED) == -1)
       return cli_fail ();
     log_info ("snapshot %s accepted: backups may reduce it and build on "
               "it", snaps[i]);

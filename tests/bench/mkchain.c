@@ -25,8 +25,21 @@
 #include <xxhash.h>
 
 #include "chain/layer.h"
-#include "chain/store.h"
+#include "chain/store/store.h"
 #include "common/error.h"
+
+/* DISK's folder in the directory store S, made if need be (this tool
+ * writes a layer's index itself, to make huge ones fast); malloc'd. */
+static char *
+disk_dir (struct store *s, const char *disk)
+{
+  char *p;
+
+  if (store_disk_prepare (s, disk) == -1
+      || asprintf (&p, "%s/disks/%s", s->where, disk) == -1)
+    return NULL;
+  return p;
+}
 
 static uint64_t rng;
 
@@ -87,7 +100,7 @@ holes (char **argv)
   enum { BATCH = 65536 };
   FILE *f;
 
-  if (s == NULL || (dir = store_disk_dir (s, argv[1], true)) == NULL)
+  if (s == NULL || (dir = disk_dir (s, argv[1])) == NULL)
     die (argv[0]);
   rng = 1;
   rand_uuid (m.snapshot);
@@ -101,7 +114,7 @@ holes (char **argv)
   m.vm_name = argv[2];
   m.disk_name = (char *) "disk";
   strcpy (m.userdevice, "0");
-  l = layer_create (dir, s->tmp_dir, &m, NULL);
+  l = layer_create (s, &m, NULL);
   if (l == NULL)
     die ("layer_create");
   layer_close (l);
@@ -157,7 +170,7 @@ main (int argc, char **argv)
   s = store_open (argv[1], true);
   if (s == NULL)
     die (argv[1]);
-  dir = store_disk_dir (s, argv[2], true);
+  dir = disk_dir (s, argv[2]);
   if (dir == NULL)
     die (argv[2]);
   rand_uuid (vm);
@@ -185,7 +198,7 @@ main (int argc, char **argv)
       for (k = 0; k < changed; k++)
         bitmap_set (&set, next () % nblocks);
     }
-    l = layer_create (dir, s->tmp_dir, &m, i ? &set : NULL);
+    l = layer_create (s, &m, i ? &set : NULL);
     if (l == NULL)
       die ("layer_create");
     for (k = bitmap_next_set (&l->changed, 0); k < nblocks;

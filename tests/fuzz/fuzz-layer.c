@@ -3,6 +3,7 @@
  * its first byte gives: the "changed" file, then the "index" file (the
  * valid header is prepended so the records themselves get fuzzed). */
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,12 +14,18 @@
 #include <xxhash.h>
 
 #include "chain/layer.h"
-#include "chain/store.h"
+#include "chain/store/store.h"
 #include "common/util.h"
+#include "../unit/check.h"
 
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
 
-static char *dir;               /* a layer directory, made once */
+#define DISK "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+#define SNAP "11111111-2222-3333-4444-555555555555"
+
+static char *top;               /* a store in it, made once */
+static char *dir;               /* the layer's folder in the store */
+static struct store *store;
 static uint8_t header[40];      /* the index header (FORMAT.md) */
 
 static void
@@ -34,33 +41,32 @@ put (const char *name, const void *p, size_t n)
   close (fd);
 }
 
-/* The layer directory goes when the fuzzer exits (every run of make
- * check-unit and make fuzz left one in /tmp). */
+/* The store goes when the fuzzer exits (every run of make check-unit
+ * and make fuzz left one in /tmp). */
 static void
 remove_dir (void)
 {
-  static const char *const names[] = { "layer", "data", "changed", "index" };
-  char path[512];
-
-  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-    snprintf (path, sizeof path, "%s/%s", dir, names[i]);
-    unlink (path);
-  }
-  rmdir (dir);
+  store_close (store);
+  free (dir);
+  rm_rf (top);
 }
 
 static void
 setup (void)
 {
-  static char tmpl[] = "/tmp/cbtfs-fuzz-XXXXXX";
   struct layer_meta m = { 0 };
-  char *text;
+  char *spath, *text;
 
-  dir = mkdtemp (tmpl);
-  if (dir == NULL || atexit (remove_dir) != 0)
+  top = make_tmpdir ();
+  if (asprintf (&spath, "%s/s", top) == -1
+      || (store = store_open (spath, true)) == NULL
+      || store_disk_prepare (store, DISK) == -1
+      || asprintf (&dir, "%s/disks/" DISK "/" SNAP, spath) == -1
+      || mkdir (dir, 0700) == -1 || atexit (remove_dir) != 0)
     abort ();
-  strcpy (m.snapshot, "11111111-2222-3333-4444-555555555555");
-  strcpy (m.disk, "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee");
+  free (spath);
+  strcpy (m.snapshot, SNAP);
+  strcpy (m.disk, DISK);
   strcpy (m.chain, m.snapshot);
   m.seq = 1;
   m.size = 64 * CHAIN_BLOCK_SIZE;       /* 64 blocks: an 8-byte set */
@@ -101,7 +107,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   put ("index", index, 40 + size - 1 - split);
   free (index);
 
-  l = layer_open (dir, false);
+  l = layer_open (store, DISK, SNAP, false);
   if (l) {
     uint8_t *buf = malloc (CHAIN_BLOCK_SIZE);
     uint64_t present, stored;

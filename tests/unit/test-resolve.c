@@ -10,7 +10,7 @@
 #include "chain/catalog.h"
 #include "chain/layer.h"
 #include "chain/read.h"
-#include "chain/store.h"
+#include "chain/store/store.h"
 #include "common/error.h"
 #include "common/util.h"
 #include "check.h"
@@ -42,14 +42,12 @@ make_layer (unsigned disk, unsigned id, unsigned parent, unsigned chain,
 {
   struct layer_meta m = { 0 };
   struct bitmap changed = { 0 };
-  char *ddir, uuid[UUID_LEN + 1];
+  char uuid[UUID_LEN + 1];
   struct layer *l;
   uint8_t *buf = malloc (BS);
   uint64_t b;
 
   uuid_n (uuid, disk);
-  ddir = store_disk_dir (st, uuid, true);
-  CHECK (ddir);
   uuid_n (m.snapshot, id);
   memcpy (m.disk, uuid, sizeof uuid);
   uuid_n (m.chain, chain);
@@ -68,7 +66,7 @@ make_layer (unsigned disk, unsigned id, unsigned parent, unsigned chain,
     for (size_t i = 0; i < nset; i++)
       bitmap_set (&changed, set[i]);
   }
-  l = layer_create (ddir, st->tmp_dir, &m, set ? &changed : NULL);
+  l = layer_create (st, &m, set ? &changed : NULL);
   CHECK (l);
   for (b = 0; b < nblocks; b++) {
     if (!bitmap_get (&l->changed, b))
@@ -83,7 +81,6 @@ make_layer (unsigned disk, unsigned id, unsigned parent, unsigned chain,
   }
   CHECK (layer_sync (l) == 0);
   bitmap_free (&changed);
-  free (ddir);
   free (buf);
   return l;
 }
@@ -223,8 +220,8 @@ test_deep_chain (void)
     bool broken;
     uuid_n (u, 500 + 6);
     uuid_n (dv, 5);
-    CHECK (asprintf (&dir, "%s/disks/%s/%s", st->path, dv, u) > 0);
-    CHECK (asprintf (&gone, "%s/gone", st->tmp_dir) > 0);
+    CHECK (asprintf (&dir, "%s/disks/%s/%s", st->where, dv, u) > 0);
+    CHECK (asprintf (&gone, "%s/tmp/gone", st->where) > 0);
     CHECK (rename (dir, gone) == 0);
     free (gone);
     for (unsigned flags = 0; flags <= CATALOG_LAZY; flags += CATALOG_LAZY) {
@@ -361,7 +358,7 @@ layer_file (unsigned disk, unsigned id, const char *file)
 
   uuid_n (d, disk);
   uuid_n (u, id);
-  CHECK (asprintf (&p, "%s/disks/%s/%s/%s", st->path, d, u, file) > 0);
+  CHECK (asprintf (&p, "%s/disks/%s/%s/%s", st->where, d, u, file) > 0);
   return p;
 }
 

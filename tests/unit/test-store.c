@@ -12,7 +12,7 @@
 #include "chain/catalog.h"
 #include "chain/layer.h"
 #include "chain/manifests.h"
-#include "chain/store.h"
+#include "chain/store/store.h"
 #include "chain/sums.h"
 #include "chain/verdict.h"
 #include "common/dio.h"
@@ -48,6 +48,53 @@ fill (uint8_t *buf, uint64_t b)
 {
   for (size_t i = 0; i < CHAIN_BLOCK_SIZE; i++)
     buf[i] = (uint8_t) (b * 31 + i * 7 + 1);
+}
+
+/* The store the running test works in, for the shims below: tests
+ * name layers by their folders, whose files they damage on purpose. */
+static struct store *cur;
+
+/* Make DISK's folder in S (the store the test now works in) and return
+ * its path (caller frees). */
+static char *
+disk_dir (struct store *s, const char *disk)
+{
+  char *p;
+
+  CHECK (store_disk_prepare (s, disk) == 0);
+  CHECK (asprintf (&p, "%s/disks/%s", s->where, disk) > 0);
+  cur = s;
+  return p;
+}
+
+/* The disk and snapshot of layer folder LDIR (".../DISK/SNAP"). */
+static void
+split_ldir (const char *ldir, char disk[UUID_LEN + 1], char snap[UUID_LEN + 1])
+{
+  size_t n = strlen (ldir);
+
+  CHECK (n > 2 * UUID_LEN + 1 && ldir[n - UUID_LEN - 1] == '/');
+  memcpy (snap, ldir + n - UUID_LEN, UUID_LEN + 1);
+  memcpy (disk, ldir + n - 2 * UUID_LEN - 1, UUID_LEN);
+  disk[UUID_LEN] = '\0';
+}
+
+static struct layer *
+open_at (const char *ldir, bool writable)
+{
+  char disk[UUID_LEN + 1], snap[UUID_LEN + 1];
+
+  split_ldir (ldir, disk, snap);
+  return layer_open (cur, disk, snap, writable);
+}
+
+static int
+complete_at (const char *ldir)
+{
+  char disk[UUID_LEN + 1], snap[UUID_LEN + 1];
+
+  split_ldir (ldir, disk, snap);
+  return layer_check_complete (cur, disk, snap);
 }
 
 static mode_t
@@ -165,11 +212,11 @@ test_layer_fill (void)
   CHECK (asprintf (&path, "%s/s", dir) > 0);
   s = store_open (path, true);
   CHECK (s && store_lock (s) == 0);
-  ddir = store_disk_dir (s, DISK, true);
+  ddir = disk_dir (s, DISK);
   CHECK (ddir);
-  CHECK (store_disk_dir (s, "../../etc", true) == NULL);
+  CHECK (store_disk_prepare (s, "../../etc") == -1);
 
-  l = layer_create (ddir, s->tmp_dir, &m, NULL);
+  l = layer_create (s, &m, NULL);
   CHECK (l != NULL);
   CHECK (l->nblocks == 11 && l->nchanged == 11 && !layer_complete (l));
   /* Blocks 0..5: data, 6..9: zero; block 10 (the tail) stays missing. */
@@ -204,7 +251,7 @@ test_layer_fill (void)
   {
     char *ldir;
     CHECK (asprintf (&ldir, "%s/%s", ddir, SNAP) > 0);
-    l = layer_open (ldir, false);
+    l = open_at (ldir, false);
     CHECK (l != NULL);
     layer_counts (l, &present, &stored);
     CHECK (present == 10 && stored == 6 && !layer_complete (l));
@@ -221,7 +268,7 @@ test_layer_fill (void)
       CHECK (fd >= 0 && write (fd, "garbage-record", 14) == 14);
       close (fd);
     }
-    l = layer_open (ldir, false);
+    l = open_at (ldir, false);
     CHECK (l != NULL);
     layer_counts (l, &present, &stored);
     CHECK (present == 10);
@@ -231,20 +278,20 @@ test_layer_fill (void)
      * learn what it added on a miss (layer_catch_up) or when they
      * become writers themselves. */
     {
-      struct layer *r = layer_open (ldir, false);
-      struct layer *w = layer_open (ldir, false);
+      struct layer *r = open_at (ldir, false);
+      struct layer *w = open_at (ldir, false);
       CHECK (r != NULL && w != NULL);
       CHECK (layer_release (w) == 0);           /* not held: nothing to do */
       CHECK (layer_make_writable (w) == 0);
       CHECK (size_of (path) == 40 * 8);         /* the torn tail is cut */
       CHECK_FAILS (layer_make_writable (r), EWOULDBLOCK, "another cbtfs");
-      CHECK (layer_open (ldir, true) == NULL && errno == EWOULDBLOCK);
+      CHECK (open_at (ldir, true) == NULL && errno == EWOULDBLOCK);
       fill (buf, 3);
       CHECK (layer_put_block (w, 3, buf) == 0); /* again: harmless */
       CHECK (layer_release (w) == -1 && errno == EBUSY);  /* queued */
       CHECK (layer_sync (w) == 0 && layer_release (w) == 0);
       CHECK_FAILS (layer_put_block (w, 3, buf), EBADF, "not being filled");
-      l = layer_open (ldir, true);
+      l = open_at (ldir, true);
       CHECK (l != NULL);
       CHECK (layer_release (l) == -1 && errno == EBUSY);  /* opened to fill */
       fill (buf, 10);
@@ -282,7 +329,7 @@ test_layer_fill (void)
       close (fd);
       free (dpath);
     }
-    l = layer_open (ldir, false);
+    l = open_at (ldir, false);
     CHECK (l && layer_complete (l));
     CHECK_FAILS (layer_read_block (l, 2, got), EIO, "fails its checksum");
     CHECK (layer_read_block (l, 1, got) == 0);
@@ -319,12 +366,12 @@ test_delta_and_damage (void)
 
   CHECK (asprintf (&path, "%s/s", dir) > 0);
   s = store_open (path, true);
-  CHECK (s && (ddir = store_disk_dir (s, DISK, true)));
+  CHECK (s && (ddir = disk_dir (s, DISK)));
   CHECK (bitmap_init (&changed, 64) == 0);
   bitmap_set (&changed, 3);
   bitmap_set (&changed, 40);
   strcpy (m.parent, "00000000-0000-0000-0000-000000000001");
-  l = layer_create (ddir, s->tmp_dir, &m, &changed);
+  l = layer_create (s, &m, &changed);
   CHECK (l && l->nchanged == 2);
   CHECK (layer_block_state (l, 4) == LAYER_ABSENT);
   CHECK_FAILS (layer_put_block (l, 4, buf), EINVAL, "not in");
@@ -332,7 +379,7 @@ test_delta_and_damage (void)
   CHECK (layer_sync (l) == 0 && layer_complete (l));
   layer_close (l);
   /* Creating the same layer twice fails and leaves the first intact. */
-  CHECK (layer_create (ddir, s->tmp_dir, &m, &changed) == NULL);
+  CHECK (layer_create (s, &m, &changed) == NULL);
   bitmap_free (&changed);
 
   CHECK (asprintf (&ldir, "%s/%s", ddir, SNAP) > 0);
@@ -340,7 +387,7 @@ test_delta_and_damage (void)
   CHECK (size_of (cpath) == 8);
   /* A changed-set file of the wrong length makes the layer unreadable. */
   CHECK (truncate (cpath, 7) == 0);
-  CHECK (layer_open (ldir, false) == NULL && errno == EPROTO);
+  CHECK (open_at (ldir, false) == NULL && errno == EPROTO);
   CHECK (strstr (err_get (), "expected 8"));
 
   free (buf);
@@ -364,7 +411,7 @@ fixture_open (struct fixture *f, const char *dir)
 {
   CHECK (asprintf (&f->path, "%s/s", dir) > 0);
   f->s = store_open (f->path, true);
-  CHECK (f->s && (f->ddir = store_disk_dir (f->s, DISK, true)));
+  CHECK (f->s && (f->ddir = disk_dir (f->s, DISK)));
   CHECK (asprintf (&f->ldir, "%s/%s", f->ddir, SNAP) > 0);
 }
 
@@ -381,7 +428,7 @@ fixture_close (struct fixture *f)
 static uint64_t
 present_of (const char *ldir, uint64_t *damaged)
 {
-  struct layer *l = layer_open (ldir, false);
+  struct layer *l = open_at (ldir, false);
   uint64_t present, stored;
 
   CHECK (l != NULL);
@@ -423,7 +470,7 @@ test_index_damage (void)
 
   fixture_open (&fx, dir);
   ldir = fx.ldir;
-  l = layer_create (fx.ddir, fx.s->tmp_dir, &m, NULL);
+  l = layer_create (fx.s, &m, NULL);
   CHECK (l != NULL);
   for (b = 0; b + 1 < nb; b++) {     /* one record each; the last missing */
     fill (buf, b);
@@ -436,19 +483,19 @@ test_index_damage (void)
   CHECK (asprintf (&ipath, "%s/index", ldir) > 0);
   len = size_of (ipath);
   CHECK (len == 40 * (off_t) nb);
-  CHECK (layer_check_complete (ldir) == -1 && errno == ENODATA);
+  CHECK (complete_at (ldir) == -1 && errno == ENODATA);
   CHECK (strstr (err_get (), "1 of 3000 blocks"));
 
   /* A garbage record appended in the third chunk: a torn tail. */
   scribble (ipath, -1, 40);
   CHECK (present_of (ldir, &damaged) == nb - 1 && damaged == 0);
-  l = layer_open (ldir, true);
+  l = open_at (ldir, true);
   CHECK (l != NULL && size_of (ipath) == len);    /* cut exactly there */
   layer_close (l);
   /* A partial record after it is part of the tail too. */
   scribble (ipath, -1, 40);
   scribble (ipath, -1, 17);
-  l = layer_open (ldir, true);
+  l = open_at (ldir, true);
   CHECK (l != NULL && size_of (ipath) == len);
   layer_close (l);
 
@@ -456,7 +503,7 @@ test_index_damage (void)
    * block it named goes missing, and a writer keeps the rest. */
   scribble (ipath, 40 * 1500 + 3, 5);
   CHECK (present_of (ldir, &damaged) == nb - 2 && damaged == 1);
-  l = layer_open (ldir, true);
+  l = open_at (ldir, true);
   CHECK (l != NULL && size_of (ipath) == len);
   CHECK (layer_block_state (l, 1499) == LAYER_MISSING);
   CHECK (layer_block_state (l, 1498) == LAYER_DATA);
@@ -469,8 +516,8 @@ test_index_damage (void)
   layer_close (l);
   CHECK (size_of (ipath) == len + 80);
   CHECK (present_of (ldir, &damaged) == nb && damaged == 1);
-  CHECK (layer_check_complete (ldir) == 0);
-  l = layer_open (ldir, false);
+  CHECK (complete_at (ldir) == 0);
+  l = open_at (ldir, false);
   fill (buf, 1499);
   {
     uint8_t *got = malloc (CHAIN_BLOCK_SIZE);
@@ -482,7 +529,7 @@ test_index_damage (void)
 
   /* Unloaded, a layer answers counts from memory and loads again when
    * a block is needed; a layer being filled is not unloaded. */
-  l = layer_open (ldir, false);
+  l = open_at (ldir, false);
   CHECK (l && layer_unload (l) == 0 && l->recno == NULL);
   CHECK (layer_complete (l) && l->load_state == LAYER_UNLOADED);
   {
@@ -500,7 +547,7 @@ test_index_damage (void)
   layer_close (l);
   /* A checksum is read from its record when the block is: a record
    * damaged since the layer was loaded is an error, never data. */
-  l = layer_open (ldir, false);
+  l = open_at (ldir, false);
   CHECK (l && layer_block_state (l, 1500) == LAYER_DATA);
   scribble (ipath, 40 * 1501 + 3, 1);
   {
@@ -513,18 +560,18 @@ test_index_damage (void)
   CHECK (present_of (ldir, &damaged) == nb - 1 && damaged == 2);
 
   /* Complete in one process's memory is not complete on disk. */
-  l = layer_open (ldir, true);
+  l = open_at (ldir, true);
   fill (buf, 1500);
   CHECK (l && layer_put_block (l, 1500, buf) == 0 && layer_sync (l) == 0);
   layer_close (l);
   len = size_of (ipath);
-  CHECK (layer_check_complete (ldir) == 0);
-  l = layer_open (ldir, false);
+  CHECK (complete_at (ldir) == 0);
+  l = open_at (ldir, false);
   CHECK (l && layer_complete (l));
   len -= 40;
   CHECK (truncate (ipath, len) == 0);
   CHECK (layer_complete (l));
-  CHECK (layer_check_complete (ldir) == -1 && errno == ENODATA);
+  CHECK (complete_at (ldir) == -1 && errno == ENODATA);
   layer_close (l);
 
   free (buf);
@@ -548,8 +595,8 @@ test_create_visible_failure (void)
   int first;
 
   fixture_open (&fx, dir);
-  CHECK (store_has_layer (fx.ddir, SNAP) == 0);
-  CHECK (store_has_layer (fx.ddir, "not-a-uuid") == 0);
+  CHECK (store_has_layer (fx.s, DISK, SNAP) == 0);
+  CHECK (store_has_layer (fx.s, DISK, "not-a-uuid") == 0);
   /* One descriptor at a time: enough to stage and rename the layer
    * (each file is closed before the next is opened), not to open it. */
   first = dup (0);
@@ -558,11 +605,11 @@ test_create_visible_failure (void)
   lim = old;
   lim.rlim_cur = first + 1;
   CHECK (setrlimit (RLIMIT_NOFILE, &lim) == 0);
-  l = layer_create (fx.ddir, fx.s->tmp_dir, &m, NULL);
+  l = layer_create (fx.s, &m, NULL);
   CHECK (setrlimit (RLIMIT_NOFILE, &old) == 0);
   CHECK (l == NULL && errno == EMFILE);
-  CHECK (store_has_layer (fx.ddir, SNAP) == 1);
-  l = layer_open (fx.ldir, true);
+  CHECK (store_has_layer (fx.s, DISK, SNAP) == 1);
+  l = open_at (fx.ldir, true);
   CHECK (l != NULL && !layer_complete (l));
   layer_close (l);
   fixture_close (&fx);
@@ -585,7 +632,7 @@ test_sync_failure (void)
   uint64_t b, present, stored;
 
   fixture_open (&fx, dir);
-  l = layer_create (fx.ddir, fx.s->tmp_dir, &m, NULL);
+  l = layer_create (fx.s, &m, NULL);
   CHECK (l != NULL);
   for (b = 100; b < 300; b++) {       /* an index of 201 records */
     fill (buf, b);
@@ -613,7 +660,7 @@ test_sync_failure (void)
   layer_close (l);
   CHECK (present_of (fx.ldir, NULL) == 200);
   /* Opened again, the layer takes blocks as before. */
-  l = layer_open (fx.ldir, true);
+  l = open_at (fx.ldir, true);
   CHECK (l && layer_put_block (l, 0, buf) == 0 && layer_sync (l) == 0);
   layer_close (l);
   CHECK (present_of (fx.ldir, NULL) == 201);
@@ -637,12 +684,12 @@ test_many_layers (void)
 
   CHECK (asprintf (&path, "%s/s", dir) > 0);
   s = store_open (path, true);
-  CHECK (s && (ddir = store_disk_dir (s, DISK, true)));
+  CHECK (s && (ddir = disk_dir (s, DISK)));
   for (int i = 0; i < N; i++) {
     struct layer_meta m = sample_meta (CHAIN_BLOCK_SIZE, true);
     struct layer *l;
     snprintf (m.snapshot, sizeof m.snapshot, "%08x-2222-3333-4444-555555555555", i);
-    l = layer_create (ddir, s->tmp_dir, &m, NULL);
+    l = layer_create (s, &m, NULL);
     CHECK (l);
     fill (buf, i);
     CHECK (layer_put_block (l, 0, buf) == 0 && layer_sync (l) == 0);
@@ -655,7 +702,7 @@ test_many_layers (void)
   for (int i = 0; i < N; i++) {
     char *ldir;
     CHECK (asprintf (&ldir, "%s/%08x-2222-3333-4444-555555555555", ddir, i) > 0);
-    ls[i] = layer_open (ldir, false);
+    ls[i] = open_at (ldir, false);
     CHECK (ls[i] != NULL);
     free (ldir);
   }
@@ -722,8 +769,8 @@ test_direct_writers (void)
 
   CHECK (asprintf (&path, "%s/s", dir) > 0);
   s = store_open (path, true);
-  CHECK (s && (ddir = store_disk_dir (s, DISK, true)));
-  l = layer_create (ddir, s->tmp_dir, &m, NULL);
+  CHECK (s && (ddir = disk_dir (s, DISK)));
+  l = layer_create (s, &m, NULL);
   CHECK (l != NULL);
   for (int i = 0; i < DW_THREADS; i++) {
     w[i] = (struct dw) { l, i };
@@ -740,8 +787,14 @@ test_direct_writers (void)
   CHECK (asprintf (&dpath, "%s/%s/data", ddir, SNAP) > 0);
   CHECK (stat (dpath, &st) == 0);
   CHECK ((uint64_t) st.st_size == DW_BLOCKS * (uint64_t) CHAIN_BLOCK_SIZE);
-  if (l->direct_fd >= 0)
-    CHECK (dio_aio_writes () - before == DW_BLOCKS / DW_RUN);
+  /* Where the file system takes O_DIRECT, the store used it. */
+  {
+    int dfd = open (dpath, O_WRONLY | O_DIRECT);
+    if (dfd >= 0)
+      CHECK (dio_aio_writes () - before == DW_BLOCKS / DW_RUN);
+    if (dfd >= 0)
+      close (dfd);
+  }
   layer_close (l);
   free (dpath);
   free (want);
@@ -789,22 +842,21 @@ test_manifest_copies (void)
 
   CHECK (asprintf (&path, "%s/s", dir) > 0);
   s = store_open (path, true);
-  CHECK (s && (ddir = store_disk_dir (s, DISK, true)));
+  CHECK (s && (ddir = disk_dir (s, DISK)));
   CHECK (asprintf (&mpath, "%s/manifests", ddir) > 0);
   for (int i = 0; i < 3; i++) {
     struct layer_meta m = sample_meta (CHAIN_BLOCK_SIZE, true);
     nth_snap (m.snapshot, i);
     m.seq = i + 1;
-    layer_close (layer_create (ddir, s->tmp_dir, &m, NULL));
+    layer_close (layer_create (s, &m, NULL));
   }
   CHECK (mode_of (mpath) == 0600);
-  fd = open (ddir, O_RDONLY | O_DIRECTORY);
-  CHECK (fd >= 0 && (buf = manifests_read (fd, &len)) != NULL);
+  CHECK ((buf = manifests_read (s, DISK, &len)) != NULL);
   while (manifests_next (buf, len, &pos, &text, &tlen)) {
-    struct layer *l = layer_open_lazy_text (ddir, text, tlen);
+    struct layer *l = layer_open_lazy_text (s, DISK, text, tlen);
     nth_snap (snap, ncopies++);
     CHECK (l && strcmp (l->meta.snapshot, snap) == 0
-           && strstr (l->dir, snap) != NULL);
+           && strstr (layer_where (l), snap) != NULL);
     layer_close (l);
   }
   CHECK (ncopies == 3);
@@ -830,7 +882,7 @@ test_manifest_copies (void)
     struct layer_meta m = sample_meta (CHAIN_BLOCK_SIZE, true);
     nth_snap (m.snapshot, 3);
     m.seq = 4;
-    layer_close (layer_create (ddir, s->tmp_dir, &m, NULL));
+    layer_close (layer_create (s, &m, NULL));
   }
   nth_snap (snap, 3);
   CHECK (asprintf (&p, "%s/%s/layer", ddir, snap) > 0);
@@ -854,10 +906,8 @@ test_manifest_copies (void)
    * whose own manifests are good (layer 2; 1's and 3's are gone), and
    * then has nothing to add. */
   CHECK (unlink (mpath) == 0);
-  CHECK (manifests_refresh (ddir) == 0);
-  fd = open (ddir, O_RDONLY | O_DIRECTORY);
-  CHECK (fd >= 0 && (buf = manifests_read (fd, &len)) != NULL);
-  close (fd);
+  CHECK (manifests_refresh (s, DISK) == 0);
+  CHECK ((buf = manifests_read (s, DISK, &len)) != NULL);
   pos = ncopies = 0;
   while (manifests_next (buf, len, &pos, &text, &tlen))
     ncopies++;
@@ -869,7 +919,7 @@ test_manifest_copies (void)
   free (p);
   CHECK (lazy_points (s, &skipped) == 1 && skipped == 2);
   len = size_of (mpath);
-  CHECK (manifests_refresh (ddir) == 0 && size_of (mpath) == (off_t) len);
+  CHECK (manifests_refresh (s, DISK) == 0 && size_of (mpath) == (off_t) len);
 
   free (mpath);
   free (ddir);
@@ -883,35 +933,42 @@ test_manifest_copies (void)
 static void
 test_verdicts (void)
 {
-  char *dir = make_tmpdir (), *path;
+  char *dir = make_tmpdir (), *path, *spath, *ddir;
   const char *other = "00000000-0000-0000-0000-000000000002";
   struct verdicts vs;
+  struct store *s;
   int fd;
 
-  CHECK (verdict_latest (dir, SNAP) == VERDICT_NONE);
-  CHECK (verdict_record (dir, SNAP, VERDICT_DIFFERS) == 0);
-  CHECK (verdict_record (dir, other, VERDICT_MATCH) == 0);
-  CHECK (verdict_latest (dir, SNAP) == VERDICT_DIFFERS);
+  CHECK (asprintf (&spath, "%s/s", dir) > 0);
+  CHECK ((s = store_open (spath, true)) != NULL);
+  ddir = disk_dir (s, DISK);
+  CHECK (verdict_latest (s, DISK, SNAP) == VERDICT_NONE);
+  CHECK (verdict_record (s, DISK, SNAP, VERDICT_DIFFERS) == 0);
+  CHECK (verdict_record (s, DISK, other, VERDICT_MATCH) == 0);
+  CHECK (verdict_latest (s, DISK, SNAP) == VERDICT_DIFFERS);
   CHECK (verdict_holds (VERDICT_DIFFERS) && !verdict_holds (VERDICT_MATCH));
-  CHECK (asprintf (&path, "%s/verified", dir) > 0);
+  CHECK (asprintf (&path, "%s/verified", ddir) > 0);
   CHECK (mode_of (path) == 0600);
   /* A crash tore an append: the torn line is no verdict, the next
    * append starts a line of its own. */
   fd = open (path, O_WRONLY | O_APPEND);
   CHECK (fd >= 0 && write (fd, SNAP " 17 accep", 45) == 45);
   close (fd);
-  CHECK (verdict_latest (dir, SNAP) == VERDICT_DIFFERS);
-  CHECK (verdict_record (dir, SNAP, VERDICT_ACCEPTED) == 0);
-  CHECK (verdict_latest (dir, SNAP) == VERDICT_ACCEPTED);
+  CHECK (verdict_latest (s, DISK, SNAP) == VERDICT_DIFFERS);
+  CHECK (verdict_record (s, DISK, SNAP, VERDICT_ACCEPTED) == 0);
+  CHECK (verdict_latest (s, DISK, SNAP) == VERDICT_ACCEPTED);
   /* A flipped byte makes a line no verdict. */
-  CHECK (verdict_record (dir, SNAP, VERDICT_DAMAGED) == 0);
+  CHECK (verdict_record (s, DISK, SNAP, VERDICT_DAMAGED) == 0);
   scribble (path, size_of (path) - 20, 1);
-  CHECK (verdicts_load (dir, &vs) == 0 && vs.n == 2);
+  CHECK (verdicts_load (s, DISK, &vs) == 0 && vs.n == 2);
   CHECK (verdicts_of (&vs, SNAP) == VERDICT_ACCEPTED);
   CHECK (verdicts_of (&vs, other) == VERDICT_MATCH);
   verdicts_free (&vs);
-  CHECK (verdict_record (dir, "not-a-uuid", VERDICT_MATCH) == -1);
+  CHECK (verdict_record (s, DISK, "not-a-uuid", VERDICT_MATCH) == -1);
   free (path);
+  free (spath);
+  free (ddir);
+  store_close (s);
   rm_rf (dir);
 }
 
@@ -968,7 +1025,7 @@ test_flaky_sync (const char *dir, const char *trigger)
   fixture_open (&fx, dir);
   ldir = fx.ldir;
   CHECK (asprintf (&dpath, "%s/data", ldir) > 0);
-  l = layer_create (fx.ddir, fx.s->tmp_dir, &m, NULL);
+  l = layer_create (fx.s, &m, NULL);
   CHECK (l != NULL);
   fill (buf, 5);                /* unaligned: a buffered write */
   CHECK (layer_put_block (l, 5, buf) == 0);
@@ -982,13 +1039,13 @@ test_flaky_sync (const char *dir, const char *trigger)
   CHECK (present_of (ldir, NULL) == 0);
   /* Opened again, the block is copied again and then reads back from
    * the disk, not from pages the kernel kept. */
-  l = layer_open (ldir, true);
+  l = open_at (ldir, true);
   CHECK (l && layer_put_block (l, 5, buf) == 0 && layer_sync (l) == 0);
   layer_close (l);
   fd = open (dpath, O_RDONLY);
   CHECK (fd >= 0 && posix_fadvise (fd, 0, 0, POSIX_FADV_DONTNEED) == 0);
   close (fd);
-  l = layer_open (ldir, false);
+  l = open_at (ldir, false);
   CHECK (l && layer_read_block (l, 5, got) == 0);
   CHECK (memcmp (got, buf, CHAIN_BLOCK_SIZE) == 0);
   layer_close (l);

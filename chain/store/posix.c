@@ -1,0 +1,545 @@
+/* cbtfs: the directory backend: a store is a directory (posix.h, FORMAT.md).
+ *
+ * Thread model: the store's fields are set at open and only read
+ * after, except lock_fd and base.id, which store_lock (one thread, the
+ * backup's) sets before any other thread uses the store.  Everything
+ * else is a system call on paths, safe from any thread.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../../common/cleanup.h"
+#include "../../common/error.h"
+#include "../../common/util.h"
+#include "posix.h"
+
+static const char marker_name[] = "cbtfs-store";
+
+static int
+mkdir_private (const char *path)
+{
+  if (mkdir (path, 0700) == -1 && errno != EEXIST) {
+    err_sys (errno, "mkdir %s", path);
+    return -1;
+  }
+  return 0;
+}
+
+static bool
+dir_is_empty (const char *path)
+{
+  DIR *d = opendir (path);
+  struct dirent *e;
+  bool empty = true;
+
+  if (d == NULL)
+    return false;
+  while ((e = readdir (d)) != NULL)
+    if (strcmp (e->d_name, ".") && strcmp (e->d_name, "..")) {
+      empty = false;
+      break;
+    }
+  closedir (d);
+  return empty;
+}
+
+/* Parse the marker file MARKER of the store at PATH: its format and,
+ * if it has one, its id (into ID, else ""). */
+static int
+check_marker (const char *path, const char *marker, char id[UUID_LEN + 1])
+{
+  CLEANUP_FREE char *text = read_file (marker, 4096, NULL);
+  const char *line;
+  int version;
+
+  if (text == NULL) {
+    if (errno == ENOENT)
+      err_set (ENOENT, "%s is not a cbtfs store (no %s file)", path,
+               marker_name);
+    else
+      err_sys (errno, "%s", marker);
+    return -1;
+  }
+  if (sscanf (text, "cbtfs-store %d", &version) != 1) {
+    err_set (EPROTO, "%s is not a cbtfs store (bad %s)", path, marker_name);
+    return -1;
+  }
+  if (version != STORE_FORMAT) {
+    err_set (EPROTO, "%s has store format %d, this cbtfs reads %d", path,
+             version, STORE_FORMAT);
+    return -1;
+  }
+  id[0] = '\0';
+  line = strstr (text, "\nid ");
+  if (line) {
+    if (strlen (line + 4) < UUID_LEN + 1 || line[4 + UUID_LEN] != '\n') {
+      err_set (EPROTO, "%s: bad %s (its id line)", path, marker_name);
+      return -1;
+    }
+    memcpy (id, line + 4, UUID_LEN);
+    id[UUID_LEN] = '\0';
+    if (!is_uuid (id)) {
+      err_set (EPROTO, "%s: bad %s (its id is not a uuid)", path,
+               marker_name);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* Write the marker of a store with id ID (atomically). */
+static int
+write_marker (const char *marker, const char *id)
+{
+  char text[64 + UUID_LEN];
+
+  snprintf (text, sizeof text, "cbtfs-store %d\nid %s\n", STORE_FORMAT, id);
+  return write_file_atomic (marker, text, strlen (text), 0600);
+}
+
+static int
+create_store (const char *path, const char *marker, char id[UUID_LEN + 1])
+{
+  CLEANUP_FREE char *parent = dir_of (path);
+
+  if (parent == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  if (mkdir_private (path) == -1)
+    return -1;
+  if (!dir_is_empty (path)) {
+    err_set (EEXIST, "%s is not empty and not a cbtfs store; refusing to "
+             "use it", path);
+    return -1;
+  }
+  /* The store holds whole disks: only its owner may read it. */
+  if (chmod (path, 0700) == -1) {
+    err_sys (errno, "chmod %s", path);
+    return -1;
+  }
+  /* Its name in its parent must last as long as what goes in it. */
+  if (fsync_dir (parent) == -1 || make_uuid (id) == -1)
+    return -1;
+  return write_marker (marker, id);
+}
+
+static void posix_close (struct store *s);
+
+static struct store *
+posix_open (const char *path, bool create)
+{
+  struct posix_store *ps = calloc (1, sizeof *ps);
+  CLEANUP_FREE char *marker = NULL;
+
+  if (ps == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  ps->base.be = &store_posix;
+  ps->lock_fd = -1;
+  if ((ps->base.where = strdup (path)) == NULL
+      || (ps->path = strdup (path)) == NULL
+      || asprintf (&ps->disks_dir, "%s/disks", path) == -1
+      || asprintf (&ps->tmp_dir, "%s/tmp", path) == -1
+      || asprintf (&marker, "%s/%s", path, marker_name) == -1) {
+    err_set (ENOMEM, "out of memory");
+    goto err;
+  }
+  if (access (marker, F_OK) == -1 && errno == ENOENT && create) {
+    if (create_store (path, marker, ps->base.id) == -1)
+      goto err;
+  }
+  else if (check_marker (path, marker, ps->base.id) == -1)
+    goto err;
+  if (create && (mkdir_private (ps->disks_dir) == -1
+                 || mkdir_private (ps->tmp_dir) == -1
+                 || fsync_dir (path) == -1))
+    goto err;
+  return &ps->base;
+
+ err:
+  posix_close (&ps->base);
+  return NULL;
+}
+
+static void
+posix_close (struct store *s)
+{
+  struct posix_store *ps = posix_of (s);
+
+  if (ps->lock_fd >= 0)
+    close (ps->lock_fd);
+  free (ps->base.where);
+  free (ps->path);
+  free (ps->disks_dir);
+  free (ps->tmp_dir);
+  free (ps);
+}
+
+/* Remove DIR and the plain files in it (a crashed writer's stage). */
+static void
+remove_stage (const char *dir)
+{
+  DIR *d = opendir (dir);
+  struct dirent *e;
+
+  if (d == NULL)
+    return;
+  while ((e = readdir (d)) != NULL)
+    if (strcmp (e->d_name, ".") && strcmp (e->d_name, ".."))
+      unlinkat (dirfd (d), e->d_name, 0);
+  closedir (d);
+  rmdir (dir);
+}
+
+static int
+posix_lock (struct store *s)
+{
+  struct posix_store *ps = posix_of (s);
+  CLEANUP_FREE char *path = NULL;
+  DIR *d;
+  struct dirent *e;
+  int fd;
+
+  if (asprintf (&path, "%s/lock", ps->path) == -1) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd == -1) {
+    err_sys (errno, "open %s", path);
+    return -1;
+  }
+  if (flock (fd, LOCK_EX | LOCK_NB) == -1) {
+    int err = errno;
+    close (fd);
+    if (err == EWOULDBLOCK)
+      err_set (err, "another cbtfs backup is using the store %s", ps->path);
+    else
+      err_sys (err, "lock %s", path);
+    return -1;
+  }
+  ps->lock_fd = fd;
+
+  /* A store made before ids gets one now, while nobody else writes. */
+  if (s->id[0] == '\0') {
+    CLEANUP_FREE char *marker = NULL;
+    char id[UUID_LEN + 1];
+    if (asprintf (&marker, "%s/%s", ps->path, marker_name) == -1) {
+      err_set (ENOMEM, "out of memory");
+      return -1;
+    }
+    if (make_uuid (id) == -1 || write_marker (marker, id) == -1)
+      return -1;
+    memcpy (s->id, id, sizeof id);
+  }
+
+  /* Nobody else writes now: what tmp/ holds is a crashed run's. */
+  d = opendir (ps->tmp_dir);
+  if (d) {
+    while ((e = readdir (d)) != NULL) {
+      CLEANUP_FREE char *p = NULL;
+      if (e->d_name[0] == '.' || asprintf (&p, "%s/%s", ps->tmp_dir,
+                                           e->d_name) == -1)
+        continue;
+      remove_stage (p);
+    }
+    closedir (d);
+  }
+  return 0;
+}
+
+static int
+posix_owner (struct store *s, uid_t *uid, gid_t *gid, mode_t *mode)
+{
+  struct stat st;
+
+  if (stat (posix_of (s)->path, &st) == -1) {
+    err_sys (errno, "store %s", posix_of (s)->path);
+    return -1;
+  }
+  *uid = st.st_uid;
+  *gid = st.st_gid;
+  *mode = st.st_mode & 07777;
+  return 0;
+}
+
+char *
+posix_disk_path (struct store *s, const char *disk, const char *name)
+{
+  char *p;
+  int r = name ? asprintf (&p, "%s/%s/%s", posix_of (s)->disks_dir, disk,
+                           name)
+    : asprintf (&p, "%s/%s", posix_of (s)->disks_dir, disk);
+
+  if (r == -1) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  return p;
+}
+
+static int
+posix_disk_prepare (struct store *s, const char *disk)
+{
+  CLEANUP_FREE char *p = posix_disk_path (s, disk, NULL);
+
+  if (p == NULL)
+    return -1;
+  /* Also when it exists: a crash may have left it made but its name
+   * not yet durable. */
+  if (mkdir_private (p) == -1)
+    return -1;
+  return fsync_dir (posix_of (s)->disks_dir);
+}
+
+static int
+cmp_str (const void *a, const void *b)
+{
+  return strcmp (*(char *const *) a, *(char *const *) b);
+}
+
+/* The uuid-named entries of DIR, sorted (store_list). */
+static int
+list_dir (const char *dir, char ***names, size_t *n)
+{
+  DIR *d = opendir (dir);
+  struct dirent *e;
+  char **v = NULL;
+  size_t len = 0, cap = 0;
+
+  if (d == NULL) {
+    if (errno == ENOENT)
+      return 0;
+    err_sys (errno, "open %s", dir);
+    return -1;
+  }
+  while ((e = readdir (d)) != NULL) {
+    if (!is_uuid (e->d_name))
+      continue;                 /* stages, notes, editor droppings, … */
+    if (len == cap) {
+      size_t ncap = cap ? cap * 2 : 16;
+      char **nv = realloc (v, ncap * sizeof *nv);
+      if (nv == NULL)
+        goto nomem;
+      v = nv;
+      cap = ncap;
+    }
+    if ((v[len] = strdup (e->d_name)) == NULL)
+      goto nomem;
+    len++;
+  }
+  closedir (d);
+  if (len)
+    qsort (v, len, sizeof *v, cmp_str);
+  *names = v;
+  *n = len;
+  return 0;
+
+ nomem:
+  closedir (d);
+  store_names_free (v, len);
+  err_set (ENOMEM, "out of memory");
+  return -1;
+}
+
+static int
+posix_list (struct store *s, const char *disk, char ***names, size_t *n)
+{
+  CLEANUP_FREE char *dir = NULL;
+
+  if (disk == NULL)
+    return list_dir (posix_of (s)->disks_dir, names, n);
+  dir = posix_disk_path (s, disk, NULL);
+  if (dir == NULL)
+    return -1;
+  return list_dir (dir, names, n);
+}
+
+static int
+posix_has_layer (struct store *s, const char *disk, const char *snapshot)
+{
+  CLEANUP_FREE char *p = posix_disk_path (s, disk, snapshot);
+  struct stat st;
+
+  if (p == NULL)
+    return -1;
+  if (lstat (p, &st) == 0)
+    return 1;
+  if (errno == ENOENT)
+    return 0;
+  err_sys (errno, "%s", p);
+  return -1;
+}
+
+static char *
+posix_note_read (struct store *s, const char *disk, const char *note,
+                 size_t max, size_t *len)
+{
+  CLEANUP_FREE char *p = posix_disk_path (s, disk, note);
+  char *text;
+
+  if (p == NULL)
+    return NULL;
+  /* What an appender adds meanwhile may be cut short: callers check
+   * each record. */
+  text = posix_read_file (p, max, len);
+  if (text == NULL && errno != ENOENT)
+    err_sys (errno, "read %s", p);
+  else if (text == NULL)
+    err_set (ENOENT, "%s: no such file", p);
+  return text;
+}
+
+static int
+posix_note_append (struct store *s, const char *disk, const char *note,
+                   const void *rec, size_t len, bool durable)
+{
+  CLEANUP_FREE char *p = posix_disk_path (s, disk, note);
+  CLEANUP_FREE char *dir = posix_disk_path (s, disk, NULL);
+  CLEANUP_CLOSE int fd = -1;
+  struct stat st;
+  char last = '\n';
+
+  if (p == NULL || dir == NULL)
+    return -1;
+  fd = open (p, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  if (fd == -1 || fstat (fd, &st) == -1) {
+    err_sys (errno, "open %s", p);
+    return -1;
+  }
+  /* A record a crash tore gets no newline of its own: end it first. */
+  if (st.st_size > 0 && pread (fd, &last, 1, st.st_size - 1) != 1)
+    last = '\n';
+  if ((last != '\n' && full_write (fd, "\n", 1) == -1)
+      || full_write (fd, rec, len) == -1
+      || (durable && fdatasync (fd) == -1)) {
+    err_sys (errno, "write %s", p);
+    return -1;
+  }
+  /* A new file's name must last too. */
+  if (durable && st.st_size == 0 && fsync_dir (dir) == -1)
+    return -1;
+  return 0;
+}
+
+static char *
+posix_manifest_read (struct store *s, const char *disk, const char *snapshot,
+                     size_t max, size_t *len)
+{
+  CLEANUP_FREE char *dir = posix_disk_path (s, disk, snapshot);
+  CLEANUP_FREE char *p = NULL;
+  char *text;
+
+  if (dir == NULL || asprintf (&p, "%s/layer", dir) == -1) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  text = posix_read_file (p, max, len);
+  if (text == NULL)
+    err_sys (errno, "%s", p);
+  return text;
+}
+
+static int
+write_new (const char *dir, const char *name, const void *data, size_t len)
+{
+  CLEANUP_FREE char *path = NULL;
+  CLEANUP_CLOSE int fd = -1;
+
+  if (asprintf (&path, "%s/%s", dir, name) == -1) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  fd = open (path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd == -1 || full_write (fd, data, len) == -1 || fsync (fd) == -1) {
+    err_sys (errno, "write %s", path);
+    return -1;
+  }
+  return 0;
+}
+
+/* Staged in tmp/ under a name only this process uses, fsynced, then
+ * renamed into the disk's folder: only a whole, durable layer ever
+ * appears under its name. */
+static int
+posix_layer_create (struct store *s, const char *disk, const char *snapshot,
+                    const void *manifest, size_t mlen,
+                    const void *set, size_t slen,
+                    const void *head, size_t hlen)
+{
+  struct posix_store *ps = posix_of (s);
+  CLEANUP_FREE char *stage = NULL, *final = NULL, *dir = NULL;
+
+  if (asprintf (&stage, "%s/%s.%ld", ps->tmp_dir, snapshot,
+                (long) getpid ()) == -1
+      || (dir = posix_disk_path (s, disk, NULL)) == NULL
+      || (final = posix_disk_path (s, disk, snapshot)) == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  if (mkdir (stage, 0700) == -1) {
+    err_sys (errno, "mkdir %s", stage);
+    return -1;
+  }
+  if (write_new (stage, "layer", manifest, mlen) == -1
+      || write_new (stage, "index", head, hlen) == -1
+      || write_new (stage, "data", "", 0) == -1
+      || (set && write_new (stage, "changed", set, slen) == -1)
+      || fsync_dir (stage) == -1)
+    goto err;
+  if (rename (stage, final) == -1) {
+    err_sys (errno == ENOTEMPTY ? EEXIST : errno, "rename %s to %s", stage,
+             final);
+    goto err;
+  }
+  return fsync_dir (dir);
+
+ err:
+  remove_stage (stage);
+  return -1;
+}
+
+/* Every name is a path: this backend comes last (store.c). */
+static bool
+posix_claims (const char *where)
+{
+  (void) where;
+  return true;
+}
+
+const struct store_backend store_posix = {
+  .name = "directory",
+  .claims = posix_claims,
+  .open = posix_open,
+  .close = posix_close,
+  .lock = posix_lock,
+  .owner = posix_owner,
+  .disk_prepare = posix_disk_prepare,
+  .list = posix_list,
+  .has_layer = posix_has_layer,
+  .note_read = posix_note_read,
+  .note_append = posix_note_append,
+  .manifest_read = posix_manifest_read,
+  .layer_create = posix_layer_create,
+  .layer_open = posix_layer_open,
+  .layer_close = posix_layer_close,
+  .layer_where = posix_layer_where,
+  .set_read = posix_set_read,
+  .index_read = posix_index_read,
+  .block_read = posix_block_read,
+  .writer_open = posix_writer_open,
+  .index_cut = posix_index_cut,
+  .blocks_write = posix_blocks_write,
+  .commit = posix_commit,
+  .blocks_drop = posix_blocks_drop,
+  .writer_close = posix_writer_close,
+};

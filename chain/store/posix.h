@@ -1,0 +1,61 @@
+/* cbtfs: the directory backend's own parts, shared by posix.c (the
+ * store) and posix-layer.c (its layers).  Nothing outside this folder
+ * includes it.  The layout is FORMAT.md's:
+ *
+ *   STORE/cbtfs-store          "cbtfs-store 1" and "id <uuid>"
+ *   STORE/lock                 flock(2)ed by the one backup at a time
+ *   STORE/tmp/                 layers being created (invisible to readers)
+ *   STORE/disks/<disk>/<note>  a disk's notes ("manifests", "verified")
+ *   STORE/disks/<disk>/<snap>/ one layer: layer, changed, index, data
+ *
+ * Everything is created 0700/0600: the store holds whole disks.
+ */
+#ifndef CBTFS_CHAIN_STORE_POSIX_H
+#define CBTFS_CHAIN_STORE_POSIX_H
+
+#include "store.h"
+
+struct posix_store {
+  struct store base;
+  char *path;                   /* owned */
+  char *disks_dir;              /* PATH/disks */
+  char *tmp_dir;                /* PATH/tmp */
+  int lock_fd;                  /* -1 unless locked */
+};
+
+static inline struct posix_store *
+posix_of (struct store *s)
+{
+  return (struct posix_store *) s;
+}
+
+/* PATH/disks/DISK[/NAME] (malloc'd) or NULL with err_*. */
+extern char *posix_disk_path (struct store *s, const char *disk,
+                              const char *name)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+/* read_file (common/util.h) of PATH, giving back the layers' cached
+ * descriptors and trying again when the process has no files left. */
+extern char *posix_read_file (const char *path, size_t max, size_t *len)
+  __attribute__ ((__nonnull__ (1)));
+
+/* posix-layer.c's part of store_posix. */
+extern struct store_layer *posix_layer_open (struct store *s, const char *disk,
+                                             const char *snapshot);
+extern void posix_layer_close (struct store_layer *h);
+extern const char *posix_layer_where (const struct store_layer *h);
+extern char *posix_set_read (struct store_layer *h, size_t max, size_t *len);
+extern ssize_t posix_index_read (struct store_layer *h, void *buf, size_t len,
+                                 uint64_t off);
+extern ssize_t posix_block_read (struct store_layer *h, uint64_t b, void *buf);
+extern int posix_writer_open (struct store_layer *h, uint64_t nblocks);
+extern int posix_index_cut (struct store_layer *h, uint64_t len);
+extern int posix_blocks_write (struct store_layer *h, uint64_t first,
+                               const void *buf, size_t len);
+extern int posix_commit (struct store_layer *h, const void *recs, size_t len,
+                         uint64_t at);
+extern void posix_blocks_drop (struct store_layer *h, uint64_t first,
+                               uint64_t n);
+extern void posix_writer_close (struct store_layer *h);
+
+#endif /* CBTFS_CHAIN_STORE_POSIX_H */

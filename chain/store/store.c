@@ -1,0 +1,232 @@
+/* cbtfs: the store interface: pick a backend, dispatch to it, and the
+ * checks every backend would otherwise repeat (names are uuids). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../common/error.h"
+#include "store.h"
+
+/* The directory backend claims everything: it comes last. */
+static const struct store_backend *const backends[] = {
+  &store_posix,
+};
+
+struct store *
+store_open (const char *where, bool create)
+{
+  for (size_t i = 0; i < ARRAY_SIZE (backends); i++)
+    if (backends[i]->claims (where))
+      return backends[i]->open (where, create);
+  err_set (EINVAL, "%s: no store backend takes this", where);
+  return NULL;
+}
+
+void
+store_close (struct store *s)
+{
+  if (s)
+    s->be->close (s);
+}
+
+int
+store_lock (struct store *s)
+{
+  return s->be->lock (s);
+}
+
+int
+store_owner (struct store *s, uid_t *uid, gid_t *gid, mode_t *mode)
+{
+  return s->be->owner (s, uid, gid, mode);
+}
+
+/* Names reach backends as path components or object keys: only uuids. */
+static int
+check_name (const char *what, const char *name)
+{
+  if (is_uuid (name))
+    return 0;
+  err_set (EINVAL, "'%s' is not a %s uuid", name, what);
+  return -1;
+}
+
+int
+store_disk_prepare (struct store *s, const char *disk)
+{
+  if (check_name ("disk", disk) == -1)
+    return -1;
+  return s->be->disk_prepare (s, disk);
+}
+
+int
+store_list (struct store *s, const char *disk, char ***names, size_t *n)
+{
+  *names = NULL;
+  *n = 0;
+  if (disk && check_name ("disk", disk) == -1)
+    return -1;
+  return s->be->list (s, disk, names, n);
+}
+
+void
+store_names_free (char **names, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    free (names[i]);
+  free (names);
+}
+
+static int
+cmp_str_key (const void *key, const void *elem)
+{
+  return strcmp (key, *(char *const *) elem);
+}
+
+ssize_t
+store_names_find (char *const *names, size_t n, const char *name)
+{
+  char *const *at = n ? bsearch (name, names, n, sizeof *names, cmp_str_key)
+    : NULL;
+
+  return at ? at - names : -1;
+}
+
+int
+store_has_layer (struct store *s, const char *disk, const char *snapshot)
+{
+  if (!is_uuid (snapshot))
+    return 0;
+  if (check_name ("disk", disk) == -1)
+    return -1;
+  return s->be->has_layer (s, disk, snapshot);
+}
+
+/* Notes are named by the core, never by the wire: a plain word. */
+static int
+check_note (const char *note)
+{
+  if (note[0] && strspn (note, "abcdefghijklmnopqrstuvwxyz-") == strlen (note))
+    return 0;
+  err_set (EINVAL, "'%s' is not a note name", note);
+  return -1;
+}
+
+char *
+store_note_read (struct store *s, const char *disk, const char *note,
+                 size_t max, size_t *len)
+{
+  if (check_name ("disk", disk) == -1 || check_note (note) == -1)
+    return NULL;
+  return s->be->note_read (s, disk, note, max, len);
+}
+
+int
+store_note_append (struct store *s, const char *disk, const char *note,
+                   const void *rec, size_t len, bool durable)
+{
+  if (check_name ("disk", disk) == -1 || check_note (note) == -1)
+    return -1;
+  return s->be->note_append (s, disk, note, rec, len, durable);
+}
+
+int
+store_layer_create (struct store *s, const char *disk, const char *snapshot,
+                    const void *manifest, size_t mlen,
+                    const void *set, size_t slen,
+                    const void *head, size_t hlen)
+{
+  if (check_name ("disk", disk) == -1
+      || check_name ("snapshot", snapshot) == -1)
+    return -1;
+  return s->be->layer_create (s, disk, snapshot, manifest, mlen, set, slen,
+                              head, hlen);
+}
+
+char *
+store_manifest_read (struct store *s, const char *disk, const char *snapshot,
+                     size_t max, size_t *len)
+{
+  if (check_name ("disk", disk) == -1
+      || check_name ("snapshot", snapshot) == -1)
+    return NULL;
+  return s->be->manifest_read (s, disk, snapshot, max, len);
+}
+
+struct store_layer *
+store_layer_open (struct store *s, const char *disk, const char *snapshot)
+{
+  if (check_name ("disk", disk) == -1
+      || check_name ("snapshot", snapshot) == -1)
+    return NULL;
+  return s->be->layer_open (s, disk, snapshot);
+}
+
+void
+store_layer_close (struct store_layer *h)
+{
+  if (h)
+    h->store->be->layer_close (h);
+}
+
+const char *
+store_layer_where (const struct store_layer *h)
+{
+  return h->store->be->layer_where (h);
+}
+
+char *
+store_set_read (struct store_layer *h, size_t max, size_t *len)
+{
+  return h->store->be->set_read (h, max, len);
+}
+
+ssize_t
+store_index_read (struct store_layer *h, void *buf, size_t len, uint64_t off)
+{
+  return h->store->be->index_read (h, buf, len, off);
+}
+
+ssize_t
+store_block_read (struct store_layer *h, uint64_t b, void *buf)
+{
+  return h->store->be->block_read (h, b, buf);
+}
+
+int
+store_writer_open (struct store_layer *h, uint64_t nblocks)
+{
+  return h->store->be->writer_open (h, nblocks);
+}
+
+int
+store_index_cut (struct store_layer *h, uint64_t len)
+{
+  return h->store->be->index_cut (h, len);
+}
+
+int
+store_blocks_write (struct store_layer *h, uint64_t first, const void *buf,
+                    size_t len)
+{
+  return h->store->be->blocks_write (h, first, buf, len);
+}
+
+int
+store_commit (struct store_layer *h, const void *recs, size_t len,
+              uint64_t at)
+{
+  return h->store->be->commit (h, recs, len, at);
+}
+
+void
+store_blocks_drop (struct store_layer *h, uint64_t first, uint64_t n)
+{
+  h->store->be->blocks_drop (h, first, n);
+}
+
+void
+store_writer_close (struct store_layer *h)
+{
+  h->store->be->writer_close (h);
+}

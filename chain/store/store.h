@@ -1,0 +1,290 @@
+/* cbtfs: the store interface: the operations the core needs from the
+ * place backups live, and nothing else.
+ *
+ * A store holds disks (named by their live VDI's uuid); a disk holds
+ * layers (named by their snapshot's uuid) and a few notes.  A layer is
+ * a set of objects the core writes in one order and reads back:
+ *
+ *   manifest  what the layer is (text, chain/manifest.h); written once
+ *   set       which blocks it holds (absent for a full layer); written once
+ *   index     a stream of records (chain/index.h) vouching for blocks:
+ *             it only grows, by whole batches, each made durable after
+ *             the blocks it names
+ *   blocks    64 KiB blocks addressed by number, written before the
+ *             records that vouch for them
+ *
+ * The core never asks for a block no durable record names, never
+ * rewrites one a record names, and never reads an index record past
+ * what a commit returned.  So a backend may keep blocks anywhere: the
+ * directory backend (posix.c) writes block b at b * 64 KiB of one
+ * sparse file and appends records to one file; an object backend can
+ * put each batch of blocks in a new immutable object with a small
+ * index object of its own, and present the index as the concatenation
+ * of its committed index objects.  FORMAT.md maps the directory layout
+ * onto these operations.
+ *
+ * Crash guarantees every backend gives:
+ *  - store_layer_create is atomic: a layer is listed with its manifest,
+ *    set and an index holding the header, or not at all.
+ *  - store_commit makes the blocks written so far durable before the
+ *    records it appends; after a crash the index ends after a whole
+ *    committed batch, or (directory backend) with a torn tail that the
+ *    core detects (index records carry their own check) and cuts with
+ *    store_index_cut once it holds the writer lock.
+ *  - A note append is atomic per record when DURABLE, or may be lost
+ *    or torn otherwise (readers must tolerate torn records).
+ *
+ * Thread model: a struct store may be used from any number of threads
+ * once open (the backend guards what it shares); store_lock and
+ * store_close are for one thread.  A struct store_layer may be read
+ * from any number of threads at once; store_blocks_write may be called
+ * from several threads at once (for different blocks); store_commit,
+ * store_index_cut, store_writer_open and store_writer_close are
+ * serialised by the caller (chain/layer.c holds its sync lock), and
+ * are never called while a store_blocks_write is running.
+ *
+ * Other processes: readers never lock.  At most one process at a time
+ * writes a layer (store_writer_open takes its writer lock), and one
+ * backup at a time writes the store (store_lock).
+ *
+ * Every function returns 0 / a pointer, or -1 / NULL with err_* set
+ * (common/error.h) and errno saying why.
+ */
+#ifndef CBTFS_CHAIN_STORE_STORE_H
+#define CBTFS_CHAIN_STORE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../../common/util.h"
+
+#define STORE_FORMAT 1
+
+struct store;                   /* an open store */
+struct store_layer;             /* a backend's handle on one layer */
+
+/* ---- what a backend implements ---------------------------------------
+ * One struct of functions per backend, as nbdkit's backends are: a new
+ * backend is a new file in this folder and one line in store.c.  The
+ * functions below dispatch to it; their contracts are those of the
+ * public functions of the same name. */
+struct store_backend {
+  const char *name;
+  /* Whether WHERE names a store of this backend. */
+  bool (*claims) (const char *where);
+  struct store *(*open) (const char *where, bool create);
+  void (*close) (struct store *s);
+  int (*lock) (struct store *s);
+  int (*owner) (struct store *s, uid_t *uid, gid_t *gid, mode_t *mode);
+  int (*disk_prepare) (struct store *s, const char *disk);
+  int (*list) (struct store *s, const char *disk, char ***names, size_t *n);
+  int (*has_layer) (struct store *s, const char *disk, const char *snapshot);
+  char *(*note_read) (struct store *s, const char *disk, const char *note,
+                      size_t max, size_t *len);
+  int (*note_append) (struct store *s, const char *disk, const char *note,
+                      const void *rec, size_t len, bool durable);
+  char *(*manifest_read) (struct store *s, const char *disk,
+                          const char *snapshot, size_t max, size_t *len);
+  int (*layer_create) (struct store *s, const char *disk, const char *snapshot,
+                       const void *manifest, size_t mlen,
+                       const void *set, size_t slen,
+                       const void *head, size_t hlen);
+
+  struct store_layer *(*layer_open) (struct store *s, const char *disk,
+                                     const char *snapshot);
+  void (*layer_close) (struct store_layer *h);
+  const char *(*layer_where) (const struct store_layer *h);
+  char *(*set_read) (struct store_layer *h, size_t max, size_t *len);
+  ssize_t (*index_read) (struct store_layer *h, void *buf, size_t len,
+                         uint64_t off);
+  ssize_t (*block_read) (struct store_layer *h, uint64_t b, void *buf);
+  int (*writer_open) (struct store_layer *h, uint64_t nblocks);
+  int (*index_cut) (struct store_layer *h, uint64_t len);
+  int (*blocks_write) (struct store_layer *h, uint64_t first,
+                       const void *buf, size_t len);
+  int (*commit) (struct store_layer *h, const void *recs, size_t len,
+                 uint64_t at);
+  void (*blocks_drop) (struct store_layer *h, uint64_t first, uint64_t n);
+  void (*writer_close) (struct store_layer *h);
+};
+
+/* What every backend's struct store starts with. */
+struct store {
+  const struct store_backend *be;
+  char *where;                  /* as given, for messages (owned) */
+  char id[UUID_LEN + 1];        /* the store's identity; "" in a store made
+                                   before ids until store_lock gives one */
+};
+
+/* What every backend's struct store_layer starts with. */
+struct store_layer {
+  struct store *store;          /* borrowed: outlives the handle */
+};
+
+/* ---- the store -------------------------------------------------------- */
+
+/* Open the store WHERE (a directory path).  With CREATE, a missing or
+ * empty directory becomes a new store.  NULL with err_* ("… is not a
+ * cbtfs store", "… has store format 2, this cbtfs reads 1"). */
+extern struct store *store_open (const char *where, bool create)
+  __attribute__ ((__nonnull__ (1)));
+
+/* Release the lock if held and free; NULL is a no-op.  Layers opened
+ * from S must be closed first. */
+extern void store_close (struct store *s);
+
+/* Take the store's writer lock without waiting, clear what a crashed
+ * writer left half made, and give a store made before ids its
+ * identity.  -1 with err_* (errno EWOULDBLOCK: "another cbtfs backup
+ * is using the store …"). */
+extern int store_lock (struct store *s) __attribute__ ((__nonnull__ (1)));
+
+/* Who may read what S holds: *UID and *GID own it and *MODE holds the
+ * permission bits (a directory store's own; a store with no owners of
+ * its own answers with the calling process's and 0700). */
+extern int store_owner (struct store *s, uid_t *uid, gid_t *gid,
+                        mode_t *mode)
+  __attribute__ ((__nonnull__ (1, 2, 3, 4)));
+
+/* Make DISK (a uuid) ready to receive layers.  Idempotent. */
+extern int store_disk_prepare (struct store *s, const char *disk)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+/* The disks of S (DISK NULL) or the layers of DISK, by name, sorted;
+ * *NAMES is a malloc'd array of malloc'd strings (store_names_free).
+ * Only uuid names are listed; a disk with no layers is an empty list. */
+extern int store_list (struct store *s, const char *disk, char ***names,
+                       size_t *n)
+  __attribute__ ((__nonnull__ (1, 3, 4)));
+extern void store_names_free (char **names, size_t n);
+
+/* The index of NAME in NAMES (N of them, sorted as store_list sorts
+ * them), or -1. */
+extern ssize_t store_names_find (char *const *names, size_t n,
+                                 const char *name)
+  __attribute__ ((__nonnull__ (3)));
+
+/* 1 if DISK holds a layer SNAPSHOT, 0 if it surely does not (SNAPSHOT
+ * is no uuid, or there is none), -1 with err_* when that cannot be
+ * told (then treat the snapshot as recorded). */
+extern int store_has_layer (struct store *s, const char *disk,
+                            const char *snapshot)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
+
+/* ---- notes: a disk's small append-only records ------------------------
+ * NOTE is a plain name ("manifests", "verified").  Records are the
+ * caller's bytes; the backend keeps their order.  A record a crash
+ * tore may be read back cut short, and then a record may follow it on
+ * the same line: callers start records with a newline and check them. */
+
+/* Everything appended to NOTE of DISK so far, in a malloc'd buffer of
+ * *LEN bytes plus a NUL (caller frees); at most MAX bytes (else EFBIG).
+ * NULL with errno ENOENT when there is none. */
+extern char *store_note_read (struct store *s, const char *disk,
+                              const char *note, size_t max, size_t *len)
+  __attribute__ ((__nonnull__ (1, 2, 3, 5)));
+
+/* Append REC (LEN bytes) to NOTE of DISK, durably when DURABLE.  When
+ * the note's last record was torn (it does not end with a newline), a
+ * newline goes first, so that REC starts a line. */
+extern int store_note_append (struct store *s, const char *disk,
+                              const char *note, const void *rec, size_t len,
+                              bool durable)
+  __attribute__ ((__nonnull__ (1, 2, 3, 4)));
+
+/* ---- layers ----------------------------------------------------------- */
+
+/* Create layer SNAPSHOT of DISK atomically, durably, with MANIFEST, SET
+ * (NULL for a full layer) and an index holding HEAD, and no blocks.
+ * EEXIST when it is there already. */
+extern int store_layer_create (struct store *s, const char *disk,
+                               const char *snapshot,
+                               const void *manifest, size_t mlen,
+                               const void *set, size_t slen,
+                               const void *head, size_t hlen)
+  __attribute__ ((__nonnull__ (1, 2, 3, 4, 8)));
+
+/* The manifest of layer SNAPSHOT of DISK (malloc'd, NUL-terminated,
+ * *LEN bytes, at most MAX). */
+extern char *store_manifest_read (struct store *s, const char *disk,
+                                  const char *snapshot, size_t max,
+                                  size_t *len)
+  __attribute__ ((__nonnull__ (1, 2, 3, 5)));
+
+/* A handle on layer SNAPSHOT of DISK for reading; cheap (what it needs
+ * is opened when first read, and given back under pressure).  S must
+ * outlive it.  Does not check that the layer exists: the first read
+ * does. */
+extern struct store_layer *store_layer_open (struct store *s,
+                                             const char *disk,
+                                             const char *snapshot)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
+
+/* Close H (and its writer side, releasing the writer lock); NULL is a
+ * no-op. */
+extern void store_layer_close (struct store_layer *h);
+
+/* Where H lives, for messages ("STORE/disks/D/S"); borrowed from H. */
+extern const char *store_layer_where (const struct store_layer *h)
+  __attribute__ ((__nonnull__ (1)));
+
+/* H's set (malloc'd, *LEN bytes, at most MAX). */
+extern char *store_set_read (struct store_layer *h, size_t max, size_t *len)
+  __attribute__ ((__nonnull__ (1, 3)));
+
+/* Up to LEN bytes of H's index from byte OFF into BUF: the bytes read
+ * (fewer only at its end), or -1. */
+extern ssize_t store_index_read (struct store_layer *h, void *buf, size_t len,
+                                 uint64_t off)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+/* Block B of H into BUF (64 KiB): the bytes read, fewer when the
+ * stored block is cut short (the rest of BUF is then the caller's to
+ * treat as damage), or -1. */
+extern ssize_t store_block_read (struct store_layer *h, uint64_t b, void *buf)
+  __attribute__ ((__nonnull__ (1, 3)));
+
+/* Become H's one writer (of NBLOCKS blocks): take its writer lock
+ * without waiting (EWOULDBLOCK: another process writes it) and open
+ * what writing needs.  Idempotent. */
+extern int store_writer_open (struct store_layer *h, uint64_t nblocks)
+  __attribute__ ((__nonnull__ (1)));
+
+/* Cut H's index to LEN bytes (a torn tail after a crash), durably.
+ * Writer only. */
+extern int store_index_cut (struct store_layer *h, uint64_t len)
+  __attribute__ ((__nonnull__ (1)));
+
+/* Write LEN bytes (whole blocks) of BUF as blocks FIRST, FIRST+1, …;
+ * not durable until store_commit.  Writer only; thread-safe. */
+extern int store_blocks_write (struct store_layer *h, uint64_t first,
+                               const void *buf, size_t len)
+  __attribute__ ((__nonnull__ (1, 3)));
+
+/* Make every block written so far durable, then append RECS (LEN
+ * bytes) to the index at byte AT (its current end) durably.  On
+ * failure nothing of RECS counts (a partial append is cut or left as a
+ * torn tail), and blocks written since the last commit may be lost:
+ * the caller must not vouch for them later (Linux reports a failed
+ * writeback once).  Writer only. */
+extern int store_commit (struct store_layer *h, const void *recs, size_t len,
+                         uint64_t at)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+/* Forget N blocks from FIRST that no record names (given up after a
+ * failed commit), freeing their space where the backend can.  Best
+ * effort.  Writer only. */
+extern void store_blocks_drop (struct store_layer *h, uint64_t first,
+                               uint64_t n)
+  __attribute__ ((__nonnull__ (1)));
+
+/* Stop writing H: release its writer lock.  Idempotent. */
+extern void store_writer_close (struct store_layer *h)
+  __attribute__ ((__nonnull__ (1)));
+
+/* The directory backend (posix.c). */
+extern const struct store_backend store_posix;
+
+#endif /* CBTFS_CHAIN_STORE_STORE_H */

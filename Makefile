@@ -39,7 +39,8 @@ CHAIN_OBJ  = $(call obj,$(CHAIN_SRC))
 FS_OBJ     = $(call obj,$(FS_SRC))
 CLI_OBJ    = $(call obj,$(CLI_SRC))
 
-UNIT_TESTS = test-xmlrpc test-bitmap test-store test-resolve test-vhd \
+UNIT_TESTS = test-xmlrpc test-bitmap test-store test-store-backend \
+             test-resolve test-vhd \
              test-nbdpin test-nbdpin-hidden test-error test-log test-secbuf \
              test-util test-dio test-cleanup
 UNIT_BINS  = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
@@ -85,6 +86,9 @@ $(BUILD)/tests/test-vhd: $(BUILD)/tests/unit/test-vhd.o $(BUILD)/xapi/vhd.o $(CO
 $(BUILD)/tests/test-bitmap: $(BUILD)/tests/unit/test-bitmap.o $(BUILD)/chain/bitmap.o $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 $(BUILD)/tests/test-store: $(BUILD)/tests/unit/test-store.o $(CHAIN_OBJ) $(COMMON_OBJ)
+	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
+$(BUILD)/tests/test-store-backend: $(BUILD)/tests/unit/test-store-backend.o \
+                                  $(call obj,$(STORE_SRC)) $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 $(BUILD)/tests/test-resolve: $(BUILD)/tests/unit/test-resolve.o $(CHAIN_OBJ) $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@

@@ -1,0 +1,261 @@
+/* The contract of chain/store/store.h, checked on a backend through
+ * the interface alone: what any backend must do (the directory backend
+ * here; a second backend runs the same checks).  What only the
+ * directory format promises is tested in test-store.c. */
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "chain/store/store.h"
+#include "common/error.h"
+#include "common/util.h"
+#include "check.h"
+
+#define DISK "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+#define SNAP "11111111-2222-3333-4444-555555555555"
+#define SNAP2 "11111111-2222-3333-4444-666666666666"
+#define BS 65536
+
+static const char *self;        /* this program, to run it again */
+static const char head[41] = "HEADER: the core bytes, not the store one";
+
+static struct store *
+fresh_store (char **dir)
+{
+  char *path;
+  struct store *s;
+
+  *dir = make_tmpdir ();
+  CHECK (asprintf (&path, "%s/s", *dir) > 0);
+  s = store_open (path, true);
+  CHECK (s != NULL);
+  free (path);
+  return s;
+}
+
+static void
+check_note (struct store *s, const char *want)
+{
+  size_t len;
+  char *got = store_note_read (s, DISK, "verified", 1 << 20, &len);
+
+  CHECK (got != NULL && len == strlen (want) && memcmp (got, want, len) == 0);
+  CHECK (got[len] == '\0');
+  free (got);
+}
+
+/* A new store has an identity; names that are not uuids never reach
+ * the backend; what is listed is sorted. */
+static void
+test_names (void)
+{
+  char *dir, **names;
+  struct store *s = fresh_store (&dir);
+  uid_t uid;
+  gid_t gid;
+  mode_t mode;
+  size_t n;
+
+  CHECK (is_uuid (s->id));
+  CHECK (store_owner (s, &uid, &gid, &mode) == 0 && uid == getuid ()
+         && (mode & 077) == 0);
+  CHECK (store_list (s, NULL, &names, &n) == 0 && n == 0);
+  store_names_free (names, n);
+  CHECK_FAILS (store_disk_prepare (s, "../../etc"), EINVAL, "not a disk uuid");
+  CHECK (store_list (s, "../x", &names, &n) == -1 && errno == EINVAL);
+  CHECK (store_disk_prepare (s, SNAP2) == 0);
+  CHECK (store_disk_prepare (s, DISK) == 0);
+  CHECK (store_disk_prepare (s, DISK) == 0);          /* idempotent */
+  CHECK (store_list (s, NULL, &names, &n) == 0 && n == 2);
+  CHECK (strcmp (names[0], SNAP2) == 0 && strcmp (names[1], DISK) == 0);
+  CHECK (store_names_find (names, n, DISK) == 1);
+  CHECK (store_names_find (names, n, SNAP) == -1);
+  store_names_free (names, n);
+  /* A disk with no layers, and one never made, list as empty. */
+  CHECK (store_list (s, DISK, &names, &n) == 0 && n == 0);
+  CHECK (store_list (s, SNAP, &names, &n) == 0 && n == 0);
+  CHECK (store_has_layer (s, DISK, SNAP) == 0);
+  CHECK (store_has_layer (s, DISK, "not-a-uuid") == 0);
+  store_close (s);
+  rm_rf (dir);
+}
+
+/* Notes keep records in order; a torn last record gets a newline
+ * before the next; names are plain words. */
+static void
+test_notes (void)
+{
+  char *dir;
+  struct store *s = fresh_store (&dir);
+  size_t len;
+
+  CHECK (store_disk_prepare (s, DISK) == 0);
+  errno = 0;
+  CHECK (store_note_read (s, DISK, "verified", 100, &len) == NULL
+         && errno == ENOENT);
+  CHECK (store_note_append (s, DISK, "verified", "\nA\n", 3, false) == 0);
+  CHECK (store_note_append (s, DISK, "verified", "B\n", 2, true) == 0);
+  check_note (s, "\nA\nB\n");
+  CHECK (store_note_append (s, DISK, "verified", "C", 1, true) == 0);
+  CHECK (store_note_append (s, DISK, "verified", "D\n", 2, true) == 0);
+  check_note (s, "\nA\nB\nC\nD\n");
+  CHECK (store_note_read (s, DISK, "verified", 4, &len) == NULL
+         && errno == EFBIG);
+  CHECK_FAILS (store_note_append (s, DISK, "../x", "E\n", 2, true), EINVAL,
+               "not a note name");
+  CHECK (store_note_read (s, DISK, "Verified", 100, &len) == NULL
+         && errno == EINVAL);
+  store_close (s);
+  rm_rf (dir);
+}
+
+/* In a process of its own (this program run again), try to become the
+ * writer of layer SNAP of DISK in the store WHERE: 0 if refused with
+ * EWOULDBLOCK. */
+static int
+try_writer (const char *where)
+{
+  struct store *s = store_open (where, false);
+  struct store_layer *h = s ? store_layer_open (s, DISK, SNAP) : NULL;
+  int r = h && store_writer_open (h, 8) == -1 && errno == EWOULDBLOCK ? 0 : 1;
+
+  store_layer_close (h);
+  store_close (s);
+  return r;
+}
+
+/* Whether another process is refused the writer's place (not a fork:
+ * the lock is per open file, and a fork would share this one's). */
+static bool
+refused_elsewhere (const char *where)
+{
+  pid_t pid = fork ();
+  int status;
+
+  CHECK (pid >= 0);
+  if (pid == 0) {
+    execl (self, self, "--try-writer", where, (char *) NULL);
+    _exit (2);
+  }
+  CHECK (waitpid (pid, &status, 0) == pid);
+  CHECK (WIFEXITED (status) && WEXITSTATUS (status) != 2);
+  return WEXITSTATUS (status) == 0;
+}
+
+/* A layer is created whole or not at all, then filled by one writer:
+ * blocks first, then the records that vouch for them. */
+static void
+test_layer (void)
+{
+  char *dir, *text, **names;
+  struct store *s = fresh_store (&dir);
+  struct store_layer *h, *h2;
+  uint8_t *blocks = malloc (2 * BS), *got = malloc (BS);
+  char idx[128];
+  size_t len, n;
+
+  for (size_t i = 0; i < 2 * BS; i++)
+    blocks[i] = i * 7 + 3;
+  CHECK (store_disk_prepare (s, DISK) == 0);
+  CHECK_FAILS (store_layer_create (s, DISK, "x", "M", 1, NULL, 0, head, 40),
+               EINVAL, "not a snapshot uuid");
+  CHECK (store_layer_create (s, DISK, SNAP, "manifest\n", 9, "set", 3,
+                             head, 40) == 0);
+  CHECK (store_layer_create (s, DISK, SNAP, "other\n", 6, NULL, 0,
+                             head, 40) == -1 && errno == EEXIST);
+  CHECK (store_layer_create (s, DISK, SNAP2, "full\n", 5, NULL, 0,
+                             head, 40) == 0);
+  CHECK (store_has_layer (s, DISK, SNAP) == 1);
+  CHECK (store_list (s, DISK, &names, &n) == 0 && n == 2
+         && strcmp (names[0], SNAP) == 0);
+  store_names_free (names, n);
+
+  /* What was created reads back as given. */
+  text = store_manifest_read (s, DISK, SNAP, 100, &len);
+  CHECK (text && len == 9 && strcmp (text, "manifest\n") == 0);
+  free (text);
+  CHECK (store_manifest_read (s, DISK, SNAP, 4, &len) == NULL);
+  h = store_layer_open (s, DISK, SNAP);
+  CHECK (h != NULL && strstr (store_layer_where (h), SNAP) != NULL);
+  text = store_set_read (h, 100, &len);
+  CHECK (text && len == 3 && memcmp (text, "set", 3) == 0);
+  free (text);
+  CHECK (store_index_read (h, idx, sizeof idx, 0) == 40
+         && memcmp (idx, head, 40) == 0);
+  CHECK (store_index_read (h, idx, sizeof idx, 40) == 0);
+
+  /* One writer: another handle, here or in another process, waits. */
+  h2 = store_layer_open (s, DISK, SNAP);
+  CHECK (h2 != NULL);
+  CHECK (store_writer_open (h, 8) == 0 && store_writer_open (h, 8) == 0);
+  CHECK_FAILS (store_writer_open (h2, 8), EWOULDBLOCK, "another cbtfs");
+  CHECK (refused_elsewhere (s->where));
+
+  /* Blocks, then records at the index's end; committed records read
+   * back from any handle. */
+  CHECK (store_blocks_write (h, 2, blocks, 2 * BS) == 0);
+  CHECK (store_commit (h, "R1R1R1R1", 8, 40) == 0);
+  CHECK (store_index_read (h2, idx, sizeof idx, 0) == 48
+         && memcmp (idx + 40, "R1R1R1R1", 8) == 0);
+  CHECK (store_block_read (h2, 3, got) == BS
+         && memcmp (got, blocks + BS, BS) == 0);
+  CHECK (store_commit (h, "R2", 2, 48) == 0);
+  CHECK (store_index_read (h2, idx, sizeof idx, 44) == 6
+         && memcmp (idx, "R1R1R2", 6) == 0);
+  /* A torn tail is cut where the core says. */
+  CHECK (store_index_cut (h, 48) == 0);
+  CHECK (store_index_read (h2, idx, sizeof idx, 0) == 48);
+  store_blocks_drop (h, 3, 1);
+
+  /* Closing the writer side lets another become the writer. */
+  store_writer_close (h);
+  store_writer_close (h);                             /* idempotent */
+  CHECK (store_writer_open (h2, 8) == 0);
+  store_layer_close (h2);
+  CHECK (store_writer_open (h, 8) == 0);
+  store_layer_close (h);                              /* writer side too */
+  CHECK (!refused_elsewhere (s->where));   /* the lock went with it */
+
+  /* A full layer has no set. */
+  h = store_layer_open (s, DISK, SNAP2);
+  CHECK (h && store_set_read (h, 100, &len) == NULL);
+  store_layer_close (h);
+  free (blocks);
+  free (got);
+  store_close (s);
+  rm_rf (dir);
+}
+
+/* The store lock: one holder at a time. */
+static void
+test_lock (void)
+{
+  char *dir;
+  struct store *s = fresh_store (&dir), *s2;
+
+  s2 = store_open (s->where, false);
+  CHECK (s2 && strcmp (s2->id, s->id) == 0);
+  CHECK (store_lock (s) == 0);
+  CHECK_FAILS (store_lock (s2), EWOULDBLOCK, "another cbtfs backup");
+  store_close (s);
+  CHECK (store_lock (s2) == 0);
+  store_close (s2);
+  rm_rf (dir);
+}
+
+int
+main (int argc, char **argv)
+{
+  if (argc == 3 && strcmp (argv[1], "--try-writer") == 0)
+    return try_writer (argv[2]);
+  self = argv[0];
+  test_names ();
+  test_notes ();
+  test_layer ();
+  test_lock ();
+  return 0;
+}

@@ -25,9 +25,9 @@ COMMON_SRC = common/error.c common/log.c common/secbuf.c common/util.c \
 XAPI_SRC   = xapi/value.c xapi/xmlrpc.c xapi/session.c xapi/api.c xapi/vhd.c
 STORE_SRC  = chain/store/store.c chain/store/posix.c chain/store/posix-layer.c
 CHAIN_SRC  = chain/bitmap.c chain/sums.c chain/layer-meta.c chain/index.c \
-             chain/layer.c chain/catalog.c chain/read.c chain/nbdsrc.c \
-             chain/tlspin.c chain/copy.c chain/fetch.c chain/verify.c \
-             chain/manifests.c chain/verdict.c $(STORE_SRC)
+             chain/layer.c chain/layer-blocks.c chain/catalog.c chain/read.c \
+             chain/nbdsrc.c chain/tlspin.c chain/copy.c chain/fetch.c \
+             chain/verify.c chain/manifests.c chain/verdict.c $(STORE_SRC)
 FS_SRC     = fs/tree.c fs/fs.c
 CLI_SRC    = cli/main.c cli/server.c cli/backup.c cli/mount.c cli/ls.c \
              cli/fetch.c cli/verify.c

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../common/cleanup.h"
 #include "../common/error.h"
@@ -411,6 +412,24 @@ layer_make_writable (struct layer *l)
   }
   pthread_mutex_unlock (&l->sync_lock);
   return ret;
+}
+
+int
+layer_make_writable_wait (struct layer *l, double seconds)
+{
+  double until = now_monotonic () + seconds;
+
+  for (int tries = 0;; tries++) {
+    if (layer_make_writable (l) == 0)
+      return 0;
+    if (errno != EWOULDBLOCK || now_monotonic () >= until)
+      return -1;
+    if (tries == 0)
+      log_info ("%s; waiting up to %.0f s", err_get (), seconds);
+    /* A store's writer lock has no timed wait (flock(2) has none; an
+     * object store's lease is an object to look at again). */
+    usleep (100 * 1000);
+  }
 }
 
 int

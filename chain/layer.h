@@ -185,6 +185,12 @@ extern int layer_unload (struct layer *l) __attribute__ ((__nonnull__ (1)));
 extern int layer_make_writable (struct layer *l)
   __attribute__ ((__nonnull__ (1)));
 
+/* As layer_make_writable, waiting up to SECONDS while another process
+ * fills the layer (a mount lets go within about two seconds of its last
+ * read from it); says once, at info level, that it waits. */
+extern int layer_make_writable_wait (struct layer *l, double seconds)
+  __attribute__ ((__nonnull__ (1)));
+
 /* Give the writer lock back if this process holds it through
  * layer_make_writable and nothing is queued or being written, so that
  * another process may fill the layer; layer_make_writable takes it

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "../common/log.h"
+#include "../common/util.h"
 #include "../engine/backup.h"
 #include "cli.h"
 
@@ -15,7 +16,8 @@ cmd_backup (int argc, char **argv)
     { "vm", required_argument, NULL, 'm' },
     { "nbd-connections", required_argument, NULL, 'n' },
     { "jobs", required_argument, NULL, 'j' },
-
+    { "exclude-disk", required_argument, NULL, 'x' },
+    { "limit-rate", required_argument, NULL, 'r' },
     { "no-copy", no_argument, NULL, 'N' },
     { "verify", no_argument, NULL, 'V' },
     { "quiet", no_argument, NULL, 'q' },
@@ -32,11 +34,16 @@ cmd_backup (int argc, char **argv)
   /* From cron: only warnings and errors; on a terminal: what it does. */
   int c, r, verbose = isatty (STDERR_FILENO) ? 1 : 0, status = 2;
   char **vms = calloc (argc, sizeof *vms);
+  char **exclude = calloc (argc, sizeof *exclude);
   char *end;
 
-  if (vms == NULL)
+  if (vms == NULL || exclude == NULL) {
+    free (vms);
+    free (exclude);
     return 1;
+  }
   o.vms = vms;
+  o.exclude = exclude;
   while ((c = getopt_long (argc, argv, "qvh", longopts, NULL)) != -1) {
     if ((r = cli_server_option (&so, c, optarg)) != 0) {
       if (r == -1)
@@ -57,6 +64,14 @@ cmd_backup (int argc, char **argv)
       if (*end || end == optarg || optarg[0] == '-' || o.jobs < 1
           || o.jobs > 64) {
         log_error ("--jobs must be 1 to 64 (VMs backed up at once)");
+        goto out;
+      }
+      break;
+    case 'x': exclude[o.nexclude++] = optarg; break;
+    case 'r':
+      if (parse_size (optarg, &o.rate) == -1) {
+        log_error ("--limit-rate %s: expected bytes per second, e.g. "
+                   "500K, 20M or 1G (1024-based)", optarg);
         goto out;
       }
       break;
@@ -81,5 +96,6 @@ cmd_backup (int argc, char **argv)
     status = cli_fail ();
  out:
   free (vms);
+  free (exclude);
   return status;
 }

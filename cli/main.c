@@ -31,8 +31,9 @@ cli_usage (const char *sub)
   static const char *const text[][2] = {
     { "backup", "cbtfs backup STORE --server URL [--user USER] --password-file FILE\n"
       "             [--ca-file PEM] [--vm NAME-OR-UUID]...\n"
-      "             [--jobs N] [--nbd-connections N] [--timeout SECONDS]\n"
-      "             [--no-copy | --verify] [-q|-v]" },
+      "             [--exclude-disk NAME-OR-UUID]... [--jobs N]\n"
+      "             [--nbd-connections N] [--limit-rate BYTES-PER-SECOND]\n"
+      "             [--timeout SECONDS] [--no-copy | --verify] [-q|-v]" },
     { "mount", "cbtfs mount STORE MOUNTPOINT [-f] [-o FUSE-OPTIONS] [-v]\n"
       "             [--server URL [--user USER] --password-file FILE [--ca-file PEM]]" },
     { "ls", "cbtfs ls STORE [--json]" },

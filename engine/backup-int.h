@@ -40,6 +40,8 @@ struct backup {
   struct copy_opts copy;
   bool no_copy;                 /* describe layers only (lazy) */
   bool verify;                  /* compare with VDI.checksum before data_destroy */
+  char *const *exclude;         /* disks not to back up: names or uuids */
+  size_t nexclude;
 };
 
 struct disk {

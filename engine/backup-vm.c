@@ -24,6 +24,56 @@
 #include "snapshot.h"
 #include "targets.h"
 
+/* A list of XAPI refs (owned strings). */
+struct refs {
+  char **v;
+  size_t n;
+};
+
+static int
+refs_add (struct refs *r, const char *ref)
+{
+  char **nv = realloc (r->v, (r->n + 1) * sizeof *nv);
+
+  if (nv == NULL)
+    return -1;
+  r->v = nv;
+  if ((r->v[r->n] = strdup (ref)) == NULL)
+    return -1;
+  r->n++;
+  return 0;
+}
+
+static bool
+refs_has (const struct refs *r, const char *ref)
+{
+  for (size_t i = 0; i < r->n; i++)
+    if (strcmp (r->v[i], ref) == 0)
+      return true;
+  return false;
+}
+
+static void
+refs_free (struct refs *r)
+{
+  for (size_t i = 0; i < r->n; i++)
+    free (r->v[i]);
+  free (r->v);
+  r->v = NULL;
+  r->n = 0;
+}
+
+/* Whether --exclude-disk names VDI (by name_label or uuid). */
+static bool
+excluded (const struct backup *b, const struct xapi_vdi *vdi)
+{
+  for (size_t i = 0; i < b->nexclude; i++)
+    if (strcmp (b->exclude[i], vdi->uuid) == 0
+        || strcmp (b->exclude[i], vdi->name) == 0)
+      return true;
+  return false;
+}
+
 int
 backup_fill_layer (struct backup *b, struct layer *l, const char *ref,
                    const char *label)
@@ -73,10 +123,12 @@ make_label (const char *vm, const char *disk, const char *dev)
   return s;
 }
 
-/* The VM's disks cbtfs can back up: Disk VBDs with a user/system VDI. */
+/* The VM's disks cbtfs can back up: Disk VBDs with a user/system VDI
+ * that --exclude-disk does not name; the refs of those it names go to
+ * SKIPPED. */
 static int
 find_disks (struct backup *b, const struct xapi_vm *vm, struct disk **out,
-            size_t *nout)
+            size_t *nout, struct refs *skipped)
 {
   struct disk *v = calloc (vm->nvbds ? vm->nvbds : 1, sizeof *v);
   size_t n = 0, i;
@@ -100,6 +152,19 @@ find_disks (struct backup *b, const struct xapi_vm *vm, struct disk **out,
     }
     snprintf (d->userdevice, sizeof d->userdevice, "%s", vbd.userdevice);
     xapi_vbd_clear (&vbd);
+    if (excluded (b, &d->live)) {
+      CLEANUP_FREE char *vmn = catalog_safe_name (vm->name);
+      CLEANUP_FREE char *dn = catalog_safe_name (d->live.name);
+      log_info ("VM '%s' disk '%s' (%s): skipped (--exclude-disk)",
+                vmn ? vmn : vm->uuid, dn ? dn : d->live.uuid, d->userdevice);
+      if (refs_add (skipped, d->live.ref) == -1) {
+        err_set (ENOMEM, "out of memory");
+        xapi_vdi_clear (&d->live);
+        goto err;
+      }
+      xapi_vdi_clear (&d->live);
+      continue;
+    }
     if (strcmp (d->live.type, "user") && strcmp (d->live.type, "system")) {
       log_info ("VM %s: skipping VDI %s of type %s (CBT needs user or "
                 "system)", vm->uuid, d->live.uuid, d->live.type);
@@ -129,10 +194,13 @@ find_disks (struct backup *b, const struct xapi_vm *vm, struct disk **out,
   return -1;
 }
 
-/* One VM.snapshot for all disks; per-VDI snapshots if that fails. */
+/* One VM.snapshot for all disks; per-VDI snapshots if that fails.
+ * VM.snapshot takes the disks in SKIPPED too: their snapshots go to
+ * DROP, to be destroyed once the VM snapshot is. */
 static int
 take_snapshots (struct backup *b, const struct xapi_vm *vm, struct disk *v,
-                size_t n, char **snap_vm)
+                size_t n, char **snap_vm, const struct refs *skipped,
+                struct refs *drop)
 {
   struct xapi_vm svm = { 0 };
   size_t i, k;
@@ -160,6 +228,12 @@ take_snapshots (struct backup *b, const struct xapi_vm *vm, struct disk *v,
       xapi_vbd_clear (&vbd);
       if (empty)
         continue;
+      goto err;
+    }
+    if (refs_has (skipped, vdi.snapshot_of) && refs_add (drop, vbd.vdi) == -1) {
+      xapi_vbd_clear (&vbd);
+      xapi_vdi_clear (&vdi);
+      err_set (ENOMEM, "out of memory");
       goto err;
     }
     for (i = 0; i < n; i++)
@@ -396,15 +470,18 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
   double snapped = 0;
   bool vm_snap_gone = true;
   int failures = 0;
+  struct refs skipped = { 0 }, drop = { 0 };
 
   if (vmname == NULL)
     return 1;
-  if (find_disks (b, vm, &v, &n) == -1) {
+  if (find_disks (b, vm, &v, &n, &skipped) == -1) {
     log_error ("VM '%s': %s", vmname, err_get ());
+    refs_free (&skipped);
     return 1;
   }
   if (n == 0) {
     log_info ("VM '%s' has no disks to back up", vmname);
+    refs_free (&skipped);
     free (v);
     return 0;
   }
@@ -413,6 +490,7 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
     for (i = 0; i < n; i++)
       disk_clear (&v[i]);
     free (v);
+    refs_free (&skipped);
     return 1;
   }
   /* Leftovers go first: a VM snapshot an interrupted run left holds
@@ -427,7 +505,7 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
       ok++;
   if (ok == 0)
     goto out;
-  if (take_snapshots (b, vm, v, n, &snap_vm) == -1) {
+  if (take_snapshots (b, vm, v, n, &snap_vm, &skipped, &drop) == -1) {
     log_error ("VM '%s': snapshot failed: %s", vmname, err_get ());
     for (i = 0; i < n; i++)
       v[i].failed = true;
@@ -464,7 +542,14 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
   }
 
  cleanup:
-  destroy_snap_vm (b, &snap_vm, vmname);
+  vm_snap_gone = destroy_snap_vm (b, &snap_vm, vmname) && vm_snap_gone;
+  /* Snapshots of excluded disks: no layer will ever describe them.
+   * While the VM snapshot is still there, the next run's leftover
+   * cleanup removes them with it. */
+  for (i = 0; vm_snap_gone && i < drop.n; i++)
+    if (xapi_vdi_destroy (b->xs, drop.v[i]) == -1)
+      log_warn ("VM '%s': could not remove the snapshot of an excluded "
+                "disk: %s", vmname, err_get ());
   /* A snapshot no layer describes would only leak space on the host;
    * destroying it folds its CBT log into the next one (xapi-cbt.md §5). */
   for (i = 0; i < n; i++)
@@ -473,6 +558,8 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
       log_warn ("%s: could not remove the unused snapshot: %s", v[i].label,
                 err_get ());
  out:
+  refs_free (&skipped);
+  refs_free (&drop);
   backup_release_disks (b, v, n);
   for (i = 0; i < n; i++) {
     failures += v[i].failed || v[i].resume_failed;

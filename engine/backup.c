@@ -222,6 +222,7 @@ run (struct backup_run *r, xapi_session *xs, struct engine_targets *targets)
     jobs[i] = (struct backup) {
       .run = r, .store = r->store, .snap_name = r->snap_name,
       .copy = o->copy, .no_copy = o->no_copy, .verify = o->verify,
+      .exclude = o->exclude, .nexclude = o->nexclude,
     };
     jobs[i].copy.limit = r->limit;
     /* Progress lines of several copies would overwrite each other. */
@@ -268,7 +269,7 @@ engine_backup (const char *path, const struct engine_server *server,
   if (r.store == NULL || store_lock (r.store) == -1)
     goto out;
   snprintf (snap_name, sizeof snap_name, "%s %s", SNAP_NAME, r.store->id);
-  if ((r.limit = nbdlimit_new (NBDLIMIT_XAPI_NBD, 0)) == NULL)
+  if ((r.limit = nbdlimit_new (NBDLIMIT_XAPI_NBD, o->rate)) == NULL)
     goto out;
   if (xapi_global_init () == -1)
     goto out;

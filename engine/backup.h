@@ -32,7 +32,12 @@ struct engine_backup_opts {
   bool verify;                  /* compare with VDI.checksum before data_destroy */
   char *const *vms;             /* --vm: names or uuids; none means all */
   size_t nvms;
+  char *const *exclude;         /* --exclude-disk: VDI name_labels or uuids
+                                   of disks neither kept nor copied */
+  size_t nexclude;
   unsigned jobs;                /* VMs backed up at once (>= 1) */
+  uint64_t rate;                /* bytes per second over every NBD read of
+                                   the run, 0 for no limit */
 };
 
 /* Back up the VMs O selects from the pool SERVER names into the store

@@ -39,7 +39,8 @@ struct backup {
   struct engine_targets *targets;  /* NBD details through xs */
   struct copy_opts copy;
   bool no_copy;                 /* describe layers only (lazy) */
-  bool verify;                  /* compare with VDI.checksum before data_destroy */
+  bool verify;                  /* compare with VDI.checksum before
+                                   data_destroy */
   char *const *exclude;         /* disks not to back up: names or uuids */
   size_t nexclude;
 };

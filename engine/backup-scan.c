@@ -174,7 +174,8 @@ scan_store (struct backup *b, struct disk *d)
   if (d->have_prev && prev_complete) {
     /* A crash between commit and data_destroy leaves the newest
      * snapshot holding data the store already has. */
-    CLEANUP_FREE char *ref = engine_snapshot_with_data (b->xs, d->prev.snapshot);
+    CLEANUP_FREE char *ref = engine_snapshot_with_data (b->xs,
+                                                        d->prev.snapshot);
     CLEANUP_FREE char *ldir = NULL;
     if (ref && asprintf (&ldir, "%s/%s", d->dir, d->prev.snapshot) != -1)
       engine_data_destroy (b->xs, ref, d->prev.snapshot, ldir);

@@ -237,7 +237,8 @@ take_snapshots (struct backup *b, const struct xapi_vm *vm, struct disk *v,
       goto err;
     }
     for (i = 0; i < n; i++)
-      if (v[i].snap_ref == NULL && strcmp (vdi.snapshot_of, v[i].live.ref) == 0) {
+      if (v[i].snap_ref == NULL
+          && strcmp (vdi.snapshot_of, v[i].live.ref) == 0) {
         v[i].snap_ref = strdup (vbd.vdi);
         break;
       }

@@ -29,7 +29,8 @@
 struct engine_backup_opts {
   struct copy_opts copy;        /* each disk's copy; label is set per disk */
   bool no_copy;                 /* describe layers only (lazy) */
-  bool verify;                  /* compare with VDI.checksum before data_destroy */
+  bool verify;                  /* compare with VDI.checksum before
+                                   data_destroy */
   char *const *vms;             /* --vm: names or uuids; none means all */
   size_t nvms;
   char *const *exclude;         /* --exclude-disk: VDI name_labels or uuids

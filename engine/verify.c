@@ -94,8 +94,9 @@ against_host (xapi_session *xs, struct fetcher *f, struct catalog_point *p,
 
   if (ref == NULL)
     return 0;
-  host = xapi_vdi_checksum (xs, ref, engine_checksum_timeout (p->layer->meta.size,
-                                                           timeout));
+  host = xapi_vdi_checksum (xs, ref,
+                            engine_checksum_timeout (p->layer->meta.size,
+                                                     timeout));
   if (host == NULL) {
     log_error ("%s: cannot compare with the host: %s", label, err_get ());
     return -1;

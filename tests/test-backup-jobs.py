@@ -17,7 +17,9 @@ import sim  # noqa: E402
 from cbtfs import check  # noqa: E402
 
 MiB = 1 << 20
-SIZE = 16 * MiB
+# Enough 1 MiB requests (64) that each of a copy's 8 workers claims some
+# and connects: 4 jobs could then open 32 connections at once.
+SIZE = 64 * MiB
 VMS = 6
 
 

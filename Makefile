@@ -26,8 +26,13 @@ XAPI_SRC   = xapi/value.c xapi/xmlrpc.c xapi/session.c xapi/api.c xapi/vhd.c
 STORE_SRC  = chain/store/store.c chain/store/posix.c chain/store/posix-layer.c
 CHAIN_SRC  = chain/bitmap.c chain/sums.c chain/layer-meta.c chain/index.c \
              chain/layer.c chain/layer-blocks.c chain/catalog.c chain/read.c \
-             chain/nbdsrc.c chain/tlspin.c chain/copy.c chain/fetch.c \
-             chain/verify.c chain/manifests.c chain/verdict.c $(STORE_SRC)
+             chain/nbdsrc.c chain/nbdlimit.c chain/tlspin.c chain/copy.c \
+             chain/fetch.c chain/verify.c chain/manifests.c chain/verdict.c \
+             $(STORE_SRC)
+ENGINE_SRC = engine/session.c engine/snapshot.c engine/points.c \
+             engine/targets.c engine/backup.c engine/backup-vm.c \
+             engine/backup-scan.c engine/leftovers.c engine/vhdmap.c \
+             engine/fetch.c engine/verify.c
 FS_SRC     = fs/tree.c fs/fs.c
 CLI_SRC    = cli/main.c cli/server.c cli/backup.c cli/mount.c cli/ls.c \
              cli/fetch.c cli/verify.c
@@ -36,6 +41,7 @@ obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 COMMON_OBJ = $(call obj,$(COMMON_SRC))
 XAPI_OBJ   = $(call obj,$(XAPI_SRC))
 CHAIN_OBJ  = $(call obj,$(CHAIN_SRC))
+ENGINE_OBJ = $(call obj,$(ENGINE_SRC))
 FS_OBJ     = $(call obj,$(FS_SRC))
 CLI_OBJ    = $(call obj,$(CLI_SRC))
 
@@ -72,7 +78,7 @@ $(BUILD)/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/cbtfs: $(CLI_OBJ) $(FS_OBJ) $(CHAIN_OBJ) $(XAPI_OBJ) $(COMMON_OBJ)
+$(BUILD)/cbtfs: $(CLI_OBJ) $(FS_OBJ) $(ENGINE_OBJ) $(CHAIN_OBJ) $(XAPI_OBJ) $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(PKG_LIBS) -o $@
 
 cbtfs: $(BUILD)/cbtfs
@@ -93,11 +99,12 @@ $(BUILD)/tests/test-store-backend: $(BUILD)/tests/unit/test-store-backend.o \
 $(BUILD)/tests/test-resolve: $(BUILD)/tests/unit/test-resolve.o $(CHAIN_OBJ) $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 $(BUILD)/tests/test-nbdpin: $(BUILD)/tests/unit/test-nbdpin.o $(BUILD)/chain/nbdsrc.o \
-                           $(BUILD)/chain/tlspin.o $(COMMON_OBJ)
+                           $(BUILD)/chain/tlspin.o $(BUILD)/chain/nbdlimit.o $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 # The same, unable to interpose gnutls_handshake: it must refuse to connect.
 $(BUILD)/tests/test-nbdpin-hidden: $(BUILD)/tests/unit/test-nbdpin.o $(BUILD)/chain/nbdsrc.o \
-                                  $(BUILD)/chain/tlspin.o $(COMMON_OBJ) \
+                                  $(BUILD)/chain/tlspin.o $(BUILD)/chain/nbdlimit.o \
+                                  $(COMMON_OBJ) \
                                   tests/unit/hide-handshake.map
 	$(CC) $(ALL_LDFLAGS) $(filter %.o,$^) \
 	  -Wl,--version-script=tests/unit/hide-handshake.map $(CHAIN_LIBS) -o $@
@@ -173,10 +180,11 @@ check-asan: deps
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  check-unit check-e2e
 
-# The threaded parts (fetching, keeping, lazy loads, AIO writes) under
-# ThreadSanitizer: the unit tests, and the end-to-end tests that read
-# through a mount from many threads.  A report stops the process.
-TSAN_E2E = tests/test-lazy.py tests/test-backup-mount.py
+# The threaded parts (fetching, keeping, lazy loads, AIO writes, backup
+# jobs) under ThreadSanitizer: the unit tests, the end-to-end tests that
+# read through a mount from many threads, and parallel backup jobs.  A
+# report stops the process.
+TSAN_E2E = tests/test-lazy.py tests/test-backup-mount.py tests/test-backup-jobs.py
 check-tsan: deps
 	$(MAKE) BUILD=build/tsan CC=gcc CFLAGS="-O1 -g" SAN="-fsanitize=thread" \
 	  check-unit $(BUILD)/tsan/cbtfs
@@ -193,6 +201,6 @@ bench: all $(BUILD)/tests/mkchain
 
 clean:
 	rm -rf build/asan build/fuzz $(BUILD)/cbtfs $(BUILD)/common $(BUILD)/xapi \
-	  $(BUILD)/chain $(BUILD)/fs $(BUILD)/cli $(BUILD)/tests cbtfs
+	  $(BUILD)/chain $(BUILD)/engine $(BUILD)/fs $(BUILD)/cli $(BUILD)/tests cbtfs
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,9 +1,9 @@
 /* cbtfs: filling a layer from its snapshot over NBD.
  *
  * Thread model: see copy.h.  Locks: job.lock guards the cursor, the
- * counters and the first error; it is never held across NBD I/O, but
- * is held across the target callback (an XAPI call) to serialise the
- * caller's session.  Layer locks are taken inside layer_* calls only.
+ * counters and the first error; it is never held across NBD I/O or an
+ * ask of the targets (job.known's own lock is).  Layer locks are taken
+ * inside layer_* calls only.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -26,8 +26,7 @@
 
 struct job {
   struct layer *l;
-  nbdsrc_target_fn fn;
-  void *opaque;
+  struct chain_targets tg;
   const struct copy_opts *o;
 
   pthread_mutex_t lock;
@@ -87,8 +86,10 @@ static struct nbdsrc_conn *
 connect_fresh (struct job *j, bool *permanent)
 {
   bool ask_failed;
-  struct nbdsrc_conn *c = nbdsrc_connect_known (&j->known, j->fn, j->opaque,
-                                                j->o->timeout, &ask_failed);
+  struct nbdsrc_conn *c = nbdsrc_connect_known (&j->known, &j->tg,
+                                                j->l->meta.snapshot,
+                                                j->o->timeout, j->o->limit,
+                                                &ask_failed);
 
   /* A server that will not speak TLS, or not with the key of the
    * certificate XAPI gave, will not on a retry. */
@@ -288,10 +289,10 @@ show_progress (struct job *j, double start, bool last)
 }
 
 int
-copy_layer (struct layer *l, nbdsrc_target_fn fn, void *opaque,
+copy_layer (struct layer *l, const struct chain_targets *tg,
             const struct copy_opts *o, struct copy_stats *st)
 {
-  struct job j = { .l = l, .fn = fn, .opaque = opaque, .o = o };
+  struct job j = { .l = l, .tg = *tg, .o = o };
   pthread_t *tids;
   unsigned i, started = 0;
   double start = now_monotonic ();

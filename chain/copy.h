@@ -10,9 +10,10 @@
  *
  * Thread model: copy_layer starts opts->conns worker threads, each
  * with its own NBD connection, and waits for them, printing progress.
- * Workers share one cursor (a mutex) over the layer's blocks; they
- * call the target function (fresh connection details) under that
- * mutex, so the caller's XAPI session is used by one thread at a time.
+ * Workers share one cursor (a mutex) over the layer's blocks; they ask
+ * the targets (targets.h) for the snapshot's details one at a time
+ * (under its nbdsrc_known lock), once for all of them unless the
+ * details stop working.
  */
 #ifndef CBTFS_CHAIN_COPY_H
 #define CBTFS_CHAIN_COPY_H
@@ -22,6 +23,7 @@
 
 #include "layer.h"
 #include "nbdsrc.h"
+#include "targets.h"
 
 struct copy_opts {
   unsigned conns;               /* NBD connections (1..16; xapi-nbd's limit) */
@@ -31,6 +33,7 @@ struct copy_opts {
   int timeout;                  /* seconds for any one NBD wait */
   bool progress;                /* print progress to stderr (a terminal) */
   const char *label;            /* what the progress line names */
+  struct nbdlimit *limit;       /* shared budget and rate (nbdlimit.h), or NULL */
 };
 
 struct copy_stats {
@@ -40,11 +43,12 @@ struct copy_stats {
   double seconds;
 };
 
-/* Fill L (writable) from the export FN describes; L's meta.size must
- * equal the export's size.  On return every copied block is durable.
- * 0, or -1 with err_* (the first worker's failure). */
-extern int copy_layer (struct layer *l, nbdsrc_target_fn fn, void *opaque,
+/* Fill L (writable) from its snapshot (l->meta.snapshot), reached as
+ * TG says; L's meta.size must equal the export's size.  On return every
+ * copied block is durable.  0, or -1 with err_* (the first worker's
+ * failure). */
+extern int copy_layer (struct layer *l, const struct chain_targets *tg,
                        const struct copy_opts *opts, struct copy_stats *st)
-  __attribute__ ((__nonnull__ (1, 2, 4, 5)));
+  __attribute__ ((__nonnull__ (1, 2, 3, 4)));
 
 #endif /* CBTFS_CHAIN_COPY_H */

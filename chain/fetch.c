@@ -56,16 +56,14 @@ struct keep_failure {
   double until;
 };
 
-/* Connection details of one snapshot, and what asks XAPI for them. */
+/* Connection details of one snapshot. */
 struct known_target {
   char snap[UUID_LEN + 1];
-  struct fetcher *f;
   struct nbdsrc_known known;
 };
 
 struct fetcher {
-  fetch_target_fn fn;
-  void *opaque;
+  struct chain_targets tg;
   struct fetch_opts o;
 
   /* One entry per snapshot connected to, kept until freed (nbdsrc.h:
@@ -96,14 +94,13 @@ struct fetcher {
 };
 
 struct fetcher *
-fetcher_new (fetch_target_fn fn, void *opaque, const struct fetch_opts *o)
+fetcher_new (const struct chain_targets *tg, const struct fetch_opts *o)
 {
   struct fetcher *f = calloc (1, sizeof *f);
 
   if (f == NULL)
     return NULL;
-  f->fn = fn;
-  f->opaque = opaque;
+  f->tg = *tg;
   f->o = *o;
   if (f->o.max_conns == 0)
     f->o.max_conns = 1;
@@ -187,15 +184,6 @@ remember_failure (struct fetcher *f, const char *snap)
 
 /* ---- connection details ----------------------------------------------- */
 
-/* nbdsrc_target_fn for a snapshot's entry: the fetcher's callback. */
-static int
-ask (void *opaque, struct nbdsrc_target *t)
-{
-  struct known_target *k = opaque;
-
-  return k->f->fn (k->f->opaque, k->snap, t);
-}
-
 /* SNAP's entry, made (knowing nothing) if there is none; NULL on
  * ENOMEM.  Entries stay put until fetcher_free (their lock inside). */
 static struct known_target *
@@ -217,7 +205,6 @@ known_of (struct fetcher *f, const char *snap)
     return NULL;
   }
   snprintf (k->snap, sizeof k->snap, "%s", snap);
-  k->f = f;
   nbdsrc_known_init (&k->known);
   f->targets[f->ntargets++] = k;
   return k;
@@ -233,7 +220,8 @@ connect_snapshot (struct fetcher *f, const char *snap, uint64_t size)
 
   if (k == NULL)
     return NULL;
-  c = nbdsrc_connect_known (&k->known, ask, k, f->o.timeout, NULL);
+  c = nbdsrc_connect_known (&k->known, &f->tg, k->snap, f->o.timeout,
+                            f->o.limit, NULL);
   if (c && nbdsrc_check_size (c, snap, size) == -1) {
     nbdsrc_close (c);
     return NULL;

@@ -24,8 +24,8 @@
  * it never waits for another reader's entry meanwhile (it keeps its own
  * first), so no two readers wait for each other.  f->tlock guards the
  * list of snapshots' connection details alone; each entry's own lock
- * (nbdsrc_known) is held across the target callback, so one reader
- * asks XAPI while the others that need that snapshot wait for it.
+ * (nbdsrc_known) is held across an ask of the targets (targets.h), so
+ * one reader asks while the others that need that snapshot wait.
  */
 #ifndef CBTFS_CHAIN_FETCH_H
 #define CBTFS_CHAIN_FETCH_H
@@ -35,25 +35,23 @@
 
 #include "layer.h"
 #include "nbdsrc.h"
-
-/* Fresh connection details for SNAPSHOT (a uuid).  Called without any
- * fetcher lock held, possibly from several threads at once. */
-typedef int (*fetch_target_fn) (void *opaque, const char *snapshot,
-                                struct nbdsrc_target *t);
+#include "targets.h"
 
 struct fetch_opts {
   unsigned max_conns;           /* NBD connections in all (xapi-nbd: 16) */
   int timeout;                  /* seconds for any one NBD wait */
   int retry_after;              /* seconds a failed snapshot fails fast */
   bool store;                   /* keep fetched blocks in the store */
+  struct nbdlimit *limit;       /* shared budget and rate (nbdlimit.h), or NULL */
 };
 
 struct fetcher;
 
-/* A fetcher using FN/OPAQUE for connection details.  NULL on ENOMEM. */
-extern struct fetcher *fetcher_new (fetch_target_fn fn, void *opaque,
+/* A fetcher reaching snapshots as TG (copied; its opaque must outlive
+ * the fetcher) says.  NULL on ENOMEM. */
+extern struct fetcher *fetcher_new (const struct chain_targets *tg,
                                     const struct fetch_opts *o)
-  __attribute__ ((__nonnull__ (1, 3)));
+  __attribute__ ((__nonnull__ (1, 2)));
 
 /* Make every fetched block durable, stop the flusher, close
  * connections and free.  0, or -1 with err_* if a sync failed.  NULL

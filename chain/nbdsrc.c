@@ -23,7 +23,9 @@
 #include "../common/cleanup.h"
 #include "../common/error.h"
 #include "../common/util.h"
+#include "nbdlimit.h"
 #include "nbdsrc.h"
+#include "targets.h"
 #include "tlspin.h"
 
 struct nbdsrc_conn {
@@ -31,6 +33,8 @@ struct nbdsrc_conn {
   char *label;                  /* "NBD address:port", for messages */
   const char *secret;           /* the export name, only while connecting */
   uint64_t size;
+  struct nbdlimit *lim;         /* holds a slot of host in it, or NULL */
+  char *host;
 };
 
 void
@@ -260,8 +264,13 @@ handshake_pinned (struct nbdsrc_conn *c, int fd, int timeout)
   int r;
 
   if (nbd_aio_connect_socket (c->h, fd) == -1) {
+    int e;
     nbd_failed (c->label, "handshake", c->secret);
+    /* Callers tell answers no retry changes (ENOTSUP) by errno; a close
+     * of a socket libnbd has already closed would say EBADF. */
+    e = errno;
     close (fd);
+    errno = e;
     r = -1;
   }
   else                          /* libnbd owns the socket from here */
@@ -296,6 +305,13 @@ handshake_pinned (struct nbdsrc_conn *c, int fd, int timeout)
 
 struct nbdsrc_conn *
 nbdsrc_connect (const struct nbdsrc_target *t, int timeout)
+{
+  return nbdsrc_connect_shared (t, timeout, NULL);
+}
+
+struct nbdsrc_conn *
+nbdsrc_connect_shared (const struct nbdsrc_target *t, int timeout,
+                       struct nbdlimit *lim)
 {
   struct nbdsrc_conn *c = calloc (1, sizeof *c);
   char *dir = NULL;
@@ -358,6 +374,17 @@ nbdsrc_connect (const struct nbdsrc_target *t, int timeout)
     goto err;
   }
 #endif
+  /* A slot of the host's budget before its socket: xapi-nbd counts a
+   * connection from accept on, and refuses one over its limit. */
+  if (lim) {
+    if ((c->host = strdup (t->address)) == NULL) {
+      err_set (ENOMEM, "out of memory");
+      goto err;
+    }
+    if (nbdlimit_acquire (lim, c->host) == -1)
+      goto err;
+    c->lim = lim;
+  }
   fd = tcp_connect (c->label, t->address, t->port, timeout);
   if (fd == -1 || handshake_pinned (c, fd, timeout) == -1)
     goto err;
@@ -395,11 +422,13 @@ nbdsrc_known_clear (struct nbdsrc_known *k)
   pthread_mutex_destroy (&k->lock);
 }
 
-/* K's details into *T (caller clears), asked of FN now when FRESH or
- * none are known; *ASKED says whether they were.  0 or -1 with err_*. */
+/* K's details of SNAPSHOT into *T (caller clears), asked of TG now
+ * when FRESH or none are known; *ASKED says whether they were.  0 or
+ * -1 with err_*. */
 static int
-known_get (struct nbdsrc_known *k, nbdsrc_target_fn fn, void *opaque,
-           bool fresh, struct nbdsrc_target *t, bool *asked)
+known_get (struct nbdsrc_known *k, const struct chain_targets *tg,
+           const char *snapshot, bool fresh, struct nbdsrc_target *t,
+           bool *asked)
 {
   int r = 0;
 
@@ -407,7 +436,7 @@ known_get (struct nbdsrc_known *k, nbdsrc_target_fn fn, void *opaque,
   *asked = !k->have || fresh;
   if (*asked) {
     nbdsrc_target_clear (&k->t);
-    r = fn (opaque, &k->t);
+    r = chain_targets_lookup (tg, snapshot, &k->t);
     k->have = r == 0;
   }
   if (r == 0)
@@ -417,8 +446,9 @@ known_get (struct nbdsrc_known *k, nbdsrc_target_fn fn, void *opaque,
 }
 
 struct nbdsrc_conn *
-nbdsrc_connect_known (struct nbdsrc_known *k, nbdsrc_target_fn fn,
-                      void *opaque, int timeout, bool *ask_failed)
+nbdsrc_connect_known (struct nbdsrc_known *k, const struct chain_targets *tg,
+                      const char *snapshot, int timeout, struct nbdlimit *lim,
+                      bool *ask_failed)
 {
   struct nbdsrc_conn *c = NULL;
   bool asked = false;
@@ -428,12 +458,12 @@ nbdsrc_connect_known (struct nbdsrc_known *k, nbdsrc_target_fn fn,
   for (int fresh = 0; fresh < 2 && c == NULL && !asked; fresh++) {
     struct nbdsrc_target t = { 0 };
 
-    if (known_get (k, fn, opaque, fresh, &t, &asked) == -1) {
+    if (known_get (k, tg, snapshot, fresh, &t, &asked) == -1) {
       if (ask_failed)
         *ask_failed = true;
       return NULL;
     }
-    c = nbdsrc_connect (&t, timeout);
+    c = nbdsrc_connect_shared (&t, timeout, lim);
     nbdsrc_target_clear (&t);
     if (c == NULL && (errno == EKEYREJECTED || errno == ENOTSUP))
       return NULL;              /* asking again cannot help */
@@ -469,6 +499,8 @@ nbdsrc_start_read (struct nbdsrc_conn *c, void *buf, size_t count,
              "the end", c->label, count, offset);
     return -1;
   }
+  if (c->lim)
+    nbdlimit_take (c->lim, count);     /* --limit-rate: may sleep */
   cookie = nbd_aio_pread (c->h, buf, count, offset, NBD_NULL_COMPLETION, 0);
   if (cookie == -1) {
     char what[64];
@@ -543,6 +575,10 @@ nbdsrc_close (struct nbdsrc_conn *c)
     }
     nbd_close (c->h);
   }
+  /* After the socket is closed: the slot is free for another. */
+  if (c->lim)
+    nbdlimit_release (c->lim, c->host);
+  free (c->host);
   free (c->label);
   free (c);
 }

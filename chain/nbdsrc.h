@@ -35,10 +35,6 @@ struct nbdsrc_target {
   char *exportname;
 };
 
-/* Fill *T with fresh details for the snapshot OPAQUE names (a new
- * session after expiry, another host).  0 or -1 with err_*. */
-typedef int (*nbdsrc_target_fn) (void *opaque, struct nbdsrc_target *t);
-
 /* Free the strings of T. */
 extern void nbdsrc_target_clear (struct nbdsrc_target *t)
   __attribute__ ((__nonnull__ (1)));
@@ -58,6 +54,16 @@ struct nbdsrc_conn;
  * server will not speak TLS) are answers no retry changes. */
 extern struct nbdsrc_conn *nbdsrc_connect (const struct nbdsrc_target *t,
                                            int timeout)
+  __attribute__ ((__nonnull__ (1)));
+
+struct nbdlimit;
+
+/* As nbdsrc_connect, holding one of the host's connection slots of LIM
+ * (nbdlimit.h; NULL: none) until closed, waiting for one first, and
+ * keeping every read to LIM's rate. */
+extern struct nbdsrc_conn *nbdsrc_connect_shared (const struct nbdsrc_target *t,
+                                                  int timeout,
+                                                  struct nbdlimit *lim)
   __attribute__ ((__nonnull__ (1)));
 
 /* The export's size in bytes. */
@@ -109,16 +115,22 @@ extern void nbdsrc_known_init (struct nbdsrc_known *k)
 extern void nbdsrc_known_clear (struct nbdsrc_known *k)
   __attribute__ ((__nonnull__ (1)));
 
-/* Connect, within TIMEOUT seconds, with K's details, asked of FN
- * (OPAQUE) first if K knows none; if known details fail, once more
- * with FN's answer now.  NULL with err_*: *ASK_FAILED (if not NULL)
- * says FN failed; errno EKEYREJECTED or ENOTSUP (the server is not the
- * one XAPI named, or refuses TLS) says asking again cannot help. */
+struct chain_targets;
+
+/* Connect, within TIMEOUT seconds, with K's details of SNAPSHOT, asked
+ * of TG (targets.h) first if K knows none; if known details fail, once
+ * more with TG's answer now.  The connection shares LIM (may be NULL)
+ * as nbdsrc_connect_shared says.  NULL with err_*: *ASK_FAILED (if not
+ * NULL) says TG failed; errno EKEYREJECTED or ENOTSUP (the server is
+ * not the one XAPI named, or refuses TLS) says asking again cannot
+ * help. */
 extern struct nbdsrc_conn *nbdsrc_connect_known (struct nbdsrc_known *k,
-                                                 nbdsrc_target_fn fn,
-                                                 void *opaque, int timeout,
+                                                 const struct chain_targets *tg,
+                                                 const char *snapshot,
+                                                 int timeout,
+                                                 struct nbdlimit *lim,
                                                  bool *ask_failed)
-  __attribute__ ((__nonnull__ (1, 2)));
+  __attribute__ ((__nonnull__ (1, 2, 3)));
 
 /* Disconnect and free; NULL is a no-op. */
 extern void nbdsrc_close (struct nbdsrc_conn *c);

@@ -10,6 +10,7 @@
 #include "../common/cleanup.h"
 #include "../common/error.h"
 #include "../common/log.h"
+#include "../engine/points.h"
 #include "cli.h"
 
 /* JSON string: escape quotes, backslashes and control bytes; names may
@@ -81,7 +82,7 @@ print_json (const struct catalog *c)
     printf (", \"name_label\": ");
     json_str (m->disk_name);
     printf (", \"points\": [");
-    cli_load_verdicts (d, &vs);
+    engine_load_verdicts (d, &vs);
     for (size_t j = 0; j < d->npoints; j++) {
       struct layer *l = d->points[j].layer;
       enum verdict v = verdicts_of (&vs, l->meta.snapshot);
@@ -119,7 +120,7 @@ print_text (const struct catalog *c)
     for (size_t j = 0; j < vm->ndisks; j++) {
       const struct catalog_disk *d = vm->disks[j];
       printf ("  %s  (disk %s)\n", d->name, d->uuid);
-      cli_load_verdicts (d, &vs);
+      engine_load_verdicts (d, &vs);
       for (size_t k = 0; k < d->npoints; k++) {
         struct layer *l = d->points[k].layer;
         char buf[64];
@@ -157,7 +158,7 @@ cmd_ls (int argc, char **argv)
   }
   if (optind + 1 != argc)
     return cli_usage ("ls");
-  cat = cli_catalog (argv[optind], CATALOG_COUNTS);
+  cat = engine_catalog (argv[optind], CATALOG_COUNTS);
   if (cat == NULL)
     return cli_fail ();
   if (json)

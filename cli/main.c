@@ -1,12 +1,8 @@
 /* cbtfs: command-line entry point. */
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 
-#include "../chain/catalog.h"
-#include "../chain/store/store.h"
 #include "../common/error.h"
 #include "../common/log.h"
 #include "cli.h"
@@ -29,53 +25,15 @@ cli_fail (void)
   return 1;
 }
 
-struct catalog *
-cli_catalog (const char *path, unsigned flags)
-{
-  return catalog_open (path, flags);
-}
-
-int
-cli_forbid_dumps (void)
-{
-  struct rlimit rl;
-
-  /* Non-dumpable: no core file, and /proc/PID/{mem,environ,…} and
-   * ptrace are closed to everyone without CAP_SYS_PTRACE, also to
-   * other processes of our own user.  The flag lives in the mm, so it
-   * survives fork (the mount's daemonised child) and goes only with
-   * execve or a change of uid or gid.  A zero core limit also keeps
-   * a core file from being written where fs.suid_dumpable=2 would
-   * allow one (readable by root only). */
-  if (prctl (PR_SET_DUMPABLE, 0, 0, 0, 0) == -1) {
-    err_sys (errno, "prctl PR_SET_DUMPABLE");
-    return -1;
-  }
-  if (getrlimit (RLIMIT_CORE, &rl) == 0 && rl.rlim_cur != 0) {
-    rl.rlim_cur = 0;
-    setrlimit (RLIMIT_CORE, &rl);
-  }
-  return 0;
-}
-
-char *
-cli_point_label (const struct catalog_disk *d, const struct catalog_point *p)
-{
-  char *s;
-
-  if (asprintf (&s, "by-vm/%s/%s/%s.img", d->vm->name, d->name, p->name) == -1)
-    return NULL;
-  return s;
-}
-
 int
 cli_usage (const char *sub)
 {
   static const char *const text[][2] = {
     { "backup", "cbtfs backup STORE --server URL [--user USER] --password-file FILE\n"
       "             [--ca-file PEM] [--vm NAME-OR-UUID]...\n"
-      "             [--nbd-connections N] [--timeout SECONDS] [--no-copy | --verify]\n"
-      "             [-q|-v]" },
+      "             [--exclude-disk NAME-OR-UUID]... [--jobs N]\n"
+      "             [--nbd-connections N] [--limit-rate BYTES-PER-SECOND]\n"
+      "             [--timeout SECONDS] [--no-copy | --verify] [-q|-v]" },
     { "mount", "cbtfs mount STORE MOUNTPOINT [-f] [-o FUSE-OPTIONS] [-v]\n"
       "             [--server URL [--user USER] --password-file FILE [--ca-file PEM]]" },
     { "ls", "cbtfs ls STORE [--json]" },

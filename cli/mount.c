@@ -1,16 +1,16 @@
 /* cbtfs mount: serve a store read-only through FUSE.
  *
  * With --server, blocks a lazy or unfinished layer lacks are fetched
- * from their snapshot on the host and kept in the store.  The XAPI
- * session is opened on first need in the serving process (after the
- * fork), and re-opened by xapi_call when it expires.
+ * from their snapshot on the host and kept in the store.  The password
+ * is read once; the XAPI session is opened on first need in the
+ * serving process (after the fork: engine_targets_new_lazy), and
+ * re-opened by xapi_call when it expires.
  *
  * Thread model: FUSE threads may ask for connection details at once;
- * lazy.lock serialises them over the one XAPI session.
+ * engine/targets.c serialises them over the one XAPI session.
  */
 #include <errno.h>
 #include <getopt.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,36 +24,17 @@
 #include "../common/log.h"
 #include "../fs/fs.h"
 #include "../xapi/api.h"
+#include "../engine/points.h"
+#include "../engine/targets.h"
 #include "cli.h"
-
-struct lazy {
-  pthread_mutex_t lock;
-  struct server_opts so;
-  xapi_session *xs;             /* NULL until first needed */
-};
-
-static int
-mount_target (void *opaque, const char *snapshot, struct nbdsrc_target *t)
-{
-  struct lazy *z = opaque;
-  CLEANUP_FREE char *ref = NULL;
-  SCOPED_LOCK (&z->lock);
-
-  if (z->xs == NULL && (z->xs = cli_login (&z->so)) == NULL)
-    return -1;
-  ref = xapi_vdi_by_uuid (z->xs, snapshot);
-  if (ref == NULL)
-    return -1;
-  return cli_nbd_target (z->xs, ref, snapshot, t);
-}
 
 /* Try the server once before detaching, so a wrong password or an
  * untrusted certificate stops the mount with one clear line; a host
  * that is merely unreachable now is only a warning. */
 static int
-check_server (const struct server_opts *so)
+check_server (const struct engine_creds *creds)
 {
-  xapi_session *xs = cli_login (so);
+  xapi_session *xs = engine_login (creds);
 
   if (xs) {
     xapi_logout (xs);
@@ -112,7 +93,9 @@ cmd_mount (int argc, char **argv)
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
-  struct lazy z = { .so = CLI_SERVER_OPTS_INIT };
+  struct engine_server so = CLI_SERVER_OPTS_INIT;
+  struct engine_creds *creds = NULL;
+  struct engine_targets *targets = NULL;
   struct fetch_opts fo = { .max_conns = 8, .retry_after = 10, .store = true };
   struct fs_opts o = { 0 };
   struct catalog *cat;
@@ -120,7 +103,7 @@ cmd_mount (int argc, char **argv)
   int c, r, status;
 
   while ((c = getopt_long (argc, argv, "fo:vdh", longopts, NULL)) != -1) {
-    if ((r = cli_server_option (&z.so, c, optarg)) != 0) {
+    if ((r = cli_server_option (&so, c, optarg)) != 0) {
       if (r == -1)
         return 2;
       continue;
@@ -140,48 +123,57 @@ cmd_mount (int argc, char **argv)
    * the store and logs in again long after: no path may be relative. */
   store = realpath (argv[optind], NULL);
   if (store == NULL
-      || (z.so.password_file
-          && (pwfile = realpath (z.so.password_file, NULL)) == NULL)
-      || (z.so.ca_file && (cafile = realpath (z.so.ca_file, NULL)) == NULL)) {
+      || (so.password_file
+          && (pwfile = realpath (so.password_file, NULL)) == NULL)
+      || (so.ca_file && (cafile = realpath (so.ca_file, NULL)) == NULL)) {
     err_sys (errno, "%s", store == NULL ? argv[optind]
-             : pwfile == NULL && z.so.password_file ? z.so.password_file
-             : z.so.ca_file);
+             : pwfile == NULL && so.password_file ? so.password_file
+             : so.ca_file);
     return cli_fail ();
   }
   if (pwfile)
-    z.so.password_file = pwfile;
+    so.password_file = pwfile;
   if (cafile)
-    z.so.ca_file = cafile;
+    so.ca_file = cafile;
   o.fsname = store;
   o.mountpoint = argv[optind + 1];
   if (check_mountpoint (o.mountpoint) == -1
       || store_access (o.fsname, &o) == -1)
     return cli_fail ();
-  if (z.so.server) {
-    if (xapi_global_init () == -1 || check_server (&z.so) == -1)
+  if (so.server) {
+    if (xapi_global_init () == -1
+        || (creds = engine_creds_new (&so)) == NULL
+        || check_server (creds) == -1
+        || (targets = engine_targets_new_lazy (creds)) == NULL) {
+      engine_creds_free (creds);
       return cli_fail ();
-    fo.timeout = z.so.timeout;
-    o.fetch = fetcher_new (mount_target, &z, &fo);
-    if (o.fetch == NULL)
+    }
+    fo.timeout = so.timeout;
+    o.fetch = fetcher_new (engine_targets_chain (targets), &fo);
+    if (o.fetch == NULL) {
+      engine_targets_free (targets);
+      engine_creds_free (creds);
       return cli_fail ();
+    }
   }
 
   /* Only manifests now: each layer's set and index are read when a read
    * first needs them, so mounting thousands of layers is quick. */
-  cat = cli_catalog (store, CATALOG_LAZY);
+  cat = engine_catalog (store, CATALOG_LAZY);
   if (cat == NULL) {
     fetcher_free (o.fetch);
+    engine_targets_free (targets);
+    engine_creds_free (creds);
     return cli_fail ();
   }
-  pthread_mutex_init (&z.lock, NULL);
   status = fs_run (cat, &o);
   /* Unmounted: make what was fetched durable before the layers go. */
   if (fetcher_free (o.fetch) == -1)
     status = 1;
   catalog_free (cat);
-  if (z.xs)
-    xapi_logout (z.xs);
-  if (z.so.server)
+  engine_targets_free (targets);
+  engine_creds_free (creds);
+  if (so.server)
     xapi_global_cleanup ();
   return status;
 }

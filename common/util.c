@@ -250,6 +250,42 @@ base64_decode (const char *in, size_t *out_len)
   return NULL;
 }
 
+int
+parse_size (const char *s, uint64_t *out)
+{
+  uint64_t n = 0, mul = 1;
+  const char *p = s;
+
+  if (*p < '0' || *p > '9') {
+    errno = EINVAL;
+    return -1;
+  }
+  for (; *p >= '0' && *p <= '9'; p++) {
+    if (n > (UINT64_MAX - (*p - '0')) / 10) {
+      errno = ERANGE;
+      return -1;
+    }
+    n = n * 10 + (*p - '0');
+  }
+  switch (*p) {
+  case '\0': break;
+  case 'k': case 'K': mul = UINT64_C (1) << 10; p++; break;
+  case 'm': case 'M': mul = UINT64_C (1) << 20; p++; break;
+  case 'g': case 'G': mul = UINT64_C (1) << 30; p++; break;
+  default: errno = EINVAL; return -1;
+  }
+  if (*p != '\0' || n == 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (n > UINT64_MAX / mul) {
+    errno = ERANGE;
+    return -1;
+  }
+  *out = n * mul;
+  return 0;
+}
+
 bool
 is_uuid (const char *s)
 {

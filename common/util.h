@@ -57,6 +57,13 @@ extern uint8_t *base64_decode (const char *in, size_t *out_len);
 
 
 
+/* Parse a byte count "N", "NK", "NM" or "NG" (1024-based; the suffix
+ * in either case): N decimal digits, the whole more than 0 and fitting
+ * in 64 bits.  0 with *OUT set, or -1 with errno EINVAL (garbage) or
+ * ERANGE (too large); *OUT is then unchanged. */
+extern int parse_size (const char *s, uint64_t *out)
+  __attribute__ ((__nonnull__ (1, 2)));
+
 #define UUID_LEN 36
 
 /* True if S is a canonical lowercase-or-uppercase hex UUID

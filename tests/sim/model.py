@@ -148,6 +148,7 @@ class Model:
         self.snapshot_claims = {}     # live VDI uuid -> claims of its next snapshot
         self.override = None          # nbd_override for every VDI ("*")
         self.nbd_open = 0             # gauge, not reset by reset_stats
+        self.nbd_open_vdis = {}       # VDI uuid -> connections serving it
         self.next_domid = 1
         self.reset_stats()
         self._bootstrap()
@@ -760,12 +761,34 @@ class Model:
         self.stats = {
             "nbd": {"connections": 0, "refused": 0, "requests": 0,
                     "bytes": 0, "handshakes": 0, "impostor_handshakes": 0,
-                    "export_names": 0, "by_vdi": {}},
+                    "export_names": 0, "by_vdi": {},
+                    # Peaks since the reset: connections open at once
+                    # (admitted ones), and VDIs served at once.
+                    "max_open": self.nbd_open,
+                    "max_vdis_open": len(self.nbd_open_vdis)},
             "xapi": {"calls": {}},
             "sessions": {"logins": 0, "logouts": 0},
             "http": {"export_raw_vdi": {"requests": 0, "bytes": 0,
                                         "redirects": 0, "slave_served": 0}},
         }
+
+    def nbd_opened(self):
+        """An admitted connection (under the lock)."""
+        self.nbd_open += 1
+        nbd = self.stats["nbd"]
+        nbd["connections"] += 1
+        nbd["max_open"] = max(nbd["max_open"], self.nbd_open)
+
+    def nbd_serving(self, vdi_uuid, delta):
+        """A connection starts (+1) or stops (-1) serving VDI_UUID."""
+        n = self.nbd_open_vdis.get(vdi_uuid, 0) + delta
+        if n > 0:
+            self.nbd_open_vdis[vdi_uuid] = n
+        else:
+            self.nbd_open_vdis.pop(vdi_uuid, None)
+        nbd = self.stats["nbd"]
+        nbd["max_vdis_open"] = max(nbd["max_vdis_open"],
+                                   len(self.nbd_open_vdis))
 
     def count_call(self, method):
         calls = self.stats["xapi"]["calls"]
@@ -788,6 +811,8 @@ class Model:
         nbd = self.stats["nbd"]
         return {
             "nbd": {"connections": nbd["connections"], "open": self.nbd_open,
+                    "max_open": nbd["max_open"],
+                    "max_vdis_open": nbd["max_vdis_open"],
                     "refused": nbd["refused"], "requests": nbd["requests"],
                     "bytes": nbd["bytes"], "handshakes": nbd["handshakes"],
                     "impostor_handshakes": nbd["impostor_handshakes"],

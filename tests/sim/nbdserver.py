@@ -98,6 +98,7 @@ class _Conn:
         self.drop_after = drop_after
         self.sent = 0
         self.vdi_uuid = None
+        self.serving = False         # counted in Model.nbd_open_vdis
         self.vbd = None
         self.fd = None
 
@@ -170,8 +171,7 @@ class NbdServer:
                 if refuse:
                     m.stats["nbd"]["refused"] += 1
                 else:
-                    m.nbd_open += 1
-                    m.stats["nbd"]["connections"] += 1
+                    m.nbd_opened()
                     conn = _Conn(sock, int(m.knobs["nbd_drop_after_bytes"]))
                     self.conns.add(conn)
             if refuse:
@@ -197,6 +197,8 @@ class NbdServer:
             with m.lock:
                 self.conns.discard(conn)
                 m.nbd_open -= 1
+                if conn.serving:
+                    m.nbd_serving(conn.vdi_uuid, -1)
                 if conn.vbd is not None:
                     m.nbd_detach(conn.vbd)     # notifies Model.cond
             try:
@@ -272,6 +274,9 @@ class NbdServer:
             if att is not None:
                 vdi, conn.vbd, conn.fd = att
                 size = vdi.rec["virtual_size"] // SECTOR * SECTOR
+                conn.vdi_uuid = vdi_uuid
+                conn.serving = True
+                m.nbd_serving(vdi_uuid, +1)
         if att is None:
             # xapi-nbd: session.get_uuid / VDI.get_by_uuid / VBD.plug failed.
             raise _Hangup("export refused (bad session or VDI)")

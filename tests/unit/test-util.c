@@ -685,6 +685,32 @@ test_is_zero (void)
 }
 
 static void
+test_parse_size (void)
+{
+  uint64_t v = 7;
+
+  CHECK (parse_size ("1", &v) == 0 && v == 1);
+  CHECK (parse_size ("1000", &v) == 0 && v == 1000);
+  CHECK (parse_size ("10K", &v) == 0 && v == 10240);
+  CHECK (parse_size ("10k", &v) == 0 && v == 10240);
+  CHECK (parse_size ("3M", &v) == 0 && v == 3u << 20);
+  CHECK (parse_size ("2g", &v) == 0 && v == UINT64_C (2) << 30);
+  CHECK (parse_size ("18446744073709551615", &v) == 0 && v == UINT64_MAX);
+  v = 7;
+  const char *bad[] = { "", "0", "0K", "K", "-1", "+1", " 1", "1 ", "1KB",
+                        "1T", "1.5M", "abc", "1K1", "0x10" };
+  for (size_t i = 0; i < ARRAY_SIZE (bad); i++) {
+    errno = 0;
+    CHECK (parse_size (bad[i], &v) == -1 && errno == EINVAL && v == 7);
+  }
+  errno = 0;
+  CHECK (parse_size ("18446744073709551616", &v) == -1 && errno == ERANGE);
+  errno = 0;
+  CHECK (parse_size ("17179869184G", &v) == -1 && errno == ERANGE);
+  CHECK (v == 7);
+}
+
+static void
 test_macros (void)
 {
   int a[7];
@@ -718,6 +744,7 @@ main (void)
   test_make_uuid ();
   test_is_zero ();
   test_macros ();
+  test_parse_size ();
   rm_rf (dir);
   return 0;
 }

@@ -1,0 +1,299 @@
+/* cbtfs engine: a backup run: the store, which VMs, and the jobs that
+ * back them up.
+ *
+ * Thread model: engine_backup's thread locks the store, logs in, lists
+ * the VMs, then starts o->jobs job threads and joins them.  Each job
+ * backs up one VM at a time with an XAPI session of its own (logged in
+ * from the password read once: sessions are not thread-safe, and one
+ * shared under a lock would serialise the round trips parallelism is
+ * for), its own targets, and its own copies' threads.  What jobs share
+ * is in struct backup_run: run->lock guards the next VM to take, the
+ * status, and the disks being backed up (claimed[]), and is never held
+ * across XAPI or store I/O; run->cond wakes a job waiting for a disk
+ * another job holds.  The store, its lock and the options are read
+ * only; the NBD budget and rate (chain/nbdlimit.h) lock themselves.
+ * Store-wide steps are safe in parallel: the store lock and tmp/'s
+ * cleanup happen once, before the jobs; layers are staged in tmp/
+ * under their own snapshot's name; a disk's folder (its layers,
+ * manifests and verdicts) is touched by the one job that claimed it;
+ * catalogs read by --verify see other jobs' layers appear atomically,
+ * as a mount would.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <pthread.h>
+
+#include "../chain/nbdlimit.h"
+#include "../common/cleanup.h"
+#include "../common/error.h"
+#include "../common/log.h"
+#include "backup.h"
+#include "backup-int.h"
+
+/* A real VM (not a template, snapshot or dom0) that ARG names. */
+static bool
+matches (const char *arg, const struct xapi_vm *vm)
+{
+  if (vm->is_a_template || vm->is_a_snapshot || vm->is_control_domain)
+    return false;
+  return arg == NULL || strcmp (arg, vm->uuid) == 0
+    || strcmp (arg, vm->name) == 0;
+}
+
+static bool
+wanted (const struct engine_backup_opts *o, const struct xapi_vm *vm)
+{
+  if (o->nvms == 0)
+    return matches (NULL, vm);
+  for (size_t i = 0; i < o->nvms; i++)
+    if (matches (o->vms[i], vm))
+      return true;
+  return false;
+}
+
+/* What the jobs of a run share; see the thread model above. */
+struct backup_run {
+  const struct engine_backup_opts *o;
+  const struct engine_creds *creds;
+  struct store *store;
+  const char *snap_name;
+  struct nbdlimit *limit;
+  const struct xapi_vm **todo;  /* the VMs to back up, in pool order */
+  size_t ntodo;
+
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  size_t next;                  /* todo[next] is the next VM to take */
+  int status;                   /* 1 once some VM failed */
+  const char **claimed;         /* uuids of disks jobs work on (borrowed
+                                   from the jobs' struct disk) */
+  size_t nclaimed, capclaimed;
+};
+
+static bool
+claimed (struct backup_run *r, const char *uuid)
+{
+  for (size_t i = 0; i < r->nclaimed; i++)
+    if (strcmp (r->claimed[i], uuid) == 0)
+      return true;
+  return false;
+}
+
+int
+backup_claim_disks (struct backup *b, const struct disk *v, size_t n)
+{
+  struct backup_run *r = b->run;
+  bool busy;
+  SCOPED_LOCK (&r->lock);
+
+  if (r->nclaimed + n > r->capclaimed) {
+    size_t cap = MAX (r->capclaimed * 2, r->nclaimed + n);
+    const char **nv = realloc (r->claimed, cap * sizeof *nv);
+    if (nv == NULL) {
+      err_set (ENOMEM, "out of memory");
+      return -1;
+    }
+    r->claimed = nv;
+    r->capclaimed = cap;
+  }
+  for (;;) {
+    busy = false;
+    for (size_t i = 0; i < n && !busy; i++)
+      busy = claimed (r, v[i].live.uuid);
+    if (!busy)
+      break;
+    log_info ("%s: waiting for another job backing up the same disk",
+              v[0].label);
+    pthread_cond_wait (&r->cond, &r->lock);
+  }
+  for (size_t i = 0; i < n; i++)
+    r->claimed[r->nclaimed++] = v[i].live.uuid;
+  return 0;
+}
+
+void
+backup_release_disks (struct backup *b, const struct disk *v, size_t n)
+{
+  struct backup_run *r = b->run;
+  SCOPED_LOCK (&r->lock);
+
+  for (size_t i = 0; i < n; i++)
+    for (size_t k = 0; k < r->nclaimed; k++)
+      if (r->claimed[k] == v[i].live.uuid) {
+        r->claimed[k] = r->claimed[--r->nclaimed];
+        break;
+      }
+  pthread_cond_broadcast (&r->cond);
+}
+
+/* One job: back up VMs until none is left.  B's session is the job's
+ * own, or (job 0) the run's first. */
+static void
+job_run (struct backup *b)
+{
+  struct backup_run *r = b->run;
+
+  for (;;) {
+    const struct xapi_vm *vm;
+    pthread_mutex_lock (&r->lock);
+    vm = r->next < r->ntodo ? r->todo[r->next++] : NULL;
+    pthread_mutex_unlock (&r->lock);
+    if (vm == NULL)
+      return;
+    if (backup_vm (b, vm) != 0) {
+      pthread_mutex_lock (&r->lock);
+      r->status = 1;
+      pthread_mutex_unlock (&r->lock);
+    }
+  }
+}
+
+/* A job thread other than the first: log in, work, log out.  A job
+ * that cannot log in leaves the VMs to the others. */
+static void *
+job_thread (void *arg)
+{
+  struct backup *b = arg;
+
+  b->xs = engine_login (b->run->creds);
+  if (b->xs == NULL) {
+    log_warn ("a backup job could not log in (%s); the others go on",
+              err_get ());
+    return NULL;
+  }
+  b->targets = engine_targets_new (b->xs);
+  if (b->targets == NULL)
+    log_warn ("a backup job could not start (%s); the others go on",
+              err_get ());
+  else
+    job_run (b);
+  engine_targets_free (b->targets);
+  xapi_logout (b->xs);
+  return NULL;
+}
+
+/* Back up the VMs O selects: the first job on session XS and TARGETS
+ * (the caller's), the others on sessions of their own.  0, 1 or -1 as
+ * engine_backup. */
+static int
+run (struct backup_run *r, xapi_session *xs, struct engine_targets *targets)
+{
+  const struct engine_backup_opts *o = r->o;
+  struct xapi_vm *vms = NULL;
+  struct backup *jobs = NULL;
+  pthread_t *tids = NULL;
+  size_t n, i, j, njobs, started = 0;
+  int status = -1;
+
+  if (xapi_vm_get_all (xs, &vms, &n) == -1)
+    return -1;
+  for (j = 0; j < o->nvms; j++) {
+    bool found = false;
+    for (i = 0; i < n; i++)
+      found |= matches (o->vms[j], &vms[i]);
+    if (!found) {
+      err_set (ENOENT, "--vm %s: no VM has that name or uuid", o->vms[j]);
+      goto out;
+    }
+  }
+  r->todo = calloc (n ? n : 1, sizeof *r->todo);
+  if (r->todo == NULL) {
+    err_set (ENOMEM, "out of memory");
+    goto out;
+  }
+  for (i = 0; i < n; i++)
+    if (wanted (o, &vms[i]))
+      r->todo[r->ntodo++] = &vms[i];
+
+  njobs = MAX (1, MIN (o->jobs, r->ntodo));
+  jobs = calloc (njobs, sizeof *jobs);
+  tids = calloc (njobs, sizeof *tids);
+  if (jobs == NULL || tids == NULL) {
+    err_set (ENOMEM, "out of memory");
+    goto out;
+  }
+  for (i = 0; i < njobs; i++) {
+    jobs[i] = (struct backup) {
+      .run = r, .store = r->store, .snap_name = r->snap_name,
+      .copy = o->copy, .no_copy = o->no_copy, .verify = o->verify,
+      .exclude = o->exclude, .nexclude = o->nexclude,
+    };
+    jobs[i].copy.limit = r->limit;
+    /* Progress lines of several copies would overwrite each other. */
+    if (njobs > 1)
+      jobs[i].copy.progress = false;
+  }
+  jobs[0].xs = xs;
+  jobs[0].targets = targets;
+  for (i = 1; i < njobs; i++)
+    if (pthread_create (&tids[i], NULL, job_thread, &jobs[i]) == 0)
+      started = i;
+    else {
+      log_warn ("cannot start backup job %zu; the others go on", i + 1);
+      break;
+    }
+  job_run (&jobs[0]);
+  for (i = 1; i <= started; i++)
+    pthread_join (tids[i], NULL);
+  status = r->status;
+
+ out:
+  free (tids);
+  free (jobs);
+  free (r->todo);
+  r->todo = NULL;
+  xapi_vms_free (vms, n);
+  return status;
+}
+
+int
+engine_backup (const char *path, const struct engine_server *server,
+               const struct engine_backup_opts *o)
+{
+  char snap_name[sizeof SNAP_NAME + UUID_LEN + 1];  /* "cbtfs backup <id>" */
+  struct backup_run r = { .o = o, .snap_name = snap_name };
+  struct engine_creds *creds = NULL;
+  struct engine_targets *targets = NULL;
+  xapi_session *xs = NULL;
+  int status = -1;
+
+  pthread_mutex_init (&r.lock, NULL);
+  pthread_cond_init (&r.cond, NULL);
+  r.store = store_open (path, true);
+  if (r.store == NULL || store_lock (r.store) == -1)
+    goto out;
+  snprintf (snap_name, sizeof snap_name, "%s %s", SNAP_NAME, r.store->id);
+  if ((r.limit = nbdlimit_new (NBDLIMIT_XAPI_NBD, o->rate)) == NULL)
+    goto out;
+  if (xapi_global_init () == -1)
+    goto out;
+  if ((creds = engine_creds_new (server)) != NULL
+      && (xs = engine_login (creds)) != NULL) {
+    char msg[1024];
+    int e;
+    r.creds = creds;
+    targets = engine_targets_new (xs);
+    status = targets ? run (&r, xs, targets) : -1;
+    /* Logging out must not replace why the run could not start. */
+    e = errno;
+    snprintf (msg, sizeof msg, "%s", err_get ());
+    engine_targets_free (targets);
+    xapi_logout (xs);
+    err_set (e, "%s", msg);
+  }
+  engine_creds_free (creds);
+  xapi_global_cleanup ();
+ out:
+  nbdlimit_free (r.limit);
+  store_close (r.store);
+  free (r.claimed);
+  pthread_cond_destroy (&r.cond);
+  pthread_mutex_destroy (&r.lock);
+  return status;
+}

@@ -1,0 +1,40 @@
+/* cbtfs engine: finding points in time in a store.
+ *
+ * Thread model: see points.h (no shared state).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "../chain/store/store.h"
+#include "../common/cleanup.h"
+#include "../common/error.h"
+#include "../common/log.h"
+#include "../common/util.h"
+#include "points.h"
+
+struct catalog *
+engine_catalog (const char *path, unsigned flags)
+{
+  return catalog_open (path, flags);
+}
+
+void
+engine_load_verdicts (const struct catalog_disk *d, struct verdicts *vs)
+{
+  vs->v = NULL;
+  vs->n = 0;
+  if (d->npoints && verdicts_load (d->points[0].layer->store, d->uuid,
+                                   vs) == -1)
+    log_warn ("%s", err_get ());
+}
+
+char *
+engine_point_label (const struct catalog_disk *d,
+                    const struct catalog_point *p)
+{
+  char *s;
+
+  if (asprintf (&s, "by-vm/%s/%s/%s.img", d->vm->name, d->name, p->name) == -1)
+    return NULL;
+  return s;
+}

@@ -1,0 +1,30 @@
+/* cbtfs engine: finding points in time in a store (helpers on top of
+ * chain/catalog.h, chain/verdict.h and chain/store.h).
+ *
+ * Thread model: no shared state; what they return belongs to the
+ * caller.
+ */
+#ifndef CBTFS_ENGINE_POINTS_H
+#define CBTFS_ENGINE_POINTS_H
+
+#include "../chain/catalog.h"
+#include "../chain/verdict.h"
+
+/* Open the store at PATH read-only and load its catalog with FLAGS
+ * (enum catalog_flags; caller frees with catalog_free); NULL with err_*. */
+extern struct catalog *engine_catalog (const char *path, unsigned flags)
+  __attribute__ ((__nonnull__ (1)));
+
+/* The verdicts of disk D (chain/verdict.h) into *VS: empty if there are
+ * none, or if they cannot be read (then a warning says why). */
+extern void engine_load_verdicts (const struct catalog_disk *d,
+                                  struct verdicts *vs)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+/* "by-vm/VM/DISK/TIME.img": where people find point P of disk D in a
+ * mount.  Malloc'd (caller frees), or NULL on ENOMEM. */
+extern char *engine_point_label (const struct catalog_disk *d,
+                                 const struct catalog_point *p)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+#endif /* CBTFS_ENGINE_POINTS_H */

@@ -141,9 +141,11 @@ uniquify (char **names, size_t n)
 static int
 cmp_layer_age (const struct layer *x, const struct layer *y)
 {
-  if (x->meta.time != y->meta.time)
-    return x->meta.time < y->meta.time ? -1 : 1;
-  return x->meta.seq < y->meta.seq ? -1 : x->meta.seq > y->meta.seq;
+  const struct layer_meta *a = layer_meta (x), *b = layer_meta (y);
+
+  if (a->time != b->time)
+    return a->time < b->time ? -1 : 1;
+  return a->seq < b->seq ? -1 : a->seq > b->seq;
 }
 
 static int
@@ -156,14 +158,14 @@ cmp_point (const void *a, const void *b)
 static int
 cmp_snapshot (const void *a, const void *b)
 {
-  return strcmp ((*(struct layer *const *) a)->meta.snapshot,
-                 (*(struct layer *const *) b)->meta.snapshot);
+  return strcmp (layer_meta ((*(struct layer *const *) a))->snapshot,
+                 layer_meta ((*(struct layer *const *) b))->snapshot);
 }
 
 static int
 cmp_snapshot_key (const void *key, const void *elem)
 {
-  return strcmp (key, (*(struct layer *const *) elem)->meta.snapshot);
+  return strcmp (key, layer_meta ((*(struct layer *const *) elem))->snapshot);
 }
 
 /* Link each layer to its parent: same chain, older seq (so damaged
@@ -183,21 +185,20 @@ link_parents (struct catalog_disk *d)
   qsort (by_snap, d->npoints, sizeof *by_snap, cmp_snapshot);
   for (size_t i = 0; i < d->npoints; i++) {
     struct layer *l = d->points[i].layer, **pp, *p;
-    l->parent = NULL;
-    l->parent_missing = false;
-    if (l->meta.parent[0] == '\0')
+    layer_link (l, NULL, false);
+    if (layer_meta (l)->parent[0] == '\0')
       continue;
-    pp = bsearch (l->meta.parent, by_snap, d->npoints, sizeof *by_snap,
+    pp = bsearch (layer_meta (l)->parent, by_snap, d->npoints, sizeof *by_snap,
                   cmp_snapshot_key);
     p = pp ? *pp : NULL;
-    if (p && strcmp (p->meta.chain, l->meta.chain) == 0
-        && p->meta.seq < l->meta.seq)
-      l->parent = p;
-    if (l->parent == NULL) {
-      l->parent_missing = true;
+    if (p && strcmp (layer_meta (p)->chain, layer_meta (l)->chain) == 0
+        && layer_meta (p)->seq < layer_meta (l)->seq)
+      layer_link (l, p, false);
+    else {
+      layer_link (l, NULL, true);
       log_warn ("snapshot %s of disk %s: its parent %s is missing or "
                 "damaged; blocks it would supply cannot be read",
-                l->meta.snapshot, d->uuid, l->meta.parent);
+                layer_meta (l)->snapshot, d->uuid, layer_meta (l)->parent);
     }
   }
   return 0;
@@ -215,7 +216,7 @@ name_points (struct catalog_disk *d)
     return -1;
   for (i = 0; i < d->npoints; i++) {
     char buf[64];
-    catalog_time_name (d->points[i].layer->meta.time, buf, sizeof buf);
+    catalog_time_name (layer_meta (d->points[i].layer)->time, buf, sizeof buf);
     if ((names[i] = strdup (buf)) == NULL)
       goto out;
   }
@@ -247,7 +248,8 @@ open_point (struct store *s, const char *disk, const char *name,
               err_get ());
     return NULL;
   }
-  if (strcmp (l->meta.snapshot, name) || strcmp (l->meta.disk, disk)) {
+  if (strcmp (layer_meta (l)->snapshot, name)
+      || strcmp (layer_meta (l)->disk, disk)) {
     log_warn ("skipping layer %s of disk %s: its manifest names another "
               "snapshot or disk", name, disk);
     layer_close (l);
@@ -279,9 +281,9 @@ open_from_copies (struct store *s, const char *uuid,
 
     if (l == NULL)
       continue;                 /* a torn copy: its manifest is read */
-    at = store_names_find (snaps, nsnaps, l->meta.snapshot);
+    at = store_names_find (snaps, nsnaps, layer_meta (l)->snapshot);
     /* A copy of a layer since removed, or of another disk's. */
-    if (at < 0 || taken[at] || strcmp (l->meta.disk, uuid)) {
+    if (at < 0 || taken[at] || strcmp (layer_meta (l)->disk, uuid)) {
       layer_close (l);
       continue;
     }
@@ -393,13 +395,15 @@ name_disks (struct catalog_vm *vm)
 
   if (base == NULL || names == NULL || shared == NULL)
     return -1;
-  for (i = 0; i < n; i++)
-    if ((base[i] = catalog_safe_name (newest_layer (vm->disks[i])->meta.disk_name)) == NULL)
+  for (i = 0; i < n; i++) {
+    const struct layer_meta *m = layer_meta (newest_layer (vm->disks[i]));
+    if ((base[i] = catalog_safe_name (m->disk_name)) == NULL)
       goto out;
+  }
   if (find_shared (base, n, shared) == -1)
     goto out;
   for (i = 0; i < n; i++) {
-    const char *dev = newest_layer (vm->disks[i])->meta.userdevice;
+    const char *dev = layer_meta (newest_layer (vm->disks[i]))->userdevice;
     if (shared[i] && dev[0]) {
       if (asprintf (&names[i], "%s-%s", base[i], dev) == -1) {
         names[i] = NULL;
@@ -430,8 +434,8 @@ cmp_disk_device (const void *a, const void *b)
 {
   const struct catalog_disk *x = *(struct catalog_disk *const *) a;
   const struct catalog_disk *y = *(struct catalog_disk *const *) b;
-  const char *dx = newest_layer (x)->meta.userdevice;
-  const char *dy = newest_layer (y)->meta.userdevice;
+  const char *dx = layer_meta (newest_layer (x))->userdevice;
+  const char *dy = layer_meta (newest_layer (y))->userdevice;
   size_t lx = strlen (dx), ly = strlen (dy);
 
   /* Numeric order of decimal strings: shorter first, then by digits. */
@@ -448,7 +452,8 @@ cmp_disk_vm (const void *a, const void *b)
 {
   const struct catalog_disk *x = *(struct catalog_disk *const *) a;
   const struct catalog_disk *y = *(struct catalog_disk *const *) b;
-  int c = strcmp (newest_layer (x)->meta.vm, newest_layer (y)->meta.vm);
+  int c = strcmp (layer_meta (newest_layer (x))->vm,
+                  layer_meta (newest_layer (y))->vm);
 
   return c ? c : (x > y) - (x < y);
 }
@@ -486,8 +491,8 @@ group_vms (struct catalog *c, struct vm_info *info)
       by_vm[n++] = &c->disks[i];
   qsort (by_vm, n, sizeof *by_vm, cmp_disk_vm);
   for (i = 0; i < n; i = j) {
-    for (j = i + 1; j < n && strcmp (newest_layer (by_vm[i])->meta.vm,
-                                     newest_layer (by_vm[j])->meta.vm) == 0;
+    for (j = i + 1; j < n && strcmp (layer_meta (newest_layer (by_vm[i]))->vm,
+                                     layer_meta (newest_layer (by_vm[j]))->vm) == 0;
          j++)
       ;
     groups[ngroups++] = (struct vm_group) { &by_vm[i], j - i };
@@ -496,7 +501,8 @@ group_vms (struct catalog *c, struct vm_info *info)
   for (i = 0; i < ngroups; i++) {
     struct catalog_vm *vm = &c->vms[i];
     struct vm_group *g = &groups[i];
-    memcpy (vm->uuid, newest_layer (g->first[0])->meta.vm, UUID_LEN + 1);
+    memcpy (vm->uuid, layer_meta (newest_layer (g->first[0]))->vm,
+            UUID_LEN + 1);
     vm->disks = malloc (g->n * sizeof *vm->disks);
     if (vm->disks == NULL)
       return -1;
@@ -535,9 +541,11 @@ build_vms (struct catalog *c)
   names = calloc (nvms ? nvms : 1, sizeof *names);
   if (names == NULL)
     return -1;
-  for (i = 0; i < nvms; i++)
-    if ((names[i] = catalog_safe_name (info[i].newest->meta.vm_name)) == NULL)
+  for (i = 0; i < nvms; i++) {
+    names[i] = catalog_safe_name (layer_meta (info[i].newest)->vm_name);
+    if (names[i] == NULL)
       goto out;
+  }
   if (uniquify (names, nvms) == -1)
     goto out;
   for (i = 0; i < nvms; i++) {
@@ -708,11 +716,13 @@ catalog_find (const struct catalog *c, const char *snapshot,
               struct catalog_disk **disk)
 {
   for (size_t i = 0; i < c->ndisks; i++)
-    for (size_t j = 0; j < c->disks[i].npoints; j++)
-      if (strcmp (c->disks[i].points[j].layer->meta.snapshot, snapshot) == 0) {
+    for (size_t j = 0; j < c->disks[i].npoints; j++) {
+      const struct layer *l = c->disks[i].points[j].layer;
+      if (strcmp (layer_meta (l)->snapshot, snapshot) == 0) {
         if (disk)
           *disk = &c->disks[i];
         return &c->disks[i].points[j];
       }
+    }
   return NULL;
 }

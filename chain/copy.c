@@ -62,17 +62,17 @@ claim (struct job *j, uint64_t *first, unsigned *n)
   SCOPED_LOCK (&j->lock);
   if (j->failed)
     return false;
-  for (b = bitmap_next_set (&l->changed, j->cursor); b < l->nblocks;
-       b = bitmap_next_set (&l->changed, b + 1))
+  for (b = bitmap_next_set (layer_set (l), j->cursor); b < layer_nblocks (l);
+       b = bitmap_next_set (layer_set (l), b + 1))
     if (layer_block_state (l, b) == LAYER_MISSING)
       break;
-  if (b >= l->nblocks) {
-    j->cursor = l->nblocks;
+  if (b >= layer_nblocks (l)) {
+    j->cursor = layer_nblocks (l);
     return false;
   }
   *first = b;
   *n = 1;
-  while (*n < j->o->request_blocks && b + *n < l->nblocks
+  while (*n < j->o->request_blocks && b + *n < layer_nblocks (l)
          && layer_block_state (l, b + *n) == LAYER_MISSING)
     ++*n;
   j->cursor = b + *n;
@@ -87,7 +87,7 @@ connect_fresh (struct job *j, bool *permanent)
 {
   bool ask_failed;
   struct nbdsrc_conn *c = nbdsrc_connect_known (&j->known, &j->tg,
-                                                j->l->meta.snapshot,
+                                                layer_meta (j->l)->snapshot,
                                                 j->o->timeout, j->o->limit,
                                                 &ask_failed);
 
@@ -95,7 +95,8 @@ connect_fresh (struct job *j, bool *permanent)
    * certificate XAPI gave, will not on a retry. */
   if (c == NULL && (ask_failed || errno == ENOTSUP || errno == EKEYREJECTED))
     *permanent = true;
-  if (c && nbdsrc_check_size (c, j->l->meta.snapshot, j->l->meta.size) == -1) {
+  if (c && nbdsrc_check_size (c, layer_meta (j->l)->snapshot,
+                              layer_meta (j->l)->size) == -1) {
     nbdsrc_close (c);
     *permanent = true;
     return NULL;
@@ -195,7 +196,7 @@ fill_pipe (struct job *j, struct nbdsrc_conn *c, struct run *runs,
         uint64_t off = r->first << CHAIN_BLOCK_SHIFT;
         r->busy = true;
         r->len = MIN ((uint64_t) r->n << CHAIN_BLOCK_SHIFT,
-                      j->l->meta.size - off);
+                      layer_meta (j->l)->size - off);
         if (c && ret == 0
             && (r->cookie = nbdsrc_start_read (c, r->buf, r->len, off)) == -1)
           ret = -1;
@@ -303,7 +304,7 @@ copy_layer (struct layer *l, const struct chain_targets *tg,
   if (layer_complete (l))
     return 0;
   layer_counts (l, &present, &stored);
-  j.todo = l->nchanged - present;
+  j.todo = layer_nchanged (l) - present;
   tids = calloc (o->conns, sizeof *tids);
   if (tids == NULL) {
     err_set (ENOMEM, "out of memory");

@@ -352,7 +352,7 @@ release_idle (struct fetcher *f, struct layer **v, size_t n)
     struct layer *l = f->held[i];
     if (!contains (v, n, l) && layer_release (l) == 0)
       log_debug ("snapshot %s: idle, writer lock given back",
-                 l->meta.snapshot);
+                 layer_meta (l)->snapshot);
     else
       f->held[j++] = l;
   }
@@ -480,7 +480,7 @@ keep_failed (struct fetcher *f, struct layer *l)
   pthread_mutex_unlock (&f->lock);
   if (first || x == NULL)
     log_error ("not keeping fetched blocks of snapshot %s for now (they "
-               "are still served): %s", l->meta.snapshot, err_get ());
+               "are still served): %s", layer_meta (l)->snapshot, err_get ());
   else
     log_debug ("not keeping fetched blocks: %s", err_get ());
   mark_dirty (f, l);            /* so that the flusher releases it */
@@ -545,11 +545,12 @@ fetch_run (struct fetcher *f, struct layer *l, uint64_t first, unsigned n,
            uint8_t *out, struct fetch_later *later)
 {
   uint64_t off = first << CHAIN_BLOCK_SHIFT;
-  size_t len = MIN ((uint64_t) n << CHAIN_BLOCK_SHIFT, l->meta.size - off);
+  size_t len = MIN ((uint64_t) n << CHAIN_BLOCK_SHIFT,
+                    layer_meta (l)->size - off);
   int attempt, s = -1;
 
   for (attempt = 0; attempt < 2; attempt++) {
-    s = get_slot (f, l->meta.snapshot, l->meta.size);
+    s = get_slot (f, layer_meta (l)->snapshot, layer_meta (l)->size);
     if (s == -1)
       break;
     if (nbdsrc_pread (f->slots[s].c, out, len, off, f->o.timeout) == 0) {
@@ -566,11 +567,11 @@ fetch_run (struct fetcher *f, struct layer *l, uint64_t first, unsigned n,
     put_slot (f, s, false);
   }
   pthread_mutex_lock (&f->lock);
-  remember_failure (f, l->meta.snapshot);
+  remember_failure (f, layer_meta (l)->snapshot);
   pthread_mutex_unlock (&f->lock);
   land (f, l, first);
   err_prefix ("snapshot %s: offset %" PRIu64 ": cannot fetch",
-              l->meta.snapshot, off);
+              layer_meta (l)->snapshot, off);
   errno = EIO;
   return -1;
 }

@@ -43,7 +43,7 @@ layer_alloc (void)
   }
   pthread_rwlock_init (&l->lock, NULL);
   pthread_mutex_init (&l->sync_lock, NULL);
-  pthread_mutex_init (&l->resolve_lock, NULL);
+  pthread_mutex_init (&l->resolve.lock, NULL);
   pthread_mutex_init (&l->load_lock, NULL);
   l->id = __atomic_add_fetch (&next_id, 1, __ATOMIC_RELAXED);
   return l;
@@ -81,9 +81,9 @@ layer_close (struct layer *l)
   pthread_mutex_destroy (&l->load_lock);
   pthread_rwlock_destroy (&l->lock);
   pthread_mutex_destroy (&l->sync_lock);
-  pthread_mutex_destroy (&l->resolve_lock);
-  if (l->resolve_cache_free)
-    l->resolve_cache_free (l->resolve_cache);
+  pthread_mutex_destroy (&l->resolve.lock);
+  if (l->resolve.cache_free)
+    l->resolve.cache_free (l->resolve.cache);
   free (l);
 }
 
@@ -91,6 +91,67 @@ const char *
 layer_where (const struct layer *l)
 {
   return store_layer_where (l->obj);
+}
+
+const struct layer_meta *
+layer_meta (const struct layer *l)
+{
+  return &l->meta;
+}
+
+uint64_t
+layer_nblocks (const struct layer *l)
+{
+  return l->nblocks;
+}
+
+const struct bitmap *
+layer_set (const struct layer *l)
+{
+  return &l->changed;
+}
+
+uint64_t
+layer_nchanged (const struct layer *l)
+{
+  return l->nchanged;
+}
+
+struct store *
+layer_store (const struct layer *l)
+{
+  return l->store;
+}
+
+uint64_t
+layer_damaged_records (const struct layer *l)
+{
+  return l->damaged_records;
+}
+
+struct layer *
+layer_parent (const struct layer *l)
+{
+  return l->parent;
+}
+
+bool
+layer_parent_missing (const struct layer *l)
+{
+  return l->parent_missing;
+}
+
+void
+layer_link (struct layer *l, struct layer *parent, bool missing)
+{
+  l->parent = parent;
+  l->parent_missing = missing;
+}
+
+struct layer_resolve *
+layer_resolve (struct layer *l)
+{
+  return &l->resolve;
 }
 
 /* Build the rank directory of the set and an empty record map. */
@@ -573,10 +634,10 @@ layer_unload (struct layer *l)
   }
   free_blocks (l);
   l->index_len = 0;
-  if (l->resolve_cache_free)
-    l->resolve_cache_free (l->resolve_cache);
-  l->resolve_cache = NULL;
-  l->resolve_tried = false;
+  if (l->resolve.cache_free)
+    l->resolve.cache_free (l->resolve.cache);
+  l->resolve.cache = NULL;
+  l->resolve.tried = false;
   l->counts_kept = true;
   __atomic_store_n (&l->load_state, LAYER_UNLOADED, __ATOMIC_RELEASE);
   return 0;

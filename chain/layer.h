@@ -44,7 +44,6 @@
 #include "bitmap.h"
 #include "layer-meta.h"
 #include "store/store.h"
-#include "sums.h"
 
 #define CHAIN_BLOCK_SHIFT 16
 #define CHAIN_BLOCK_SIZE (1u << CHAIN_BLOCK_SHIFT)
@@ -71,56 +70,57 @@ enum layer_block {
   LAYER_DATA = 3,               /* in the set, stored with a checksum (ready) */
 };
 
-struct layer {
-  struct layer_meta meta;       /* immutable after open */
-  uint64_t nblocks;
-  struct bitmap changed;        /* the set (all ones when meta.full); valid
-                                   once loaded, then immutable */
-  uint64_t nchanged;            /* blocks in the set, once loaded */
-  struct store *store;          /* borrowed: outlives the layer */
-  struct store_layer *obj;      /* the store's handle (owned) */
-  uint64_t id;                  /* unique in the process, never reused */
-  struct layer *parent;         /* borrowed; linked by the catalog */
-  bool parent_missing;          /* meta.parent names a layer not loaded */
+struct layer;                   /* opaque: layer-impl.h */
 
-  /* Block → layer index of the point this layer tops (read.c owns it). */
-  pthread_mutex_t resolve_lock;
-  void *resolve_cache;
-  void (*resolve_cache_free) (void *);
-  bool resolve_tried;
-
-  pthread_mutex_t load_lock;    /* serialises layer_load */
-  int load_state;               /* enum layer_load; atomic */
-  char *load_error;             /* why it is LAYER_DAMAGED (owned) */
-
-  pthread_rwlock_t lock;
-  struct bitmap ready;          /* blocks this process may serve */
-  struct bitmap present;        /* blocks with a durable record */
-  uint64_t npresent;            /* present blocks of the set */
-  uint64_t nstored;             /* present blocks stored as DATA */
-  /* Where a stored block's checksum is: in its DATA record, read from
-   * the index when the block is read, so that memory grows by 4 bytes
-   * per block of the set, not by a table of every checksum. */
-  uint32_t *recno;              /* per block of the set, in order: its
-                                   DATA record's number, 0 if none */
-  uint32_t *rank;               /* blocks of the set before each 64-block
-                                   word of changed (NULL when full) */
-  struct sums unsynced;         /* checksums of ready DATA blocks whose
-                                   records are not durable yet */
-  void *pending;                /* records not yet durable (layer.c) */
-
-  pthread_mutex_t sync_lock;
-  bool writing;                 /* this process is the store's writer of
-                                   it; set under sync_lock and lock, atomic */
-  bool held;                    /* opened to be filled (layer_open,
-                                   layer_create): writes until closed */
-  unsigned writers;             /* layer_put_run calls writing data now;
-                                   joined under lock (shared), atomic */
-  uint64_t index_len;           /* bytes up to the last good record read */
-  uint64_t damaged_records;     /* index records skipped as damaged */
-  bool counts_kept;             /* unloaded, with the counts above kept */
-  bool write_failed;            /* a sync failed: no puts until released */
+/* What the resolver (read.c) keeps with a layer: the block -> layer
+ * index of the point the layer tops.  The layer frees it (cache_free)
+ * when it is closed or unloaded. */
+struct layer_resolve {
+  pthread_mutex_t lock;         /* serialises building it */
+  void *cache;                  /* atomic */
+  void (*cache_free) (void *);
+  bool tried;                   /* atomic: built, or failed for good */
 };
+
+/* What L is (its manifest); borrowed, immutable while L is open. */
+extern const struct layer_meta *layer_meta (const struct layer *l)
+  __attribute__ ((__nonnull__ (1)));
+
+/* Blocks of L's disk. */
+extern uint64_t layer_nblocks (const struct layer *l)
+  __attribute__ ((__nonnull__ (1)));
+
+/* L's set of blocks (all of them for a full layer); L must be loaded
+ * (layer_load), after which the set never changes. */
+extern const struct bitmap *layer_set (const struct layer *l)
+  __attribute__ ((__nonnull__ (1)));
+
+/* Blocks in L's set, once loaded (or from counts layer_unload kept). */
+extern uint64_t layer_nchanged (const struct layer *l)
+  __attribute__ ((__nonnull__ (1)));
+
+/* The store L lives in (borrowed). */
+extern struct store *layer_store (const struct layer *l)
+  __attribute__ ((__nonnull__ (1)));
+
+/* Index records of L skipped as damaged when it was read. */
+extern uint64_t layer_damaged_records (const struct layer *l)
+  __attribute__ ((__nonnull__ (1)));
+
+/* The layer below L in its chain (NULL for a baseline or when it is
+ * missing), and whether its manifest names a parent that is missing or
+ * damaged; set by the catalog with layer_link. */
+extern struct layer *layer_parent (const struct layer *l)
+  __attribute__ ((__nonnull__ (1)));
+extern bool layer_parent_missing (const struct layer *l)
+  __attribute__ ((__nonnull__ (1)));
+extern void layer_link (struct layer *l, struct layer *parent, bool missing)
+  __attribute__ ((__nonnull__ (1)));
+
+/* The resolver's slot in L. */
+extern struct layer_resolve *layer_resolve (struct layer *l)
+  __attribute__ ((__nonnull__ (1)));
+
 
 /* Create layer META->snapshot of disk META->disk in STORE atomically
  * (store_layer_create), holding META and CHANGED (NULL when

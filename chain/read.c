@@ -1,7 +1,7 @@
 /* cbtfs: reading a point in time.
  *
  * Thread model: reentrant (see read.h); the bounce buffer is per call.
- * A point's index is built once, under its top layer's resolve_lock, and
+ * A point's index is built once, under its top layer's resolve lock, and
  * published with an atomic store; readers after that take no lock.
  * Layers are loaded (layer_load, thread-safe) as resolution reaches
  * them: a layer's set is only looked at after layer_load succeeded.
@@ -34,8 +34,9 @@ struct chain_index {
 #define NONE 0xFFFF
 #define GAP 0xFFFE                /* below a missing parent: unknowable */
 
-static struct layer broken_marker;
-#define BROKEN (&broken_marker)
+/* An address no layer has: the run's blocks are unknowable. */
+static max_align_t broken_marker;      /* aligned for any type */
+#define BROKEN ((struct layer *) &broken_marker)
 
 static void
 index_free (void *p)
@@ -60,13 +61,13 @@ index_build (struct layer *top, bool *retry)
   CLEANUP_FREE uint16_t *owner = NULL;
   CLEANUP_FREE struct layer **chain = NULL;
   struct chain_index *ix = NULL;
-  uint64_t n = top->nblocks, b;
+  uint64_t n = layer_nblocks (top), b;
   size_t depth = 0, i, r;
   struct layer *l;
   bool cut;
 
   *retry = false;
-  for (l = top; l; l = l->parent)
+  for (l = top; l; l = layer_parent (l))
     depth++;
   if (depth < INDEX_MIN_DEPTH || depth >= GAP)
     return NULL;
@@ -75,9 +76,9 @@ index_build (struct layer *top, bool *retry)
   owner = malloc ((n ? n : 1) * sizeof *owner);
   if (chain == NULL || owner == NULL)
     return NULL;
-  for (i = 0, l = top; l; l = l->parent)
+  for (i = 0, l = top; l; l = layer_parent (l))
     chain[i++] = l;
-  cut = chain[depth - 1]->parent_missing;
+  cut = layer_parent_missing (chain[depth - 1]);
   for (i = 0; i < depth; i++)
     if (layer_load (chain[i]) == -1) {
       if (errno != EIO)
@@ -90,9 +91,9 @@ index_build (struct layer *top, bool *retry)
   /* Newest first: a block belongs to the first layer whose set has it. */
   for (i = 0; i < depth; i++) {
     /* Older layers may be smaller (the disk grew since). */
-    uint64_t m = MIN (n, chain[i]->changed.nbits);
-    for (b = bitmap_next_set (&chain[i]->changed, 0); b < m;
-         b = bitmap_next_set (&chain[i]->changed, b + 1))
+    uint64_t m = MIN (n, layer_set (chain[i])->nbits);
+    for (b = bitmap_next_set (layer_set (chain[i]), 0); b < m;
+         b = bitmap_next_set (layer_set (chain[i]), b + 1))
       if (owner[b] == NONE)
         owner[b] = i;
   }
@@ -125,21 +126,21 @@ index_build (struct layer *top, bool *retry)
 static const struct chain_index *
 index_of (struct layer *top)
 {
-  struct chain_index *ix = __atomic_load_n (&top->resolve_cache,
-                                            __ATOMIC_ACQUIRE);
+  struct layer_resolve *r = layer_resolve (top);
+  struct chain_index *ix = __atomic_load_n (&r->cache, __ATOMIC_ACQUIRE);
 
-  if (ix || __atomic_load_n (&top->resolve_tried, __ATOMIC_ACQUIRE))
+  if (ix || __atomic_load_n (&r->tried, __ATOMIC_ACQUIRE))
     return ix;
-  pthread_mutex_lock (&top->resolve_lock);
-  if (!top->resolve_tried) {
+  pthread_mutex_lock (&r->lock);
+  if (!r->tried) {
     bool retry;
     ix = index_build (top, &retry);
-    top->resolve_cache_free = index_free;
-    __atomic_store_n (&top->resolve_cache, ix, __ATOMIC_RELEASE);
-    __atomic_store_n (&top->resolve_tried, !retry, __ATOMIC_RELEASE);
+    r->cache_free = index_free;
+    __atomic_store_n (&r->cache, ix, __ATOMIC_RELEASE);
+    __atomic_store_n (&r->tried, !retry, __ATOMIC_RELEASE);
   }
-  ix = top->resolve_cache;
-  pthread_mutex_unlock (&top->resolve_lock);
+  ix = r->cache;
+  pthread_mutex_unlock (&r->lock);
   return ix;
 }
 
@@ -147,14 +148,14 @@ index_of (struct layer *top)
 static struct layer *
 walk (struct layer *top, uint64_t b, bool *broken)
 {
-  for (struct layer *l = top; l; l = l->parent) {
+  for (struct layer *l = top; l; l = layer_parent (l)) {
     if (layer_load (l) == -1) {
       *broken = true;
       return NULL;
     }
-    if (bitmap_get (&l->changed, b))
+    if (bitmap_get (layer_set (l), b))
       return l;
-    if (l->parent_missing) {
+    if (layer_parent_missing (l)) {
       err_set (EIO, "needs a layer that is missing from the store");
       *broken = true;
       return NULL;
@@ -170,7 +171,7 @@ chain_resolve (struct layer *top, uint64_t b, bool *broken)
   size_t lo, hi;
 
   *broken = false;
-  if (b >= top->nblocks || (ix = index_of (top)) == NULL)
+  if (b >= layer_nblocks (top) || (ix = index_of (top)) == NULL)
     return walk (top, b, broken);
   /* The last run starting at or before B. */
   for (lo = 0, hi = ix->nruns; hi - lo > 1;) {
@@ -188,8 +189,8 @@ chain_resolve (struct layer *top, uint64_t b, bool *broken)
 bool
 chain_readable (struct layer *top)
 {
-  for (struct layer *l = top; l; l = l->parent)
-    if (!layer_complete (l) || l->parent_missing)
+  for (struct layer *l = top; l; l = layer_parent (l))
+    if (!layer_complete (l) || layer_parent_missing (l))
       return false;
   return true;
 }
@@ -221,7 +222,7 @@ read_blocks (struct layer *top, uint64_t b, unsigned n, uint8_t *out,
 
   *done = 1;
   if (broken) {
-    err_prefix ("snapshot %s: offset %" PRIu64, top->meta.snapshot,
+    err_prefix ("snapshot %s: offset %" PRIu64, layer_meta (top)->snapshot,
                 b << CHAIN_BLOCK_SHIFT);
     errno = EIO;
     return -1;
@@ -240,8 +241,8 @@ read_blocks (struct layer *top, uint64_t b, unsigned n, uint8_t *out,
   if (st == LAYER_MISSING) {
     if (fetch == NULL) {
       err_set (EIO, "snapshot %s: offset %" PRIu64 " is not in the store "
-               "(its layer %s is incomplete)", top->meta.snapshot,
-               b << CHAIN_BLOCK_SHIFT, l->meta.snapshot);
+               "(its layer %s is incomplete)", layer_meta (top)->snapshot,
+               b << CHAIN_BLOCK_SHIFT, layer_meta (l)->snapshot);
       return -1;
     }
     *done = missing_run (top, l, b, n);
@@ -269,11 +270,12 @@ chain_read_later (struct layer *top, void *buf, size_t count,
                   uint64_t offset, struct fetcher *fetch,
                   struct fetch_later *later)
 {
+  const struct layer_meta *m = layer_meta (top);
   CLEANUP_FREE uint8_t *bounce = NULL;
   uint8_t *out = buf;
 
-  if (offset > top->meta.size || count > top->meta.size - offset) {
-    err_set (EINVAL, "read past the end of snapshot %s", top->meta.snapshot);
+  if (offset > m->size || count > m->size - offset) {
+    err_set (EINVAL, "read past the end of snapshot %s", m->snapshot);
     return -1;
   }
   while (count > 0) {

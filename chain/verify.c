@@ -27,8 +27,8 @@ verify_layer (struct layer *l, verify_damage_fn fn, void *opaque,
     err_set (ENOMEM, "out of memory");
     return -1;
   }
-  for (b = bitmap_next_set (&l->changed, 0); b < l->nblocks;
-       b = bitmap_next_set (&l->changed, b + 1)) {
+  for (b = bitmap_next_set (layer_set (l), 0); b < layer_nblocks (l);
+       b = bitmap_next_set (layer_set (l), b + 1)) {
     if (layer_block_state (l, b) != LAYER_DATA)
       continue;
     ++*checked;
@@ -58,8 +58,8 @@ verify_point_md5 (struct layer *top, struct fetcher *fetch, char hex[33])
     err_set (ENOTSUP, "md5 is not available");
     return -1;
   }
-  for (off = 0; off < top->meta.size; off += CHUNK) {
-    size_t n = MIN ((uint64_t) CHUNK, top->meta.size - off);
+  for (off = 0; off < layer_meta (top)->size; off += CHUNK) {
+    size_t n = MIN ((uint64_t) CHUNK, layer_meta (top)->size - off);
     if (chain_read (top, buf, n, off, fetch) == -1) {
       gnutls_hash_deinit (h, md5);
       return -1;

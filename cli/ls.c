@@ -39,7 +39,7 @@ state_of (struct layer *l, char *buf, size_t len)
   if (!layer_complete (l)) {
     layer_counts (l, &present, &stored);
     snprintf (buf, len, "incomplete %" PRIu64 "/%" PRIu64, present,
-              l->nchanged);
+              layer_nchanged (l));
     return buf;
   }
   return chain_readable (l) ? "complete" : "complete (an older layer is not)";
@@ -69,7 +69,7 @@ print_json (const struct catalog *c)
     const struct catalog_disk *d = &c->disks[i];
     if (d->npoints == 0)
       continue;
-    const struct layer_meta *m = &d->points[d->npoints - 1].layer->meta;
+    const struct layer_meta *m = layer_meta (d->points[d->npoints - 1].layer);
 
     printf ("%s\n  {\"uuid\": \"%s\", \"vm_uuid\": \"%s\", \"vm\": ",
             sep, d->uuid, d->vm->uuid);
@@ -85,19 +85,20 @@ print_json (const struct catalog *c)
     engine_load_verdicts (d, &vs);
     for (size_t j = 0; j < d->npoints; j++) {
       struct layer *l = d->points[j].layer;
-      enum verdict v = verdicts_of (&vs, l->meta.snapshot);
+      enum verdict v = verdicts_of (&vs, layer_meta (l)->snapshot);
       uint64_t present, stored;
       layer_counts (l, &present, &stored);
       printf ("%s\n    {\"snapshot\": \"%s\", \"name\": ", j ? "," : "",
-              l->meta.snapshot);
+              layer_meta (l)->snapshot);
       json_str (d->points[j].name);
       printf (", \"time\": %" PRId64 ", \"size\": %" PRIu64
               ", \"kind\": \"%s\", \"chain\": \"%s\", \"changed_blocks\": %"
               PRIu64 ", \"present_blocks\": %" PRIu64 ", \"stored_blocks\": %"
               PRIu64 ", \"complete\": %s, \"readable\": %s, "
               "\"verdict\": %s%s%s, \"held\": %s}",
-              l->meta.time, l->meta.size, layer_is_baseline (&l->meta) ? "baseline" : "delta",
-              l->meta.chain, l->nchanged, present, stored,
+              layer_meta (l)->time, layer_meta (l)->size,
+              layer_is_baseline (layer_meta (l)) ? "baseline" : "delta",
+              layer_meta (l)->chain, layer_nchanged (l), present, stored,
               layer_complete (l) ? "true" : "false",
               chain_readable (l) ? "true" : "false",
               v ? "\"" : "", v ? verdict_name (v) : "null", v ? "\"" : "",
@@ -125,10 +126,11 @@ print_text (const struct catalog *c)
         struct layer *l = d->points[k].layer;
         char buf[64];
         printf ("    %s.img  %s  %" PRIu64 " bytes  %s  %" PRIu64
-                " blocks  %s%s\n", d->points[k].name, l->meta.snapshot,
-                l->meta.size, layer_is_baseline (&l->meta) ? "baseline" : "delta   ",
-                l->nchanged, state_of (l, buf, sizeof buf),
-                verdict_note (verdicts_of (&vs, l->meta.snapshot)));
+                " blocks  %s%s\n", d->points[k].name, layer_meta (l)->snapshot,
+                layer_meta (l)->size,
+                layer_is_baseline (layer_meta (l)) ? "baseline" : "delta   ",
+                layer_nchanged (l), state_of (l, buf, sizeof buf),
+                verdict_note (verdicts_of (&vs, layer_meta (l)->snapshot)));
       }
       verdicts_free (&vs);
     }

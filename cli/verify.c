@@ -57,6 +57,9 @@ cmd_verify (int argc, char **argv)
             "damaged, %zu not wholly in the store%s", st.checked, st.points,
             st.damaged, st.incomplete, st.compared ? "" : " (no --server: "
             "not compared with the host)");
+  if (st.skipped)
+    log_error ("%zu damaged layers could not be read at all (named above)",
+               st.skipped);
   if (st.compared)
     log_info ("%zu points match the host's VDI.checksum; the others' "
               "snapshots hold only CBT metadata", st.matched);

@@ -152,20 +152,21 @@ scan_store (struct backup *b, struct disk *d)
       log_warn ("%s: ignoring damaged layer: %s", d->label, err_get ());
       continue;
     }
-    d->max_seq = MAX (d->max_seq, l->meta.seq);
-    memcpy (links[nlinks].snapshot, l->meta.snapshot, UUID_LEN + 1);
-    memcpy (links[nlinks++].parent, l->meta.parent, UUID_LEN + 1);
+    d->max_seq = MAX (d->max_seq, layer_meta (l)->seq);
+    memcpy (links[nlinks].snapshot, layer_meta (l)->snapshot, UUID_LEN + 1);
+    memcpy (links[nlinks++].parent, layer_meta (l)->parent, UUID_LEN + 1);
     r = layer_complete (l) ? RESUME_DONE
-      : resume_layer (b, d, snaps[i], l->meta.lazy);
-    if (l->meta.seq > newest) {
-      newest = l->meta.seq;
+      : resume_layer (b, d, snaps[i], layer_meta (l)->lazy);
+    if (layer_meta (l)->seq > newest) {
+      newest = layer_meta (l)->seq;
       layer_meta_clear (&d->prev);
       /* A delta may build on a layer not yet finished while the host
        * keeps its snapshot's data (a later run finishes it): a flaky
        * night must not cost a full copy.  A lost one needs a baseline. */
-      d->have_prev = r != RESUME_LOST && meta_copy (&d->prev, &l->meta) == 0;
+      d->have_prev = r != RESUME_LOST
+        && meta_copy (&d->prev, layer_meta (l)) == 0;
       /* Only cbtfs fetch reduces a --no-copy snapshot (it may be kept). */
-      prev_complete = r == RESUME_DONE && !l->meta.lazy;
+      prev_complete = r == RESUME_DONE && !layer_meta (l)->lazy;
     }
     layer_close (l);
   }

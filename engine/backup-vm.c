@@ -81,18 +81,19 @@ backup_fill_layer (struct backup *b, struct layer *l, const char *ref,
   struct copy_stats st;
   struct copy_opts o = b->copy;
   uint64_t present, stored;
-  bool baseline = layer_is_baseline (&l->meta);
+  bool baseline = layer_is_baseline (layer_meta (l));
 
   o.label = label;
   /* The copy's asks then skip VDI.get_by_uuid. */
-  if (engine_targets_note (b->targets, l->meta.snapshot, ref) == -1
+  if (engine_targets_note (b->targets, layer_meta (l)->snapshot, ref) == -1
       || copy_layer (l, engine_targets_chain (b->targets), &o, &st) == -1)
     return -1;
   layer_counts (l, &present, &stored);
   log_info ("%s: %s %s: %" PRIu64 " of %" PRIu64 " blocks %s, %"
             PRIu64 " stored, %.1f MiB read over NBD in %.1f s", label,
-            baseline ? "baseline" : "delta", l->meta.snapshot,
-            l->nchanged, l->nblocks, baseline ? "with data" : "changed",
+            baseline ? "baseline" : "delta", layer_meta (l)->snapshot,
+            layer_nchanged (l), layer_nblocks (l),
+            baseline ? "with data" : "changed",
             stored, st.bytes / 1048576.0, st.seconds);
   return 0;
 }

@@ -32,7 +32,7 @@ fetch_one (xapi_session *xs, struct engine_targets *et,
            struct copy_opts *o, bool keep)
 {
   struct layer *l = p->layer;
-  const char *snap = l->meta.snapshot;
+  const char *snap = layer_meta (l)->snapshot;
   CLEANUP_FREE char *label = engine_point_label (d, p);
   CLEANUP_FREE char *ref = engine_snapshot_with_data (xs, snap);
   struct copy_stats st;
@@ -55,7 +55,7 @@ fetch_one (xapi_session *xs, struct engine_targets *et,
               st.bytes / 1048576.0, st.seconds);
   }
   if (!keep && layer_complete (l))
-    engine_data_destroy (xs, l->store, l->meta.disk, ref, snap);
+    engine_data_destroy (xs, layer_store (l), layer_meta (l)->disk, ref, snap);
   /* Done with it: let others fill it, and free its blocks' map. */
   if (layer_release (l) == 0)
     layer_unload (l);
@@ -68,9 +68,9 @@ static bool
 selected (struct layer *l, char *const *names, size_t n)
 {
   if (n == 0)
-    return !layer_complete (l) || l->meta.lazy;
+    return !layer_complete (l) || layer_meta (l)->lazy;
   for (size_t i = 0; i < n; i++)
-    if (strcmp (names[i], l->meta.snapshot) == 0)
+    if (strcmp (names[i], layer_meta (l)->snapshot) == 0)
       return true;
   return false;
 }

@@ -23,7 +23,7 @@ engine_load_verdicts (const struct catalog_disk *d, struct verdicts *vs)
 {
   vs->v = NULL;
   vs->n = 0;
-  if (d->npoints && verdicts_load (d->points[0].layer->store, d->uuid,
+  if (d->npoints && verdicts_load (layer_store (d->points[0].layer), d->uuid,
                                    vs) == -1)
     log_warn ("%s", err_get ());
 }

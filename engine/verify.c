@@ -75,9 +75,10 @@ note (struct catalog_point *p, enum verdict v)
 {
   const struct layer *l = p->layer;
 
-  if (verdict_record (l->store, l->meta.disk, l->meta.snapshot, v) == -1)
+  if (verdict_record (layer_store (l), layer_meta (l)->disk,
+                      layer_meta (l)->snapshot, v) == -1)
     log_warn ("snapshot %s: cannot record that it is %s: %s",
-              l->meta.snapshot, verdict_name (v), err_get ());
+              layer_meta (l)->snapshot, verdict_name (v), err_get ());
 }
 
 /* Compare point P with the host; 1 matched, 0 not comparable (the
@@ -86,7 +87,7 @@ static int
 against_host (xapi_session *xs, struct fetcher *f, struct catalog_point *p,
               const struct verdicts *vs, const char *label, long timeout)
 {
-  const char *snap = p->layer->meta.snapshot;
+  const char *snap = layer_meta (p->layer)->snapshot;
   CLEANUP_FREE char *ref = engine_snapshot_with_data (xs, snap);
   CLEANUP_FREE char *host = NULL;
   char mine[33];
@@ -94,8 +95,8 @@ against_host (xapi_session *xs, struct fetcher *f, struct catalog_point *p,
   if (ref == NULL)
     return 0;
   host = xapi_vdi_checksum (xs, ref,
-                            engine_checksum_timeout (p->layer->meta.size,
-                                                     timeout));
+                            engine_checksum_timeout (
+                              layer_meta (p->layer)->size, timeout));
   if (host == NULL) {
     log_error ("%s: cannot compare with the host: %s", label, err_get ());
     return -1;
@@ -136,17 +137,17 @@ lost_records (struct catalog_point *p, const char *label)
 {
   struct layer *l = p->layer;
 
-  if (l->damaged_records == 0)
+  if (layer_damaged_records (l) == 0)
     return 0;
   if (layer_complete (l)) {
     log_info ("%s: %" PRIu64 " damaged index records, all their blocks "
-              "stored again", label, l->damaged_records);
+              "stored again", label, layer_damaged_records (l));
     return 0;
   }
   log_error ("damaged: %s (snapshot %s): %" PRIu64 " index records are "
              "damaged; the blocks they named are missing (cbtfs fetch "
              "copies them again while the host keeps the snapshot's data)",
-             label, l->meta.snapshot, l->damaged_records);
+             label, layer_meta (l)->snapshot, layer_damaged_records (l));
   return 1;
 }
 
@@ -163,8 +164,8 @@ engine_verify_accept (const char *path, char *const *snaps, size_t n)
       err_set (ENOENT, "no snapshot %s in the store", snaps[i]);
       goto err;
     }
-    if (verdict_record (p->layer->store, p->layer->meta.disk, snaps[i],
-                        VERDICT_ACCEPTED) == -1)
+    if (verdict_record (layer_store (p->layer), layer_meta (p->layer)->disk,
+                        snaps[i], VERDICT_ACCEPTED) == -1)
       goto err;
     log_info ("snapshot %s accepted: backups may reduce it and build on "
               "it", snaps[i]);
@@ -195,6 +196,10 @@ engine_verify (const char *path, const struct engine_server *server,
   cat = engine_catalog (path, CATALOG_COUNTS);
   if (cat == NULL)
     return -1;
+  /* A layer too damaged to be listed is damage verify must not pass. */
+  st->skipped = cat->nskipped;
+  if (cat->nskipped > 0)
+    status = 1;
   if (server) {
     fo.timeout = server->timeout;
     if (xapi_global_init () == -1
@@ -243,7 +248,7 @@ engine_verify (const char *path, const struct engine_server *server,
        * clear what the host comparison found); what shows through it
        * from below is reported too. */
       bad = damage_in (&rep, p->layer) > 0 || lost_records (p, label);
-      now = verdicts_of (&vs, p->layer->meta.snapshot);
+      now = verdicts_of (&vs, layer_meta (p->layer)->snapshot);
       if (bad && !verdict_holds (now))
         note (p, VERDICT_DAMAGED);
       else if (!bad && now == VERDICT_DAMAGED)
@@ -252,7 +257,8 @@ engine_verify (const char *path, const struct engine_server *server,
       if (n > 0 || bad) {
         if (n > 0)
           log_error ("damaged: %s (snapshot %s): %" PRIu64 " blocks fail "
-                     "their checksum", label, p->layer->meta.snapshot, n);
+                     "their checksum", label,
+                     layer_meta (p->layer)->snapshot, n);
         st->damaged++;
         status = 1;
         continue;

@@ -27,6 +27,8 @@ struct engine_verify_stats {
   size_t points;                /* points in time looked at */
   size_t damaged;               /* points a damaged block or record shows in */
   size_t incomplete;            /* points not wholly in the store */
+  size_t skipped;               /* layers left out: damaged manifests or
+                                   sets (each logged); a failure too */
   size_t matched;               /* points equal to the host's VDI.checksum */
   bool compared;                /* the host was asked (a server given) */
 };

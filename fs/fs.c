@@ -72,7 +72,7 @@ fill_attr (const struct fs *fs, uint64_t ino, const struct node *n,
     break;
   case NODE_FILE:
     st->st_mode = S_IFREG | fs->file_mode;
-    st->st_size = n->top->meta.size;
+    st->st_size = layer_meta (n->top)->size;
     st->st_blocks = DIV_ROUND_UP (st->st_size, 512);
     break;
   case NODE_LINK:
@@ -295,7 +295,7 @@ op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     fuse_reply_err (req, EINVAL);
     return;
   }
-  fsize = n->top->meta.size;
+  fsize = layer_meta (n->top)->size;
   if ((uint64_t) off >= fsize) {
     fuse_reply_buf (req, NULL, 0);
     return;

@@ -90,7 +90,7 @@ mkdir_in (struct tree *t, uint64_t parent, const char *name, time_t mtime)
 static time_t
 newest_time (const struct catalog_disk *d)
 {
-  return d->npoints ? d->points[d->npoints - 1].layer->meta.time : 0;
+  return d->npoints ? layer_meta (d->points[d->npoints - 1].layer)->time : 0;
 }
 
 static int
@@ -151,8 +151,8 @@ build (struct tree *t, const struct catalog *cat)
       goto err;
     for (j = 0; j < d->npoints; j++, f++) {
       struct layer *l = d->points[j].layer;
-      files[f] = add_node (t, NODE_FILE, l->meta.time);
-      if (files[f] == 0 || add_ent (t, dir, img_name (l->meta.snapshot),
+      files[f] = add_node (t, NODE_FILE, layer_meta (l)->time);
+      if (files[f] == 0 || add_ent (t, dir, img_name (layer_meta (l)->snapshot),
                                     files[f]) == -1)
         goto err;
       t->nodes[files[f] - 1].top = l;

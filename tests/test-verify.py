@@ -179,6 +179,22 @@ def main():
         check(points()[-1]["kind"] == "baseline"
               and "found damaged" in err and "taking a new baseline" in err,
               "a delta was built on a damaged point: %r" % err)
+
+        # A manifest damaged so that its layer cannot be listed at all:
+        # verify says so and fails, rather than pass what it never saw.
+        newest = points()[-1]
+        manifest = os.path.join(store, "disks", vdi, newest["snapshot"],
+                                "layer")
+        with open(manifest, "r+b") as f:
+            f.seek(20)
+            b = f.read(1)
+            f.seek(20)
+            f.write(bytes([b[0] ^ 0x01]))
+        rc, _, err = env.cbtfs("verify", store, ok=False)
+        check(rc == 1 and "could not be read at all" in err
+              and newest["snapshot"] in err,
+              "verify passed a store with an unreadable layer: rc %d %r"
+              % (rc, err))
     print("ok")
 
 

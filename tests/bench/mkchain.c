@@ -201,8 +201,8 @@ main (int argc, char **argv)
     l = layer_create (s, &m, i ? &set : NULL);
     if (l == NULL)
       die ("layer_create");
-    for (k = bitmap_next_set (&l->changed, 0); k < nblocks;
-         k = bitmap_next_set (&l->changed, k + 1)) {
+    for (k = bitmap_next_set (layer_set (l), 0); k < nblocks;
+         k = bitmap_next_set (layer_set (l), k + 1)) {
       if (i == 0 && next () % 100 >= density)
         memset (buf, 0, CHAIN_BLOCK_SIZE);
       else

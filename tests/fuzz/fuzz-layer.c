@@ -112,7 +112,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     uint8_t *buf = malloc (CHAIN_BLOCK_SIZE);
     uint64_t present, stored;
     layer_counts (l, &present, &stored);
-    for (uint64_t b = 0; buf && b < l->nblocks; b++)
+    for (uint64_t b = 0; buf && b < layer_nblocks (l); b++)
       if (layer_block_state (l, b) >= LAYER_ZERO)
         layer_read_block (l, b, buf);
     free (buf);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "chain/catalog.h"
+#include "chain/layer-impl.h"
 #include "chain/layer.h"
 #include "chain/read.h"
 #include "chain/store/store.h"

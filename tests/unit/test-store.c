@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "chain/catalog.h"
+#include "chain/layer-impl.h"
 #include "chain/layer.h"
 #include "chain/manifests.h"
 #include "chain/store/store.h"

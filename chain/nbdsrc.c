@@ -263,17 +263,15 @@ handshake_pinned (struct nbdsrc_conn *c, int fd, int timeout)
 {
   int r;
 
+  /* libnbd owns the socket from here, also when this fails: it closes
+   * it on every failure path of nbd_aio_connect_socket once the handle
+   * is fresh (lib/connect.c), and a second close here could close a
+   * descriptor another thread has just been given. */
   if (nbd_aio_connect_socket (c->h, fd) == -1) {
-    int e;
     nbd_failed (c->label, "handshake", c->secret);
-    /* Callers tell answers no retry changes (ENOTSUP) by errno; a close
-     * of a socket libnbd has already closed would say EBADF. */
-    e = errno;
-    close (fd);
-    errno = e;
     r = -1;
   }
-  else                          /* libnbd owns the socket from here */
+  else
     r = wait_until (c, connected, 0, timeout, "handshake");
   switch (tlspin_disarm ()) {
   case TLSPIN_MATCHED:

@@ -508,6 +508,32 @@ posix_layer_create (struct store *s, const char *disk, const char *snapshot,
   return -1;
 }
 
+/* Renamed out of the disk's folder into tmp/ (atomic, durable once the
+ * folder is fsynced), then its files removed; a crash in between
+ * leaves them in tmp/ for the next store_lock. */
+static int
+posix_layer_remove (struct store *s, const char *disk, const char *snapshot)
+{
+  struct posix_store *ps = posix_of (s);
+  CLEANUP_FREE char *from = NULL, *to = NULL, *dir = NULL;
+
+  if ((from = posix_disk_path (s, disk, snapshot)) == NULL
+      || (dir = posix_disk_path (s, disk, NULL)) == NULL
+      || asprintf (&to, "%s/%s.gone.%ld", ps->tmp_dir, snapshot,
+                   (long) getpid ()) == -1) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  if (rename (from, to) == -1) {
+    err_sys (errno, "rename %s to %s", from, to);
+    return -1;
+  }
+  if (fsync_dir (dir) == -1)
+    return -1;
+  remove_stage (to);
+  return 0;
+}
+
 /* Every name is a path: this backend comes last (store.c). */
 static bool
 posix_claims (const char *where)
@@ -530,6 +556,7 @@ const struct store_backend store_posix = {
   .note_append = posix_note_append,
   .manifest_read = posix_manifest_read,
   .layer_create = posix_layer_create,
+  .layer_remove = posix_layer_remove,
   .layer_open = posix_layer_open,
   .layer_close = posix_layer_close,
   .layer_where = posix_layer_where,

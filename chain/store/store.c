@@ -143,6 +143,15 @@ store_layer_create (struct store *s, const char *disk, const char *snapshot,
                               head, hlen);
 }
 
+int
+store_layer_remove (struct store *s, const char *disk, const char *snapshot)
+{
+  if (check_name ("disk", disk) == -1
+      || check_name ("snapshot", snapshot) == -1)
+    return -1;
+  return s->be->layer_remove (s, disk, snapshot);
+}
+
 char *
 store_manifest_read (struct store *s, const char *disk, const char *snapshot,
                      size_t max, size_t *len)

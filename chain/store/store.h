@@ -31,6 +31,9 @@
  *    committed batch, or (directory backend) with a torn tail that the
  *    core detects (index records carry their own check) and cuts with
  *    store_index_cut once it holds the writer lock.
+ *  - store_layer_remove is atomic too: a layer is listed whole, or not
+ *    at all (what it held may be freed after a crash, by the next
+ *    store_lock).
  *  - A note append is atomic per record when DURABLE, or may be lost
  *    or torn otherwise (readers must tolerate torn records).
  *
@@ -85,6 +88,8 @@ struct store_backend {
                       size_t max, size_t *len);
   int (*note_append) (struct store *s, const char *disk, const char *note,
                       const void *rec, size_t len, bool durable);
+  int (*layer_remove) (struct store *s, const char *disk,
+                       const char *snapshot);
   char *(*manifest_read) (struct store *s, const char *disk,
                           const char *snapshot, size_t max, size_t *len);
   int (*layer_create) (struct store *s, const char *disk, const char *snapshot,
@@ -205,6 +210,14 @@ extern int store_layer_create (struct store *s, const char *disk,
                                const void *set, size_t slen,
                                const void *head, size_t hlen)
   __attribute__ ((__nonnull__ (1, 2, 3, 4, 8)));
+
+/* Remove layer SNAPSHOT of DISK: from the moment this returns it is
+ * not listed, durably; ENOENT when there is none.  The caller holds the
+ * store lock, and no process is the layer's writer.  Handles opened
+ * before may fail their reads afterwards (never return other data). */
+extern int store_layer_remove (struct store *s, const char *disk,
+                               const char *snapshot)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
 
 /* The manifest of layer SNAPSHOT of DISK (malloc'd, NUL-terminated,
  * *LEN bytes, at most MAX). */

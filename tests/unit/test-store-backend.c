@@ -224,6 +224,17 @@ test_layer (void)
   h = store_layer_open (s, DISK, SNAP2);
   CHECK (h && store_set_read (h, 100, &len) == NULL);
   store_layer_close (h);
+
+  /* A removed layer is gone at once, and only it. */
+  CHECK (store_lock (s) == 0);
+  CHECK (store_layer_remove (s, DISK, SNAP) == 0);
+  CHECK (store_has_layer (s, DISK, SNAP) == 0);
+  CHECK (store_manifest_read (s, DISK, SNAP, 100, &len) == NULL);
+  CHECK (store_list (s, DISK, &names, &n) == 0 && n == 1
+         && strcmp (names[0], SNAP2) == 0);
+  store_names_free (names, n);
+  CHECK_FAILS (store_layer_remove (s, DISK, SNAP), ENOENT, SNAP);
+  CHECK (store_layer_remove (s, DISK, "x") == -1 && errno == EINVAL);
   free (blocks);
   free (got);
   store_close (s);

@@ -15,7 +15,7 @@
  *   buckets by Go's ISOWeek), so the week of a year end is one bucket.
  * - "Oldest": when a bucket rule still has count left at the oldest
  *   point, that point is kept too, even if its bucket was already kept
- *   (restic 0.17 and later, "oldest daily snapshot"); it uses up one
+ *   (restic 0.16 and later, "oldest daily snapshot"); it uses up one
  *   count like any other keep.
  * - N may be RETENTION_UNLIMITED (restic's "unlimited"): every bucket.
  *   N = 0 means the rule is not given.
@@ -41,6 +41,8 @@
  *   held after a failed check) is kept unless include_incomplete.
  * - Not implemented: --keep-tag (points have no tags) and
  *   --keep-within-hourly/daily/… (not asked for yet).
+ * - A count is decimal digits or "unlimited" (restic's ParseInt also
+ *   takes a sign, then refuses negatives).
  * - DURATION is stricter than restic's: only decimal digits (no sign,
  *   no spaces), each unit at most once, each number at most
  *   RETENTION_DURATION_MAX, and "" is an error; restic lets a repeated

@@ -32,10 +32,11 @@ CHAIN_SRC  = chain/bitmap.c chain/sums.c chain/layer-meta.c chain/index.c \
 ENGINE_SRC = engine/session.c engine/snapshot.c engine/points.c \
              engine/targets.c engine/backup.c engine/backup-vm.c \
              engine/backup-scan.c engine/leftovers.c engine/vhdmap.c \
-             engine/fetch.c engine/verify.c
+             engine/fetch.c engine/verify.c engine/retention.c \
+             engine/prune.c
 FS_SRC     = fs/tree.c fs/fs.c
 CLI_SRC    = cli/main.c cli/server.c cli/backup.c cli/mount.c cli/ls.c \
-             cli/fetch.c cli/verify.c
+             cli/fetch.c cli/verify.c cli/prune.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 COMMON_OBJ = $(call obj,$(COMMON_SRC))
@@ -48,7 +49,7 @@ CLI_OBJ    = $(call obj,$(CLI_SRC))
 UNIT_TESTS = test-xmlrpc test-bitmap test-store test-store-backend \
              test-resolve test-vhd \
              test-nbdpin test-nbdpin-hidden test-error test-log test-secbuf \
-             test-util test-dio test-cleanup
+             test-util test-dio test-cleanup test-retention
 UNIT_BINS  = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 
 # Fuzz targets (tests/fuzz): with gcc they link a driver that replays
@@ -125,6 +126,10 @@ $(BUILD)/tests/test-dio: $(BUILD)/tests/unit/test-dio.o $(BUILD)/common/dio.o \
 # Wrapped so that the test sees each block before it is freed.
 $(BUILD)/tests/test-secbuf: $(BUILD)/tests/unit/test-secbuf.o $(BUILD)/common/secbuf.o
 	$(CC) $(ALL_LDFLAGS) -Wl,--wrap=malloc,--wrap=realloc,--wrap=free $^ -o $@
+# engine/retention.c is pure: the policy and its parsers alone.
+$(BUILD)/tests/test-retention: $(BUILD)/tests/unit/test-retention.o \
+                              $(BUILD)/engine/retention.o $(BUILD)/common/error.o
+	$(CC) $(ALL_LDFLAGS) $^ -o $@
 # cleanup.h is all macros: nothing to link but the test, which sees frees.
 $(BUILD)/tests/test-cleanup: $(BUILD)/tests/unit/test-cleanup.o
 	$(CC) $(ALL_LDFLAGS) -Wl,--wrap=free $^ -o $@

@@ -16,6 +16,7 @@ static const struct {
   { "ls", cmd_ls },
   { "fetch", cmd_fetch },
   { "verify", cmd_verify },
+  { "prune", cmd_prune },
 };
 
 int
@@ -43,6 +44,12 @@ cli_usage (const char *sub)
     { "verify", "cbtfs verify STORE [--server URL [--user USER] --password-file FILE\n"
       "             [--ca-file PEM]] [-q|-v]\n"
       "  cbtfs verify STORE --accept SNAPSHOT-UUID..." },
+    { "prune", "cbtfs prune STORE --dry-run [--keep-last N] [--keep-hourly N]\n"
+      "             [--keep-daily N] [--keep-weekly N] [--keep-monthly N]\n"
+      "             [--keep-yearly N] [--keep-within DURATION]\n"
+      "             [--vm NAME-OR-UUID]... [--include-incomplete] [--json] [-q|-v]\n"
+      "    N: a count or 'unlimited'; DURATION: e.g. 1y2m3d4h (m: months).\n"
+      "    Only --dry-run is implemented yet: it says what would be kept and why." },
   };
   fprintf (stderr, "usage:\n");
   for (size_t i = 0; i < sizeof text / sizeof text[0]; i++)
@@ -79,6 +86,6 @@ main (int argc, char **argv)
     if (strcmp (argv[1], commands[i].name) == 0)
       return commands[i].fn (argc - 1, argv + 1);
   log_error ("unknown command '%s' (try: backup, mount, ls, fetch, "
-             "verify)", argv[1]);
+             "verify, prune)", argv[1]);
   return 2;
 }

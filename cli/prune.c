@@ -1,0 +1,275 @@
+/* cbtfs prune: options, then engine_prune_plan (engine/prune.h), and
+ * what it decided, for people or (--json) for scripts.  Only --dry-run
+ * exists yet: removing points is to come. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../chain/catalog.h"
+#include "../common/cleanup.h"
+#include "../common/error.h"
+#include "../common/log.h"
+#include "../engine/points.h"
+#include "../engine/prune.h"
+#include "cli.h"
+
+/* The options of the counted rules, as enum retention_rule. */
+static const char *const rule_option[RETENTION_NCOUNTED] = {
+  "keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly",
+  "keep-yearly",
+};
+
+/* Their keys in --json (snake_case, as ls's keys). */
+static const char *const rule_json[RETENTION_NCOUNTED] = {
+  "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
+  "keep_yearly",
+};
+
+/* A usage error of prune: one line, exit 2. */
+static int __attribute__ ((__format__ (__printf__, 1, 2)))
+refuse (const char *fmt, ...)
+{
+  va_list ap;
+
+  fprintf (stderr, "cbtfs prune: ");
+  va_start (ap, fmt);
+  vfprintf (stderr, fmt, ap);
+  va_end (ap);
+  fprintf (stderr, "\n");
+  return 2;
+}
+
+/* JSON string: as ls prints them (names may hold any byte but NUL). */
+static void
+json_str (const char *s)
+{
+  putchar ('"');
+  for (; *s; s++) {
+    unsigned char c = *s;
+    if (c == '"' || c == '\\')
+      printf ("\\%c", c);
+    else if (c < 0x20)
+      printf ("\\u%04x", c);
+    else
+      putchar (c);
+  }
+  putchar ('"');
+}
+
+static void
+print_reasons (const struct retention_point *pt, bool json)
+{
+  const char *names[RETENTION_MAX_REASONS];
+  size_t n = retention_reason_names (pt, names);
+
+  for (size_t i = 0; i < n; i++)
+    printf (json ? "%s\"%s\"" : "%s%s", i ? (json ? ", " : ",") : "",
+            names[i]);
+}
+
+static void
+print_json (const struct catalog *c, const struct retention_policy *p,
+            const struct engine_prune_plan *plan)
+{
+  char buf[48];
+
+  printf ("{\"dry_run\": true, \"policy\": {");
+  for (int r = 0; r < RETENTION_NCOUNTED; r++) {
+    printf ("\"%s\": ", rule_json[r]);
+    if (p->keep[r] == RETENTION_UNLIMITED)
+      printf ("\"unlimited\", ");
+    else
+      printf ("%" PRId64 ", ", p->keep[r]);
+  }
+  retention_format_duration (&p->within, buf, sizeof buf);
+  printf ("\"keep_within\": ");
+  if (buf[0])
+    printf ("\"%s\"", buf);
+  else
+    printf ("null");
+  printf (", \"include_incomplete\": %s},\n \"disks\": [",
+          p->include_incomplete ? "true" : "false");
+  for (size_t i = 0; i < plan->ndisks; i++) {
+    const struct engine_prune_disk *pd = &plan->disks[i];
+    const struct catalog_disk *d = pd->disk;
+
+    printf ("%s\n  {\"uuid\": \"%s\", \"vm_uuid\": \"%s\", \"vm\": ",
+            i ? "," : "", d->uuid, d->vm->uuid);
+    json_str (d->vm->name);
+    printf (", \"name\": ");
+    json_str (d->name);
+    printf (", \"points\": [");
+    for (size_t k = 0; k < d->npoints; k++) {
+      const struct retention_point *pt = &pd->points[k];
+      CLEANUP_FREE char *path = engine_point_label (d, &d->points[k]);
+
+      printf ("%s\n    {\"snapshot\": \"%s\", \"name\": ", k ? "," : "",
+              layer_meta (d->points[k].layer)->snapshot);
+      json_str (d->points[k].name);
+      printf (", \"path\": ");
+      if (path)
+        json_str (path);
+      else
+        printf ("null");
+      printf (", \"time\": %" PRId64 ", \"action\": \"%s\", \"rules\": [",
+              pt->time, pt->keep ? "keep" : "drop");
+      print_reasons (pt, true);
+      printf ("]}");
+    }
+    printf ("]}");
+  }
+  printf ("\n ], \"kept\": %zu, \"dropped\": %zu, \"skipped_layers\": %zu}\n",
+          plan->kept, plan->dropped, c->nskipped);
+}
+
+/* The policy as options, for -v. */
+static void
+print_policy (const struct retention_policy *p)
+{
+  char buf[48];
+
+  printf ("policy:");
+  for (int r = 0; r < RETENTION_NCOUNTED; r++) {
+    if (p->keep[r] == RETENTION_UNLIMITED)
+      printf (" --%s unlimited", rule_option[r]);
+    else if (p->keep[r])
+      printf (" --%s %" PRId64, rule_option[r], p->keep[r]);
+  }
+  retention_format_duration (&p->within, buf, sizeof buf);
+  if (buf[0])
+    printf (" --keep-within %s", buf);
+  if (p->include_incomplete)
+    printf (" --include-incomplete");
+  printf ("\n");
+}
+
+static void
+print_text (const struct catalog *c, const struct retention_policy *p,
+            const struct engine_prune_plan *plan, int verbose)
+{
+  const struct catalog_vm *vm = NULL;
+  const bool within = p->within.years || p->within.months || p->within.days
+    || p->within.hours;
+
+  if (verbose >= 2)
+    print_policy (p);
+  for (size_t i = 0; verbose >= 1 && i < plan->ndisks; i++) {
+    const struct engine_prune_disk *pd = &plan->disks[i];
+    const struct catalog_disk *d = pd->disk;
+
+    if (d->vm != vm) {
+      vm = d->vm;
+      printf ("%s  (VM %s)\n", vm->name, vm->uuid);
+    }
+    printf ("  %s  (disk %s)\n", d->name, d->uuid);
+    if (verbose >= 2 && within) {
+      char when[32];
+      if (pd->reference == INT64_MIN)
+        printf ("    (keep-within: every point is in the future)\n");
+      else {
+        catalog_time_name (retention_minus (pd->reference, &p->within), when,
+                           sizeof when);
+        printf ("    (keep-within: points after %s)\n", when);
+      }
+    }
+    for (size_t k = 0; k < d->npoints; k++) {
+      const struct retention_point *pt = &pd->points[k];
+
+      printf ("    %s  %s.img  %s", pt->keep ? "keep" : "drop",
+              d->points[k].name, layer_meta (d->points[k].layer)->snapshot);
+      if (pt->keep) {
+        printf ("  ");
+        print_reasons (pt, false);
+      }
+      printf ("\n");
+    }
+  }
+  if (c->nskipped)
+    printf ("(%zu damaged layers skipped)\n", c->nskipped);
+  printf ("%zu points kept, %zu would be dropped\n", plan->kept,
+          plan->dropped);
+}
+
+int
+cmd_prune (int argc, char **argv)
+{
+  /* Counted rules are OPT_KEEP + enum retention_rule. */
+  enum { OPT_KEEP = 256, OPT_WITHIN = OPT_KEEP + RETENTION_NCOUNTED, OPT_VM,
+         OPT_INCOMPLETE, OPT_DRY_RUN, OPT_JSON };
+  static const struct option longopts[] = {
+    { "keep-last", required_argument, NULL, OPT_KEEP + RETENTION_LAST },
+    { "keep-hourly", required_argument, NULL, OPT_KEEP + RETENTION_HOURLY },
+    { "keep-daily", required_argument, NULL, OPT_KEEP + RETENTION_DAILY },
+    { "keep-weekly", required_argument, NULL, OPT_KEEP + RETENTION_WEEKLY },
+    { "keep-monthly", required_argument, NULL, OPT_KEEP + RETENTION_MONTHLY },
+    { "keep-yearly", required_argument, NULL, OPT_KEEP + RETENTION_YEARLY },
+    { "keep-within", required_argument, NULL, OPT_WITHIN },
+    { "vm", required_argument, NULL, OPT_VM },
+    { "include-incomplete", no_argument, NULL, OPT_INCOMPLETE },
+    { "dry-run", no_argument, NULL, OPT_DRY_RUN },
+    { "json", no_argument, NULL, OPT_JSON },
+    { "quiet", no_argument, NULL, 'q' },
+    { "verbose", no_argument, NULL, 'v' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+  };
+  struct retention_policy p = { .include_incomplete = false };
+  CLEANUP_FREE const char **vms = calloc (argc, sizeof *vms);
+  struct engine_prune_plan *plan;
+  struct catalog *cat;
+  size_t nvms = 0;
+  bool dry_run = false, json = false;
+  int c, verbose = 1;
+
+  if (vms == NULL)
+    return 1;
+  while ((c = getopt_long (argc, argv, "qvh", longopts, NULL)) != -1) {
+    switch (c) {
+    case OPT_KEEP + RETENTION_LAST: case OPT_KEEP + RETENTION_HOURLY:
+    case OPT_KEEP + RETENTION_DAILY: case OPT_KEEP + RETENTION_WEEKLY:
+    case OPT_KEEP + RETENTION_MONTHLY: case OPT_KEEP + RETENTION_YEARLY:
+      if (retention_parse_count (optarg, &p.keep[c - OPT_KEEP]) == -1)
+        return refuse ("--%s: %s", rule_option[c - OPT_KEEP], err_get ());
+      break;
+    case OPT_WITHIN:
+      if (retention_parse_duration (optarg, &p.within) == -1)
+        return refuse ("--keep-within: %s", err_get ());
+      break;
+    case OPT_VM: vms[nvms++] = optarg; break;
+    case OPT_INCOMPLETE: p.include_incomplete = true; break;
+    case OPT_DRY_RUN: dry_run = true; break;
+    case OPT_JSON: json = true; break;
+    case 'q': verbose = 0; break;
+    case 'v': verbose = 2; break;
+    case 'h': cli_usage ("prune"); return 0;
+    default: return cli_usage ("prune");
+    }
+  }
+  if (optind + 1 != argc)
+    return cli_usage ("prune");
+  if (retention_policy_empty (&p))
+    return refuse ("no --keep-* rule given: refusing to drop every point");
+  if (!dry_run)
+    return refuse ("only --dry-run is implemented yet");
+
+  cat = engine_catalog (argv[optind], CATALOG_COUNTS);
+  if (cat == NULL)
+    return cli_fail ();
+  if (engine_prune_plan (cat, &p, vms, nvms, time (NULL), &plan) == -1) {
+    int status = errno == ENOENT ? refuse ("%s", err_get ()) : cli_fail ();
+    catalog_free (cat);
+    return status;
+  }
+  if (json)
+    print_json (cat, &p, plan);
+  else
+    print_text (cat, &p, plan, verbose);
+  engine_prune_plan_free (plan);
+  catalog_free (cat);
+  return 0;
+}

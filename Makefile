@@ -32,8 +32,8 @@ CHAIN_SRC  = chain/bitmap.c chain/sums.c chain/layer-meta.c chain/index.c \
 ENGINE_SRC = engine/session.c engine/snapshot.c engine/points.c \
              engine/targets.c engine/backup.c engine/backup-vm.c \
              engine/backup-scan.c engine/leftovers.c engine/vhdmap.c \
-             engine/fetch.c engine/verify.c engine/retention.c \
-             engine/prune.c
+             engine/fetch.c engine/verify.c engine/hostclean.c \
+             engine/retention.c engine/prune.c
 FS_SRC     = fs/tree.c fs/fs.c
 CLI_SRC    = cli/main.c cli/server.c cli/backup.c cli/mount.c cli/ls.c \
              cli/fetch.c cli/verify.c cli/prune.c

@@ -1,5 +1,6 @@
 /* cbtfs engine: backing up one VM: its disks, one snapshot for all of
- * them, a layer each, the copy, and reducing the snapshots.
+ * them, a layer each, the copy, reducing the snapshots, and removing
+ * the older ones from the host.
  *
  * Thread model: one thread per struct backup (backup-int.h);
  * copy_layer's workers call back for NBD details (targets.h) while
@@ -20,6 +21,7 @@
 #include "../common/error.h"
 #include "../common/log.h"
 #include "backup-int.h"
+#include "hostclean.h"
 #include "points.h"
 #include "snapshot.h"
 #include "targets.h"
@@ -538,10 +540,15 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
                 "only what is missing", d->label);
       continue;
     }
+    /* Only once this run's point is whole in the store and its own
+     * snapshot reduced is it the one the next delta starts from: then
+     * the older metadata snapshots have served (hostclean.h). */
     if (layer_complete (d->layer) && vm_snap_gone
-        && (!b->verify || verified (b, d)))
-      engine_data_destroy (b->xs, b->store, d->live.uuid, d->snap_ref,
-                           d->snap.uuid);
+        && (!b->verify || verified (b, d))
+        && engine_data_destroy (b->xs, b->store, d->live.uuid, d->snap_ref,
+                                d->snap.uuid) == 0)
+      engine_clean_host (b->xs, b->store, d->live.uuid, d->live.ref,
+                         d->snap.uuid, d->label);
     log_info ("%s: done %.3f s after the snapshot", d->label,
               now_monotonic () - snapped);
   }

@@ -6,7 +6,9 @@
  * set from VDI.list_changed_blocks, or the blocks with data for a
  * baseline), destroy the VM snapshot object, copy the blocks over NBD,
  * and only when a layer is complete (and, with verify, equal to the
- * host's VDI.checksum) reduce its snapshot to CBT metadata.
+ * host's VDI.checksum) reduce its snapshot to CBT metadata, and then
+ * destroy the disk's older metadata snapshots of this store
+ * (hostclean.h), so the host keeps one per disk.
  *
  * Several VMs are backed up at once (jobs), each with a session of its
  * own; together they never use more than XenServer's 16 NBD

@@ -56,6 +56,10 @@ engine_snapshot_with_data (xapi_session *xs, const char *uuid)
   struct xapi_vdi rec = { 0 };
   char *ref = xapi_vdi_by_uuid (xs, uuid);
 
+  /* Backups destroy their older CBT-metadata snapshots (hostclean.h):
+   * for a point whose data is in the store, that is the normal end. */
+  if (ref == NULL && xapi_failed_with (xs, "UUID_INVALID"))
+    err_set (ENOENT, "snapshot %s is no longer on the host", uuid);
   if (ref == NULL)
     return NULL;
   if (xapi_vdi_get (xs, ref, &rec) == -1) {

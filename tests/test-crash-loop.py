@@ -9,7 +9,8 @@ every kill, cbtfs verify must pass.  At the end one backup runs to
 completion: it must succeed, every point in time must be complete, and
 each must read back, through the mount, exactly as the disk was when its
 snapshot was taken.  Nothing may be left on the host: no VM snapshots,
-and no snapshot still holding data.
+no snapshot still holding data, and of each disk's snapshots only the
+newest point's, reduced to CBT metadata.
 """
 import os
 import random
@@ -98,6 +99,7 @@ def main():
         note_new_points(trials + 1)
         ls = env.ls_json(store)
         mnt = env.mount(store, env.path("mnt"))
+        on_host = {v["vdi"]: v["type"] for v in s.control("vdis")["vdis"]}
         for d in ls["disks"]:
             for p in d["points"]:
                 check(p["readable"], "point %s is not complete after the final "
@@ -106,8 +108,14 @@ def main():
                 check(cb.sha256(img) == cb.sha256(states[p["snapshot"]]),
                       "point %s differs from the disk at its snapshot"
                       % p["snapshot"])
-                check(s.control("vdi", uuid=p["snapshot"])["type"] == "cbt_metadata",
-                      "snapshot %s still holds data on the host" % p["snapshot"])
+            # The newest point's snapshot stays, reduced to CBT metadata;
+            # the older ones were removed.
+            newest = d["points"][-1]["snapshot"]
+            check(on_host.get(newest) == "cbt_metadata", "the newest snapshot "
+                  "%s is %s on the host" % (newest, on_host.get(newest, "gone")))
+            older = [p["snapshot"] for p in d["points"][:-1]
+                     if p["snapshot"] in on_host]
+            check(not older, "older snapshots left on the host: %s" % older)
         left = [v for v in s.control("vms")["vms"] if v["is_a_snapshot"]]
         check(not left, "VM snapshots left on the host: %s" % left)
         left = [v for v in s.control("vdis")["vdis"]

@@ -183,7 +183,11 @@ def reader_direction(s, env):
                 "disk": vdis[k], "k": k, "parent": parent, "chain": chain,
                 "seq": len(snaps[k]) + 1, "size": size[k], "fill": fill,
                 "blocks": "all" if kinds[k] == "all" else "changed",
-                "set": sets[k], "n": n}
+                "set": sets[k], "n": n,
+                # Read now: the next backup removes the snapshot from the
+                # host once it holds only CBT metadata.
+                "snapshot_time": s.control("vdi", uuid=p["snapshot"])[
+                    "snapshot_time"]}
             snaps[k].append(p["snapshot"])
         return err
 
@@ -311,8 +315,8 @@ def check_layer(s, st, lay, want, vm_uuid, udev, dname, img, lsp):
     check(m["_order"] == list(sf.KEYS), "%s: keys in order %s" % (where, m["_order"]))
     check(sf.format_manifest(m) == lay.manifest_bytes, "%s: the manifest is "
           "not written as FORMAT.md says: %r" % (where, lay.manifest_bytes))
-    snap_time = s.control("vdi", uuid=snap)["snapshot_time"]
-    snap_time = calendar.timegm(time.strptime(snap_time, "%Y%m%dT%H:%M:%SZ"))
+    snap_time = calendar.timegm(time.strptime(want["snapshot_time"],
+                                              "%Y%m%dT%H:%M:%SZ"))
     got = {"snapshot": m["snapshot"], "disk": m["disk"], "chain": m["chain"],
            "parent": m["parent"], "vm": m["vm"], "seq": m["seq"],
            "time": m["time"], "size": m["size"], "blocks": m["blocks"],

@@ -8,7 +8,8 @@ login, VM discovery with the filters a backup client needs (templates,
 snapshots, dom0, CD drives), CBT (enable, VM snapshots, guest writes,
 list_changed_blocks with MSB-first bits and the right length, "same" and
 "unrelated" errors, VDI_IN_USE, the live VDI as `to`, a grown disk, the
-destruction of a middle snapshot, a CBT reset), get_nbd_info, checksum,
+destruction of a middle metadata snapshot (the diff across the gap is
+the OR of the two), of the oldest and of the newest, a CBT reset), get_nbd_info, checksum,
 data_destroy (refused while the VM snapshot holds a VBD, accepted after
 VM.destroy), VDI.destroy of a VM snapshot's disk (not refused: its VBD
 is not attached), session expiry with XenAPI.py's automatic re-login, the
@@ -73,6 +74,18 @@ def bits(bitmap):
     """Block indexes set in an MSB-first bitmap (xapi-cbt.md §5)."""
     return [i for i in range(len(bitmap) * 8)
             if (bitmap[i >> 3] >> (7 - (i & 7))) & 1]
+
+
+def lcb(x, vfrom, vto):
+    """VDI.list_changed_blocks, decoded."""
+    return base64.b64decode(x.xenapi.VDI.list_changed_blocks(vfrom, vto),
+                            validate=True)
+
+
+def bitmap_or(a, b, n):
+    """A | B as N bytes, the shorter zero-extended (a grown disk)."""
+    a, b = a.ljust(n, b"\0"), b.ljust(n, b"\0")
+    return bytes(x | y for x, y in zip(a, b))
 
 
 def raw_post(s, body, path="/"):
@@ -327,11 +340,21 @@ def run(s):
     check(x.xenapi.VDI.get_snapshot_of(snap3) == vdi0, "VDI.snapshot")
     check(bits(base64.b64decode(x.xenapi.VDI.list_changed_blocks(inc0, snap3)))
           == [3], "after VDI.snapshot")
-    x.xenapi.VDI.destroy(inc0)         # a middle link: its log moves on
+    # A middle link, reduced to CBT metadata as a backup leaves it:
+    # destroying it folds its log into the next one (xapi-cbt.md §5), so
+    # the diff across the gap is the OR of the two it replaces.
+    check(x.xenapi.VDI.get_type(inc0) == "cbt_metadata", "inc0 is metadata")
+    left = lcb(x, base0, inc0)
+    right = lcb(x, inc0, snap3)
+    check(bits(left) == WRITTEN and bits(right) == [3], "the two diffs",
+          left.hex(), right.hex())
+    x.xenapi.VDI.destroy(inc0)
     check(inc0 not in x.xenapi.VDI.get_all(), "VDI.destroy")
-    bm = base64.b64decode(x.xenapi.VDI.list_changed_blocks(base0, snap3))
-    check(bits(bm) == [0, 3, 9, 17, 19] and len(bm) == 4,
-          "destroying a middle snapshot keeps later diffs", bm.hex())
+    check(inc0 not in x.xenapi.VDI.get_snapshots(vdi0),
+          "destroyed snapshot still in VDI.snapshots")
+    bm = lcb(x, base0, snap3)
+    check(bm == bitmap_or(left, right, 4) and len(bm) == 4,
+          "across the gap: the OR of the two diffs", bm.hex())
     s.control("reset_cbt", vdi=d0["vdi"])          # host crash
     check(x.xenapi.VDI.get_cbt_enabled(vdi0) is False, "CBT off after crash")
     x.xenapi.VDI.enable_cbt(vdi0)
@@ -342,6 +365,24 @@ def run(s):
                    unrelated, "across a CBT reset")
     bm = base64.b64decode(x.xenapi.VDI.list_changed_blocks(base0, snap3))
     check(bits(bm) == [0, 3, 9, 17, 19], "the old set still answers")
+    # The oldest link (a backup's older metadata snapshot) and the
+    # newest (whose next node is the live VDI) can go too.
+    def write_block(blk):
+        s.control("write", vdi=d0["vdi"], offset=blk * BLOCK,
+                  data_b64=base64.b64encode(b"block %d" % blk).decode())
+    write_block(31)
+    snap5 = x.xenapi.VDI.snapshot(vdi0, {})
+    write_block(5)
+    snap6 = x.xenapi.VDI.snapshot(vdi0, {})
+    x.xenapi.VDI.data_destroy(snap4)
+    x.xenapi.VDI.destroy(snap4)
+    check(bits(lcb(x, snap5, snap6)) == [5], "after destroying the oldest")
+    expect_failure(lambda: x.xenapi.VDI.list_changed_blocks(snap3, snap5),
+                   unrelated, "the old set is still another set")
+    write_block(7)
+    x.xenapi.VDI.destroy(snap6)
+    check(bits(lcb(x, snap5, vdi0)) == [5, 7],
+          "the newest's log folds into the live VDI's")
 
     # -- errors of the dispatcher ---------------------------------------------
     expect_failure(lambda: x.xenapi.VDI.frobnicate(vdi0),

@@ -145,12 +145,12 @@ free_strv (char **v, size_t n)
   free (v);
 }
 
-/* A set of refs: an array of strings.  *OUT caller-owned. */
+/* A set of refs A (FIELD names it in messages): an array of strings.
+ * *OUT caller-owned. */
 static int
-get_refs (const char *method, const xapi_value *rec, const char *field,
-          char ***out, size_t *n)
+refs_of (const char *method, const xapi_value *a, const char *field,
+         char ***out, size_t *n)
 {
-  const xapi_value *a = xv_get (rec, field);
   char **v;
   size_t i;
 
@@ -176,6 +176,14 @@ get_refs (const char *method, const xapi_value *rec, const char *field,
  err_oom:
   err_set (ENOMEM, "%s: out of memory", method);
   return -1;
+}
+
+/* FIELD of REC: a set of refs, as refs_of. */
+static int
+get_refs (const char *method, const xapi_value *rec, const char *field,
+          char ***out, size_t *n)
+{
+  return refs_of (method, xv_get (rec, field), field, out, n);
 }
 
 static int
@@ -411,6 +419,27 @@ xapi_vdi_get (xapi_session *s, const char *ref, struct xapi_vdi *vdi)
     xapi_vdi_clear (vdi);
   xv_free (r);
   return ret;
+}
+
+int
+xapi_vdi_get_snapshots (xapi_session *s, const char *vdi, char ***refs,
+                        size_t *n)
+{
+  static const char method[] = "VDI.get_snapshots";
+  xapi_value *r = call_strings (s, method, 1, &vdi);
+  int ret;
+
+  if (r == NULL)
+    return -1;
+  ret = refs_of (method, r, "result", refs, n);
+  xv_free (r);
+  return ret;
+}
+
+void
+xapi_refs_free (char **refs, size_t n)
+{
+  free_strv (refs, n);
 }
 
 char *

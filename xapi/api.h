@@ -86,6 +86,12 @@ extern int xapi_vdi_get (xapi_session *s, const char *ref,
                          struct xapi_vdi *vdi);
 extern void xapi_vdi_clear (struct xapi_vdi *vdi);
 
+/* VDI.get_snapshots: the refs of VDI's snapshots, every kind (caller
+ * frees with xapi_refs_free).  *REFS caller-owned array of *N. */
+extern int xapi_vdi_get_snapshots (xapi_session *s, const char *vdi,
+                                   char ***refs, size_t *n);
+extern void xapi_refs_free (char **refs, size_t n);
+
 /* VDI.get_by_uuid: the ref (caller frees); NULL with UUID_INVALID if gone. */
 extern char *xapi_vdi_by_uuid (xapi_session *s, const char *uuid);
 

@@ -146,6 +146,22 @@ class Control:
                                            '"error": [CODE, params...]}')
                     m.fail_next.setdefault(f["method"], []).append(
                         [str(x) for x in f["error"]])
+            elif k == "fail_every":
+                # Every call of the method fails until cleared with
+                # "error": null (a host whose SR keeps refusing).
+                for f in (v if isinstance(v, list) else [v]):
+                    if not isinstance(f, dict) or \
+                            not isinstance(f.get("method"), str) or \
+                            not (f.get("error") is None or
+                                 isinstance(f["error"], list) and f["error"]):
+                        raise ControlError('fail_every wants {"method": str, '
+                                           '"error": [CODE, params...] or '
+                                           'null}')
+                    if f.get("error") is None:
+                        m.fail_every.pop(f["method"], None)
+                    else:
+                        m.fail_every[f["method"]] = [str(x)
+                                                     for x in f["error"]]
             elif k in ("return_next", "raw_next", "expire_sessions_on"):
                 for f in (v if isinstance(v, list) else [v]):
                     if not isinstance(f, dict) or \
@@ -169,7 +185,8 @@ class Control:
         m.cond.notify_all()
         self.log("knobs set: %s" % ", ".join(sorted(b)))
         return {"knobs": dict(m.knobs),
-                "fail_next": {k: list(v) for k, v in m.fail_next.items()}}
+                "fail_next": {k: list(v) for k, v in m.fail_next.items()},
+                "fail_every": dict(m.fail_every)}
 
     def _snapshot_claims(self, v):
         """The next snapshot of V["vdi"] tells clients V's virtual_size

@@ -142,6 +142,7 @@ class Model:
                       # an http:// URL the master sends it to.
                       "vhd_host": "master"}
         self.fail_next = {}           # method -> [ErrorDescription, ...]
+        self.fail_every = {}          # method -> ErrorDescription, until cleared
         self.return_next = {}         # method -> [[value], ...]: replace a result
         self.raw_next = {}            # method -> [body, ...]: answer verbatim
         self.expire_on = {}           # method -> [True, ...]: expire sessions first

@@ -123,6 +123,8 @@ class Api:
                 if not queued:
                     del m.fail_next[method]
                 raise XapiError(*desc)
+            if method in m.fail_every:
+                raise XapiError(*m.fail_every[method])
             value = spec.fn(session, *args)
         # Slow work (VDI.checksum) comes back as a _Deferred, run unlocked.
         if isinstance(value, _Deferred):

@@ -1,0 +1,72 @@
+/* cbtfs engine: keeping the host clean of old CBT-metadata snapshots.
+ *
+ * Thread model: see hostclean.h (no shared state).
+ */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../chain/store/store.h"
+#include "../common/error.h"
+#include "../common/log.h"
+#include "../common/util.h"
+#include "../xapi/api.h"
+#include "hostclean.h"
+
+/* Whether snapshot VDI is this store's to destroy (see hostclean.h). */
+static bool
+destroyable (struct store *s, const char *disk, const char *keep,
+             const struct xapi_vdi *vdi)
+{
+  /* Data on the host may be the only copy of a point's blocks
+   * (--no-copy, an interrupted copy, a point a check holds back). */
+  if (strcmp (vdi->type, "cbt_metadata") != 0)
+    return false;
+  if (!is_uuid (vdi->uuid) || strcmp (vdi->uuid, keep) == 0)
+    return false;
+  /* The user's own snapshots and another store's have no layer here;
+   * a store that cannot tell (-1) keeps the snapshot. */
+  return store_has_layer (s, disk, vdi->uuid) == 1;
+}
+
+size_t
+engine_clean_host (xapi_session *xs, struct store *s, const char *disk,
+                   const char *live_ref, const char *keep, const char *label)
+{
+  char **refs = NULL;
+  size_t n = 0, removed = 0;
+
+  if (xapi_vdi_get_snapshots (xs, live_ref, &refs, &n) == -1) {
+    log_warn ("%s: cannot list the disk's snapshots on the host (%s); older "
+              "CBT-metadata snapshots stay until the next backup", label,
+              err_get ());
+    return 0;
+  }
+  for (size_t i = 0; i < n; i++) {
+    struct xapi_vdi vdi = { 0 };
+
+    if (xapi_vdi_get (xs, refs[i], &vdi) == -1) {
+      /* Gone since the list was made: nothing to do. */
+      if (!xapi_failed_with (xs, "HANDLE_INVALID"))
+        log_warn ("%s: cannot read snapshot %s on the host (%s); if it is "
+                  "an old CBT-metadata one, the next backup removes it",
+                  label, refs[i], err_get ());
+      continue;
+    }
+    if (destroyable (s, disk, keep, &vdi)) {
+      if (xapi_vdi_destroy (xs, refs[i]) == 0)
+        removed++;
+      else
+        log_warn ("%s: could not remove old CBT-metadata snapshot %s from "
+                  "the host (%s); the next backup tries again", label,
+                  vdi.uuid, err_get ());
+    }
+    xapi_vdi_clear (&vdi);
+  }
+  xapi_refs_free (refs, n);
+  if (removed)
+    log_info ("%s: removed %zu older CBT-metadata snapshot%s from the host",
+              label, removed, removed == 1 ? "" : "s");
+  return removed;
+}

@@ -36,7 +36,7 @@ refuse (const char *fmt, ...)
 {
   va_list ap;
 
-  fprintf (stderr, "cbtfs prune: ");
+  fprintf (stderr, "cbtfs: ");
   va_start (ap, fmt);
   vfprintf (stderr, fmt, ap);
   va_end (ap);
@@ -255,7 +255,7 @@ cmd_prune (int argc, char **argv)
   if (retention_policy_empty (&p))
     return refuse ("no --keep-* rule given: refusing to drop every point");
   if (!dry_run)
-    return refuse ("only --dry-run is implemented yet");
+    return refuse ("prune: only --dry-run is implemented yet");
 
   cat = engine_catalog (argv[optind], CATALOG_COUNTS);
   if (cat == NULL)

@@ -245,10 +245,10 @@ def main():
             rc, out, err = env.cbtfs("prune", store, "--dry-run", *args, ok=False)
             lines = err.strip().splitlines()
             check(rc == 2 and len(lines) == 1 and out == ""
-                  and lines[0].startswith("cbtfs prune: ") and words in lines[0],
+                  and lines[0].startswith("cbtfs: ") and words in lines[0],
                   "%r: exit %d, %r" % (args, rc, err))
         rc, out, err = env.cbtfs("prune", store, "--keep-daily", "7", ok=False)
-        check(rc == 2 and err == "cbtfs prune: only --dry-run is implemented yet\n"
+        check(rc == 2 and err == "cbtfs: prune: only --dry-run is implemented yet\n"
               and out == "", "without --dry-run: exit %d, %r" % (rc, err))
         rc, _, err = env.cbtfs("prune", store, "--keep-daily", "7", "--bogus", ok=False)
         check(rc == 2 and "usage:" in err, "--bogus: exit %d, %r" % (rc, err))

@@ -29,6 +29,10 @@ extern int cmd_prune (int argc, char **argv);
 extern int cli_server_option (struct engine_server *so, int c,
                               const char *arg);
 
+/* Print S to stdout as a JSON string: quotes, backslashes and control
+ * bytes escaped (names may hold any byte XenServer allowed but NUL). */
+extern void cli_json_str (const char *s) __attribute__ ((__nonnull__ (1)));
+
 /* Print "cbtfs: MESSAGE" for the current err_get () and return 1. */
 extern int cli_fail (void);
 

@@ -13,24 +13,6 @@
 #include "../engine/points.h"
 #include "cli.h"
 
-/* JSON string: escape quotes, backslashes and control bytes; names may
- * hold anything XenServer allowed. */
-static void
-json_str (const char *s)
-{
-  putchar ('"');
-  for (; *s; s++) {
-    unsigned char c = *s;
-    if (c == '"' || c == '\\')
-      printf ("\\%c", c);
-    else if (c < 0x20)
-      printf ("\\u%04x", c);
-    else
-      putchar (c);
-  }
-  putchar ('"');
-}
-
 static const char *
 state_of (struct layer *l, char *buf, size_t len)
 {
@@ -74,13 +56,13 @@ print_json (const struct catalog *c)
     printf ("%s\n  {\"uuid\": \"%s\", \"vm_uuid\": \"%s\", \"vm\": ",
             sep, d->uuid, d->vm->uuid);
     sep = ",";
-    json_str (d->vm->name);
+    cli_json_str (d->vm->name);
     printf (", \"vm_name_label\": ");
-    json_str (m->vm_name);
+    cli_json_str (m->vm_name);
     printf (", \"name\": ");
-    json_str (d->name);
+    cli_json_str (d->name);
     printf (", \"name_label\": ");
-    json_str (m->disk_name);
+    cli_json_str (m->disk_name);
     printf (", \"points\": [");
     engine_load_verdicts (d, &vs);
     for (size_t j = 0; j < d->npoints; j++) {
@@ -90,7 +72,7 @@ print_json (const struct catalog *c)
       layer_counts (l, &present, &stored);
       printf ("%s\n    {\"snapshot\": \"%s\", \"name\": ", j ? "," : "",
               layer_meta (l)->snapshot);
-      json_str (d->points[j].name);
+      cli_json_str (d->points[j].name);
       printf (", \"time\": %" PRId64 ", \"size\": %" PRIu64
               ", \"kind\": \"%s\", \"chain\": \"%s\", \"changed_blocks\": %"
               PRIu64 ", \"present_blocks\": %" PRIu64 ", \"stored_blocks\": %"

@@ -26,6 +26,22 @@ cli_fail (void)
   return 1;
 }
 
+void
+cli_json_str (const char *s)
+{
+  putchar ('"');
+  for (; *s; s++) {
+    unsigned char c = *s;
+    if (c == '"' || c == '\\')
+      printf ("\\%c", c);
+    else if (c < 0x20)
+      printf ("\\u%04x", c);
+    else
+      putchar (c);
+  }
+  putchar ('"');
+}
+
 int
 cli_usage (const char *sub)
 {

@@ -44,23 +44,6 @@ refuse (const char *fmt, ...)
   return 2;
 }
 
-/* JSON string: as ls prints them (names may hold any byte but NUL). */
-static void
-json_str (const char *s)
-{
-  putchar ('"');
-  for (; *s; s++) {
-    unsigned char c = *s;
-    if (c == '"' || c == '\\')
-      printf ("\\%c", c);
-    else if (c < 0x20)
-      printf ("\\u%04x", c);
-    else
-      putchar (c);
-  }
-  putchar ('"');
-}
-
 static void
 print_reasons (const struct retention_point *pt, bool json)
 {
@@ -100,9 +83,9 @@ print_json (const struct catalog *c, const struct retention_policy *p,
 
     printf ("%s\n  {\"uuid\": \"%s\", \"vm_uuid\": \"%s\", \"vm\": ",
             i ? "," : "", d->uuid, d->vm->uuid);
-    json_str (d->vm->name);
+    cli_json_str (d->vm->name);
     printf (", \"name\": ");
-    json_str (d->name);
+    cli_json_str (d->name);
     printf (", \"points\": [");
     for (size_t k = 0; k < d->npoints; k++) {
       const struct retention_point *pt = &pd->points[k];
@@ -110,10 +93,10 @@ print_json (const struct catalog *c, const struct retention_policy *p,
 
       printf ("%s\n    {\"snapshot\": \"%s\", \"name\": ", k ? "," : "",
               layer_meta (d->points[k].layer)->snapshot);
-      json_str (d->points[k].name);
+      cli_json_str (d->points[k].name);
       printf (", \"path\": ");
       if (path)
-        json_str (path);
+        cli_json_str (path);
       else
         printf ("null");
       printf (", \"time\": %" PRId64 ", \"action\": \"%s\", \"rules\": [",

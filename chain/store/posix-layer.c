@@ -139,16 +139,24 @@ open_cached (const char *dir, const char *name)
 }
 
 char *
-posix_read_file (const char *path, size_t max, size_t *len)
+posix_read_in (const char *dir, const char *name, size_t max, size_t *len)
 {
-  char *text = read_file (path, max, len);
+  CLEANUP_FREE char *path = NULL;
+  char *text;
 
+  if (asprintf (&path, "%s/%s", dir, name) == -1) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  text = read_file (path, max, len);
   if (text == NULL && (errno == EMFILE || errno == ENFILE)) {
     pthread_mutex_lock (&fdc_lock);
     fdc_make_room (1);
     pthread_mutex_unlock (&fdc_lock);
     text = read_file (path, max, len);
   }
+  if (text == NULL)
+    err_sys (errno, "%s", path);
   return text;
 }
 
@@ -253,17 +261,7 @@ posix_layer_where (const struct store_layer *h)
 char *
 posix_set_read (struct store_layer *h, size_t max, size_t *len)
 {
-  CLEANUP_FREE char *path = NULL;
-  char *buf;
-
-  if (asprintf (&path, "%s/changed", pl_of (h)->dir) == -1) {
-    err_set (ENOMEM, "out of memory");
-    return NULL;
-  }
-  buf = posix_read_file (path, max, len);
-  if (buf == NULL)
-    err_sys (errno, "%s", path);
-  return buf;
+  return posix_read_in (pl_of (h)->dir, "changed", max, len);
 }
 
 ssize_t

@@ -384,19 +384,11 @@ static char *
 posix_note_read (struct store *s, const char *disk, const char *note,
                  size_t max, size_t *len)
 {
-  CLEANUP_FREE char *p = posix_disk_path (s, disk, note);
-  char *text;
+  CLEANUP_FREE char *dir = posix_disk_path (s, disk, NULL);
 
-  if (p == NULL)
-    return NULL;
   /* What an appender adds meanwhile may be cut short: callers check
    * each record. */
-  text = posix_read_file (p, max, len);
-  if (text == NULL && errno != ENOENT)
-    err_sys (errno, "read %s", p);
-  else if (text == NULL)
-    err_set (ENOENT, "%s: no such file", p);
-  return text;
+  return dir ? posix_read_in (dir, note, max, len) : NULL;
 }
 
 static int
@@ -436,17 +428,8 @@ posix_manifest_read (struct store *s, const char *disk, const char *snapshot,
                      size_t max, size_t *len)
 {
   CLEANUP_FREE char *dir = posix_disk_path (s, disk, snapshot);
-  CLEANUP_FREE char *p = NULL;
-  char *text;
 
-  if (dir == NULL || asprintf (&p, "%s/layer", dir) == -1) {
-    err_set (ENOMEM, "out of memory");
-    return NULL;
-  }
-  text = posix_read_file (p, max, len);
-  if (text == NULL)
-    err_sys (errno, "%s", p);
-  return text;
+  return dir ? posix_read_in (dir, "layer", max, len) : NULL;
 }
 
 static int

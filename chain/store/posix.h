@@ -34,10 +34,12 @@ extern char *posix_disk_path (struct store *s, const char *disk,
                               const char *name)
   __attribute__ ((__nonnull__ (1, 2)));
 
-/* read_file (common/util.h) of PATH, giving back the layers' cached
- * descriptors and trying again when the process has no files left. */
-extern char *posix_read_file (const char *path, size_t max, size_t *len)
-  __attribute__ ((__nonnull__ (1)));
+/* read_file (common/util.h) of DIR/NAME, giving back the layers' cached
+ * descriptors and trying again when the process has no files left.
+ * NULL with err_* (errno ENOENT when there is no such file). */
+extern char *posix_read_in (const char *dir, const char *name, size_t max,
+                            size_t *len)
+  __attribute__ ((__nonnull__ (1, 2)));
 
 /* posix-layer.c's part of store_posix. */
 extern struct store_layer *posix_layer_open (struct store *s, const char *disk,

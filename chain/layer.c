@@ -93,6 +93,12 @@ layer_where (const struct layer *l)
   return store_layer_where (l->obj);
 }
 
+int
+layer_usage (const struct layer *l, uint64_t *bytes)
+{
+  return store_layer_usage (l->obj, bytes);
+}
+
 const struct layer_meta *
 layer_meta (const struct layer *l)
 {

@@ -157,6 +157,10 @@ extern struct layer *layer_open_lazy_text (struct store *store,
                                            const char *text, size_t len)
   __attribute__ ((__nonnull__ (1, 2, 3)));
 
+/* Bytes L takes in its store (store_layer_usage).  0 or -1 with err_*. */
+extern int layer_usage (const struct layer *l, uint64_t *bytes)
+  __attribute__ ((__nonnull__ (1, 2)));
+
 /* Where L lives, for messages; borrowed from L. */
 extern const char *layer_where (const struct layer *l)
   __attribute__ ((__nonnull__ (1)));

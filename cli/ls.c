@@ -13,6 +13,17 @@
 #include "../engine/points.h"
 #include "cli.h"
 
+/* What L takes in the store; false after a warning when that cannot
+ * be told. */
+static bool
+usage_of (const struct layer *l, uint64_t *bytes)
+{
+  if (layer_usage (l, bytes) == 0)
+    return true;
+  log_warn ("%s", err_get ());
+  return false;
+}
+
 static const char *
 state_of (struct layer *l, char *buf, size_t len)
 {
@@ -68,7 +79,8 @@ print_json (const struct catalog *c)
     for (size_t j = 0; j < d->npoints; j++) {
       struct layer *l = d->points[j].layer;
       enum verdict v = verdicts_of (&vs, layer_meta (l)->snapshot);
-      uint64_t present, stored;
+      uint64_t present, stored, bytes;
+      bool have_bytes = usage_of (l, &bytes);
       layer_counts (l, &present, &stored);
       printf ("%s\n    {\"snapshot\": \"%s\", \"name\": ", j ? "," : "",
               layer_meta (l)->snapshot);
@@ -77,7 +89,7 @@ print_json (const struct catalog *c)
               ", \"kind\": \"%s\", \"chain\": \"%s\", \"changed_blocks\": %"
               PRIu64 ", \"present_blocks\": %" PRIu64 ", \"stored_blocks\": %"
               PRIu64 ", \"complete\": %s, \"readable\": %s, "
-              "\"verdict\": %s%s%s, \"held\": %s}",
+              "\"verdict\": %s%s%s, \"held\": %s, \"stored_bytes\": ",
               layer_meta (l)->time, layer_meta (l)->size,
               layer_is_baseline (layer_meta (l)) ? "baseline" : "delta",
               layer_meta (l)->chain, layer_nchanged (l), present, stored,
@@ -85,6 +97,10 @@ print_json (const struct catalog *c)
               chain_readable (l) ? "true" : "false",
               v ? "\"" : "", v ? verdict_name (v) : "null", v ? "\"" : "",
               verdict_holds (v) ? "true" : "false");
+      if (have_bytes)
+        printf ("%" PRIu64 "}", bytes);
+      else
+        printf ("null}");
     }
     verdicts_free (&vs);
     printf ("]}");
@@ -106,12 +122,15 @@ print_text (const struct catalog *c)
       engine_load_verdicts (d, &vs);
       for (size_t k = 0; k < d->npoints; k++) {
         struct layer *l = d->points[k].layer;
-        char buf[64];
+        char buf[64], held[32] = "?";
+        uint64_t bytes;
+        if (usage_of (l, &bytes))
+          snprintf (held, sizeof held, "%.1f MiB", bytes / 1048576.0);
         printf ("    %s.img  %s  %" PRIu64 " bytes  %s  %" PRIu64
-                " blocks  %s%s\n", d->points[k].name, layer_meta (l)->snapshot,
-                layer_meta (l)->size,
+                " blocks  %s stored  %s%s\n", d->points[k].name,
+                layer_meta (l)->snapshot, layer_meta (l)->size,
                 layer_is_baseline (layer_meta (l)) ? "baseline" : "delta   ",
-                layer_nchanged (l), state_of (l, buf, sizeof buf),
+                layer_nchanged (l), held, state_of (l, buf, sizeof buf),
                 verdict_note (verdicts_of (&vs, layer_meta (l)->snapshot)));
       }
       verdicts_free (&vs);

@@ -312,6 +312,11 @@ def check_layer(s, st, lay, want, vm_uuid, udev, dname, img, lsp):
     snap = os.path.basename(lay.folder)
     m = lay.meta
     where = "%s (backup %d of %s)" % (snap, want["n"], want["k"])
+    # What ls says the layer takes is what its files occupy.
+    held = sum(os.stat(os.path.join(lay.folder, f)).st_blocks * 512
+               for f in os.listdir(lay.folder))
+    check(lsp["stored_bytes"] == held, "%s: ls says %r bytes stored, the "
+          "folder's files take %d" % (where, lsp["stored_bytes"], held))
     check(m["_order"] == list(sf.KEYS), "%s: keys in order %s" % (where, m["_order"]))
     check(sf.format_manifest(m) == lay.manifest_bytes, "%s: the manifest is "
           "not written as FORMAT.md says: %r" % (where, lay.manifest_bytes))
@@ -498,6 +503,11 @@ def writer_direction(env):
              "present_blocks": len(set2), "stored_blocks": len(stored2),
              "complete": True, "readable": False, "verdict": None,
              "held": False}]
+    # What each layer's files take on disk, as the file system says.
+    for w in want:
+        lf = os.path.join(store, "disks", disk, w["snapshot"])
+        w["stored_bytes"] = sum(os.stat(os.path.join(lf, f)).st_blocks * 512
+                                for f in os.listdir(lf))
     check(pts == want, "ls points:\n %s\nwant\n %s" % (pts, want))
 
     # cbtfs verify: every stored block is good; the missing block is no

@@ -264,6 +264,33 @@ posix_set_read (struct store_layer *h, size_t max, size_t *len)
   return posix_read_in (pl_of (h)->dir, "changed", max, len);
 }
 
+/* What the layer's four files occupy on the file system (a full
+ * layer has no "changed"). */
+int
+posix_usage (struct store_layer *h, uint64_t *bytes)
+{
+  static const char *const names[] = { "layer", "changed", "index", "data" };
+  struct posix_layer *l = pl_of (h);
+
+  *bytes = 0;
+  for (size_t i = 0; i < ARRAY_SIZE (names); i++) {
+    CLEANUP_FREE char *path = NULL;
+    struct stat st;
+
+    if (asprintf (&path, "%s/%s", l->dir, names[i]) == -1) {
+      err_set (ENOMEM, "out of memory");
+      return -1;
+    }
+    if (stat (path, &st) == 0)
+      *bytes += (uint64_t) st.st_blocks * 512;
+    else if (errno != ENOENT) {
+      err_sys (errno, "%s", path);
+      return -1;
+    }
+  }
+  return 0;
+}
+
 ssize_t
 posix_index_read (struct store_layer *h, void *buf, size_t len, uint64_t off)
 {

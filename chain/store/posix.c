@@ -544,6 +544,7 @@ const struct store_backend store_posix = {
   .layer_close = posix_layer_close,
   .layer_where = posix_layer_where,
   .set_read = posix_set_read,
+  .usage = posix_usage,
   .index_read = posix_index_read,
   .block_read = posix_block_read,
   .writer_open = posix_writer_open,

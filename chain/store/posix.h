@@ -47,6 +47,7 @@ extern struct store_layer *posix_layer_open (struct store *s, const char *disk,
 extern void posix_layer_close (struct store_layer *h);
 extern const char *posix_layer_where (const struct store_layer *h);
 extern char *posix_set_read (struct store_layer *h, size_t max, size_t *len);
+extern int posix_usage (struct store_layer *h, uint64_t *bytes);
 extern ssize_t posix_index_read (struct store_layer *h, void *buf, size_t len,
                                  uint64_t off);
 extern ssize_t posix_block_read (struct store_layer *h, uint64_t b, void *buf);

@@ -184,6 +184,12 @@ store_layer_where (const struct store_layer *h)
   return h->store->be->layer_where (h);
 }
 
+int
+store_layer_usage (struct store_layer *h, uint64_t *bytes)
+{
+  return h->store->be->usage (h, bytes);
+}
+
 char *
 store_set_read (struct store_layer *h, size_t max, size_t *len)
 {

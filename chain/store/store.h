@@ -102,6 +102,7 @@ struct store_backend {
   void (*layer_close) (struct store_layer *h);
   const char *(*layer_where) (const struct store_layer *h);
   char *(*set_read) (struct store_layer *h, size_t max, size_t *len);
+  int (*usage) (struct store_layer *h, uint64_t *bytes);
   ssize_t (*index_read) (struct store_layer *h, void *buf, size_t len,
                          uint64_t off);
   ssize_t (*block_read) (struct store_layer *h, uint64_t b, void *buf);
@@ -242,6 +243,11 @@ extern void store_layer_close (struct store_layer *h);
 /* Where H lives, for messages ("STORE/disks/D/S"); borrowed from H. */
 extern const char *store_layer_where (const struct store_layer *h)
   __attribute__ ((__nonnull__ (1)));
+
+/* Bytes H's layer takes in the store now: what its objects occupy (a
+ * sparse file's allocation, not its length). */
+extern int store_layer_usage (struct store_layer *h, uint64_t *bytes)
+  __attribute__ ((__nonnull__ (1, 2)));
 
 /* H's set (malloc'd, *LEN bytes, at most MAX). */
 extern char *store_set_read (struct store_layer *h, size_t max, size_t *len)

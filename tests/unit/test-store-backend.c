@@ -156,6 +156,7 @@ test_layer (void)
   struct store_layer *h, *h2;
   uint8_t *blocks = malloc (2 * BS), *got = malloc (BS);
   char idx[128];
+  uint64_t used, used2;
   size_t len, n;
 
   for (size_t i = 0; i < 2 * BS; i++)
@@ -197,8 +198,11 @@ test_layer (void)
 
   /* Blocks, then records at the index's end; committed records read
    * back from any handle. */
+  CHECK (store_layer_usage (h, &used) == 0);
   CHECK (store_blocks_write (h, 2, blocks, 2 * BS) == 0);
   CHECK (store_commit (h, "R1R1R1R1", 8, 40) == 0);
+  /* Two stored blocks take at least their bytes. */
+  CHECK (store_layer_usage (h2, &used2) == 0 && used2 >= used + 2 * BS);
   CHECK (store_index_read (h2, idx, sizeof idx, 0) == 48
          && memcmp (idx + 40, "R1R1R1R1", 8) == 0);
   CHECK (store_block_read (h2, 3, got) == BS

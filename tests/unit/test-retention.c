@@ -324,7 +324,7 @@ restic_list (struct retention_point *pts)
     "12 21:02:03", "12 21:08:03", "18 12:02:03",
   };
   size_t n = 0;
-  char buf[32];
+  char buf[64];
 
   for (int y = 2014; y <= 2015; y++)
     for (int m = 8; m <= 11; m++)
@@ -427,7 +427,7 @@ newest_first (const void *a, const void *b)
 static void
 test_restic (void)
 {
-  struct retention_point pts[MAXPTS];
+  static struct retention_point pts[MAXPTS];   /* big for the stack */
   const int64_t now = t_of (FAR_FUTURE);
   char buf[200], tbuf[32];
 

@@ -7,12 +7,43 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../chain/layer.h"
 #include "../chain/store/store.h"
+#include "../chain/verdict.h"
 #include "../common/error.h"
 #include "../common/log.h"
 #include "../common/util.h"
 #include "../xapi/api.h"
 #include "hostclean.h"
+#include "snapshot.h"
+
+/* Whether snapshot VDI (not KEEP) still holds data that S has whole
+ * and lets go: its layer is complete as read back from S, no check
+ * holds it, and it is not a --no-copy point (whose data cbtfs fetch
+ * --keep may keep on purpose).  Says nothing when not: a layer being
+ * finished, or held, has its own messages. */
+static bool
+reducible (struct store *s, const char *disk, const char *keep,
+           const struct xapi_vdi *vdi)
+{
+  struct layer *l;
+  bool lazy;
+  int v;
+
+  if (strcmp (vdi->type, "cbt_metadata") == 0 || !is_uuid (vdi->uuid)
+      || strcmp (vdi->uuid, keep) == 0
+      || store_has_layer (s, disk, vdi->uuid) != 1)
+    return false;
+  l = layer_open_lazy (s, disk, vdi->uuid);
+  if (l == NULL)
+    return false;
+  lazy = layer_meta (l)->lazy;
+  layer_close (l);
+  if (lazy || layer_check_complete (s, disk, vdi->uuid) == -1)
+    return false;
+  v = verdict_latest (s, disk, vdi->uuid);
+  return v != -1 && !verdict_holds (v);
+}
 
 /* Whether snapshot VDI is this store's to destroy (see hostclean.h). */
 static bool
@@ -54,7 +85,15 @@ engine_clean_host (xapi_session *xs, struct store *s, const char *disk,
                   label, refs[i], err_get ());
       continue;
     }
-    if (destroyable (s, disk, keep, &vdi)) {
+    /* A run that was killed, or could not reduce an older point's
+     * snapshot while something held it, left its data on the host;
+     * only the newest point's is retried by the store scan. */
+    if (reducible (s, disk, keep, &vdi)
+        && engine_data_destroy (xs, s, disk, refs[i], vdi.uuid) == 0) {
+      free (vdi.type);
+      vdi.type = strdup ("cbt_metadata");
+    }
+    if (vdi.type && destroyable (s, disk, keep, &vdi)) {
       if (xapi_vdi_destroy (xs, refs[i]) == 0)
         removed++;
       else

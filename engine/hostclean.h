@@ -32,7 +32,10 @@ struct store;
  * so does every snapshot S has no layer for (the user's own, another
  * store's).  Never fails: each snapshot that cannot be destroyed is
  * named in one warning, and the next call tries it again.  Returns how
- * many were destroyed (with verbosity, one line says so). */
+ * many were destroyed (with verbosity, one line says so).  An older
+ * snapshot that still holds data whose point S has whole (complete,
+ * not held by a check, not a --no-copy point) is reduced first
+ * (engine_data_destroy), and then destroyed with the others. */
 extern size_t engine_clean_host (xapi_session *xs, struct store *s,
                                  const char *disk, const char *live_ref,
                                  const char *keep, const char *label)

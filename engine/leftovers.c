@@ -65,7 +65,7 @@ backup_remove_leftovers (struct backup *b, const struct xapi_vm *vm,
   for (size_t i = 0; i < vm->nsnapshots; i++) {
     struct xapi_vm svm = { 0 };
     char **refs, **uuids;
-    size_t norphans = 0;
+    size_t norphans = 0, unread = 0;
 
     if (xapi_vm_get (b->xs, vm->snapshots[i], &svm) == -1)
       continue;
@@ -84,6 +84,11 @@ backup_remove_leftovers (struct backup *b, const struct xapi_vm *vm,
         refs[k] = strdup (vbd.vdi);
         uuids[k] = strdup (vdi.uuid);
       }
+      /* A disk snapshot we could not read may be one nothing in the
+       * store describes: only the VM snapshot leads a later run to it. */
+      else if (!xapi_failed_with (b->xs, "HANDLE_INVALID")
+               && (vbd.vdi == NULL || strcmp (vbd.vdi, "OpaqueRef:NULL") != 0))
+        unread++;
       xapi_vbd_clear (&vbd);
       xapi_vdi_clear (&vdi);
     }
@@ -98,7 +103,11 @@ backup_remove_leftovers (struct backup *b, const struct xapi_vm *vm,
         if (refs[k] && uuids[k] && !in_store (b->store, v, n, uuids[k])
             && xapi_vdi_destroy (b->xs, refs[k]) == -1)
           log_warn ("VM %s: %s", vm->uuid, err_get ());
-      if (xapi_vm_destroy (b->xs, svm.ref) == -1)
+      if (unread > 0)
+        log_warn ("VM %s: keeping the snapshot an interrupted backup left, "
+                  "as %zu of its disks could not be read; the next backup "
+                  "removes it", vm->uuid, unread);
+      else if (xapi_vm_destroy (b->xs, svm.ref) == -1)
         log_warn ("VM %s: %s", vm->uuid, err_get ());
     }
     for (size_t k = 0; k < svm.nvbds; k++) {

@@ -137,15 +137,19 @@ class Control:
                                        % (k, ", ".join(WORD_KNOBS[k])))
                 m.knobs[k] = v
             elif k == "fail_next":
+                # With "ref", only a call on that object fails (the
+                # first argument after the session).
                 for f in (v if isinstance(v, list) else [v]):
                     if not isinstance(f, dict) or \
                             not isinstance(f.get("method"), str) or \
                             not isinstance(f.get("error"), list) or \
-                            not f["error"]:
+                            not f["error"] or \
+                            not isinstance(f.get("ref", ""), str):
                         raise ControlError('fail_next wants {"method": str, '
-                                           '"error": [CODE, params...]}')
+                                           '"error": [CODE, params...], '
+                                           '"ref": str (optional)}')
                     m.fail_next.setdefault(f["method"], []).append(
-                        [str(x) for x in f["error"]])
+                        ([str(x) for x in f["error"]], f.get("ref")))
             elif k == "fail_every":
                 # Every call of the method fails until cleared with
                 # "error": null (a host whose SR keeps refusing).
@@ -185,7 +189,8 @@ class Control:
         m.cond.notify_all()
         self.log("knobs set: %s" % ", ".join(sorted(b)))
         return {"knobs": dict(m.knobs),
-                "fail_next": {k: list(v) for k, v in m.fail_next.items()},
+                "fail_next": {k: [e for e, _ in v]
+                              for k, v in m.fail_next.items()},
                 "fail_every": dict(m.fail_every)}
 
     def _snapshot_claims(self, v):
@@ -241,6 +246,7 @@ class Control:
                         "is_a_snapshot": r["is_a_snapshot"],
                         "is_control_domain": r["is_control_domain"],
                         "snapshot_of": r["snapshot_of"],
+                        "vbds": list(r["VBDs"]),
                         "vdis": [self.m.objs["VBD"][v].rec["VDI"]
                                  for v in r["VBDs"]
                                  if self.m.objs["VBD"][v].rec["VDI"] != NULL]})

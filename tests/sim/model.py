@@ -141,7 +141,7 @@ class Model:
                       # there), "loop" (each sends it to the other), or
                       # an http:// URL the master sends it to.
                       "vhd_host": "master"}
-        self.fail_next = {}           # method -> [ErrorDescription, ...]
+        self.fail_next = {}           # method -> [(ErrorDescription, ref), ...]
         self.fail_every = {}          # method -> ErrorDescription, until cleared
         self.return_next = {}         # method -> [[value], ...]: replace a result
         self.raw_next = {}            # method -> [body, ...]: answer verbatim

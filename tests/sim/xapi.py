@@ -117,12 +117,13 @@ class Api:
             if spec.session:
                 session = args.pop(0)
                 m.check_session(session)
-            queued = m.fail_next.get(method)
-            if queued:
-                desc = queued.pop(0)
-                if not queued:
-                    del m.fail_next[method]
-                raise XapiError(*desc)
+            queued = m.fail_next.get(method, [])
+            for i, (desc, ref) in enumerate(queued):
+                if ref is None or (args and args[0] == ref):
+                    del queued[i]
+                    if not queued:
+                        del m.fail_next[method]
+                    raise XapiError(*desc)
             if method in m.fail_every:
                 raise XapiError(*m.fail_every[method])
             value = spec.fn(session, *args)

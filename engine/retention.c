@@ -181,7 +181,10 @@ retention_format_duration (const struct retention_duration *d, char *buf,
 int64_t
 retention_minus (int64_t t, const struct retention_duration *d)
 {
-  const int64_t days = floor_div (t, 86400), sod = t - days * 86400;
+  /* The second of the day without days * 86400, which overflows for
+   * the earliest times. */
+  const int64_t days = floor_div (t, 86400);
+  const int64_t sod = (t % 86400 + 86400) % 86400;
   int64_t y, months, r;
   unsigned m, dd;
 

@@ -33,10 +33,10 @@ ENGINE_SRC = engine/session.c engine/snapshot.c engine/points.c \
              engine/targets.c engine/backup.c engine/backup-vm.c \
              engine/backup-scan.c engine/leftovers.c engine/vhdmap.c \
              engine/fetch.c engine/verify.c engine/hostclean.c \
-             engine/retention.c engine/prune.c
+             engine/retention.c engine/prune.c engine/forget.c
 FS_SRC     = fs/tree.c fs/fs.c
 CLI_SRC    = cli/main.c cli/server.c cli/backup.c cli/mount.c cli/ls.c \
-             cli/fetch.c cli/verify.c cli/prune.c
+             cli/fetch.c cli/verify.c cli/prune.c cli/forget.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 COMMON_OBJ = $(call obj,$(COMMON_SRC))

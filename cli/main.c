@@ -17,6 +17,7 @@ static const struct {
   { "fetch", cmd_fetch },
   { "verify", cmd_verify },
   { "prune", cmd_prune },
+  { "forget", cmd_forget },
 };
 
 int
@@ -66,6 +67,13 @@ cli_usage (const char *sub)
       "             [--vm NAME-OR-UUID]... [--include-incomplete] [--json] [-q|-v]\n"
       "    N: a count or 'unlimited'; DURATION: e.g. 1y2m3d4h (m: months).\n"
       "    Only --dry-run is implemented yet: it says what would be kept and why." },
+    { "forget", "cbtfs forget STORE --vm NAME-OR-UUID [--disk NAME-OR-UUID] --yes\n"
+      "             [--server URL [--user USER] --password-file FILE [--ca-file PEM]]\n"
+      "             [--json] [-q|-v]\n"
+      "    Removes every point of a VM (or of one of its disks) that is no longer\n"
+      "    backed up, and with --server their snapshots on the host (refused\n"
+      "    while the VM or disk still exists there).  Without --yes it says\n"
+      "    what it would remove." },
   };
   fprintf (stderr, "usage:\n");
   for (size_t i = 0; i < sizeof text / sizeof text[0]; i++)
@@ -102,6 +110,6 @@ main (int argc, char **argv)
     if (strcmp (argv[1], commands[i].name) == 0)
       return commands[i].fn (argc - 1, argv + 1);
   log_error ("unknown command '%s' (try: backup, mount, ls, fetch, "
-             "verify, prune)", argv[1]);
+             "verify, prune, forget)", argv[1]);
   return 2;
 }

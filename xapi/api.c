@@ -338,6 +338,12 @@ xapi_vm_destroy (xapi_session *s, const char *vm)
   return call_void (s, "VM.destroy", 1, &vm);
 }
 
+char *
+xapi_vm_by_uuid (xapi_session *s, const char *uuid)
+{
+  return call_string (s, "VM.get_by_uuid", 1, &uuid);
+}
+
 /* ---- VBD ---- */
 
 void
@@ -426,6 +432,20 @@ xapi_vdi_get_snapshots (xapi_session *s, const char *vdi, char ***refs,
                         size_t *n)
 {
   static const char method[] = "VDI.get_snapshots";
+  xapi_value *r = call_strings (s, method, 1, &vdi);
+  int ret;
+
+  if (r == NULL)
+    return -1;
+  ret = refs_of (method, r, "result", refs, n);
+  xv_free (r);
+  return ret;
+}
+
+int
+xapi_vdi_get_vbds (xapi_session *s, const char *vdi, char ***refs, size_t *n)
+{
+  static const char method[] = "VDI.get_VBDs";
   xapi_value *r = call_strings (s, method, 1, &vdi);
   int ret;
 

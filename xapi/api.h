@@ -76,6 +76,9 @@ extern char *xapi_vm_snapshot (xapi_session *s, const char *vm,
 /* VM.destroy (a VM snapshot: its VDIs stay). */
 extern int xapi_vm_destroy (xapi_session *s, const char *vm);
 
+/* VM.get_by_uuid: the ref (caller frees); NULL with UUID_INVALID if gone. */
+extern char *xapi_vm_by_uuid (xapi_session *s, const char *uuid);
+
 /* VBD.get_record for REF.  On failure *VBD is left empty. */
 extern int xapi_vbd_get (xapi_session *s, const char *ref,
                          struct xapi_vbd *vbd);
@@ -91,6 +94,11 @@ extern void xapi_vdi_clear (struct xapi_vdi *vdi);
 extern int xapi_vdi_get_snapshots (xapi_session *s, const char *vdi,
                                    char ***refs, size_t *n);
 extern void xapi_refs_free (char **refs, size_t n);
+
+/* VDI.get_VBDs: the refs of the VBDs that connect VDI to VMs, attached
+ * or not (caller frees with xapi_refs_free). */
+extern int xapi_vdi_get_vbds (xapi_session *s, const char *vdi,
+                              char ***refs, size_t *n);
 
 /* VDI.get_by_uuid: the ref (caller frees); NULL with UUID_INVALID if gone. */
 extern char *xapi_vdi_by_uuid (xapi_session *s, const char *uuid);

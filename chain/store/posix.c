@@ -222,7 +222,8 @@ posix_lock (struct store *s)
     int err = errno;
     close (fd);
     if (err == EWOULDBLOCK)
-      err_set (err, "another cbtfs backup is using the store %s", ps->path);
+      err_set (err, "another cbtfs backup or forget is using the store %s",
+               ps->path);
     else
       err_sys (err, "lock %s", path);
     return -1;

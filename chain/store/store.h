@@ -144,7 +144,7 @@ extern void store_close (struct store *s);
 /* Take the store's writer lock without waiting, clear what a crashed
  * writer left half made, and give a store made before ids its
  * identity.  -1 with err_* (errno EWOULDBLOCK: "another cbtfs backup
- * is using the store …"). */
+ * or forget is using the store …"). */
 extern int store_lock (struct store *s) __attribute__ ((__nonnull__ (1)));
 
 /* Who may read what S holds: *UID and *GID own it and *MODE holds the

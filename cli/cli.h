@@ -34,6 +34,10 @@ extern int cli_server_option (struct engine_server *so, int c,
  * bytes escaped (names may hold any byte XenServer allowed but NUL). */
 extern void cli_json_str (const char *s) __attribute__ ((__nonnull__ (1)));
 
+/* A usage error: print "cbtfs: " and FMT as one line, return 2. */
+extern int cli_refuse (const char *fmt, ...)
+  __attribute__ ((__format__ (__printf__, 1, 2)));
+
 /* Print "cbtfs: MESSAGE" for the current err_get () and return 1. */
 extern int cli_fail (void);
 

@@ -2,7 +2,6 @@
  * what it removed, for people or (--json) for scripts. */
 #include <errno.h>
 #include <getopt.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -11,20 +10,6 @@
 #include "../common/log.h"
 #include "../engine/forget.h"
 #include "cli.h"
-
-/* A usage error of forget: one line, exit 2. */
-static int __attribute__ ((__format__ (__printf__, 1, 2)))
-refuse (const char *fmt, ...)
-{
-  va_list ap;
-
-  fprintf (stderr, "cbtfs: ");
-  va_start (ap, fmt);
-  vfprintf (stderr, fmt, ap);
-  va_end (ap);
-  fprintf (stderr, "\n");
-  return 2;
-}
 
 static const char *const host_name[] = {
   [FORGET_HOST_UNASKED] = "not asked",
@@ -144,12 +129,12 @@ cmd_forget (int argc, char **argv)
     switch (c) {
     case OPT_VM:
       if (vm)
-        return refuse ("forget: one --vm at a time");
+        return cli_refuse ("forget: one --vm at a time");
       vm = optarg;
       break;
     case OPT_DISK:
       if (disk)
-        return refuse ("forget: one --disk at a time");
+        return cli_refuse ("forget: one --disk at a time");
       disk = optarg;
       break;
     case OPT_YES: yes = true; break;
@@ -163,14 +148,14 @@ cmd_forget (int argc, char **argv)
   if (optind + 1 != argc)
     return cli_usage ("forget");
   if (vm == NULL)
-    return refuse ("forget: --vm NAME-OR-UUID is required");
+    return cli_refuse ("forget: --vm NAME-OR-UUID is required");
   if (so.server == NULL && so.password_file)
-    return refuse ("forget: --password-file without --server");
+    return cli_refuse ("forget: --password-file without --server");
   log_set_verbose (verbose);
 
   if (engine_forget_open (argv[optind], yes, vm, disk, &f) == -1) {
     if (errno == ENOENT || errno == EINVAL)
-      return refuse ("%s", err_get ());
+      return cli_refuse ("%s", err_get ());
     return cli_fail ();
   }
   p = engine_forget_plan (f);

@@ -1,4 +1,5 @@
 /* cbtfs: command-line entry point. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -25,6 +26,19 @@ cli_fail (void)
 {
   log_error ("%s", err_get ()[0] ? err_get () : "failed");
   return 1;
+}
+
+int
+cli_refuse (const char *fmt, ...)
+{
+  va_list ap;
+
+  fprintf (stderr, "cbtfs: ");
+  va_start (ap, fmt);
+  vfprintf (stderr, fmt, ap);
+  va_end (ap);
+  fprintf (stderr, "\n");
+  return 2;
 }
 
 void

@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,20 +28,6 @@ static const char *const rule_json[RETENTION_NCOUNTED] = {
   "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
   "keep_yearly",
 };
-
-/* A usage error of prune: one line, exit 2. */
-static int __attribute__ ((__format__ (__printf__, 1, 2)))
-refuse (const char *fmt, ...)
-{
-  va_list ap;
-
-  fprintf (stderr, "cbtfs: ");
-  va_start (ap, fmt);
-  vfprintf (stderr, fmt, ap);
-  va_end (ap);
-  fprintf (stderr, "\n");
-  return 2;
-}
 
 static void
 print_reasons (const struct retention_point *pt, bool json)
@@ -217,11 +202,11 @@ cmd_prune (int argc, char **argv)
     case OPT_KEEP + RETENTION_DAILY: case OPT_KEEP + RETENTION_WEEKLY:
     case OPT_KEEP + RETENTION_MONTHLY: case OPT_KEEP + RETENTION_YEARLY:
       if (retention_parse_count (optarg, &p.keep[c - OPT_KEEP]) == -1)
-        return refuse ("--%s: %s", rule_option[c - OPT_KEEP], err_get ());
+        return cli_refuse ("--%s: %s", rule_option[c - OPT_KEEP], err_get ());
       break;
     case OPT_WITHIN:
       if (retention_parse_duration (optarg, &p.within) == -1)
-        return refuse ("--keep-within: %s", err_get ());
+        return cli_refuse ("--keep-within: %s", err_get ());
       break;
     case OPT_VM: vms[nvms++] = optarg; break;
     case OPT_INCOMPLETE: p.include_incomplete = true; break;
@@ -236,15 +221,15 @@ cmd_prune (int argc, char **argv)
   if (optind + 1 != argc)
     return cli_usage ("prune");
   if (retention_policy_empty (&p))
-    return refuse ("no --keep-* rule given: refusing to drop every point");
+    return cli_refuse ("no --keep-* rule given: refusing to drop every point");
   if (!dry_run)
-    return refuse ("prune: only --dry-run is implemented yet");
+    return cli_refuse ("prune: only --dry-run is implemented yet");
 
   cat = engine_catalog (argv[optind], CATALOG_COUNTS);
   if (cat == NULL)
     return cli_fail ();
   if (engine_prune_plan (cat, &p, vms, nvms, time (NULL), &plan) == -1) {
-    int status = errno == ENOENT ? refuse ("%s", err_get ()) : cli_fail ();
+    int status = errno == ENOENT ? cli_refuse ("%s", err_get ()) : cli_fail ();
     catalog_free (cat);
     return status;
   }

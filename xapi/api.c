@@ -427,12 +427,12 @@ xapi_vdi_get (xapi_session *s, const char *ref, struct xapi_vdi *vdi)
   return ret;
 }
 
-int
-xapi_vdi_get_snapshots (xapi_session *s, const char *vdi, char ***refs,
-                        size_t *n)
+/* The refs METHOD answers about object REF. */
+static int
+call_refs (xapi_session *s, const char *method, const char *ref, char ***refs,
+          size_t *n)
 {
-  static const char method[] = "VDI.get_snapshots";
-  xapi_value *r = call_strings (s, method, 1, &vdi);
+  xapi_value *r = call_strings (s, method, 1, &ref);
   int ret;
 
   if (r == NULL)
@@ -443,17 +443,16 @@ xapi_vdi_get_snapshots (xapi_session *s, const char *vdi, char ***refs,
 }
 
 int
+xapi_vdi_get_snapshots (xapi_session *s, const char *vdi, char ***refs,
+                        size_t *n)
+{
+  return call_refs (s, "VDI.get_snapshots", vdi, refs, n);
+}
+
+int
 xapi_vdi_get_vbds (xapi_session *s, const char *vdi, char ***refs, size_t *n)
 {
-  static const char method[] = "VDI.get_VBDs";
-  xapi_value *r = call_strings (s, method, 1, &vdi);
-  int ret;
-
-  if (r == NULL)
-    return -1;
-  ret = refs_of (method, r, "result", refs, n);
-  xv_free (r);
-  return ret;
+  return call_refs (s, "VDI.get_VBDs", vdi, refs, n);
 }
 
 void

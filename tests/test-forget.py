@@ -34,7 +34,6 @@ too must go).  A mount of the store stays up through everything below.
   snapshots stay, and they do) finishes.
 """
 import errno
-import hashlib
 import json
 import os
 import random
@@ -51,21 +50,6 @@ MiB = 1 << 20
 SIZE = 1 * MiB
 VMS = {"web": ("root", "data"), "db": ("sys", "scratch"), "old": ("disk",)}
 NIGHTS = 4
-
-
-def tree_files(root):
-    """Every file and folder under ROOT: path -> (mode, size, sha256)."""
-    out = {}
-    for d, dirs, files in os.walk(root):
-        for n in dirs + files:
-            p = os.path.join(d, n)
-            st = os.lstat(p)
-            h = None
-            if os.path.isfile(p) and not os.path.islink(p):
-                with open(p, "rb") as f:
-                    h = hashlib.sha256(f.read()).hexdigest()
-            out[os.path.relpath(p, root)] = (st.st_mode, st.st_size, h)
-    return out
 
 
 def main():
@@ -125,7 +109,7 @@ def main():
             return os.path.join(store, "disks", vdi[k])
 
         def folder(k):
-            return tree_files(disk_dir(k))
+            return cb.tree_files(disk_dir(k))
 
         for vm in ("web", "old"):
             for n in VMS[vm]:
@@ -142,7 +126,7 @@ def main():
         def refused(args, status, pattern):
             """Run forget ARGS: exit STATUS, one line on stderr matching
             PATTERN, nothing on stdout, the store and the host unchanged."""
-            before, hb = tree_files(store), host()
+            before, hb = cb.tree_files(store), host()
             st, out, err = env.cbtfs("forget", store, *args, ok=False)
             lines = err.strip().splitlines()
             check(st == status, "forget %r: exit %d, not %d: %s"
@@ -152,7 +136,7 @@ def main():
                   "forget %r: stderr is not one line matching %r: %r"
                   % (args, pattern, err))
             check(out == "", "forget %r printed %r" % (args, out))
-            check(tree_files(store) == before, "forget %r changed the store"
+            check(cb.tree_files(store) == before, "forget %r changed the store"
                   % (args,))
             check(host() == hb, "forget %r changed the host's snapshots"
                   % (args,))

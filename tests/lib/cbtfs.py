@@ -259,6 +259,24 @@ def unmount(mnt):
             subprocess.run(["fusermount3", "-u", "-z", mnt])
 
 
+def tree_files(root, mtime=False):
+    """Every file and folder under ROOT: path -> (mode, size, sha256 of
+    a file's bytes), and its mtime in ns too when MTIME."""
+    out = {}
+    for d, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = os.path.join(d, n)
+            st = os.lstat(p)
+            h = None
+            if os.path.isfile(p) and not os.path.islink(p):
+                with open(p, "rb") as f:
+                    h = hashlib.sha256(f.read()).hexdigest()
+            out[os.path.relpath(p, root)] = (
+                (st.st_mode, st.st_size, st.st_mtime_ns, h) if mtime
+                else (st.st_mode, st.st_size, h))
+    return out
+
+
 def sha256(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:

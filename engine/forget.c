@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "../chain/catalog.h"
@@ -17,6 +16,7 @@
 #include "../common/util.h"
 #include "../xapi/api.h"
 #include "forget.h"
+#include "points.h"
 
 /* A mount filling an incomplete point lets go of it within about two
  * seconds of its last read from it: wait this long (seconds) for a
@@ -32,20 +32,6 @@ struct engine_forget {
   bool one_disk;                /* a disk was named: only it must be gone */
   struct engine_forget_plan plan;
 };
-
-/* Whether VM is named by NAME: its folder name, or its uuid in either
- * case (as prune matches --vm). */
-static bool
-vm_named (const struct catalog_vm *vm, const char *name)
-{
-  return strcmp (vm->name, name) == 0 || strcasecmp (vm->uuid, name) == 0;
-}
-
-static bool
-disk_named (const struct catalog_disk *d, const char *name)
-{
-  return strcmp (d->name, name) == 0 || strcasecmp (d->uuid, name) == 0;
-}
 
 /* Plan disk D into FD: the layers of D's folder that the catalog left
  * out (damaged; they are D's all the same, and unreadable), then its
@@ -100,7 +86,7 @@ plan (struct engine_forget *f, const char *vm, const char *disk)
   const struct catalog *c = f->cat;
 
   for (size_t i = 0; i < c->nvms; i++) {
-    if (!vm_named (&c->vms[i], vm))
+    if (!engine_vm_named (&c->vms[i], vm))
       continue;
     if (p->vm) {
       err_set (EINVAL, "--vm %s names two VMs of the store (%s and %s): "
@@ -121,7 +107,7 @@ plan (struct engine_forget *f, const char *vm, const char *disk)
   for (size_t j = 0; j < p->vm->ndisks; j++) {
     const struct catalog_disk *d = p->vm->disks[j];
 
-    if (disk && !disk_named (d, disk))
+    if (disk && !engine_disk_named (d, disk))
       continue;
     if (plan_disk (f, d, &p->disks[p->ndisks]) == -1)
       return -1;

@@ -89,7 +89,7 @@ engine_clean_host (xapi_session *xs, struct store *s, const char *disk,
      * snapshot while something held it, left its data on the host;
      * only the newest point's is retried by the store scan. */
     if (reducible (s, disk, keep, &vdi)
-        && engine_data_destroy (xs, s, disk, refs[i], vdi.uuid) == 0) {
+        && engine_reduce (xs, refs[i], vdi.uuid) == 0) {
       free (vdi.type);
       vdi.type = strdup ("cbt_metadata");
     }

@@ -4,6 +4,8 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include "../chain/store/store.h"
 #include "../common/cleanup.h"
@@ -26,6 +28,18 @@ engine_load_verdicts (const struct catalog_disk *d, struct verdicts *vs)
   if (d->npoints && verdicts_load (layer_store (d->points[0].layer), d->uuid,
                                    vs) == -1)
     log_warn ("%s", err_get ());
+}
+
+bool
+engine_vm_named (const struct catalog_vm *vm, const char *name)
+{
+  return strcmp (vm->name, name) == 0 || strcasecmp (vm->uuid, name) == 0;
+}
+
+bool
+engine_disk_named (const struct catalog_disk *d, const char *name)
+{
+  return strcmp (d->name, name) == 0 || strcasecmp (d->uuid, name) == 0;
 }
 
 char *

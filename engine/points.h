@@ -27,4 +27,14 @@ extern char *engine_point_label (const struct catalog_disk *d,
                                  const struct catalog_point *p)
   __attribute__ ((__nonnull__ (1, 2)));
 
+/* Whether VM is named by NAME: its folder name in the tree, or its uuid
+ * in either case (XenServer writes them lowercase, people may not). */
+extern bool engine_vm_named (const struct catalog_vm *vm, const char *name)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+/* The same for disk D: its folder name under its VM, or its uuid. */
+extern bool engine_disk_named (const struct catalog_disk *d,
+                               const char *name)
+  __attribute__ ((__nonnull__ (1, 2)));
+
 #endif /* CBTFS_ENGINE_POINTS_H */

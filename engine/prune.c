@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "../chain/read.h"
 #include "../chain/verdict.h"
@@ -13,14 +12,6 @@
 #include "../common/error.h"
 #include "points.h"
 #include "prune.h"
-
-/* Whether VM is named by NAME: its folder name, or its uuid in either
- * case (XenServer writes them lowercase, people may not). */
-static bool
-vm_named (const struct catalog_vm *vm, const char *name)
-{
-  return strcmp (vm->name, name) == 0 || strcasecmp (vm->uuid, name) == 0;
-}
 
 /* Tell the policy what it needs of each point of D into PTS (as
  * d->points). */
@@ -70,7 +61,7 @@ engine_prune_plan (const struct catalog *c, const struct retention_policy *p,
   for (size_t j = 0; j < nvms; j++) {
     bool found = false;
     for (size_t i = 0; i < c->nvms; i++)
-      if (vm_named (&c->vms[i], vms[j]))
+      if (engine_vm_named (&c->vms[i], vms[j]))
         wanted[i] = found = true;
     if (!found) {
       err_set (ENOENT, "--vm %s: no VM of that name or uuid in the store",

@@ -104,6 +104,12 @@ engine_data_destroy (xapi_session *xs, struct store *s, const char *disk,
                 uuid);
     return -1;
   }
+  return engine_reduce (xs, ref, uuid);
+}
+
+int
+engine_reduce (xapi_session *xs, const char *ref, const char *uuid)
+{
   for (int i = 1;; i++) {
     if (xapi_vdi_data_destroy (xs, ref) == 0) {
       log_info ("snapshot %s reduced to CBT metadata", uuid);

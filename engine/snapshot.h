@@ -36,6 +36,13 @@ extern int engine_data_destroy (xapi_session *xs, struct store *s,
                                 const char *uuid)
   __attribute__ ((__nonnull__ (1, 2, 3, 4, 5)));
 
+/* The host side of engine_data_destroy alone, for a caller that has
+ * made its checks: VDI.data_destroy of REF (uuid UUID), retried while
+ * the host still holds it.  0, or -1 after a warning. */
+extern int engine_reduce (xapi_session *xs, const char *ref,
+                          const char *uuid)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
+
 /* Seconds to give VDI.checksum of a disk of SIZE bytes: the host reads
  * all of it (allowing 20 MiB/s), and never less than AT_LEAST. */
 extern long engine_checksum_timeout (uint64_t size, long at_least);

@@ -28,12 +28,13 @@ CHAIN_SRC  = chain/bitmap.c chain/sums.c chain/layer-meta.c chain/index.c \
              chain/layer.c chain/layer-blocks.c chain/catalog.c chain/read.c \
              chain/nbdsrc.c chain/nbdlimit.c chain/tlspin.c chain/copy.c \
              chain/fetch.c chain/verify.c chain/manifests.c chain/verdict.c \
+             chain/fold.c chain/noteline.c \
              $(STORE_SRC)
 ENGINE_SRC = engine/session.c engine/snapshot.c engine/points.c \
              engine/targets.c engine/backup.c engine/backup-vm.c \
              engine/backup-scan.c engine/leftovers.c engine/vhdmap.c \
              engine/fetch.c engine/verify.c engine/hostclean.c \
-             engine/retention.c engine/prune.c engine/forget.c
+             engine/retention.c engine/prune.c engine/prune-run.c engine/forget.c
 FS_SRC     = fs/tree.c fs/fs.c
 CLI_SRC    = cli/main.c cli/server.c cli/backup.c cli/mount.c cli/ls.c \
              cli/fetch.c cli/verify.c cli/prune.c cli/forget.c

@@ -161,6 +161,36 @@ layer_read_block (struct layer *l, uint64_t b, void *buf)
 }
 
 int
+layer_block_sum (struct layer *l, uint64_t b, uint8_t sum[SUM_LEN])
+{
+  const uint8_t *s;
+  uint64_t n = 0;
+  bool found;
+
+  if (layer_load (l) == -1) {
+    errno = EIO;
+    return -1;
+  }
+  pthread_rwlock_rdlock (&l->lock);
+  s = sums_get (&l->unsynced, b);
+  found = s != NULL;
+  if (s)
+    memcpy (sum, s, SUM_LEN);
+  else if (bitmap_get (&l->ready, b) && bitmap_get (&l->present, b))
+    n = l->recno[layer_set_rank (l, b)];
+  pthread_rwlock_unlock (&l->lock);
+
+  if (found)
+    return 0;
+  if (n == 0) {
+    err_set (ENODATA, "block %" PRIu64 " of snapshot %s is not stored as "
+             "data", b, l->meta.snapshot);
+    return -1;
+  }
+  return record_sum (l, b, n, sum);
+}
+
+int
 layer_put_block (struct layer *l, uint64_t b, const void *buf)
 {
   return layer_put_run (l, b, 1, buf);

@@ -43,6 +43,7 @@
 #include "../common/util.h"
 #include "bitmap.h"
 #include "layer-meta.h"
+#include "sums.h"
 #include "store/store.h"
 
 #define CHAIN_BLOCK_SHIFT 16
@@ -222,6 +223,14 @@ extern enum layer_block layer_block_state (struct layer *l, uint64_t b)
  * errno EIO when the stored bytes do not match (never returns wrong
  * data), ENODATA when the block is not stored. */
 extern int layer_read_block (struct layer *l, uint64_t b, void *buf)
+  __attribute__ ((__nonnull__ (1, 3)));
+
+/* The checksum of block B of L, a LAYER_DATA block, into SUM (what its
+ * record says; the block is not read).  0, or -1 with err_* (ENODATA
+ * when B is not stored as data, EIO when its record cannot be read
+ * back). */
+extern int layer_block_sum (struct layer *l, uint64_t b,
+                            uint8_t sum[SUM_LEN])
   __attribute__ ((__nonnull__ (1, 3)));
 
 /* Store block B of a writable layer from BUF (CHAIN_BLOCK_SIZE bytes,

@@ -123,3 +123,35 @@ manifests_refresh (struct store *s, const char *disk)
   store_names_free (names, n);
   return ret;
 }
+
+int
+manifests_forget (struct store *s, const char *disk, const char *a,
+                  const char *b)
+{
+  CLEANUP_FREE char *buf = NULL, *out = NULL;
+  size_t len = 0, pos = 0, olen = 0, tlen;
+  const char *text;
+
+  buf = manifests_read (s, disk, &len);
+  if (buf == NULL)
+    return errno == ENOENT ? 0 : -1;
+  if ((out = malloc (len + 1)) == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  while (manifests_next (buf, len, &pos, &text, &tlen)) {
+    struct layer_meta m;
+    bool keep;
+
+    if (layer_meta_parse (text, tlen, &m) == -1)
+      continue;
+    keep = strcmp (m.snapshot, a) && strcmp (m.snapshot, b);
+    layer_meta_clear (&m);
+    if (keep) {
+      out[olen++] = '\n';
+      memcpy (out + olen, text, tlen);
+      olen += tlen;
+    }
+  }
+  return store_note_replace (s, disk, NAME, out, olen);
+}

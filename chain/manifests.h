@@ -45,4 +45,14 @@ extern bool manifests_next (const char *buf, size_t len, size_t *pos,
 extern int manifests_refresh (struct store *s, const char *disk)
   __attribute__ ((__nonnull__ (1, 2)));
 
+/* Rewrite DISK's note without the copies of layers A and B (and
+ * without copies that fail their check), atomically and durably
+ * (store_note_replace): done before a layer is replaced by another of
+ * the same name, so that no reader takes the old copy for the new
+ * layer, even after a crash.  Needs the store lock.  0 or -1 with
+ * err_*. */
+extern int manifests_forget (struct store *s, const char *disk,
+                             const char *a, const char *b)
+  __attribute__ ((__nonnull__ (1, 2, 3, 4)));
+
 #endif /* CBTFS_CHAIN_MANIFESTS_H */

@@ -75,12 +75,13 @@ cli_usage (const char *sub)
     { "verify", "cbtfs verify STORE [--server URL [--user USER] --password-file FILE\n"
       "             [--ca-file PEM]] [-q|-v]\n"
       "  cbtfs verify STORE --accept SNAPSHOT-UUID..." },
-    { "prune", "cbtfs prune STORE --dry-run [--keep-last N] [--keep-hourly N]\n"
+    { "prune", "cbtfs prune STORE [--keep-last N] [--keep-hourly N]\n"
       "             [--keep-daily N] [--keep-weekly N] [--keep-monthly N]\n"
       "             [--keep-yearly N] [--keep-within DURATION]\n"
-      "             [--vm NAME-OR-UUID]... [--include-incomplete] [--json] [-q|-v]\n"
+      "             [--vm NAME-OR-UUID]... [--include-incomplete]\n"
+      "             [--dry-run] [--json] [-q|-v]\n"
       "    N: a count or 'unlimited'; DURATION: e.g. 1y2m3d4h (m: months).\n"
-      "    Only --dry-run is implemented yet: it says what would be kept and why." },
+      "    --dry-run: only say what would be kept and why." },
     { "forget", "cbtfs forget STORE --vm NAME-OR-UUID [--disk NAME-OR-UUID] --yes\n"
       "             [--server URL [--user USER] --password-file FILE [--ca-file PEM]]\n"
       "             [--json] [-q|-v]\n"

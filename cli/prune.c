@@ -1,6 +1,6 @@
 /* cbtfs prune: options, then engine_prune_plan (engine/prune.h), and
- * what it decided, for people or (--json) for scripts.  Only --dry-run
- * exists yet: removing points is to come. */
+ * (without --dry-run) engine_prune_run under the store lock; what it
+ * decided and did, for people or (--json) for scripts. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -29,6 +29,20 @@ static const char *const rule_json[RETENTION_NCOUNTED] = {
   "keep_yearly",
 };
 
+/* What became of one point the plan drops (NULL arrays: a dry run). */
+enum outcome { OUT_PLANNED = 0, OUT_DROPPED, OUT_STAYED };
+
+/* A point's action word, for people and for --json. */
+static const char *
+action_of (const struct retention_point *pt, const enum outcome *out)
+{
+  if (pt->keep)
+    return "keep";
+  if (out == NULL || *out == OUT_PLANNED)
+    return "drop";
+  return *out == OUT_DROPPED ? "dropped" : "stayed";
+}
+
 static void
 print_reasons (const struct retention_point *pt, bool json)
 {
@@ -42,11 +56,12 @@ print_reasons (const struct retention_point *pt, bool json)
 
 static void
 print_json (const struct catalog *c, const struct retention_policy *p,
-            const struct engine_prune_plan *plan)
+            const struct engine_prune_plan *plan, enum outcome *const *out,
+            const struct engine_prune_result *res)
 {
   char buf[48];
 
-  printf ("{\"dry_run\": true, \"policy\": {");
+  printf ("{\"dry_run\": %s, \"policy\": {", out ? "false" : "true");
   for (int r = 0; r < RETENTION_NCOUNTED; r++) {
     printf ("\"%s\": ", rule_json[r]);
     if (p->keep[r] == RETENTION_UNLIMITED)
@@ -85,14 +100,19 @@ print_json (const struct catalog *c, const struct retention_policy *p,
       else
         printf ("null");
       printf (", \"time\": %" PRId64 ", \"action\": \"%s\", \"rules\": [",
-              pt->time, pt->keep ? "keep" : "drop");
+              pt->time, action_of (pt, out ? &out[i][k] : NULL));
       print_reasons (pt, true);
       printf ("]}");
     }
     printf ("]}");
   }
-  printf ("\n ], \"kept\": %zu, \"dropped\": %zu, \"skipped_layers\": %zu}\n",
-          plan->kept, plan->dropped, c->nskipped);
+  printf ("\n ], \"kept\": %zu, \"dropped\": %zu, \"skipped_layers\": %zu",
+          plan->kept, out ? res->dropped : plan->dropped, c->nskipped);
+  if (out)
+    printf (", \"stayed\": %zu, \"merged\": %zu, \"blocks_written\": %"
+            PRIu64 ", \"bytes_freed\": %" PRIu64, res->failed, res->merged,
+            res->blocks_written, res->bytes_freed);
+  printf ("}\n");
 }
 
 /* The policy as options, for -v. */
@@ -118,7 +138,8 @@ print_policy (const struct retention_policy *p)
 
 static void
 print_text (const struct catalog *c, const struct retention_policy *p,
-            const struct engine_prune_plan *plan, int verbose)
+            const struct engine_prune_plan *plan, enum outcome *const *out,
+            const struct engine_prune_result *res, int verbose)
 {
   const struct catalog_vm *vm = NULL;
   const bool within = p->within.years || p->within.months || p->within.days
@@ -148,7 +169,7 @@ print_text (const struct catalog *c, const struct retention_policy *p,
     for (size_t k = 0; k < d->npoints; k++) {
       const struct retention_point *pt = &pd->points[k];
 
-      printf ("    %s  %s.img  %s", pt->keep ? "keep" : "drop",
+      printf ("    %-7s  %s.img  %s", action_of (pt, out ? &out[i][k] : NULL),
               d->points[k].name, layer_meta (d->points[k].layer)->snapshot);
       if (pt->keep) {
         printf ("  ");
@@ -159,8 +180,104 @@ print_text (const struct catalog *c, const struct retention_policy *p,
   }
   if (c->nskipped)
     printf ("(%zu damaged layers skipped)\n", c->nskipped);
-  printf ("%zu points kept, %zu would be dropped\n", plan->kept,
-          plan->dropped);
+  if (out == NULL)
+    printf ("%zu points kept, %zu would be dropped\n", plan->kept,
+            plan->dropped);
+  else if (verbose >= 1 || res->failed)
+    printf ("%zu points kept, %zu dropped (%zu folded into the next point, "
+            "%" PRIu64 " blocks copied, %" PRIu64 " MiB freed)%s\n",
+            plan->kept, res->dropped, res->merged, res->blocks_written,
+            res->bytes_freed >> 20,
+            res->failed ? ", some could not go (see above)" : "");
+}
+
+/* engine_prune_cb: note what became of a point, and say why one
+ * stays. */
+struct run_ctx {
+  const struct engine_prune_plan *plan;
+  enum outcome **out;
+};
+
+static void
+on_point (void *opaque, const struct catalog_disk *d,
+          const struct catalog_point *pt, const struct fold_stats *st,
+          const char *why)
+{
+  struct run_ctx *ctx = opaque;
+
+  for (size_t i = 0; i < ctx->plan->ndisks; i++)
+    if (ctx->plan->disks[i].disk == d) {
+      ctx->out[i][pt - d->points] = st ? OUT_DROPPED : OUT_STAYED;
+      break;
+    }
+  if (why) {
+    CLEANUP_FREE char *label = engine_point_label (d, pt);
+    log_error ("%s stays: %s", label ? label : pt->name, why);
+  }
+}
+
+static void
+outcomes_free (enum outcome **out, size_t n)
+{
+  for (size_t i = 0; out && i < n; i++)
+    free (out[i]);
+  free (out);
+}
+
+/* Lock the store, finish what an interrupted prune left, plan under the
+ * lock (so that no backup adds points meanwhile) and drop.  The exit
+ * status. */
+static int
+run (const char *where, const struct retention_policy *p,
+     const char *const *vms, size_t nvms, bool json, int verbose)
+{
+  struct store *s = store_open (where, false);
+  struct engine_prune_plan *plan = NULL;
+  struct engine_prune_result res = { 0 };
+  struct catalog *cat = NULL;
+  struct run_ctx ctx = { NULL, NULL };
+  size_t finished;
+  int status = 1;
+
+  if (s == NULL || store_lock (s) == -1)
+    goto fail;
+  if (engine_prune_resume (s, &finished) == -1)
+    goto fail;
+  if (finished)
+    log_info ("finished %zu point drops an interrupted prune left",
+              finished);
+  cat = catalog_load (s, CATALOG_COUNTS);
+  if (cat == NULL)
+    goto fail;
+  if (engine_prune_plan (cat, p, vms, nvms, time (NULL), &plan) == -1) {
+    status = errno == ENOENT ? cli_refuse ("%s", err_get ()) : cli_fail ();
+    goto out;
+  }
+  ctx.plan = plan;
+  ctx.out = calloc (plan->ndisks ? plan->ndisks : 1, sizeof *ctx.out);
+  if (ctx.out == NULL)
+    goto fail;
+  for (size_t i = 0; i < plan->ndisks; i++)
+    if ((ctx.out[i] = calloc (plan->disks[i].disk->npoints,
+                              sizeof *ctx.out[i])) == NULL)
+      goto fail;
+  status = engine_prune_run (s, plan, on_point, &ctx, &res) == 0 ? 0 : 1;
+  if (status && res.failed == 0)
+    log_error ("%s", err_get ());   /* it failed before any point */
+  if (json)
+    print_json (cat, p, plan, ctx.out, &res);
+  else
+    print_text (cat, p, plan, ctx.out, &res, verbose);
+  goto out;
+
+ fail:
+  status = cli_fail ();
+ out:
+  outcomes_free (ctx.out, plan ? plan->ndisks : 0);
+  engine_prune_plan_free (plan);
+  catalog_free (cat);
+  store_close (s);
+  return status;
 }
 
 int
@@ -223,7 +340,7 @@ cmd_prune (int argc, char **argv)
   if (retention_policy_empty (&p))
     return cli_refuse ("no --keep-* rule given: refusing to drop every point");
   if (!dry_run)
-    return cli_refuse ("prune: only --dry-run is implemented yet");
+    return run (argv[optind], &p, vms, nvms, json, verbose);
 
   cat = engine_catalog (argv[optind], CATALOG_COUNTS);
   if (cat == NULL)
@@ -234,9 +351,9 @@ cmd_prune (int argc, char **argv)
     return status;
   }
   if (json)
-    print_json (cat, &p, plan);
+    print_json (cat, &p, plan, NULL, NULL);
   else
-    print_text (cat, &p, plan, verbose);
+    print_text (cat, &p, plan, NULL, NULL, verbose);
   engine_prune_plan_free (plan);
   catalog_free (cat);
   return 0;

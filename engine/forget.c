@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../chain/fold.h"
 #include "../chain/catalog.h"
 #include "../chain/store/store.h"
 #include "../common/cleanup.h"
@@ -249,34 +250,6 @@ destroy_snapshot (xapi_session *xs, const char *snap, const char *label)
   return ret;
 }
 
-/* Remove layer SNAP of DISK, as its one writer (store.h: nobody may be
- * filling a layer that goes).  0, or -1 with err_* (errno ENOENT: the
- * layer is not there). */
-static int
-remove_layer (struct store *s, const char *disk, const char *snap)
-{
-  struct store_layer *h = store_layer_open (s, disk, snap);
-  double until = now_monotonic () + WRITER_WAIT;
-  int ret;
-
-  if (h == NULL)
-    return -1;
-  /* 0 blocks: only the lock is wanted, not a data file sized for
-   * writing. */
-  while ((ret = store_writer_open (h, 0)) == -1 && errno == EWOULDBLOCK
-         && now_monotonic () < until)
-    /* flock(2) has no timed wait. */
-    usleep (100 * 1000);
-  /* A damaged layer may have no index to lock: then nobody can be
-   * filling it either. */
-  if (ret == -1 && errno == ENOENT)
-    ret = 0;
-  if (ret == 0)
-    ret = store_layer_remove (s, disk, snap);
-  store_layer_close (h);
-  return ret;
-}
-
 /* "by-vm/VM/DISK/TIME.img" of P in D, or its snapshot for a layer the
  * catalog left out, into BUF. */
 static const char *
@@ -301,6 +274,7 @@ forget_disk (struct engine_forget *f, xapi_session *xs,
   for (size_t i = 0; i < d->npoints; i++) {
     struct engine_forget_point *pt = &d->points[i];
     char label[1024];
+    uint64_t freed;
 
     point_label (d, pt, label, sizeof label);
     if (xs) {
@@ -309,7 +283,8 @@ forget_disk (struct engine_forget *f, xapi_session *xs,
       p->gone += pt->host == FORGET_HOST_GONE;
       p->kept += pt->host == FORGET_HOST_KEPT;
     }
-    if (remove_layer (f->store, d->disk->uuid, pt->snapshot) == -1
+    if (fold_remove (f->store, d->disk->uuid, pt->snapshot, WRITER_WAIT,
+                     &freed) == -1
         && errno != ENOENT) {
       /* The older points stay with it: they are its parents. */
       log_error ("%s (snapshot %s): %s; it and the %zu older points of "

@@ -1,10 +1,12 @@
 /* cbtfs engine: prune, the points of a store that a retention policy
  * (retention.h) keeps, disk by disk.
  *
- * Today this is the plan alone, what `cbtfs prune --dry-run` reports:
- * it reads the catalog and the disks' verdicts and changes nothing.
- * Removing the points it drops (merging their layers) comes later, on
- * top of the same plan.
+ * The plan (engine_prune_plan) reads the catalog and the disks'
+ * verdicts and changes nothing: it is what `cbtfs prune --dry-run`
+ * reports.  engine_prune_run then drops the points the plan drops,
+ * oldest first, each folded into the point after it (chain/fold.h)
+ * under a journal that engine_prune_resume finishes after a crash
+ * (prune-run.c).
  *
  * What the policy is told of each point:
  * - readable: the point reads wholly from the store (chain_readable)
@@ -25,6 +27,7 @@
 #include <stdint.h>
 
 #include "../chain/catalog.h"
+#include "../chain/fold.h"
 #include "retention.h"
 
 struct engine_prune_disk {
@@ -55,5 +58,41 @@ extern int engine_prune_plan (const struct catalog *c,
 
 /* Free PLAN (not the catalog it borrows from); NULL is a no-op. */
 extern void engine_prune_plan_free (struct engine_prune_plan *plan);
+
+/* What engine_prune_run did, over all disks. */
+struct engine_prune_result {
+  size_t dropped;               /* points gone */
+  size_t merged;                /* of them, folded into the next point */
+  size_t failed;                /* points the plan dropped that stay */
+  uint64_t blocks_written;
+  uint64_t bytes_freed;
+};
+
+/* Called by engine_prune_run after each point PT of disk D it tried to
+ * drop: with ST when it went, with WHY (one line) when it stays. */
+typedef void (*engine_prune_cb) (void *opaque, const struct catalog_disk *d,
+                                 const struct catalog_point *pt,
+                                 const struct fold_stats *st,
+                                 const char *why);
+
+/* Finish every drop an interrupted prune left pending in S (its
+ * journal), before anything else changes a chain: a prune's and a
+ * backup's first step once they hold the store lock.  *FINISHED counts
+ * them.  0, or -1 with err_* when one could not be finished (each
+ * logged; the next run tries again). */
+extern int engine_prune_resume (struct store *s, size_t *finished)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+/* Drop the points PLAN drops from S, the store its catalog was read
+ * from (locked by the caller since before the catalog was read),
+ * upgrading S to format 2 first.  A point that cannot go (its layer is
+ * incomplete and the next point needs it, a mount keeps filling it…)
+ * stays, and the others still go.  0, or -1 when some stayed (each
+ * told to CB, with RES filled either way). */
+extern int engine_prune_run (struct store *s,
+                             const struct engine_prune_plan *plan,
+                             engine_prune_cb cb, void *opaque,
+                             struct engine_prune_result *res)
+  __attribute__ ((__nonnull__ (1, 2, 5)));
 
 #endif /* CBTFS_ENGINE_PRUNE_H */

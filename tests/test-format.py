@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """End to end: the store's bytes are what FORMAT.md says, both ways.
 
-tests/lib/storefmt.py is a reader and writer of format 1 written from
+tests/lib/storefmt.py is a reader and writer of format 2 written from
 FORMAT.md alone.  Reading: a VM with two disks is backed up through the
 stand-in four times (a baseline of every block, a delta that zeroes a
 block, rewrites a partial last block and writes into space the disk
@@ -238,8 +238,8 @@ def reader_direction(s, env):
     # Everything below reads the store with storefmt alone.
     check_modes(store)
     st = sf.Store(store)
-    check(st.format == 1 and st.id is not None, "marker %r" % st.marker)
-    check(st.marker == b"cbtfs-store 1\nid %s\n" % st.id.encode(),
+    check(st.format == 2 and st.id is not None, "marker %r" % st.marker)
+    check(st.marker == b"cbtfs-store 2\nid %s\n" % st.id.encode(),
           "marker bytes %r" % st.marker)
     check(os.path.isfile(os.path.join(store, "lock")), "no lock file")
     check(os.listdir(os.path.join(store, "tmp")) == [],

@@ -25,7 +25,7 @@ MiB = 1 << 20
 def store_id(store):
     with open(os.path.join(store, "cbtfs-store")) as f:
         lines = f.read().splitlines()
-    check(lines[0] == "cbtfs-store 1" and lines[1].startswith("id "),
+    check(lines[0] == "cbtfs-store 2" and lines[1].startswith("id "),
           "no identity in %s: %r" % (store, lines))
     return lines[1][3:]
 

@@ -34,8 +34,14 @@
 
 struct posix_layer {
   struct store_layer base;
-  char *dir;                    /* STORE/disks/D/S (owned) */
-  const char *snapshot;         /* its last component */
+  char *dir;                    /* STORE/disks/D/S, or a stage in tmp/
+                                   (owned) */
+  const char *snapshot;         /* its last component (a stage: the
+                                   snapshot it replaces) */
+  char *final;                  /* a stage: the layer it replaces (owned);
+                                   NULL for a plain handle */
+  bool replaced;                /* a stage swapped in: DIR now holds the
+                                   old layer, already removed */
 
   /* Reading: see the fd cache. */
   int data_fd, rindex_fd;       /* both open, or both -1 */
@@ -211,26 +217,83 @@ fds_put (struct posix_layer *l)
 
 /* ---- the handle ---------------------------------------------------------- */
 
-struct store_layer *
-posix_layer_open (struct store *s, const char *disk, const char *snapshot)
+/* A handle on the layer in DIR (owned, also on failure). */
+static struct posix_layer *
+handle_new (struct store *s, char *dir)
 {
-  struct posix_layer *l = calloc (1, sizeof *l);
+  struct posix_layer *l;
 
+  if (dir == NULL)
+    return NULL;
+  l = calloc (1, sizeof *l);
   if (l == NULL) {
     err_set (ENOMEM, "out of memory");
+    free (dir);
     return NULL;
   }
   l->base.store = s;
   l->data_fd = l->rindex_fd = -1;
   l->wdata_fd = l->direct_fd = l->index_fd = -1;
   pthread_mutex_init (&l->write_lock, NULL);
-  l->dir = posix_disk_path (s, disk, snapshot);
-  if (l->dir == NULL) {
-    free (l);
+  l->dir = dir;
+  l->snapshot = strrchr (l->dir, '/') + 1;
+  return l;
+}
+
+struct store_layer *
+posix_layer_open (struct store *s, const char *disk, const char *snapshot)
+{
+  struct posix_layer *l = handle_new (s, posix_disk_path (s, disk, snapshot));
+
+  return l ? &l->base : NULL;
+}
+
+struct store_layer *
+posix_layer_staged (struct store *s, char *dir, char *final)
+{
+  struct posix_layer *l = handle_new (s, dir);
+
+  if (l == NULL) {
+    free (final);
     return NULL;
   }
-  l->snapshot = strrchr (l->dir, '/') + 1;
+  l->final = final;
+  l->snapshot = strrchr (final, '/') + 1;
   return &l->base;
+}
+
+/* The exchange is one rename(2): the layer's name never points at
+ * nothing, so neither a reader nor a crash can find the point missing.
+ * Readers holding the old files keep reading them (their blocks are
+ * checked against the old index); the old folder then sits at the
+ * stage's name in tmp/ and is removed (by the next store_lock after a
+ * crash). */
+int
+posix_layer_replace (struct store_layer *h)
+{
+  struct posix_layer *l = pl_of (h);
+  CLEANUP_FREE char *parent = dir_of (l->final);
+
+  posix_writer_close (h);
+  if (parent == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  if (renameat2 (AT_FDCWD, l->dir, AT_FDCWD, l->final, RENAME_EXCHANGE)
+      == -1) {
+    if (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)
+      err_set (EOPNOTSUPP, "the file system of %s cannot swap two folders "
+               "atomically (renameat2 RENAME_EXCHANGE); prune needs one "
+               "that can (ext4, xfs, btrfs, tmpfs)", l->final);
+    else
+      err_sys (errno, "swap %s and %s", l->dir, l->final);
+    return -1;
+  }
+  l->replaced = true;
+  if (fsync_dir (parent) == -1)
+    return -1;
+  posix_remove_stage (l->dir);
+  return 0;
 }
 
 void
@@ -247,7 +310,10 @@ posix_layer_close (struct store_layer *h)
     close (l->rindex_fd);
   }
   pthread_mutex_unlock (&fdc_lock);
+  if (l->final && !l->replaced)
+    posix_remove_stage (l->dir);
   pthread_mutex_destroy (&l->write_lock);
+  free (l->final);
   free (l->dir);
   free (l);
 }

@@ -50,10 +50,11 @@ dir_is_empty (const char *path)
   return empty;
 }
 
-/* Parse the marker file MARKER of the store at PATH: its format and,
- * if it has one, its id (into ID, else ""). */
+/* Parse the marker file MARKER of the store at PATH: its format (into
+ * *FORMAT) and, if it has one, its id (into ID, else ""). */
 static int
-check_marker (const char *path, const char *marker, char id[UUID_LEN + 1])
+check_marker (const char *path, const char *marker, int *format,
+              char id[UUID_LEN + 1])
 {
   CLEANUP_FREE char *text = read_file (marker, 4096, NULL);
   const char *line;
@@ -71,11 +72,12 @@ check_marker (const char *path, const char *marker, char id[UUID_LEN + 1])
     err_set (EPROTO, "%s is not a cbtfs store (bad %s)", path, marker_name);
     return -1;
   }
-  if (version != STORE_FORMAT) {
-    err_set (EPROTO, "%s has store format %d, this cbtfs reads %d", path,
-             version, STORE_FORMAT);
+  if (version < 1 || version > STORE_FORMAT) {
+    err_set (EPROTO, "%s has store format %d, this cbtfs reads 1 to %d",
+             path, version, STORE_FORMAT);
     return -1;
   }
+  *format = version;
   id[0] = '\0';
   line = strstr (text, "\nid ");
   if (line) {
@@ -94,13 +96,13 @@ check_marker (const char *path, const char *marker, char id[UUID_LEN + 1])
   return 0;
 }
 
-/* Write the marker of a store with id ID (atomically). */
+/* Write the marker of a store of FORMAT with id ID (atomically). */
 static int
-write_marker (const char *marker, const char *id)
+write_marker (const char *marker, int format, const char *id)
 {
   char text[64 + UUID_LEN];
 
-  snprintf (text, sizeof text, "cbtfs-store %d\nid %s\n", STORE_FORMAT, id);
+  snprintf (text, sizeof text, "cbtfs-store %d\nid %s\n", format, id);
   return write_file_atomic (marker, text, strlen (text), 0600);
 }
 
@@ -128,7 +130,7 @@ create_store (const char *path, const char *marker, char id[UUID_LEN + 1])
   /* Its name in its parent must last as long as what goes in it. */
   if (fsync_dir (parent) == -1 || make_uuid (id) == -1)
     return -1;
-  return write_marker (marker, id);
+  return write_marker (marker, STORE_FORMAT, id);
 }
 
 static void posix_close (struct store *s);
@@ -156,8 +158,9 @@ posix_open (const char *path, bool create)
   if (access (marker, F_OK) == -1 && errno == ENOENT && create) {
     if (create_store (path, marker, ps->base.id) == -1)
       goto err;
+    ps->base.format = STORE_FORMAT;
   }
-  else if (check_marker (path, marker, ps->base.id) == -1)
+  else if (check_marker (path, marker, &ps->base.format, ps->base.id) == -1)
     goto err;
   if (create && (mkdir_private (ps->disks_dir) == -1
                  || mkdir_private (ps->tmp_dir) == -1
@@ -185,8 +188,8 @@ posix_close (struct store *s)
 }
 
 /* Remove DIR and the plain files in it (a crashed writer's stage). */
-static void
-remove_stage (const char *dir)
+void
+posix_remove_stage (const char *dir)
 {
   DIR *d = opendir (dir);
   struct dirent *e;
@@ -238,7 +241,8 @@ posix_lock (struct store *s)
       err_set (ENOMEM, "out of memory");
       return -1;
     }
-    if (make_uuid (id) == -1 || write_marker (marker, id) == -1)
+    if (make_uuid (id) == -1
+        || write_marker (marker, s->format, id) == -1)
       return -1;
     memcpy (s->id, id, sizeof id);
   }
@@ -251,7 +255,7 @@ posix_lock (struct store *s)
       if (e->d_name[0] == '.' || asprintf (&p, "%s/%s", ps->tmp_dir,
                                            e->d_name) == -1)
         continue;
-      remove_stage (p);
+      posix_remove_stage (p);
     }
     closedir (d);
   }
@@ -424,6 +428,40 @@ posix_note_append (struct store *s, const char *disk, const char *note,
   return 0;
 }
 
+static int
+posix_upgrade (struct store *s)
+{
+  struct posix_store *ps = posix_of (s);
+  CLEANUP_FREE char *marker = NULL;
+
+  if (asprintf (&marker, "%s/%s", ps->path, marker_name) == -1) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  if (write_marker (marker, STORE_FORMAT, s->id) == -1)
+    return -1;
+  s->format = STORE_FORMAT;
+  return 0;
+}
+
+static int
+posix_note_replace (struct store *s, const char *disk, const char *note,
+                    const void *rec, size_t len)
+{
+  CLEANUP_FREE char *p = posix_disk_path (s, disk, note);
+  CLEANUP_FREE char *dir = posix_disk_path (s, disk, NULL);
+
+  if (p == NULL || dir == NULL)
+    return -1;
+  if (len > 0)
+    return write_file_atomic (p, rec, len, 0600);
+  if (unlink (p) == -1 && errno != ENOENT) {
+    err_sys (errno, "remove %s", p);
+    return -1;
+  }
+  return fsync_dir (dir);
+}
+
 static char *
 posix_manifest_read (struct store *s, const char *disk, const char *snapshot,
                      size_t max, size_t *len)
@@ -433,8 +471,8 @@ posix_manifest_read (struct store *s, const char *disk, const char *snapshot,
   return dir ? posix_read_in (dir, "layer", max, len) : NULL;
 }
 
-static int
-write_new (const char *dir, const char *name, const void *data, size_t len)
+int
+posix_write_new (const char *dir, const char *name, const void *data, size_t len)
 {
   CLEANUP_FREE char *path = NULL;
   CLEANUP_CLOSE int fd = -1;
@@ -474,10 +512,10 @@ posix_layer_create (struct store *s, const char *disk, const char *snapshot,
     err_sys (errno, "mkdir %s", stage);
     return -1;
   }
-  if (write_new (stage, "layer", manifest, mlen) == -1
-      || write_new (stage, "index", head, hlen) == -1
-      || write_new (stage, "data", "", 0) == -1
-      || (set && write_new (stage, "changed", set, slen) == -1)
+  if (posix_write_new (stage, "layer", manifest, mlen) == -1
+      || posix_write_new (stage, "index", head, hlen) == -1
+      || posix_write_new (stage, "data", "", 0) == -1
+      || (set && posix_write_new (stage, "changed", set, slen) == -1)
       || fsync_dir (stage) == -1)
     goto err;
   if (rename (stage, final) == -1) {
@@ -488,7 +526,7 @@ posix_layer_create (struct store *s, const char *disk, const char *snapshot,
   return fsync_dir (dir);
 
  err:
-  remove_stage (stage);
+  posix_remove_stage (stage);
   return -1;
 }
 
@@ -514,8 +552,65 @@ posix_layer_remove (struct store *s, const char *disk, const char *snapshot)
   }
   if (fsync_dir (dir) == -1)
     return -1;
-  remove_stage (to);
+  posix_remove_stage (to);
   return 0;
+}
+
+/* Staged as a new layer is (posix_layer_create), under a name of its
+ * own in tmp/, with BASE's data file hard-linked in: the blocks of
+ * BASE come at the cost of a link, whatever the disk's size, and the
+ * caller writes only what changes (store.h says which blocks it may). */
+static struct store_layer *
+posix_layer_stage (struct store *s, const char *disk, const char *snapshot,
+                   const char *base, const void *manifest, size_t mlen,
+                   const void *set, size_t slen, const void *head, size_t hlen,
+                   uint64_t nblocks)
+{
+  struct posix_store *ps = posix_of (s);
+  CLEANUP_FREE char *from = NULL, *to = NULL, *based = NULL;
+  char *stage = NULL, *final = NULL;
+  struct store_layer *h;
+
+  if (asprintf (&stage, "%s/%s.%ld.new", ps->tmp_dir, snapshot,
+                (long) getpid ()) == -1) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  if ((final = posix_disk_path (s, disk, snapshot)) == NULL
+      || (based = posix_disk_path (s, disk, base)) == NULL
+      || asprintf (&from, "%s/data", based) == -1
+      || asprintf (&to, "%s/data", stage) == -1) {
+    err_set (ENOMEM, "out of memory");
+    free (stage);
+    free (final);
+    return NULL;
+  }
+  if (mkdir (stage, 0700) == -1) {
+    err_sys (errno, "mkdir %s", stage);
+    free (stage);
+    free (final);
+    return NULL;
+  }
+  /* The stage's handle owns STAGE and FINAL from here, and removes the
+   * stage when closed before it is swapped in. */
+  h = posix_layer_staged (s, stage, final);
+  if (h == NULL)
+    return NULL;
+  if (posix_write_new (stage, "layer", manifest, mlen) == -1
+      || posix_write_new (stage, "index", head, hlen) == -1
+      || (set && posix_write_new (stage, "changed", set, slen) == -1))
+    goto err;
+  if (link (from, to) == -1) {
+    err_sys (errno, "link %s to %s", from, to);
+    goto err;
+  }
+  if (fsync_dir (stage) == -1 || posix_writer_open (h, nblocks) == -1)
+    goto err;
+  return h;
+
+ err:
+  posix_layer_close (h);
+  return NULL;
 }
 
 /* Every name is a path: this backend comes last (store.c). */
@@ -541,6 +636,10 @@ const struct store_backend store_posix = {
   .manifest_read = posix_manifest_read,
   .layer_create = posix_layer_create,
   .layer_remove = posix_layer_remove,
+  .upgrade = posix_upgrade,
+  .note_replace = posix_note_replace,
+  .layer_stage = posix_layer_stage,
+  .layer_replace = posix_layer_replace,
   .layer_open = posix_layer_open,
   .layer_close = posix_layer_close,
   .layer_where = posix_layer_where,

@@ -41,6 +41,22 @@ extern char *posix_read_in (const char *dir, const char *name, size_t max,
                             size_t *len)
   __attribute__ ((__nonnull__ (1, 2)));
 
+/* Remove the folder DIR and the files in it, best effort. */
+extern void posix_remove_stage (const char *dir) __attribute__ ((__nonnull__ (1)));
+
+/* Create DIR/NAME holding LEN bytes of DATA, fsynced; it must not exist. */
+extern int posix_write_new (const char *dir, const char *name,
+                            const void *data, size_t len)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+/* A handle on the staged layer in DIR (tmp/…), which replaces the layer
+ * in FINAL when posix_layer_replace swaps them; owns both strings, also
+ * on failure (NULL with err_*), and removes DIR when closed unswapped. */
+extern struct store_layer *posix_layer_staged (struct store *s, char *dir,
+                                               char *final)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
+extern int posix_layer_replace (struct store_layer *h);
+
 /* posix-layer.c's part of store_posix. */
 extern struct store_layer *posix_layer_open (struct store *s, const char *disk,
                                              const char *snapshot);

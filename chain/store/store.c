@@ -36,6 +36,12 @@ store_lock (struct store *s)
 }
 
 int
+store_upgrade (struct store *s)
+{
+  return s->format == STORE_FORMAT ? 0 : s->be->upgrade (s);
+}
+
+int
 store_owner (struct store *s, uid_t *uid, gid_t *gid, mode_t *mode)
 {
   return s->be->owner (s, uid, gid, mode);
@@ -131,6 +137,15 @@ store_note_append (struct store *s, const char *disk, const char *note,
 }
 
 int
+store_note_replace (struct store *s, const char *disk, const char *note,
+                    const void *rec, size_t len)
+{
+  if (check_name ("disk", disk) == -1 || check_note (note) == -1)
+    return -1;
+  return s->be->note_replace (s, disk, note, rec, len);
+}
+
+int
 store_layer_create (struct store *s, const char *disk, const char *snapshot,
                     const void *manifest, size_t mlen,
                     const void *set, size_t slen,
@@ -150,6 +165,26 @@ store_layer_remove (struct store *s, const char *disk, const char *snapshot)
       || check_name ("snapshot", snapshot) == -1)
     return -1;
   return s->be->layer_remove (s, disk, snapshot);
+}
+
+struct store_layer *
+store_layer_stage (struct store *s, const char *disk, const char *snapshot,
+                   const char *base, const void *manifest, size_t mlen,
+                   const void *set, size_t slen, const void *head, size_t hlen,
+                   uint64_t nblocks)
+{
+  if (check_name ("disk", disk) == -1
+      || check_name ("snapshot", snapshot) == -1
+      || check_name ("snapshot", base) == -1)
+    return NULL;
+  return s->be->layer_stage (s, disk, snapshot, base, manifest, mlen, set,
+                             slen, head, hlen, nblocks);
+}
+
+int
+store_layer_replace (struct store_layer *h)
+{
+  return h->store->be->layer_replace (h);
 }
 
 char *

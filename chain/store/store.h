@@ -63,7 +63,10 @@
 
 #include "../../common/util.h"
 
-#define STORE_FORMAT 1
+/* The format this cbtfs makes and upgrades stores to; it reads 1 too.
+ * Format 2 allows a layer to be replaced by a merged one (prune), which
+ * cbtfs of format 1 would not expect (FORMAT.md). */
+#define STORE_FORMAT 2
 
 struct store;                   /* an open store */
 struct store_layer;             /* a backend's handle on one layer */
@@ -90,6 +93,16 @@ struct store_backend {
                       const void *rec, size_t len, bool durable);
   int (*layer_remove) (struct store *s, const char *disk,
                        const char *snapshot);
+  int (*upgrade) (struct store *s);
+  int (*note_replace) (struct store *s, const char *disk, const char *note,
+                       const void *rec, size_t len);
+  struct store_layer *(*layer_stage) (struct store *s, const char *disk,
+                                      const char *snapshot, const char *base,
+                                      const void *manifest, size_t mlen,
+                                      const void *set, size_t slen,
+                                      const void *head, size_t hlen,
+                                      uint64_t nblocks);
+  int (*layer_replace) (struct store_layer *h);
   char *(*manifest_read) (struct store *s, const char *disk,
                           const char *snapshot, size_t max, size_t *len);
   int (*layer_create) (struct store *s, const char *disk, const char *snapshot,
@@ -122,6 +135,7 @@ struct store {
   char *where;                  /* as given, for messages (owned) */
   char id[UUID_LEN + 1];        /* the store's identity; "" in a store made
                                    before ids until store_lock gives one */
+  int format;                   /* 1 or STORE_FORMAT, as found or made */
 };
 
 /* What every backend's struct store_layer starts with. */
@@ -146,6 +160,11 @@ extern void store_close (struct store *s);
  * identity.  -1 with err_* (errno EWOULDBLOCK: "another cbtfs backup
  * or forget is using the store …"). */
 extern int store_lock (struct store *s) __attribute__ ((__nonnull__ (1)));
+
+/* Make S a store of format STORE_FORMAT, durably; a no-op when it is
+ * one.  Holder of the store lock only, before S changes in a way only
+ * format 2 allows (replacing a layer). */
+extern int store_upgrade (struct store *s) __attribute__ ((__nonnull__ (1)));
 
 /* Who may read what S holds: *UID and *GID own it and *MODE holds the
  * permission bits (a directory store's own; a store with no owners of
@@ -200,6 +219,13 @@ extern int store_note_append (struct store *s, const char *disk,
                               bool durable)
   __attribute__ ((__nonnull__ (1, 2, 3, 4)));
 
+/* Replace NOTE of DISK by REC (LEN bytes; with LEN 0 the note is
+ * gone), atomically and durably: a reader sees the old note or the new
+ * one, also after a crash.  The caller holds the store lock. */
+extern int store_note_replace (struct store *s, const char *disk,
+                               const char *note, const void *rec, size_t len)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
+
 /* ---- layers ----------------------------------------------------------- */
 
 /* Create layer SNAPSHOT of DISK atomically, durably, with MANIFEST, SET
@@ -219,6 +245,42 @@ extern int store_layer_create (struct store *s, const char *disk,
 extern int store_layer_remove (struct store *s, const char *disk,
                                const char *snapshot)
   __attribute__ ((__nonnull__ (1, 2, 3)));
+
+/* ---- replacing a layer (prune's merges) -------------------------------
+ * A layer is replaced whole, never changed in place where readers look:
+ * the new one is built aside ("staged"), then swapped in atomically. */
+
+/* Stage a replacement for layer SNAPSHOT of DISK, holding MANIFEST, SET
+ * (NULL: a full layer) and an index holding HEAD, whose blocks start as
+ * those of layer BASE of DISK (SNAPSHOT itself or another layer),
+ * shared with it where the backend can rather than copied: no record
+ * vouches for them until the caller commits one.  Returns a handle
+ * that is the stage's writer (store_blocks_write, store_commit,
+ * store_blocks_drop, for NBLOCKS blocks), invisible to readers until
+ * store_layer_replace; store_layer_close without it discards the stage.
+ * Writing or dropping a block of the stage may change that block in
+ * BASE too (the directory backend shares the file): the caller writes
+ * only blocks BASE's readers never read (not in its set) or changes
+ * BASE only when BASE is going away.  The caller holds the store lock
+ * and is the writer of SNAPSHOT and BASE. */
+extern struct store_layer *store_layer_stage (struct store *s,
+                                              const char *disk,
+                                              const char *snapshot,
+                                              const char *base,
+                                              const void *manifest,
+                                              size_t mlen,
+                                              const void *set, size_t slen,
+                                              const void *head, size_t hlen,
+                                              uint64_t nblocks)
+  __attribute__ ((__nonnull__ (1, 2, 3, 4, 5, 9)));
+
+/* Put the stage H in place of its layer, atomically and durably: a
+ * reader lists the old layer or the new one, never neither, and what
+ * only the old one held is freed.  H's writer side is closed; close H
+ * with store_layer_close.  EOPNOTSUPP when the backend cannot swap
+ * atomically where the store lives (then nothing changed). */
+extern int store_layer_replace (struct store_layer *h)
+  __attribute__ ((__nonnull__ (1)));
 
 /* The manifest of layer SNAPSHOT of DISK (malloc'd, NUL-terminated,
  * *LEN bytes, at most MAX). */

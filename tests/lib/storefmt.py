@@ -1,6 +1,6 @@
-"""An independent reader and writer of the cbtfs store, format 1.
+"""An independent reader and writer of the cbtfs store, format 2.
 
-Written from FORMAT.md ("The cbtfs store, format 1") alone, not from the
+Written from FORMAT.md ("The cbtfs store, format 2") alone, not from the
 C code, so that a test can hold the two against each other: read what
 cbtfs wrote and check every byte against the document, or write a store
 from the document and see cbtfs read it.  Each function names the
@@ -99,9 +99,10 @@ def is_uuid(s):
 
 # -- cbtfs-store -------------------------------------------------------
 
-def format_marker(store_id):
-    """The marker file (FORMAT.md layout: "cbtfs-store 1\\nid <uuid>\\n")."""
-    return ("cbtfs-store 1\nid %s\n" % store_id).encode()
+def format_marker(store_id, fmt=2):
+    """The marker file (FORMAT.md layout: "cbtfs-store 2\\nid <uuid>\\n";
+    "Formats 1 and 2": a format-1 store has 1 there)."""
+    return ("cbtfs-store %d\nid %s\n" % (fmt, store_id)).encode()
 
 
 def parse_marker(b):
@@ -109,7 +110,7 @@ def parse_marker(b):
     only its first line."""
     m = re.match(rb"^cbtfs-store (\d+)\n(?:id ([0-9a-fA-F-]{36})\n)?$", b)
     if not m:
-        raise FormatError("cbtfs-store: %r is not a format-1 marker" % b)
+        raise FormatError("cbtfs-store: %r is not a store marker" % b)
     sid = m.group(2).decode() if m.group(2) else None
     if sid is not None and not is_uuid(sid):
         raise FormatError("cbtfs-store: id %r is not a uuid" % sid)
@@ -454,7 +455,7 @@ class Store:
         with open(os.path.join(path, "cbtfs-store"), "rb") as f:
             self.marker = f.read()
         self.format, self.id = parse_marker(self.marker)
-        if self.format != 1:
+        if self.format not in (1, 2):
             raise FormatError("store format %d" % self.format)
         self.disks = {}                 # disk uuid -> {snapshot: Layer}
         ddir = os.path.join(path, "disks")

@@ -190,9 +190,30 @@ test_store_dir (void)
   {
     char *marker;
     CHECK (asprintf (&marker, "%s/cbtfs-store", sub) > 0);
-    CHECK (write_file_atomic (marker, "cbtfs-store 2\n", 14, 0600) == 0);
+    CHECK (write_file_atomic (marker, "cbtfs-store 3\n", 14, 0600) == 0);
     CHECK (store_open (sub, false) == NULL);
-    CHECK (strstr (err_get (), "format 2"));
+    CHECK (strstr (err_get (), "format 3"));
+    free (marker);
+  }
+  /* Format 1 is still read, keeps its number until upgraded, and
+   * keeps its id through the upgrade. */
+  {
+    static const char v1[] =
+      "cbtfs-store 1\nid 0d4a3c6e-27b1-4c8e-9a51-3f0e8b7d2c11\n";
+    char *marker, *text;
+    CHECK (asprintf (&marker, "%s/cbtfs-store", sub) > 0);
+    CHECK (write_file_atomic (marker, v1, strlen (v1), 0600) == 0);
+    CHECK ((s = store_open (sub, false)) != NULL && s->format == 1);
+    CHECK (store_lock (s) == 0);
+    CHECK ((text = read_file (marker, 4096, NULL)) != NULL
+           && strcmp (text, v1) == 0);
+    free (text);
+    CHECK (store_upgrade (s) == 0 && s->format == STORE_FORMAT);
+    CHECK ((text = read_file (marker, 4096, NULL)) != NULL
+           && strncmp (text, "cbtfs-store 2\n", 14) == 0
+           && strstr (text, "\nid 0d4a3c6e-27b1-4c8e-9a51-3f0e8b7d2c11\n"));
+    free (text);
+    store_close (s);
     free (marker);
   }
   free (sub);

@@ -48,7 +48,7 @@ FS_OBJ     = $(call obj,$(FS_SRC))
 CLI_OBJ    = $(call obj,$(CLI_SRC))
 
 UNIT_TESTS = test-xmlrpc test-bitmap test-store test-store-backend \
-             test-resolve test-vhd \
+             test-resolve test-fold test-vhd \
              test-nbdpin test-nbdpin-hidden test-error test-log test-secbuf \
              test-util test-dio test-cleanup test-retention
 UNIT_BINS  = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
@@ -99,6 +99,8 @@ $(BUILD)/tests/test-store-backend: $(BUILD)/tests/unit/test-store-backend.o \
                                   $(call obj,$(STORE_SRC)) $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 $(BUILD)/tests/test-resolve: $(BUILD)/tests/unit/test-resolve.o $(CHAIN_OBJ) $(COMMON_OBJ)
+	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
+$(BUILD)/tests/test-fold: $(BUILD)/tests/unit/test-fold.o $(CHAIN_OBJ) $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 $(BUILD)/tests/test-nbdpin: $(BUILD)/tests/unit/test-nbdpin.o $(BUILD)/chain/nbdsrc.o \
                            $(BUILD)/chain/tlspin.o $(BUILD)/chain/nbdlimit.o $(COMMON_OBJ)

@@ -185,9 +185,9 @@ print_text (const struct catalog *c, const struct retention_policy *p,
             plan->dropped);
   else if (verbose >= 1 || res->failed)
     printf ("%zu points kept, %zu dropped (%zu folded into the next point, "
-            "%" PRIu64 " blocks copied, %" PRIu64 " MiB freed)%s\n",
+            "%" PRIu64 " blocks copied, %.1f MiB freed)%s\n",
             plan->kept, res->dropped, res->merged, res->blocks_written,
-            res->bytes_freed >> 20,
+            res->bytes_freed / 1048576.0,
             res->failed ? ", some could not go (see above)" : "");
 }
 

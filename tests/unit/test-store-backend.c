@@ -109,6 +109,15 @@ test_notes (void)
                "not a note name");
   CHECK (store_note_read (s, DISK, "Verified", 100, &len) == NULL
          && errno == EINVAL);
+  /* A note is replaced whole, or removed. */
+  CHECK (store_note_replace (s, DISK, "verified", "\nZ\n", 3) == 0);
+  check_note (s, "\nZ\n");
+  CHECK (store_note_append (s, DISK, "verified", "Y\n", 2, false) == 0);
+  check_note (s, "\nZ\nY\n");
+  CHECK (store_note_replace (s, DISK, "verified", "", 0) == 0);
+  CHECK (store_note_read (s, DISK, "verified", 100, &len) == NULL
+         && errno == ENOENT);
+  CHECK (store_note_replace (s, DISK, "verified", "", 0) == 0);
   store_close (s);
   rm_rf (dir);
 }
@@ -245,6 +254,84 @@ test_layer (void)
   rm_rf (dir);
 }
 
+/* A layer is replaced by a stage, which starts with another layer's
+ * blocks, is invisible until swapped in, and is gone if closed first. */
+static void
+test_replace (void)
+{
+  char *dir, *text, **names;
+  struct store *s = fresh_store (&dir);
+  struct store_layer *h, *st;
+  uint8_t *blk = malloc (BS), *got = malloc (BS);
+  char idx[128];
+  size_t len, n;
+
+  CHECK (store_disk_prepare (s, DISK) == 0 && store_lock (s) == 0);
+  CHECK (store_layer_create (s, DISK, SNAP, "old\n", 4, "s1", 2, head, 40)
+         == 0);
+  CHECK (store_layer_create (s, DISK, SNAP2, "base\n", 5, "s2", 2, head, 40)
+         == 0);
+  /* SNAP2 stores block 5. */
+  h = store_layer_open (s, DISK, SNAP2);
+  memset (blk, 5, BS);
+  CHECK (h && store_writer_open (h, 8) == 0
+         && store_blocks_write (h, 5, blk, BS) == 0
+         && store_commit (h, "B5", 2, 40) == 0);
+  store_layer_close (h);
+
+  /* A stage closed unswapped leaves nothing behind. */
+  st = store_layer_stage (s, DISK, SNAP, SNAP2, "gone\n", 5, NULL, 0, head,
+                          40, 8);
+  CHECK (st != NULL);
+  store_layer_close (st);
+  text = store_manifest_read (s, DISK, SNAP, 100, &len);
+  CHECK (text && strcmp (text, "old\n") == 0);
+  free (text);
+
+  /* Stage SNAP's replacement on SNAP2's blocks, add block 1. */
+  CHECK (store_layer_stage (s, DISK, SNAP, "x", "m\n", 2, NULL, 0, head, 40,
+                            8) == NULL && errno == EINVAL);
+  st = store_layer_stage (s, DISK, SNAP, SNAP2, "new\n", 4, "s3", 2, head,
+                          40, 8);
+  CHECK (st != NULL);
+  memset (blk, 1, BS);
+  CHECK (store_blocks_write (st, 1, blk, BS) == 0
+         && store_commit (st, "B1B5", 4, 40) == 0);
+  /* Invisible until swapped. */
+  text = store_manifest_read (s, DISK, SNAP, 100, &len);
+  CHECK (text && strcmp (text, "old\n") == 0);
+  free (text);
+  CHECK (store_layer_replace (st) == 0);
+  store_layer_close (st);
+
+  /* SNAP is the new layer now: its manifest, set, index and blocks,
+   * the base's among them; SNAP2 is untouched; nothing else listed. */
+  text = store_manifest_read (s, DISK, SNAP, 100, &len);
+  CHECK (text && strcmp (text, "new\n") == 0);
+  free (text);
+  h = store_layer_open (s, DISK, SNAP);
+  text = h ? store_set_read (h, 100, &len) : NULL;
+  CHECK (text && len == 2 && memcmp (text, "s3", 2) == 0);
+  free (text);
+  CHECK (store_index_read (h, idx, sizeof idx, 0) == 44
+         && memcmp (idx, head, 40) == 0 && memcmp (idx + 40, "B1B5", 4) == 0);
+  CHECK (store_block_read (h, 1, got) == BS && got[0] == 1
+         && got[BS - 1] == 1);
+  CHECK (store_block_read (h, 5, got) == BS && got[0] == 5
+         && got[BS - 1] == 5);
+  store_layer_close (h);
+  h = store_layer_open (s, DISK, SNAP2);
+  CHECK (h && store_block_read (h, 5, got) == BS && got[0] == 5);
+  CHECK (store_index_read (h, idx, sizeof idx, 0) == 42);
+  store_layer_close (h);
+  CHECK (store_list (s, DISK, &names, &n) == 0 && n == 2);
+  store_names_free (names, n);
+  free (blk);
+  free (got);
+  store_close (s);
+  rm_rf (dir);
+}
+
 /* The store lock: one holder at a time. */
 static void
 test_lock (void)
@@ -271,6 +358,7 @@ main (int argc, char **argv)
   test_names ();
   test_notes ();
   test_layer ();
+  test_replace ();
   test_lock ();
   return 0;
 }

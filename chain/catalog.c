@@ -20,6 +20,7 @@
 #include "../common/util.h"
 #include "catalog.h"
 #include "manifests.h"
+#include "noteline.h"
 
 #define NAME_MAX_BYTES 200
 
@@ -204,32 +205,154 @@ link_parents (struct catalog_disk *d)
   return 0;
 }
 
+/* ---- names a prune recorded (FORMAT.md, `names`) ---------------------
+ * A point's name depends on the points beside it (".2" for the second
+ * in a second) and a VM's folder on which VM came first: a prune that
+ * drops points would rename what stays.  So before it drops any point
+ * of a disk, prune records the names the tree gives the disk's points,
+ * and when its first point was taken; those win afterwards. */
+#define NAMES_NOTE "names"
+#define NAMES_MAX (64 * 1024 * 1024)
+
+struct recorded {
+  struct noteline *v;           /* a point's name: word is the name */
+  size_t n;
+  int64_t first;                /* the disk's first point's time, or
+                                   INT64_MAX */
+};
+
+/* A noteline_fn: the last line about a snapshot wins. */
 static int
-name_points (struct catalog_disk *d)
+take_name (void *opaque, const struct noteline *l)
+{
+  struct recorded *r = opaque;
+  void *nv;
+
+  if (strcmp (l->word, "first") == 0) {
+    r->first = MIN (r->first, l->time);
+    return 0;
+  }
+  /* Only a name the tree could have given (never a path). */
+  if (strchr (l->word, '/') || strcmp (l->word, ".") == 0
+      || strcmp (l->word, "..") == 0)
+    return 0;
+  nv = realloc (r->v, (r->n + 1) * sizeof *r->v);
+  if (nv == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  r->v = nv;
+  r->v[r->n++] = *l;
+  return 0;
+}
+
+/* What was recorded for disk UUID; nothing when that cannot be read
+ * (then names are derived, as before any prune). */
+static void
+recorded_load (struct store *s, const char *uuid, struct recorded *r)
+{
+  r->v = NULL;
+  r->n = 0;
+  r->first = INT64_MAX;
+  if (noteline_each (s, uuid, NAMES_NOTE, NAMES_MAX, take_name, r) == -1) {
+    log_warn ("disk %s: its recorded names cannot be read (%s); names are "
+              "derived from the points", uuid, err_get ());
+    free (r->v);
+    r->v = NULL;
+    r->n = 0;
+  }
+}
+
+static const char *
+recorded_name (const struct recorded *r, const char *snapshot)
+{
+  for (size_t i = r->n; i-- > 0;)
+    if (strcmp (r->v[i].snapshot, snapshot) == 0)
+      return r->v[i].word;
+  return NULL;
+}
+
+/* Name D's points: recorded names first (they keep theirs), then the
+ * others by time, ".2", ".3" … where they clash. */
+static int
+name_points (struct catalog_disk *d, const struct recorded *r)
 {
   CLEANUP_FREE char **names = calloc (d->npoints ? d->npoints : 1,
                                       sizeof *names);
-  size_t i;
+  CLEANUP_FREE size_t *order = calloc (d->npoints ? d->npoints : 1,
+                                       sizeof *order);
+  size_t i, n = 0;
   int ret = -1;
 
-  if (names == NULL)
+  if (names == NULL || order == NULL)
     return -1;
-  for (i = 0; i < d->npoints; i++) {
-    char buf[64];
-    catalog_time_name (layer_meta (d->points[i].layer)->time, buf, sizeof buf);
-    if ((names[i] = strdup (buf)) == NULL)
-      goto out;
-  }
+  for (int pass = 0; pass < 2; pass++)
+    for (i = 0; i < d->npoints; i++) {
+      const char *rn = recorded_name (r, layer_meta (d->points[i].layer)
+                                      ->snapshot);
+      char buf[64];
+      if ((rn != NULL) != (pass == 0))
+        continue;
+      if (rn == NULL)
+        catalog_time_name (layer_meta (d->points[i].layer)->time, buf,
+                           sizeof buf);
+      order[n] = i;
+      if ((names[n++] = strdup (rn ? rn : buf)) == NULL)
+        goto out;
+    }
   if (uniquify (names, d->npoints) == -1)
     goto out;
   for (i = 0; i < d->npoints; i++) {
-    d->points[i].name = names[i];
+    d->points[order[i]].name = names[i];
     names[i] = NULL;
   }
+  d->since = d->npoints ? layer_meta (d->points[0].layer)->time : INT64_MAX;
+  d->since = MIN (d->since, r->first);
   ret = 0;
  out:
   for (i = 0; i < d->npoints; i++)
     free (names[i]);
+  return ret;
+}
+
+int
+catalog_record_names (const struct catalog_disk *d)
+{
+  struct store *s;
+  struct recorded r;
+  CLEANUP_FREE size_t *todo = NULL;
+  size_t n = 0;
+  bool first;
+  int ret = 0;
+
+  if (d->npoints == 0)
+    return 0;
+  s = layer_store (d->points[0].layer);
+  if ((todo = malloc (d->npoints * sizeof *todo)) == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  recorded_load (s, d->uuid, &r);
+  for (size_t i = 0; i < d->npoints; i++) {
+    const char *rn = recorded_name (&r, layer_meta (d->points[i].layer)
+                                    ->snapshot);
+    if (rn == NULL || strcmp (rn, d->points[i].name))
+      todo[n++] = i;
+  }
+  first = r.first == INT64_MAX;
+  free (r.v);
+  /* The last line synced makes them all durable. */
+  for (size_t k = 0; k < n && ret == 0; k++) {
+    const struct catalog_point *pt = &d->points[todo[k]];
+    ret = noteline_append (s, d->uuid, NAMES_NOTE,
+                           layer_meta (pt->layer)->snapshot,
+                           layer_meta (pt->layer)->time, pt->name,
+                           k + 1 == n && !first);
+  }
+  if (ret == 0 && first)
+    ret = noteline_append (s, d->uuid, NAMES_NOTE,
+                           layer_meta (d->points[0].layer)->snapshot,
+                           d->since, "first", true);
   return ret;
 }
 
@@ -297,8 +420,10 @@ load_disk (struct store *s, const char *uuid, unsigned flags,
            struct catalog_disk *d, size_t *nskipped)
 {
   CLEANUP_FREE bool *taken = NULL;
+  struct recorded rec;
   char **snaps = NULL;
   size_t nsnaps, i;
+  int ret;
 
   memset (d, 0, sizeof *d);
   memcpy (d->uuid, uuid, UUID_LEN + 1);
@@ -329,23 +454,29 @@ load_disk (struct store *s, const char *uuid, unsigned flags,
   qsort (d->points, d->npoints, sizeof *d->points, cmp_point);
   if (link_parents (d) == -1)
     return -1;
-  return name_points (d);
+  recorded_load (s, uuid, &rec);
+  ret = name_points (d, &rec);
+  free (rec.v);
+  return ret;
 }
 
 /* Per VM: the newest layer across its disks gives its current name;
- * the oldest gives its place in the naming order. */
+ * when its first point was taken (catalog_disk.since) gives its place
+ * in the naming order. */
 struct vm_info {
   struct catalog_vm *vm;
-  const struct layer *newest, *oldest;
+  const struct layer *newest;
+  int64_t since;
 };
 
 static int
 cmp_vm_age (const void *a, const void *b)
 {
   const struct vm_info *x = a, *y = b;
-  int c = cmp_layer_age (x->oldest, y->oldest);
 
-  return c ? c : strcmp (x->vm->uuid, y->vm->uuid);
+  if (x->since != y->since)
+    return x->since < y->since ? -1 : 1;
+  return strcmp (x->vm->uuid, y->vm->uuid);
 }
 
 static const struct layer *
@@ -508,13 +639,12 @@ group_vms (struct catalog *c, struct vm_info *info)
       return -1;
     c->nvms++;
     info[i] = (struct vm_info) { vm, newest_layer (g->first[0]),
-                                 g->first[0]->points[0].layer };
+                                 g->first[0]->since };
     for (j = 0; j < g->n; j++) {
       struct catalog_disk *d = g->first[j];
       if (cmp_layer_age (newest_layer (d), info[i].newest) > 0)
         info[i].newest = newest_layer (d);
-      if (cmp_layer_age (d->points[0].layer, info[i].oldest) < 0)
-        info[i].oldest = d->points[0].layer;
+      info[i].since = MIN (info[i].since, d->since);
       vm->disks[vm->ndisks++] = d;
       d->vm = vm;
     }

@@ -33,6 +33,8 @@ struct catalog_disk {
   struct catalog_vm *vm;
   struct catalog_point *points; /* oldest first */
   size_t npoints;
+  int64_t since;                /* when its first point was taken (also
+                                   one a prune dropped) */
 };
 
 struct catalog_vm {
@@ -76,6 +78,13 @@ extern struct catalog *catalog_load (struct store *store, unsigned flags)
 /* As catalog_load, of the store WHERE opened read-only for the
  * catalog's lifetime (its layers read through it). */
 extern struct catalog *catalog_open (const char *where, unsigned flags)
+  __attribute__ ((__nonnull__ (1)));
+
+/* Record in D's store the names the tree gives D's points now, and
+ * when its first point was taken, so that they stay when points are
+ * dropped (FORMAT.md, `names`); durable.  Needs the store lock.  0 or
+ * -1 with err_*. */
+extern int catalog_record_names (const struct catalog_disk *d)
   __attribute__ ((__nonnull__ (1)));
 
 /* Free C and its layers (and the store, if catalog_open opened it);

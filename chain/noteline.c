@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -15,7 +14,8 @@
 
 int
 noteline_append (struct store *s, const char *disk, const char *note,
-                 const char *snapshot, const char *word, bool durable)
+                 const char *snapshot, int64_t when, const char *word,
+                 bool durable)
 {
   char line[160];
   int n;
@@ -26,8 +26,8 @@ noteline_append (struct store *s, const char *disk, const char *note,
     err_set (EINVAL, "bad %s line", note);
     return -1;
   }
-  n = snprintf (line, sizeof line, "%s %lld %s", snapshot,
-                (long long) time (NULL), word);
+  n = snprintf (line, sizeof line, "%s %lld %s", snapshot, (long long) when,
+                word);
   n += snprintf (line + n, sizeof line - n, " %016" PRIx64 "\n",
                  (uint64_t) XXH3_64bits (line, n));
   /* The store starts a new line after one a crash tore. */

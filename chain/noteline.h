@@ -1,5 +1,6 @@
 /* cbtfs: notes made of checked lines, "<snapshot> <unix-time> <word>
- * <check>" (FORMAT.md): a disk's "verified" and "prune" notes.
+ * <check>" (FORMAT.md): a disk's "verified", "prune" and "names"
+ * notes.
  *
  * The check is the XXH3-64 of the bytes before its space, so a line a
  * crash tore or damage changed is skipped, never misread.
@@ -19,15 +20,16 @@
 struct noteline {
   char snapshot[UUID_LEN + 1];
   int64_t time;
-  char word[16];
+  char word[40];
 };
 
-/* Append a line saying WORD (a plain word, shorter than 16 bytes) about
- * SNAPSHOT to NOTE of DISK, durably when DURABLE.  0 or -1 with err_*. */
+/* Append a line saying WORD (printable, no space, shorter than 40
+ * bytes) about SNAPSHOT at time WHEN to NOTE of DISK, durably when
+ * DURABLE.  0 or -1 with err_*. */
 extern int noteline_append (struct store *s, const char *disk,
                             const char *note, const char *snapshot,
-                            const char *word, bool durable)
-  __attribute__ ((__nonnull__ (1, 2, 3, 4, 5)));
+                            int64_t when, const char *word, bool durable)
+  __attribute__ ((__nonnull__ (1, 2, 3, 4, 6)));
 
 /* Called by noteline_each for every good line L. */
 typedef int (*noteline_fn) (void *opaque, const struct noteline *l);

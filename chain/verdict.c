@@ -37,7 +37,8 @@ verdict_record (struct store *s, const char *disk, const char *snapshot,
     err_set (EINVAL, "bad verdict");
     return -1;
   }
-  return noteline_append (s, disk, NOTE, snapshot, verdict_name (v), true);
+  return noteline_append (s, disk, NOTE, snapshot, time (NULL),
+                          verdict_name (v), true);
 }
 
 /* Set SNAPSHOT's verdict in VS to E's (the newest line wins). */

@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../chain/fold.h"
 #include "../chain/layer-meta.h"
@@ -111,25 +112,33 @@ child_in_store (struct store *s, const char *disk, const char *parent,
   return 0;
 }
 
+/* Say WORD ("drop", "done", "kept") about SNAP in DISK's journal. */
+static int
+journal (struct store *s, const char *disk, const char *snap,
+         const char *word, bool durable)
+{
+  return noteline_append (s, disk, JOURNAL, snap, time (NULL), word, durable);
+}
+
 /* Drop layer SNAP of DISK under the journal; CHILD as fold_drop's. */
 static int
 drop_journalled (struct store *s, const char *disk, const char *snap,
                  const char *child, struct fold_stats *st)
 {
-  if (noteline_append (s, disk, JOURNAL, snap, "drop", true) == -1)
+  if (journal (s, disk, snap, "drop", true) == -1)
     return -1;
   if (fold_drop (s, disk, snap, child, FILL_WAIT, st) == -1) {
     CLEANUP_FREE char *why = strdup (err_get ());
     int err = errno;
     /* Nothing changed yet: the point stays as it was, not pending. */
     if (!st->started)
-      noteline_append (s, disk, JOURNAL, snap, "kept", false);
+      journal (s, disk, snap, "kept", false);
     err_set (err, "%s", why ? why : "out of memory");
     return -1;
   }
   /* Not durable: a lost "done" makes the next run find the layer gone
    * and say it again. */
-  noteline_append (s, disk, JOURNAL, snap, "done", false);
+  journal (s, disk, snap, "done", false);
   return 0;
 }
 
@@ -160,7 +169,7 @@ resume_disk (struct store *s, const char *disk, size_t *finished)
     int there = store_has_layer (s, disk, p.snap[i]);
 
     if (there == 0) {
-      noteline_append (s, disk, JOURNAL, p.snap[i], "done", false);
+      journal (s, disk, p.snap[i], "done", false);
       continue;
     }
     if (there == -1
@@ -172,7 +181,7 @@ resume_disk (struct store *s, const char *disk, size_t *finished)
       ret = -1;
       continue;
     }
-    noteline_append (s, disk, JOURNAL, p.snap[i], "done", false);
+    journal (s, disk, p.snap[i], "done", false);
     (*finished)++;
   }
   if (p.n > 0 && ret == 0)
@@ -225,8 +234,13 @@ run_disk (struct store *s, const struct engine_prune_disk *pd,
   const struct catalog_disk *d = pd->disk;
   CLEANUP_FREE char (*parents)[UUID_LEN + 1] =
     calloc (d->npoints ? d->npoints : 1, sizeof *parents);
+  size_t drops = 0;
   int ret = 0;
 
+  for (size_t k = 0; k < d->npoints; k++)
+    drops += !pd->points[k].keep;
+  if (drops == 0)
+    return 0;
   if (parents == NULL) {
     err_set (ENOMEM, "out of memory");
     return -1;
@@ -234,6 +248,11 @@ run_disk (struct store *s, const struct engine_prune_disk *pd,
   for (size_t k = 0; k < d->npoints; k++)
     memcpy (parents[k], layer_meta (d->points[k].layer)->parent,
             sizeof *parents);
+  /* Names the tree gave stay when points beside them go. */
+  if (catalog_record_names (d) == -1) {
+    err_prefix ("disk %s: recording its points' names", d->uuid);
+    return -1;
+  }
   for (size_t k = 0; k < d->npoints; k++) {
     const char *snap = layer_meta (d->points[k].layer)->snapshot;
     struct fold_stats st = { .merged = false };

@@ -153,7 +153,7 @@ cmd_forget (int argc, char **argv)
     return cli_refuse ("forget: --password-file without --server");
   log_set_verbose (verbose);
 
-  if (engine_forget_open (argv[optind], yes, vm, disk, &f) == -1) {
+  if (engine_forget_open (argv[optind], yes, 0, vm, disk, &f) == -1) {
     if (errno == ENOENT || errno == EINVAL)
       return cli_refuse ("%s", err_get ());
     return cli_fail ();

@@ -266,7 +266,7 @@ engine_backup (const char *path, const struct engine_server *server,
   pthread_mutex_init (&r.lock, NULL);
   pthread_cond_init (&r.cond, NULL);
   r.store = store_open (path, true);
-  if (r.store == NULL || store_lock (r.store) == -1)
+  if (r.store == NULL || store_lock (r.store, "backup", o->lock_wait) == -1)
     goto out;
   snprintf (snap_name, sizeof snap_name, "%s %s", SNAP_NAME, r.store->id);
   if ((r.limit = nbdlimit_new (NBDLIMIT_XAPI_NBD, o->rate)) == NULL)

@@ -3,10 +3,11 @@
 
 Wrong password, an untrusted certificate, an unreachable host, plain
 http, a missing password file, an unknown --vm, a store locked by
-another backup, a directory that is not a store, a malformed XAPI answer
-and a changed-block bitmap of the wrong length: each must fail with a
-one-line message naming the problem, commit no layer, and leave every
-earlier point in time readable byte for byte.
+another process (named as the lock file's record says, or "another
+cbtfs process" when it has none), a directory that is not a store, a
+malformed XAPI answer and a changed-block bitmap of the wrong length:
+each must fail with a one-line message naming the problem, commit no
+layer, and leave every earlier point in time readable byte for byte.
 """
 import base64
 import fcntl
@@ -78,10 +79,26 @@ def main():
                    "No such file")
         fails_with(backup("--vm", "nosuch"), "nosuch", "no VM")
 
-        # Another backup holds the store.
-        lock = open(os.path.join(store, "lock"), "a")
+        # Another process holds the store.  Its record in the lock file
+        # (FORMAT.md) names it; without one, or a garbled one, the
+        # message says only "another cbtfs process".
+        lock = open(os.path.join(store, "lock"), "r+")
         fcntl.flock(lock, fcntl.LOCK_EX)
-        fails_with(backup(), "another cbtfs backup")
+        r = backup()
+        fails_with(r, "the store %s is in use by another cbtfs process" % store)
+        check(r[0] == 1, "a held store: exit %d" % r[0])
+        lock.write("pid %d\ncommand prune\nsince 1796299384\n" % os.getpid())
+        lock.flush()
+        r = backup()
+        fails_with(r, "the store %s is in use by cbtfs prune (pid %d, since "
+                   "2026-12-03 12:03:04 UTC)" % (store, os.getpid()))
+        check(r[0] == 1, "a held store: exit %d" % r[0])
+        lock.seek(0)
+        lock.truncate()
+        lock.write("pid 12\x00x\ncommand BACKUP\nsince yesterday\n")
+        lock.flush()
+        fails_with(backup(), "is in use by another cbtfs process")
+        lock.truncate(0)
         lock.close()
 
         # A directory holding other things is never taken over.

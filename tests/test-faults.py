@@ -112,7 +112,8 @@ def main():
             check(time.monotonic() < deadline, "the first backup made no layer")
             time.sleep(0.02)
         rc, _, err = env.cbtfs(*base, ok=False)
-        check(rc == 1 and "another cbtfs backup or forget is using the store" in err,
+        check(rc == 1 and "the store %s is in use by cbtfs backup (pid %d, "
+              "since " % (store, first.pid) in err,
               "a second backup did not refuse: %d %r" % (rc, err))
         check(first.wait(timeout=120) == 0, "the first backup failed")
         s.control("set", nbd_read_delay_ms=0)

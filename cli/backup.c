@@ -20,6 +20,7 @@ cmd_backup (int argc, char **argv)
     { "limit-rate", required_argument, NULL, 'r' },
     { "no-copy", no_argument, NULL, 'N' },
     { "verify", no_argument, NULL, 'V' },
+    { "lock-wait", required_argument, NULL, 'w' },
     { "quiet", no_argument, NULL, 'q' },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
@@ -30,6 +31,7 @@ cmd_backup (int argc, char **argv)
     .copy = { .conns = 4, .request_blocks = 16, .depth = 4,
               .retries = 4 },
     .jobs = 2,
+    .lock_wait = CLI_LOCK_WAIT_DEFAULT,
   };
   /* From cron: only warnings and errors; on a terminal: what it does. */
   int c, r, verbose = isatty (STDERR_FILENO) ? 1 : 0, status = 2;
@@ -77,6 +79,10 @@ cmd_backup (int argc, char **argv)
       break;
     case 'N': o.no_copy = true; break;
     case 'V': o.verify = true; break;
+    case 'w':
+      if (cli_lock_wait (optarg, &o.lock_wait) == -1)
+        goto out;
+      break;
     case 'q': verbose = 0; break;
     case 'v': verbose = 2; break;
     case 'h': cli_usage ("backup"); status = 0; goto out;

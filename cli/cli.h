@@ -38,6 +38,15 @@ extern void cli_json_str (const char *s) __attribute__ ((__nonnull__ (1)));
 extern int cli_refuse (const char *fmt, ...)
   __attribute__ ((__format__ (__printf__, 1, 2)));
 
+/* --lock-wait's default: a nightly backup that meets a prune or a
+ * forget on its store waits for it rather than fail. */
+#define CLI_LOCK_WAIT_DEFAULT 300
+
+/* Take ARG of --lock-wait SECONDS (0 or more, a fraction allowed) into
+ * *WAIT: 0, or -1 (after printing why) for anything else. */
+extern int cli_lock_wait (const char *arg, double *wait)
+  __attribute__ ((__nonnull__ (1, 2)));
+
 /* Print "cbtfs: MESSAGE" for the current err_get () and return 1. */
 extern int cli_fail (void);
 

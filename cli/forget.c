@@ -101,13 +101,14 @@ print_summary (const struct engine_forget_plan *p, bool server)
 int
 cmd_forget (int argc, char **argv)
 {
-  enum { OPT_VM = 256, OPT_DISK, OPT_YES, OPT_JSON };
+  enum { OPT_VM = 256, OPT_DISK, OPT_YES, OPT_JSON, OPT_LOCK_WAIT };
   static const struct option longopts[] = {
     CLI_SERVER_LONGOPTS,
     { "vm", required_argument, NULL, OPT_VM },
     { "disk", required_argument, NULL, OPT_DISK },
     { "yes", no_argument, NULL, OPT_YES },
     { "json", no_argument, NULL, OPT_JSON },
+    { "lock-wait", required_argument, NULL, OPT_LOCK_WAIT },
     { "quiet", no_argument, NULL, 'q' },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
@@ -118,6 +119,7 @@ cmd_forget (int argc, char **argv)
   struct engine_forget *f;
   const char *vm = NULL, *disk = NULL;
   bool yes = false, json = false;
+  double lock_wait = CLI_LOCK_WAIT_DEFAULT;
   int c, r, verbose = 1, status;
 
   while ((c = getopt_long (argc, argv, "qvh", longopts, NULL)) != -1) {
@@ -139,6 +141,10 @@ cmd_forget (int argc, char **argv)
       break;
     case OPT_YES: yes = true; break;
     case OPT_JSON: json = true; break;
+    case OPT_LOCK_WAIT:
+      if (cli_lock_wait (optarg, &lock_wait) == -1)
+        return 2;
+      break;
     case 'q': verbose = 0; break;
     case 'v': verbose = 2; break;
     case 'h': cli_usage ("forget"); return 0;
@@ -153,7 +159,7 @@ cmd_forget (int argc, char **argv)
     return cli_refuse ("forget: --password-file without --server");
   log_set_verbose (verbose);
 
-  if (engine_forget_open (argv[optind], yes, vm, disk, &f) == -1) {
+  if (engine_forget_open (argv[optind], yes, lock_wait, vm, disk, &f) == -1) {
     if (errno == ENOENT || errno == EINVAL)
       return cli_refuse ("%s", err_get ());
     return cli_fail ();

@@ -1,6 +1,8 @@
 /* cbtfs: command-line entry point. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
@@ -41,6 +43,22 @@ cli_refuse (const char *fmt, ...)
   return 2;
 }
 
+int
+cli_lock_wait (const char *arg, double *wait)
+{
+  char *end;
+  double v = strtod (arg, &end);
+
+  /* strtod also takes "inf" and "nan": neither is a time to wait. */
+  if (end == arg || *end || !isfinite (v) || v < 0) {
+    log_error ("--lock-wait %s: expected a number of seconds, 0 or more",
+               arg);
+    return -1;
+  }
+  *wait = v;
+  return 0;
+}
+
 void
 cli_json_str (const char *s)
 {
@@ -65,7 +83,8 @@ cli_usage (const char *sub)
       "             [--ca-file PEM] [--vm NAME-OR-UUID]...\n"
       "             [--exclude-disk NAME-OR-UUID]... [--jobs N]\n"
       "             [--nbd-connections N] [--limit-rate BYTES-PER-SECOND]\n"
-      "             [--timeout SECONDS] [--no-copy | --verify] [-q|-v]" },
+      "             [--timeout SECONDS] [--lock-wait SECONDS]\n"
+      "             [--no-copy | --verify] [-q|-v]" },
     { "mount", "cbtfs mount STORE MOUNTPOINT [-f] [-o FUSE-OPTIONS] [-v]\n"
       "             [--server URL [--user USER] --password-file FILE [--ca-file PEM]]" },
     { "ls", "cbtfs ls STORE [--json]" },
@@ -79,12 +98,12 @@ cli_usage (const char *sub)
       "             [--keep-daily N] [--keep-weekly N] [--keep-monthly N]\n"
       "             [--keep-yearly N] [--keep-within DURATION]\n"
       "             [--vm NAME-OR-UUID]... [--include-incomplete]\n"
-      "             [--dry-run] [--json] [-q|-v]\n"
+      "             [--lock-wait SECONDS] [--dry-run] [--json] [-q|-v]\n"
       "    N: a count or 'unlimited'; DURATION: e.g. 1y2m3d4h (m: months).\n"
       "    --dry-run: only say what would be kept and why." },
     { "forget", "cbtfs forget STORE --vm NAME-OR-UUID [--disk NAME-OR-UUID] --yes\n"
       "             [--server URL [--user USER] --password-file FILE [--ca-file PEM]]\n"
-      "             [--json] [-q|-v]\n"
+      "             [--lock-wait SECONDS] [--json] [-q|-v]\n"
       "    Removes every point of a VM (or of one of its disks) that is no longer\n"
       "    backed up, and with --server their snapshots on the host (refused\n"
       "    while the VM or disk still exists there).  Without --yes it says\n"

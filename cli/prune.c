@@ -229,7 +229,8 @@ outcomes_free (enum outcome **out, size_t n)
  * status. */
 static int
 run (const char *where, const struct retention_policy *p,
-     const char *const *vms, size_t nvms, bool json, int verbose)
+     const char *const *vms, size_t nvms, double lock_wait, bool json,
+     int verbose)
 {
   struct store *s = store_open (where, false);
   struct engine_prune_plan *plan = NULL;
@@ -239,7 +240,7 @@ run (const char *where, const struct retention_policy *p,
   size_t finished;
   int status = 1;
 
-  if (s == NULL || store_lock (s) == -1)
+  if (s == NULL || store_lock (s, "prune", lock_wait) == -1)
     goto fail;
   if (engine_prune_resume (s, &finished) == -1)
     goto fail;
@@ -285,7 +286,7 @@ cmd_prune (int argc, char **argv)
 {
   /* Counted rules are OPT_KEEP + enum retention_rule. */
   enum { OPT_KEEP = 256, OPT_WITHIN = OPT_KEEP + RETENTION_NCOUNTED, OPT_VM,
-         OPT_INCOMPLETE, OPT_DRY_RUN, OPT_JSON };
+         OPT_INCOMPLETE, OPT_DRY_RUN, OPT_JSON, OPT_LOCK_WAIT };
   static const struct option longopts[] = {
     { "keep-last", required_argument, NULL, OPT_KEEP + RETENTION_LAST },
     { "keep-hourly", required_argument, NULL, OPT_KEEP + RETENTION_HOURLY },
@@ -298,6 +299,7 @@ cmd_prune (int argc, char **argv)
     { "include-incomplete", no_argument, NULL, OPT_INCOMPLETE },
     { "dry-run", no_argument, NULL, OPT_DRY_RUN },
     { "json", no_argument, NULL, OPT_JSON },
+    { "lock-wait", required_argument, NULL, OPT_LOCK_WAIT },
     { "quiet", no_argument, NULL, 'q' },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
@@ -309,6 +311,7 @@ cmd_prune (int argc, char **argv)
   struct catalog *cat;
   size_t nvms = 0;
   bool dry_run = false, json = false;
+  double lock_wait = CLI_LOCK_WAIT_DEFAULT;
   int c, verbose = 1;
 
   if (vms == NULL)
@@ -329,6 +332,10 @@ cmd_prune (int argc, char **argv)
     case OPT_INCOMPLETE: p.include_incomplete = true; break;
     case OPT_DRY_RUN: dry_run = true; break;
     case OPT_JSON: json = true; break;
+    case OPT_LOCK_WAIT:
+      if (cli_lock_wait (optarg, &lock_wait) == -1)
+        return 2;
+      break;
     case 'q': verbose = 0; break;
     case 'v': verbose = 2; break;
     case 'h': cli_usage ("prune"); return 0;
@@ -340,7 +347,7 @@ cmd_prune (int argc, char **argv)
   if (retention_policy_empty (&p))
     return cli_refuse ("no --keep-* rule given: refusing to drop every point");
   if (!dry_run)
-    return run (argv[optind], &p, vms, nvms, json, verbose);
+    return run (argv[optind], &p, vms, nvms, lock_wait, json, verbose);
 
   cat = engine_catalog (argv[optind], CATALOG_COUNTS);
   if (cat == NULL)

@@ -267,7 +267,7 @@ engine_backup (const char *path, const struct engine_server *server,
   pthread_mutex_init (&r.lock, NULL);
   pthread_cond_init (&r.cond, NULL);
   r.store = store_open (path, true);
-  if (r.store == NULL || store_lock (r.store) == -1)
+  if (r.store == NULL || store_lock (r.store, "backup", o->lock_wait) == -1)
     goto out;
   /* A prune killed mid-way left points half dropped: finish them before
    * a chain grows.  One that cannot be finished now (a mount filling

@@ -41,13 +41,17 @@ struct engine_backup_opts {
   unsigned jobs;                /* VMs backed up at once (>= 1) */
   uint64_t rate;                /* bytes per second over every NBD read of
                                    the run, 0 for no limit */
+  double lock_wait;             /* seconds to wait for the store's lock
+                                   while another process holds it
+                                   (store_lock), 0 for not at all */
 };
 
 /* Back up the VMs O selects from the pool SERVER names into the store
  * at STORE (created if need be).  Every problem with a disk or VM is
  * logged as it happens.  0 when every disk was backed up, 1 when some
  * were not, or -1 with err_* when the run could not start (the store
- * is locked or unusable, login failed, a --vm names no VM). */
+ * stayed locked for O->lock_wait seconds or is unusable, login failed,
+ * a --vm names no VM). */
 extern int engine_backup (const char *store, const struct engine_server *server,
                           const struct engine_backup_opts *o)
   __attribute__ ((__nonnull__ (1, 2, 3)));

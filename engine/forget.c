@@ -123,8 +123,9 @@ plan (struct engine_forget *f, const char *vm, const char *disk)
 }
 
 int
-engine_forget_open (const char *path, bool lock, const char *vm,
-                    const char *disk, struct engine_forget **out)
+engine_forget_open (const char *path, bool lock, double lock_wait,
+                    const char *vm, const char *disk,
+                    struct engine_forget **out)
 {
   struct engine_forget *f = calloc (1, sizeof *f);
 
@@ -135,7 +136,7 @@ engine_forget_open (const char *path, bool lock, const char *vm,
   f->one_disk = disk != NULL;
   /* The lock before the catalog: no backup adds a point meanwhile. */
   if ((f->store = store_open (path, false)) == NULL
-      || (lock && store_lock (f->store) == -1)
+      || (lock && store_lock (f->store, "forget", lock_wait) == -1)
       /* Manifests are all forget reads: a layer whose set or index is
        * damaged goes like any other. */
       || (f->cat = catalog_load (f->store, CATALOG_LAZY)) == NULL

@@ -76,15 +76,17 @@ struct engine_forget;
 /* Open the store at PATH and plan the forgetting of VM (its folder
  * name in the tree or its uuid) or, if DISK is not NULL, of DISK (a
  * folder name under VM or the live VDI's uuid).  With LOCK, take the
- * store's lock first (store_lock: one backup or forget at a time), as
- * engine_forget_run needs.  *OUT (engine_forget_close) or -1 with
- * err_*: errno ENOENT when VM or DISK names nothing in the store, or
- * the VM has no points left (the message says which), EINVAL when VM
- * names more than one VM, EWOULDBLOCK when another process holds the
- * lock. */
-extern int engine_forget_open (const char *path, bool lock, const char *vm,
-                               const char *disk, struct engine_forget **out)
-  __attribute__ ((__nonnull__ (1, 3, 5)));
+ * store's lock first (store_lock: one backup, forget or prune at a
+ * time), as engine_forget_run needs, waiting up to LOCK_WAIT seconds
+ * while another process holds it.  *OUT (engine_forget_close) or -1
+ * with err_*: errno ENOENT when VM or DISK names nothing in the store,
+ * or the VM has no points left (the message says which), EINVAL when
+ * VM names more than one VM, EWOULDBLOCK when another process held the
+ * lock all that time (the message names it). */
+extern int engine_forget_open (const char *path, bool lock, double lock_wait,
+                               const char *vm, const char *disk,
+                               struct engine_forget **out)
+  __attribute__ ((__nonnull__ (1, 4, 6)));
 
 /* The plan of F (borrowed from F). */
 extern const struct engine_forget_plan *

@@ -3,16 +3,19 @@
 
 Wrong password, an untrusted certificate, an unreachable host, plain
 http, a missing password file, an unknown --vm, a store locked by
-another backup, a directory that is not a store, a malformed XAPI answer
-and a changed-block bitmap of the wrong length: each must fail with a
-one-line message naming the problem, commit no layer, and leave every
-earlier point in time readable byte for byte.
+another process (named as the lock file's record says, or "another
+cbtfs process" when it has none; at once with --lock-wait 0, else after
+the wait), a bad --lock-wait, a directory that is not a store, a
+malformed XAPI answer and a changed-block bitmap of the wrong length:
+each must fail with a one-line message naming the problem, commit no
+layer, and leave every earlier point in time readable byte for byte.
 """
 import base64
 import fcntl
 import os
 import socket
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import cbtfs as cb  # noqa: E402
@@ -78,11 +81,36 @@ def main():
                    "No such file")
         fails_with(backup("--vm", "nosuch"), "nosuch", "no VM")
 
-        # Another backup holds the store.
-        lock = open(os.path.join(store, "lock"), "a")
+        # Another process holds the store.  Its record in the lock file
+        # (FORMAT.md) names it; without one, or a garbled one, the
+        # message says only "another cbtfs process".
+        lock = open(os.path.join(store, "lock"), "r+")
         fcntl.flock(lock, fcntl.LOCK_EX)
-        fails_with(backup(), "another cbtfs backup")
+        start = time.monotonic()
+        r = backup("--lock-wait", "0")
+        fails_with(r, "the store %s is in use by another cbtfs process" % store)
+        check(r[0] == 1, "a held store: exit %d" % r[0])
+        check(time.monotonic() - start < 30, "--lock-wait 0 waited")
+        check("gave up" not in r[2], "--lock-wait 0: %r" % r[2])
+        lock.write("pid %d\ncommand prune\nsince 1796299384\n" % os.getpid())
+        lock.flush()
+        r = backup("--lock-wait", "0.5")
+        fails_with(r, "the store %s is in use by cbtfs prune (pid %d, since "
+                   "2026-12-03 12:03:04 UTC); gave up after 0.5 s"
+                   % (store, os.getpid()))
+        check(r[0] == 1, "a held store: exit %d" % r[0])
+        lock.seek(0)
+        lock.truncate()
+        lock.write("pid 12\x00x\ncommand BACKUP\nsince yesterday\n")
+        lock.flush()
+        fails_with(backup("--lock-wait", "0"), "is in use by another cbtfs "
+                   "process")
+        lock.truncate(0)
         lock.close()
+        for bad in ("-1", "soon", "", "nan", "inf", "5s"):
+            r = backup("--lock-wait", bad)
+            fails_with(r, "--lock-wait")
+            check(r[0] == 2, "--lock-wait %r: exit %d, not 2" % (bad, r[0]))
 
         # A directory holding other things is never taken over.
         other = env.mkdir("other")

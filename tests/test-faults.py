@@ -5,11 +5,16 @@
   completes, byte-exact; when every connection fails, it stops with a
   clear message and the next run finishes the copy.
 - XAPI slow, NBD slow: bounded by --timeout, one clear message.
-- Two backups on one store at once: the second refuses (the lock).
+- Two backups on one store at once: with --lock-wait 0 the second
+  refuses at once (exit 1), naming the first (cbtfs backup, its pid);
+  with a generous --lock-wait it says it waits, and succeeds once the
+  first is done.
 - A backup committing while a mount is live leaves open readers alone.
 - kill -9 of the mount daemon: fusermount3 -u recovers, a new mount works.
 """
+import fcntl
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,6 +44,10 @@ def main():
 
         def points():
             return env.ls_json(store)["disks"][0]["points"]
+
+        def text(path):
+            with open(path) as f:
+                return f.read()
 
         def one_error_line(err, *words):
             lines = [ln for ln in err.splitlines() if "warning" not in ln]
@@ -98,24 +107,59 @@ def main():
         one_error_line(err, "no answer within 1 s")
         env.cbtfs(*base)                      # and it finishes later
 
-        # Two backups at once: the second one refuses.
+        # Two backups at once.  The first is held still (SIGSTOP) once
+        # the lock file names it, so that it surely holds the store
+        # while the others try: no race with how fast it is.
         cb.write_at(guest, 20 * MiB, os.urandom(4 * MiB))
         s.control("write_file", vdi=vdi, path=guest)
         s.control("set", nbd_read_delay_ms=300)
-        disk_dir = os.path.join(store, "disks", vdi)
-        layers = set(os.listdir(disk_dir))
+        lock = os.path.join(store, "lock")
         first = subprocess.Popen([cb.cbtfs_binary()] + base + ["-q"])
         env.on_close(lambda: first.poll() is None and first.kill())
+        record = "pid %d\ncommand backup\nsince " % first.pid
         deadline = time.monotonic() + 60
-        while set(os.listdir(disk_dir)) == layers:     # it is copying now
+        while not text(lock).startswith(record):
             check(first.poll() is None, "the first backup ended early")
-            check(time.monotonic() < deadline, "the first backup made no layer")
+            check(time.monotonic() < deadline, "the first backup took no lock")
             time.sleep(0.02)
-        rc, _, err = env.cbtfs(*base, ok=False)
-        check(rc == 1 and "another cbtfs backup or forget is using the store" in err,
-              "a second backup did not refuse: %d %r" % (rc, err))
-        check(first.wait(timeout=120) == 0, "the first backup failed")
+        os.kill(first.pid, signal.SIGSTOP)
+        with open(lock) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                check(False, "the first backup let the store go too soon")
+            except BlockingIOError:
+                pass
+        # --lock-wait 0: refused at once, naming the first.
+        rc, _, err = env.cbtfs(*base, "--lock-wait", "0", ok=False)
+        check(rc == 1, "a second backup did not refuse: %d %r" % (rc, err))
+        one_error_line(err, "the store %s is in use by cbtfs backup (pid %d, "
+                       "since " % (store, first.pid))
+        check("gave up" not in err, "--lock-wait 0 waited: %r" % err)
+        # A generous wait: it says so, and waits for the first to finish.
+        third_err = env.path("third.err")
+        with open(third_err, "w") as f:
+            third = subprocess.Popen([cb.cbtfs_binary()] + base
+                                     + ["--lock-wait", "600", "-v"],
+                                     stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=f)
+        env.on_close(lambda: third.poll() is None and third.kill())
+        waiting = "is in use by cbtfs backup (pid %d, since " % first.pid
+        deadline = time.monotonic() + 60
+        while "waiting up to 600 s" not in text(third_err):
+            check(third.poll() is None, "the waiting backup ended: %r"
+                  % text(third_err))
+            check(time.monotonic() < deadline, "the third backup does not "
+                  "say that it waits: %r" % text(third_err))
+            time.sleep(0.02)
+        check(waiting in text(third_err), "the waiting backup does "
+              "not name the first: %r" % text(third_err))
+        os.kill(first.pid, signal.SIGCONT)
         s.control("set", nbd_read_delay_ms=0)
+        check(first.wait(timeout=120) == 0, "the first backup failed")
+        rc = third.wait(timeout=120)
+        err = text(third_err)
+        check(rc == 0, "the waiting backup failed (%d): %r" % (rc, err))
+        check(err.count("waiting up to") == 1, "said more than once: %r" % err)
 
         # A backup committing under a live mount: open readers carry on.
         mnt = env.mount(store, env.path("m2"))

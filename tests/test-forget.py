@@ -14,7 +14,9 @@ too must go).  A mount of the store stays up through everything below.
 - While web still exists on the host, forget --server refuses (exit 1,
   "still exists on the host"), as it does for db's scratch disk; nothing
   changes, in the store or on the host.  Another process holding the
-  store's lock makes it exit 1 with store_lock's message.
+  store's lock makes it exit 1 with store_lock's message naming the
+  holder (with --lock-wait 0 at once; a bad --lock-wait is a usage
+  error).
 - web destroyed on the host (VM and disks): forget --server -v removes
   its eight points, one line each, and every snapshot of them on the
   host, whatever its type; db's and old's points stay byte-identical
@@ -162,12 +164,24 @@ def main():
         refused(["--vm", "db", "--disk", "scratch", "--yes", *srv], 1,
                 r"disk 'scratch' .*still exists on the host")
 
-        # Another holder of the store's lock.
+        # Another holder of the store's lock, as its record names it.
         import fcntl
-        with open(os.path.join(store, "lock"), "rb") as lk:
+        with open(os.path.join(store, "lock"), "r+") as lk:
             fcntl.flock(lk, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            refused(["--vm", "web", "--yes"], 1, r"another cbtfs .* is "
-                    r"using the store")
+            lk.write("pid %d\ncommand backup\nsince 1796299384\n"
+                     % os.getpid())
+            lk.flush()
+            refused(["--vm", "web", "--yes", "--lock-wait", "0"], 1,
+                    r"the store .* is in use by cbtfs backup \(pid %d, since "
+                    r"2026-12-03 12:03:04 UTC\)$" % os.getpid())
+            refused(["--vm", "web", "--yes", "--lock-wait", "0.2", "-q"], 1,
+                    r"is in use by cbtfs backup \(pid %d, .*; gave up after "
+                    r"0.2 s$" % os.getpid())
+            lk.truncate(0)
+        refused(["--vm", "web", "--yes", "--lock-wait", "-5"], 2,
+                r"--lock-wait -5: expected a number of seconds")
+        refused(["--vm", "web", "--yes", "--lock-wait", "x"], 2,
+                r"--lock-wait x")
 
         # web decommissioned: the VM and its disks destroyed on the host.
         px = s.server_proxy()

@@ -2,21 +2,24 @@
  *
  * Thread model: the store's fields are set at open and only read
  * after, except lock_fd and base.id, which store_lock (one thread, the
- * backup's) sets before any other thread uses the store.  Everything
- * else is a system call on paths, safe from any thread.
+ * locking command's) sets before any other thread uses the store.
+ * Everything else is a system call on paths, safe from any thread.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../../common/cleanup.h"
 #include "../../common/error.h"
+#include "../../common/log.h"
 #include "../../common/util.h"
 #include "posix.h"
 
@@ -178,8 +181,15 @@ posix_close (struct store *s)
 {
   struct posix_store *ps = posix_of (s);
 
-  if (ps->lock_fd >= 0)
+  if (ps->lock_fd >= 0) {
+    /* Still holding the lock: empty the record, which would otherwise
+     * name a process that is gone to those refused between the next
+     * holder's flock and its own record. */
+    if (ftruncate (ps->lock_fd, 0) == -1) {
+      /* Only those messages' detail is lost. */
+    }
     close (ps->lock_fd);
+  }
   free (ps->base.where);
   free (ps->path);
   free (ps->disks_dir);
@@ -203,11 +213,146 @@ posix_remove_stage (const char *dir)
   rmdir (dir);
 }
 
+/* ---- the store lock ----------------------------------------------------
+ * STORE/lock is flock(2)ed by the holder, which then writes its record
+ * into it (FORMAT.md): "pid N\ncommand WORD\nsince UNIX-TIME\n".  The
+ * record is only for the messages of those it keeps waiting: a reader
+ * takes the whole lines it understands and ignores the rest, since a
+ * crash, a holder that is still writing or another program may leave
+ * anything there. */
+
+/* How often a waiting store_lock tries again.  flock(2) has no
+ * timeout.  The usual way to give it one, a SIGALRM interrupting a
+ * blocking flock, does not fit here: the handler would be the whole
+ * process's, and the signal goes to any thread that does not block
+ * it, so in a process with libcurl's or libnbd's threads it may hit
+ * one of those and leave flock blocked.  A try every tenth of a second
+ * costs nothing next to a wait of minutes. */
+#define LOCK_POLL 0.1
+
+/* The holder as its record says: 0 or "" for what it does not say. */
+struct lock_holder {
+  long pid;
+  char command[STORE_WHO_MAX + 1];
+  long long since;              /* unix time */
+};
+
+/* The decimal number S (digits only) if it is 1 to MAX, else 0. */
+static long long
+parse_count (const char *s, long long max)
+{
+  long long v = 0;
+
+  if (*s == '\0')
+    return 0;
+  for (; *s; s++) {
+    if (*s < '0' || *s > '9' || v > (max - (*s - '0')) / 10)
+      return 0;
+    v = v * 10 + (*s - '0');
+  }
+  return v;
+}
+
+/* Read the record in the lock file open as FD into *H. */
+static void
+read_holder (int fd, struct lock_holder *h)
+{
+  char buf[256];
+  ssize_t n = full_pread (fd, buf, sizeof buf - 1, 0);
+  char *line, *nl;
+
+  memset (h, 0, sizeof *h);
+  if (n <= 0)
+    return;
+  buf[n] = '\0';
+  /* Only whole lines: one cut short may be a prefix of the truth. */
+  for (line = buf; (nl = strchr (line, '\n')) != NULL; line = nl + 1) {
+    *nl = '\0';
+    if (strncmp (line, "pid ", 4) == 0)
+      h->pid = parse_count (line + 4, INT32_MAX);
+    else if (strncmp (line, "since ", 6) == 0)
+      /* Up to the end of year 9999, which gmtime_r and %Y can show. */
+      h->since = parse_count (line + 6, 253402300799LL);
+    else if (strncmp (line, "command ", 8) == 0) {
+      const char *w = line + 8;
+      size_t len = strlen (w);
+      if (len >= 1 && len <= STORE_WHO_MAX
+          && strspn (w, "abcdefghijklmnopqrstuvwxyz-") == len)
+        memcpy (h->command, w, len + 1);
+    }
+  }
+  /* A record naming a process that no longer exists is a crashed
+   * holder's: the one holding the lock now has not written its own. */
+  if (h->pid && kill ((pid_t) h->pid, 0) == -1 && errno == ESRCH)
+    memset (h, 0, sizeof *h);
+}
+
+/* Who holds the lock file open as FD, for a message: "cbtfs prune (pid
+ * 1234, since 2026-12-03 12:03:04 UTC)", or "another cbtfs process"
+ * with whatever the record still says. */
+static void
+describe_holder (int fd, char *buf, size_t len)
+{
+  struct lock_holder h;
+  char when[64] = "";
+  struct tm tm;
+  time_t t;
+  size_t n;
+
+  read_holder (fd, &h);
+  t = (time_t) h.since;
+  if (h.since && gmtime_r (&t, &tm))
+    strftime (when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  if (h.command[0])
+    snprintf (buf, len, "cbtfs %s", h.command);
+  else
+    snprintf (buf, len, "another cbtfs process");
+  n = strlen (buf);
+  if (h.pid && when[0])
+    snprintf (buf + n, len - n, " (pid %ld, since %s)", h.pid, when);
+  else if (h.pid)
+    snprintf (buf + n, len - n, " (pid %ld)", h.pid);
+  else if (when[0])
+    snprintf (buf + n, len - n, " (since %s)", when);
+}
+
+/* Write this process's record as the holder WHO into the lock file
+ * open as FD (holding the lock).  Emptied first, so that a reader
+ * meanwhile sees a prefix of the new record, never its head followed
+ * by an older record's tail.  A record that cannot be written only
+ * makes others' messages vaguer: warn, and hold the lock all the
+ * same. */
+static void
+write_holder (int fd, const char *path, const char *who)
+{
+  char text[128];
+  int n = snprintf (text, sizeof text, "pid %ld\ncommand %s\nsince %lld\n",
+                    (long) getpid (), who, (long long) time (NULL));
+
+  if (ftruncate (fd, 0) == -1 || full_pwrite (fd, text, n, 0) == -1)
+    log_warn ("%s: cannot record who holds the lock: %s", path,
+              strerror (errno));
+}
+
+/* Sleep for SECONDS (a signal may cut it short: callers loop). */
+static void
+sleep_for (double seconds)
+{
+  struct timespec ts;
+
+  ts.tv_sec = (time_t) seconds;
+  ts.tv_nsec = (long) ((seconds - ts.tv_sec) * 1e9);
+  nanosleep (&ts, NULL);
+}
+
 static int
-posix_lock (struct store *s)
+posix_lock (struct store *s, const char *who, double wait)
 {
   struct posix_store *ps = posix_of (s);
   CLEANUP_FREE char *path = NULL;
+  char holder[128];
+  double deadline, left;
+  bool said = false;
   DIR *d;
   struct dirent *e;
   int fd;
@@ -221,17 +366,36 @@ posix_lock (struct store *s)
     err_sys (errno, "open %s", path);
     return -1;
   }
-  if (flock (fd, LOCK_EX | LOCK_NB) == -1) {
-    int err = errno;
-    close (fd);
-    if (err == EWOULDBLOCK)
-      err_set (err, "another cbtfs backup or forget is using the store %s",
-               ps->path);
-    else
-      err_sys (err, "lock %s", path);
-    return -1;
+  deadline = now_monotonic () + wait;
+  while (flock (fd, LOCK_EX | LOCK_NB) == -1) {
+    if (errno == EINTR)
+      continue;
+    if (errno != EWOULDBLOCK) {
+      err_sys (errno, "lock %s", path);
+      goto err;
+    }
+    left = deadline - now_monotonic ();
+    if (left <= 0) {
+      /* Read now: the holder may have changed while we waited. */
+      describe_holder (fd, holder, sizeof holder);
+      if (wait > 0)
+        err_set (EWOULDBLOCK, "the store %s is in use by %s; gave up after "
+                 "%.9g s", ps->path, holder, wait);
+      else
+        err_set (EWOULDBLOCK, "the store %s is in use by %s", ps->path,
+                 holder);
+      goto err;
+    }
+    if (!said) {
+      describe_holder (fd, holder, sizeof holder);
+      log_info ("the store %s is in use by %s; waiting up to %.9g s",
+                ps->path, holder, wait);
+      said = true;
+    }
+    sleep_for (left < LOCK_POLL ? left : LOCK_POLL);
   }
   ps->lock_fd = fd;
+  write_holder (fd, path, who);
 
   /* A store made before ids gets one now, while nobody else writes. */
   if (s->id[0] == '\0') {
@@ -260,6 +424,10 @@ posix_lock (struct store *s)
     closedir (d);
   }
   return 0;
+
+ err:
+  close (fd);
+  return -1;
 }
 
 static int

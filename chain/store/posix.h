@@ -2,9 +2,12 @@
  * store) and posix-layer.c (its layers).  Nothing outside this folder
  * includes it.  The layout is FORMAT.md's:
  *
- *   STORE/cbtfs-store          "cbtfs-store 1" and "id <uuid>"
- *   STORE/lock                 flock(2)ed by the one backup at a time
- *   STORE/tmp/                 layers being created (invisible to readers)
+ *   STORE/cbtfs-store          "cbtfs-store 2" (or 1) and "id <uuid>"
+ *   STORE/lock                 flock(2)ed by the one backup, prune or forget
+ *                              at a time, holding its record (pid, command,
+ *                              since)
+ *   STORE/tmp/                 layers being created or rebuilt (invisible to
+ *                              readers)
  *   STORE/disks/<disk>/<note>  a disk's notes ("manifests", "verified")
  *   STORE/disks/<disk>/<snap>/ one layer: layer, changed, index, data
  *

@@ -29,10 +29,30 @@ store_close (struct store *s)
     s->be->close (s);
 }
 
-int
-store_lock (struct store *s)
+/* WHO goes into the holder's record and into other processes'
+ * messages: a short plain word, nothing that could break a line. */
+static int
+check_who (const char *who)
 {
-  return s->be->lock (s);
+  size_t n = strlen (who);
+
+  if (n >= 1 && n <= STORE_WHO_MAX
+      && strspn (who, "abcdefghijklmnopqrstuvwxyz-") == n)
+    return 0;
+  err_set (EINVAL, "'%s' is not a command name", who);
+  return -1;
+}
+
+int
+store_lock (struct store *s, const char *who, double wait)
+{
+  if (check_who (who) == -1)
+    return -1;
+  if (!(wait >= 0)) {           /* also NaN */
+    err_set (EINVAL, "a lock wait must be 0 s or more, not %g s", wait);
+    return -1;
+  }
+  return s->be->lock (s, who, wait);
 }
 
 int

@@ -38,17 +38,19 @@
  *    or torn otherwise (readers must tolerate torn records).
  *
  * Thread model: a struct store may be used from any number of threads
- * once open (the backend guards what it shares); store_lock and
- * store_close are for one thread.  A struct store_layer may be read
- * from any number of threads at once; store_blocks_write may be called
- * from several threads at once (for different blocks); store_commit,
+ * once open (the backend guards what it shares); store_lock (which may
+ * sleep while another process holds the lock) and store_close are for
+ * one thread.  A struct store_layer may be read from any number of
+ * threads at once; store_blocks_write may be called from several
+ * threads at once (for different blocks); store_commit,
  * store_index_cut, store_writer_open and store_writer_close are
  * serialised by the caller (chain/layer.c holds its sync lock), and
  * are never called while a store_blocks_write is running.
  *
  * Other processes: readers never lock.  At most one process at a time
  * writes a layer (store_writer_open takes its writer lock), and one
- * backup at a time writes the store (store_lock).
+ * command at a time (backup, forget, prune) writes the store
+ * (store_lock).
  *
  * Every function returns 0 / a pointer, or -1 / NULL with err_* set
  * (common/error.h) and errno saying why.
@@ -68,6 +70,9 @@
  * cbtfs of format 1 would not expect (FORMAT.md). */
 #define STORE_FORMAT 2
 
+/* The longest command name store_lock records as the lock's holder. */
+#define STORE_WHO_MAX 16
+
 struct store;                   /* an open store */
 struct store_layer;             /* a backend's handle on one layer */
 
@@ -82,7 +87,7 @@ struct store_backend {
   bool (*claims) (const char *where);
   struct store *(*open) (const char *where, bool create);
   void (*close) (struct store *s);
-  int (*lock) (struct store *s);
+  int (*lock) (struct store *s, const char *who, double wait);
   int (*owner) (struct store *s, uid_t *uid, gid_t *gid, mode_t *mode);
   int (*disk_prepare) (struct store *s, const char *disk);
   int (*list) (struct store *s, const char *disk, char ***names, size_t *n);
@@ -155,11 +160,22 @@ extern struct store *store_open (const char *where, bool create)
  * from S must be closed first. */
 extern void store_close (struct store *s);
 
-/* Take the store's writer lock without waiting, clear what a crashed
- * writer left half made, and give a store made before ids its
- * identity.  -1 with err_* (errno EWOULDBLOCK: "another cbtfs backup
- * or forget is using the store …"). */
-extern int store_lock (struct store *s) __attribute__ ((__nonnull__ (1)));
+/* Take the store's writer lock for the command WHO ("backup",
+ * "forget", "prune": a plain lowercase word), record WHO as its holder
+ * (with the process and the time), clear what a crashed writer left
+ * half made, and give a store made before ids its identity.
+ *
+ * While another process holds the lock, wait up to WAIT seconds for
+ * it (0: not at all), saying once at info level (common/log.h) that it
+ * waits and for whom.  -1 with err_*: errno EWOULDBLOCK when the lock
+ * stayed held, in one line naming the holder as its record says ("the
+ * store /x is in use by cbtfs prune (pid 1234, since 2026-12-03
+ * 12:03:04 UTC); gave up after 60 s", without the "gave up" part when
+ * WAIT is 0, and "another cbtfs process" for a holder whose record is
+ * missing, partial or garbled); EINVAL for a WHO that is no plain word
+ * or a negative WAIT. */
+extern int store_lock (struct store *s, const char *who, double wait)
+  __attribute__ ((__nonnull__ (1, 2)));
 
 /* Make S a store of format STORE_FORMAT, durably; a no-op when it is
  * one.  Holder of the store lock only, before S changes in a way only

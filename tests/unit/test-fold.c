@@ -137,7 +137,7 @@ main (void)
 
   CHECK (asprintf (&path, "%s/s", dir) > 0);
   st = store_open (path, true);
-  CHECK (st != NULL && store_lock (st) == 0);
+  CHECK (st != NULL && store_lock (st, "prune", 0) == 0);
 
   /* A big baseline under a small delta (which misses a block of its
    * own, and zeroes one): the merge starts from the baseline, writes

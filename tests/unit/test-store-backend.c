@@ -239,7 +239,7 @@ test_layer (void)
   store_layer_close (h);
 
   /* A removed layer is gone at once, and only it. */
-  CHECK (store_lock (s) == 0);
+  CHECK (store_lock (s, "backup", 0) == 0);
   CHECK (store_layer_remove (s, DISK, SNAP) == 0);
   CHECK (store_has_layer (s, DISK, SNAP) == 0);
   CHECK (store_manifest_read (s, DISK, SNAP, 100, &len) == NULL);
@@ -266,7 +266,7 @@ test_replace (void)
   char idx[128];
   size_t len, n;
 
-  CHECK (store_disk_prepare (s, DISK) == 0 && store_lock (s) == 0);
+  CHECK (store_disk_prepare (s, DISK) == 0 && store_lock (s, "prune", 0) == 0);
   CHECK (store_layer_create (s, DISK, SNAP, "old\n", 4, "s1", 2, head, 40)
          == 0);
   CHECK (store_layer_create (s, DISK, SNAP2, "base\n", 5, "s2", 2, head, 40)
@@ -332,21 +332,131 @@ test_replace (void)
   rm_rf (dir);
 }
 
-/* The store lock: one holder at a time. */
+/* The child of test_lock_wait: lock WHERE as "prune", say so on
+ * READY, and release the lock once what comes on TALK (the waiter's
+ * stderr) says that it waits for this process; exit 0 if it said so
+ * exactly once.  Not a function that returns: the parent's state is
+ * not this process's to free. */
+static void __attribute__ ((__noreturn__))
+lock_holder (const char *where, int ready, int talk)
+{
+  struct store *s = store_open (where, false);
+  char heard[4096], want[128], *at;
+  size_t len = 0;
+  ssize_t n;
+  bool released = false;
+
+  if (s == NULL || store_lock (s, "prune", 0) == -1
+      || write (ready, "L", 1) != 1)
+    _exit (2);
+  snprintf (want, sizeof want, "in use by cbtfs prune (pid %ld",
+            (long) getpid ());
+  while (len < sizeof heard - 1
+         && (n = read (talk, heard + len, sizeof heard - 1 - len)) > 0) {
+    len += n;
+    heard[len] = '\0';
+    if (!released && strstr (heard, "waiting up to")) {
+      store_close (s);                  /* the lock goes with it */
+      released = true;
+    }
+  }
+  if (!released)
+    _exit (3);
+  at = strstr (heard, "waiting up to");
+  if (strstr (heard, want) == NULL || strstr (at + 1, "waiting up to"))
+    _exit (4);
+  _exit (0);
+}
+
+/* A wait that outlasts the holder ends with the lock.  The holder is
+ * another process (a fork: this one holds no lock when it forks, so
+ * the child shares none of its locks), told to release the lock by
+ * what the waiter logs, so that the lock is surely released while
+ * store_lock waits, not before it starts. */
+static void
+test_lock_wait (void)
+{
+  char *dir, c, want[128];
+  struct store *s = fresh_store (&dir);
+  int ready[2], talk[2], saved, status, r;
+  double t;
+  pid_t pid;
+
+  CHECK (pipe (ready) == 0 && pipe (talk) == 0);
+  pid = fork ();
+  CHECK (pid >= 0);
+  if (pid == 0) {
+    close (ready[0]);
+    close (talk[1]);
+    lock_holder (s->where, ready[1], talk[0]);
+  }
+  close (ready[1]);
+  close (talk[0]);
+  CHECK (read (ready[0], &c, 1) == 1);
+  close (ready[0]);
+
+  /* Refused at once, naming the child. */
+  snprintf (want, sizeof want, "is in use by cbtfs prune (pid %ld, since ",
+            (long) pid);
+  CHECK_FAILS (store_lock (s, "backup", 0), EWOULDBLOCK, want);
+
+  /* Waiting: the info line goes to the child, which then releases. */
+  fflush (stderr);
+  CHECK ((saved = dup (STDERR_FILENO)) >= 0);
+  CHECK (dup2 (talk[1], STDERR_FILENO) == STDERR_FILENO);
+  close (talk[1]);
+  t = now_monotonic ();
+  r = store_lock (s, "backup", 60);
+  t = now_monotonic () - t;
+  CHECK (dup2 (saved, STDERR_FILENO) == STDERR_FILENO);  /* EOF for it */
+  close (saved);
+  if (r == -1)
+    fprintf (stderr, "store_lock: %s\n", err_get ());
+  CHECK (r == 0 && t < 60);
+  CHECK (waitpid (pid, &status, 0) == pid);
+  CHECK (WIFEXITED (status) && WEXITSTATUS (status) == 0);
+  store_close (s);
+  rm_rf (dir);
+}
+
+/* The store lock: one holder at a time; whoever is refused learns who
+ * holds it, at once or after a bounded wait. */
 static void
 test_lock (void)
 {
-  char *dir;
+  char *dir, want[128];
   struct store *s = fresh_store (&dir), *s2;
+  double t;
 
   s2 = store_open (s->where, false);
   CHECK (s2 && strcmp (s2->id, s->id) == 0);
-  CHECK (store_lock (s) == 0);
-  CHECK_FAILS (store_lock (s2), EWOULDBLOCK, "another cbtfs backup");
+  CHECK_FAILS (store_lock (s, "Back up", 0), EINVAL, "not a command name");
+  CHECK_FAILS (store_lock (s, "", 0), EINVAL, "not a command name");
+  CHECK_FAILS (store_lock (s, "backup", -1), EINVAL, "lock wait");
+  CHECK (store_lock (s, "prune", 0) == 0);
+
+  /* WAIT 0: refused at once, in one line naming the holder (here this
+   * process: the lock is per open file). */
+  snprintf (want, sizeof want, "the store %s is in use by cbtfs prune "
+            "(pid %ld, since ", s->where, (long) getpid ());
+  t = now_monotonic ();
+  CHECK_FAILS (store_lock (s2, "backup", 0), EWOULDBLOCK, want);
+  CHECK (now_monotonic () - t < 0.5);
+  CHECK (strstr (err_get (), " UTC)") && !strstr (err_get (), "gave up")
+         && !strchr (err_get (), '\n'));
+
+  /* A wait that runs out says how long it waited. */
+  t = now_monotonic ();
+  CHECK_FAILS (store_lock (s2, "backup", 0.3), EWOULDBLOCK, want);
+  CHECK (now_monotonic () - t >= 0.3);
+  CHECK (strstr (err_get (), " UTC); gave up after 0.3 s"));
+
   store_close (s);
-  CHECK (store_lock (s2) == 0);
+  CHECK (store_lock (s2, "forget", 0) == 0);
   store_close (s2);
   rm_rf (dir);
+
+  test_lock_wait ();
 }
 
 int

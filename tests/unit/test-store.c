@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "chain/catalog.h"
@@ -153,11 +154,36 @@ test_manifest (void)
   free (text);
 }
 
+/* With RECORD in the lock file LOCKF in place of its holder's own (in
+ * place: a new file would be another lock), S2 is refused the lock in
+ * SUB with the message that names HOLDER. */
+static void
+refused_naming (struct store *s2, const char *sub, const char *lockf,
+                const char *record, const char *holder)
+{
+  int fd = open (lockf, O_WRONLY | O_TRUNC);
+  char want[512];
+
+  CHECK (fd >= 0 && full_write (fd, record, strlen (record)) == 0);
+  close (fd);
+  snprintf (want, sizeof want, "the store %s is in use by %s", sub, holder);
+  CHECK_FAILS (store_lock (s2, "forget", 0), EWOULDBLOCK, want);
+  if (strcmp (err_get (), want)) {
+    fprintf (stderr, "record %s: got \"%s\"\n", record, err_get ());
+    CHECK (!"the message names that holder alone");
+  }
+}
+
 static void
 test_store_dir (void)
 {
-  char *dir = make_tmpdir (), *sub;
+  char *dir = make_tmpdir (), *sub, *lockf, *text, want[256], holder[64];
   struct store *s, *s2;
+  long long since;
+  time_t t0 = time (NULL);
+  size_t len;
+  long pid_max;
+  FILE *fp;
 
   CHECK (asprintf (&sub, "%s/store", dir) > 0);
   CHECK (store_open (sub, false) == NULL && errno == ENOENT);
@@ -165,14 +191,56 @@ test_store_dir (void)
   s = store_open (sub, true);
   CHECK (s != NULL);
   CHECK (mode_of (sub) == 0700);
-  CHECK (store_lock (s) == 0);
+  CHECK (store_lock (s, "backup", 0) == 0);
+
+  /* The holder's record (FORMAT.md, `lock`). */
+  CHECK (asprintf (&lockf, "%s/lock", sub) > 0);
+  CHECK (mode_of (lockf) == 0600);
+  text = read_file (lockf, 4096, &len);
+  snprintf (want, sizeof want, "pid %ld\ncommand backup\nsince ",
+            (long) getpid ());
+  CHECK (text && strncmp (text, want, strlen (want)) == 0);
+  CHECK (sscanf (text + strlen (want), "%lld", &since) == 1
+         && since >= t0 && since <= time (NULL) && text[len - 1] == '\n');
+  free (text);
   s2 = store_open (sub, false);
   CHECK (s2 != NULL);
-  CHECK_FAILS (store_lock (s2), EWOULDBLOCK, "another cbtfs backup");
-  store_close (s2);
+  snprintf (want, sizeof want, "the store %s is in use by cbtfs backup "
+            "(pid %ld, since ", sub, (long) getpid ());
+  CHECK_FAILS (store_lock (s2, "forget", 0), EWOULDBLOCK, want);
+
+  /* Whatever else the file holds, the message stays one clear line:
+   * what it cannot trust it leaves out. */
+  refused_naming (s2, sub, lockf, "", "another cbtfs process");
+  refused_naming (s2, sub, lockf, "garbage\x01\xff\npid 12ab\npid -4\n"
+                  "command rm -rf /\ncommand Backup\nsince -5\n"
+                  "since 99999999999999999999\n\n",
+                  "another cbtfs process");
+  snprintf (want, sizeof want, "pid %ld\ncommand pru", (long) getpid ());
+  snprintf (holder, sizeof holder, "another cbtfs process (pid %ld)",
+            (long) getpid ());
+  refused_naming (s2, sub, lockf, want, holder);        /* cut short */
+  refused_naming (s2, sub, lockf, "command prune\nsince 1764763384\n",
+                  "cbtfs prune (since 2025-12-03 12:03:04 UTC)");
+  /* A record naming a process that is gone is a crashed holder's
+   * (pid_max itself is never a process's). */
+  fp = fopen ("/proc/sys/kernel/pid_max", "r");
+  CHECK (fp && fscanf (fp, "%ld", &pid_max) == 1);
+  fclose (fp);
+  snprintf (want, sizeof want, "pid %ld\ncommand prune\nsince 1764763384\n",
+            pid_max);
+  refused_naming (s2, sub, lockf, want, "another cbtfs process");
+
+  /* Released, the record goes with the lock. */
   store_close (s);
+  text = read_file (lockf, 4096, &len);
+  CHECK (text && len == 0);
+  free (text);
+  CHECK (store_lock (s2, "forget", 0) == 0);
+  store_close (s2);
+  free (lockf);
   s = store_open (sub, false);          /* the lock went with its handle */
-  CHECK (s && store_lock (s) == 0);
+  CHECK (s && store_lock (s, "backup", 0) == 0);
   store_close (s);
 
   /* A directory with other files is never taken over. */
@@ -200,19 +268,19 @@ test_store_dir (void)
   {
     static const char v1[] =
       "cbtfs-store 1\nid 0d4a3c6e-27b1-4c8e-9a51-3f0e8b7d2c11\n";
-    char *marker, *text;
+    char *marker, *mtext;
     CHECK (asprintf (&marker, "%s/cbtfs-store", sub) > 0);
     CHECK (write_file_atomic (marker, v1, strlen (v1), 0600) == 0);
     CHECK ((s = store_open (sub, false)) != NULL && s->format == 1);
-    CHECK (store_lock (s) == 0);
-    CHECK ((text = read_file (marker, 4096, NULL)) != NULL
-           && strcmp (text, v1) == 0);
-    free (text);
+    CHECK (store_lock (s, "prune", 0) == 0);
+    CHECK ((mtext = read_file (marker, 4096, NULL)) != NULL
+           && strcmp (mtext, v1) == 0);
+    free (mtext);
     CHECK (store_upgrade (s) == 0 && s->format == STORE_FORMAT);
-    CHECK ((text = read_file (marker, 4096, NULL)) != NULL
-           && strncmp (text, "cbtfs-store 2\n", 14) == 0
-           && strstr (text, "\nid 0d4a3c6e-27b1-4c8e-9a51-3f0e8b7d2c11\n"));
-    free (text);
+    CHECK ((mtext = read_file (marker, 4096, NULL)) != NULL
+           && strncmp (mtext, "cbtfs-store 2\n", 14) == 0
+           && strstr (mtext, "\nid 0d4a3c6e-27b1-4c8e-9a51-3f0e8b7d2c11\n"));
+    free (mtext);
     store_close (s);
     free (marker);
   }
@@ -233,7 +301,7 @@ test_layer_fill (void)
 
   CHECK (asprintf (&path, "%s/s", dir) > 0);
   s = store_open (path, true);
-  CHECK (s && store_lock (s) == 0);
+  CHECK (s && store_lock (s, "backup", 0) == 0);
   ddir = disk_dir (s, DISK);
   CHECK (ddir);
   CHECK (store_disk_prepare (s, "../../etc") == -1);

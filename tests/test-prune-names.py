@@ -9,7 +9,11 @@ names were derived from the points that remain (its first point is then
 newer than the other VM's).  They must not: every kept point keeps its
 path and its bytes, and the next backups of both VMs add points beside
 them under the names they had.
+
+And prune shares the store's lock with backup: while a backup holds it,
+prune --lock-wait 0 exits 1 naming that backup, and changes nothing.
 """
+import fcntl
 import glob
 import os
 import sys
@@ -85,6 +89,27 @@ def main():
         check(new == ["by-vm/web.2/root/2023-11-14T22:21:40Z.img",
                       "by-vm/web/root/2023-11-14T22:20:00Z.img"],
               "new points: %s" % new)
+
+        # A backup (as its record in the lock file says) holds the store.
+        def files_but_lock():
+            t = cb.tree_files(store, mtime=True)
+            t.pop("lock")
+            return t
+
+        files = files_but_lock()
+        with open(os.path.join(store, "lock"), "r+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            lock.write("pid %d\ncommand backup\nsince 1796299384\n"
+                       % os.getpid())
+            lock.flush()
+            rc, out, err = env.cbtfs("prune", store, "--keep-last", "1",
+                                     "--lock-wait", "0", ok=False)
+            check(rc == 1 and len(err.strip().splitlines()) == 1
+                  and "in use by cbtfs backup (pid %d" % os.getpid() in err,
+                  "prune beside a backup: exit %d, %r" % (rc, err))
+            lock.truncate(0)
+        check(files_but_lock() == files,
+              "the refused prune changed the store")
         print("ok")
 
 

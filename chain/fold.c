@@ -1,9 +1,16 @@
 /* cbtfs: dropping a layer, folding it into its child (fold.h).
  *
- * Thread model: one thread (fold.h).
+ * Thread model: one thread (fold.h), which hands the blocks to copy to
+ * COPIERS threads a batch at a time (run_jobs) and waits for them: a
+ * copy is a random read and a random write, and several in flight hide
+ * the disk's latency.  While they run, they share only f->next (atomic)
+ * and f->failed and f->why (under f->lock); each writes its jobs'
+ * records into slots of f->recs reserved for them, which the main
+ * thread reads only after joining them.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -17,11 +24,19 @@
 #include "layer.h"
 #include "manifests.h"
 
-/* Blocks copied per write, and what is written before a commit makes
- * it durable with its records: as a backup's copy does, in batches. */
-#define RUN_MAX 32
+/* Blocks copied at once, blocks in a batch of copies, and what is
+ * written before a commit makes it durable with its records: as a
+ * backup's copy does, in batches. */
+#define COPIERS 16
+#define JOBS_MAX 1024
 #define COMMIT_BYTES ((uint64_t) 64 << 20)
-#define COMMIT_RECS 16384
+#define COMMIT_RECS 65536
+
+/* A block to copy, and the place of its record in f->recs. */
+struct job {
+  uint64_t b;
+  size_t slot;
+};
 
 struct fold {
   struct layer *base, *other;   /* C' starts as BASE; OTHER's are written */
@@ -29,9 +44,13 @@ struct fold {
   uint8_t *recs;                /* encoded records not yet committed */
   size_t nrecs;
   uint64_t at;                  /* where they go in the stage's index */
-  uint8_t *run;                 /* RUN_MAX blocks read, not yet written */
-  uint64_t run_first;
-  unsigned run_n;
+  struct job *jobs;             /* copies not made yet (JOBS_MAX) */
+  size_t njobs;
+  size_t next;                  /* the next job a copier takes; atomic */
+  pthread_mutex_t lock;         /* guards failed and why */
+  bool failed;
+  int err;
+  char *why;                    /* the first copy's failure (owned) */
   uint64_t unsynced;            /* bytes written since the last commit */
   uint64_t zero_first, zero_n;  /* a run of ZERO blocks, not yet recorded */
   uint64_t drop_first, drop_n;  /* a run of blocks to punch out of BASE's */
@@ -57,17 +76,77 @@ zero_flush (struct fold *f)
   f->zero_n = 0;
 }
 
+/* Copy OTHER's block J->b (checked against its checksum) into C', and
+ * encode its record in its slot. */
 static int
-run_flush (struct fold *f)
+copy_one (struct fold *f, const struct job *j, uint8_t *buf)
 {
-  if (f->run_n == 0)
-    return 0;
-  if (store_blocks_write (f->stage, f->run_first, f->run,
-                          (size_t) f->run_n << CHAIN_BLOCK_SHIFT) == -1)
+  struct index_rec r = { .block = j->b, .count = 1, .kind = INDEX_DATA };
+
+  if (layer_read_block (f->other, j->b, buf) == -1
+      || layer_block_sum (f->other, j->b, r.sum) == -1
+      || store_blocks_write (f->stage, j->b, buf, CHAIN_BLOCK_SIZE) == -1)
     return -1;
-  f->written += f->run_n;
-  f->unsynced += (uint64_t) f->run_n << CHAIN_BLOCK_SHIFT;
-  f->run_n = 0;
+  index_rec_encode (&r, f->recs + j->slot * INDEX_REC_SIZE);
+  return 0;
+}
+
+static void *
+copier (void *opaque)
+{
+  struct fold *f = opaque;
+  uint8_t *buf = aligned_alloc (4096, CHAIN_BLOCK_SIZE);
+  size_t i;
+
+  while ((i = __atomic_fetch_add (&f->next, 1, __ATOMIC_RELAXED))
+         < f->njobs) {
+    bool failed;
+
+    pthread_mutex_lock (&f->lock);
+    failed = f->failed;
+    pthread_mutex_unlock (&f->lock);
+    if (failed)
+      break;
+    if (buf == NULL)
+      err_set (ENOMEM, "out of memory");
+    if (buf == NULL || copy_one (f, &f->jobs[i], buf) == -1) {
+      pthread_mutex_lock (&f->lock);
+      if (!f->failed) {
+        f->failed = true;
+        f->err = errno;
+        f->why = strdup (err_get ());
+      }
+      pthread_mutex_unlock (&f->lock);
+      break;
+    }
+  }
+  free (buf);
+  return NULL;
+}
+
+/* Make the copies queued, COPIERS at a time (this thread one of them). */
+static int
+run_jobs (struct fold *f)
+{
+  pthread_t t[COPIERS - 1];
+  size_t n = 0;
+
+  if (f->njobs == 0)
+    return 0;
+  f->next = 0;
+  while (n < COPIERS - 1 && n + 1 < f->njobs
+         && pthread_create (&t[n], NULL, copier, f) == 0)
+    n++;
+  copier (f);
+  while (n > 0)
+    pthread_join (t[--n], NULL);
+  if (f->failed) {
+    err_set (f->err, "%s", f->why ? f->why : "out of memory");
+    return -1;
+  }
+  f->written += f->njobs;
+  f->unsynced += (uint64_t) f->njobs << CHAIN_BLOCK_SHIFT;
+  f->njobs = 0;
   return 0;
 }
 
@@ -85,7 +164,7 @@ commit (struct fold *f)
 {
   size_t len;
 
-  if (run_flush (f) == -1)
+  if (run_jobs (f) == -1)
     return -1;
   zero_flush (f);
   drop_flush (f);
@@ -100,13 +179,14 @@ commit (struct fold *f)
   return 0;
 }
 
-/* Room for the records a block may add (a ZERO run's, then its own). */
+/* Room for the records a block may add (a ZERO run's, then its own),
+ * and for a copy. */
 static int
 make_room (struct fold *f)
 {
-  if (f->nrecs + 2 < COMMIT_RECS && f->unsynced < COMMIT_BYTES)
-    return 0;
-  return commit (f);
+  if (f->nrecs + 2 >= COMMIT_RECS || f->unsynced >= COMMIT_BYTES)
+    return commit (f);
+  return f->njobs < JOBS_MAX ? 0 : run_jobs (f);
 }
 
 static void
@@ -127,24 +207,11 @@ drop_add (struct fold *f, uint64_t b)
     f->drop_first = b;
 }
 
-/* Copy OTHER's block B (checked against its checksum) into C'. */
-static int
+/* Queue the copy of OTHER's block B into C', its record's slot kept. */
+static void
 copy_block (struct fold *f, uint64_t b)
 {
-  uint8_t sum[SUM_LEN];
-
-  if (f->run_n && (b != f->run_first + f->run_n || f->run_n == RUN_MAX)
-      && run_flush (f) == -1)
-    return -1;
-  if (layer_read_block (f->other, b,
-                        f->run + ((size_t) f->run_n << CHAIN_BLOCK_SHIFT))
-      == -1
-      || layer_block_sum (f->other, b, sum) == -1)
-    return -1;
-  if (f->run_n++ == 0)
-    f->run_first = b;
-  rec_add (f, INDEX_DATA, b, 1, sum);
-  return 0;
+  f->jobs[f->njobs++] = (struct job) { .b = b, .slot = f->nrecs++ };
 }
 
 /* Give C' block B from OWN, the layer point C reads it from. */
@@ -157,8 +224,10 @@ take_block (struct fold *f, struct layer *own, uint64_t b)
   if (make_room (f) == -1)
     return -1;
   if (st == LAYER_DATA) {
-    if (own == f->other)
-      return copy_block (f, b);
+    if (own == f->other) {
+      copy_block (f, b);
+      return 0;
+    }
     if (layer_block_sum (own, b, sum) == -1)
       return -1;
     rec_add (f, INDEX_DATA, b, 1, sum);
@@ -256,44 +325,67 @@ usage_of (struct store *s, const char *disk, const char *snap)
   return bytes;
 }
 
+/* 0 if P holds every block of its set: C' will hold the only copy of
+ * those C lacks. */
+static int
+check_complete (struct layer *p)
+{
+  uint64_t present, stored;
+
+  if (layer_load (p) == -1)
+    return -1;
+  if (layer_complete (p))
+    return 0;
+  layer_counts (p, &present, &stored);
+  err_set (ENODATA, "snapshot %s: %" PRIu64 " of %" PRIu64 " blocks are "
+           "not in the store, and the point after it needs them",
+           layer_meta (p)->snapshot, layer_nchanged (p) - present,
+           layer_nchanged (p));
+  return -1;
+}
+
+/* Put the built C' in place of C: no cached copy of the old C may
+ * stand for C', even after a crash, so the manifests note loses both
+ * first; C' is noted after. */
+static int
+swap_in (struct store *s, struct fold *f, const char *disk, const char *p,
+         const char *c)
+{
+  CLEANUP_FREE char *text = NULL;
+  size_t tlen;
+
+  if (manifests_forget (s, disk, p, c) == -1
+      || store_layer_replace (f->stage) == -1)
+    return -1;
+  text = store_manifest_read (s, disk, c, 1 << 20, &tlen);
+  if (text == NULL || manifests_append (s, disk, text, tlen) == -1)
+    log_warn ("%s", err_get ());  /* only a cache */
+  return 0;
+}
+
 /* Build C' and swap it in for C. */
 static int
 merge (struct store *s, struct layer *p, struct layer *c,
        struct fold_stats *st)
 {
   const char *disk = layer_meta (c)->disk;
-  struct fold f = { .at = INDEX_REC_SIZE };
+  struct fold f = { .at = INDEX_REC_SIZE, .lock = PTHREAD_MUTEX_INITIALIZER };
   struct bitmap u = { 0 };
-  CLEANUP_FREE char *text = NULL;
-  uint64_t before;
-  size_t tlen;
+  uint64_t before, present, stored;
   int ret = -1;
 
-  if (layer_load (p) == -1 || layer_load (c) == -1)
+  if (check_complete (p) == -1 || layer_load (c) == -1
+      || union_of (c, p, &u) == -1)
     return -1;
-  if (!layer_complete (p)) {
-    uint64_t present, stored;
-    layer_counts (p, &present, &stored);
-    err_set (ENODATA, "snapshot %s: %" PRIu64 " of %" PRIu64 " blocks are "
-             "not in the store, and the point after it needs them",
-             layer_meta (p)->snapshot, layer_nchanged (p) - present,
-             layer_nchanged (p));
-    return -1;
-  }
   before = usage_of (s, disk, layer_meta (p)->snapshot)
     + usage_of (s, disk, layer_meta (c)->snapshot);
-  if (union_of (c, p, &u) == -1)
-    return -1;
-  {
-    uint64_t present, stored;
-    layer_counts (c, &present, &stored);
-    /* Start from the side that stores more: the other is written. */
-    f.base = count_only_p (p, c) > stored ? p : c;
-    f.other = f.base == p ? c : p;
-  }
+  /* Start from the side that stores more: the other is written. */
+  layer_counts (c, &present, &stored);
+  f.base = count_only_p (p, c) > stored ? p : c;
+  f.other = f.base == p ? c : p;
   f.recs = malloc (COMMIT_RECS * INDEX_REC_SIZE);
-  f.run = aligned_alloc (4096, (size_t) RUN_MAX << CHAIN_BLOCK_SHIFT);
-  if (f.recs == NULL || f.run == NULL) {
+  f.jobs = malloc (JOBS_MAX * sizeof *f.jobs);
+  if (f.recs == NULL || f.jobs == NULL) {
     err_set (ENOMEM, "out of memory");
     goto out;
   }
@@ -305,17 +397,10 @@ merge (struct store *s, struct layer *p, struct layer *c,
        b = bitmap_next_set (&u, b + 1))
     if (take_block (&f, bitmap_get (layer_set (c), b) ? c : p, b) == -1)
       goto out;
-  if (commit (&f) == -1)
+  if (commit (&f) == -1
+      || swap_in (s, &f, disk, layer_meta (p)->snapshot,
+                  layer_meta (c)->snapshot) == -1)
     goto out;
-  /* No cached copy of the old C may stand for C', even after a crash. */
-  if (manifests_forget (s, disk, layer_meta (p)->snapshot,
-                        layer_meta (c)->snapshot) == -1
-      || store_layer_replace (f.stage) == -1)
-    goto out;
-  text = store_manifest_read (s, disk, layer_meta (c)->snapshot, 1 << 20,
-                              &tlen);
-  if (text == NULL || manifests_append (s, disk, text, tlen) == -1)
-    log_warn ("%s", err_get ());  /* only a cache */
   st->merged = true;
   st->blocks_written = f.written;
   st->bytes_freed = before;     /* less C', below */
@@ -325,7 +410,8 @@ merge (struct store *s, struct layer *p, struct layer *c,
   store_layer_close (f.stage);
   bitmap_free (&u);
   free (f.recs);
-  free (f.run);
+  free (f.jobs);
+  free (f.why);
   return ret;
 }
 

@@ -272,6 +272,11 @@ run_disk (struct store *s, const struct engine_prune_disk *pd,
                            child >= 0
                            ? layer_meta (d->points[child].layer)->snapshot
                            : NULL, &st);
+    if (r == 0 && pd->points[k].host_only)
+      /* Prune has no session with the host: say what stays there. */
+      log_warn ("snapshot %s: its point is dropped, but its snapshot on the "
+                "host may still hold its data; remove it there (xe "
+                "vdi-destroy uuid=%s)", snap, snap);
     if (r == 0) {
       if (child >= 0)
         memcpy (parents[child], parents[k], sizeof *parents);

@@ -1,0 +1,632 @@
+#!/usr/bin/env python3
+"""End to end: cbtfs prune drops points, and every kept point reads the same.
+
+A store made by real backups from the stand-in, nine nights whose
+snapshots claim chosen times (snapshot_claims): VM "web" with a dense
+disk "root" (8 MiB of random data) and a sparse one "data" (64 MiB, 4
+MiB of data, grown to 72 MiB on night 6), and VM "db" with a dense disk
+"sys" (4 MiB).  The nights change each disk differently:
+
+    N1  Mon 2021-03-01 02:00  baseline
+    N2  Tue 2021-03-02 02:00  one block
+    N3  Wed 2021-03-03 01:00  a big change (MiBs)
+    N4  Wed 2021-03-03 23:00  a few blocks (the same day as N3)
+    N5  Fri 2021-03-05 02:00  zeros over a MiB of data (ZERO records)
+    N6  Mon 2021-03-08 02:00  web's data disk grows, written past its old end
+    N7  Tue 2021-03-09 02:00  a MiB or two; db's with --no-copy
+    N8  Wed 2021-03-10 02:00  a MiB or two
+    N9  Thu 2021-03-11 02:00  a few blocks
+
+The guests' disks are hashed every night, so each point's bytes are
+known; a mount of the untouched store reads them.  db's N7 (and so its
+N8 and N9) then reads only with the host.  Each case below starts from
+a copy of that store ("unfetched") or of a copy where cbtfs fetch
+completed N7 ("pristine"):
+
+- cannot go (unfetched): --keep-last 2 --keep-weekly 2
+  --include-incomplete drops db's N7, whose blocks only the host holds
+  though N8 reads them: prune exits 1, one stderr line says that N7
+  stays and why, the other points still go (db keeps N6, its newest
+  point that reads from the store alone).  Then a mount with --server
+  reads db's N7 to N9 from the host, and cbtfs fetch completes N7.
+- daily (pristine, its marker rewritten to format 1 as older cbtfs made
+  it): --keep-daily 7 drops N1, the baseline, under N2 (one block) and
+  N3, a big delta, into N4 (a few blocks): the blocks written are at
+  most the small sides' stored blocks, never a disk; the store is now
+  format 2 with the same id.
+- main (pristine): --keep-last 2 --keep-weekly 2 under a mount that was
+  up before; then a backup night N10 continues each chain from N9, and
+  the same prune again drops just what its plan says (N8).
+
+After each prune: the points kept are the policy's (by --json, whose
+actions say keep, dropped or stayed), under the same names in the tree,
+`latest` names the newest; every kept point reads its night's bytes
+through a fresh mount and through storefmt (an independent reader of
+FORMAT.md); the dropped ones are gone from the tree and from ls; verify
+passes; tmp/ is empty and no disk keeps a prune note; and the store
+shrank, to exactly the blocks the kept points read (each stored once,
+and no data file allocates space outside its stored blocks).  The mount
+that was up reads each kept point as before, and each dropped one as
+before or fails with EIO.
+
+PRUNE_SEED repeats a run's random choices (the data stays random).
+"""
+import errno
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import cbtfs as cb  # noqa: E402
+import sim  # noqa: E402
+import storefmt as sf  # noqa: E402
+from cbtfs import check  # noqa: E402
+
+MiB = 1 << 20
+BLOCK = cb.BLOCK
+
+# (vm, disk): size, dense
+DISKS = {("web", "root"): (8 * MiB, True),
+         ("web", "data"): (64 * MiB, False),
+         ("db", "sys"): (4 * MiB, True)}
+GROWN = 72 * MiB                # web's data disk from N6 on
+
+# label, time (UTC), what the guest does, --no-copy
+NIGHTS = [
+    ("N1", "2021-03-01 02:00:00", "baseline", False),
+    ("N2", "2021-03-02 02:00:00", "one", False),
+    ("N3", "2021-03-03 01:00:00", "big", False),
+    ("N4", "2021-03-03 23:00:00", "few", False),
+    ("N5", "2021-03-05 02:00:00", "zeros", False),
+    ("N6", "2021-03-08 02:00:00", "grow", False),
+    ("N7", "2021-03-09 02:00:00", "medium", True),     # db: --no-copy
+    ("N8", "2021-03-10 02:00:00", "medium", False),
+    ("N9", "2021-03-11 02:00:00", "few", False),
+]
+N10 = ("N10", "2021-03-12 02:00:00", "few", False)
+
+ALL = [n[0] for n in NIGHTS]
+WEEKLY = ["--keep-last", "2", "--keep-weekly", "2"]
+# What each policy keeps, worked out from the rules (ISO week 2021-W09
+# is 1-7 March, W10 8-14 March): --keep-last 2 keeps N9 and N8,
+# --keep-weekly 2 the newest of each week, N9 and N5.  --keep-daily 7:
+# the newest of each of the 7 newest days (N3 shares a day with N4, and
+# N1's day is the eighth).
+KEEP_MAIN = {"N5", "N8", "N9"}
+KEEP_DAILY = {"N2", "N4", "N5", "N6", "N7", "N8", "N9"}
+
+
+def utc(s):
+    import calendar
+    return calendar.timegm(time.strptime(s, "%Y-%m-%d %H:%M:%S"))
+
+
+class World:
+    """The stand-in, the guests' disks, and what the store should hold."""
+
+    def __init__(self, s, env, rng):
+        self.s, self.env, self.rng = s, env, rng
+        self.vdi, self.guest, self.size = {}, {}, {}
+        self.regions = {}       # (vm, disk) -> 64K-aligned MiB offsets with data
+        self.srv = None
+        for vm in ("web", "db"):
+            keys = [k for k in DISKS if k[0] == vm]
+            rec = s.control("create_vm", name=vm, disks=[
+                {"name": k[1], "size": DISKS[k][0]} for k in keys])
+            for k, d in zip(keys, rec["disks"]):
+                size, dense = DISKS[k]
+                self.vdi[k], self.size[k] = d["vdi"], size
+                self.guest[k] = env.path("%s-%s.img" % k)
+                with open(self.guest[k], "wb") as f:
+                    if dense:
+                        f.write(os.urandom(size))
+                        self.regions[k] = list(range(0, size, MiB))
+                    else:
+                        f.truncate(size)
+                        offs = sorted(rng.sample(range(0, size // MiB), 4))
+                        self.regions[k] = [o * MiB + rng.randrange(16) * BLOCK
+                                           for o in offs]
+                        for o in self.regions[k]:
+                            f.seek(o)
+                            f.write(os.urandom(MiB))
+                s.control("write_file", vdi=d["vdi"], path=self.guest[k])
+        self.pw = env.password_file()
+        self.srv = ["--server", s.info["xapi_url"], "--ca-file",
+                    s.info["ca_file"], "--password-file", self.pw]
+        self.points = {}        # snapshot -> dict: key, label, name, sha
+        self.snap = {}          # (key, label) -> snapshot
+
+    def write(self, k, off, data):
+        cb.write_at(self.guest[k], off, data)
+
+    def guest_night(self, what):
+        rng = self.rng
+        for k in DISKS:
+            size = self.size[k]
+            if what == "one":
+                self.write(k, rng.randrange(size // 4096) * 4096, os.urandom(4096))
+            elif what == "few":
+                for _ in range(3):
+                    n = rng.choice([512, 4096, BLOCK])
+                    self.write(k, rng.randrange((size - n) // 512) * 512,
+                               os.urandom(n))
+            elif what in ("big", "medium"):
+                n = (5 if what == "big" and DISKS[k][1] else
+                     3 if what == "big" else rng.choice([1, 2])) * MiB
+                n = min(n, size // 2)
+                self.write(k, rng.randrange((size - n) // 4096) * 4096,
+                           os.urandom(n))
+            elif what == "zeros":
+                # Zeros over a MiB that holds data: ZERO records.
+                o = rng.choice(self.regions[k])
+                self.write(k, o, bytes(MiB))
+                self.regions[k].remove(o)
+                self.write(k, rng.randrange(size // 4096) * 4096, os.urandom(4096))
+            elif what == "grow":
+                if k == ("web", "data"):
+                    self.s.control("resize", vdi=self.vdi[k], size=GROWN)
+                    with open(self.guest[k], "r+b") as f:
+                        f.truncate(GROWN)
+                    self.size[k] = GROWN
+                    self.write(k, size + 2 * MiB, os.urandom(MiB))
+                    self.write(k, GROWN - BLOCK, os.urandom(BLOCK))
+                else:
+                    self.write(k, rng.randrange(size // 4096) * 4096,
+                               os.urandom(4096))
+            if what != "baseline":
+                self.s.control("write_file", vdi=self.vdi[k], path=self.guest[k])
+
+    def night(self, store, night):
+        """The guests change, then one backup of every VM."""
+        label, when, what, no_copy = night
+        self.guest_night(what)
+        for k in DISKS:
+            self.s.control("set", snapshot_claims={"vdi": self.vdi[k],
+                                                   "snapshot_time": utc(when)})
+        if no_copy:             # db's points only: web's are copied
+            self.env.cbtfs("backup", store, *self.srv, "-q", "--vm", "db",
+                           "--no-copy")
+            self.env.cbtfs("backup", store, *self.srv, "-q", "--vm", "web")
+        else:
+            self.env.cbtfs("backup", store, *self.srv, "-q")
+        by_uuid = {d["uuid"]: d for d in self.env.ls_json(store)["disks"]}
+        for k in DISKS:
+            new = [p for p in by_uuid[self.vdi[k]]["points"]
+                   if p["snapshot"] not in self.points]
+            check(len(new) == 1, "%s %s: %d new points" % (label, k, len(new)))
+            p = new[0]
+            check(p["time"] == utc(when) and p["size"] == self.size[k],
+                  "%s %s: time %d size %d" % (label, k, p["time"], p["size"]))
+            self.points[p["snapshot"]] = {"key": k, "label": label,
+                                          "name": p["name"],
+                                          "sha": cb.sha256(self.guest[k])}
+            self.snap[k, label] = p["snapshot"]
+
+    def image(self, mnt, snap, by="vm"):
+        pt = self.points[snap]
+        if by == "uuid":
+            return os.path.join(mnt, "by-uuid", self.vdi[pt["key"]], snap + ".img")
+        return os.path.join(mnt, "by-vm", pt["key"][0], pt["key"][1],
+                            pt["name"] + ".img")
+
+
+def stored_data(st):
+    """How many DATA blocks storefmt finds present, over all layers."""
+    return sum(1 for layers in st.disks.values() for lay in layers.values()
+               for r in lay.present.values() if r["kind"] == sf.DATA)
+
+
+def needed(st, snaps):
+    """The distinct (layer, block) DATA blocks the points SNAPS read."""
+    out = set()
+    for snap in snaps:
+        lay = st.layer(snap)
+        path = st.path_of(lay)
+        for b in range(lay.n):
+            for src in path:
+                if b in src.set:
+                    r = src.present.get(b)
+                    if r is not None and r["kind"] == sf.DATA:
+                        out.add((src.meta["snapshot"], b))
+                    break
+    return out
+
+
+def stray_data(st):
+    """The (layer, block)s whose 64 KiB of a `data` file hold allocated
+    bytes although the layer's index has no DATA record for them (a
+    block the fold should have punched out).  A stored block may be
+    partly a hole (zeros are not always written)."""
+    out = []
+    for layers in st.disks.values():
+        for snap, lay in layers.items():
+            fd = os.open(os.path.join(lay.folder, "data"), os.O_RDONLY)
+            try:
+                end, off = os.fstat(fd).st_size, 0
+                while off < end:
+                    try:
+                        d = os.lseek(fd, off, os.SEEK_DATA)
+                    except OSError as e:
+                        if e.errno == errno.ENXIO:
+                            break
+                        raise
+                    h = os.lseek(fd, d, os.SEEK_HOLE)
+                    for b in range(d // BLOCK, (h - 1) // BLOCK + 1):
+                        r = lay.present.get(b)
+                        if r is None or r["kind"] != sf.DATA:
+                            out.append((snap, b))
+                    off = h
+            finally:
+                os.close(fd)
+    return out
+
+
+def stored_bytes(ls):
+    return sum(p["stored_bytes"] for d in ls["disks"] for p in d["points"])
+
+
+def no_bytes(ls):
+    """ls --json without stored_bytes (a copy of a store may allocate
+    otherwise)."""
+    return [[{k: v for k, v in p.items() if k != "stored_bytes"}
+             for p in d["points"]] for d in ls["disks"]]
+
+
+def sha_blocks(blocks):
+    import hashlib
+    h = hashlib.sha256()
+    for b in blocks:
+        h.update(b)
+    return h.hexdigest()
+
+
+def read_sha(path):
+    """sha256 of PATH read from the mount, not from the page cache."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    return cb.sha256(path)
+
+
+def no_leftovers(store, what):
+    left = os.listdir(os.path.join(store, "tmp"))
+    check(left == [], "%s: tmp/ holds %r" % (what, left))
+    notes = [d for d in os.listdir(os.path.join(store, "disks"))
+             if os.path.exists(os.path.join(store, "disks", d, "prune"))]
+    check(notes == [], "%s: disks %r keep a prune note" % (what, notes))
+
+
+def check_store(w, store, kept, dropped, sid, what, readable=None):
+    """Everything about STORE after a prune: KEPT snapshots are its
+    points (each disk's in order, under their names), DROPPED are gone,
+    and every kept point READABLE (default: all of KEPT) reads its
+    night's bytes through a fresh mount and through storefmt."""
+    env = w.env
+    readable = set(kept if readable is None else readable)
+    ls = env.ls_json(store)
+    listed = {p["snapshot"]: (d["uuid"], p) for d in ls["disks"]
+              for p in d["points"]}
+    for d in ls["disks"]:
+        got = [p["snapshot"] for p in d["points"]]
+        want = sorted((x for x in kept if w.vdi[w.points[x]["key"]] == d["uuid"]),
+                      key=lambda x: int(w.points[x]["label"][1:]))
+        check(got == want, "%s: ls lists %s of disk %s, not %s" % (
+            what, [w.points[x]["label"] for x in got], d["name"],
+            [w.points[x]["label"] for x in want]))
+    check(set(listed) == set(kept), "%s: ls lists %s, not the kept points %s"
+          % (what, sorted(listed), sorted(kept)))
+    for snap, (disk, p) in listed.items():
+        pt = w.points[snap]
+        check(disk == w.vdi[pt["key"]] and p["name"] == pt["name"],
+              "%s: %s %s is now %r" % (what, pt["label"], pt["key"], p["name"]))
+        check(p["readable"] == (snap in readable), "%s: %s %s readable %s"
+              % (what, pt["label"], pt["key"], p["readable"]))
+    rc, _, err = env.cbtfs("verify", store, ok=False)
+    check(rc == 0, "%s: verify exited %d: %s" % (what, rc, err))
+    no_leftovers(store, what)
+
+    mnt = env.mount(store, env.path("check-%d" % time.monotonic_ns()))
+    for k in DISKS:
+        mine = [x for x in kept if w.points[x]["key"] == k]
+        newest = max(mine, key=lambda x: int(w.points[x]["label"][1:]))
+        folder = os.path.join(mnt, "by-vm", k[0], k[1])
+        check(os.readlink(os.path.join(folder, "latest"))
+              == w.points[newest]["name"] + ".img",
+              "%s: %s latest -> %s" % (what, k, os.readlink(
+                  os.path.join(folder, "latest"))))
+    for snap in kept:
+        if snap not in readable:
+            continue
+        pt = w.points[snap]
+        for by in ("vm", "uuid"):
+            check(cb.sha256(w.image(mnt, snap, by)) == pt["sha"],
+                  "%s: %s %s reads other bytes (by-%s)"
+                  % (what, pt["label"], pt["key"], by))
+    for snap in dropped:
+        for by in ("vm", "uuid"):
+            check(not os.path.lexists(w.image(mnt, snap, by)),
+                  "%s: the dropped %s %s is in the tree" % (
+                      what, w.points[snap]["label"], w.points[snap]["key"]))
+    cb.unmount(mnt)
+
+    st = sf.Store(store)
+    check(st.format == 2 and st.id == sid, "%s: marker %r" % (what, st.marker))
+    for snap in readable:
+        pt = w.points[snap]
+        lay = st.layer(snap)
+        check(sha_blocks(st.point_blocks(lay)) == pt["sha"],
+              "%s: storefmt reads %s %s otherwise" % (what, pt["label"], pt["key"]))
+    return st, ls
+
+
+def prune(env, store, args, status=0):
+    rc, out, err = env.cbtfs("prune", store, *args, "--json", ok=False)
+    check(rc == status, "prune %s exited %d, not %d: %s"
+          % (" ".join(args), rc, status, err))
+    return json.loads(out), err
+
+
+def json_actions(doc):
+    """{snapshot: action} of a prune's --json."""
+    return {p["snapshot"]: p["action"] for d in doc["disks"]
+            for p in d["points"]}
+
+
+def main():
+    if os.geteuid() != 0:
+        cb.skip("needs root (FUSE)")
+    seed = int(os.environ.get("PRUNE_SEED", str(int.from_bytes(os.urandom(4),
+                                                                 "little"))))
+    print("seed %d (PRUNE_SEED)" % seed)
+    rng = random.Random(seed)
+    t0 = time.monotonic()
+    with sim.Sim() as s, cb.Env() as env:
+        w = World(s, env, rng)
+        unfetched = env.path("unfetched")
+        for n in NIGHTS:
+            w.night(unfetched, n)
+        print("built %d points in %.1fs" % (len(w.points), time.monotonic() - t0))
+        DB = ("db", "sys")
+
+        def of(labels, keys=tuple(DISKS)):
+            """The snapshots of LABELS on the disks KEYS."""
+            return [w.snap[k, lab] for k in keys for lab in ALL + ["N10"]
+                    if lab in labels and (k, lab) in w.snap]
+
+        # The store is what the nights made: one chain per disk, ZERO
+        # records on N5, a grown disk on N6, db's N7 only on the host.
+        st_u = sf.Store(unfetched)
+        sid = st_u.id
+        for k in DISKS:
+            lays = [st_u.layer(w.snap[k, lab]) for lab in ALL]
+            check([l.meta["parent"] for l in lays] ==
+                  ["-"] + [w.snap[k, lab] for lab in ALL[:-1]],
+                  "%s: not one chain" % (k,))
+            check(any(r["kind"] == sf.ZERO
+                      for r in lays[ALL.index("N5")].present.values()),
+                  "%s: N5 has no ZERO records" % (k,))
+            n7 = lays[ALL.index("N7")]
+            check(bool(n7.missing()) == (k == DB), "%s: N7 is missing %d blocks"
+                  % (k, len(n7.missing())))
+        check(st_u.layer(w.snap[("web", "data"), "N5"]).size == 64 * MiB
+              and st_u.layer(w.snap[("web", "data"), "N6"]).size == GROWN,
+              "web's data disk did not grow")
+        # db's N7, N8 and N9 read only with the host.
+        host_only = of({"N7", "N8", "N9"}, [DB])
+        mnt = env.mount(unfetched, env.path("m0"))
+        for x in w.points:
+            if x not in host_only:
+                check(cb.sha256(w.image(mnt, x)) == w.points[x]["sha"],
+                      "the untouched store reads %s %s otherwise"
+                      % (w.points[x]["label"], w.points[x]["key"]))
+        cb.unmount(mnt)
+
+        # The store the other cases start from: db's N7 fetched (the
+        # host keeps its data, for the case above).
+        pristine = env.path("pristine")
+        subprocess.run(["cp", "-a", unfetched, pristine], check=True)
+        env.cbtfs("fetch", pristine, *w.srv, "--keep-data", "-q")
+        st0 = sf.Store(pristine)
+        for st, where in ((st_u, unfetched), (st0, pristine)):
+            check(stored_data(st) == len(needed(st, w.points)),
+                  "%s holds DATA blocks no point reads" % where)
+            check(not stray_data(st), "%s: data allocated outside the stored "
+                  "blocks: %r" % (where, stray_data(st)[:5]))
+        for x in host_only:
+            check(sha_blocks(st0.point_blocks(st0.layer(x)))
+                  == w.points[x]["sha"], "fetched, %s %s reads otherwise"
+                  % (w.points[x]["label"], w.points[x]["key"]))
+        ls0 = env.ls_json(pristine)
+
+        def copy(src, name):
+            dst = env.path(name)
+            subprocess.run(["cp", "-a", src, dst], check=True)
+            return dst
+
+        def sizes(store):
+            return cb.allocated_bytes(store), stored_bytes(env.ls_json(store))
+
+        def shrank(store, kept, what, ref, was):
+            """The store holds exactly the DATA blocks that the KEPT points
+            read in REF (a storefmt.Store), and its data files allocate
+            nothing else; smaller than WAS (sizes() before the prune)."""
+            st = sf.Store(store)
+            want = needed(ref, kept)
+            check(stored_data(st) == len(want), "%s: %d DATA blocks stored, the "
+                  "kept points read %d" % (what, stored_data(st), len(want)))
+            check(not stray_data(st), "%s: data allocated outside the stored "
+                  "blocks: %r" % (what, stray_data(st)[:5]))
+            (a0, b0), (a, b) = was, sizes(store)
+            check(a < a0 and b < b0, "%s: the store did not shrink: %d -> %d "
+                  "bytes allocated, %d -> %d stored" % (what, a0, a, b0, b))
+            return a0, a
+
+        def dropped_are(doc, gone, what):
+            acts = json_actions(doc)
+            check({x for x, a in acts.items() if a == "dropped"} == set(gone)
+                  and all(a in ("keep", "stayed") for x, a in acts.items()
+                          if x not in gone), "%s: actions %r" % (what, sorted(
+                              (w.points[x]["label"], w.points[x]["key"], a)
+                              for x, a in acts.items())))
+            check(doc["dry_run"] is False and doc["dropped"] == len(gone)
+                  and doc["merged"] == len(gone), "%s: --json %r" % (
+                      what, {k: doc[k] for k in ("dropped", "stayed", "merged")}))
+            return acts
+
+        # -- a point that cannot go ---------------------------------------
+        # --include-incomplete: db's N7 may go, but N8 reads its blocks
+        # and only the host has them.  db keeps N6 too, its newest point
+        # that reads from the store alone.
+        t = time.monotonic()
+        store = copy(unfetched, "cannot")
+        was = sizes(store)
+        doc, err = prune(env, store, WEEKLY + ["--include-incomplete"], status=1)
+        web = [k for k in DISKS if k != DB]
+        gone = of(set(ALL) - KEEP_MAIN, web) + of({"N1", "N2", "N3", "N4"}, [DB])
+        kept = [x for x in w.points if x not in gone]
+        stuck = w.snap[DB, "N7"]
+        acts = dropped_are(doc, gone, "cannot go")
+        check(acts[stuck] == "stayed" and doc["stayed"] == 1
+              and acts[w.snap[DB, "N6"]] == "keep", "cannot go: db's N7 %s, "
+              "N6 %s" % (acts[stuck], acts[w.snap[DB, "N6"]]))
+        lines = err.strip().splitlines()
+        check(len(lines) == 1 and stuck in lines[0]
+              and "by-vm/db/sys/%s.img" % w.points[stuck]["name"] in lines[0]
+              and "stays" in lines[0] and "not in the store" in lines[0],
+              "cannot go: stderr %r does not say in one line that db's N7 "
+              "stays, and why" % err)
+        print("cannot go: " + lines[0])
+        check_store(w, store, kept, gone, sid, "cannot go",
+                    readable=[x for x in kept if x not in host_only])
+        shrank(store, kept, "cannot go", st_u, was)
+        # A mount with --server reads db's N7 to N9 from the host, and
+        # cbtfs fetch completes N7.
+        lazy = env.mount_fg(store, env.path("lazy"), *w.srv)
+        for x in host_only:
+            check(cb.sha256(w.image(lazy.mnt, x)) == w.points[x]["sha"],
+                  "cannot go: a mount with --server reads %s %s otherwise"
+                  % (w.points[x]["label"], w.points[x]["key"]))
+        check(lazy.unmount() == 0, "the mount with --server failed: %s"
+              % lazy.log())
+        env.cbtfs("fetch", store, *w.srv, "-q")
+        st, _ = check_store(w, store, kept, gone, sid, "cannot go, fetched")
+        check(stored_data(st) == len(needed(st, kept)) and not stray_data(st),
+              "cannot go, fetched: blocks stored that no point reads")
+        shutil.rmtree(store)
+        print("cannot go: %.1fs" % (time.monotonic() - t))
+
+        # -- format 1; the baseline under a small delta ---------------------
+        t = time.monotonic()
+        store = copy(pristine, "daily")
+        marker = os.path.join(store, "cbtfs-store")
+        with open(marker, "wb") as f:
+            f.write(("cbtfs-store 1\nid %s\n" % sid).encode())
+        check(sf.Store(store).format == 1, "the marker does not say format 1")
+        check(no_bytes(env.ls_json(store)) == no_bytes(ls0),
+              "ls reads the format-1 store otherwise")
+        was = sizes(store)
+        doc, _ = prune(env, store, ["--keep-daily", "7"])
+        with open(marker, "rb") as f:
+            m = f.read()
+        check(m == sf.format_marker(sid, 2)
+              and os.stat(marker).st_mode & 0o777 == 0o600,
+              "the marker is now %r, mode %o" % (m, os.stat(marker).st_mode))
+        gone = of(set(ALL) - KEEP_DAILY)
+        dropped_are(doc, gone, "daily")
+        # The fold starts from the bigger side: what it writes is at most
+        # the smaller side's stored blocks (N2's one block, N4's few),
+        # never a disk.
+        by_snap = {p["snapshot"]: p for d in ls0["disks"] for p in d["points"]}
+        bound = sum(min(by_snap[w.snap[k, a]]["stored_blocks"],
+                        by_snap[w.snap[k, b]]["stored_blocks"])
+                    for k in DISKS for a, b in (("N1", "N2"), ("N3", "N4")))
+        baselines = sum(by_snap[w.snap[k, "N1"]]["stored_blocks"] for k in DISKS)
+        check(0 < doc["blocks_written"] <= bound < baselines // 4,
+              "daily: %d blocks written; the small sides store %d, the "
+              "baselines %d" % (doc["blocks_written"], bound, baselines))
+        check(doc["bytes_freed"] > 0, "daily: bytes_freed %r" % doc["bytes_freed"])
+        check_store(w, store, of(KEEP_DAILY), gone, sid, "daily")
+        a0, a = shrank(store, of(KEEP_DAILY), "daily", st0, was)
+        print("daily: %d blocks written (the small sides store %d), %d -> %d "
+              "bytes, %.1fs" % (doc["blocks_written"], bound, a0, a,
+                               time.monotonic() - t))
+        shutil.rmtree(store)
+
+        # -- main: a mount up before; a new night; prune again --------------
+        t = time.monotonic()
+        store = copy(pristine, "main")
+        old = env.mount(store, env.path("old"))
+        before = {x: read_sha(w.image(old, x)) for x in w.points}
+        for x in w.points:
+            check(before[x] == w.points[x]["sha"], "the old mount reads %s %s "
+                  "otherwise" % (w.points[x]["label"], w.points[x]["key"]))
+        was = sizes(store)
+        doc, _ = prune(env, store, WEEKLY)
+        kept, gone = of(KEEP_MAIN), of(set(ALL) - KEEP_MAIN)
+        dropped_are(doc, gone, "main")
+        check(doc["stayed"] == 0 and doc["bytes_freed"] > 0,
+              "main: --json %r" % doc)
+        # Each fold writes at most the smaller side: at most what the
+        # point after each dropped one stores.
+        bound = sum(by_snap[w.snap[k, ALL[ALL.index(w.points[x]["label"]) + 1]]]
+                    ["stored_blocks"] for k in DISKS for x in gone
+                    if w.points[x]["key"] == k)
+        check(0 < doc["blocks_written"] <= bound, "main: %d blocks written, the "
+              "points after the dropped ones store %d"
+              % (doc["blocks_written"], bound))
+        check_store(w, store, kept, gone, sid, "main")
+        a0, a = shrank(store, kept, "main", st0, was)
+        print("main: %d blocks written, %d -> %d bytes"
+              % (doc["blocks_written"], a0, a))
+        # The mount that was up: kept points as before; dropped ones as
+        # before or EIO, never other bytes.
+        eio = 0
+        for x in w.points:
+            pt = w.points[x]
+            try:
+                got = read_sha(w.image(old, x))
+            except OSError as e:
+                check(x in gone and e.errno == errno.EIO, "the old mount: %s %s: "
+                      "%s" % (pt["label"], pt["key"], e))
+                eio += 1
+                continue
+            check(got == before[x], "the old mount reads %s %s (%s) otherwise "
+                  "after the prune" % (pt["label"], pt["key"],
+                                       "dropped" if x in gone else "kept"))
+        print("main: the old mount read %d of %d dropped points with EIO, the "
+              "rest as before" % (eio, len(gone)))
+
+        # Another night continues the chain from the kept newest point.
+        w.night(store, N10)
+        st = sf.Store(store)
+        for k in DISKS:
+            new = st.layer(w.snap[k, "N10"])
+            check(new.meta["parent"] == w.snap[k, "N9"], "N10 %s: parent %s, "
+                  "not N9's" % (k, new.meta["parent"]))
+        kept += of({"N10"})
+        check_store(w, store, kept, gone, sid, "main, N10")
+        # The same policy again: N10 is the newest of its week and of the
+        # last two, so N8 goes now.
+        _, out, _ = env.cbtfs("prune", store, *WEEKLY, "--dry-run", "--json")
+        planned = {x for x, a in json_actions(json.loads(out)).items()
+                   if a == "drop"}
+        check(planned == set(of({"N8"})), "main: the second plan drops %r"
+              % sorted((w.points[x]["label"], w.points[x]["key"])
+                       for x in planned))
+        doc, _ = prune(env, store, WEEKLY)
+        dropped_are(doc, planned, "main, again")
+        kept = [x for x in kept if x not in planned]
+        check_store(w, store, kept, gone + list(planned), sid, "main, again")
+        cb.unmount(old)
+        print("main: %.1fs" % (time.monotonic() - t))
+    print("ok (%.1fs)" % (time.monotonic() - t0))
+
+
+if __name__ == "__main__":
+    main()

@@ -35,8 +35,10 @@ completed N7 ("pristine"):
   most the small sides' stored blocks, never a disk; the store is now
   format 2 with the same id.
 - main (pristine): --keep-last 2 --keep-weekly 2 under a mount that was
-  up before; then a backup night N10 continues each chain from N9, and
-  the same prune again drops just what its plan says (N8).
+  up before, which threads read from while the prune runs (every read
+  gives the right block, or EIO for a point that goes); then a backup
+  night N10 continues each chain from N9, and the same prune again
+  drops just what its plan says (N8).
 
 After each prune: the points kept are the policy's (by --json, whose
 actions say keep, dropped or stayed), under the same names in the tree,
@@ -292,6 +294,67 @@ def read_sha(path):
     finally:
         os.close(fd)
     return cb.sha256(path)
+
+
+class Readers:
+    """Threads reading random blocks of every point of W through the
+    mount MNT (each through a descriptor of its own, the page cache
+    dropped first), until stop(): a read must give the block of the
+    guest's disk that night, or, for a point of GONE, fail with EIO."""
+
+    def __init__(self, w, mnt, gone, n=3):
+        import threading
+        self.w, self.mnt, self.gone = w, mnt, gone
+        self.blocks = {x: block_hashes(w.image(mnt, x)) for x in w.points}
+        self.bad, self.reads, self.eio = [], 0, 0
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, args=(i,))
+                        for i in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def run(self, seed):
+        import hashlib
+        rng = random.Random(seed)
+        snaps = sorted(self.blocks)
+        while not self.done.is_set():
+            x = rng.choice(snaps)
+            pt = self.w.points[x]
+            b = rng.randrange(len(self.blocks[x]))
+            try:
+                fd = os.open(self.w.image(self.mnt, x), os.O_RDONLY)
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                    got = os.pread(fd, BLOCK, b * BLOCK)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                with self.lock:
+                    self.reads += 1
+                    if x in self.gone and e.errno == errno.EIO:
+                        self.eio += 1
+                    else:
+                        self.bad.append("%s %s block %d: %s" % (
+                            pt["label"], pt["key"], b, e))
+                continue
+            with self.lock:
+                self.reads += 1
+                if hashlib.sha256(got).digest() != self.blocks[x][b]:
+                    self.bad.append("%s %s block %d: other bytes"
+                                    % (pt["label"], pt["key"], b))
+
+    def stop(self):
+        self.done.set()
+        for t in self.threads:
+            t.join()
+
+
+def block_hashes(path):
+    import hashlib
+    with open(path, "rb") as f:
+        return [hashlib.sha256(b).digest()
+                for b in iter(lambda: f.read(BLOCK), b"")]
 
 
 def no_leftovers(store, what):
@@ -566,9 +629,19 @@ def main():
         for x in w.points:
             check(before[x] == w.points[x]["sha"], "the old mount reads %s %s "
                   "otherwise" % (w.points[x]["label"], w.points[x]["key"]))
-        was = sizes(store)
-        doc, _ = prune(env, store, WEEKLY)
         kept, gone = of(KEEP_MAIN), of(set(ALL) - KEEP_MAIN)
+        was = sizes(store)
+        # While the prune runs, readers of that mount read blocks of every
+        # point: each read gives the block's bytes, or EIO for a point
+        # that goes.
+        readers = Readers(w, old, set(gone))
+        doc, _ = prune(env, store, WEEKLY)
+        readers.stop()
+        check(not readers.bad, "main: reads during the prune went wrong: %s"
+              % readers.bad[:5])
+        check(readers.reads > 0, "main: nothing was read during the prune")
+        print("main: %d reads of a mount during the prune (%d EIO, all of "
+              "dropped points)" % (readers.reads, readers.eio))
         dropped_are(doc, gone, "main")
         check(doc["stayed"] == 0 and doc["bytes_freed"] > 0,
               "main: --json %r" % doc)

@@ -34,6 +34,9 @@ completed N7 ("pristine"):
   N3, a big delta, into N4 (a few blocks): the blocks written are at
   most the small sides' stored blocks, never a disk; the store is now
   format 2 with the same id.
+- grown (pristine): --keep-daily 4 folds N1 to N5 up into N6, across
+  the night web's data disk grew; N6 is then the chain's baseline, its
+  set the union of theirs.
 - main (pristine): --keep-last 2 --keep-weekly 2 under a mount that was
   up before, which threads read from while the prune runs (every read
   gives the right block, or EIO for a point that goes); then a backup
@@ -100,6 +103,7 @@ WEEKLY = ["--keep-last", "2", "--keep-weekly", "2"]
 # N1's day is the eighth).
 KEEP_MAIN = {"N5", "N8", "N9"}
 KEEP_DAILY = {"N2", "N4", "N5", "N6", "N7", "N8", "N9"}
+KEEP_GROWN = {"N6", "N7", "N8", "N9"}      # --keep-daily 4
 
 
 def utc(s):
@@ -621,6 +625,46 @@ def main():
                                time.monotonic() - t))
         shutil.rmtree(store)
 
+        def children_store(gone):
+            """What the points after the points GONE store: each fold
+            writes at most the smaller side, so at most that."""
+            return sum(by_snap[w.snap[w.points[x]["key"], ALL[ALL.index(
+                w.points[x]["label"]) + 1]]]["stored_blocks"] for x in gone)
+
+        # -- the grown disk: N5 (64 MiB) into N6 (72 MiB) ------------------
+        # --keep-daily 4 keeps N6 to N9: N1 to N5 are folded, one into the
+        # next, up to N6, whose disk is larger.
+        t = time.monotonic()
+        store = copy(pristine, "grown")
+        was = sizes(store)
+        doc, _ = prune(env, store, ["--keep-daily", "4"])
+        kept, gone = of(KEEP_GROWN), of(set(ALL) - KEEP_GROWN)
+        dropped_are(doc, gone, "grown")
+        bound = children_store(gone)
+        check(0 < doc["blocks_written"] <= bound, "grown: %d blocks written, "
+              "the points after the dropped ones store %d"
+              % (doc["blocks_written"], bound))
+        check_store(w, store, kept, gone, sid, "grown")
+        # N6 is the baseline now, its set the union of N1's to N6's, and
+        # it keeps the chain's name (N1's snapshot).
+        st = sf.Store(store)
+        for k in DISKS:
+            n6 = st.layer(w.snap[k, "N6"])
+            union = set().union(*(st0.layer(w.snap[k, lab]).set
+                                  for lab in ALL[:6]))
+            check(n6.meta["parent"] == "-" and n6.meta["chain"] == w.snap[
+                k, "N1"] and n6.size == st0.layer(
+                w.snap[k, "N6"]).size and n6.set == union
+                and (n6.meta["blocks"] == "all") == (len(union) == n6.n),
+                "grown: %s N6 is not the baseline of N1 to N6: parent %s, "
+                "chain %s, %d blocks, not %d" % (
+                    k, n6.meta["parent"], n6.meta["chain"], len(n6.set),
+                    len(union)))
+        shrank(store, kept, "grown", st0, was)
+        shutil.rmtree(store)
+        print("grown: %d blocks written, %.1fs" % (doc["blocks_written"],
+                                                  time.monotonic() - t))
+
         # -- main: a mount up before; a new night; prune again --------------
         t = time.monotonic()
         store = copy(pristine, "main")
@@ -645,11 +689,7 @@ def main():
         dropped_are(doc, gone, "main")
         check(doc["stayed"] == 0 and doc["bytes_freed"] > 0,
               "main: --json %r" % doc)
-        # Each fold writes at most the smaller side: at most what the
-        # point after each dropped one stores.
-        bound = sum(by_snap[w.snap[k, ALL[ALL.index(w.points[x]["label"]) + 1]]]
-                    ["stored_blocks"] for k in DISKS for x in gone
-                    if w.points[x]["key"] == k)
+        bound = children_store(gone)
         check(0 < doc["blocks_written"] <= bound, "main: %d blocks written, the "
               "points after the dropped ones store %d"
               % (doc["blocks_written"], bound))

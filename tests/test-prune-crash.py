@@ -18,7 +18,9 @@ killed with -9 after a random delay in [0, 1.2 T] (one in each of
 CRASH_TRIALS equal slices of that span, in random order); then
 
   (a) before anything resumes, every point the policy keeps reads its
-      night's bytes (storefmt, an independent reader of FORMAT.md);
+      night's bytes, through storefmt (an independent reader of
+      FORMAT.md) and through a mount; no disk's manifests note holds a
+      copy of a layer's manifest other than its own;
       cbtfs verify passes, or names as damaged only points whose drop
       the journal holds as pending (FORMAT.md, invariant 2);
   (b) the work is finished by, in turn, cbtfs prune (the same policy),
@@ -142,6 +144,27 @@ def stage(store, busy):
     return out
 
 
+def stale_copies(st):
+    """The layers of storefmt.Store ST that their disk's manifests note
+    holds a good copy of that is not their manifest (a mount would take
+    it for theirs)."""
+    out = []
+    for disk, layers in st.disks.items():
+        p = os.path.join(st.path, "disks", disk, "manifests")
+        if not os.path.exists(p):
+            continue
+        with open(p, "rb") as f:
+            for piece in sf.split_manifests(f.read()):
+                try:
+                    m = sf.parse_manifest(piece)
+                except sf.FormatError:
+                    continue
+                if m["disk"] == disk and m["snapshot"] in layers \
+                        and piece != layers[m["snapshot"]].manifest_bytes:
+                    out.append(m["snapshot"])
+    return out
+
+
 def links(root):
     """Groups (sorted) of the paths under ROOT that are one file."""
     by_inode = {}
@@ -235,12 +258,28 @@ def main():
               and cb.tree_files(work) == cb.tree_files(pristine),
               "cp -a made a copy that differs (files or hard links)")
 
-        def kept_read(what, kept):
-            """Every point of KEPT reads its bytes, through storefmt."""
+        def kept_read(what, kept, mount=False):
+            """Every point of KEPT reads its bytes, through storefmt (and
+            with MOUNT through a mount, which takes manifests from the
+            disks' manifests notes), and no note holds a stale copy."""
             st = sf.Store(work)
             for x in kept:
                 check(sha_blocks(st.point_blocks(st.layer(x))) == want[x],
                       "%s: %s reads otherwise (storefmt)" % (what, label[x]))
+            stale = stale_copies(st)
+            check(not stale, "%s: the manifests notes hold stale copies of %s"
+                  % (what, sorted(label.get(x, x) for x in stale)))
+            if not mount:
+                return
+            mnt = env.mount(work, env.path("mnt"))
+            try:
+                for x in kept:
+                    n = [n for n in DISKS if snap.get((n, label[x])) == x][0]
+                    img = os.path.join(mnt, "by-uuid", vdi[n], x + ".img")
+                    check(cb.sha256(img) == want[x], "%s: %s reads otherwise "
+                          "through a mount" % (what, label[x]))
+            finally:
+                cb.unmount(mnt)
 
         def finished(what, kept):
             """(c): the store after the policy's work is done."""
@@ -327,7 +366,7 @@ def main():
             stages = stage(work, busy)
             for x in stages:
                 seen[x] = seen.get(x, 0) + 1
-            kept_read(what, of(KEEP))
+            kept_read(what, of(KEEP), mount=True)
             rc, out, err = env.cbtfs("verify", work, ok=False)
             damaged = set(re.findall(r"damaged: \S+ \(snapshot ([0-9a-f-]{36})\)",
                                      out + err))

@@ -424,6 +424,19 @@ def check_store(w, store, kept, dropped, sid, what, readable=None):
 
     st = sf.Store(store)
     check(st.format == 2 and st.id == sid, "%s: marker %r" % (what, st.marker))
+    # The disks' manifests notes: every good copy that names a layer
+    # there is that layer's manifest (never the one a fold replaced).
+    for disk, layers in st.disks.items():
+        with open(os.path.join(store, "disks", disk, "manifests"), "rb") as f:
+            for piece in sf.split_manifests(f.read()):
+                try:
+                    m = sf.parse_manifest(piece)
+                except sf.FormatError:
+                    continue
+                if m["disk"] == disk and m["snapshot"] in layers:
+                    check(piece == layers[m["snapshot"]].manifest_bytes,
+                          "%s: disk %s's manifests holds another copy of %s"
+                          % (what, disk, m["snapshot"]))
     for snap in readable:
         pt = w.points[snap]
         lay = st.layer(snap)

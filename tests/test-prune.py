@@ -9,7 +9,7 @@ MiB of data, grown to 72 MiB on night 6), and VM "db" with a dense disk
 
     N1  Mon 2021-03-01 02:00  baseline
     N2  Tue 2021-03-02 02:00  one block
-    N3  Wed 2021-03-03 01:00  a big change (MiBs)
+    N3  Wed 2021-03-03 01:00  a big change (MiBs, not over N2's block)
     N4  Wed 2021-03-03 23:00  a few blocks (the same day as N3)
     N5  Fri 2021-03-05 02:00  zeros over a MiB of data (ZERO records)
     N6  Mon 2021-03-08 02:00  web's data disk grows, written past its old end
@@ -37,6 +37,12 @@ completed N7 ("pristine"):
 - grown (pristine): --keep-daily 4 folds N1 to N5 up into N6, across
   the night web's data disk grew; N6 is then the chain's baseline, its
   set the union of theirs.
+- damaged (pristine, one stored block of web's data disk's N2 spoilt):
+  --keep-monthly 2 --keep-daily 6 folds N2 into N3, which reads N2's
+  block: that N2 stays (exit 1, one stderr line: the block fails its
+  checksum), unchanged and not pending, while the others go; a second
+  prune says the same, no more; verify names just the points that read
+  that block, and the others read right.
 - main (pristine): --keep-last 2 --keep-weekly 2 under a mount that was
   up before, which threads read from while the prune runs (every read
   gives the right block, or EIO for a point that goes); then a backup
@@ -60,6 +66,7 @@ import errno
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -118,6 +125,7 @@ class World:
         self.s, self.env, self.rng = s, env, rng
         self.vdi, self.guest, self.size = {}, {}, {}
         self.regions = {}       # (vm, disk) -> 64K-aligned MiB offsets with data
+        self.one = {}           # (vm, disk) -> the block N2 changed
         self.srv = None
         for vm in ("web", "db"):
             keys = [k for k in DISKS if k[0] == vm]
@@ -154,7 +162,9 @@ class World:
         for k in DISKS:
             size = self.size[k]
             if what == "one":
-                self.write(k, rng.randrange(size // 4096) * 4096, os.urandom(4096))
+                off = rng.randrange(size // 4096) * 4096
+                self.one[k] = off // BLOCK
+                self.write(k, off, os.urandom(4096))
             elif what == "few":
                 for _ in range(3):
                     n = rng.choice([512, 4096, BLOCK])
@@ -164,8 +174,16 @@ class World:
                 n = (5 if what == "big" and DISKS[k][1] else
                      3 if what == "big" else rng.choice([1, 2])) * MiB
                 n = min(n, size // 2)
-                self.write(k, rng.randrange((size - n) // 4096) * 4096,
-                           os.urandom(n))
+                if what == "big":
+                    # Not over N2's block: N2 into N3 reads it.
+                    lo, hi = self.one[k] * BLOCK, (self.one[k] + 1) * BLOCK
+                    spans = [(a, b) for a, b in ((0, lo - n), (hi, size - n))
+                             if a <= b]
+                    a, b = rng.choice(spans)
+                    off = a + rng.randrange((b - a) // 4096 + 1) * 4096
+                else:
+                    off = rng.randrange((size - n) // 4096 + 1) * 4096
+                self.write(k, off, os.urandom(n))
             elif what == "zeros":
                 # Zeros over a MiB that holds data: ZERO records.
                 o = rng.choice(self.regions[k])
@@ -677,6 +695,59 @@ def main():
         shutil.rmtree(store)
         print("grown: %d blocks written, %.1fs" % (doc["blocks_written"],
                                                   time.monotonic() - t))
+
+        # -- a damaged block in a point that goes --------------------------
+        # --keep-monthly 2 --keep-daily 6 drops N2 and N3.  N2 goes into
+        # N3, which stores more, so N2's blocks are read, and web's data
+        # disk's one block fails its checksum: N2 stays there (not
+        # pending: nothing it reads changed), N3 and the others go, and
+        # the next prune says the same, doing what it can.
+        t = time.monotonic()
+        store = copy(pristine, "damaged")
+        D = ("web", "data")
+        bad = w.snap[D, "N2"]
+        folder = os.path.join(store, "disks", w.vdi[D], bad)
+        with open(os.path.join(folder, "data"), "r+b") as f:
+            f.seek(w.one[D] * BLOCK + 100)
+            f.write(b"\xff" * 16)
+        layer_before = cb.tree_files(folder)
+        policy = ["--keep-monthly", "2", "--keep-daily", "6"]
+        gone = [x for x in of({"N2", "N3"}) if x != bad]
+        kept = [x for x in w.points if x not in gone]
+        for n in (1, 2):
+            doc, err = prune(env, store, policy, status=1)
+            what = "damaged, prune %d" % n
+            acts = dropped_are(doc, gone if n == 1 else [], what)
+            lines = err.strip().splitlines()
+            check(acts[bad] == "stayed" and doc["stayed"] == 1
+                  and len(lines) == 1 and bad in lines[0]
+                  and "by-vm/web/data/%s.img stays" % w.points[bad]["name"]
+                  in lines[0] and "fails its checksum" in lines[0],
+                  "%s: N2 %s, stderr %r" % (what, acts[bad], err))
+            no_leftovers(store, what)
+            check(cb.tree_files(folder) == layer_before, "%s: the layer that "
+                  "stayed changed" % what)
+        # The points that read the spoilt block (N2's own, and those after
+        # it that did not change that block), and only they, are damaged.
+        spoilt = set()
+        for x in kept:
+            srcs = [l for l in st0.path_of(st0.layer(x)) if w.one[D] in l.set]
+            if srcs and srcs[0].meta["snapshot"] == bad:
+                spoilt.add(x)
+        rc, out, err = env.cbtfs("verify", store, ok=False)
+        damaged = re.findall(r"damaged: (\S+) ", out + err)
+        check(rc == 1 and sorted(damaged) == sorted(
+            "by-vm/web/data/%s.img" % w.points[x]["name"] for x in spoilt),
+            "damaged: verify exited %d, not naming %s: %s" % (
+                rc, sorted(w.points[x]["label"] for x in spoilt), out + err))
+        st = sf.Store(store)
+        for x in kept:
+            if x not in spoilt:
+                check(sha_blocks(st.point_blocks(st.layer(x)))
+                      == w.points[x]["sha"], "damaged: %s %s reads otherwise"
+                      % (w.points[x]["label"], w.points[x]["key"]))
+        shutil.rmtree(store)
+        print("damaged: %.1fs" % (time.monotonic() - t))
 
         # -- main: a mount up before; a new night; prune again --------------
         t = time.monotonic()

@@ -30,9 +30,9 @@ CRASH_TRIALS equal slices of that span, in random order); then
       each reads its bytes through a mount (and the dropped ones are
       not in the tree), tmp/ is empty and no disk keeps a prune note.
 
-Of 5 trials or more, at least one kill must land while prune runs (not
-after it exited) and one while a drop was pending, or the loop proves
-nothing.  Each trial says how far its pending drops had come.  The seed
+Of 3 trials or more, at least one kill must land while prune runs (not
+after it exited), and of 10 or more one while a drop was pending, or the
+loop proves nothing.  Each trial says how far its pending drops had come.  The seed
 is printed; CRASH_SEED repeats a run's choices (the data stays random).
 """
 import os
@@ -405,9 +405,15 @@ def main():
               "pending (%s), %d where verify found the going point damaged"
               % (killed, trials, interrupted, ", ".join(
                   "%s %d" % kv for kv in sorted(seen.items())), damaged_seen))
-        if trials >= 5:
-            check(killed >= 1 and interrupted >= 1, "no kill landed while a "
-                  "drop was under way: the loop proved nothing")
+        # The kills must have landed while prune ran; in a long loop, also
+        # while a drop was under way (about half the kills do: the rest
+        # land while it starts, plans or tidies up).
+        if trials >= 3:
+            check(killed >= 1, "no kill landed while prune ran: the loop "
+                  "proved nothing")
+        if trials >= 10:
+            check(interrupted >= 1, "no kill landed while a drop was under "
+                  "way: the loop proved nothing")
     print("ok (%.1fs)" % (time.monotonic() - t0))
 
 

@@ -177,10 +177,11 @@ check-valgrind: $(UNIT_BINS)
 	  valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
 	    --errors-for-leak-kinds=definite,indirect --error-exitcode=1 $$t; done
 
-# kill -9 of cbtfs backup at 50 random moments (make check runs 5).
+# kill -9 of cbtfs backup, and of cbtfs prune, at 50 random moments each
+# (make check runs 5).
 check-crash: $(BUILD)/cbtfs
 	CBTFS=$(abspath $(BUILD)/cbtfs) PYTHON=$(PYTHON) CRASH_TRIALS=50 \
-	  TESTS=tests/test-crash-loop.py ./tests/run
+	  TESTS="tests/test-crash-loop.py tests/test-prune-crash.py" ./tests/run
 
 # The whole suite again, built with AddressSanitizer and UBSan.
 check-asan: deps

@@ -392,7 +392,12 @@ merge (struct store *s, struct layer *p, struct layer *c,
   f.stage = stage_merged (s, p, c, &u, f.base);
   if (f.stage == NULL)
     goto out;
-  st->started = true;
+  /* Only a stage that starts from P's blocks writes where P's point
+   * reads (C's blocks over P's).  One that starts from C's writes P's
+   * blocks where C's point never reads (outside C's set): should it
+   * fail (a block of P's fails its checksum), both points read as they
+   * did and the drop is not pending. */
+  st->started = f.base == p;
   for (uint64_t b = bitmap_next_set (&u, 0); b < u.nbits;
        b = bitmap_next_set (&u, b + 1))
     if (take_block (&f, bitmap_get (layer_set (c), b) ? c : p, b) == -1)
@@ -401,6 +406,7 @@ merge (struct store *s, struct layer *p, struct layer *c,
       || swap_in (s, &f, disk, layer_meta (p)->snapshot,
                   layer_meta (c)->snapshot) == -1)
     goto out;
+  st->started = true;           /* C' is in: only P's removal is left */
   st->merged = true;
   st->blocks_written = f.written;
   st->bytes_freed = before;     /* less C', below */

@@ -39,7 +39,9 @@
 /* What fold_drop did. */
 struct fold_stats {
   bool started;                 /* something changed: on failure, P's own
-                                   point may no longer read (fold.h) */
+                                   point may no longer read (fold.h), or
+                                   C was replaced; false when C' started
+                                   from C's blocks and failed unswapped */
   bool merged;                  /* P was folded into a child */
   uint64_t blocks_written;      /* blocks copied into C' */
   uint64_t bytes_freed;         /* what P and the old C took, less C' */

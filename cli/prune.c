@@ -238,12 +238,14 @@ run (const char *where, const struct retention_policy *p,
   struct catalog *cat = NULL;
   struct run_ctx ctx = { NULL, NULL };
   size_t finished;
-  int status = 1;
+  int status = 1, resumed = 0;
 
   if (s == NULL || store_lock (s, "prune", lock_wait) == -1)
     goto fail;
-  if (engine_prune_resume (s, &finished) == -1)
-    goto fail;
+  /* A drop that cannot be finished (each is named) stays pending; the
+   * rest of the store is pruned all the same: a fold that would read
+   * the condemned layer's overwritten blocks fails their checksums. */
+  resumed = engine_prune_resume (s, &finished);
   if (finished)
     log_info ("finished %zu point drops an interrupted prune left",
               finished);
@@ -265,6 +267,8 @@ run (const char *where, const struct retention_policy *p,
   status = engine_prune_run (s, plan, on_point, &ctx, &res) == 0 ? 0 : 1;
   if (status && res.failed == 0)
     log_error ("%s", err_get ());   /* it failed before any point */
+  if (resumed == -1)
+    status = 1;
   if (json)
     print_json (cat, p, plan, ctx.out, &res);
   else

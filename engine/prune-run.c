@@ -76,6 +76,20 @@ pending_load (struct store *s, const char *disk, struct pending *p)
   return 0;
 }
 
+bool
+engine_prune_pending (struct store *s, const char *disk, const char *snap)
+{
+  struct pending p;
+  bool found = false;
+
+  if (pending_load (s, disk, &p) == -1)
+    return false;
+  for (size_t i = 0; i < p.n && !found; i++)
+    found = strcmp (p.snap[i], snap) == 0;
+  free (p.snap);
+  return found;
+}
+
 /* The one layer of DISK whose manifest names PARENT, into CHILD ("" if
  * none).  -1 with err_* when there are several (a fork prune cannot
  * fold) or the layers cannot be listed. */

@@ -30,6 +30,8 @@ struct engine_verify_stats {
   size_t skipped;               /* layers left out: damaged manifests or
                                    sets (each logged); a failure too */
   size_t matched;               /* points equal to the host's VDI.checksum */
+  size_t dropping;              /* points an interrupted prune is dropping,
+                                   not checked */
   bool compared;                /* the host was asked (a server given) */
 };
 

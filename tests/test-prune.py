@@ -141,7 +141,9 @@ class World:
                         self.regions[k] = list(range(0, size, MiB))
                     else:
                         f.truncate(size)
-                        offs = sorted(rng.sample(range(0, size // MiB), 4))
+                        # A MiB from up to 15 blocks into its MiB: never
+                        # the last MiB, whose data would pass the end.
+                        offs = sorted(rng.sample(range(0, size // MiB - 1), 4))
                         self.regions[k] = [o * MiB + rng.randrange(16) * BLOCK
                                            for o in offs]
                         for o in self.regions[k]:

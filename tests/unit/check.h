@@ -61,4 +61,11 @@ rm_rf (char *dir)
   free (dir);
 }
 
+/* A uuid made of N, for layers and disks the test numbers. */
+static inline void
+uuid_n (char out[37], unsigned n)
+{
+  snprintf (out, 37, "%08x-0000-0000-0000-%012x", n, n);
+}
+
 #endif /* CBTFS_TEST_CHECK_H */

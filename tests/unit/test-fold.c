@@ -19,12 +19,6 @@
 
 static struct store *st;
 
-static void
-uuid_n (char out[UUID_LEN + 1], unsigned n)
-{
-  snprintf (out, UUID_LEN + 1, "%08x-0000-0000-0000-%012x", n, n);
-}
-
 /* Block B's bytes as layer ID stores them; 0 means all zeros. */
 static void
 pattern (uint8_t *buf, unsigned id, uint64_t b)

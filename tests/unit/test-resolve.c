@@ -21,12 +21,6 @@
 static struct store *st;
 
 static void
-uuid_n (char out[UUID_LEN + 1], unsigned n)
-{
-  snprintf (out, UUID_LEN + 1, "%08x-0000-0000-0000-%012x", n, n);
-}
-
-static void
 pattern (uint8_t *buf, unsigned layer, uint64_t b)
 {
   for (size_t i = 0; i < BS; i++)

@@ -76,18 +76,19 @@ pending_load (struct store *s, const char *disk, struct pending *p)
   return 0;
 }
 
-bool
-engine_prune_pending (struct store *s, const char *disk, const char *snap)
+int
+engine_prune_pending (struct store *s, const char *disk,
+                      char (**snaps)[UUID_LEN + 1], size_t *n)
 {
   struct pending p;
-  bool found = false;
 
+  *snaps = NULL;
+  *n = 0;
   if (pending_load (s, disk, &p) == -1)
-    return false;
-  for (size_t i = 0; i < p.n && !found; i++)
-    found = strcmp (p.snap[i], snap) == 0;
-  free (p.snap);
-  return found;
+    return -1;
+  *snaps = p.snap;
+  *n = p.n;
+  return 0;
 }
 
 /* The one layer of DISK whose manifest names PARENT, into CHILD ("" if

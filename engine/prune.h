@@ -83,12 +83,13 @@ typedef void (*engine_prune_cb) (void *opaque, const struct catalog_disk *d,
 extern int engine_prune_resume (struct store *s, size_t *finished)
   __attribute__ ((__nonnull__ (1, 2)));
 
-/* Whether an interrupted prune left the drop of SNAP of DISK pending
- * (false also when that cannot be read): its own point may then fail
- * its checks until the next prune or backup finishes the drop. */
-extern bool engine_prune_pending (struct store *s, const char *disk,
-                                  const char *snap)
-  __attribute__ ((__nonnull__ (1, 2, 3)));
+/* The snapshots of DISK whose drop an interrupted prune left pending
+ * (its journal): *N of them in *SNAPS (malloc'd, caller frees; NULL
+ * when none).  Such a point may fail its checks until the next prune
+ * or backup finishes the drop.  0, or -1 with err_*. */
+extern int engine_prune_pending (struct store *s, const char *disk,
+                                 char (**snaps)[UUID_LEN + 1], size_t *n)
+  __attribute__ ((__nonnull__ (1, 2, 3, 4)));
 
 /* Drop the points PLAN drops from S, the store its catalog was read
  * from (locked by the caller since before the catalog was read),

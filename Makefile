@@ -190,10 +190,12 @@ check-asan: deps
 	  check-unit check-e2e
 
 # The threaded parts (fetching, keeping, lazy loads, AIO writes, backup
-# jobs) under ThreadSanitizer: the unit tests, the end-to-end tests that
-# read through a mount from many threads, and parallel backup jobs.  A
-# report stops the process.
-TSAN_E2E = tests/test-lazy.py tests/test-backup-mount.py tests/test-backup-jobs.py
+# jobs, prune's copies) under ThreadSanitizer: the unit tests, the
+# end-to-end tests that read through a mount from many threads, parallel
+# backup jobs, and prune (its copier threads, a mount read meanwhile).
+# A report stops the process.
+TSAN_E2E = tests/test-lazy.py tests/test-backup-mount.py tests/test-backup-jobs.py \
+           tests/test-prune.py
 check-tsan: deps
 	$(MAKE) BUILD=build/tsan CC=gcc CFLAGS="-O1 -g" SAN="-fsanitize=thread" \
 	  check-unit $(BUILD)/tsan/cbtfs

@@ -153,26 +153,16 @@ tcp_connect (const char *label, const char *address, int port, int timeout)
   return fd;
 }
 
-/* Write CERT as DIR/ca-cert.pem in a fresh private directory under
- * $TMPDIR (or /tmp): libnbd takes trust anchors only from a directory.
- * Returns the dir.  (With libnbd 1.14 the file only spares loading the
- * system's CAs: nothing is verified against it; tlspin does the
- * check.) */
+/* Write CERT as DIR/ca-cert.pem in a fresh private directory: libnbd
+ * takes trust anchors only from a directory.  Returns the dir.  (With
+ * libnbd 1.14 the file only spares loading the system's CAs: nothing
+ * is verified against it; tlspin does the check.) */
 static char *
 pin_dir (const char *label, const char *cert)
 {
-  const char *tmp = getenv ("TMPDIR");
-  CLEANUP_FREE char *tmpl = NULL;
-  char *dir = NULL, *file = NULL;
+  char tmpl[] = "/tmp/cbtfs-nbd-XXXXXX", *dir, *file = NULL;
   int fd;
 
-  if (tmp == NULL || tmp[0] != '/')
-    tmp = "/tmp";
-  if (asprintf (&tmpl, "%s/cbtfs-nbd-XXXXXX", tmp) == -1) {
-    tmpl = NULL;
-    err_set (ENOMEM, "out of memory");
-    return NULL;
-  }
   dir = mkdtemp (tmpl);
   if (dir == NULL || asprintf (&file, "%s/ca-cert.pem", dir) == -1) {
     err_sys (errno, "%s: temporary certificate directory", label);

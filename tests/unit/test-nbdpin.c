@@ -296,20 +296,6 @@ main (int argc, char **argv)
   stop (&s);
   s = serve ("renewed");
   connects (s.port, a);
-  /* The pinned certificate's directory is made under $TMPDIR: one
-   * that does not exist fails the connection there, naming it. */
-  {
-    struct nbdsrc_target t = target (s.port, a);
-    char *saved = getenv ("TMPDIR") ? strdup (getenv ("TMPDIR")) : NULL;
-    CHECK (setenv ("TMPDIR", "/nonexistent-cbtfs-tmp", 1) == 0);
-    CHECK (nbdsrc_connect (&t, 10) == NULL);
-    CHECK (strstr (err_get (), "temporary certificate directory"));
-    CHECK (saved ? setenv ("TMPDIR", saved, 1) == 0
-           : unsetenv ("TMPDIR") == 0);
-    free (saved);
-    nbdsrc_target_clear (&t);
-    connects (s.port, a);
-  }
   stop (&s);
 
   /* The impostor: it completes TLS, yet gets no export name. */

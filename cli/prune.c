@@ -348,6 +348,7 @@ cmd_prune (int argc, char **argv)
   }
   if (optind + 1 != argc)
     return cli_usage ("prune");
+  log_set_verbose (verbose);
   if (retention_policy_empty (&p))
     return cli_refuse ("no --keep-* rule given: refusing to drop every point");
   if (!dry_run)

@@ -11,7 +11,8 @@ path and its bytes, and the next backups of both VMs add points beside
 them under the names they had.
 
 And prune shares the store's lock with backup: while a backup holds it,
-prune --lock-wait 0 exits 1 naming that backup, and changes nothing.
+prune --lock-wait 0 exits 1 naming that backup, and changes nothing;
+with -q and a wait it says only that it gave up, not that it waited.
 """
 import fcntl
 import glob
@@ -107,6 +108,12 @@ def main():
             check(rc == 1 and len(err.strip().splitlines()) == 1
                   and "in use by cbtfs backup (pid %d" % os.getpid() in err,
                   "prune beside a backup: exit %d, %r" % (rc, err))
+            # -q (cron): the failure alone, not that it waited.
+            rc, out, err = env.cbtfs("prune", store, "--keep-last", "1",
+                                     "--lock-wait", "0.3", "-q", ok=False)
+            check(rc == 1 and len(err.strip().splitlines()) == 1
+                  and "gave up after 0.3 s" in err and out == "",
+                  "prune -q beside a backup: exit %d, %r" % (rc, err))
             lock.truncate(0)
         check(files_but_lock() == files,
               "the refused prune changed the store")

@@ -214,19 +214,25 @@ link_parents (struct catalog_disk *d)
 #define NAMES_NOTE "names"
 #define NAMES_MAX (64 * 1024 * 1024)
 
+/* A point's recorded name, and the place of its line in the note. */
+struct named {
+  char snapshot[UUID_LEN + 1];
+  char name[sizeof ((struct noteline *) 0)->word];
+  size_t at;
+};
+
 struct recorded {
-  struct noteline *v;           /* a point's name: word is the name */
-  size_t n;
+  struct named *v;              /* once loaded: by snapshot, one each */
+  size_t n, cap;
   int64_t first;                /* the disk's first point's time, or
                                    INT64_MAX */
 };
 
-/* A noteline_fn: the last line about a snapshot wins. */
+/* A noteline_fn: each point's name line, in the note's order. */
 static int
 take_name (void *opaque, const struct noteline *l)
 {
   struct recorded *r = opaque;
-  void *nv;
 
   if (strcmp (l->word, "first") == 0) {
     r->first = MIN (r->first, l->time);
@@ -236,14 +242,49 @@ take_name (void *opaque, const struct noteline *l)
   if (strchr (l->word, '/') || strcmp (l->word, ".") == 0
       || strcmp (l->word, "..") == 0)
     return 0;
-  nv = realloc (r->v, (r->n + 1) * sizeof *r->v);
-  if (nv == NULL) {
-    err_set (ENOMEM, "out of memory");
-    return -1;
+  if (r->n == r->cap) {
+    size_t ncap = r->cap ? r->cap * 2 : 64;
+    struct named *nv = realloc (r->v, ncap * sizeof *nv);
+    if (nv == NULL) {
+      err_set (ENOMEM, "out of memory");
+      return -1;
+    }
+    r->v = nv;
+    r->cap = ncap;
   }
-  r->v = nv;
-  r->v[r->n++] = *l;
+  memcpy (r->v[r->n].snapshot, l->snapshot, sizeof l->snapshot);
+  memcpy (r->v[r->n].name, l->word, sizeof l->word);
+  r->v[r->n].at = r->n;
+  r->n++;
   return 0;
+}
+
+static int
+cmp_named (const void *a, const void *b)
+{
+  const struct named *x = a, *y = b;
+  int c = strcmp (x->snapshot, y->snapshot);
+
+  return c ? c : (x->at > y->at) - (x->at < y->at);
+}
+
+/* Sort R by snapshot, keeping only the last line about each: a mount
+ * names every point of every disk from it, so a lookup must not walk
+ * the whole note. */
+static void
+recorded_index (struct recorded *r)
+{
+  size_t k = 0;
+
+  if (r->n == 0)
+    return;
+  qsort (r->v, r->n, sizeof *r->v, cmp_named);
+  for (size_t i = 0; i < r->n; i++)
+    if (k > 0 && strcmp (r->v[k - 1].snapshot, r->v[i].snapshot) == 0)
+      r->v[k - 1] = r->v[i];
+    else
+      r->v[k++] = r->v[i];
+  r->n = k;
 }
 
 /* What was recorded for disk UUID; nothing when that cannot be read
@@ -252,24 +293,31 @@ static void
 recorded_load (struct store *s, const char *uuid, struct recorded *r)
 {
   r->v = NULL;
-  r->n = 0;
+  r->n = r->cap = 0;
   r->first = INT64_MAX;
   if (noteline_each (s, uuid, NAMES_NOTE, NAMES_MAX, take_name, r) == -1) {
     log_warn ("disk %s: its recorded names cannot be read (%s); names are "
               "derived from the points", uuid, err_get ());
     free (r->v);
     r->v = NULL;
-    r->n = 0;
+    r->n = r->cap = 0;
   }
+  recorded_index (r);
+}
+
+static int
+cmp_named_key (const void *key, const void *elem)
+{
+  return strcmp (key, ((const struct named *) elem)->snapshot);
 }
 
 static const char *
 recorded_name (const struct recorded *r, const char *snapshot)
 {
-  for (size_t i = r->n; i-- > 0;)
-    if (strcmp (r->v[i].snapshot, snapshot) == 0)
-      return r->v[i].word;
-  return NULL;
+  const struct named *at = r->n ? bsearch (snapshot, r->v, r->n, sizeof *r->v,
+                                           cmp_named_key) : NULL;
+
+  return at ? at->name : NULL;
 }
 
 /* Name D's points: recorded names first (they keep theirs), then the

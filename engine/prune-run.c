@@ -32,21 +32,30 @@
  * fetching gives a layer back within about two seconds of idling). */
 #define FILL_WAIT 10.0
 
-/* The drops of one disk's journal not followed by "done" or "kept". */
-struct pending {
-  char (*snap)[UUID_LEN + 1];
-  size_t n;
-};
+/* The place of SNAP in P, or P->n. */
+static size_t
+pending_find (const struct engine_pending *p, const char *snap)
+{
+  size_t i;
+
+  for (i = 0; i < p->n; i++)
+    if (strcmp (p->snap[i], snap) == 0)
+      break;
+  return i;
+}
+
+bool
+engine_pending_has (const struct engine_pending *p, const char *snap)
+{
+  return pending_find (p, snap) < p->n;
+}
 
 static int
 take_line (void *opaque, const struct noteline *l)
 {
-  struct pending *p = opaque;
-  size_t i;
+  struct engine_pending *p = opaque;
+  size_t i = pending_find (p, l->snapshot);
 
-  for (i = 0; i < p->n; i++)
-    if (strcmp (p->snap[i], l->snapshot) == 0)
-      break;
   if (strcmp (l->word, "drop") == 0) {
     if (i == p->n) {
       void *nv = realloc (p->snap, (p->n + 1) * sizeof *p->snap);
@@ -63,8 +72,9 @@ take_line (void *opaque, const struct noteline *l)
   return 0;
 }
 
-static int
-pending_load (struct store *s, const char *disk, struct pending *p)
+int
+engine_prune_pending (struct store *s, const char *disk,
+                      struct engine_pending *p)
 {
   p->snap = NULL;
   p->n = 0;
@@ -73,21 +83,6 @@ pending_load (struct store *s, const char *disk, struct pending *p)
     p->snap = NULL;
     return -1;
   }
-  return 0;
-}
-
-int
-engine_prune_pending (struct store *s, const char *disk,
-                      char (**snaps)[UUID_LEN + 1], size_t *n)
-{
-  struct pending p;
-
-  *snaps = NULL;
-  *n = 0;
-  if (pending_load (s, disk, &p) == -1)
-    return -1;
-  *snaps = p.snap;
-  *n = p.n;
   return 0;
 }
 
@@ -161,9 +156,9 @@ drop_journalled (struct store *s, const char *disk, const char *snap,
 static void
 journal_tidy (struct store *s, const char *disk)
 {
-  struct pending p;
+  struct engine_pending p;
 
-  if (pending_load (s, disk, &p) == 0 && p.n == 0
+  if (engine_prune_pending (s, disk, &p) == 0 && p.n == 0
       && store_note_replace (s, disk, JOURNAL, "", 0) == -1)
     log_warn ("%s", err_get ());
   free (p.snap);
@@ -173,10 +168,10 @@ journal_tidy (struct store *s, const char *disk)
 static int
 resume_disk (struct store *s, const char *disk, size_t *finished)
 {
-  struct pending p;
+  struct engine_pending p;
   int ret = 0;
 
-  if (pending_load (s, disk, &p) == -1)
+  if (engine_prune_pending (s, disk, &p) == -1)
     return -1;
   for (size_t i = 0; i < p.n; i++) {
     char child[UUID_LEN + 1];

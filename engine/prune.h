@@ -23,6 +23,7 @@
 #ifndef CBTFS_ENGINE_PRUNE_H
 #define CBTFS_ENGINE_PRUNE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -83,13 +84,23 @@ typedef void (*engine_prune_cb) (void *opaque, const struct catalog_disk *d,
 extern int engine_prune_resume (struct store *s, size_t *finished)
   __attribute__ ((__nonnull__ (1, 2)));
 
-/* The snapshots of DISK whose drop an interrupted prune left pending
- * (its journal): *N of them in *SNAPS (malloc'd, caller frees; NULL
- * when none).  Such a point may fail its checks until the next prune
- * or backup finishes the drop.  0, or -1 with err_*. */
+/* The snapshots whose drop an interrupted prune left pending. */
+struct engine_pending {
+  char (*snap)[UUID_LEN + 1];   /* malloc'd (free it), or NULL */
+  size_t n;
+};
+
+/* Those of DISK, as its journal says, into *P.  Such a point may fail
+ * its checks until the next prune or backup finishes the drop.  0, or
+ * -1 with err_*. */
 extern int engine_prune_pending (struct store *s, const char *disk,
-                                 char (**snaps)[UUID_LEN + 1], size_t *n)
-  __attribute__ ((__nonnull__ (1, 2, 3, 4)));
+                                 struct engine_pending *p)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
+
+/* Whether SNAP is one of P's. */
+extern bool engine_pending_has (const struct engine_pending *p,
+                                const char *snap)
+  __attribute__ ((__nonnull__ (1, 2)));
 
 /* Drop the points PLAN drops from S, the store its catalog was read
  * from (locked by the caller since before the catalog was read),

@@ -179,21 +179,6 @@ engine_verify_accept (const char *path, char *const *snaps, size_t n)
   return -1;
 }
 
-/* The points an interrupted prune is dropping on one disk. */
-struct dropping {
-  char (*snaps)[UUID_LEN + 1];
-  size_t n;
-};
-
-static bool
-is_dropping (const struct dropping *g, const char *snap)
-{
-  for (size_t i = 0; i < g->n; i++)
-    if (strcmp (g->snaps[i], snap) == 0)
-      return true;
-  return false;
-}
-
 int
 engine_verify (const char *path, const struct engine_server *server,
                struct engine_verify_stats *st)
@@ -234,12 +219,12 @@ engine_verify (const char *path, const struct engine_server *server,
   for (size_t i = 0; i < cat->ndisks; i++) {
     struct catalog_disk *d = &cat->disks[i];
     struct verdicts vs;
-    struct dropping going = { NULL, 0 };
+    struct engine_pending going = { NULL, 0 };
 
     rep.n = 0;
     if (d->npoints
         && engine_prune_pending (layer_store (d->points[0].layer), d->uuid,
-                                 &going.snaps, &going.n) == -1)
+                                 &going) == -1)
       log_warn ("%s", err_get ());
     for (size_t j = 0; j < d->npoints; j++) {
       if (verify_layer (d->points[j].layer, on_damage, &rep, &n) == -1) {
@@ -268,7 +253,7 @@ engine_verify (const char *path, const struct engine_server *server,
       /* A point an interrupted prune is dropping may have had blocks
        * written over (FORMAT.md, Dropping a point): it is going, and
        * no point that stays reads them. */
-      if (is_dropping (&going, layer_meta (p->layer)->snapshot)) {
+      if (engine_pending_has (&going, layer_meta (p->layer)->snapshot)) {
         log_warn ("%s (snapshot %s) is being dropped by a prune that was "
                   "interrupted; the next prune or backup finishes it, and "
                   "it is not checked", label,
@@ -305,7 +290,7 @@ engine_verify (const char *path, const struct engine_server *server,
       }
     }
     verdicts_free (&vs);
-    free (going.snaps);
+    free (going.snap);
     for (size_t j = 0; j < d->npoints; j++)
       layer_unload (d->points[j].layer);
   }

@@ -174,8 +174,11 @@ store_layer_create (struct store *s, const char *disk, const char *snapshot,
   if (check_name ("disk", disk) == -1
       || check_name ("snapshot", snapshot) == -1)
     return -1;
-  return s->be->layer_create (s, disk, snapshot, manifest, mlen, set, slen,
-                              head, hlen);
+  if (s->be->layer_create (s, disk, snapshot, manifest, mlen, set, slen,
+                           head, hlen) == -1)
+    return -1;
+  s->be->changed (s);
+  return 0;
 }
 
 int
@@ -184,7 +187,10 @@ store_layer_remove (struct store *s, const char *disk, const char *snapshot)
   if (check_name ("disk", disk) == -1
       || check_name ("snapshot", snapshot) == -1)
     return -1;
-  return s->be->layer_remove (s, disk, snapshot);
+  if (s->be->layer_remove (s, disk, snapshot) == -1)
+    return -1;
+  s->be->changed (s);
+  return 0;
 }
 
 struct store_layer *
@@ -204,7 +210,16 @@ store_layer_stage (struct store *s, const char *disk, const char *snapshot,
 int
 store_layer_replace (struct store_layer *h)
 {
-  return h->store->be->layer_replace (h);
+  if (h->store->be->layer_replace (h) == -1)
+    return -1;
+  h->store->be->changed (h->store);
+  return 0;
+}
+
+int
+store_generation (struct store *s, uint64_t *gen)
+{
+  return s->be->generation (s, gen);
 }
 
 char *

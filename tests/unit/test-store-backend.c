@@ -165,7 +165,7 @@ test_layer (void)
   struct store_layer *h, *h2;
   uint8_t *blocks = malloc (2 * BS), *got = malloc (BS);
   char idx[128];
-  uint64_t used, used2;
+  uint64_t used, used2, g0, g1;
   size_t len, n;
 
   for (size_t i = 0; i < 2 * BS; i++)
@@ -240,7 +240,9 @@ test_layer (void)
 
   /* A removed layer is gone at once, and only it. */
   CHECK (store_lock (s, "backup", 0) == 0);
+  CHECK (store_generation (s, &g0) == 0);
   CHECK (store_layer_remove (s, DISK, SNAP) == 0);
+  CHECK (store_generation (s, &g1) == 0 && g1 != g0);
   CHECK (store_has_layer (s, DISK, SNAP) == 0);
   CHECK (store_manifest_read (s, DISK, SNAP, 100, &len) == NULL);
   CHECK (store_list (s, DISK, &names, &n) == 0 && n == 1
@@ -265,12 +267,16 @@ test_replace (void)
   uint8_t *blk = malloc (BS), *got = malloc (BS);
   char idx[128];
   size_t len, n;
+  uint64_t g0, g1, g2;
 
   CHECK (store_disk_prepare (s, DISK) == 0 && store_lock (s, "prune", 0) == 0);
+  CHECK (store_generation (s, &g0) == 0);
   CHECK (store_layer_create (s, DISK, SNAP, "old\n", 4, "s1", 2, head, 40)
          == 0);
+  CHECK (store_generation (s, &g1) == 0 && g1 != g0);
   CHECK (store_layer_create (s, DISK, SNAP2, "base\n", 5, "s2", 2, head, 40)
          == 0);
+  CHECK (store_generation (s, &g2) == 0 && g2 != g1 && g2 != g0);
   /* SNAP2 stores block 5. */
   h = store_layer_open (s, DISK, SNAP2);
   memset (blk, 5, BS);
@@ -278,6 +284,9 @@ test_replace (void)
          && store_blocks_write (h, 5, blk, BS) == 0
          && store_commit (h, "B5", 2, 40) == 0);
   store_layer_close (h);
+  /* Blocks, notes and stages change no layer that a mount names. */
+  CHECK (store_note_append (s, DISK, "verified", "x\n", 2, false) == 0);
+  CHECK (store_generation (s, &g1) == 0 && g1 == g2);
 
   /* A stage closed unswapped leaves nothing behind. */
   st = store_layer_stage (s, DISK, SNAP, SNAP2, "gone\n", 5, NULL, 0, head,
@@ -301,8 +310,10 @@ test_replace (void)
   text = store_manifest_read (s, DISK, SNAP, 100, &len);
   CHECK (text && strcmp (text, "old\n") == 0);
   free (text);
+  CHECK (store_generation (s, &g1) == 0 && g1 == g2);
   CHECK (store_layer_replace (st) == 0);
   store_layer_close (st);
+  CHECK (store_generation (s, &g1) == 0 && g1 != g2);
 
   /* SNAP is the new layer now: its manifest, set, index and blocks,
    * the base's among them; SNAP2 is untouched; nothing else listed. */

@@ -99,6 +99,7 @@ $(BUILD)/tests/test-store-backend: $(BUILD)/tests/unit/test-store-backend.o \
                                   $(call obj,$(STORE_SRC)) $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 $(BUILD)/tests/test-resolve: $(BUILD)/tests/unit/test-resolve.o $(BUILD)/engine/points.o \
+                          $(BUILD)/fs/tree.o \
                           $(CHAIN_OBJ) $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 $(BUILD)/tests/test-fold: $(BUILD)/tests/unit/test-fold.o $(CHAIN_OBJ) $(COMMON_OBJ)
@@ -193,10 +194,11 @@ check-asan: deps
 # The threaded parts (fetching, keeping, lazy loads, AIO writes, backup
 # jobs, prune's copies) under ThreadSanitizer: the unit tests, the
 # end-to-end tests that read through a mount from many threads, parallel
-# backup jobs, and prune (its copier threads, a mount read meanwhile).
-# A report stops the process.
+# backup jobs, prune (its copier threads, a mount read meanwhile), and a
+# mount following the store (its watcher beside the readers).  A report
+# stops the process.
 TSAN_E2E = tests/test-lazy.py tests/test-backup-mount.py tests/test-backup-jobs.py \
-           tests/test-prune.py
+           tests/test-prune.py tests/test-mount-follows.py
 check-tsan: deps
 	$(MAKE) BUILD=build/tsan CC=gcc CFLAGS="-O1 -g" SAN="-fsanitize=thread" \
 	  check-unit $(BUILD)/tsan/cbtfs

@@ -96,9 +96,9 @@ cmd_mount (int argc, char **argv)
   struct engine_server so = CLI_SERVER_OPTS_INIT;
   struct engine_creds *creds = NULL;
   struct engine_targets *targets = NULL;
-  struct fetch_opts fo = { .max_conns = 8, .retry_after = 10, .store = true };
-  struct fs_opts o = { 0 };
-  struct catalog *cat;
+  struct fs_opts o = {
+    .fetch_opts = { .max_conns = 8, .retry_after = 10, .store = true },
+  };
   CLEANUP_FREE char *store = NULL, *pwfile = NULL, *cafile = NULL;
   int c, r, status;
 
@@ -135,7 +135,7 @@ cmd_mount (int argc, char **argv)
     so.password_file = pwfile;
   if (cafile)
     so.ca_file = cafile;
-  o.fsname = store;
+  o.store = o.fsname = store;
   o.mountpoint = argv[optind + 1];
   if (check_mountpoint (o.mountpoint) == -1
       || store_access (o.fsname, &o) == -1)
@@ -148,29 +148,11 @@ cmd_mount (int argc, char **argv)
       engine_creds_free (creds);
       return cli_fail ();
     }
-    fo.timeout = so.timeout;
-    o.fetch = fetcher_new (engine_targets_chain (targets), &fo);
-    if (o.fetch == NULL) {
-      engine_targets_free (targets);
-      engine_creds_free (creds);
-      return cli_fail ();
-    }
+    o.fetch_opts.timeout = so.timeout;
+    o.targets = engine_targets_chain (targets);
   }
 
-  /* Only manifests now: each layer's set and index are read when a read
-   * first needs them, so mounting thousands of layers is quick. */
-  cat = engine_catalog (store, CATALOG_LAZY);
-  if (cat == NULL) {
-    fetcher_free (o.fetch);
-    engine_targets_free (targets);
-    engine_creds_free (creds);
-    return cli_fail ();
-  }
-  status = fs_run (cat, &o);
-  /* Unmounted: make what was fetched durable before the layers go. */
-  if (fetcher_free (o.fetch) == -1)
-    status = 1;
-  catalog_free (cat);
+  status = fs_run (&o);
   engine_targets_free (targets);
   engine_creds_free (creds);
   if (so.server)

@@ -1,12 +1,22 @@
-/* cbtfs: the read-only FUSE filesystem over a catalog.
+/* cbtfs: the read-only FUSE filesystem over a store.
  *
  * NOTES ON THE THREAD MODEL
- * fuse_session_loop_mt runs up to MAX_THREADS request threads.  The
- * tree and catalog are immutable while mounted, so lookups need no
- * lock; reads go to chain_read, which is reentrant (layers lock
- * themselves; the fetcher has its own lock and flusher thread, started
+ * fuse_session_loop_mt runs up to MAX_THREADS request threads, and one
+ * watcher thread follows the store (started after fuse_daemonize
+ * forks: no thread exists before).  What the mount shows is a
+ * generation: a catalog, its fetcher and its tree.  The watcher builds
+ * the next one aside, swaps fs.tree and fs.cur under the write side of
+ * fs.tree_lock, then tells the kernel what to forget; it alone writes
+ * those two, so it reads them unlocked.  Request threads hold the read
+ * side while they use the tree and until their reply is written, so
+ * the kernel has taken a reply into its caches before the watcher's
+ * invalidation of it.  An open image holds its generation (refs, under
+ * fs.gen_lock) and reads through it alone: a point the store dropped
+ * reads on from what stays open, or fails with EIO, never another
+ * point's data.  The watcher frees a replaced generation once no image
+ * holds it.  Reads go to chain_read, which is reentrant (layers lock
+ * themselves; each fetcher has its own lock and flusher thread, started
  * on first use).  fs.log_lock only guards the repeated-error filter.
- * No thread exists before fuse_daemonize forks.
  */
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
@@ -21,6 +31,7 @@
 #include <unistd.h>
 
 #include "../chain/read.h"
+#include "../chain/store/store.h"
 #include "../common/cleanup.h"
 #include "../common/error.h"
 #include "../common/log.h"
@@ -34,12 +45,40 @@
 #define MAX_IO (1u << 20)
 /* The kernel's readahead window for the mount (KiB). */
 #define READAHEAD_KB 8192
-/* Images never change while mounted: let the kernel cache forever. */
+/* An image never changes while it is shown, and the watcher tells the
+ * kernel what else changed: let it cache for a day. */
 #define TIMEOUT 86400.0
+/* How often the watcher looks at the store (seconds). */
+#define WATCH_INTERVAL 1
+
+/* What the mount shows at one time (see the thread model). */
+struct gen {
+  struct store *store;          /* owned, read-only */
+  struct catalog *cat;          /* owned */
+  struct fetcher *fetch;        /* owned; NULL: missing blocks are EIO */
+  unsigned refs;                /* open images reading through it */
+  struct gen *next;             /* on fs.retired */
+};
+
+/* An open image: what fi->fh points to. */
+struct handle {
+  struct layer *top;            /* borrowed from gen->cat */
+  struct gen *gen;              /* one of its refs */
+};
 
 struct fs {
+  pthread_rwlock_t tree_lock;   /* guards the two below (thread model) */
   struct tree *tree;
-  struct fetcher *fetch;        /* borrowed; NULL: missing blocks are EIO */
+  struct gen *cur;
+  pthread_mutex_t gen_lock;     /* guards refs and retired */
+  struct gen *retired;          /* replaced, freed at refs 0 */
+  const struct fs_opts *o;
+  uint64_t stamp;               /* the store's generation cur shows */
+  bool load_failed;             /* the last reload failed (logged once) */
+  struct fuse_session *se;
+  pthread_mutex_t stop_lock;    /* guards stop */
+  pthread_cond_t stop_cond;
+  bool stop;
   uid_t uid;
   gid_t gid;
   mode_t file_mode;             /* permission bits of images */
@@ -95,55 +134,76 @@ op_init (void *userdata, struct fuse_conn_info *conn)
   conn->max_background = 64;
 }
 
+/* The tree, held for reading until tree_done: replies are written
+ * while it is held (see the thread model). */
+static const struct tree *
+tree_use (struct fs *fs)
+{
+  pthread_rwlock_rdlock (&fs->tree_lock);
+  return fs->tree;
+}
+
+static void
+tree_done (struct fs *fs)
+{
+  pthread_rwlock_unlock (&fs->tree_lock);
+}
+
 static void
 op_lookup (fuse_req_t req, fuse_ino_t parent, const char *name)
 {
   struct fs *fs = fs_of (req);
-  uint64_t ino = tree_lookup (fs->tree, parent, name);
+  const struct tree *t = tree_use (fs);
+  uint64_t ino = tree_lookup (t, parent, name);
   struct fuse_entry_param e;
 
-  if (ino == 0) {
+  if (ino == 0)
     fuse_reply_err (req, ENOENT);
-    return;
+  else {
+    memset (&e, 0, sizeof e);
+    e.ino = ino;
+    e.attr_timeout = e.entry_timeout = TIMEOUT;
+    fill_attr (fs, ino, tree_node (t, ino), &e.attr);
+    fuse_reply_entry (req, &e);
   }
-  memset (&e, 0, sizeof e);
-  e.ino = ino;
-  e.attr_timeout = e.entry_timeout = TIMEOUT;
-  fill_attr (fs, ino, tree_node (fs->tree, ino), &e.attr);
-  fuse_reply_entry (req, &e);
+  tree_done (fs);
 }
 
 static void
 op_getattr (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
   struct fs *fs = fs_of (req);
-  const struct node *n = tree_node (fs->tree, ino);
+  const struct node *n = tree_node (tree_use (fs), ino);
   struct stat st;
 
   (void) fi;
-  if (n == NULL) {
+  if (n == NULL)
     fuse_reply_err (req, ENOENT);
-    return;
+  else {
+    fill_attr (fs, ino, n, &st);
+    fuse_reply_attr (req, &st, TIMEOUT);
   }
-  fill_attr (fs, ino, n, &st);
-  fuse_reply_attr (req, &st, TIMEOUT);
+  tree_done (fs);
 }
 
 static void
 op_readlink (fuse_req_t req, fuse_ino_t ino)
 {
-  const struct node *n = tree_node (fs_of (req)->tree, ino);
+  struct fs *fs = fs_of (req);
+  const struct node *n = tree_node (tree_use (fs), ino);
 
   if (n == NULL || n->kind != NODE_LINK)
     fuse_reply_err (req, EINVAL);
   else
     fuse_reply_readlink (req, n->target);
+  tree_done (fs);
 }
 
 static void
 op_opendir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-  const struct node *n = tree_node (fs_of (req)->tree, ino);
+  struct fs *fs = fs_of (req);
+  const struct node *n = tree_node (tree_use (fs), ino);
 
   if (n == NULL)
     fuse_reply_err (req, ENOENT);
@@ -154,6 +214,7 @@ op_opendir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fi->keep_cache = 1;
     fuse_reply_open (req, fi);
   }
+  tree_done (fs);
 }
 
 static void
@@ -161,18 +222,21 @@ op_readdir (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             struct fuse_file_info *fi)
 {
   struct fs *fs = fs_of (req);
-  const struct node *n = tree_node (fs->tree, ino);
+  const struct tree *t = tree_use (fs);
+  const struct node *n = tree_node (t, ino);
   char *buf;
   size_t used = 0;
 
   (void) fi;
   if (n == NULL || n->kind != NODE_DIR) {
     fuse_reply_err (req, ENOTDIR);
+    tree_done (fs);
     return;
   }
   buf = malloc (size);
   if (buf == NULL) {
     fuse_reply_err (req, ENOMEM);
+    tree_done (fs);
     return;
   }
   /* Offsets: 0 ".", 1 "..", 2+i the i-th entry. */
@@ -189,7 +253,7 @@ op_readdir (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     else {
       const struct dirent_ref *e = &n->ents[off - 2];
       name = e->name;
-      fill_attr (fs, e->ino, tree_node (fs->tree, e->ino), &st);
+      fill_attr (fs, e->ino, tree_node (t, e->ino), &st);
     }
     need = fuse_add_direntry (req, buf + used, size - used, name, &st,
                               off + 1);
@@ -198,13 +262,16 @@ op_readdir (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     used += need;
   }
   fuse_reply_buf (req, buf, used);
+  tree_done (fs);
   free (buf);
 }
 
 static void
 op_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-  const struct node *n = tree_node (fs_of (req)->tree, ino);
+  struct fs *fs = fs_of (req);
+  const struct node *n = tree_node (tree_use (fs), ino);
+  struct handle *h;
 
   if (n == NULL)
     fuse_reply_err (req, ENOENT);
@@ -212,11 +279,40 @@ op_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fuse_reply_err (req, EISDIR);
   else if ((fi->flags & O_ACCMODE) != O_RDONLY)
     fuse_reply_err (req, EROFS);
+  else if ((h = malloc (sizeof *h)) == NULL)
+    fuse_reply_err (req, ENOMEM);
   else {
+    h->top = n->top;
+    h->gen = fs->cur;
+    pthread_mutex_lock (&fs->gen_lock);
+    h->gen->refs++;
+    pthread_mutex_unlock (&fs->gen_lock);
+    fi->fh = (uintptr_t) h;
     /* A point in time never changes: keep its pages across opens. */
     fi->keep_cache = 1;
-    fuse_reply_open (req, fi);
+    if (fuse_reply_open (req, fi) == -ENOENT) {
+      /* Interrupted: no release will come for it. */
+      pthread_mutex_lock (&fs->gen_lock);
+      h->gen->refs--;
+      pthread_mutex_unlock (&fs->gen_lock);
+      free (h);
+    }
   }
+  tree_done (fs);
+}
+
+static void
+op_release (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+  struct fs *fs = fs_of (req);
+  struct handle *h = (struct handle *) (uintptr_t) fi->fh;
+
+  (void) ino;
+  pthread_mutex_lock (&fs->gen_lock);
+  h->gen->refs--;
+  pthread_mutex_unlock (&fs->gen_lock);
+  free (h);
+  fuse_reply_err (req, 0);
 }
 
 /* Log a failed read once: the kernel retries a failed readahead page by
@@ -285,17 +381,14 @@ op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
          struct fuse_file_info *fi)
 {
   struct fs *fs = fs_of (req);
-  const struct node *n = tree_node (fs->tree, ino);
+  const struct handle *h = (const struct handle *) (uintptr_t) fi->fh;
+  struct fetcher *fetch = h->gen->fetch;
   struct fetch_later later = { .n = 0 };
   uint64_t fsize;
   char *buf;
 
-  (void) fi;
-  if (n == NULL || n->kind != NODE_FILE) {
-    fuse_reply_err (req, EINVAL);
-    return;
-  }
-  fsize = layer_meta (n->top)->size;
+  (void) ino;
+  fsize = layer_meta (h->top)->size;
   if ((uint64_t) off >= fsize) {
     fuse_reply_buf (req, NULL, 0);
     return;
@@ -308,7 +401,7 @@ op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   }
   /* Reply first, keep fetched blocks after: the store's write is then
    * off the reader's path. */
-  if (chain_read_later (n->top, buf, size, off, fs->fetch, &later) == -1) {
+  if (chain_read_later (h->top, buf, size, off, fetch, &later) == -1) {
     int e = errno == EIO || errno == 0 ? EIO : errno;
     log_read_error (fs);
     fuse_reply_err (req, e);
@@ -316,7 +409,7 @@ op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   else
     fuse_reply_buf (req, buf, size);
   if (later.n > 0)
-    fetcher_keep_later (fs->fetch, &later);
+    fetcher_keep_later (fetch, &later);
 }
 
 static const struct fuse_lowlevel_ops ops = {
@@ -328,6 +421,7 @@ static const struct fuse_lowlevel_ops ops = {
   .readdir = op_readdir,
   .open = op_open,
   .read = op_read,
+  .release = op_release,
 };
 
 /* Buffered readers send FUSE reads as big as the kernel's readahead
@@ -372,26 +466,242 @@ raise_readahead (const char *mountpoint, unsigned kb)
   }
 }
 
+/* ---- generations ------------------------------------------------------ */
+
+/* Load the store as it is now into a new generation, *STAMP its
+ * generation number (read first: a change during the load is seen by
+ * the next look).  NULL with err_*. */
+static struct gen *
+gen_load (const struct fs_opts *o, uint64_t *stamp)
+{
+  struct gen *g = calloc (1, sizeof *g);
+
+  if (g == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  /* Only manifests now: each layer's set and index are read when a
+   * read first needs them, so loading thousands of layers is quick. */
+  g->store = store_open (o->store, false);
+  if (g->store == NULL || store_generation (g->store, stamp) == -1)
+    goto err;
+  g->cat = catalog_load (g->store, CATALOG_LAZY);
+  if (g->cat == NULL)
+    goto err;
+  if (o->targets
+      && (g->fetch = fetcher_new (o->targets, &o->fetch_opts)) == NULL) {
+    err_set (ENOMEM, "out of memory");
+    goto err;
+  }
+  return g;
+
+ err:
+  catalog_free (g->cat);
+  store_close (g->store);
+  free (g);
+  return NULL;
+}
+
+/* Free G: what it fetched made durable first.  0, or -1 (logged) if
+ * that failed. */
+static int
+gen_free (struct gen *g)
+{
+  int r = 0;
+
+  if (g == NULL)
+    return 0;
+  if (fetcher_free (g->fetch) == -1) {
+    log_error ("%s", err_get ());
+    r = -1;
+  }
+  catalog_free (g->cat);
+  store_close (g->store);
+  free (g);
+  return r;
+}
+
+/* Free the replaced generations no open image holds any longer. */
+static int
+free_idle (struct fs *fs)
+{
+  struct gen *idle = NULL, **p;
+  int r = 0;
+
+  pthread_mutex_lock (&fs->gen_lock);
+  for (p = &fs->retired; *p;) {
+    struct gen *g = *p;
+    if (g->refs == 0) {
+      *p = g->next;
+      g->next = idle;
+      idle = g;
+    }
+    else
+      p = &g->next;
+  }
+  pthread_mutex_unlock (&fs->gen_lock);
+  while (idle) {
+    struct gen *g = idle;
+    idle = g->next;
+    if (gen_free (g) == -1)
+      r = -1;
+  }
+  return r;
+}
+
+static void
+forget_inode (void *opaque, uint64_t ino)
+{
+  /* Attributes, and a folder's cached listing with its pages. */
+  fuse_lowlevel_notify_inval_inode (opaque, ino, 0, 0);
+}
+
+static void
+forget_entry (void *opaque, uint64_t dir, const char *name)
+{
+  fuse_lowlevel_notify_inval_entry (opaque, dir, name, strlen (name));
+}
+
+/* Show the store as it is now if it changed since fs->cur: the watcher's
+ * work (the thread model says why it needs no lock to read). */
+static void
+follow (struct fs *fs)
+{
+  const struct tree_changes cb = { forget_inode, forget_entry, fs->se };
+  struct tree *t, *old_tree;
+  struct gen *g, *old;
+  uint64_t now;
+
+  if (store_generation (fs->cur->store, &now) == -1
+      || now == fs->stamp)
+    goto done;
+  g = gen_load (fs->o, &now);
+  t = g ? tree_build (g->cat, fs->tree) : NULL;
+  if (t == NULL) {
+    gen_free (g);
+    goto done;
+  }
+  pthread_rwlock_wrlock (&fs->tree_lock);
+  old_tree = fs->tree;
+  old = fs->cur;
+  fs->tree = t;
+  fs->cur = g;
+  pthread_rwlock_unlock (&fs->tree_lock);
+  fs->stamp = now;
+  fs->load_failed = false;
+  log_debug ("the store changed: showing it again");
+  tree_diff (old_tree, t, &cb);
+  tree_free (old_tree);
+  pthread_mutex_lock (&fs->gen_lock);
+  old->next = fs->retired;
+  fs->retired = old;
+  pthread_mutex_unlock (&fs->gen_lock);
+  return;
+
+ done:
+  /* Logged once until it works again; the next look tries again. */
+  if (err_get ()[0] && !fs->load_failed) {
+    log_error ("cannot show the store's changes: %s", err_get ());
+    fs->load_failed = true;
+  }
+}
+
+static void *
+watcher (void *arg)
+{
+  struct fs *fs = arg;
+
+  pthread_mutex_lock (&fs->stop_lock);
+  while (!fs->stop) {
+    struct timespec ts;
+    clock_gettime (CLOCK_REALTIME, &ts);
+    ts.tv_sec += WATCH_INTERVAL;
+    pthread_cond_timedwait (&fs->stop_cond, &fs->stop_lock, &ts);
+    if (fs->stop)
+      break;
+    pthread_mutex_unlock (&fs->stop_lock);
+    err_clear ();
+    follow (fs);
+    free_idle (fs);
+    pthread_mutex_lock (&fs->stop_lock);
+  }
+  pthread_mutex_unlock (&fs->stop_lock);
+  return NULL;
+}
+
+/* Serve until unmounted, with the watcher beside the request threads. */
+static int
+serve (struct fs *fs)
+{
+  struct fuse_loop_config *cfg = fuse_loop_cfg_create ();
+  pthread_t w;
+  bool watching;
+  int status;
+
+  if (cfg == NULL)
+    return 1;
+  fuse_loop_cfg_set_max_threads (cfg, MAX_THREADS);
+  watching = pthread_create (&w, NULL, watcher, fs) == 0;
+  if (!watching)
+    log_error ("cannot follow the store: it is shown as it was at mount");
+  status = fuse_session_loop_mt (fs->se, cfg) == 0 ? 0 : 1;
+  if (watching) {
+    pthread_mutex_lock (&fs->stop_lock);
+    fs->stop = true;
+    pthread_cond_signal (&fs->stop_cond);
+    pthread_mutex_unlock (&fs->stop_lock);
+    pthread_join (w, NULL);
+  }
+  fuse_loop_cfg_destroy (cfg);
+  return status;
+}
+
+/* Free every generation: unmounted, nothing reads any more. */
+static int
+free_all (struct fs *fs)
+{
+  int r = 0;
+
+  pthread_mutex_lock (&fs->gen_lock);
+  for (struct gen *g = fs->retired; g; g = g->next)
+    g->refs = 0;
+  pthread_mutex_unlock (&fs->gen_lock);
+  if (free_idle (fs) == -1 || gen_free (fs->cur) == -1)
+    r = -1;
+  tree_free (fs->tree);
+  return r;
+}
+
 int
-fs_run (const struct catalog *cat, const struct fs_opts *o)
+fs_run (const struct fs_opts *o)
 {
   struct fs fs = {
-    .fetch = o->fetch, .uid = o->uid, .gid = o->gid,
+    .o = o, .uid = o->uid, .gid = o->gid,
     .file_mode = o->mode & 0444,
     /* Each read bit brings its search bit: r-- → r-x. */
     .dir_mode = (o->mode & 0444) | (o->mode & 0444) >> 2,
+    .gen_lock = PTHREAD_MUTEX_INITIALIZER,
+    .stop_lock = PTHREAD_MUTEX_INITIALIZER,
+    .stop_cond = PTHREAD_COND_INITIALIZER,
     .log_lock = PTHREAD_MUTEX_INITIALIZER,
   };
+  pthread_rwlockattr_t rwa;
   struct fuse_args args = FUSE_ARGS_INIT (0, NULL);
   struct fuse_session *se = NULL;
-  struct fuse_loop_config *cfg = NULL;
   char *base = NULL;
   int status = 1;
 
-  fs.tree = tree_build (cat);
+  /* Readers come all the time; the watcher must not wait them all out. */
+  pthread_rwlockattr_init (&rwa);
+  pthread_rwlockattr_setkind_np (&rwa,
+                                 PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init (&fs.tree_lock, &rwa);
+  pthread_rwlockattr_destroy (&rwa);
+  fs.cur = gen_load (o, &fs.stamp);
+  fs.tree = fs.cur ? tree_build (fs.cur->cat, NULL) : NULL;
   if (fs.tree == NULL) {
     log_error ("%s", err_get ());
-    return 1;
+    goto out;
   }
   /* Commas would split the option; fsname is informational anyway. */
   if (asprintf (&base, "ro,default_permissions,max_read=%u,subtype=cbtfs,"
@@ -427,12 +737,8 @@ fs_run (const struct catalog *cat, const struct fs_opts *o)
     log_use_syslog ();
   if (fuse_daemonize (o->foreground) == -1)
     goto out_unmount;
-  cfg = fuse_loop_cfg_create ();
-  if (cfg == NULL)
-    goto out_unmount;
-  fuse_loop_cfg_set_max_threads (cfg, MAX_THREADS);
-  status = fuse_session_loop_mt (se, cfg) == 0 ? 0 : 1;
-  fuse_loop_cfg_destroy (cfg);
+  fs.se = se;
+  status = serve (&fs);
  out_unmount:
   fuse_session_unmount (se);
  out_handlers:
@@ -442,6 +748,9 @@ fs_run (const struct catalog *cat, const struct fs_opts *o)
     fuse_session_destroy (se);
   fuse_opt_free_args (&args);
   free (base);
-  tree_free (fs.tree);
+  /* Unmounted: make what was fetched durable before the layers go. */
+  if (free_all (&fs) == -1)
+    status = 1;
+  pthread_rwlock_destroy (&fs.tree_lock);
   return status;
 }

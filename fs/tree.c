@@ -3,6 +3,7 @@
  * Thread model: single-threaded build, then read-only (see tree.h).
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,18 +198,72 @@ build (struct tree *t, const struct catalog *cat)
       if (c > t->nodes[n].mtime)
         t->nodes[n].mtime = c;
     }
-  return index_names (t);
+  return 0;
  err:
   free (files);
   return -1;
 }
 
+/* Give node N (index + 1 while building) the number that PREV gives
+ * its path, PINO, when it is the same thing there, and likewise what
+ * lies under it.  An image is the same when its snapshot is. */
+static void
+keep_number (struct tree *t, size_t n, const struct tree *prev, uint64_t pino)
+{
+  struct node *nn = &t->nodes[n - 1];
+  const struct node *pn = tree_node (prev, pino);
+
+  if (pn == NULL || pn->kind != nn->kind || nn->ino != 0)
+    return;
+  if (nn->kind == NODE_FILE
+      && strcmp (layer_meta (nn->top)->snapshot,
+                 layer_meta (pn->top)->snapshot) != 0)
+    return;
+  nn->ino = pino;
+  for (size_t i = 0; i < nn->nents; i++) {
+    uint64_t q = tree_lookup (prev, pino, nn->ents[i].name);
+    if (q)
+      keep_number (t, nn->ents[i].ino, prev, q);
+  }
+}
+
+static int
+cmp_ino (const void *a, const void *b)
+{
+  const struct tree_ino *x = a, *y = b;
+
+  return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+/* Number the nodes (see tree.h) and index them by number. */
+static int
+number (struct tree *t, const struct tree *prev)
+{
+  t->next_ino = prev ? prev->next_ino : 1;
+  if (prev)
+    keep_number (t, 1, prev, 1);
+  for (size_t i = 0; i < t->nnodes; i++)
+    if (t->nodes[i].ino == 0)
+      t->nodes[i].ino = t->next_ino++;
+  for (size_t i = 0; i < t->nnodes; i++)
+    for (size_t k = 0; k < t->nodes[i].nents; k++)
+      t->nodes[i].ents[k].ino = t->nodes[t->nodes[i].ents[k].ino - 1].ino;
+  t->by_ino = malloc ((t->nnodes ? t->nnodes : 1) * sizeof *t->by_ino);
+  if (t->by_ino == NULL)
+    return -1;
+  for (size_t i = 0; i < t->nnodes; i++)
+    t->by_ino[i] = (struct tree_ino) { t->nodes[i].ino, i };
+  qsort (t->by_ino, t->nnodes, sizeof *t->by_ino, cmp_ino);
+  return 0;
+}
+
 struct tree *
-tree_build (const struct catalog *cat)
+tree_build (const struct catalog *cat, const struct tree *prev)
 {
   struct tree *t = calloc (1, sizeof *t);
 
-  if (t == NULL || build (t, cat) == -1) {
+  if (t == NULL || build (t, cat) == -1 || number (t, prev) == -1
+      || index_names (t) == -1) {
     tree_free (t);
     err_set (ENOMEM, "out of memory building the tree");
     return NULL;
@@ -230,15 +285,67 @@ tree_free (struct tree *t)
     free (n->target);
   }
   free (t->nodes);
+  free (t->by_ino);
   free (t);
 }
 
 const struct node *
 tree_node (const struct tree *t, uint64_t ino)
 {
-  if (ino == 0 || ino > t->nnodes)
-    return NULL;
-  return &t->nodes[ino - 1];
+  size_t lo = 0, hi = t->nnodes;
+
+  /* While building, nodes are known by index + 1. */
+  if (t->by_ino == NULL)
+    return ino == 0 || ino > t->nnodes ? NULL : &t->nodes[ino - 1];
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (t->by_ino[mid].ino == ino)
+      return &t->nodes[t->by_ino[mid].node];
+    if (t->by_ino[mid].ino < ino)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return NULL;
+}
+
+/* Whether folder NEXT lists what PREV did, all as PREV's (same ino);
+ * tells CB about each of PREV's names that is gone or moved. */
+static bool
+same_listing (const struct node *prev, const struct tree *next,
+              const struct node *nn, const struct tree_changes *cb)
+{
+  bool same = prev->nents == nn->nents;
+
+  for (size_t i = 0; i < prev->nents; i++)
+    if (tree_lookup (next, prev->ino, prev->ents[i].name) != prev->ents[i].ino) {
+      cb->entry (cb->opaque, prev->ino, prev->ents[i].name);
+      same = false;
+    }
+  return same;
+}
+
+void
+tree_diff (const struct tree *prev, const struct tree *next,
+           const struct tree_changes *cb)
+{
+  for (size_t i = 0; i < prev->nnodes; i++) {
+    const struct node *pn = &prev->nodes[i];
+    const struct node *nn = tree_node (next, pn->ino);
+
+    /* Gone: the name in its folder is told, below or above. */
+    if (nn == NULL)
+      continue;
+    if (pn->kind == NODE_DIR) {
+      if (!same_listing (pn, next, nn, cb) || pn->mtime != nn->mtime
+          || pn->nlink != nn->nlink)
+        cb->inode (cb->opaque, pn->ino);
+    }
+    else if (pn->kind == NODE_LINK
+             && (strcmp (pn->target, nn->target) != 0
+                 || pn->mtime != nn->mtime))
+      cb->inode (cb->opaque, pn->ino);
+  }
 }
 
 uint64_t

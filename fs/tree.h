@@ -5,7 +5,12 @@
  *   /by-vm/<VM name>/<disk name>/latest       -> <newest time>.img
  *
  * Knows nothing of FUSE: inode numbers are plain integers (1 = root,
- * as FUSE wants).  Thread model: built once, then read-only.
+ * as FUSE wants).  A tree built again after the store changed keeps
+ * the numbers of the previous one for what stays (folders and links by
+ * path, images by snapshot), and gives what is new numbers never used
+ * before, so the kernel's caches of what stays remain true.
+ *
+ * Thread model: built once, then read-only.
  */
 #ifndef CBTFS_FS_TREE_H
 #define CBTFS_FS_TREE_H
@@ -24,27 +29,50 @@ struct dirent_ref {
 };
 
 struct node {
+  uint64_t ino;
   enum node_kind kind;
   uint32_t nlink;
   time_t mtime;
   struct layer *top;            /* NODE_FILE: the point's newest layer */
   char *target;                 /* NODE_LINK */
-  struct dirent_ref *ents;      /* NODE_DIR, in listing order */
+  struct dirent_ref *ents;      /* NODE_DIR, in listing order; inos */
   size_t nents;
   size_t ents_cap;              /* allocated ents */
   struct dirent_ref **by_name;  /* the ents sorted by name, for lookups */
 };
 
-struct tree {
-  struct node *nodes;           /* nodes[ino - 1] */
-  size_t nnodes;
-  size_t nodes_cap;             /* allocated nodes */
+struct tree_ino {
+  uint64_t ino;
+  size_t node;                  /* index in nodes */
 };
 
-/* Build the tree of CAT (borrowed: it must outlive the tree).  NULL
- * with err_* (ENOMEM). */
-extern struct tree *tree_build (const struct catalog *cat)
+struct tree {
+  struct node *nodes;           /* in the order built; the root first */
+  size_t nnodes;
+  size_t nodes_cap;             /* allocated nodes */
+  struct tree_ino *by_ino;      /* nnodes of them, sorted by ino */
+  uint64_t next_ino;            /* above every number given so far */
+};
+
+/* Build the tree of CAT (borrowed: it must outlive the tree), keeping
+ * the inode numbers of PREV (NULL for the first) for what stays.  PREV
+ * and its catalog are only read.  NULL with err_* (ENOMEM). */
+extern struct tree *tree_build (const struct catalog *cat,
+                                const struct tree *prev)
   __attribute__ ((__nonnull__ (1)));
+
+/* What a reader's caches must forget when NEXT replaces PREV (both
+ * trees of tree_build): INODE (ino) for each folder whose listing or
+ * attributes changed and each link whose target did, ENTRY (folder
+ * ino, name) for each name that is gone or names another inode now. */
+struct tree_changes {
+  void (*inode) (void *opaque, uint64_t ino);
+  void (*entry) (void *opaque, uint64_t dir, const char *name);
+  void *opaque;
+};
+extern void tree_diff (const struct tree *prev, const struct tree *next,
+                       const struct tree_changes *cb)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
 
 extern void tree_free (struct tree *t);
 

@@ -597,6 +597,28 @@ def main():
                 " --jobs 4 vs --jobs 1", par, ser, 0.5, higher=False)
             shutil.rmtree(store)
 
+        if wanted("f1"):
+            # A mount that is up: how long after a backup exits its new
+            # point shows (the mount looks at the store once a second).
+            store = env.path("f1-store")
+            vm, vdi = b.disk(4 * MiB, "f1")
+            env.cbtfs("backup", store, "--vm", vm["vm"], "-q", *b.srv)
+            mnt = env.mount(store, env.path("f1-mnt"))
+            by_uuid = os.path.join(mnt, "by-uuid", vdi)
+            waits = []
+            for i in range(max(REPEAT, 5)):
+                s.control("write", vdi=vdi, offset=0,
+                          data_b64=base64.b64encode(os.urandom(4096)).decode())
+                env.cbtfs("backup", store, "--vm", vm["vm"], "-q", *b.srv)
+                t0 = time.monotonic()
+                shown = cb.wait_for(lambda: len(os.listdir(by_uuid)) == i + 2,
+                                    30)
+                waits.append(time.monotonic() - t0 if shown else 30)
+            cb.unmount(mnt)
+            shutil.rmtree(store)
+            extra("f1", "a new point shows in a mount that is up, after its "
+                  "backup (worst of %d)" % len(waits), max(waits), 2, "s")
+
     missed = [r for r in rows if not r[-1]]
     print("%d rows, %d missed their goal" % (len(rows), len(missed)))
     return 0

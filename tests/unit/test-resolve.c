@@ -1,5 +1,5 @@
-/* Unit test: resolving points in time across layers, and the catalog's
- * names for them. */
+/* Unit test: resolving points in time across layers, the catalog's
+ * names for them, and the mounted tree's inode numbers. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +15,7 @@
 #include "common/error.h"
 #include "common/util.h"
 #include "engine/points.h"
+#include "fs/tree.h"
 #include "check.h"
 
 #define BS CHAIN_BLOCK_SIZE
@@ -372,6 +373,142 @@ test_names (void)
   catalog_free (c);
 }
 
+/* The inode at PATH ("by-vm/web/data-2") in T, or 0. */
+static uint64_t
+ino_at (const struct tree *t, const char *path)
+{
+  char *copy = strdup (path), *save = NULL;
+  uint64_t ino = 1;
+
+  for (char *c = strtok_r (copy, "/", &save); c && ino;
+       c = strtok_r (NULL, "/", &save))
+    ino = tree_lookup (t, ino, c);
+  free (copy);
+  return ino;
+}
+
+struct told {
+  uint64_t inodes[64];
+  size_t ninodes;
+  char entries[8][128];
+  size_t nentries;
+};
+
+static void
+told_inode (void *opaque, uint64_t ino)
+{
+  struct told *t = opaque;
+
+  CHECK (t->ninodes < 64);
+  t->inodes[t->ninodes++] = ino;
+}
+
+static void
+told_entry (void *opaque, uint64_t dir, const char *name)
+{
+  struct told *t = opaque;
+
+  CHECK (t->nentries < 8);
+  snprintf (t->entries[t->nentries++], 128, "%llu/%s",
+            (unsigned long long) dir, name);
+}
+
+static bool
+told_of (const struct told *t, uint64_t ino)
+{
+  for (size_t i = 0; i < t->ninodes; i++)
+    if (t->inodes[i] == ino)
+      return true;
+  return false;
+}
+
+/* A tree built again keeps the numbers of what stays, numbers what is
+ * new above all before, and says what a cache must forget. */
+static void
+test_tree_again (void)
+{
+  struct told told = { .ninodes = 0 };
+  const struct tree_changes cbt = { told_inode, told_entry, &told };
+  struct catalog *c1, *c2, *c3;
+  struct tree *t1, *t2, *t3;
+  uint64_t dir, latest, p1, p2, p3, p4, root_dir, uu;
+  char path[200], uuid21[UUID_LEN + 1], snap[UUID_LEN + 1];
+  const char *d = "by-vm/web/data-2";
+
+  uuid_n (uuid21, 21);
+  c1 = catalog_load (st, 0);
+  t1 = tree_build (c1, NULL);
+  CHECK (c1 && t1);
+  dir = ino_at (t1, d);
+  snprintf (path, sizeof path, "%s/latest", d);
+  latest = ino_at (t1, path);
+  snprintf (path, sizeof path, "%s/1970-01-01T01:23:20Z.img", d);
+  p1 = ino_at (t1, path);
+  snprintf (path, sizeof path, "%s/1970-01-01T01:23:20Z.2.img", d);
+  p2 = ino_at (t1, path);
+  snprintf (path, sizeof path, "%s/1970-01-01T01:23:21Z.img", d);
+  p3 = ino_at (t1, path);
+  snprintf (path, sizeof path, "by-uuid/%s", uuid21);
+  uu = ino_at (t1, path);
+  root_dir = ino_at (t1, "by-vm/web.2/.._root");
+  CHECK (dir && latest && p1 && p2 && p3 && uu && root_dir);
+  CHECK (strcmp (tree_node (t1, latest)->target,
+                 "1970-01-01T01:23:21Z.img") == 0);
+
+  /* A new point: all numbers stay, the new image's is new. */
+  layer_close (make_layer (21, 2104, 2103, 2101, 4, 5002, 2, NULL, 0, "web",
+                           20, "data", "2", true));
+  c2 = catalog_load (st, 0);
+  t2 = tree_build (c2, t1);
+  CHECK (c2 && t2);
+  CHECK (ino_at (t2, d) == dir && ino_at (t2, "by-vm/web.2/.._root") == root_dir);
+  snprintf (path, sizeof path, "%s/latest", d);
+  CHECK (ino_at (t2, path) == latest);
+  CHECK (strcmp (tree_node (t2, latest)->target,
+                 "1970-01-01T01:23:22Z.img") == 0);
+  snprintf (path, sizeof path, "%s/1970-01-01T01:23:20Z.img", d);
+  CHECK (ino_at (t2, path) == p1);
+  snprintf (path, sizeof path, "%s/1970-01-01T01:23:21Z.img", d);
+  CHECK (ino_at (t2, path) == p3);
+  uuid_n (snap, 2103);
+  snprintf (path, sizeof path, "by-uuid/%s/%s.img", uuid21, snap);
+  CHECK (ino_at (t2, path) == p3);
+  snprintf (path, sizeof path, "%s/1970-01-01T01:23:22Z.img", d);
+  p4 = ino_at (t2, path);
+  CHECK (p4 >= t1->next_ino && p4 < t2->next_ino);
+  /* The folders that list it and the link that names it are told;
+   * nothing is gone, and what did not change is not told. */
+  tree_diff (t1, t2, &cbt);
+  CHECK (told.nentries == 0);
+  CHECK (told_of (&told, dir) && told_of (&told, latest) && told_of (&told, uu));
+  CHECK (!told_of (&told, root_dir) && !told_of (&told, p1));
+
+  /* A point removed: its image's number is gone, its names are told. */
+  uuid_n (snap, 2102);
+  CHECK (store_layer_remove (st, uuid21, snap) == 0);
+  c3 = catalog_load (st, 0);
+  t3 = tree_build (c3, t2);
+  CHECK (c3 && t3);
+  CHECK (tree_node (t3, p2) == NULL && tree_node (t3, p1) != NULL);
+  snprintf (path, sizeof path, "%s/1970-01-01T01:23:21Z.img", d);
+  CHECK (ino_at (t3, path) == p3);
+  told.ninodes = told.nentries = 0;
+  tree_diff (t2, t3, &cbt);
+  CHECK (told.nentries == 2);
+  snprintf (path, sizeof path, "%llu/1970-01-01T01:23:20Z.2.img",
+            (unsigned long long) dir);
+  CHECK (strcmp (told.entries[0], path) == 0
+         || strcmp (told.entries[1], path) == 0);
+  CHECK (told_of (&told, dir) && told_of (&told, uu)
+         && !told_of (&told, latest));
+  tree_free (t1);
+  tree_free (t2);
+  tree_free (t3);
+  catalog_free (c1);
+  catalog_free (c2);
+  catalog_free (c3);
+}
+
 /* Path of FILE in the layer of snapshot ID of disk DISK (malloc'd). */
 static char *
 layer_file (unsigned disk, unsigned id, const char *file)
@@ -505,6 +642,7 @@ main (void)
   test_deep_chain ();
   test_safe_names ();
   test_names ();
+  test_tree_again ();
   test_lazy_load ();
   store_close (st);
   free (path);

@@ -325,22 +325,30 @@ usage_of (struct store *s, const char *disk, const char *snap)
   return bytes;
 }
 
-/* 0 if P holds every block of its set: C' will hold the only copy of
- * those C lacks. */
+/* 0 if P holds every block of its set that C's point reads from it:
+ * C' will hold the only copy of those.  A block P lacks (a --no-copy
+ * or interrupted point) that C changed again is not needed. */
 static int
-check_complete (struct layer *p)
+check_complete (struct layer *p, struct layer *c)
 {
-  uint64_t present, stored;
+  uint64_t present, stored, needed = 0, n;
 
-  if (layer_load (p) == -1)
+  if (layer_load (p) == -1 || layer_load (c) == -1)
     return -1;
   if (layer_complete (p))
     return 0;
+  n = MIN (layer_nblocks (p), layer_nblocks (c));
+  for (uint64_t b = 0; b < n; b++)
+    if (layer_block_state (p, b) == LAYER_MISSING
+        && layer_block_state (c, b) == LAYER_ABSENT)
+      needed++;
+  if (needed == 0)
+    return 0;
   layer_counts (p, &present, &stored);
   err_set (ENODATA, "snapshot %s: %" PRIu64 " of %" PRIu64 " blocks are "
-           "not in the store, and the point after it needs them",
-           layer_meta (p)->snapshot, layer_nchanged (p) - present,
-           layer_nchanged (p));
+           "not in the store, and the point after it needs %" PRIu64
+           " of them", layer_meta (p)->snapshot,
+           layer_nchanged (p) - present, layer_nchanged (p), needed);
   return -1;
 }
 
@@ -374,8 +382,7 @@ merge (struct store *s, struct layer *p, struct layer *c,
   uint64_t before, present, stored;
   int ret = -1;
 
-  if (check_complete (p) == -1 || layer_load (c) == -1
-      || union_of (c, p, &u) == -1)
+  if (check_complete (p, c) == -1 || union_of (c, p, &u) == -1)
     return -1;
   before = usage_of (s, disk, layer_meta (p)->snapshot)
     + usage_of (s, disk, layer_meta (c)->snapshot);

@@ -99,8 +99,11 @@ cli_usage (const char *sub)
       "             [--keep-yearly N] [--keep-within DURATION]\n"
       "             [--vm NAME-OR-UUID]... [--include-incomplete]\n"
       "             [--lock-wait SECONDS] [--dry-run] [--json] [-q|-v]\n"
+      "             [--server URL [--user USER] --password-file FILE\n"
+      "              [--ca-file PEM]]\n"
       "    N: a count or 'unlimited'; DURATION: e.g. 1y2m3d4h (m: months).\n"
-      "    --dry-run: only say what would be kept and why." },
+      "    --dry-run: only say what would be kept and why.\n"
+      "    --server: also remove the dropped points' snapshots from the host." },
     { "forget", "cbtfs forget STORE --vm NAME-OR-UUID [--disk NAME-OR-UUID] --yes\n"
       "             [--server URL [--user USER] --password-file FILE [--ca-file PEM]]\n"
       "             [--lock-wait SECONDS] [--json] [-q|-v]\n"

@@ -15,6 +15,8 @@
 #include "../common/log.h"
 #include "../engine/points.h"
 #include "../engine/prune.h"
+#include "../engine/session.h"
+#include "../xapi/session.h"
 #include "cli.h"
 
 /* The options of the counted rules, as enum retention_rule. */
@@ -110,8 +112,9 @@ print_json (const struct catalog *c, const struct retention_policy *p,
           plan->kept, out ? res->dropped : plan->dropped, c->nskipped);
   if (out)
     printf (", \"stayed\": %zu, \"merged\": %zu, \"blocks_written\": %"
-            PRIu64 ", \"bytes_freed\": %" PRIu64, res->failed, res->merged,
-            res->blocks_written, res->bytes_freed);
+            PRIu64 ", \"bytes_freed\": %" PRIu64
+            ", \"host_snapshots_removed\": %zu", res->failed, res->merged,
+            res->blocks_written, res->bytes_freed, res->host_removed);
   printf ("}\n");
 }
 
@@ -185,9 +188,10 @@ print_text (const struct catalog *c, const struct retention_policy *p,
             plan->dropped);
   else if (verbose >= 1 || res->failed)
     printf ("%zu points kept, %zu dropped (%zu folded into the next point, "
-            "%" PRIu64 " blocks copied, %.1f MiB freed)%s\n",
+            "%" PRIu64 " blocks copied, %.1f MiB freed; %zu snapshots "
+            "removed from the host)%s\n",
             plan->kept, res->dropped, res->merged, res->blocks_written,
-            res->bytes_freed / 1048576.0,
+            res->bytes_freed / 1048576.0, res->host_removed,
             res->failed ? ", some could not go (see above)" : "");
 }
 
@@ -225,12 +229,12 @@ outcomes_free (enum outcome **out, size_t n)
 }
 
 /* Lock the store, finish what an interrupted prune left, plan under the
- * lock (so that no backup adds points meanwhile) and drop.  The exit
- * status. */
+ * lock (so that no backup adds points meanwhile) and drop, with a
+ * session XS (or NULL) from the host too.  The exit status. */
 static int
 run (const char *where, const struct retention_policy *p,
      const char *const *vms, size_t nvms, double lock_wait, bool json,
-     int verbose)
+     int verbose, xapi_session *xs)
 {
   struct store *s = store_open (where, false);
   struct engine_prune_plan *plan = NULL;
@@ -264,7 +268,7 @@ run (const char *where, const struct retention_policy *p,
     if ((ctx.out[i] = calloc (plan->disks[i].disk->npoints,
                               sizeof *ctx.out[i])) == NULL)
       goto fail;
-  status = engine_prune_run (s, plan, on_point, &ctx, &res) == 0 ? 0 : 1;
+  status = engine_prune_run (s, xs, plan, on_point, &ctx, &res) == 0 ? 0 : 1;
   if (status && res.failed == 0)
     log_error ("%s", err_get ());   /* it failed before any point */
   if (resumed == -1)
@@ -282,6 +286,35 @@ run (const char *where, const struct retention_policy *p,
   engine_prune_plan_free (plan);
   catalog_free (cat);
   store_close (s);
+  return status;
+}
+
+/* run, logged in to the host SO names first (or not, when NULL): a
+ * wrong password or an untrusted certificate stops before the store
+ * changes. */
+static int
+run_with_host (const char *where, const struct retention_policy *p,
+               const char *const *vms, size_t nvms, double lock_wait,
+               bool json, int verbose, const struct engine_server *so)
+{
+  struct engine_creds *creds;
+  xapi_session *xs;
+  int status;
+
+  if (so == NULL)
+    return run (where, p, vms, nvms, lock_wait, json, verbose, NULL);
+  if (xapi_global_init () == -1)
+    return cli_fail ();
+  creds = engine_creds_new (so);
+  xs = creds ? engine_login (creds) : NULL;
+  engine_creds_free (creds);
+  if (xs == NULL) {
+    xapi_global_cleanup ();
+    return cli_fail ();
+  }
+  status = run (where, p, vms, nvms, lock_wait, json, verbose, xs);
+  xapi_logout (xs);
+  xapi_global_cleanup ();
   return status;
 }
 
@@ -304,11 +337,13 @@ cmd_prune (int argc, char **argv)
     { "dry-run", no_argument, NULL, OPT_DRY_RUN },
     { "json", no_argument, NULL, OPT_JSON },
     { "lock-wait", required_argument, NULL, OPT_LOCK_WAIT },
+    CLI_SERVER_LONGOPTS,
     { "quiet", no_argument, NULL, 'q' },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
+  struct engine_server so = CLI_SERVER_OPTS_INIT;
   struct retention_policy p = { .include_incomplete = false };
   CLEANUP_FREE const char **vms = calloc (argc, sizeof *vms);
   struct engine_prune_plan *plan;
@@ -316,11 +351,16 @@ cmd_prune (int argc, char **argv)
   size_t nvms = 0;
   bool dry_run = false, json = false;
   double lock_wait = CLI_LOCK_WAIT_DEFAULT;
-  int c, verbose = 1;
+  int c, r, verbose = 1;
 
   if (vms == NULL)
     return 1;
   while ((c = getopt_long (argc, argv, "qvh", longopts, NULL)) != -1) {
+    if ((r = cli_server_option (&so, c, optarg)) != 0) {
+      if (r == -1)
+        return 2;
+      continue;
+    }
     switch (c) {
     case OPT_KEEP + RETENTION_LAST: case OPT_KEEP + RETENTION_HOURLY:
     case OPT_KEEP + RETENTION_DAILY: case OPT_KEEP + RETENTION_WEEKLY:
@@ -351,8 +391,11 @@ cmd_prune (int argc, char **argv)
   log_set_verbose (verbose);
   if (retention_policy_empty (&p))
     return cli_refuse ("no --keep-* rule given: refusing to drop every point");
+  if (so.server == NULL && so.password_file)
+    return cli_refuse ("prune: --password-file without --server");
   if (!dry_run)
-    return run (argv[optind], &p, vms, nvms, lock_wait, json, verbose);
+    return run_with_host (argv[optind], &p, vms, nvms, lock_wait, json,
+                          verbose, so.server ? &so : NULL);
 
   cat = engine_catalog (argv[optind], CATALOG_COUNTS);
   if (cat == NULL)

@@ -10,6 +10,7 @@
 #include "../chain/layer.h"
 #include "../chain/store/store.h"
 #include "../chain/verdict.h"
+#include "../common/cleanup.h"
 #include "../common/error.h"
 #include "../common/log.h"
 #include "../common/util.h"
@@ -108,4 +109,49 @@ engine_clean_host (xapi_session *xs, struct store *s, const char *disk,
     log_info ("%s: removed %zu older CBT-metadata snapshot%s from the host",
               label, removed, removed == 1 ? "" : "s");
   return removed;
+}
+
+/* Whether the snapshot VDI belongs to disk DISK: the snapshot of that
+ * VDI, or of one that is gone (a destroyed disk's snapshots stay). */
+static int
+snapshot_of_disk (xapi_session *xs, const struct xapi_vdi *vdi,
+                  const char *disk)
+{
+  CLEANUP_FREE char *live = NULL;
+
+  if (!vdi->is_a_snapshot)
+    return 0;
+  live = xapi_vdi_by_uuid (xs, disk);
+  if (live == NULL)
+    return xapi_failed_with (xs, "UUID_INVALID") ? 1 : -1;
+  return strcmp (live, vdi->snapshot_of) == 0;
+}
+
+int
+engine_destroy_dropped (xapi_session *xs, const char *disk, const char *snap,
+                        bool *removed)
+{
+  CLEANUP_FREE char *ref = NULL;
+  struct xapi_vdi vdi = { 0 };
+  int r, mine;
+
+  *removed = false;
+  ref = xapi_vdi_by_uuid (xs, snap);
+  if (ref == NULL)
+    return xapi_failed_with (xs, "UUID_INVALID") ? 0 : -1;
+  if (xapi_vdi_get (xs, ref, &vdi) == -1)
+    return xapi_failed_with (xs, "HANDLE_INVALID") ? 0 : -1;
+  mine = snapshot_of_disk (xs, &vdi, disk);
+  xapi_vdi_clear (&vdi);
+  if (mine <= 0) {
+    if (mine == 0)
+      log_warn ("VDI %s is not a snapshot of disk %s: left on the host",
+                snap, disk);
+    return mine;
+  }
+  r = xapi_vdi_destroy (xs, ref);
+  if (r == -1 && xapi_failed_with (xs, "HANDLE_INVALID"))
+    return 0;
+  *removed = r == 0;
+  return r;
 }

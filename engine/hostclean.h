@@ -19,6 +19,7 @@
 #ifndef CBTFS_ENGINE_HOSTCLEAN_H
 #define CBTFS_ENGINE_HOSTCLEAN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "../xapi/session.h"
@@ -40,5 +41,14 @@ extern size_t engine_clean_host (xapi_session *xs, struct store *s,
                                  const char *disk, const char *live_ref,
                                  const char *keep, const char *label)
   __attribute__ ((__nonnull__ (1, 2, 3, 4, 5, 6)));
+
+/* Destroy on the host the snapshot SNAP (uuid) of disk DISK whose
+ * point prune has just dropped from the store: whatever it still holds
+ * (CBT metadata, or data that no point of the store needs any more),
+ * unless it is not a snapshot of DISK.  *REMOVED says whether it was
+ * destroyed; one already gone is not an error.  0, or -1 with err_*. */
+extern int engine_destroy_dropped (xapi_session *xs, const char *disk,
+                                   const char *snap, bool *removed)
+  __attribute__ ((__nonnull__ (1, 2, 3, 4)));
 
 #endif /* CBTFS_ENGINE_HOSTCLEAN_H */

@@ -23,6 +23,7 @@
 #include "../common/cleanup.h"
 #include "../common/error.h"
 #include "../common/log.h"
+#include "hostclean.h"
 #include "prune.h"
 
 #define JOURNAL "prune"
@@ -237,8 +238,34 @@ child_of (const struct engine_prune_disk *pd, char (*parents)[UUID_LEN + 1],
   return found;
 }
 
+/* Point SNAP of disk DISK is gone from the store: remove its snapshot
+ * from the host through XS, or, without a session, say what may stay
+ * there (a snapshot holding data: HOST_ONLY). */
+static void
+drop_on_host (xapi_session *xs, const char *disk, const char *snap,
+              bool host_only, struct engine_prune_result *res)
+{
+  bool removed;
+
+  if (xs == NULL) {
+    if (host_only)
+      log_warn ("snapshot %s: its point is dropped, but its snapshot on "
+                "the host may still hold its data; remove it there (xe "
+                "vdi-destroy uuid=%s), or prune with --server", snap, snap);
+    return;
+  }
+  if (engine_destroy_dropped (xs, disk, snap, &removed) == -1)
+    log_warn ("snapshot %s: its point is dropped, but removing its snapshot "
+              "from the host failed (%s); remove it there (xe vdi-destroy "
+              "uuid=%s)", snap, err_get (), snap);
+  else if (removed) {
+    log_debug ("snapshot %s: removed from the host", snap);
+    res->host_removed++;
+  }
+}
+
 static int
-run_disk (struct store *s, const struct engine_prune_disk *pd,
+run_disk (struct store *s, xapi_session *xs, const struct engine_prune_disk *pd,
           engine_prune_cb cb, void *opaque, struct engine_prune_result *res)
 {
   const struct catalog_disk *d = pd->disk;
@@ -282,12 +309,8 @@ run_disk (struct store *s, const struct engine_prune_disk *pd,
                            child >= 0
                            ? layer_meta (d->points[child].layer)->snapshot
                            : NULL, &st);
-    if (r == 0 && pd->points[k].host_only)
-      /* Prune has no session with the host: say what stays there. */
-      log_warn ("snapshot %s: its point is dropped, but its snapshot on the "
-                "host may still hold its data; remove it there (xe "
-                "vdi-destroy uuid=%s)", snap, snap);
     if (r == 0) {
+      drop_on_host (xs, d->uuid, snap, pd->points[k].host_only, res);
       if (child >= 0)
         memcpy (parents[child], parents[k], sizeof *parents);
       parents[k][0] = '\0';
@@ -309,7 +332,8 @@ run_disk (struct store *s, const struct engine_prune_disk *pd,
 }
 
 int
-engine_prune_run (struct store *s, const struct engine_prune_plan *plan,
+engine_prune_run (struct store *s, xapi_session *xs,
+                  const struct engine_prune_plan *plan,
                   engine_prune_cb cb, void *opaque,
                   struct engine_prune_result *res)
 {
@@ -322,7 +346,7 @@ engine_prune_run (struct store *s, const struct engine_prune_plan *plan,
   if (store_upgrade (s) == -1)
     return -1;
   for (size_t i = 0; i < plan->ndisks; i++)
-    if (run_disk (s, &plan->disks[i], cb, opaque, res) == -1)
+    if (run_disk (s, xs, &plan->disks[i], cb, opaque, res) == -1)
       ret = -1;
   return ret;
 }

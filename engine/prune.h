@@ -29,6 +29,7 @@
 
 #include "../chain/catalog.h"
 #include "../chain/fold.h"
+#include "../xapi/session.h"
 #include "retention.h"
 
 struct engine_prune_disk {
@@ -67,6 +68,7 @@ struct engine_prune_result {
   size_t failed;                /* points the plan dropped that stay */
   uint64_t blocks_written;
   uint64_t bytes_freed;
+  size_t host_removed;          /* dropped points' snapshots destroyed */
 };
 
 /* Called by engine_prune_run after each point PT of disk D it tried to
@@ -104,14 +106,16 @@ extern bool engine_pending_has (const struct engine_pending *p,
 
 /* Drop the points PLAN drops from S, the store its catalog was read
  * from (locked by the caller since before the catalog was read),
- * upgrading S to format 2 first.  A point that cannot go (its layer is
- * incomplete and the next point needs it, a mount keeps filling it…)
- * stays, and the others still go.  0, or -1 when some stayed (each
- * told to CB, with RES filled either way). */
-extern int engine_prune_run (struct store *s,
+ * upgrading S to format 2 first, and with a session XS (or NULL) their
+ * snapshots on the host (engine_destroy_dropped; a failure there is a
+ * warning).  A point that cannot go (its layer is incomplete and the
+ * next point needs it, a mount keeps filling it…) stays, and the
+ * others still go.  0, or -1 when some stayed (each told to CB, with
+ * RES filled either way). */
+extern int engine_prune_run (struct store *s, xapi_session *xs,
                              const struct engine_prune_plan *plan,
                              engine_prune_cb cb, void *opaque,
                              struct engine_prune_result *res)
-  __attribute__ ((__nonnull__ (1, 2, 5)));
+  __attribute__ ((__nonnull__ (1, 3, 6)));
 
 #endif /* CBTFS_ENGINE_PRUNE_H */

@@ -1,7 +1,8 @@
 /* Unit test: dropping a layer by folding it into its child
  * (chain/fold.h): the child's point reads the same, block by block,
  * whichever side the merged layer starts from; the fold writes the
- * smaller side; an incomplete layer is not folded. */
+ * smaller side; an incomplete layer is folded only when its child
+ * changed again every block it lacks. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,7 +127,7 @@ int
 main (void)
 {
   char *dir = make_tmpdir (), *path;
-  char p2[UUID_LEN + 1], p4[UUID_LEN + 1], p5[UUID_LEN + 1];
+  char p5[UUID_LEN + 1], p6[UUID_LEN + 1], p7[UUID_LEN + 1];
   struct fold_stats s;
 
   CHECK (asprintf (&path, "%s/s", dir) > 0);
@@ -151,20 +152,29 @@ main (void)
   CHECK (s.merged && s.blocks_written == 4);
   check_layer (4, 2, "43443434434");
 
-  /* A layer with a missing block is not folded: nothing changes. */
-  uuid_n (p2, 2);
-  uuid_n (p4, 4);
-  CHECK_FAILS (fold_drop (st, DISK, p2, p4, 0, &s), ENODATA,
+  /* A layer missing a block that its child reads from it is not
+   * folded: nothing changes. */
+  make_layer (6, 4, "m..........");
+  make_layer (7, 6, ".d.........");
+  uuid_n (p6, 6);
+  uuid_n (p7, 7);
+  CHECK_FAILS (fold_drop (st, DISK, p6, p7, 0, &s), ENODATA,
                "blocks are not in the store");
-  CHECK (!s.started && exists (2));
-  check_layer (4, 2, "43443434434");
+  CHECK (!s.started && exists (6));
+  check_layer (7, 6, ".7.........");
+
+  /* One whose missing blocks the child changed again is: layer 2
+   * misses block 8, which 4 holds. */
+  fold (2, 4, &s);
+  CHECK (s.merged);
+  check_layer (4, 0, "43443434434");
 
   /* Nor into a layer that is not its child. */
   make_layer (5, 4, "...........");
   uuid_n (p5, 5);
-  CHECK_FAILS (fold_drop (st, DISK, p2, p5, 0, &s), EINVAL,
+  CHECK_FAILS (fold_drop (st, DISK, p6, p5, 0, &s), EINVAL,
                "its parent is not");
-  CHECK (!s.started && exists (2) && exists (5));
+  CHECK (!s.started && exists (6) && exists (5));
 
   /* A layer with no child is removed. */
   fold (5, 0, &s);

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../chain/holes.h"
 #include "../chain/read.h"
 #include "../common/cleanup.h"
 #include "../common/error.h"
@@ -82,6 +83,18 @@ fill_attr (const struct fs *fs, uint64_t ino, const struct node *n,
   }
 }
 
+/* An image's true st_blocks: its blocks that may hold data (holes.h),
+ * so that du and sparse-aware copies see what the point holds.  Only
+ * lookup and getattr ask (it loads the point's chain); readdir's
+ * entries carry no sizes. */
+static void
+fill_blocks (const struct node *n, struct stat *st)
+{
+  if (n->kind == NODE_FILE)
+    st->st_blocks = MIN (chain_data_blocks (n->top) * (CHAIN_BLOCK_SIZE / 512),
+                         DIV_ROUND_UP ((uint64_t) st->st_size, 512));
+}
+
 static void
 op_init (void *userdata, struct fuse_conn_info *conn)
 {
@@ -110,6 +123,7 @@ op_lookup (fuse_req_t req, fuse_ino_t parent, const char *name)
   e.ino = ino;
   e.attr_timeout = e.entry_timeout = TIMEOUT;
   fill_attr (fs, ino, tree_node (fs->tree, ino), &e.attr);
+  fill_blocks (tree_node (fs->tree, ino), &e.attr);
   fuse_reply_entry (req, &e);
 }
 
@@ -126,6 +140,7 @@ op_getattr (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     return;
   }
   fill_attr (fs, ino, n, &st);
+  fill_blocks (n, &st);
   fuse_reply_attr (req, &st, TIMEOUT);
 }
 
@@ -319,6 +334,43 @@ op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     fetcher_keep_later (fs->fetch, &later);
 }
 
+/* SEEK_DATA and SEEK_HOLE (the kernel answers the other whences
+ * itself), as lseek(2) says: the first data or hole at or after OFF,
+ * OFF itself when it is in one, the end of the file as the last hole,
+ * ENXIO from the end on.  Holes are whole 64 KiB blocks (holes.h). */
+static void
+op_lseek (fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+          struct fuse_file_info *fi)
+{
+  const struct node *n = tree_node (fs_of (req)->tree, ino);
+  uint64_t size, b;
+
+  (void) fi;
+  if (n == NULL || n->kind != NODE_FILE) {
+    fuse_reply_err (req, EINVAL);
+    return;
+  }
+  if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+    fuse_reply_err (req, EINVAL);
+    return;
+  }
+  size = layer_meta (n->top)->size;
+  if (off < 0 || (uint64_t) off >= size) {
+    fuse_reply_err (req, ENXIO);
+    return;
+  }
+  b = chain_next_extent (n->top, (uint64_t) off >> CHAIN_BLOCK_SHIFT,
+                         whence == SEEK_DATA);
+  if (b >= layer_nblocks (n->top)) {
+    if (whence == SEEK_DATA)
+      fuse_reply_err (req, ENXIO);
+    else
+      fuse_reply_lseek (req, size);
+    return;
+  }
+  fuse_reply_lseek (req, MAX ((uint64_t) off, b << CHAIN_BLOCK_SHIFT));
+}
+
 static const struct fuse_lowlevel_ops ops = {
   .init = op_init,
   .lookup = op_lookup,
@@ -328,6 +380,7 @@ static const struct fuse_lowlevel_ops ops = {
   .readdir = op_readdir,
   .open = op_open,
   .read = op_read,
+  .lseek = op_lseek,
 };
 
 /* Buffered readers send FUSE reads as big as the kernel's readahead

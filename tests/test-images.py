@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""End to end: images that tools see as they are.
+
+SEEK_DATA/SEEK_HOLE on a mounted image find exactly the 64 KiB blocks
+the guest wrote (a block the backup stored as zeros is a hole, also
+where an older point had data), st_blocks and du count those blocks,
+and `cp --sparse=auto` of a 2040 GiB image with a few MiB written
+reads only those MiB and makes a sparse copy with the same content.
+A lazy point (backup --no-copy) never shows a hole where the host may
+have data: every block of its set counts as data until it is fetched.
+"""
+import base64
+import errno
+import hashlib
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import cbtfs as cb  # noqa: E402
+import sim  # noqa: E402
+from cbtfs import check  # noqa: E402
+
+KiB = 1 << 10
+MiB = 1 << 20
+GiB = 1 << 30
+TiB = 1 << 40
+BLOCK = 64 * KiB
+REGION = 2 * MiB
+DISK = 2040 * GiB
+
+
+class Case:
+    def __init__(self, s, env):
+        self.s = s
+        self.env = env
+        self.store = env.path("store")
+        info = s.info
+        self.srv = ["--server", info["xapi_url"], "--ca-file", info["ca_file"],
+                    "--password-file", env.password_file()]
+
+    def vm(self, name, size):
+        vm = self.s.control("create_vm", name=name,
+                            disks=[{"name": "root", "size": size}])
+        return vm["disks"][0]["vdi"]
+
+    def write(self, vdi, off, data):
+        for i in range(0, len(data), 4 * MiB):
+            self.s.control("write", vdi=vdi, offset=off + i,
+                           data_b64=base64.b64encode(data[i:i + 4 * MiB]).decode())
+
+    def backup(self, name, *extra):
+        self.env.cbtfs("backup", self.store, "--vm", name, *self.srv, *extra)
+
+    def points(self, vdi):
+        return [d for d in self.env.ls_json(self.store)["disks"]
+                if d["uuid"] == vdi][0]["points"]
+
+
+def image(mnt, vdi, snap):
+    return os.path.join(mnt, "by-uuid", vdi, snap + ".img")
+
+
+def extents(path):
+    """The data extents of PATH, as (start, end) byte offsets, found
+    with SEEK_DATA and SEEK_HOLE."""
+    out = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        off = 0
+        while True:
+            try:
+                d = os.lseek(fd, off, os.SEEK_DATA)
+            except OSError as e:
+                check(e.errno == errno.ENXIO, "SEEK_DATA: %s" % e)
+                return out
+            h = os.lseek(fd, d, os.SEEK_HOLE)
+            check(h > d, "SEEK_HOLE at data %d gave %d" % (d, h))
+            out.append((d, h))
+            off = h
+    finally:
+        os.close(fd)
+
+
+def runs(blocks):
+    """Extents (byte offsets) of runs of adjacent blocks."""
+    out = []
+    for b in sorted(blocks):
+        if out and out[-1][1] == b * BLOCK:
+            out[-1] = (out[-1][0], (b + 1) * BLOCK)
+        else:
+            out.append((b * BLOCK, (b + 1) * BLOCK))
+    return out
+
+
+def content_digest(path):
+    """sha256 of PATH's size and its non-zero blocks with their offsets,
+    reading only its data extents: equal for two files exactly when
+    their bytes are, without reading terabytes of holes."""
+    h = hashlib.sha256(b"%d" % os.stat(path).st_size)
+    with open(path, "rb") as f:
+        for start, end in extents(path):
+            f.seek(start)
+            for off in range(start, end, BLOCK):
+                blk = f.read(min(BLOCK, end - off))
+                if blk.strip(b"\0"):
+                    h.update(b"%d:" % off + blk.ljust(BLOCK, b"\0"))
+    return h.hexdigest()
+
+
+def expected_digest(size, blocks):
+    h = hashlib.sha256(b"%d" % size)
+    for b in sorted(blocks):
+        if blocks[b].strip(b"\0"):
+            h.update(b"%d:" % (b * BLOCK) + blocks[b])
+    return h.hexdigest()
+
+
+def cp_sparse(src, dst):
+    """cp --sparse=auto SRC DST; the bytes cp read (its rchar, read
+    from /proc before it is reaped)."""
+    p = subprocess.Popen(["cp", "--sparse=auto", src, dst])
+    try:
+        os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)
+        with open("/proc/%d/io" % p.pid) as f:
+            io = dict(line.split(": ") for line in f.read().splitlines())
+    finally:
+        rc = p.wait()
+    check(rc == 0, "cp exited %d" % rc)
+    return int(io["rchar"])
+
+
+def check_seeks(img, blocks, what):
+    """SEEK_DATA/SEEK_HOLE, st_blocks and du of IMG match BLOCKS, the
+    numbers of its blocks that hold data."""
+    size = os.stat(img).st_size
+    got = extents(img)
+    check(got == runs(blocks), "%s: extents %s, want %s"
+          % (what, got, runs(blocks)))
+    fd = os.open(img, os.O_RDONLY)
+    try:
+        first = min(blocks)
+        # Inside a data block, SEEK_DATA stays; inside a hole, SEEK_HOLE.
+        check(os.lseek(fd, first * BLOCK + 100, os.SEEK_DATA)
+              == first * BLOCK + 100, "%s: SEEK_DATA moved inside data" % what)
+        hole = next(b for b in range(len(blocks) + 1) if b not in blocks)
+        check(os.lseek(fd, hole * BLOCK + 7, os.SEEK_HOLE) == hole * BLOCK + 7,
+              "%s: SEEK_HOLE moved inside a hole" % what)
+        for whence in (os.SEEK_DATA, os.SEEK_HOLE):
+            try:
+                os.lseek(fd, size, whence)
+                check(False, "%s: seek at the end did not fail" % what)
+            except OSError as e:
+                check(e.errno == errno.ENXIO, "%s: at the end: %s" % (what, e))
+    finally:
+        os.close(fd)
+    st = os.stat(img)
+    check(st.st_blocks * 512 == len(blocks) * BLOCK,
+          "%s: st_blocks %d, want %d" % (what, st.st_blocks,
+                                         len(blocks) * BLOCK // 512))
+    du = subprocess.run(["du", "-B1", img], capture_output=True, text=True,
+                        check=True).stdout.split()[0]
+    check(int(du) == len(blocks) * BLOCK, "%s: du says %s" % (what, du))
+
+
+def huge(c):
+    """2040 GiB, a few blocks written (the baseline stores the 2 MiB
+    regions around them, the rest of each region as zeros); a delta
+    writes one block and zeros over another."""
+    vdi = c.vm("huge", DISK)
+    t = TiB // BLOCK
+    last = DISK // BLOCK - 1
+    data = {}
+    for b, n in ((0, 1), (16, 3), (t + 5, 1), (last, 1)):
+        d = os.urandom(n * BLOCK)
+        c.write(vdi, b * BLOCK, d)
+        for i in range(n):
+            data[b + i] = d[i * BLOCK:(i + 1) * BLOCK]
+    c.backup("huge")
+    first = dict(data)
+    d = os.urandom(BLOCK)
+    c.write(vdi, 700 * GiB, d)
+    data[700 * GiB // BLOCK] = d
+    c.write(vdi, 17 * BLOCK, bytes(BLOCK))
+    del data[17]
+    c.backup("huge")
+    p1, p2 = c.points(vdi)
+
+    mnt = c.env.mount(c.store, c.env.path("m-huge"))
+    for p, want, what in ((p1, first, "baseline"), (p2, data, "delta")):
+        img = image(mnt, vdi, p["snapshot"])
+        check_seeks(img, set(want), what)
+    # Block 17 holds data in the baseline, zeros in the delta: a hole.
+    img = image(mnt, vdi, p2["snapshot"])
+    check(cb.pread(img, 17 * BLOCK, BLOCK) == bytes(BLOCK), "block 17")
+
+    out = c.env.path("restored.raw")
+    read = cp_sparse(img, out)
+    check(read <= len(data) * BLOCK + 4 * MiB,
+          "cp read %d bytes of a point holding %d" % (read, len(data) * BLOCK))
+    st = os.stat(out)
+    check(st.st_size == DISK, "the copy is %d bytes" % st.st_size)
+    check(st.st_blocks * 512 <= len(data) * BLOCK + MiB,
+          "the copy is not sparse: %d bytes allocated" % (st.st_blocks * 512))
+    check(content_digest(out) == expected_digest(DISK, data),
+          "the copy's content differs")
+    check(content_digest(img) == expected_digest(DISK, data),
+          "the image's content differs")
+    os.unlink(out)
+    cb.unmount(mnt)
+
+
+def lazy(c):
+    """--no-copy: blocks the host has are data until fetched; once the
+    mount has read them, its zeros are holes."""
+    size = 64 * MiB
+    vdi = c.vm("lazy", size)
+    data = {}
+    for b in (40, 41, 300):
+        d = os.urandom(BLOCK)
+        c.write(vdi, b * BLOCK, d)
+        data[b] = d
+    c.backup("lazy", "--no-copy")
+    p = c.points(vdi)[0]
+    m = c.env.mount_fg(c.store, c.env.path("m-lazy"), *c.srv)
+    img = image(m.mnt, vdi, p["snapshot"])
+    # The baseline's set is the 2 MiB regions of the blocks written,
+    # none of them fetched yet: all data, never a hole there.
+    regions = {r for b in data for r in [b * BLOCK // REGION]}
+    want = {b for r in regions
+            for b in range(r * REGION // BLOCK, (r + 1) * REGION // BLOCK)}
+    check(extents(img) == runs(want), "lazy: extents %s, want %s"
+          % (extents(img), runs(want)))
+    with open(img, "rb") as f:
+        for start, end in extents(img):
+            f.seek(start)
+            f.read(end - start)
+    check(extents(img) == runs(data), "lazy, fetched: extents %s, want %s"
+          % (extents(img), runs(data)))
+    check(m.unmount() == 0, "mount exited non-zero: %s" % m.log())
+
+
+def main():
+    if os.geteuid() != 0:
+        cb.skip("needs root for FUSE")
+    with sim.Sim() as s, cb.Env() as env:
+        c = Case(s, env)
+        huge(c)
+        lazy(c)
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()

@@ -371,6 +371,102 @@ op_lseek (fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
   fuse_reply_lseek (req, MAX ((uint64_t) off, b << CHAIN_BLOCK_SHIFT));
 }
 
+/* The extended attributes of an image, so that a script finds a point
+ * by what it is rather than by parsing its names. */
+static const char *const xattr_names[] = {
+  "user.cbtfs.snapshot", "user.cbtfs.vdi", "user.cbtfs.vm",
+  "user.cbtfs.vm-name", "user.cbtfs.time", "user.cbtfs.complete",
+};
+
+/* Whether image N has attribute I: not the VM's when its manifest
+ * names no VM. */
+static bool
+xattr_has (const struct node *n, size_t i)
+{
+  return n->kind == NODE_FILE && i < ARRAY_SIZE (xattr_names)
+    && !((i == 2 || i == 3) && layer_meta (n->top)->vm[0] == '\0');
+}
+
+/* Attribute I of image N, which has it, into *VALUE (malloc'd, caller
+ * frees).  0, or -1 on ENOMEM. */
+static int
+xattr_value (const struct node *n, size_t i, char **value)
+{
+  const struct layer_meta *m = layer_meta (n->top);
+  char t[32];
+
+  *value = NULL;
+  switch (i) {
+  case 0: *value = strdup (m->snapshot); break;
+  case 1: *value = strdup (m->disk); break;
+  case 2: *value = strdup (m->vm); break;
+  case 3: *value = strdup (m->vm_name ? m->vm_name : ""); break;
+  case 4:
+    catalog_time_name (m->time, t, sizeof t);
+    *value = strdup (t);
+    break;
+  case 5:
+    /* Whether every byte of the image is in the store now. */
+    *value = strdup (chain_readable_now (n->top) ? "1" : "0");
+    break;
+  }
+  return *value ? 0 : -1;
+}
+
+/* Reply with LEN bytes of BUF as getxattr and listxattr want: the
+ * length alone when SIZE is 0, ERANGE when SIZE is too small. */
+static void
+reply_xattr (fuse_req_t req, const char *buf, size_t len, size_t size)
+{
+  if (size == 0)
+    fuse_reply_xattr (req, len);
+  else if (size < len)
+    fuse_reply_err (req, ERANGE);
+  else
+    fuse_reply_buf (req, buf, len);
+}
+
+static void
+op_getxattr (fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+  const struct node *n = tree_node (fs_of (req)->tree, ino);
+  CLEANUP_FREE char *value = NULL;
+
+  if (n == NULL) {
+    fuse_reply_err (req, ENOENT);
+    return;
+  }
+  for (size_t i = 0; i < ARRAY_SIZE (xattr_names); i++)
+    if (strcmp (name, xattr_names[i]) == 0 && xattr_has (n, i)) {
+      if (xattr_value (n, i, &value) == -1)
+        fuse_reply_err (req, ENOMEM);
+      else
+        reply_xattr (req, value, strlen (value), size);
+      return;
+    }
+  fuse_reply_err (req, ENODATA);
+}
+
+static void
+op_listxattr (fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+  const struct node *n = tree_node (fs_of (req)->tree, ino);
+  char buf[256];
+  size_t len = 0;
+
+  if (n == NULL) {
+    fuse_reply_err (req, ENOENT);
+    return;
+  }
+  /* Each name with its NUL (all fit in BUF). */
+  for (size_t i = 0; i < ARRAY_SIZE (xattr_names); i++)
+    if (xattr_has (n, i)) {
+      memcpy (buf + len, xattr_names[i], strlen (xattr_names[i]) + 1);
+      len += strlen (xattr_names[i]) + 1;
+    }
+  reply_xattr (req, buf, len, size);
+}
+
 static const struct fuse_lowlevel_ops ops = {
   .init = op_init,
   .lookup = op_lookup,
@@ -381,6 +477,8 @@ static const struct fuse_lowlevel_ops ops = {
   .open = op_open,
   .read = op_read,
   .lseek = op_lseek,
+  .getxattr = op_getxattr,
+  .listxattr = op_listxattr,
 };
 
 /* Buffered readers send FUSE reads as big as the kernel's readahead

@@ -8,6 +8,12 @@ and `cp --sparse=auto` of a 2040 GiB image with a few MiB written
 reads only those MiB and makes a sparse copy with the same content.
 A lazy point (backup --no-copy) never shows a hole where the host may
 have data: every block of its set counts as data until it is fetched.
+
+Each image carries extended attributes (getfattr -d): its snapshot, the
+live disk, the VM and its name, the UTC time, and whether it reads
+wholly from the store (which turns 1 when cbtfs fetch beside the mount
+completes it); unknown names are ENODATA, and setting one is refused
+(a read-only filesystem).
 """
 import base64
 import errno
@@ -15,6 +21,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import cbtfs as cb  # noqa: E402
@@ -240,11 +247,75 @@ def lazy(c):
     check(m.unmount() == 0, "mount exited non-zero: %s" % m.log())
 
 
+XATTRS = ["user.cbtfs.snapshot", "user.cbtfs.vdi", "user.cbtfs.vm",
+          "user.cbtfs.vm-name", "user.cbtfs.time", "user.cbtfs.complete"]
+
+
+def getfattr(path):
+    """getfattr -d PATH, parsed: {name: value}."""
+    out = subprocess.run(["getfattr", "-d", "--absolute-names", path],
+                         capture_output=True, text=True, check=True).stdout
+    got = {}
+    for line in out.splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            check(v.startswith('"') and v.endswith('"'), "getfattr: %s" % line)
+            got[k] = v[1:-1]
+    return got
+
+
+def xattrs(c):
+    vdi = c.vm("web server", 8 * MiB)
+    c.write(vdi, 0, os.urandom(MiB))
+    c.backup("web server")
+    c.write(vdi, MiB, os.urandom(MiB))
+    c.backup("web server", "--no-copy")
+    disk = [d for d in c.env.ls_json(c.store)["disks"] if d["uuid"] == vdi][0]
+    p1, p2 = disk["points"]
+    mnt = c.env.mount(c.store, c.env.path("m-xattr"))
+    folder = os.path.join(mnt, "by-vm", "web server", "root")
+    for p, complete in ((p1, "1"), (p2, "0")):
+        want = {
+            "user.cbtfs.snapshot": p["snapshot"],
+            "user.cbtfs.vdi": vdi,
+            "user.cbtfs.vm": disk["vm_uuid"],
+            "user.cbtfs.vm-name": "web server",
+            "user.cbtfs.time": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                             time.gmtime(p["time"])),
+            "user.cbtfs.complete": complete,
+        }
+        for img in (image(mnt, vdi, p["snapshot"]),
+                    os.path.join(folder, p["name"] + ".img")):
+            got = getfattr(img)
+            check(got == want, "getfattr -d %s: %s, want %s" % (img, got, want))
+            check(sorted(os.listxattr(img)) == sorted(XATTRS),
+                  "listxattr: %s" % os.listxattr(img))
+    img = image(mnt, vdi, p2["snapshot"])
+    for name in ("user.cbtfs.nope", "user.other", "trusted.cbtfs.vm"):
+        try:
+            os.getxattr(img, name)
+            check(False, "getxattr %s answered" % name)
+        except OSError as e:
+            check(e.errno == errno.ENODATA, "getxattr %s: %s" % (name, e))
+    try:
+        os.setxattr(img, "user.cbtfs.vm", b"x")
+        check(False, "setxattr succeeded")
+    except OSError as e:
+        check(e.errno == errno.EROFS, "setxattr: %s" % e)
+    check(os.listxattr(folder) == [], "a folder has attributes")
+    # cbtfs fetch beside the mount completes the lazy point.
+    c.env.cbtfs("fetch", c.store, *c.srv)
+    check(os.getxattr(img, "user.cbtfs.complete") == b"1",
+          "still incomplete after cbtfs fetch")
+    cb.unmount(mnt)
+
+
 def main():
     if os.geteuid() != 0:
         cb.skip("needs root for FUSE")
     with sim.Sim() as s, cb.Env() as env:
         c = Case(s, env)
+        xattrs(c)
         huge(c)
         lazy(c)
     print("ok")

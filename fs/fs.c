@@ -80,6 +80,11 @@ fill_attr (const struct fs *fs, uint64_t ino, const struct node *n,
     st->st_mode = S_IFLNK | 0777;
     st->st_size = strlen (n->target);
     break;
+  case NODE_TEXT:
+    st->st_mode = S_IFREG | fs->file_mode;
+    st->st_size = n->text_len;
+    st->st_blocks = DIV_ROUND_UP (st->st_size, 512);
+    break;
   }
 }
 
@@ -223,13 +228,14 @@ op_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
   if (n == NULL)
     fuse_reply_err (req, ENOENT);
-  else if (n->kind != NODE_FILE)
+  else if (n->kind != NODE_FILE && n->kind != NODE_TEXT)
     fuse_reply_err (req, EISDIR);
   else if ((fi->flags & O_ACCMODE) != O_RDONLY)
     fuse_reply_err (req, EROFS);
   else {
-    /* A point in time never changes: keep its pages across opens. */
-    fi->keep_cache = 1;
+    /* A point in time never changes: keep its pages across opens.
+     * MD5SUMS grows as checks are recorded. */
+    fi->keep_cache = n->kind == NODE_FILE;
     fuse_reply_open (req, fi);
   }
 }
@@ -295,6 +301,16 @@ read_buffer (size_t size)
   return tbuf;
 }
 
+/* A read of a small file made with the tree (MD5SUMS). */
+static void
+read_text (fuse_req_t req, const struct node *n, size_t size, off_t off)
+{
+  if (off < 0 || (uint64_t) off >= n->text_len)
+    fuse_reply_buf (req, NULL, 0);
+  else
+    fuse_reply_buf (req, n->text + off, MIN (size, n->text_len - off));
+}
+
 static void
 op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
          struct fuse_file_info *fi)
@@ -306,6 +322,10 @@ op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   char *buf;
 
   (void) fi;
+  if (n != NULL && n->kind == NODE_TEXT) {
+    read_text (req, n, size, off);
+    return;
+  }
   if (n == NULL || n->kind != NODE_FILE) {
     fuse_reply_err (req, EINVAL);
     return;
@@ -346,17 +366,18 @@ op_lseek (fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
   uint64_t size, b;
 
   (void) fi;
-  if (n == NULL || n->kind != NODE_FILE) {
+  if (n == NULL || (n->kind != NODE_FILE && n->kind != NODE_TEXT)
+      || (whence != SEEK_DATA && whence != SEEK_HOLE)) {
     fuse_reply_err (req, EINVAL);
     return;
   }
-  if (whence != SEEK_DATA && whence != SEEK_HOLE) {
-    fuse_reply_err (req, EINVAL);
-    return;
-  }
-  size = layer_meta (n->top)->size;
+  size = n->kind == NODE_TEXT ? n->text_len : layer_meta (n->top)->size;
   if (off < 0 || (uint64_t) off >= size) {
     fuse_reply_err (req, ENXIO);
+    return;
+  }
+  if (n->kind == NODE_TEXT) {
+    fuse_reply_lseek (req, whence == SEEK_DATA ? (uint64_t) off : size);
     return;
   }
   b = chain_next_extent (n->top, (uint64_t) off >> CHAIN_BLOCK_SHIFT,

@@ -3,6 +3,8 @@
  *   /by-uuid/<disk uuid>/<snapshot uuid>.img
  *   /by-vm/<VM name>/<disk name>/<time>.img   (the same inode: 2 links)
  *   /by-vm/<VM name>/<disk name>/latest       -> <newest time>.img
+ *   /by-vm/<VM name>/<disk name>/MD5SUMS      the host's checksums of the
+ *                                             points checks compared
  *
  * Knows nothing of FUSE: inode numbers are plain integers (1 = root,
  * as FUSE wants).  Thread model: built once, then read-only.
@@ -16,7 +18,7 @@
 
 #include "../chain/catalog.h"
 
-enum node_kind { NODE_DIR = 1, NODE_FILE = 2, NODE_LINK = 3 };
+enum node_kind { NODE_DIR = 1, NODE_FILE = 2, NODE_LINK = 3, NODE_TEXT = 4 };
 
 struct dirent_ref {
   char *name;
@@ -29,6 +31,8 @@ struct node {
   time_t mtime;
   struct layer *top;            /* NODE_FILE: the point's newest layer */
   char *target;                 /* NODE_LINK */
+  char *text;                   /* NODE_TEXT: a small file's bytes */
+  size_t text_len;
   struct dirent_ref *ents;      /* NODE_DIR, in listing order */
   size_t nents;
   size_t ents_cap;              /* allocated ents */

@@ -14,6 +14,12 @@ live disk, the VM and its name, the UTC time, and whether it reads
 wholly from the store (which turns 1 when cbtfs fetch beside the mount
 completes it); unknown names are ENODATA, and setting one is refused
 (a read-only filesystem).
+
+Each disk folder in by-vm holds MD5SUMS: the host's VDI.checksum of
+every point a check compared (backup --verify, verify --server), as
+`md5sum -c MD5SUMS` reads it there; a point never compared is not
+listed, and one the host disagrees about is listed with the host's
+word, so md5sum -c fails on it.
 """
 import base64
 import errno
@@ -303,10 +309,71 @@ def xattrs(c):
     except OSError as e:
         check(e.errno == errno.EROFS, "setxattr: %s" % e)
     check(os.listxattr(folder) == [], "a folder has attributes")
+    check(not os.path.exists(os.path.join(folder, "MD5SUMS")),
+          "MD5SUMS in a folder of points never compared")
     # cbtfs fetch beside the mount completes the lazy point.
     c.env.cbtfs("fetch", c.store, *c.srv)
     check(os.getxattr(img, "user.cbtfs.complete") == b"1",
           "still incomplete after cbtfs fetch")
+    cb.unmount(mnt)
+
+
+def md5sums(c):
+    size = 16 * MiB
+    vdi = c.vm("db", size)
+    disk = bytearray(size)
+
+    def write(off, n):
+        d = os.urandom(n)
+        c.write(vdi, off, d)
+        disk[off:off + n] = d
+        return hashlib.md5(disk).hexdigest()
+
+    write(0, MiB)
+    c.backup("db")                             # never compared
+    want2 = write(4 * MiB, MiB)
+    c.backup("db", "--verify")                 # compared while backed up
+    want3 = write(8 * MiB, MiB)
+    c.backup("db", "--no-copy")                # compared by verify --server
+    before = int(time.time())
+    c.env.cbtfs("verify", c.store, *c.srv)
+    after = int(time.time()) + 1
+    p1, p2, p3 = c.points(vdi)
+    check(p2["verdict"] == "match" and p3["verdict"] == "match",
+          "not verified: %s %s" % (p2, p3))
+
+    mnt = c.env.mount(c.store, c.env.path("m-md5"), *c.srv)
+    folder = os.path.join(mnt, "by-vm", "db", "root")
+    path = os.path.join(folder, "MD5SUMS")
+    with open(path) as f:
+        text = f.read()
+    want = "%s  %s.img\n%s  %s.img\n" % (want2, p2["name"], want3, p3["name"])
+    check(text == want, "MD5SUMS:\n%s\nwant:\n%s" % (text, want))
+    check(p1["name"] not in text, "a point never compared is listed")
+    st = os.stat(path)
+    check(st.st_size == len(text.encode()), "MD5SUMS size %d" % st.st_size)
+    check(before <= st.st_mtime <= after,
+          "MD5SUMS time %d, the check ran in [%d, %d]"
+          % (st.st_mtime, before, after))
+    p = subprocess.run(["md5sum", "-c", "MD5SUMS"], cwd=folder,
+                       capture_output=True, text=True)
+    check(p.returncode == 0 and p.stdout.count(": OK") == 2,
+          "md5sum -c: %d %s %s" % (p.returncode, p.stdout, p.stderr))
+    cb.unmount(mnt)
+
+    # The host now says otherwise about the lazy point: the check fails,
+    # and MD5SUMS shows what the host said.
+    c.s.control("set", return_next={"method": "VDI.checksum",
+                                    "value": "0" * 32})
+    rc, _, _ = c.env.cbtfs("verify", c.store, *c.srv, ok=False)
+    check(rc == 1, "verify passed against a lying host")
+    mnt = c.env.mount(c.store, c.env.path("m-md5-2"), *c.srv)
+    folder = os.path.join(mnt, "by-vm", "db", "root")
+    p = subprocess.run(["md5sum", "-c", "MD5SUMS"], cwd=folder,
+                       capture_output=True, text=True)
+    check(p.returncode == 1 and "%s.img: OK" % p2["name"] in p.stdout
+          and "%s.img: FAILED" % p3["name"] in p.stdout,
+          "md5sum -c after the host disagreed: %s" % p.stdout)
     cb.unmount(mnt)
 
 
@@ -315,6 +382,7 @@ def main():
         cb.skip("needs root for FUSE")
     with sim.Sim() as s, cb.Env() as env:
         c = Case(s, env)
+        md5sums(c)
         xattrs(c)
         huge(c)
         lazy(c)

@@ -4,8 +4,9 @@
 SEEK_DATA/SEEK_HOLE on a mounted image find exactly the 64 KiB blocks
 the guest wrote (a block the backup stored as zeros is a hole, also
 where an older point had data), st_blocks and du count those blocks,
-and `cp --sparse=auto` of a 2040 GiB image with a few MiB written
-reads only those MiB and makes a sparse copy with the same content.
+qemu-img map sees them too, and `cp --sparse=auto` of a 2040 GiB
+image with a few MiB written reads only those MiB and makes a sparse
+copy with the same content.
 A lazy point (backup --no-copy) never shows a hole where the host may
 have data: every block of its set counts as data until it is fetched.
 
@@ -24,6 +25,7 @@ word, so md5sum -c fails on it.
 import base64
 import errno
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -208,6 +210,13 @@ def huge(c):
     # Block 17 holds data in the baseline, zeros in the delta: a hole.
     img = image(mnt, vdi, p2["snapshot"])
     check(cb.pread(img, 17 * BLOCK, BLOCK) == bytes(BLOCK), "block 17")
+
+    # qemu-img sees the same extents (its raw driver asks SEEK_DATA).
+    qmap = subprocess.run(["qemu-img", "map", "--output=json", "-f", "raw",
+                           img], capture_output=True, text=True, check=True)
+    got = [(e["start"], e["start"] + e["length"])
+           for e in json.loads(qmap.stdout) if e["data"]]
+    check(got == runs(data), "qemu-img map: %s, want %s" % (got, runs(data)))
 
     out = c.env.path("restored.raw")
     read = cp_sparse(img, out)

@@ -28,7 +28,7 @@ CHAIN_SRC  = chain/bitmap.c chain/sums.c chain/layer-meta.c chain/index.c \
              chain/layer.c chain/layer-blocks.c chain/catalog.c chain/read.c \
              chain/nbdsrc.c chain/nbdlimit.c chain/tlspin.c chain/copy.c \
              chain/fetch.c chain/verify.c chain/manifests.c chain/verdict.c \
-             chain/fold.c chain/noteline.c \
+             chain/fold.c chain/noteline.c chain/holes.c \
              $(STORE_SRC)
 ENGINE_SRC = engine/session.c engine/snapshot.c engine/points.c \
              engine/targets.c engine/backup.c engine/backup-vm.c \
@@ -48,7 +48,7 @@ FS_OBJ     = $(call obj,$(FS_SRC))
 CLI_OBJ    = $(call obj,$(CLI_SRC))
 
 UNIT_TESTS = test-xmlrpc test-bitmap test-store test-store-backend \
-             test-resolve test-fold test-vhd \
+             test-resolve test-holes test-fold test-vhd \
              test-nbdpin test-nbdpin-hidden test-error test-log test-secbuf \
              test-util test-dio test-cleanup test-retention
 UNIT_BINS  = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
@@ -101,6 +101,8 @@ $(BUILD)/tests/test-store-backend: $(BUILD)/tests/unit/test-store-backend.o \
 $(BUILD)/tests/test-resolve: $(BUILD)/tests/unit/test-resolve.o $(BUILD)/engine/points.o \
                           $(BUILD)/fs/tree.o \
                           $(CHAIN_OBJ) $(COMMON_OBJ)
+	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
+$(BUILD)/tests/test-holes: $(BUILD)/tests/unit/test-holes.o $(CHAIN_OBJ) $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 $(BUILD)/tests/test-fold: $(BUILD)/tests/unit/test-fold.o $(CHAIN_OBJ) $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@

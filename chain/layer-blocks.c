@@ -108,6 +108,34 @@ layer_block_state (struct layer *l, uint64_t b)
   return st;
 }
 
+void
+layer_claim_words (struct layer *l, uint64_t w0, size_t n, uint64_t *left,
+                   uint64_t *data)
+{
+  uint64_t nw = (l->nblocks + 63) / 64;
+
+  if (w0 >= nw)
+    return;
+  n = MIN (n, nw - w0);
+  pthread_rwlock_rdlock (&l->lock);
+  for (size_t i = 0; i < n; i++) {
+    uint64_t w = w0 + i, mine = l->changed.words[w] & left[i], zero;
+
+    if (mine == 0)
+      continue;
+    left[i] &= ~mine;
+    /* Not ready: the host has it, whatever it holds. */
+    zero = mine & l->ready.words[w];
+    for (uint64_t z = zero; z; z &= z - 1) {
+      uint64_t bit = z & -z;
+      if (is_data (l, (w << 6) + __builtin_ctzll (z)))
+        zero &= ~bit;
+    }
+    data[i] |= mine & ~zero;
+  }
+  pthread_rwlock_unlock (&l->lock);
+}
+
 int
 layer_read_block (struct layer *l, uint64_t b, void *buf)
 {

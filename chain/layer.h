@@ -81,6 +81,9 @@ struct layer_resolve {
   void *cache;                  /* atomic */
   void (*cache_free) (void *);
   bool tried;                   /* atomic: built, or failed for good */
+  uint64_t data_blocks;         /* atomic: holes.c's count of the point's
+                                   blocks that hold data, plus one, once
+                                   its chain is complete; 0 before */
 };
 
 /* What L is (its manifest); borrowed, immutable while L is open. */
@@ -270,6 +273,15 @@ extern bool layer_complete (struct layer *l) __attribute__ ((__nonnull__ (1)));
 extern int layer_check_complete (struct store *store, const char *disk,
                                  const char *snapshot)
   __attribute__ ((__nonnull__ (1, 2, 3)));
+
+/* For the 64-block words [W0, W0 + N) of L's disk: the blocks of
+ * L's set among those in LEFT[i] are L's to answer for, so they leave
+ * LEFT[i]; those of them that L does not hold as zeros (stored data,
+ * or not stored yet) are added to DATA[i].  Words past L's disk hold
+ * none of its blocks.  L must be loaded (layer_load).  Thread-safe. */
+extern void layer_claim_words (struct layer *l, uint64_t w0, size_t n,
+                               uint64_t *left, uint64_t *data)
+  __attribute__ ((__nonnull__ (1, 4, 5)));
 
 /* Blocks of the set that are present, and stored (non-zero) blocks
  * (0 and 0 when the layer cannot be loaded). */

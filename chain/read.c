@@ -195,6 +195,17 @@ chain_readable (struct layer *top)
   return true;
 }
 
+bool
+chain_readable_now (struct layer *top)
+{
+  for (struct layer *l = top; l; l = layer_parent (l))
+    if (layer_parent_missing (l)
+        || (!layer_complete (l)
+            && (layer_catch_up (l) == -1 || !layer_complete (l))))
+      return false;
+  return true;
+}
+
 /* How many blocks, from B on and at most MAX, the point TOP takes from
  * layer L while L is missing them: one fetch for the whole run. */
 static unsigned

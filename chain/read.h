@@ -31,6 +31,11 @@ extern struct layer *chain_resolve (struct layer *top, uint64_t b,
 extern bool chain_readable (struct layer *top)
   __attribute__ ((__nonnull__ (1)));
 
+/* chain_readable, after learning the blocks other processes (cbtfs
+ * fetch, a backup) stored since the layers were read (layer_catch_up). */
+extern bool chain_readable_now (struct layer *top)
+  __attribute__ ((__nonnull__ (1)));
+
 /* Read COUNT bytes at OFFSET of the point TOP into BUF; the range must
  * lie within top->meta.size.  Every stored block is checked against its
  * checksum first.  Blocks not stored are fetched through FETCH, if not

@@ -1,4 +1,5 @@
 /* cbtfs: what checks of a point found, kept in the store. */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -41,39 +42,72 @@ verdict_record (struct store *s, const char *disk, const char *snapshot,
                           verdict_name (v), true);
 }
 
-/* Set SNAPSHOT's verdict in VS to E's (the newest line wins). */
-static int
-put (struct verdicts *vs, const struct verdict_entry *e)
+/* The word of a line recording the host's checksum: "md5:" and 32
+ * lowercase hex digits.  Readers that predate it skip it as a word
+ * they do not know. */
+#define MD5_WORD "md5:"
+
+int
+verdict_record_md5 (struct store *s, const char *disk, const char *snapshot,
+                    const char *md5)
+{
+  char word[sizeof MD5_WORD + 32];
+
+  if (strlen (md5) != 32 || strspn (md5, "0123456789abcdefABCDEF") != 32) {
+    err_set (EINVAL, "bad md5 \"%s\"", md5);
+    return -1;
+  }
+  snprintf (word, sizeof word, MD5_WORD "%s", md5);
+  for (char *p = word; *p; p++)
+    *p = tolower ((unsigned char) *p);
+  return noteline_append (s, disk, NOTE, snapshot, time (NULL), word, true);
+}
+
+/* SNAPSHOT's entry in VS, made (no verdict, no md5) if there is none;
+ * NULL with err_* (ENOMEM). */
+static struct verdict_entry *
+entry (struct verdicts *vs, const char *snapshot)
 {
   struct verdict_entry *nv;
 
   for (size_t i = 0; i < vs->n; i++)
-    if (strcmp (vs->v[i].snapshot, e->snapshot) == 0) {
-      vs->v[i].v = e->v;
-      return 0;
-    }
+    if (strcmp (vs->v[i].snapshot, snapshot) == 0)
+      return &vs->v[i];
   nv = realloc (vs->v, (vs->n + 1) * sizeof *nv);
   if (nv == NULL) {
     err_set (ENOMEM, "out of memory");
-    return -1;
+    return NULL;
   }
   vs->v = nv;
-  vs->v[vs->n++] = *e;
-  return 0;
+  nv = &vs->v[vs->n++];
+  memset (nv, 0, sizeof *nv);
+  memcpy (nv->snapshot, snapshot, sizeof nv->snapshot);
+  return nv;
 }
 
-/* A noteline_fn: the line's verdict into VS (OPAQUE); the newest line
- * about a snapshot wins, and an unknown word is skipped. */
+/* A noteline_fn: the line's verdict or checksum into VS (OPAQUE); the
+ * newest line about a snapshot wins, and an unknown word is skipped. */
 static int
 take_line (void *opaque, const struct noteline *l)
 {
-  struct verdict_entry e;
+  const char *hex = l->word + strlen (MD5_WORD);
+  struct verdict_entry *e;
 
-  memcpy (e.snapshot, l->snapshot, sizeof e.snapshot);
+  if (strncmp (l->word, MD5_WORD, strlen (MD5_WORD)) == 0) {
+    if (strlen (hex) != 32 || strspn (hex, "0123456789abcdef") != 32)
+      return 0;
+    if ((e = entry (opaque, l->snapshot)) == NULL)
+      return -1;
+    memcpy (e->md5, hex, sizeof e->md5);
+    e->md5_time = l->time;
+    return 0;
+  }
   for (size_t i = 1; i < ARRAY_SIZE (names); i++)
     if (strcmp (l->word, names[i]) == 0) {
-      e.v = i;
-      return put (opaque, &e);
+      if ((e = entry (opaque, l->snapshot)) == NULL)
+        return -1;
+      e->v = i;
+      return 0;
     }
   return 0;
 }
@@ -97,6 +131,15 @@ verdicts_of (const struct verdicts *vs, const char *snapshot)
     if (strcmp (vs->v[i].snapshot, snapshot) == 0)
       return vs->v[i].v;
   return VERDICT_NONE;
+}
+
+const char *
+verdicts_md5 (const struct verdicts *vs, const char *snapshot)
+{
+  for (size_t i = 0; i < vs->n; i++)
+    if (strcmp (vs->v[i].snapshot, snapshot) == 0)
+      return vs->v[i].md5[0] ? vs->v[i].md5 : NULL;
+  return NULL;
 }
 
 void

@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "../common/util.h"
 #include "store/store.h"
@@ -45,12 +46,22 @@ extern int verdict_record (struct store *s, const char *disk,
                            const char *snapshot, enum verdict v)
   __attribute__ ((__nonnull__ (1, 2, 3)));
 
-/* The verdicts of one disk, newest per snapshot.  Owned by the caller
- * (verdicts_free). */
+/* Append that the host's VDI.checksum of SNAPSHOT is MD5 (32 hex
+ * digits, stored lowercase) to DISK's note and make it durable: what a
+ * check compared the image with, whatever it found.  0 or -1 with
+ * err_* (EINVAL for a bad MD5). */
+extern int verdict_record_md5 (struct store *s, const char *disk,
+                               const char *snapshot, const char *md5)
+  __attribute__ ((__nonnull__ (1, 2, 3, 4)));
+
+/* The verdicts of one disk, newest per snapshot, and the host's
+ * checksums.  Owned by the caller (verdicts_free). */
 struct verdicts {
   struct verdict_entry {
     char snapshot[UUID_LEN + 1];
-    enum verdict v;
+    enum verdict v;             /* VERDICT_NONE when only an md5 is known */
+    char md5[33];               /* the host's, lowercase hex, or "" */
+    int64_t md5_time;           /* when it was recorded */
   } *v;
   size_t n;
 };
@@ -63,6 +74,11 @@ extern int verdicts_load (struct store *s, const char *disk,
 
 /* SNAPSHOT's verdict in VS (VERDICT_NONE if none). */
 extern enum verdict verdicts_of (const struct verdicts *vs,
+                                 const char *snapshot)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+/* SNAPSHOT's recorded host checksum in VS, or NULL; borrowed from VS. */
+extern const char *verdicts_md5 (const struct verdicts *vs,
                                  const char *snapshot)
   __attribute__ ((__nonnull__ (1, 2)));
 

@@ -385,6 +385,22 @@ disk_failed (struct disk *d)
   d->failed = true;
 }
 
+/* The host's VDI.checksum of D's snapshot (malloc'd), waiting up to
+ * WAIT seconds, or NULL with err_*.  It is kept in the store whatever
+ * the comparison finds, for the mount's MD5SUMS; only a warning when it
+ * cannot be: the verdict is what backups act on. */
+static char *
+host_checksum (struct backup *b, struct disk *d, long wait)
+{
+  char *host = xapi_vdi_checksum (b->xs, d->snap_ref, wait);
+
+  if (host
+      && verdict_record_md5 (b->store, d->live.uuid, d->snap.uuid, host) == -1)
+    log_warn ("%s: cannot record the host's checksum: %s", d->label,
+              err_get ());
+  return host;
+}
+
 /* --verify: does the new point's image in the store have the md5 the
  * host computes for the snapshot?  Only then may its data go.  The
  * answer is recorded in the store (verdict.h): a point that differs
@@ -410,7 +426,7 @@ verified (struct backup *b, struct disk *d)
              cat ? "not in the store" : err_get ());
   else if (verify_point_md5 (p->layer, f, mine) == -1)
     err_prefix ("cannot verify (the snapshot keeps its data)");
-  else if ((host = xapi_vdi_checksum (b->xs, d->snap_ref, wait)) == NULL)
+  else if ((host = host_checksum (b, d, wait)) == NULL)
     err_prefix ("cannot verify (the snapshot keeps its data)");
   else if (strcasecmp (mine, host) != 0) {
     if (verdict_record (b->store, d->live.uuid, d->snap.uuid,

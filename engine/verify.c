@@ -106,6 +106,13 @@ against_host (xapi_session *xs, struct fetcher *f, struct catalog_point *p,
     log_error ("%s: cannot read the image: %s", label, err_get ());
     return -1;
   }
+  /* Compared: the host's word is kept for the mount's MD5SUMS, once
+   * per value. */
+  if ((verdicts_md5 (vs, snap) == NULL
+       || strcasecmp (verdicts_md5 (vs, snap), host) != 0)
+      && verdict_record_md5 (layer_store (p->layer),
+                             layer_meta (p->layer)->disk, snap, host) == -1)
+    log_warn ("%s: cannot record the host's checksum: %s", label, err_get ());
   if (strcasecmp (mine, host) != 0) {
     log_error ("differs from the host: %s (snapshot %s): md5 %s, the host "
                "says %s", label, snap, mine, host);

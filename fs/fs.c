@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../chain/holes.h"
 #include "../chain/read.h"
 #include "../chain/store/store.h"
 #include "../common/cleanup.h"
@@ -60,10 +61,12 @@ struct gen {
   struct gen *next;             /* on fs.retired */
 };
 
-/* An open image: what fi->fh points to. */
+/* An open file: what fi->fh points to. */
 struct handle {
-  struct layer *top;            /* borrowed from gen->cat */
-  struct gen *gen;              /* one of its refs */
+  struct layer *top;            /* an image's, borrowed from gen->cat */
+  struct gen *gen;              /* one of its refs; NULL for text */
+  char *text;                   /* a small file's bytes (owned) */
+  size_t text_len;
 };
 
 struct fs {
@@ -118,7 +121,24 @@ fill_attr (const struct fs *fs, uint64_t ino, const struct node *n,
     st->st_mode = S_IFLNK | 0777;
     st->st_size = strlen (n->target);
     break;
+  case NODE_TEXT:
+    st->st_mode = S_IFREG | fs->file_mode;
+    st->st_size = n->text_len;
+    st->st_blocks = DIV_ROUND_UP (st->st_size, 512);
+    break;
   }
+}
+
+/* An image's true st_blocks: its blocks that may hold data (holes.h),
+ * so that du and sparse-aware copies see what the point holds.  Only
+ * lookup and getattr ask (it loads the point's chain); readdir's
+ * entries carry no sizes. */
+static void
+fill_blocks (const struct node *n, struct stat *st)
+{
+  if (n->kind == NODE_FILE)
+    st->st_blocks = MIN (chain_data_blocks (n->top) * (CHAIN_BLOCK_SIZE / 512),
+                         DIV_ROUND_UP ((uint64_t) st->st_size, 512));
 }
 
 static void
@@ -164,6 +184,7 @@ op_lookup (fuse_req_t req, fuse_ino_t parent, const char *name)
     e.ino = ino;
     e.attr_timeout = e.entry_timeout = TIMEOUT;
     fill_attr (fs, ino, tree_node (t, ino), &e.attr);
+    fill_blocks (tree_node (t, ino), &e.attr);
     fuse_reply_entry (req, &e);
   }
   tree_done (fs);
@@ -181,6 +202,7 @@ op_getattr (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fuse_reply_err (req, ENOENT);
   else {
     fill_attr (fs, ino, n, &st);
+    fill_blocks (n, &st);
     fuse_reply_attr (req, &st, TIMEOUT);
   }
   tree_done (fs);
@@ -266,6 +288,37 @@ op_readdir (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   free (buf);
 }
 
+/* Make H (zeroed, with room for a NODE_TEXT's bytes) the handle of an
+ * open N: an image holds the generation it reads through; a small
+ * file's bytes are copied, as the tree they are in may go first.  Call
+ * with the tree held. */
+static void
+handle_init (struct fs *fs, struct handle *h, const struct node *n)
+{
+  if (n->kind == NODE_TEXT) {
+    memcpy (h->text, n->text, n->text_len);
+    h->text_len = n->text_len;
+    return;
+  }
+  h->top = n->top;
+  h->gen = fs->cur;
+  pthread_mutex_lock (&fs->gen_lock);
+  h->gen->refs++;
+  pthread_mutex_unlock (&fs->gen_lock);
+}
+
+static void
+handle_free (struct fs *fs, struct handle *h)
+{
+  if (h->gen) {
+    pthread_mutex_lock (&fs->gen_lock);
+    h->gen->refs--;
+    pthread_mutex_unlock (&fs->gen_lock);
+  }
+  free (h->text);
+  free (h);
+}
+
 static void
 op_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -275,28 +328,25 @@ op_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
   if (n == NULL)
     fuse_reply_err (req, ENOENT);
-  else if (n->kind != NODE_FILE)
+  else if (n->kind != NODE_FILE && n->kind != NODE_TEXT)
     fuse_reply_err (req, EISDIR);
   else if ((fi->flags & O_ACCMODE) != O_RDONLY)
     fuse_reply_err (req, EROFS);
-  else if ((h = malloc (sizeof *h)) == NULL)
+  else if ((h = calloc (1, sizeof *h)) == NULL
+           || (n->kind == NODE_TEXT
+               && (h->text = malloc (n->text_len + 1)) == NULL)) {
+    free (h);
     fuse_reply_err (req, ENOMEM);
+  }
   else {
-    h->top = n->top;
-    h->gen = fs->cur;
-    pthread_mutex_lock (&fs->gen_lock);
-    h->gen->refs++;
-    pthread_mutex_unlock (&fs->gen_lock);
+    handle_init (fs, h, n);
     fi->fh = (uintptr_t) h;
-    /* A point in time never changes: keep its pages across opens. */
-    fi->keep_cache = 1;
-    if (fuse_reply_open (req, fi) == -ENOENT) {
+    /* A point in time never changes: keep its pages across opens.
+     * MD5SUMS grows as checks are recorded. */
+    fi->keep_cache = n->kind == NODE_FILE;
+    if (fuse_reply_open (req, fi) == -ENOENT)
       /* Interrupted: no release will come for it. */
-      pthread_mutex_lock (&fs->gen_lock);
-      h->gen->refs--;
-      pthread_mutex_unlock (&fs->gen_lock);
-      free (h);
-    }
+      handle_free (fs, h);
   }
   tree_done (fs);
 }
@@ -304,14 +354,8 @@ op_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void
 op_release (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-  struct fs *fs = fs_of (req);
-  struct handle *h = (struct handle *) (uintptr_t) fi->fh;
-
   (void) ino;
-  pthread_mutex_lock (&fs->gen_lock);
-  h->gen->refs--;
-  pthread_mutex_unlock (&fs->gen_lock);
-  free (h);
+  handle_free (fs_of (req), (struct handle *) (uintptr_t) fi->fh);
   fuse_reply_err (req, 0);
 }
 
@@ -376,6 +420,16 @@ read_buffer (size_t size)
   return tbuf;
 }
 
+/* A read of a small file made with the tree (MD5SUMS). */
+static void
+read_text (fuse_req_t req, const struct handle *h, size_t size, off_t off)
+{
+  if (off < 0 || (uint64_t) off >= h->text_len)
+    fuse_reply_buf (req, NULL, 0);
+  else
+    fuse_reply_buf (req, h->text + off, MIN (size, h->text_len - off));
+}
+
 static void
 op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
          struct fuse_file_info *fi)
@@ -388,6 +442,10 @@ op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   char *buf;
 
   (void) ino;
+  if (h->top == NULL) {
+    read_text (req, h, size, off);
+    return;
+  }
   fsize = layer_meta (h->top)->size;
   if ((uint64_t) off >= fsize) {
     fuse_reply_buf (req, NULL, 0);
@@ -412,6 +470,156 @@ op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     fetcher_keep_later (fetch, &later);
 }
 
+/* SEEK_DATA and SEEK_HOLE (the kernel answers the other whences
+ * itself), as lseek(2) says: the first data or hole at or after OFF,
+ * OFF itself when it is in one, the end of the file as the last hole,
+ * ENXIO from the end on.  Holes are whole 64 KiB blocks (holes.h). */
+static void
+op_lseek (fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+          struct fuse_file_info *fi)
+{
+  const struct handle *h = (const struct handle *) (uintptr_t) fi->fh;
+  uint64_t size, b;
+
+  (void) ino;
+  if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+    fuse_reply_err (req, EINVAL);
+    return;
+  }
+  size = h->top == NULL ? h->text_len : layer_meta (h->top)->size;
+  if (off < 0 || (uint64_t) off >= size) {
+    fuse_reply_err (req, ENXIO);
+    return;
+  }
+  if (h->top == NULL) {
+    fuse_reply_lseek (req, whence == SEEK_DATA ? (uint64_t) off : size);
+    return;
+  }
+  b = chain_next_extent (h->top, (uint64_t) off >> CHAIN_BLOCK_SHIFT,
+                         whence == SEEK_DATA);
+  if (b >= layer_nblocks (h->top)) {
+    if (whence == SEEK_DATA)
+      fuse_reply_err (req, ENXIO);
+    else
+      fuse_reply_lseek (req, size);
+    return;
+  }
+  fuse_reply_lseek (req, MAX ((uint64_t) off, b << CHAIN_BLOCK_SHIFT));
+}
+
+/* The extended attributes of an image, so that a script finds a point
+ * by what it is rather than by parsing its names. */
+static const char *const xattr_names[] = {
+  "user.cbtfs.snapshot", "user.cbtfs.vdi", "user.cbtfs.vm",
+  "user.cbtfs.vm-name", "user.cbtfs.time", "user.cbtfs.complete",
+};
+
+/* Whether image N has attribute I: not the VM's when its manifest
+ * names no VM. */
+static bool
+xattr_has (const struct node *n, size_t i)
+{
+  return n->kind == NODE_FILE && i < ARRAY_SIZE (xattr_names)
+    && !((i == 2 || i == 3) && layer_meta (n->top)->vm[0] == '\0');
+}
+
+/* Attribute I of image N, which has it, into *VALUE (malloc'd, caller
+ * frees).  0, or -1 on ENOMEM. */
+static int
+xattr_value (const struct node *n, size_t i, char **value)
+{
+  const struct layer_meta *m = layer_meta (n->top);
+  char t[32];
+
+  *value = NULL;
+  switch (i) {
+  case 0: *value = strdup (m->snapshot); break;
+  case 1: *value = strdup (m->disk); break;
+  case 2: *value = strdup (m->vm); break;
+  case 3: *value = strdup (m->vm_name ? m->vm_name : ""); break;
+  case 4:
+    catalog_time_name (m->time, t, sizeof t);
+    *value = strdup (t);
+    break;
+  case 5:
+    /* Whether every byte of the image is in the store now. */
+    *value = strdup (chain_readable_now (n->top) ? "1" : "0");
+    break;
+  }
+  return *value ? 0 : -1;
+}
+
+/* Reply with LEN bytes of BUF as getxattr and listxattr want: the
+ * length alone when SIZE is 0, ERANGE when SIZE is too small. */
+static void
+reply_xattr (fuse_req_t req, const char *buf, size_t len, size_t size)
+{
+  if (size == 0)
+    fuse_reply_xattr (req, len);
+  else if (size < len)
+    fuse_reply_err (req, ERANGE);
+  else
+    fuse_reply_buf (req, buf, len);
+}
+
+static void
+getxattr_of (fuse_req_t req, const struct node *n, const char *name,
+             size_t size)
+{
+  CLEANUP_FREE char *value = NULL;
+
+  if (n == NULL) {
+    fuse_reply_err (req, ENOENT);
+    return;
+  }
+  for (size_t i = 0; i < ARRAY_SIZE (xattr_names); i++)
+    if (strcmp (name, xattr_names[i]) == 0 && xattr_has (n, i)) {
+      if (xattr_value (n, i, &value) == -1)
+        fuse_reply_err (req, ENOMEM);
+      else
+        reply_xattr (req, value, strlen (value), size);
+      return;
+    }
+  fuse_reply_err (req, ENODATA);
+}
+
+static void
+op_getxattr (fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+  struct fs *fs = fs_of (req);
+
+  getxattr_of (req, tree_node (tree_use (fs), ino), name, size);
+  tree_done (fs);
+}
+
+static void
+listxattr_of (fuse_req_t req, const struct node *n, size_t size)
+{
+  char buf[256];
+  size_t len = 0;
+
+  if (n == NULL) {
+    fuse_reply_err (req, ENOENT);
+    return;
+  }
+  /* Each name with its NUL (all fit in BUF). */
+  for (size_t i = 0; i < ARRAY_SIZE (xattr_names); i++)
+    if (xattr_has (n, i)) {
+      memcpy (buf + len, xattr_names[i], strlen (xattr_names[i]) + 1);
+      len += strlen (xattr_names[i]) + 1;
+    }
+  reply_xattr (req, buf, len, size);
+}
+
+static void
+op_listxattr (fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+  struct fs *fs = fs_of (req);
+
+  listxattr_of (req, tree_node (tree_use (fs), ino), size);
+  tree_done (fs);
+}
+
 static const struct fuse_lowlevel_ops ops = {
   .init = op_init,
   .lookup = op_lookup,
@@ -422,6 +630,9 @@ static const struct fuse_lowlevel_ops ops = {
   .open = op_open,
   .read = op_read,
   .release = op_release,
+  .lseek = op_lseek,
+  .getxattr = op_getxattr,
+  .listxattr = op_listxattr,
 };
 
 /* Buffered readers send FUSE reads as big as the kernel's readahead

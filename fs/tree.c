@@ -10,6 +10,7 @@
 
 #include "../common/cleanup.h"
 #include "../common/error.h"
+#include "../engine/points.h"
 #include "tree.h"
 
 /* Grow *V (of *CAP elements of SIZE bytes) to hold at least N, doubling
@@ -86,6 +87,54 @@ mkdir_in (struct tree *t, uint64_t parent, const char *name, time_t mtime)
   if (ino == 0 || add_ent (t, parent, strdup (name), ino) == -1)
     return 0;
   return ino;
+}
+
+/* Add MD5SUMS to DDIR, D's folder under by-vm: "<md5>  <time>.img"
+ * for each point whose snapshot's VDI.checksum a check recorded
+ * (verdict.h), as md5sum -c reads it in that folder; its time is that
+ * of the newest line.  None when no point has one. */
+static int
+add_md5sums (struct tree *t, uint64_t ddir, const struct catalog_disk *d)
+{
+  struct verdicts vs;
+  char *text = NULL;
+  size_t len = 0;
+  time_t newest = 0;
+  FILE *f;
+  uint64_t ino;
+
+  engine_load_verdicts (d, &vs);
+  f = open_memstream (&text, &len);
+  if (f == NULL) {
+    verdicts_free (&vs);
+    return -1;
+  }
+  for (size_t k = 0; k < d->npoints; k++)
+    for (size_t i = 0; i < vs.n; i++)
+      if (vs.v[i].md5[0]
+          && strcmp (vs.v[i].snapshot,
+                     layer_meta (d->points[k].layer)->snapshot) == 0) {
+        fprintf (f, "%s  %s.img\n", vs.v[i].md5, d->points[k].name);
+        if (vs.v[i].md5_time > newest)
+          newest = vs.v[i].md5_time;
+      }
+  verdicts_free (&vs);
+  if (fclose (f) == EOF) {
+    free (text);
+    return -1;
+  }
+  if (len == 0) {
+    free (text);
+    return 0;
+  }
+  ino = add_node (t, NODE_TEXT, newest);
+  if (ino == 0) {
+    free (text);
+    return -1;
+  }
+  t->nodes[ino - 1].text = text;
+  t->nodes[ino - 1].text_len = len;
+  return add_ent (t, ddir, strdup ("MD5SUMS"), ino);
 }
 
 static time_t
@@ -184,7 +233,8 @@ build (struct tree *t, const struct catalog *cat)
         goto err;
       }
       t->nodes[link - 1].target = target;
-      if (add_ent (t, ddir, strdup ("latest"), link) == -1)
+      if (add_ent (t, ddir, strdup ("latest"), link) == -1
+          || add_md5sums (t, ddir, d) == -1)
         goto err;
     }
   }
@@ -283,6 +333,7 @@ tree_free (struct tree *t)
     free (n->ents);
     free (n->by_name);
     free (n->target);
+    free (n->text);
   }
   free (t->nodes);
   free (t->by_ino);
@@ -344,6 +395,10 @@ tree_diff (const struct tree *prev, const struct tree *next,
     else if (pn->kind == NODE_LINK
              && (strcmp (pn->target, nn->target) != 0
                  || pn->mtime != nn->mtime))
+      cb->inode (cb->opaque, pn->ino);
+    else if (pn->kind == NODE_TEXT
+             && (pn->text_len != nn->text_len || pn->mtime != nn->mtime
+                 || memcmp (pn->text, nn->text, pn->text_len) != 0))
       cb->inode (cb->opaque, pn->ino);
   }
 }

@@ -3,6 +3,8 @@
  *   /by-uuid/<disk uuid>/<snapshot uuid>.img
  *   /by-vm/<VM name>/<disk name>/<time>.img   (the same inode: 2 links)
  *   /by-vm/<VM name>/<disk name>/latest       -> <newest time>.img
+ *   /by-vm/<VM name>/<disk name>/MD5SUMS      the host's checksums of the
+ *                                             points checks compared
  *
  * Knows nothing of FUSE: inode numbers are plain integers (1 = root,
  * as FUSE wants).  A tree built again after the store changed keeps
@@ -21,7 +23,7 @@
 
 #include "../chain/catalog.h"
 
-enum node_kind { NODE_DIR = 1, NODE_FILE = 2, NODE_LINK = 3 };
+enum node_kind { NODE_DIR = 1, NODE_FILE = 2, NODE_LINK = 3, NODE_TEXT = 4 };
 
 struct dirent_ref {
   char *name;
@@ -35,6 +37,8 @@ struct node {
   time_t mtime;
   struct layer *top;            /* NODE_FILE: the point's newest layer */
   char *target;                 /* NODE_LINK */
+  char *text;                   /* NODE_TEXT: a small file's bytes */
+  size_t text_len;
   struct dirent_ref *ents;      /* NODE_DIR, in listing order; inos */
   size_t nents;
   size_t ents_cap;              /* allocated ents */
@@ -63,7 +67,8 @@ extern struct tree *tree_build (const struct catalog *cat,
 
 /* What a reader's caches must forget when NEXT replaces PREV (both
  * trees of tree_build): INODE (ino) for each folder whose listing or
- * attributes changed and each link whose target did, ENTRY (folder
+ * attributes changed, each link whose target did and each small file
+ * whose bytes did, ENTRY (folder
  * ino, name) for each name that is gone or names another inode now. */
 struct tree_changes {
   void (*inode) (void *opaque, uint64_t ino);

@@ -16,6 +16,8 @@ pkgs="build-essential pkg-config
       nbdkit libnbd-bin python3-libnbd qemu-utils curl
       openssl e2fsprogs util-linux kmod python3 ca-certificates
       valgrind clang fio eatmydata"
+# getfattr (test-images reads the images' extended attributes as users do)
+pkgs="$pkgs attr"
 
 missing=
 for p in $pkgs; do

@@ -249,6 +249,7 @@ def reader_direction(s, env):
     check(sorted(os.listdir(os.path.join(store, "disks"))) == sorted(vdis.values()),
           "disks/ holds %s" % os.listdir(os.path.join(store, "disks")))
     ls = {d["uuid"]: d for d in env.ls_json(store)["disks"]}
+    host_md5 = {}
 
     for k, vdi in vdis.items():
         folder = os.path.join(store, "disks", vdi)
@@ -279,6 +280,12 @@ def reader_direction(s, env):
               "%s/verified: %r" % (k, good))
         check(started <= good[0][1] <= finished, "verified time %d not in "
               "[%d, %d]" % (good[0][1], started, finished))
+        # ... and the host's checksum it compared with (below: it is the
+        # md5 of the disk at that point).
+        md5s = sf.parse_md5s(vb)
+        check(list(md5s) == [snaps[k][3]], "%s/verified: md5 lines %r"
+              % (k, md5s))
+        host_md5.update(md5s)
         check(ls[vdi]["points"][3]["verdict"] == "match", "ls: %s"
               % ls[vdi]["points"][3])
 
@@ -296,6 +303,11 @@ def reader_direction(s, env):
             check(mine == sha_prefix(copy, sz), "%s (%s, backup %d): the image "
                   "rebuilt from the layers differs from the disk"
                   % (snap, k, expect[snap]["n"]))
+            if snap in host_md5:
+                with open(copy, "rb") as f:
+                    md5 = hashlib.md5(f.read(sz).ljust(sz, b"\0")).hexdigest()
+                check(host_md5[snap][0] == md5, "%s: the recorded md5 is not "
+                      "the disk's" % snap)
             check(cb.sha256(served) == mine, "%s: the mount serves another "
                   "image than the layers make" % snap)
     cb.unmount(mnt)

@@ -153,7 +153,12 @@ store_note_append (struct store *s, const char *disk, const char *note,
 {
   if (check_name ("disk", disk) == -1 || check_note (note) == -1)
     return -1;
-  return s->be->note_append (s, disk, note, rec, len, durable);
+  if (s->be->note_append (s, disk, note, rec, len, durable) == -1)
+    return -1;
+  /* A mount shows the host's checksums that checks record (MD5SUMS). */
+  if (strcmp (note, "verified") == 0)
+    s->be->changed (s);
+  return 0;
 }
 
 int

@@ -133,8 +133,9 @@ struct store_backend {
   void (*blocks_drop) (struct store_layer *h, uint64_t first, uint64_t n);
   void (*writer_close) (struct store_layer *h);
   int (*generation) (struct store *s, uint64_t *gen);
-  /* Tell readers that the layers changed (made, replaced, removed):
-   * store.c calls it after each; best effort. */
+  /* Tell readers that what a mount shows changed (a layer made,
+   * replaced, removed; a verified note appended): store.c calls it
+   * after each; best effort. */
   void (*changed) (struct store *s);
 };
 
@@ -194,8 +195,8 @@ extern int store_owner (struct store *s, uid_t *uid, gid_t *gid,
   __attribute__ ((__nonnull__ (1, 2, 3, 4)));
 
 /* Into *GEN, a number that changes whenever a writer has made,
- * replaced or removed a layer of S since: a mount polls it to follow
- * the store.  A change a writer made just before it died may go unseen
+ * replaced or removed a layer of S since, or appended to a disk's
+ * `verified` note: a mount polls it to follow the store.  A change a writer made just before it died may go unseen
  * until the next one.  0 or -1 with err_*. */
 extern int store_generation (struct store *s, uint64_t *gen)
   __attribute__ ((__nonnull__ (1, 2)));

@@ -349,25 +349,41 @@ def format_verified(snapshot, when, verdict):
     return body + (" %s\n" % hex16(xxh3_64(body))).encode()
 
 
-def parse_verified(b):
-    """(good, ignored): the lines whose check matches, as (snapshot,
-    time, verdict) in order, and the raw lines ignored (a check that
-    fails, or a last line without its newline)."""
+def _verified_lines(b):
+    """(good, ignored): the good lines of a `verified` note as
+    (snapshot, time, word), and the raw lines ignored."""
     good, ignored = [], []
     lines = b.split(b"\n")
     tail = lines.pop()                  # "" when the file ends with \n
     if tail:
         ignored.append(tail)
     for line in lines:
-        m = re.match(rb"^([0-9a-fA-F-]{36}) ([0-9]+) ([a-z]+) ([0-9a-fA-F]{16})$",
+        m = re.match(rb"^([0-9a-fA-F-]{36}) ([0-9]+) ([a-z0-9:]+) ([0-9a-fA-F]{16})$",
                      line)
+        w = m.group(3).decode() if m else ""
         if not m or int(m.group(4), 16) != xxh3_64(line[:-17]) \
                 or not is_uuid(m.group(1).decode()) \
-                or m.group(3).decode() not in VERDICTS:
+                or not (w in VERDICTS or re.match(r"^md5:[0-9a-f]{32}$", w)):
             ignored.append(line)
             continue
-        good.append((m.group(1).decode(), int(m.group(2)), m.group(3).decode()))
+        good.append((m.group(1).decode(), int(m.group(2)), w))
     return good, ignored
+
+
+def parse_verified(b):
+    """(good, ignored): the verdict lines whose check matches, as
+    (snapshot, time, verdict) in order, and the raw lines ignored (a
+    check that fails, or a last line without its newline).  Lines
+    recording the host's checksum are neither: see parse_md5s."""
+    good, ignored = _verified_lines(b)
+    return [g for g in good if g[2] in VERDICTS], ignored
+
+
+def parse_md5s(b):
+    """{snapshot: (md5, time)}: the newest good `md5:` line about each
+    (the host's VDI.checksum a check compared the image with)."""
+    return {snap: (w[4:], t) for snap, t, w in _verified_lines(b)[0]
+            if w.startswith("md5:")}
 
 
 def verdicts(b):

@@ -1055,6 +1055,43 @@ test_verdicts (void)
   CHECK (verdicts_of (&vs, other) == VERDICT_MATCH);
   verdicts_free (&vs);
   CHECK (verdict_record (s, DISK, "not-a-uuid", VERDICT_MATCH) == -1);
+  /* The host's checksums: kept beside the verdicts, the newest wins,
+   * and a snapshot may have one without a verdict. */
+  {
+    const char *third = "33333333-3333-3333-3333-333333333333";
+    CHECK (verdict_record_md5 (s, DISK, SNAP,
+                               "0123456789ABCDEF0123456789abcdef") == 0);
+    CHECK (verdict_record_md5 (s, DISK, third,
+                               "00000000000000000000000000000001") == 0);
+    CHECK (verdict_record_md5 (s, DISK, third,
+                               "ffffffffffffffffffffffffffffffff") == 0);
+    CHECK_FAILS (verdict_record_md5 (s, DISK, third, "abc"), EINVAL, "md5");
+    CHECK_FAILS (verdict_record_md5 (s, DISK, third,
+                                     "0123456789abcdef0123456789abcdeg"),
+                 EINVAL, "md5");
+    CHECK (verdicts_load (s, DISK, &vs) == 0 && vs.n == 3);
+    CHECK (verdicts_of (&vs, SNAP) == VERDICT_ACCEPTED);
+    CHECK (verdicts_of (&vs, third) == VERDICT_NONE);
+    for (size_t i = 0; i < vs.n; i++) {
+      const struct verdict_entry *e = &vs.v[i];
+      if (strcmp (e->snapshot, SNAP) == 0)
+        CHECK (strcmp (e->md5, "0123456789abcdef0123456789abcdef") == 0
+               && e->md5_time > 0);
+      else if (strcmp (e->snapshot, third) == 0)
+        CHECK (strcmp (e->md5, "ffffffffffffffffffffffffffffffff") == 0);
+      else
+        CHECK (e->md5[0] == '\0' && e->v == VERDICT_MATCH);
+    }
+    verdicts_free (&vs);
+    /* A verdict after the checksum leaves the checksum. */
+    CHECK (verdict_record (s, DISK, third, VERDICT_DIFFERS) == 0);
+    CHECK (verdicts_load (s, DISK, &vs) == 0 && vs.n == 3);
+    CHECK (verdicts_of (&vs, third) == VERDICT_DIFFERS);
+    for (size_t i = 0; i < vs.n; i++)
+      if (strcmp (vs.v[i].snapshot, third) == 0)
+        CHECK (strcmp (vs.v[i].md5, "ffffffffffffffffffffffffffffffff") == 0);
+    verdicts_free (&vs);
+  }
   free (path);
   free (spath);
   free (ddir);

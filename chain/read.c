@@ -195,6 +195,32 @@ chain_readable (struct layer *top)
   return true;
 }
 
+/* Whether block B of TOP reads as zeros without being read. */
+static bool
+block_zero (struct layer *top, uint64_t b)
+{
+  bool broken;
+  struct layer *l = chain_resolve (top, b, &broken);
+
+  if (broken)
+    return false;               /* a read fails; say nothing more */
+  return l == NULL || layer_block_state (l, b) == LAYER_ZERO;
+}
+
+uint64_t
+chain_extent (struct layer *top, uint64_t b, uint64_t max, bool *zero)
+{
+  uint64_t n = layer_nblocks (top), k;
+
+  if (b >= n || max == 0)
+    return 0;
+  max = MIN (max, n - b);
+  *zero = block_zero (top, b);
+  for (k = 1; k < max && block_zero (top, b + k) == *zero; k++)
+    ;
+  return k;
+}
+
 /* How many blocks, from B on and at most MAX, the point TOP takes from
  * layer L while L is missing them: one fetch for the whole run. */
 static unsigned

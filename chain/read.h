@@ -31,6 +31,17 @@ extern struct layer *chain_resolve (struct layer *top, uint64_t b,
 extern bool chain_readable (struct layer *top)
   __attribute__ ((__nonnull__ (1)));
 
+/* How blocks from B on read, without reading them: returns how many
+ * (at least 1, at most MAX) read alike, and sets *ZERO when they read
+ * as zeros because no layer of TOP's chain holds them or the layer
+ * that does holds them as zeros (the store keeps nothing for either),
+ * or clears it when they hold data or cannot be known without a read
+ * (not stored yet, a broken chain).  0 when B is past the point's
+ * last block or MAX is 0.  Loads the layers it needs; never fails. */
+extern uint64_t chain_extent (struct layer *top, uint64_t b, uint64_t max,
+                              bool *zero)
+  __attribute__ ((__nonnull__ (1, 4)));
+
 /* Read COUNT bytes at OFFSET of the point TOP into BUF; the range must
  * lie within top->meta.size.  Every stored block is checked against its
  * checksum first.  Blocks not stored are fetched through FETCH, if not

@@ -36,6 +36,10 @@ ENGINE_SRC = engine/session.c engine/snapshot.c engine/points.c \
              engine/fetch.c engine/verify.c engine/hostclean.c \
              engine/retention.c engine/prune.c engine/prune-run.c engine/forget.c
 FS_SRC     = fs/tree.c fs/fs.c
+# The nbdkit plugin (`cbtfs serve`): the core again, compiled -fPIC.
+PLUGIN_SRC = fs/nbdkit/plugin.c engine/session.c engine/targets.c \
+             engine/points.c engine/snapshot.c $(CHAIN_SRC) $(XAPI_SRC) $(COMMON_SRC)
+PLUGIN     = $(BUILD)/nbdkit-cbtfs-plugin.so
 CLI_SRC    = cli/main.c cli/server.c cli/backup.c cli/mount.c cli/ls.c \
              cli/fetch.c cli/verify.c cli/prune.c cli/forget.c
 
@@ -46,6 +50,7 @@ CHAIN_OBJ  = $(call obj,$(CHAIN_SRC))
 ENGINE_OBJ = $(call obj,$(ENGINE_SRC))
 FS_OBJ     = $(call obj,$(FS_SRC))
 CLI_OBJ    = $(call obj,$(CLI_SRC))
+PLUGIN_OBJ = $(patsubst %.c,$(BUILD)/pic/%.o,$(PLUGIN_SRC))
 
 UNIT_TESTS = test-xmlrpc test-bitmap test-store test-store-backend \
              test-resolve test-fold test-vhd \
@@ -67,7 +72,7 @@ DEPS_STAMP = $(BUILD)/.deps-ok
         check-crash fuzz demo bench clean
 .DEFAULT_GOAL := all
 
-all: cbtfs
+all: cbtfs $(PLUGIN)
 
 # Install missing packages once per checkout (and when the list changes).
 $(DEPS_STAMP): scripts/install-deps.sh
@@ -85,6 +90,19 @@ $(BUILD)/cbtfs: $(CLI_OBJ) $(FS_OBJ) $(ENGINE_OBJ) $(CHAIN_OBJ) $(XAPI_OBJ) $(CO
 
 cbtfs: $(BUILD)/cbtfs
 	cp $< $@
+
+$(BUILD)/pic/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fPIC -MMD -MP -c $< -o $@
+
+# Exports plugin_init alone, so that nothing of ours can bind to (or be
+# bound by) a symbol of nbdkit's.  nbdkit_* come from nbdkit at load,
+# so the linker cannot tell what is missing: nbdkit loading it can.
+$(PLUGIN): $(PLUGIN_OBJ) fs/nbdkit/plugin.syms
+	$(CC) $(ALL_LDFLAGS) -shared -Wl,--version-script=fs/nbdkit/plugin.syms \
+	  $(PLUGIN_OBJ) $(CHAIN_LIBS) $(XAPI_LIBS) -o $@.tmp
+	nbdkit --dump-plugin $(abspath $@.tmp) >/dev/null
+	mv $@.tmp $@
 
 # Unit tests link only the modules they test: chain/ builds without FUSE.
 $(BUILD)/tests/test-xmlrpc: $(BUILD)/tests/unit/test-xmlrpc.o $(XAPI_OBJ) $(COMMON_OBJ)
@@ -212,6 +230,7 @@ bench: all $(BUILD)/tests/mkchain
 
 clean:
 	rm -rf build/asan build/fuzz $(BUILD)/cbtfs $(BUILD)/common $(BUILD)/xapi \
-	  $(BUILD)/chain $(BUILD)/engine $(BUILD)/fs $(BUILD)/cli $(BUILD)/tests cbtfs
+	  $(BUILD)/chain $(BUILD)/engine $(BUILD)/fs $(BUILD)/cli $(BUILD)/tests cbtfs \
+	  $(BUILD)/pic $(PLUGIN)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

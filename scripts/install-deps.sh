@@ -16,6 +16,8 @@ pkgs="build-essential pkg-config
       nbdkit libnbd-bin python3-libnbd qemu-utils curl
       openssl e2fsprogs util-linux kmod python3 ca-certificates
       valgrind clang fio eatmydata"
+# cbtfs serve: the nbdkit plugin builds against nbdkit-plugin.h.
+pkgs="$pkgs nbdkit-plugin-dev"
 
 missing=
 for p in $pkgs; do

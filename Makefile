@@ -41,7 +41,7 @@ PLUGIN_SRC = fs/nbdkit/plugin.c engine/session.c engine/targets.c \
              engine/points.c engine/snapshot.c $(CHAIN_SRC) $(XAPI_SRC) $(COMMON_SRC)
 PLUGIN     = $(BUILD)/nbdkit-cbtfs-plugin.so
 CLI_SRC    = cli/main.c cli/server.c cli/backup.c cli/mount.c cli/ls.c \
-             cli/fetch.c cli/verify.c cli/prune.c cli/forget.c
+             cli/fetch.c cli/verify.c cli/prune.c cli/forget.c cli/serve.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 COMMON_OBJ = $(call obj,$(COMMON_SRC))

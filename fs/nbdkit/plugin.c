@@ -1,7 +1,7 @@
 /* cbtfs: points in time as NBD exports, an nbdkit plugin
  * (nbdkit-cbtfs-plugin.so; `cbtfs serve` runs nbdkit with it).
  *
- *   nbdkit -r nbdkit-cbtfs-plugin.so store=DIR [point=SNAPSHOT]...
+ *   nbdkit -r nbdkit-cbtfs-plugin.so store=DIR [point=POINT]...
  *          [server=URL [user=U] password-file=F [ca-file=PEM] [timeout=S]]
  *
  * Each point is an export named by its snapshot uuid (described by its
@@ -180,7 +180,7 @@ make_exports (void)
   }
   for (size_t i = 0; i < cp.npoints; i++) {
     struct catalog_disk *d;
-    struct catalog_point *p = catalog_find (cp.cat, cp.points[i], &d);
+    struct catalog_point *p = engine_point_find (cp.cat, cp.points[i], &d);
     if (p == NULL) {
       nbdkit_error ("no point %s in the store %s", cp.points[i], cp.store);
       return -1;
@@ -420,7 +420,8 @@ static struct nbdkit_plugin plugin = {
   .config_complete = cp_config_complete,
   .config_help =
     "store=DIR            (required) the cbtfs store\n"
-    "point=SNAPSHOT       a point to serve (repeatable; default: all)\n"
+    "point=POINT          a snapshot uuid or a path in the tree such as\n"
+    "                     by-vm/VM/DISK/latest (repeatable; default: all)\n"
     "server=URL           fetch blocks the store lacks from this XAPI\n"
     "user=USER            (default root)\n"
     "password-file=FILE   XAPI password, first line\n"

@@ -261,8 +261,9 @@ preload (const char *plugin)
              plugin);
     return -1;
   }
-  if (asprintf (&v, "%s%s%s", plugin, old && old[0] ? " " : "",
-                old ? old : "") == -1) {
+  /* After what was there: a sanitizer's runtime must stay first. */
+  if (asprintf (&v, "%s%s%s", old ? old : "", old && old[0] ? " " : "",
+                plugin) == -1) {
     v = NULL;
     err_set (ENOMEM, "out of memory");
     return -1;

@@ -206,7 +206,8 @@ def main():
         ex = exports(unix_uri(sock))
         check(ex == {p2["snapshot"]: "by-vm/web/root/%s.img" % p2["name"]},
               "exports: %r" % ex)
-        check(sv.stop() == 0, "serve exited non-zero: %s" % sv.log())
+        rc = sv.stop()
+        check(rc == 0, "serve exited %d: %s" % (rc, sv.log()))
 
         # The first point by uuid, over TCP on loopback.
         port = free_port()
@@ -216,7 +217,8 @@ def main():
         compare(tcp, img1)
         got = nbd_map(tcp)
         check(got == zero_runs(g1, SIZE), "map of point 1: %r" % got)
-        check(sv.stop() == 0, "serve exited non-zero: %s" % sv.log())
+        rc = sv.stop()
+        check(rc == 0, "serve exited %d: %s" % (rc, sv.log()))
 
         # Several points: exports named by uuid, no default export.
         sock = env.path("s2.sock")
@@ -283,7 +285,8 @@ def main():
         sock = env.path("s3.sock")
         sv = Server(env, [store, "by-vm/lazy/d/latest", "--unix", sock] + srv)
         compare(unix_uri(sock), lguest, sv)
-        check(sv.stop() == 0, "serve exited non-zero: %s" % sv.log())
+        rc = sv.stop()
+        check(rc == 0, "serve exited %d: %s" % (rc, sv.log()))
         lp = [d for d in env.ls_json(store)["disks"]
               if d["uuid"] == lvdi][0]["points"][0]
         check(lp["present_blocks"] == 8 * MiB // BLOCK,
@@ -335,7 +338,8 @@ def main():
         refused(["nbdinfo", "nbd://127.0.0.1:%d" % port], "a plain client")
         refused(["nbdinfo", "nbds://127.0.0.1:%d/?tls-certificates=%s"
                  % (port, other)], "a client trusting another CA")
-        check(sv.stop() == 0, "serve exited non-zero: %s" % sv.log())
+        rc = sv.stop()
+        check(rc == 0, "serve exited %d: %s" % (rc, sv.log()))
 
         # A block that fails its checksum is an error, never data.
         cb.unmount(mnt)

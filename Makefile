@@ -36,8 +36,12 @@ ENGINE_SRC = engine/session.c engine/snapshot.c engine/points.c \
              engine/fetch.c engine/verify.c engine/hostclean.c \
              engine/retention.c engine/prune.c engine/prune-run.c engine/forget.c
 FS_SRC     = fs/tree.c fs/fs.c
+# The nbdkit plugin (`cbtfs serve`): the core again, compiled -fPIC.
+PLUGIN_SRC = serve/plugin.c engine/session.c engine/targets.c \
+             engine/points.c engine/snapshot.c $(CHAIN_SRC) $(XAPI_SRC) $(COMMON_SRC)
+PLUGIN     = $(BUILD)/nbdkit-cbtfs-plugin.so
 CLI_SRC    = cli/main.c cli/server.c cli/backup.c cli/mount.c cli/ls.c \
-             cli/fetch.c cli/verify.c cli/prune.c cli/forget.c
+             cli/fetch.c cli/verify.c cli/prune.c cli/forget.c cli/serve.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 COMMON_OBJ = $(call obj,$(COMMON_SRC))
@@ -46,6 +50,7 @@ CHAIN_OBJ  = $(call obj,$(CHAIN_SRC))
 ENGINE_OBJ = $(call obj,$(ENGINE_SRC))
 FS_OBJ     = $(call obj,$(FS_SRC))
 CLI_OBJ    = $(call obj,$(CLI_SRC))
+PLUGIN_OBJ = $(patsubst %.c,$(BUILD)/pic/%.o,$(PLUGIN_SRC))
 
 UNIT_TESTS = test-xmlrpc test-bitmap test-store test-store-backend \
              test-resolve test-holes test-fold test-vhd \
@@ -67,7 +72,7 @@ DEPS_STAMP = $(BUILD)/.deps-ok
         check-crash fuzz demo bench clean
 .DEFAULT_GOAL := all
 
-all: cbtfs
+all: cbtfs $(PLUGIN)
 
 # Install missing packages once per checkout (and when the list changes).
 $(DEPS_STAMP): scripts/install-deps.sh
@@ -85,6 +90,21 @@ $(BUILD)/cbtfs: $(CLI_OBJ) $(FS_OBJ) $(ENGINE_OBJ) $(CHAIN_OBJ) $(XAPI_OBJ) $(CO
 
 cbtfs: $(BUILD)/cbtfs
 	cp $< $@
+
+$(BUILD)/pic/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fPIC -MMD -MP -c $< -o $@
+
+# Exports plugin_init alone, so that nothing of ours can bind to (or be
+# bound by) a symbol of nbdkit's.  nbdkit_* come from nbdkit at load,
+# so the linker cannot tell what is missing: nbdkit loading it can (a
+# sanitizer's runtime, which the plugin of such a build needs, then
+# comes late, as it does not with cbtfs serve under LD_PRELOAD).
+$(PLUGIN): $(PLUGIN_OBJ) serve/plugin.syms
+	$(CC) $(ALL_LDFLAGS) -shared -Wl,--version-script=serve/plugin.syms \
+	  $(PLUGIN_OBJ) $(CHAIN_LIBS) $(XAPI_LIBS) -o $@.tmp
+	ASAN_OPTIONS=verify_asan_link_order=0 nbdkit --dump-plugin $(abspath $@.tmp) >/dev/null
+	mv $@.tmp $@
 
 # Unit tests link only the modules they test: chain/ builds without FUSE.
 $(BUILD)/tests/test-xmlrpc: $(BUILD)/tests/unit/test-xmlrpc.o $(XAPI_OBJ) $(COMMON_OBJ)
@@ -173,7 +193,7 @@ fuzz: deps
 	  $(addprefix build/fuzz/tests/,$(FUZZ_TARGETS))
 	./tests/fuzz/run build/fuzz/tests $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
-check-e2e: $(BUILD)/cbtfs
+check-e2e: $(BUILD)/cbtfs $(PLUGIN)
 	CBTFS=$(abspath $(BUILD)/cbtfs) PYTHON=$(PYTHON) ./tests/run
 
 check-valgrind: $(UNIT_BINS)
@@ -188,8 +208,10 @@ check-crash: $(BUILD)/cbtfs
 	  TESTS="tests/test-crash-loop.py tests/test-prune-crash.py" ./tests/run
 
 # The whole suite again, built with AddressSanitizer and UBSan.
+# nbdkit (not built with ASan) loads the ASan plugin of cbtfs serve:
+# ASan's runtime then cannot come first, as it would insist.
 check-asan: deps
-	$(MAKE) BUILD=build/asan CC=gcc CFLAGS="-O1 -g" \
+	ASAN_OPTIONS=verify_asan_link_order=0 $(MAKE) BUILD=build/asan CC=gcc CFLAGS="-O1 -g" \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  check-unit check-e2e
 
@@ -217,6 +239,7 @@ bench: all $(BUILD)/tests/mkchain
 
 clean:
 	rm -rf build/asan build/fuzz $(BUILD)/cbtfs $(BUILD)/common $(BUILD)/xapi \
-	  $(BUILD)/chain $(BUILD)/engine $(BUILD)/fs $(BUILD)/cli $(BUILD)/tests cbtfs
+	  $(BUILD)/chain $(BUILD)/engine $(BUILD)/fs $(BUILD)/cli $(BUILD)/tests cbtfs \
+	  $(BUILD)/pic $(PLUGIN)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -14,6 +14,7 @@ extern int cmd_fetch (int argc, char **argv);
 extern int cmd_verify (int argc, char **argv);
 extern int cmd_prune (int argc, char **argv);
 extern int cmd_forget (int argc, char **argv);
+extern int cmd_serve (int argc, char **argv);
 
 #define CLI_SERVER_OPTS_INIT { .user = "root", .timeout = 60 }
 
@@ -29,6 +30,14 @@ extern int cmd_forget (int argc, char **argv);
  * was one of them, 0 if not, -1 (after printing why) for a bad value. */
 extern int cli_server_option (struct engine_server *so, int c,
                               const char *arg);
+
+/* Log in once with CREDS before serving for long (a mount, a serve),
+ * so that a wrong password or an untrusted certificate stops it with
+ * one clear line: -1 with err_* then.  A host that is merely
+ * unreachable now is only a warning (0): blocks the store lacks fail
+ * with EIO until it can be reached. */
+extern int cli_check_server (const struct engine_creds *creds)
+  __attribute__ ((__nonnull__ (1)));
 
 /* Print S to stdout as a JSON string: quotes, backslashes and control
  * bytes escaped (names may hold any byte XenServer allowed but NUL). */

@@ -21,6 +21,7 @@ static const struct {
   { "verify", cmd_verify },
   { "prune", cmd_prune },
   { "forget", cmd_forget },
+  { "serve", cmd_serve },
 };
 
 int
@@ -111,6 +112,14 @@ cli_usage (const char *sub)
       "    backed up, and with --server their snapshots on the host (refused\n"
       "    while the VM or disk still exists there).  Without --yes it says\n"
       "    what it would remove." },
+    { "serve", "cbtfs serve STORE [POINT]... [--listen ADDRESS:PORT | --unix PATH]\n"
+      "             [--tls-certificates DIR] [--pidfile FILE]\n"
+      "             [--server URL [--user USER] --password-file FILE [--ca-file PEM]]\n"
+      "    Serves points read-only over NBD (nbdkit), in the foreground.  POINT:\n"
+      "    a snapshot uuid or a path in the tree (by-vm/VM/DISK/latest); each is\n"
+      "    an export named by its snapshot uuid, one alone also the default\n"
+      "    export; no POINT serves every point.  Default 127.0.0.1:10809; any\n"
+      "    other than a loopback address needs --tls-certificates." },
   };
   fprintf (stderr, "usage:\n");
   for (size_t i = 0; i < sizeof text / sizeof text[0]; i++)
@@ -147,6 +156,6 @@ main (int argc, char **argv)
     if (strcmp (argv[1], commands[i].name) == 0)
       return commands[i].fn (argc - 1, argv + 1);
   log_error ("unknown command '%s' (try: backup, mount, ls, fetch, "
-             "verify, prune, forget)", argv[1]);
+             "verify, prune, forget, serve)", argv[1]);
   return 2;
 }

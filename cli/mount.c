@@ -28,25 +28,6 @@
 #include "../engine/targets.h"
 #include "cli.h"
 
-/* Try the server once before detaching, so a wrong password or an
- * untrusted certificate stops the mount with one clear line; a host
- * that is merely unreachable now is only a warning. */
-static int
-check_server (const struct engine_creds *creds)
-{
-  xapi_session *xs = engine_login (creds);
-
-  if (xs) {
-    xapi_logout (xs);
-    return 0;
-  }
-  if (errno == EACCES || errno == EINVAL || errno == ENOENT)
-    return -1;
-  log_warn ("%s; blocks not in the store will fail with EIO until the host "
-            "can be reached", err_get ());
-  return 0;
-}
-
 /* Refuse a mount point that is not a directory, in our words rather
  * than libfuse's. */
 static int
@@ -143,7 +124,7 @@ cmd_mount (int argc, char **argv)
   if (so.server) {
     if (xapi_global_init () == -1
         || (creds = engine_creds_new (&so)) == NULL
-        || check_server (creds) == -1
+        || cli_check_server (creds) == -1
         || (targets = engine_targets_new_lazy (creds)) == NULL) {
       engine_creds_free (creds);
       return cli_fail ();

@@ -1,8 +1,27 @@
 /* cbtfs: the options every XAPI-using command shares. */
+#include <errno.h>
 #include <stdlib.h>
 
+#include "../common/error.h"
 #include "../common/log.h"
+#include "../xapi/api.h"
 #include "cli.h"
+
+int
+cli_check_server (const struct engine_creds *creds)
+{
+  xapi_session *xs = engine_login (creds);
+
+  if (xs) {
+    xapi_logout (xs);
+    return 0;
+  }
+  if (errno == EACCES || errno == EINVAL || errno == ENOENT)
+    return -1;
+  log_warn ("%s; blocks not in the store will fail with EIO until the host "
+            "can be reached", err_get ());
+  return 0;
+}
 
 int
 cli_server_option (struct engine_server *so, int c, const char *arg)

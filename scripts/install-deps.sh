@@ -18,6 +18,8 @@ pkgs="build-essential pkg-config
       valgrind clang fio eatmydata"
 # getfattr (test-images reads the images' extended attributes as users do)
 pkgs="$pkgs attr"
+# cbtfs serve: the nbdkit plugin builds against nbdkit-plugin.h.
+pkgs="$pkgs nbdkit-plugin-dev"
 
 missing=
 for p in $pkgs; do

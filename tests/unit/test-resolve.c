@@ -10,6 +10,7 @@
 #include "chain/catalog.h"
 #include "chain/layer-impl.h"
 #include "chain/layer.h"
+#include "chain/holes.h"
 #include "chain/read.h"
 #include "chain/store/store.h"
 #include "common/error.h"
@@ -109,6 +110,46 @@ expect_block (const struct lspec *ls, size_t n, uint64_t b, uint8_t *out)
   memset (out, 0, BS);
 }
 
+/* The run from block B of TOP (at most MAX blocks) that holes.h says
+ * reads alike, as block status asks: *ZERO when it is holes.  0 past
+ * the end or for MAX 0. */
+static uint64_t
+extent (struct layer *top, uint64_t b, uint64_t max, bool *zero)
+{
+  uint64_t d, next;
+
+  if (b >= layer_nblocks (top) || max == 0)
+    return 0;
+  d = chain_next_extent (top, b, true);
+  *zero = d != b;
+  next = *zero ? d : chain_next_extent (top, b, false);
+  return MIN (next - b, max);
+}
+
+/* extent over point TOP (NB blocks, expected to read as WANT): maximal
+ * runs that tile the point, zero exactly where WANT's block is all
+ * zeros. */
+static void
+check_extents (struct layer *top, const uint8_t *want, uint64_t nb)
+{
+  static const uint8_t zeros[BS];
+  uint64_t b = 0, k;
+  bool zero;
+
+  while (b < nb) {
+    k = extent (top, b, nb + 7, &zero);
+    CHECK (k >= 1 && b + k <= nb);
+    for (uint64_t i = b; i < b + k; i++)
+      CHECK ((memcmp (want + i * BS, zeros, BS) == 0) == zero);
+    if (b + k < nb)
+      CHECK ((memcmp (want + (b + k) * BS, zeros, BS) == 0) != zero);
+    b += k;
+  }
+  CHECK (extent (top, nb, 5, &zero) == 0);
+  CHECK (extent (top, 0, 0, &zero) == 0);
+  CHECK (extent (top, 0, 1, &zero) == 1);
+}
+
 static struct layer *
 find_point (const struct catalog *c, unsigned id)
 {
@@ -153,6 +194,7 @@ test_resolution (void)
       /* Unaligned ranges spanning blocks read the same bytes. */
       CHECK (chain_read (top, got, 3 * BS + 17, BS - 5, NULL) == 0);
       CHECK (memcmp (got, want + BS - 5, 3 * BS + 17) == 0);
+      check_extents (top, want, ls[p].nblocks);
     }
     top = find_point (c, 103);
     CHECK (chain_resolve (top, 3, &broken) == top && !broken);
@@ -204,6 +246,7 @@ test_deep_chain (void)
       CHECK (memcmp (got, want, ls[p].nblocks * BS) == 0);
       CHECK (chain_read (top, got, 3 * BS + 100, 7 * BS - 50, NULL) == 0);
       CHECK (memcmp (got, want + 7 * BS - 50, 3 * BS + 100) == 0);
+      check_extents (top, want, ls[p].nblocks);
     }
     catalog_free (c);
   }
@@ -248,6 +291,7 @@ test_incomplete_and_missing_parent (void)
   struct catalog *c;
   uint8_t *buf = malloc (4 * BS);
   struct layer *top;
+  bool zero;
 
   /* Disk 2: an incomplete baseline (last block missing). */
   layer_close (make_layer (2, 201, 0, 201, 1, 1000, 4, NULL, 0, "vm2", 8, "x", "0", false));
@@ -259,10 +303,15 @@ test_incomplete_and_missing_parent (void)
     top = find_point (c, 201);
     CHECK (chain_read (top, buf, 3 * BS, 0, NULL) == 0);
     CHECK_FAILS (chain_read (top, buf, 512, 3 * BS, NULL), EIO, "incomplete");
+    /* Not stored yet: data as far as anyone can tell without the host. */
+    CHECK (extent (top, 3, 1, &zero) == 1 && !zero);
+    CHECK (extent (top, 2, 1, &zero) == 1 && zero);
     top = find_point (c, 302);
     CHECK (top->parent_missing);
     CHECK (chain_read (top, buf, BS, 0, NULL) == 0);
     CHECK_FAILS (chain_read (top, buf, BS, BS, NULL), EIO, "missing from the store");
+    /* Unknowable blocks are not claimed to be zeros. */
+    CHECK (extent (top, 1, 3, &zero) == 3 && !zero);
     catalog_free (c);
   }
   free (buf);

@@ -16,7 +16,9 @@
  * point's data.  The watcher frees a replaced generation once no image
  * holds it.  Reads go to chain_read, which is reentrant (layers lock
  * themselves; each fetcher has its own lock and flusher thread, started
- * on first use).  fs.log_lock only guards the repeated-error filter.
+ * on first use); a read that fails through a replaced generation is
+ * tried once more through the current one (read_again, holding a ref
+ * on it meanwhile).  fs.log_lock only guards the repeated-error filter.
  */
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
@@ -430,14 +432,49 @@ read_text (fuse_req_t req, const struct handle *h, size_t size, off_t off)
     fuse_reply_buf (req, h->text + off, MIN (size, h->text_len - off));
 }
 
+/* A read through H's generation failed: if the store has changed since
+ * H was opened (a prune replaced or removed layers its chain read
+ * from, which it had not opened yet), read the same point through the
+ * generation shown now, which has it whole if it is still there.  A
+ * point never changes, so either gives its bytes.  0, or -1 with err_*
+ * (the first failure's when there is nothing newer to try). */
+static int
+read_again (struct fs *fs, const struct handle *h, char *buf, size_t size,
+            off_t off)
+{
+  struct catalog_point *p;
+  struct gen *g;
+  int r;
+
+  tree_use (fs);
+  g = fs->cur;
+  if (g != h->gen) {
+    pthread_mutex_lock (&fs->gen_lock);
+    g->refs++;
+    pthread_mutex_unlock (&fs->gen_lock);
+  }
+  tree_done (fs);
+  if (g == h->gen)
+    return -1;
+  p = catalog_find (g->cat, layer_meta (h->top)->snapshot, NULL);
+  r = p ? chain_read (p->layer, buf, size, off, g->fetch) : -1;
+  if (r == 0)
+    log_debug ("snapshot %s: read again after the store changed",
+               layer_meta (h->top)->snapshot);
+  pthread_mutex_lock (&fs->gen_lock);
+  g->refs--;
+  pthread_mutex_unlock (&fs->gen_lock);
+  return r;
+}
+
 static void
 op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
          struct fuse_file_info *fi)
 {
   struct fs *fs = fs_of (req);
   const struct handle *h = (const struct handle *) (uintptr_t) fi->fh;
-  struct fetcher *fetch = h->gen->fetch;
   struct fetch_later later = { .n = 0 };
+  struct fetcher *fetch;
   uint64_t fsize;
   char *buf;
 
@@ -446,6 +483,7 @@ op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     read_text (req, h, size, off);
     return;
   }
+  fetch = h->gen->fetch;
   fsize = layer_meta (h->top)->size;
   if ((uint64_t) off >= fsize) {
     fuse_reply_buf (req, NULL, 0);
@@ -459,7 +497,8 @@ op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   }
   /* Reply first, keep fetched blocks after: the store's write is then
    * off the reader's path. */
-  if (chain_read_later (h->top, buf, size, off, fetch, &later) == -1) {
+  if (chain_read_later (h->top, buf, size, off, fetch, &later) == -1
+      && read_again (fs, h, buf, size, off) == -1) {
     int e = errno == EIO || errno == 0 ? EIO : errno;
     log_read_error (fs);
     fuse_reply_err (req, e);

@@ -16,9 +16,11 @@
  * point's data.  The watcher frees a replaced generation once no image
  * holds it.  Reads go to chain_read, which is reentrant (layers lock
  * themselves; each fetcher has its own lock and flusher thread, started
- * on first use); a read that fails through a replaced generation is
- * tried once more through the current one (read_again, holding a ref
- * on it meanwhile).  fs.log_lock only guards the repeated-error filter.
+ * on first use).  A read that fails through a replaced generation is
+ * tried again through newer ones (read_again, holding a ref on each
+ * meanwhile); it may poke the watcher (fs.poked, under fs.stop_lock)
+ * and wait for it to show the next (fs.shown, with fs.gen_lock, which
+ * also guards fs.stamp and fs.cur_seq: the watcher writes them there).  fs.log_lock only guards the repeated-error filter.
  */
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
@@ -53,12 +55,16 @@
 #define TIMEOUT 86400.0
 /* How often the watcher looks at the store (seconds). */
 #define WATCH_INTERVAL 1
+/* How long a read that failed while the store changed waits for the
+ * watcher to show the store as it is (seconds). */
+#define READ_AGAIN_WAIT 10
 
 /* What the mount shows at one time (see the thread model). */
 struct gen {
   struct store *store;          /* owned, read-only */
   struct catalog *cat;          /* owned */
   struct fetcher *fetch;        /* owned; NULL: missing blocks are EIO */
+  uint64_t seq;                 /* 1 at mount, one more for each next */
   unsigned refs;                /* open images reading through it */
   struct gen *next;             /* on fs.retired */
 };
@@ -75,15 +81,18 @@ struct fs {
   pthread_rwlock_t tree_lock;   /* guards the two below (thread model) */
   struct tree *tree;
   struct gen *cur;
-  pthread_mutex_t gen_lock;     /* guards refs and retired */
+  pthread_mutex_t gen_lock;     /* guards refs, retired, stamp, cur_seq */
+  pthread_cond_t shown;         /* the watcher showed another generation */
   struct gen *retired;          /* replaced, freed at refs 0 */
   const struct fs_opts *o;
   uint64_t stamp;               /* the store's generation cur shows */
+  uint64_t cur_seq;             /* cur's seq */
   bool load_failed;             /* the last reload failed (logged once) */
   struct fuse_session *se;
-  pthread_mutex_t stop_lock;    /* guards stop */
+  pthread_mutex_t stop_lock;    /* guards stop and poked */
   pthread_cond_t stop_cond;
   bool stop;
+  bool poked;                   /* look at the store now (read_again) */
   uid_t uid;
   gid_t gid;
   mode_t file_mode;             /* permission bits of images */
@@ -432,39 +441,98 @@ read_text (fuse_req_t req, const struct handle *h, size_t size, off_t off)
     fuse_reply_buf (req, h->text + off, MIN (size, h->text_len - off));
 }
 
+/* Ask the watcher to look at the store now. */
+static void
+poke (struct fs *fs)
+{
+  pthread_mutex_lock (&fs->stop_lock);
+  fs->poked = true;
+  pthread_cond_signal (&fs->stop_cond);
+  pthread_mutex_unlock (&fs->stop_lock);
+}
+
+static void
+gen_put (struct fs *fs, struct gen *g)
+{
+  pthread_mutex_lock (&fs->gen_lock);
+  g->refs--;
+  pthread_mutex_unlock (&fs->gen_lock);
+}
+
+/* The generation shown now, with a ref (gen_put it), once it is newer
+ * than SEQ: when the store changed since the one shown, the watcher is
+ * asked to show it, and waited for until UNTIL (monotonic).  NULL when
+ * the store has nothing newer, or the wait is over. */
+static struct gen *
+newer_gen (struct fs *fs, uint64_t seq, double until)
+{
+  for (;;) {
+    struct gen *g;
+    uint64_t at;
+    bool same;
+    struct timespec ts;
+
+    tree_use (fs);
+    g = fs->cur;
+    pthread_mutex_lock (&fs->gen_lock);
+    g->refs++;
+    pthread_mutex_unlock (&fs->gen_lock);
+    tree_done (fs);
+    if (g->seq > seq)
+      return g;
+    if (store_generation (g->store, &at) == -1) {
+      gen_put (fs, g);
+      return NULL;
+    }
+    gen_put (fs, g);
+    pthread_mutex_lock (&fs->gen_lock);
+    same = at == fs->stamp;
+    if (!same && now_monotonic () < until) {
+      pthread_mutex_unlock (&fs->gen_lock);
+      poke (fs);
+      pthread_mutex_lock (&fs->gen_lock);
+      clock_gettime (CLOCK_REALTIME, &ts);
+      ts.tv_sec += WATCH_INTERVAL;
+      if (fs->cur_seq <= seq)
+        pthread_cond_timedwait (&fs->shown, &fs->gen_lock, &ts);
+    }
+    pthread_mutex_unlock (&fs->gen_lock);
+    if (same || now_monotonic () >= until)
+      return NULL;
+  }
+}
+
 /* A read through H's generation failed: if the store has changed since
- * H was opened (a prune replaced or removed layers its chain read
- * from, which it had not opened yet), read the same point through the
- * generation shown now, which has it whole if it is still there.  A
- * point never changes, so either gives its bytes.  0, or -1 with err_*
- * (the first failure's when there is nothing newer to try). */
+ * H was opened (a prune replaced or removed layers its chain read from
+ * before it had opened them), read the same point through the store as
+ * it is now, waiting for the watcher to show it if need be (a prune
+ * replaces layers one after another).  A point never changes, so any
+ * generation that has it gives its bytes.  0, or -1 with err_* (the
+ * first failure's when there is nothing newer to try). */
 static int
 read_again (struct fs *fs, const struct handle *h, char *buf, size_t size,
             off_t off)
 {
+  const char *snap = layer_meta (h->top)->snapshot;
+  double until = now_monotonic () + READ_AGAIN_WAIT;
+  uint64_t seq = h->gen->seq;
   struct catalog_point *p;
   struct gen *g;
   int r;
 
-  tree_use (fs);
-  g = fs->cur;
-  if (g != h->gen) {
-    pthread_mutex_lock (&fs->gen_lock);
-    g->refs++;
-    pthread_mutex_unlock (&fs->gen_lock);
+  while ((g = newer_gen (fs, seq, until)) != NULL) {
+    p = catalog_find (g->cat, snap, NULL);
+    r = p ? chain_read (p->layer, buf, size, off, g->fetch) : -1;
+    seq = g->seq;
+    gen_put (fs, g);
+    if (p == NULL)
+      return -1;                /* dropped: the first failure stands */
+    if (r == 0) {
+      log_debug ("snapshot %s: read again after the store changed", snap);
+      return 0;
+    }
   }
-  tree_done (fs);
-  if (g == h->gen)
-    return -1;
-  p = catalog_find (g->cat, layer_meta (h->top)->snapshot, NULL);
-  r = p ? chain_read (p->layer, buf, size, off, g->fetch) : -1;
-  if (r == 0)
-    log_debug ("snapshot %s: read again after the store changed",
-               layer_meta (h->top)->snapshot);
-  pthread_mutex_lock (&fs->gen_lock);
-  g->refs--;
-  pthread_mutex_unlock (&fs->gen_lock);
-  return r;
+  return -1;
 }
 
 static void
@@ -826,6 +894,8 @@ follow (struct fs *fs)
       || now == fs->stamp)
     goto done;
   g = gen_load (fs->o, &now);
+  if (g)
+    g->seq = fs->cur->seq + 1;
   t = g ? tree_build (g->cat, fs->tree) : NULL;
   if (t == NULL) {
     gen_free (g);
@@ -837,7 +907,6 @@ follow (struct fs *fs)
   fs->tree = t;
   fs->cur = g;
   pthread_rwlock_unlock (&fs->tree_lock);
-  fs->stamp = now;
   fs->load_failed = false;
   log_debug ("the store changed: showing it again");
   tree_diff (old_tree, t, &cb);
@@ -845,6 +914,9 @@ follow (struct fs *fs)
   pthread_mutex_lock (&fs->gen_lock);
   old->next = fs->retired;
   fs->retired = old;
+  fs->stamp = now;
+  fs->cur_seq = g->seq;
+  pthread_cond_broadcast (&fs->shown);
   pthread_mutex_unlock (&fs->gen_lock);
   return;
 
@@ -866,7 +938,9 @@ watcher (void *arg)
     struct timespec ts;
     clock_gettime (CLOCK_REALTIME, &ts);
     ts.tv_sec += WATCH_INTERVAL;
-    pthread_cond_timedwait (&fs->stop_cond, &fs->stop_lock, &ts);
+    if (!fs->poked)
+      pthread_cond_timedwait (&fs->stop_cond, &fs->stop_lock, &ts);
+    fs->poked = false;
     if (fs->stop)
       break;
     pthread_mutex_unlock (&fs->stop_lock);
@@ -933,6 +1007,7 @@ fs_run (const struct fs_opts *o)
     .gen_lock = PTHREAD_MUTEX_INITIALIZER,
     .stop_lock = PTHREAD_MUTEX_INITIALIZER,
     .stop_cond = PTHREAD_COND_INITIALIZER,
+    .shown = PTHREAD_COND_INITIALIZER,
     .log_lock = PTHREAD_MUTEX_INITIALIZER,
   };
   pthread_rwlockattr_t rwa;
@@ -948,6 +1023,8 @@ fs_run (const struct fs_opts *o)
   pthread_rwlock_init (&fs.tree_lock, &rwa);
   pthread_rwlockattr_destroy (&rwa);
   fs.cur = gen_load (o, &fs.stamp);
+  if (fs.cur)
+    fs.cur->seq = fs.cur_seq = 1;
   fs.tree = fs.cur ? tree_build (fs.cur->cat, NULL) : NULL;
   if (fs.tree == NULL) {
     log_error ("%s", err_get ());

@@ -98,7 +98,8 @@ $(BUILD)/tests/test-store: $(BUILD)/tests/unit/test-store.o $(CHAIN_OBJ) $(COMMO
 $(BUILD)/tests/test-store-backend: $(BUILD)/tests/unit/test-store-backend.o \
                                   $(call obj,$(STORE_SRC)) $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
-$(BUILD)/tests/test-resolve: $(BUILD)/tests/unit/test-resolve.o $(CHAIN_OBJ) $(COMMON_OBJ)
+$(BUILD)/tests/test-resolve: $(BUILD)/tests/unit/test-resolve.o $(BUILD)/engine/points.o \
+                          $(CHAIN_OBJ) $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 $(BUILD)/tests/test-fold: $(BUILD)/tests/unit/test-fold.o $(CHAIN_OBJ) $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@

@@ -27,6 +27,16 @@ extern char *engine_point_label (const struct catalog_disk *d,
                                  const struct catalog_point *p)
   __attribute__ ((__nonnull__ (1, 2)));
 
+/* The point POINT names in C: its snapshot uuid, or its path in the
+ * mounted tree relative to the mount's root ("by-vm/VM/DISK/TIME.img",
+ * "by-vm/VM/DISK/latest", "by-uuid/DISK/SNAPSHOT.img"; leading '/'
+ * ignored).  *DISK (if not NULL) gets its disk.  Borrowed from C, or
+ * NULL if POINT names none. */
+extern struct catalog_point *engine_point_find (const struct catalog *c,
+                                                const char *point,
+                                                struct catalog_disk **disk)
+  __attribute__ ((__nonnull__ (1, 2)));
+
 /* Whether VM is named by NAME: its folder name in the tree, or its uuid
  * in either case (XenServer writes them lowercase, people may not). */
 extern bool engine_vm_named (const struct catalog_vm *vm, const char *name)

@@ -14,6 +14,7 @@
 #include "chain/store/store.h"
 #include "common/error.h"
 #include "common/util.h"
+#include "engine/points.h"
 #include "check.h"
 
 #define BS CHAIN_BLOCK_SIZE
@@ -307,6 +308,31 @@ test_safe_names (void)
   }
 }
 
+/* Points named as restore and serve take them: uuid or tree path. */
+static void
+test_point_find (const struct catalog *c, const struct catalog_disk *d)
+{
+  struct catalog_disk *got = NULL;
+  char snap[UUID_LEN + 1], path[200];
+
+  uuid_n (snap, 2102);
+  CHECK (engine_point_find (c, snap, &got) == &d->points[1] && got == d);
+  CHECK (engine_point_find (c, "by-vm/web/data-2/latest", NULL) == &d->points[2]);
+  CHECK (engine_point_find (c, "/by-vm/web/data-2/1970-01-01T01:23:20Z.2.img",
+                            &got) == &d->points[1] && got == d);
+  snprintf (path, sizeof path, "by-uuid/%s/%s.img", d->uuid, snap);
+  CHECK (engine_point_find (c, path, NULL) == &d->points[1]);
+  /* The snapshot under another disk's folder names nothing. */
+  snprintf (path, sizeof path, "by-uuid/%s/%s.img", c->disks[0].uuid == d->uuid
+            ? c->disks[1].uuid : c->disks[0].uuid, snap);
+  CHECK (engine_point_find (c, path, NULL) == NULL);
+  CHECK (engine_point_find (c, "by-vm/web/data-2/1970-01-01T01:23:20Z", NULL) == NULL);
+  CHECK (engine_point_find (c, "by-vm/web/data-2", NULL) == NULL);
+  CHECK (engine_point_find (c, "by-vm/web.2/data-2/latest", NULL) == NULL);
+  CHECK (engine_point_find (c, "by-vm/web/data-2/latest/x", NULL) == NULL);
+  CHECK (engine_point_find (c, "no-such-uuid", NULL) == NULL);
+}
+
 static void
 test_names (void)
 {
@@ -342,6 +368,7 @@ test_names (void)
   CHECK (strcmp (a->disks[1]->points[0].name, "1970-01-01T01:23:20Z") == 0);
   CHECK (strcmp (a->disks[1]->points[1].name, "1970-01-01T01:23:20Z.2") == 0);
   CHECK (strcmp (a->disks[1]->points[2].name, "1970-01-01T01:23:21Z") == 0);
+  test_point_find (c, a->disks[1]);
   catalog_free (c);
 }
 

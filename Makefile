@@ -34,10 +34,11 @@ ENGINE_SRC = engine/session.c engine/snapshot.c engine/points.c \
              engine/targets.c engine/backup.c engine/backup-vm.c \
              engine/backup-scan.c engine/leftovers.c engine/vhdmap.c \
              engine/fetch.c engine/verify.c engine/hostclean.c \
-             engine/retention.c engine/prune.c engine/prune-run.c engine/forget.c
+             engine/retention.c engine/prune.c engine/prune-run.c engine/forget.c \
+             engine/restore.c
 FS_SRC     = fs/tree.c fs/fs.c
 CLI_SRC    = cli/main.c cli/server.c cli/backup.c cli/mount.c cli/ls.c \
-             cli/fetch.c cli/verify.c cli/prune.c cli/forget.c
+             cli/fetch.c cli/verify.c cli/prune.c cli/forget.c cli/restore.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 COMMON_OBJ = $(call obj,$(COMMON_SRC))

@@ -21,6 +21,7 @@ static const struct {
   { "verify", cmd_verify },
   { "prune", cmd_prune },
   { "forget", cmd_forget },
+  { "restore", cmd_restore },
 };
 
 int
@@ -108,6 +109,11 @@ cli_usage (const char *sub)
       "    backed up, and with --server their snapshots on the host (refused\n"
       "    while the VM or disk still exists there).  Without --yes it says\n"
       "    what it would remove." },
+    { "restore", "cbtfs restore STORE POINT --server URL [--user USER]\n"
+      "             --password-file FILE [--ca-file PEM]\n"
+      "             (--sr SR-UUID [--name NAME] | --vdi VDI-UUID) [--json] [-q|-v]\n"
+      "    POINT: a snapshot uuid or a path in the tree (by-vm/VM/DISK/latest).\n"
+      "    --sr creates a VDI there; --vdi overwrites one no VBD has attached." },
   };
   fprintf (stderr, "usage:\n");
   for (size_t i = 0; i < sizeof text / sizeof text[0]; i++)
@@ -144,6 +150,6 @@ main (int argc, char **argv)
     if (strcmp (argv[1], commands[i].name) == 0)
       return commands[i].fn (argc - 1, argv + 1);
   log_error ("unknown command '%s' (try: backup, mount, ls, fetch, "
-             "verify, prune, forget)", argv[1]);
+             "verify, prune, forget, restore)", argv[1]);
   return 2;
 }

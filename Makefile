@@ -35,7 +35,7 @@ ENGINE_SRC = engine/session.c engine/snapshot.c engine/points.c \
              engine/backup-scan.c engine/leftovers.c engine/vhdmap.c \
              engine/fetch.c engine/verify.c engine/hostclean.c \
              engine/retention.c engine/prune.c engine/prune-run.c engine/forget.c \
-             engine/restore.c
+             engine/restore.c engine/readahead.c
 FS_SRC     = fs/tree.c fs/fs.c
 CLI_SRC    = cli/main.c cli/server.c cli/backup.c cli/mount.c cli/ls.c \
              cli/fetch.c cli/verify.c cli/prune.c cli/forget.c cli/restore.c

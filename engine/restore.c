@@ -9,8 +9,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <gnutls/crypto.h>
-
 #include "../chain/catalog.h"
 #include "../chain/fetch.h"
 #include "../chain/read.h"
@@ -20,6 +18,7 @@
 #include "../common/util.h"
 #include "../xapi/api.h"
 #include "points.h"
+#include "readahead.h"
 #include "restore.h"
 #include "snapshot.h"
 #include "targets.h"
@@ -152,13 +151,14 @@ target (xapi_session *xs, const struct engine_restore_opts *o,
   return NULL;
 }
 
-/* The upload's body: the point's bytes, then zeros to the VDI's end. */
+/* The upload's body: the point's bytes, then zeros to the VDI's end,
+ * read ahead by a thread of its own (readahead.h). */
 struct body {
   struct layer *top;
   struct fetcher *f;
-  uint64_t size;                /* the point's */
   uint64_t total;               /* the body's (the VDI's size) */
-  gnutls_hash_hd_t md5;
+  struct readahead *ra;
+  uint64_t given;               /* bytes handed to the upload */
   bool progress;
   double start, shown;
 };
@@ -179,33 +179,19 @@ static int
 fill (void *buf, size_t len, uint64_t off, void *opaque)
 {
   struct body *b = opaque;
-  size_t n = 0;
 
-  if (off == 0) {
-    /* From the start again (a redirect): so is the md5. */
-    unsigned char discard[16];
-    gnutls_hash_output (b->md5, discard);
+  if (off == 0 && b->given > 0) {
+    /* From the start again (after a redirect): so is the reading. */
+    readahead_free (b->ra, NULL);
+    b->given = 0;
+    b->ra = readahead_new (b->top, b->f, b->total);
   }
-  if (off < b->size) {
-    n = MIN ((uint64_t) len, b->size - off);
-    if (chain_read (b->top, buf, n, off, b->f) == -1)
-      return -1;
-  }
-  memset ((char *) buf + n, 0, len - n);
-  gnutls_hash (b->md5, buf, len);
+  if (b->ra == NULL || readahead_take (b->ra, buf, len) == -1)
+    return -1;
+  b->given += len;
   if (b->progress && now_monotonic () - b->shown >= 0.5)
     show (b, off + len, false);
   return 0;
-}
-
-static void
-hex (const unsigned char md5[16], char out[33])
-{
-  for (int i = 0; i < 16; i++) {
-    out[2 * i] = "0123456789abcdef"[md5[i] >> 4];
-    out[2 * i + 1] = "0123456789abcdef"[md5[i] & 15];
-  }
-  out[32] = '\0';
 }
 
 /* Send the body into REF (uuid R->vdi) and wait for the host's task.
@@ -216,7 +202,6 @@ upload (xapi_session *xs, const char *ref, struct body *b,
 {
   CLEANUP_FREE char *task = xapi_task_create (xs, "cbtfs restore");
   CLEANUP_FREE char *path = NULL;
-  unsigned char md5[16];
   int ret = -1;
 
   (void) ref;
@@ -228,24 +213,25 @@ upload (xapi_session *xs, const char *ref, struct body *b,
     err_set (ENOMEM, "out of memory");
     goto out;
   }
-  if (gnutls_hash_init (&b->md5, GNUTLS_DIG_MD5) < 0) {
-    err_set (ENOTSUP, "md5 is not available");
+  b->ra = readahead_new (b->top, b->f, b->total);
+  if (b->ra == NULL)
     goto out;
-  }
   b->start = b->shown = now_monotonic ();
   if (xapi_put (xs, path, b->total, fill, b) == -1) {
     /* Why the host stopped reading is in its task. */
-    char why[1024];
-    snprintf (why, sizeof why, "%s", err_get ());
-    if (xapi_task_wait (xs, task, 5) == 0)
-      err_set (EIO, "%s", why);
-    else
-      err_prefix ("%s", why);
-    gnutls_hash_deinit (b->md5, md5);
+    CLEANUP_FREE char *why = strdup (err_get ()), *host = NULL;
+    if (xapi_task_wait (xs, task, 5) == -1)
+      host = strdup (err_get ());
+    err_set (EIO, "%s%s%s%s", why ? why : "the upload failed",
+             host ? " (" : "", host ? host : "", host ? ")" : "");
     goto out;
   }
-  gnutls_hash_deinit (b->md5, md5);
-  hex (md5, r->md5);
+  if (readahead_free (b->ra, r->md5) == -1) {
+    b->ra = NULL;
+    err_set (EIO, "the image was not read whole");
+    goto out;
+  }
+  b->ra = NULL;
   r->seconds = now_monotonic () - b->start;
   if (b->progress)
     show (b, b->total, true);
@@ -253,6 +239,8 @@ upload (xapi_session *xs, const char *ref, struct body *b,
     goto out;
   ret = 0;
  out:
+  readahead_free (b->ra, NULL);
+  b->ra = NULL;
   if (xapi_task_destroy (xs, task) == -1)
     log_debug ("task.destroy: %s", err_get ());
   return ret;
@@ -274,6 +262,7 @@ engine_restore (const char *store, const struct engine_server *server,
   struct catalog_point *p;
   CLEANUP_FREE char *ref = NULL, *sum = NULL;
   struct body b = { .progress = o->progress };
+  char msg[1024];               /* an error kept across cleaning up */
   int status = -1;
 
   memset (r, 0, sizeof *r);
@@ -308,7 +297,6 @@ engine_restore (const char *store, const struct engine_server *server,
               r->vdi_size, o->sr);
   b.top = p->layer;
   b.f = f;
-  b.size = r->size;
   b.total = r->vdi_size;
   if (upload (xs, ref, &b, r, engine_checksum_timeout (r->vdi_size,
                                                        server->timeout))
@@ -332,19 +320,17 @@ engine_restore (const char *store, const struct engine_server *server,
   goto cleanup;
 
  undo:
-  if (r->created) {
-    char why[1024];
-    snprintf (why, sizeof why, "%s", err_get ());
-    if (xapi_vdi_destroy (xs, ref) == 0)
-      err_set (EIO, "%s; the VDI it created was destroyed again", why);
-    else
-      err_set (EIO, "%s; the VDI it created (%s) is left on the host", why,
-               r->vdi);
-  }
+  snprintf (msg, sizeof msg, "%s", err_get ());
+  if (!r->created)
+    err_set (EIO, "%s; VDI %s may be partly overwritten", msg, r->vdi);
+  else if (xapi_vdi_destroy (xs, ref) == 0)
+    err_set (EIO, "%s; the VDI it created was destroyed again", msg);
+  else
+    err_set (EIO, "%s; the VDI it created (%s) is left on the host", msg,
+             r->vdi);
  cleanup:
   {
     /* Cleaning up must not replace why it failed. */
-    char msg[1024];
     int e = errno;
 
     snprintf (msg, sizeof msg, "%s", err_get ());

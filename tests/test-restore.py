@@ -17,6 +17,8 @@ checked with XenServer's SDK (XenAPI.py) and the stand-in's files.
 - the host keeping other bytes than were sent (the corrupt_import knob):
   exit 1, "differs", and the VDI is left for inspection.
 - progress on a terminal, nothing on stderr with -q.
+- a block that fails its checksum stops the upload before it is sent,
+  and the VDI made for it is destroyed.
 """
 import json
 import os
@@ -224,6 +226,22 @@ def main():
         os.close(master)
         check(p.returncode == 0 and b"restore: " in tty and b"MiB" in tty
               and b"matches" in tty, "no progress on a terminal: %r" % tty)
+
+        # -- a damaged block: the restore stops before it, the VDI goes --
+        data = os.path.join(store, "disks", vdi, p1, "data")
+        with open(data, "r+b") as f:
+            f.seek(5 * MiB + 1)
+            c = f.read(1)
+            f.seek(5 * MiB + 1)
+            f.write(bytes([c[0] ^ 0x20]))
+        vdis0, sent0 = sr_vdis(), imports()["bytes"]
+        rc, _, err = env.cbtfs("restore", store, p2, "--sr", main_sr, *srv,
+                               ok=False)
+        check(rc == 1 and "checksum" in err and "destroyed again" in err,
+              "damaged: %d %r" % (rc, err))
+        check(sr_vdis() == vdis0, "the VDI of a failed restore stayed")
+        check(imports()["bytes"] - sent0 <= 5 * MiB,
+              "bytes at or past the damaged block were sent")
         x.xenapi.session.logout()
     print("PASS test-restore")
 

@@ -287,7 +287,9 @@ engine_restore (const char *store, const struct engine_server *server,
     goto out;
   if ((creds = engine_creds_new (server)) == NULL
       || (xs = engine_login (creds)) == NULL
-      || (et = engine_targets_new (xs)) == NULL
+      /* Its own session: the reader thread asks for NBD details while
+       * this one uploads through XS (targets.h). */
+      || (et = engine_targets_new_lazy (creds)) == NULL
       || (f = fetcher_new (engine_targets_chain (et), &fo)) == NULL
       || check_readable (xs, p->layer, r->label) == -1
       || (ref = target (xs, o, r)) == NULL)

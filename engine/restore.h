@@ -8,8 +8,10 @@
  * md5 of what was sent is compared with the host's VDI.checksum
  * afterwards.  docs/restore.md says what of XAPI this relies on.
  *
- * Thread model: single-threaded (the fetcher is used from the calling
- * thread only, and stores nothing).
+ * Thread model: the calling thread drives XAPI and the upload; one
+ * reader thread (readahead.h) reads the image ahead of it, through a
+ * fetcher (which stores nothing) whose targets log in with a session of
+ * their own.
  */
 #ifndef CBTFS_ENGINE_RESTORE_H
 #define CBTFS_ENGINE_RESTORE_H

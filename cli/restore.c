@@ -22,7 +22,10 @@ print_json (const struct engine_restore_result *r, int status)
   printf (", \"vdi\": ");
   cli_json_str (r->vdi);
   printf (", \"created\": %s, \"size\": %" PRIu64 ", \"vdi_size\": %" PRIu64
-          ", \"md5\": ", r->created ? "true" : "false", r->size, r->vdi_size);
+          ", \"format\": ", r->created ? "true" : "false", r->size,
+          r->vdi_size);
+  cli_json_str (r->format ? r->format : "");
+  printf (", \"sent\": %" PRIu64 ", \"md5\": ", r->sent);
   cli_json_str (r->md5);
   printf (", \"host_md5\": ");
   cli_json_str (r->host_md5);
@@ -90,10 +93,10 @@ cmd_restore (int argc, char **argv)
   if (json)
     print_json (&r, status);
   else if (status == 0)
-    log_info ("restored %s (snapshot %s) into VDI %s%s: %" PRIu64 " bytes "
-              "in %.1f s; the host's md5 matches (%s)", r.label, r.snapshot,
-              r.vdi, r.created ? " (new)" : "", r.vdi_size, r.seconds,
-              r.md5);
+    log_info ("restored %s (snapshot %s) into VDI %s%s: %" PRIu64 " bytes, "
+              "%" PRIu64 " sent (%s) in %.1f s; the host's md5 matches (%s)",
+              r.label, r.snapshot, r.vdi, r.created ? " (new)" : "",
+              r.vdi_size, r.sent, r.format, r.seconds, r.md5);
   engine_restore_result_free (&r);
   return status;
 }

@@ -150,8 +150,10 @@ readahead_take (struct readahead *ra, void *buf, size_t len)
     slot = ra->taken % NBUF;
     pthread_mutex_unlock (&ra->lock);
     n = MIN (len, ra->len[slot] - ra->pos);
-    memcpy (out, ra->buf[slot] + ra->pos, n);
-    out += n;
+    if (out) {
+      memcpy (out, ra->buf[slot] + ra->pos, n);
+      out += n;
+    }
     len -= n;
     ra->pos += n;
     if (ra->pos == ra->len[slot]) {

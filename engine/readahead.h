@@ -28,10 +28,11 @@ extern struct readahead *readahead_new (struct layer *top, struct fetcher *f,
                                         uint64_t length)
   __attribute__ ((__nonnull__ (1)));
 
-/* Copy the next LEN bytes of the stream into BUF, waiting for them.
- * 0, or -1 with the reader's err_* (a damaged block, a failed fetch). */
+/* Copy the next LEN bytes of the stream into BUF, waiting for them;
+ * with BUF NULL, pass them by (they are still read and hashed).  0, or
+ * -1 with the reader's err_* (a damaged block, a failed fetch). */
 extern int readahead_take (struct readahead *ra, void *buf, size_t len)
-  __attribute__ ((__nonnull__ (1, 2)));
+  __attribute__ ((__nonnull__ (1)));
 
 /* Stop the reader and free.  With MD5 (33 bytes) not NULL, and the whole
  * stream read without error, put its md5 there (hex) and return 0;

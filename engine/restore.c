@@ -18,7 +18,7 @@
 #include "../common/util.h"
 #include "../xapi/api.h"
 #include "points.h"
-#include "readahead.h"
+#include "restore-int.h"
 #include "restore.h"
 #include "snapshot.h"
 #include "targets.h"
@@ -92,11 +92,12 @@ check_detached (xapi_session *xs, const char *ref, const char *uuid)
 }
 
 /* The VDI to write: O->vdi checked, or a new one on O->sr.  Its ref
- * (caller frees) with R->vdi, R->vdi_size and R->created set, or NULL
- * with err_*. */
+ * (caller frees) with R->vdi, R->vdi_size and R->created set, and *VHD
+ * whether a VHD stream may leave out blocks of zeros: a new VDI on an
+ * SR that zeroes new VDIs (docs/restore.md); or NULL with err_*. */
 static char *
 target (xapi_session *xs, const struct engine_restore_opts *o,
-        struct engine_restore_result *r)
+        struct engine_restore_result *r, bool *vhd)
 {
   struct xapi_vdi rec;
   char *ref, *sr;
@@ -114,6 +115,10 @@ target (xapi_session *xs, const struct engine_restore_opts *o,
     if (sr == NULL) {
       if (xapi_failed_with (xs, "UUID_INVALID"))
         err_set (ENOENT, "no SR %s on the host", o->sr);
+      return NULL;
+    }
+    if (xapi_sr_prezeroed (xs, sr, vhd) == -1) {
+      free (sr);
       return NULL;
     }
     ref = xapi_vdi_create (xs, sr, o->name, r->size);
@@ -151,73 +156,27 @@ target (xapi_session *xs, const struct engine_restore_opts *o,
   return NULL;
 }
 
-/* The upload's body: the point's bytes, then zeros to the VDI's end,
- * read ahead by a thread of its own (readahead.h). */
-struct body {
-  struct layer *top;
-  struct fetcher *f;
-  uint64_t total;               /* the body's (the VDI's size) */
-  struct readahead *ra;
-  uint64_t given;               /* bytes handed to the upload */
-  bool progress;
-  double start, shown;
-};
-
-static void
-show (struct body *b, uint64_t done, bool last)
-{
-  double secs = now_monotonic () - b->start;
-
-  fprintf (stderr, "\rrestore: %.1f of %.1f MiB (%.0f%%), %.1f MiB/s%s",
-           done / 1048576.0, b->total / 1048576.0,
-           b->total ? 100.0 * done / b->total : 100.0,
-           secs > 0 ? done / 1048576.0 / secs : 0.0, last ? "\n" : "   ");
-  b->shown = now_monotonic ();
-}
-
+/* Send B into the VDI (uuid R->vdi) as FORMAT and wait for the host's
+ * task.  0, or -1 with err_*. */
 static int
-fill (void *buf, size_t len, uint64_t off, void *opaque)
-{
-  struct body *b = opaque;
-
-  if (off == 0 && b->given > 0) {
-    /* From the start again (after a redirect): so is the reading. */
-    readahead_free (b->ra, NULL);
-    b->given = 0;
-    b->ra = readahead_new (b->top, b->f, b->total);
-  }
-  if (b->ra == NULL || readahead_take (b->ra, buf, len) == -1)
-    return -1;
-  b->given += len;
-  if (b->progress && now_monotonic () - b->shown >= 0.5)
-    show (b, off + len, false);
-  return 0;
-}
-
-/* Send the body into REF (uuid R->vdi) and wait for the host's task.
- * 0, or -1 with err_*. */
-static int
-upload (xapi_session *xs, const char *ref, struct body *b,
+upload (xapi_session *xs, struct restore_body *b, const char *format,
         struct engine_restore_result *r, long timeout)
 {
   CLEANUP_FREE char *task = xapi_task_create (xs, "cbtfs restore");
   CLEANUP_FREE char *path = NULL;
+  double start = now_monotonic ();
   int ret = -1;
 
-  (void) ref;
   if (task == NULL)
     return -1;
-  if (asprintf (&path, "/import_raw_vdi?vdi=%s&format=raw&task_id=%s",
-                r->vdi, task) == -1) {
+  if (asprintf (&path, "/import_raw_vdi?vdi=%s&format=%s&task_id=%s",
+                r->vdi, format, task) == -1) {
     path = NULL;
     err_set (ENOMEM, "out of memory");
     goto out;
   }
-  b->ra = readahead_new (b->top, b->f, b->total);
-  if (b->ra == NULL)
-    goto out;
-  b->start = b->shown = now_monotonic ();
-  if (xapi_put (xs, path, b->total, fill, b) == -1) {
+  if (xapi_put (xs, path, restore_body_len (b), restore_body_fill, b)
+      == -1) {
     /* Why the host stopped reading is in its task. */
     CLEANUP_FREE char *why = strdup (err_get ()), *host = NULL;
     if (xapi_task_wait (xs, task, 5) == -1)
@@ -226,21 +185,13 @@ upload (xapi_session *xs, const char *ref, struct body *b,
              host ? " (" : "", host ? host : "", host ? ")" : "");
     goto out;
   }
-  if (readahead_free (b->ra, r->md5) == -1) {
-    b->ra = NULL;
-    err_set (EIO, "the image was not read whole");
-    goto out;
-  }
-  b->ra = NULL;
-  r->seconds = now_monotonic () - b->start;
-  if (b->progress)
-    show (b, b->total, true);
-  if (xapi_task_wait (xs, task, timeout) == -1)
+  r->seconds = now_monotonic () - start;
+  r->sent = restore_body_len (b);
+  if (restore_body_finish (b, r->md5) == -1
+      || xapi_task_wait (xs, task, timeout) == -1)
     goto out;
   ret = 0;
  out:
-  readahead_free (b->ra, NULL);
-  b->ra = NULL;
   if (xapi_task_destroy (xs, task) == -1)
     log_debug ("task.destroy: %s", err_get ());
   return ret;
@@ -261,7 +212,8 @@ engine_restore (const char *store, const struct engine_server *server,
   struct catalog_disk *d;
   struct catalog_point *p;
   CLEANUP_FREE char *ref = NULL, *sum = NULL;
-  struct body b = { .progress = o->progress };
+  struct restore_body *b = NULL;
+  bool vhd = false;
   char msg[1024];               /* an error kept across cleaning up */
   int status = -1;
 
@@ -292,16 +244,16 @@ engine_restore (const char *store, const struct engine_server *server,
       || (et = engine_targets_new_lazy (creds)) == NULL
       || (f = fetcher_new (engine_targets_chain (et), &fo)) == NULL
       || check_readable (xs, p->layer, r->label) == -1
-      || (ref = target (xs, o, r)) == NULL)
+      || (ref = target (xs, o, r, &vhd)) == NULL)
     goto cleanup;
   if (r->created)
     log_info ("created VDI %s (%" PRIu64 " bytes) on SR %s", r->vdi,
               r->vdi_size, o->sr);
-  b.top = p->layer;
-  b.f = f;
-  b.total = r->vdi_size;
-  if (upload (xs, ref, &b, r, engine_checksum_timeout (r->vdi_size,
-                                                       server->timeout))
+  r->format = vhd ? "vhd" : "raw";
+  b = restore_body_new (p->layer, f, r->vdi_size, vhd, o->progress);
+  if (b == NULL
+      || upload (xs, b, r->format, r,
+                 engine_checksum_timeout (r->vdi_size, server->timeout))
       == -1)
     goto undo;
   sum = xapi_vdi_checksum (xs, ref, engine_checksum_timeout (r->vdi_size,
@@ -336,6 +288,7 @@ engine_restore (const char *store, const struct engine_server *server,
     int e = errno;
 
     snprintf (msg, sizeof msg, "%s", err_get ());
+    restore_body_free (b);
     fetcher_free (f);
     engine_targets_free (et);
     if (xs)

@@ -3,9 +3,10 @@
  * The point's image is streamed from the store (chain_read, as a mount
  * reads it: every stored block checked against its checksum, blocks
  * the store lacks fetched over NBD from their snapshots) into XAPI's
- * PUT /import_raw_vdi, format=raw, either into a new VDI made on an SR
- * (VDI.create) or over an existing one that no VBD has attached.  The
- * md5 of what was sent is compared with the host's VDI.checksum
+ * PUT /import_raw_vdi, either into a new VDI made on an SR (VDI.create;
+ * format=vhd, the blocks the point has nothing in left out) or over an
+ * existing one that no VBD has attached (format=raw, every byte).  The
+ * md5 of the content is compared with the host's VDI.checksum
  * afterwards.  docs/restore.md says what of XAPI this relies on.
  *
  * Thread model: the calling thread drives XAPI and the upload; one
@@ -37,8 +38,10 @@ struct engine_restore_result {
   char vdi[37];                 /* the VDI written */
   bool created;                 /* made by this restore (--sr) */
   uint64_t size;                /* the point's size */
-  uint64_t vdi_size;            /* the VDI's (bytes sent: point, then zeros) */
-  char md5[33];                 /* of the bytes sent */
+  uint64_t vdi_size;            /* the VDI's (the point, then zeros) */
+  const char *format;           /* "vhd" (a new VDI: holes not sent) or "raw" */
+  uint64_t sent;                /* bytes of the upload's body */
+  char md5[33];                 /* of the VDI's content as sent */
   char host_md5[33];            /* VDI.checksum afterwards */
   double seconds;               /* the upload's */
 };

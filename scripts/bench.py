@@ -598,10 +598,10 @@ def main():
             shutil.rmtree(store)
 
         if wanted("rs1"):
-            # cbtfs restore's upload against curl -T sending the same
-            # bytes (the image, raw) to the same endpoint, each into a
-            # VDI of its own: the upload's own time (--json "seconds"),
-            # not the host's VDI.checksum after it.
+            # cbtfs restore --vdi's upload (raw) against curl -T sending
+            # the same bytes (the image, raw) to the same endpoint and a
+            # VDI alike: the upload's own time (--json "seconds"), not
+            # the host's VDI.checksum after it.
             vm, vdi = b.disk(SIZE, "rs1")
             store = env.path("rs1-store")
             env.cbtfs("backup", store, "--vm", vm["vm"], "-q", *b.srv)
@@ -612,20 +612,22 @@ def main():
             x = s.server_proxy()
             sess = x.session.login_with_password("root", "secret")["Value"]
             sr = x.SR.get_by_name_label(sess, "Local storage")["Value"][0]
-            sr_uuid = x.SR.get_uuid(sess, sr)["Value"]
             ours, theirs = [], []
-            for _ in range(REPEAT):
-                warm(store)
-                _, out, _ = env.cbtfs("restore", store, snap, "--sr",
-                                      sr_uuid, "--json", *b.srv)
-                r = json.loads(out)
-                ours.append(r["seconds"])
-                x.VDI.destroy(sess, x.VDI.get_by_uuid(sess, r["vdi"])["Value"])
-                target = x.VDI.create(sess, {
+            def new_vdi():
+                ref = x.VDI.create(sess, {
                     "name_label": "rs1", "SR": sr, "virtual_size": str(SIZE),
                     "type": "user", "sharable": False, "read_only": False,
                     "other_config": {}})["Value"]
-                uuid = x.VDI.get_uuid(sess, target)["Value"]
+                return ref, x.VDI.get_uuid(sess, ref)["Value"]
+
+            for _ in range(REPEAT):
+                warm(store)
+                target, uuid = new_vdi()
+                _, out, _ = env.cbtfs("restore", store, snap, "--vdi", uuid,
+                                      "--json", *b.srv)
+                ours.append(json.loads(out)["seconds"])
+                x.VDI.destroy(sess, target)
+                target, uuid = new_vdi()
                 cat(flat)
                 theirs.append(timed(run, "curl", "-sS", "-o", "/dev/null",
                                     "--cacert", b.info["ca_file"], "-T", flat,
@@ -634,8 +636,8 @@ def main():
                                                      sess, uuid)))
                 x.VDI.destroy(sess, target)
             x.session.logout(sess)
-            row("rs1", "restore upload (raw, PUT /import_raw_vdi) vs curl -T "
-                "of the same bytes", ours, theirs, 0.8)
+            row("rs1", "restore --vdi upload (raw, PUT /import_raw_vdi) vs "
+                "curl -T of the same bytes", ours, theirs, 0.8)
             shutil.rmtree(store)
             os.unlink(flat)
 

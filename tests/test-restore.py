@@ -3,8 +3,10 @@
 checked with XenServer's SDK (XenAPI.py) and the stand-in's files.
 
 - --sr makes a VDI (the SR rounds its size up to 2 MiB) that holds the
-  point, the rest zeros; --json says what it did; by a tree path too.
-- --vdi overwrites a halted VM's disk; then backup --verify (the host's
+  point, the rest zeros, sent as a VHD that leaves out the 2 MiB block
+  the point has nothing in; --json says what it did; by a tree path too.
+- --vdi overwrites a halted VM's disk, raw (its old data in the point's
+  hole is overwritten too); then backup --verify (the host's
   VDI.checksum against the new point's md5) passes with a delta: the
   import was tracked by CBT, so the chain stays exact.
 - refused, and nothing written or created: a VDI a running VM has
@@ -79,10 +81,17 @@ def main():
         def imports():
             return s.control("stats")["http"]["import_raw_vdi"]
 
-        # -- --sr, by snapshot uuid, --json ----------------------------------
+        # -- --sr, by snapshot uuid, --json: a VHD without the hole --------
+        sent0 = imports()["bytes"]
         rc, out, err = env.cbtfs("restore", store, p1, "--sr", main_sr,
                                  "--json", *srv)
         j = json.loads(out)
+        # 4 VHD blocks, [2, 4) MiB a hole: head, 3 blocks, footer.
+        check(j["format"] == "vhd" and j["sent"] == 2560
+              + 3 * (512 + 2 * MiB) + 512, "--sr: not a VHD without the "
+              "hole: %r" % j)
+        check(imports()["bytes"] - sent0 == j["sent"],
+              "the host got other than --json says was sent")
         check(j["created"] and j["matches"] and j["snapshot"] == p1
               and j["size"] == SIZE and j["vdi_size"] == 8 * MiB
               and j["md5"] == j["host_md5"], "--json: %r" % j)
@@ -145,7 +154,13 @@ def main():
 
         # -- --vdi into the halted VM's disk, then backup --verify ----------
         s.control("set_power_state", vm=rec["vm"], state="Halted")
-        env.cbtfs("restore", store, p1, "--vdi", vdi, "-q", *srv)
+        # Old data where point 1 has a hole: --vdi must write it over.
+        s.control("write", vdi=vdi, offset=2 * MiB + 4096,
+                  data_b64="b2xkIGRhdGE=")
+        rc, out, _ = env.cbtfs("restore", store, p1, "--vdi", vdi, "--json",
+                               *srv)
+        check(json.loads(out)["format"] == "raw"
+              and json.loads(out)["sent"] == SIZE, "--vdi: %r" % out)
         check(vdi_file(s, vdi) == img1, "--vdi: the disk is not point 1")
         _, _, err = env.cbtfs("backup", store, "--verify", "-v", *srv)
         check("verified against the host" in err, "no --verify: %r" % err)

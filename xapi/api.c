@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "../common/cleanup.h"
 #include "../common/error.h"
@@ -608,6 +609,36 @@ char *
 xapi_sr_by_uuid (xapi_session *s, const char *uuid)
 {
   return call_string (s, "SR.get_by_uuid", 1, &uuid);
+}
+
+int
+xapi_sr_prezeroed (xapi_session *s, const char *sr, bool *yes)
+{
+  static const char method[] = "SR.get_record";
+  CLEANUP_FREE char *ref = NULL;
+  xapi_value *r = get_record (s, method, sr, &ref);
+  const char *type, *use_vhd, *alloc;
+  const xapi_value *smc;
+
+  if (r == NULL)
+    return -1;
+  type = xv_str (xv_get (r, "type"));
+  smc = xv_get (r, "sm_config");
+  if (type == NULL || smc == NULL || smc->type != XV_STRUCT) {
+    xv_free (r);
+    return bad_field (method, "type or sm_config", "there");
+  }
+  use_vhd = xv_str (xv_get (smc, "use_vhd"));
+  alloc = xv_str (xv_get (smc, "allocation"));
+  *yes = !(((strcasecmp (type, "lvm") == 0
+             || strcasecmp (type, "lvmoiscsi") == 0
+             || strcasecmp (type, "lvmohba") == 0)
+            && !(use_vhd && strcmp (use_vhd, "true") == 0))
+           || (strcasecmp (type, "equal") == 0 && alloc
+               && strcasecmp (alloc, "thick") == 0)
+           || strcasecmp (type, "cslg") == 0);
+  xv_free (r);
+  return 0;
 }
 
 /* Set KEY of struct REC to V (taken); false when out of memory. */

@@ -134,6 +134,13 @@ extern char *xapi_vdi_checksum (xapi_session *s, const char *vdi,
 /* SR.get_by_uuid: the ref (caller frees); NULL with UUID_INVALID if none. */
 extern char *xapi_sr_by_uuid (xapi_session *s, const char *uuid);
 
+/* Whether new VDIs on SR read as zeros (*YES), as xapi decides when it
+ * gives vhd-tool --prezeroed (sm_fs_ops.ml
+ * must_write_zeroes_into_new_vdi): all SRs but thick LVM (lvm,
+ * lvmoiscsi, lvmohba without sm_config use_vhd=true), EqualLogic with
+ * allocation=thick, and CSLG.  0, or -1 with err_*. */
+extern int xapi_sr_prezeroed (xapi_session *s, const char *sr, bool *yes);
+
 /* VDI.create: a new empty "user" VDI named NAME of SIZE bytes (the SR
  * may round it up) on SR; its ref (caller frees) or NULL. */
 extern char *xapi_vdi_create (xapi_session *s, const char *sr,

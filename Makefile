@@ -22,7 +22,8 @@ ALL_LDFLAGS = -pthread $(SAN) $(LDFLAGS)
 
 COMMON_SRC = common/error.c common/log.c common/secbuf.c common/util.c \
              common/dio.c
-XAPI_SRC   = xapi/value.c xapi/xmlrpc.c xapi/session.c xapi/api.c xapi/vhd.c
+XAPI_SRC   = xapi/value.c xapi/xmlrpc.c xapi/session.c xapi/api.c xapi/vhd.c \
+             xapi/vhd-stream.c
 STORE_SRC  = chain/store/store.c chain/store/posix.c chain/store/posix-layer.c
 CHAIN_SRC  = chain/bitmap.c chain/sums.c chain/layer-meta.c chain/index.c \
              chain/layer.c chain/layer-blocks.c chain/catalog.c chain/read.c \
@@ -34,14 +35,15 @@ ENGINE_SRC = engine/session.c engine/snapshot.c engine/points.c \
              engine/targets.c engine/backup.c engine/backup-vm.c \
              engine/backup-scan.c engine/leftovers.c engine/vhdmap.c \
              engine/fetch.c engine/verify.c engine/hostclean.c \
-             engine/retention.c engine/prune.c engine/prune-run.c engine/forget.c
+             engine/retention.c engine/prune.c engine/prune-run.c engine/forget.c \
+             engine/restore.c engine/restore-body.c engine/readahead.c
 FS_SRC     = fs/tree.c fs/fs.c
 # The nbdkit plugin (`cbtfs serve`): the core again, compiled -fPIC.
 PLUGIN_SRC = serve/plugin.c engine/session.c engine/targets.c \
              engine/points.c engine/snapshot.c $(CHAIN_SRC) $(XAPI_SRC) $(COMMON_SRC)
 PLUGIN     = $(BUILD)/nbdkit-cbtfs-plugin.so
 CLI_SRC    = cli/main.c cli/server.c cli/backup.c cli/mount.c cli/ls.c \
-             cli/fetch.c cli/verify.c cli/prune.c cli/forget.c cli/serve.c
+             cli/fetch.c cli/verify.c cli/prune.c cli/forget.c cli/serve.c cli/restore.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 COMMON_OBJ = $(call obj,$(COMMON_SRC))
@@ -109,7 +111,8 @@ $(PLUGIN): $(PLUGIN_OBJ) serve/plugin.syms
 # Unit tests link only the modules they test: chain/ builds without FUSE.
 $(BUILD)/tests/test-xmlrpc: $(BUILD)/tests/unit/test-xmlrpc.o $(XAPI_OBJ) $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(XAPI_LIBS) -o $@
-$(BUILD)/tests/test-vhd: $(BUILD)/tests/unit/test-vhd.o $(BUILD)/xapi/vhd.o $(COMMON_OBJ)
+$(BUILD)/tests/test-vhd: $(BUILD)/tests/unit/test-vhd.o $(BUILD)/xapi/vhd.o \
+                          $(BUILD)/xapi/vhd-stream.o $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 $(BUILD)/tests/test-bitmap: $(BUILD)/tests/unit/test-bitmap.o $(BUILD)/chain/bitmap.o $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@

@@ -22,6 +22,7 @@ static const struct {
   { "prune", cmd_prune },
   { "forget", cmd_forget },
   { "serve", cmd_serve },
+  { "restore", cmd_restore },
 };
 
 int
@@ -120,6 +121,11 @@ cli_usage (const char *sub)
       "    an export named by its snapshot uuid, one alone also the default\n"
       "    export; no POINT serves every point.  Default 127.0.0.1:10809; any\n"
       "    other than a loopback address needs --tls-certificates." },
+    { "restore", "cbtfs restore STORE POINT --server URL [--user USER]\n"
+      "             --password-file FILE [--ca-file PEM]\n"
+      "             (--sr SR-UUID [--name NAME] | --vdi VDI-UUID) [--json] [-q|-v]\n"
+      "    POINT: a snapshot uuid or a path in the tree (by-vm/VM/DISK/latest).\n"
+      "    --sr creates a VDI there; --vdi overwrites one no VBD has attached." },
   };
   fprintf (stderr, "usage:\n");
   for (size_t i = 0; i < sizeof text / sizeof text[0]; i++)
@@ -156,6 +162,6 @@ main (int argc, char **argv)
     if (strcmp (argv[1], commands[i].name) == 0)
       return commands[i].fn (argc - 1, argv + 1);
   log_error ("unknown command '%s' (try: backup, mount, ls, fetch, "
-             "verify, prune, forget, serve)", argv[1]);
+             "verify, prune, forget, serve, restore)", argv[1]);
   return 2;
 }

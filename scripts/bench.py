@@ -10,7 +10,7 @@ through the XenServer stand-in's nbd_override, so cbtfs talks XAPI as
 it would to a host.  Needs root and the packages install-deps.sh adds.
 
     scripts/bench.py [CBTFS]        BENCH_GIB (default 1), BENCH_BIG_GIB
-                                    (default 8), BENCH_ONLY=r1,r2,…,p1,b1,
+                                    (default 8), BENCH_ONLY=r1,r2,…,p1,b1,rs1,
                                     BENCH_REPEAT (default 3)
 
 The rows near their goals are measured BENCH_REPEAT times, each time
@@ -618,6 +618,50 @@ def main():
             shutil.rmtree(store)
             extra("f1", "a new point shows in a mount that is up, after its "
                   "backup (worst of %d)" % len(waits), max(waits), 2, "s")
+
+        if wanted("rs1"):
+            # cbtfs restore --vdi's upload (raw) against curl -T sending
+            # the same bytes (the image, raw) to the same endpoint and a
+            # VDI alike: the upload's own time (--json "seconds"), not
+            # the host's VDI.checksum after it.
+            vm, vdi = b.disk(SIZE, "rs1")
+            store = env.path("rs1-store")
+            env.cbtfs("backup", store, "--vm", vm["vm"], "-q", *b.srv)
+            snap = env.ls_json(store)["disks"][0]["points"][0]["snapshot"]
+            flat = env.path("rs1.img")
+            # The disk has not changed since: its bytes are the point's.
+            shutil.copyfile(s.control("vdi", uuid=vdi)["path"], flat)
+            x = s.server_proxy()
+            sess = x.session.login_with_password("root", "secret")["Value"]
+            sr = x.SR.get_by_name_label(sess, "Local storage")["Value"][0]
+            ours, theirs = [], []
+            def new_vdi():
+                ref = x.VDI.create(sess, {
+                    "name_label": "rs1", "SR": sr, "virtual_size": str(SIZE),
+                    "type": "user", "sharable": False, "read_only": False,
+                    "other_config": {}})["Value"]
+                return ref, x.VDI.get_uuid(sess, ref)["Value"]
+
+            for _ in range(REPEAT):
+                warm(store)
+                target, uuid = new_vdi()
+                _, out, _ = env.cbtfs("restore", store, snap, "--vdi", uuid,
+                                      "--json", *b.srv)
+                ours.append(json.loads(out)["seconds"])
+                x.VDI.destroy(sess, target)
+                target, uuid = new_vdi()
+                cat(flat)
+                theirs.append(timed(run, "curl", "-sS", "-o", "/dev/null",
+                                    "--cacert", b.info["ca_file"], "-T", flat,
+                                    "%s/import_raw_vdi?session_id=%s&vdi=%s"
+                                    "&format=raw" % (b.info["xapi_url"],
+                                                     sess, uuid)))
+                x.VDI.destroy(sess, target)
+            x.session.logout(sess)
+            row("rs1", "restore --vdi upload (raw, PUT /import_raw_vdi) vs "
+                "curl -T of the same bytes", ours, theirs, 0.8)
+            shutil.rmtree(store)
+            os.unlink(flat)
 
     missed = [r for r in rows if not r[-1]]
     print("%d rows, %d missed their goal" % (len(rows), len(missed)))

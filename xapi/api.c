@@ -8,10 +8,13 @@
  * Thread model: as xapi_session (one thread per session at a time).
  */
 #include <errno.h>
+#include <inttypes.h>
+#include <time.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "../common/cleanup.h"
 #include "../common/error.h"
@@ -354,6 +357,7 @@ xapi_vbd_clear (struct xapi_vbd *vbd)
   free (vbd->vdi);
   free (vbd->userdevice);
   free (vbd->type);
+  free (vbd->mode);
   memset (vbd, 0, sizeof *vbd);
 }
 
@@ -372,7 +376,10 @@ xapi_vbd_get (xapi_session *s, const char *ref, struct xapi_vbd *vbd)
       || get_str (method, r, "VDI", &vbd->vdi) == -1
       || get_str (method, r, "userdevice", &vbd->userdevice) == -1
       || get_str (method, r, "type", &vbd->type) == -1
-      || get_bool (method, r, "empty", &vbd->empty) == -1)
+      || get_str (method, r, "mode", &vbd->mode) == -1
+      || get_bool (method, r, "empty", &vbd->empty) == -1
+      || get_bool (method, r, "currently_attached",
+                   &vbd->currently_attached) == -1)
     goto out;
   ret = 0;
 
@@ -594,6 +601,160 @@ xapi_vdi_checksum (xapi_session *s, const char *vdi, long timeout)
 
   xapi_set_timeout (s, old);
   return r;
+}
+
+/* ---- SR, VDI.create, tasks (restore) ---- */
+
+char *
+xapi_sr_by_uuid (xapi_session *s, const char *uuid)
+{
+  return call_string (s, "SR.get_by_uuid", 1, &uuid);
+}
+
+int
+xapi_sr_prezeroed (xapi_session *s, const char *sr, bool *yes)
+{
+  static const char method[] = "SR.get_record";
+  CLEANUP_FREE char *ref = NULL;
+  xapi_value *r = get_record (s, method, sr, &ref);
+  const char *type, *use_vhd, *alloc;
+  const xapi_value *smc;
+
+  if (r == NULL)
+    return -1;
+  type = xv_str (xv_get (r, "type"));
+  smc = xv_get (r, "sm_config");
+  if (type == NULL || smc == NULL || smc->type != XV_STRUCT) {
+    xv_free (r);
+    return bad_field (method, "type or sm_config", "there");
+  }
+  use_vhd = xv_str (xv_get (smc, "use_vhd"));
+  alloc = xv_str (xv_get (smc, "allocation"));
+  *yes = !(((strcasecmp (type, "lvm") == 0
+             || strcasecmp (type, "lvmoiscsi") == 0
+             || strcasecmp (type, "lvmohba") == 0)
+            && !(use_vhd && strcmp (use_vhd, "true") == 0))
+           || (strcasecmp (type, "equal") == 0 && alloc
+               && strcasecmp (alloc, "thick") == 0)
+           || strcasecmp (type, "cslg") == 0);
+  xv_free (r);
+  return 0;
+}
+
+/* Set KEY of struct REC to V (taken); false when out of memory. */
+static bool
+rec_set (xapi_value *rec, const char *key, xapi_value *v)
+{
+  if (v == NULL)
+    return false;
+  if (xv_struct_set (rec, key, v) == -1) {
+    xv_free (v);
+    return false;
+  }
+  return true;
+}
+
+char *
+xapi_vdi_create (xapi_session *s, const char *sr, const char *name,
+                 uint64_t size)
+{
+  static const char method[] = "VDI.create";
+  xapi_value *rec = xv_struct ();
+  char sz[32];
+
+  /* Every field VDI.create takes, as the SDKs send them: int64 as a
+   * string of decimal digits (xapi-cbt.md §2). */
+  snprintf (sz, sizeof sz, "%" PRIu64, size);
+  if (rec == NULL
+      || !rec_set (rec, "name_label", xv_string (name))
+      || !rec_set (rec, "name_description",
+                   xv_string ("restored by cbtfs"))
+      || !rec_set (rec, "SR", xv_string (sr))
+      || !rec_set (rec, "virtual_size", xv_string (sz))
+      || !rec_set (rec, "type", xv_string ("user"))
+      || !rec_set (rec, "sharable", xv_bool (false))
+      || !rec_set (rec, "read_only", xv_bool (false))
+      || !rec_set (rec, "other_config", xv_struct ())
+      || !rec_set (rec, "xenstore_data", xv_struct ())
+      || !rec_set (rec, "sm_config", xv_struct ())
+      || !rec_set (rec, "tags", xv_array ())) {
+    xv_free (rec);
+    err_set (ENOMEM, "%s: out of memory", method);
+    return NULL;
+  }
+  {
+    xapi_value *r = xapi_call (s, method, 1, &rec);
+    xv_free (rec);
+    return take_string (method, r);
+  }
+}
+
+char *
+xapi_task_create (xapi_session *s, const char *label)
+{
+  const char *args[2] = { label, "cbtfs" };
+
+  return call_string (s, "task.create", 2, args);
+}
+
+int
+xapi_task_destroy (xapi_session *s, const char *task)
+{
+  return call_void (s, "task.destroy", 1, &task);
+}
+
+/* The failed TASK's error_info as one line in err_*. */
+static void
+task_error (xapi_session *s, const char *task, const char *status)
+{
+  static const char method[] = "task.get_error_info";
+  xapi_value *r = call_strings (s, method, 1, &task);
+  char line[1024];
+  size_t n = 0;
+
+  line[0] = '\0';
+  for (size_t i = 0; r && r->type == XV_ARRAY && i < r->u.a.n; i++) {
+    const char *p = xv_str (r->u.a.v[i]);
+    if (p == NULL)
+      continue;
+    n += snprintf (line + n, n < sizeof line ? sizeof line - n : 0,
+                   i == 0 ? "%s" : i == 1 ? " [%s" : ", %s", p);
+    if (n >= sizeof line)
+      n = sizeof line - 1;
+  }
+  if (r && r->type == XV_ARRAY && r->u.a.n > 1 && n + 2 < sizeof line)
+    strcat (line, "]");
+  xv_free (r);
+  err_set (EIO, "the host's task %s: %s", status,
+           line[0] ? line : "no reason given");
+}
+
+int
+xapi_task_wait (xapi_session *s, const char *task, long timeout)
+{
+  static const char method[] = "task.get_status";
+  struct timespec pause = { 0, 50 * 1000 * 1000 };
+  long waited_ms = 0;
+
+  for (;;) {
+    CLEANUP_FREE char *st = call_string (s, method, 1, &task);
+
+    if (st == NULL)
+      return -1;
+    if (strcmp (st, "success") == 0)
+      return 0;
+    if (strcmp (st, "pending") != 0) {
+      task_error (s, task, st);
+      return -1;
+    }
+    if (waited_ms / 1000 >= timeout) {
+      err_set (ETIMEDOUT, "the host's task is still pending after %ld s",
+               timeout);
+      return -1;
+    }
+    nanosleep (&pause, NULL);
+    waited_ms += 50;
+  }
 }
 
 /* ---- the VHD export's head ---- */

@@ -38,7 +38,9 @@ struct xapi_vbd {
   char *vdi;                    /* VDI ref, "OpaqueRef:NULL" when empty */
   char *userdevice;             /* "0", "1", … */
   char *type;                   /* "Disk", "CD", "Floppy" */
+  char *mode;                   /* "RO", "RW" */
   bool empty;
+  bool currently_attached;
 };
 
 struct xapi_vdi {
@@ -128,6 +130,33 @@ extern int xapi_vdi_destroy (xapi_session *s, const char *vdi);
  * reads the whole disk for it: it gets TIMEOUT seconds. */
 extern char *xapi_vdi_checksum (xapi_session *s, const char *vdi,
                                 long timeout);
+
+/* SR.get_by_uuid: the ref (caller frees); NULL with UUID_INVALID if none. */
+extern char *xapi_sr_by_uuid (xapi_session *s, const char *uuid);
+
+/* Whether new VDIs on SR read as zeros (*YES), as xapi decides when it
+ * gives vhd-tool --prezeroed (sm_fs_ops.ml
+ * must_write_zeroes_into_new_vdi): all SRs but thick LVM (lvm,
+ * lvmoiscsi, lvmohba without sm_config use_vhd=true), EqualLogic with
+ * allocation=thick, and CSLG.  0, or -1 with err_*. */
+extern int xapi_sr_prezeroed (xapi_session *s, const char *sr, bool *yes);
+
+/* VDI.create: a new empty "user" VDI named NAME of SIZE bytes (the SR
+ * may round it up) on SR; its ref (caller frees) or NULL. */
+extern char *xapi_vdi_create (xapi_session *s, const char *sr,
+                              const char *name, uint64_t size);
+
+/* task.create (label, description): its ref (caller frees) or NULL. */
+extern char *xapi_task_create (xapi_session *s, const char *label);
+
+/* task.destroy. */
+extern int xapi_task_destroy (xapi_session *s, const char *task);
+
+/* Wait (polling task.get_status, up to TIMEOUT seconds) until TASK is
+ * no longer pending.  0 when it succeeded; -1 with err_* set to its
+ * error_info ("VDI_IO_ERROR [Device I/O errors]") when it failed or was
+ * cancelled, or to why it could not be asked. */
+extern int xapi_task_wait (xapi_session *s, const char *task, long timeout);
 
 /* GET /export_raw_vdi?vdi=UUID&format=vhd, read only up to the end
  * of the block table, then hang up: which parts of the VDI (XAPI says

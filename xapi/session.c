@@ -617,6 +617,141 @@ xapi_get (xapi_session *s, const char *path, xapi_body_fn fn, void *opaque)
   return r;
 }
 
+/* ---- PUT (HTTP imports) ---- */
+
+struct put_ctx {
+  xapi_put_fn fn;
+  void *opaque;
+  uint64_t length, offset;      /* the body's, and how far it was sent */
+  bool failed;                  /* FN failed: its err_* stands */
+};
+
+static size_t
+on_put_read (char *ptr, size_t size, size_t nmemb, void *opaque)
+{
+  struct put_ctx *p = opaque;
+  size_t n = size * nmemb;
+
+  if (n > p->length - p->offset)
+    n = p->length - p->offset;
+  if (n == 0)
+    return 0;
+  if (p->fn (ptr, n, p->offset, p->opaque) == -1) {
+    p->failed = true;
+    return CURL_READFUNC_ABORT;
+  }
+  p->offset += n;
+  return n;
+}
+
+/* XAPI sends nothing after its headers that the upload needs. */
+static size_t
+on_put_data (char *ptr, size_t size, size_t nmemb, void *opaque)
+{
+  (void) ptr;
+  (void) opaque;
+  return size * nmemb;
+}
+
+static CURL *
+put_handle (xapi_session *s, struct put_ctx *p)
+{
+  CURL *c = curl_easy_duphandle (s->curl);
+  CURLcode rc = CURLE_OK;
+
+  if (c == NULL)
+    return NULL;
+  /* No headers of ours: curl adds "Expect: 100-continue", which makes it
+   * wait for XAPI's answer (200 or 302) before sending the body. */
+  SETOPT (c, CURLOPT_HTTPHEADER, NULL);
+  SETOPT (c, CURLOPT_UPLOAD, 1L);
+  SETOPT (c, CURLOPT_INFILESIZE_LARGE, (curl_off_t) p->length);
+  SETOPT (c, CURLOPT_READFUNCTION, on_put_read);
+  SETOPT (c, CURLOPT_READDATA, p);
+  SETOPT (c, CURLOPT_WRITEFUNCTION, on_put_data);
+  SETOPT (c, CURLOPT_WRITEDATA, NULL);
+  SETOPT (c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) 0);
+  SETOPT (c, CURLOPT_FOLLOWLOCATION, 0L);
+  /* A disk takes as long as it takes; a stalled one does not. */
+  SETOPT (c, CURLOPT_TIMEOUT, 0L);
+  SETOPT (c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  SETOPT (c, CURLOPT_LOW_SPEED_TIME, s->timeout);
+  SETOPT (c, CURLOPT_UPLOAD_BUFFERSIZE, 2L * 1024 * 1024);
+  if (rc != CURLE_OK) {
+    curl_easy_cleanup (c);
+    return NULL;
+  }
+  return c;
+}
+
+int
+xapi_put (xapi_session *s, const char *path, uint64_t length,
+          xapi_put_fn fn, void *opaque)
+{
+  struct put_ctx p = { .fn = fn, .opaque = opaque, .length = length };
+  struct rbuf none = { 0 };
+  char *ref = NULL, *url = NULL, here[256];
+  const char *host;
+  CURL *c;
+  CURLcode rc;
+  long status = 0;
+  int r = -1, hops;
+
+  s->errbuf[0] = '\0';
+  c = put_handle (s, &p);
+  if (c && s->ref)
+    ref = curl_easy_escape (c, s->ref, 0);
+  if (ref == NULL
+      || asprintf (&url, "%s%s%csession_id=%s", s->url, path,
+                   strchr (path, '?') ? '&' : '?', ref) == -1) {
+    url = NULL;
+    err_set (ENOMEM, "cannot set up a request to %s", s->url);
+    goto out;
+  }
+  for (hops = 0;; hops++) {
+    status = 0;
+    p.offset = 0;
+    rc = curl_easy_setopt (c, CURLOPT_URL, url);
+    if (rc == CURLE_OK)
+      rc = curl_easy_perform (c);
+    curl_easy_getinfo (c, CURLINFO_RESPONSE_CODE, &status);
+    if (!is_redirect (status) || p.failed)
+      break;
+    if (next_hop (s, c, status, hops, &url) == -1)
+      goto out;
+  }
+  host = hops == 0 ? s->url : url_origin (url, here, sizeof here);
+  if (p.failed)
+    ;                           /* FN's error stands */
+  else if (status != 0 && status != 200)
+    err_set (status == 404 ? ENOENT : status == 401 || status == 403
+             ? EACCES : EPROTO, "%s: HTTP %ld", host, status);
+  else if (status == 200 && p.offset == length
+           && (rc == CURLE_OK || rc == CURLE_RECV_ERROR))
+    r = 0;
+  else if (status == 200)
+    /* The host stopped reading: its task says why. */
+    err_set (EIO, "%s: the host closed the upload after %" PRIu64 " of %"
+             PRIu64 " bytes", host, p.offset, length);
+  else {
+    transport_error (s, host, c, rc, &none);
+    if (strstr (err_get (), ref) || strstr (err_get (), s->ref)
+        || strstr (err_get (), "session_id"))
+      err_set (EIO, "%s: PUT failed", host);
+  }
+
+ out:
+  if (url)
+    free_secret (url);
+  if (ref) {
+    wipe_str (ref);
+    curl_free (ref);
+  }
+  if (c)
+    curl_easy_cleanup (c);
+  return r;
+}
+
 /* Replace every occurrence of SECRET in *STR with XAPI_HIDDEN. */
 static int
 redact (char **str, const char *secret)

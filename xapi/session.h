@@ -20,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "value.h"
 
@@ -112,6 +113,27 @@ typedef int (*xapi_body_fn) (const void *data, size_t len, void *opaque);
 extern int xapi_get (xapi_session *s, const char *path, xapi_body_fn fn,
                      void *opaque)
   __attribute__ ((__nonnull__ (1, 2, 3)));
+
+/* Fill BUF with the LEN bytes of a PUT's body at OFFSET: asked in
+ * order from 0, and from 0 again after a redirect.  0, or -1 with err_*
+ * (the upload is then abandoned). */
+typedef int (*xapi_put_fn) (void *buf, size_t len, uint64_t offset,
+                            void *opaque);
+
+/* PUT PATH ("/handler?query", no session) to S's host with the
+ * session's ref added as session_id and a body of LENGTH bytes (a
+ * Content-Length; XAPI's import handlers refuse chunked encoding) from
+ * FN, following redirects as xapi_get does.  The body is sent only
+ * once the host has answered (Expect: 100-continue; XAPI answers 200 or
+ * 302 before reading the body), so a redirect costs no bytes.  The
+ * upload has no overall time limit; it fails when no byte moves for
+ * the session's timeout.  0 when the host answered 200 and took the
+ * whole body (what became of it is the caller's to ask: XAPI says so
+ * in a task); -1 with err_* otherwise.  The ref never appears in
+ * messages. */
+extern int xapi_put (xapi_session *s, const char *path, uint64_t length,
+                     xapi_put_fn fn, void *opaque)
+  __attribute__ ((__nonnull__ (1, 2, 4)));
 
 /* Unwrap an XAPI envelope {Status, Value | ErrorDescription}: on
  * Success move Value out to *VALUE (caller frees; RESP keeps a NULL in

@@ -53,4 +53,38 @@ vhd_allocated (const struct vhd_head *h, uint32_t i)
   return (e[0] & e[1] & e[2] & e[3]) != 0xFF;
 }
 
+/* ---- writing a stream (vhd-stream.c), for PUT /import_raw_vdi ----
+ *
+ * The layout XAPI's own exports have (vhd-export.md §3): footer, header
+ * at 512, 512 zero bytes, the BAT at 2048 (padded to a sector), then
+ * each included 2 MiB block in ascending order as a 512-byte sector
+ * bitmap and the block's 2 MiB, then the footer again. */
+
+#define VHD_STREAM_BLOCK (UINT32_C (2) << 20)
+#define VHD_STREAM_TABLE 2048
+
+/* Bytes of the head (footer, header, padding, BAT) of a disk of SIZE. */
+extern uint64_t vhd_stream_head_len (uint64_t size);
+
+/* Bytes of the whole stream of a disk of SIZE with K included blocks. */
+extern uint64_t vhd_stream_len (uint64_t size, uint64_t k);
+
+/* Write the head of the stream of a disk of SIZE bytes (current_size)
+ * into BUF (vhd_stream_head_len bytes), with footer uid UID, and BAT
+ * entries for the blocks INCLUDED (NBLOCKS bools, one per 2 MiB block:
+ * ceil (SIZE / 2 MiB) of them), the others unallocated. */
+extern void vhd_stream_head (uint8_t *buf, uint64_t size,
+                             const uint8_t uid[16], const bool *included)
+  __attribute__ ((__nonnull__ (1, 3, 4)));
+
+/* The 512-byte footer alone (what ends the stream), as in the head. */
+extern void vhd_stream_footer (uint8_t *buf, uint64_t size,
+                               const uint8_t uid[16])
+  __attribute__ ((__nonnull__ (1, 3)));
+
+/* The sector bitmap of block I of a disk of SIZE: every sector of the
+ * block that lies within SIZE is present.  BUF: 512 bytes. */
+extern void vhd_stream_bitmap (uint8_t *buf, uint64_t size, uint64_t i)
+  __attribute__ ((__nonnull__ (1)));
+
 #endif /* CBTFS_XAPI_VHD_H */

@@ -23,7 +23,7 @@ from wire import DateTime
 
 KNOBS = ("data_destroy_wait", "nbd_read_delay_ms", "nbd_drop_after_bytes",
          "xapi_delay_ms", "checksum_mib_per_s")
-BOOL_KNOBS = ("nbd_impostor",)
+BOOL_KNOBS = ("nbd_impostor", "corrupt_import")
 # Knobs that take one of a few words: name -> the allowed values.
 WORD_KNOBS = {"vhd_source": export.SOURCES, "vhd_fault": export.FAULTS,
               "vhd_host": export.HOSTS}

@@ -34,8 +34,10 @@ from wire import DateTime, EPOCH
 
 NULL = "OpaqueRef:NULL"
 BLOCK = disk.BLOCK
-CLASSES = ("pool", "host", "SR", "VM", "VBD", "VDI")
+CLASSES = ("pool", "host", "SR", "VM", "VBD", "VDI", "task")
 API_MAJOR, API_MINOR = 2, 21
+MAX_VHD_SIZE = 2040 << 30       # xapi Constants.max_vhd_size
+VHD_BLOCK = 2 << 20
 HOSTNAME = "xs-sim"
 
 
@@ -140,7 +142,10 @@ class Model:
                       # master's), "slave" (the master sends the client
                       # there), "loop" (each sends it to the other), or
                       # an http:// URL the master sends it to.
-                      "vhd_host": "master"}
+                      "vhd_host": "master",
+                      # PUT /import_raw_vdi: the next import's first
+                      # write has one byte flipped (vdi_import.py).
+                      "corrupt_import": False}
         self.fail_next = {}           # method -> [(ErrorDescription, ref), ...]
         self.fail_every = {}          # method -> ErrorDescription, until cleared
         self.return_next = {}         # method -> [[value], ...]: replace a result
@@ -228,6 +233,14 @@ class Model:
             "shared": False, "other_config": {}, "sm_config": {},
             "tags": []}))
         self.sr = sr
+        # A second SR that only the pool's other host (the slave) sees,
+        # as a host's local storage is: HTTP imports into its VDIs are
+        # sent there (import_raw_vdi.ml, 302).
+        self.slave_sr = self.add(Obj("SR", dict(
+            {k: v for k, v in sr.rec.items() if k != "uuid"}, **{
+            "name_label": "Local storage on xs-sim-2", "VDIs": [],
+            "PBDs": [], "other_config": {}, "sm_config": {}, "tags": [],
+            "allowed_operations": [], "current_operations": {}})))
         self.pool = self.add(Obj("pool", {
             "name_label": "", "name_description": "", "master": host.ref,
             "default_SR": sr.ref, "suspend_image_SR": sr.ref,
@@ -251,6 +264,8 @@ class Model:
             rec = self._vdi_rec("", 0, "user")
         elif cls == "VBD":
             rec = self._vbd_rec(NULL, NULL, "", "", "", "", False, False)
+        elif cls == "task":
+            rec = self._task_rec("", "")
         else:
             rec = {"pool": self.pool, "host": self.host, "SR": self.sr}[cls].rec
         return ["uuid"] + [k for k in rec if k != "uuid"]
@@ -438,14 +453,83 @@ class Model:
                 "metadata_of_pool": NULL, "metadata_latest": False,
                 "is_tools_iso": False, "cbt_enabled": False}
 
-    def create_vdi(self, name, size, typ="user"):
+    def create_vdi(self, name, size, typ="user", sr=None):
+        sr = sr or self.sr
         vdi = Obj("VDI", self._vdi_rec(name, size, typ))
+        vdi.rec["SR"] = sr.ref
         vdi.rec["location"] = vdi.rec["uuid"]
         vdi.path = os.path.join(self.vdi_dir, vdi.rec["uuid"] + ".img")
         disk.create(vdi.path, size)
         self.add(vdi)
-        self.sr.rec["VDIs"].append(vdi.ref)
+        sr.rec["VDIs"].append(vdi.ref)
         return vdi
+
+    def vdi_create(self, r):
+        """VDI.create (xapi_vdi.ml create): a new empty VDI on an SR.  Only
+        the fields a client may set are taken from R; the SM (an ext SR,
+        VHD files) rounds the size up to whole 2 MiB blocks
+        (sm vhdutil.validate_and_round_vhd_size)."""
+        if not isinstance(r, dict):
+            raise XapiError("FIELD_TYPE_ERROR", "VDI record")
+        for k in ("SR", "virtual_size", "type"):
+            if k not in r:
+                raise XapiError("FIELD_TYPE_ERROR", k)
+        if r["type"] == "cbt_metadata":
+            raise XapiError("VDI_INCOMPATIBLE_TYPE", "", "cbt_metadata")
+        sr = self.get("SR", r["SR"])
+        try:
+            size = int(r["virtual_size"])
+        except (TypeError, ValueError):
+            raise XapiError("FIELD_TYPE_ERROR", "virtual_size")
+        if size < 0 or size > MAX_VHD_SIZE:
+            raise XapiError("SR_BACKEND_FAILURE_79", "",
+                            "VDI Invalid size [opterr=VDI size must be "
+                            "between 1 MB and %d MB]" % (MAX_VHD_SIZE >> 20),
+                            "")
+        size = (size + VHD_BLOCK - 1) // VHD_BLOCK * VHD_BLOCK
+        vdi = self.create_vdi(str(r.get("name_label", "")), size,
+                              str(r["type"]), sr)
+        for k in ("name_description", "sharable", "read_only"):
+            if k in r:
+                vdi.rec[k] = r[k]
+        for k in ("other_config", "xenstore_data", "sm_config"):
+            if isinstance(r.get(k), dict):
+                vdi.rec[k] = dict(r[k])
+        if isinstance(r.get("tags"), list):
+            vdi.rec["tags"] = list(r["tags"])
+        self.log("VDI.create %s (%d bytes) on %s" % (vdi.rec["uuid"], size,
+                                                     sr.rec["name_label"]))
+        return vdi
+
+    # ---- tasks (only what HTTP handlers and task.create need) -------------
+
+    @staticmethod
+    def _task_rec(label, description):
+        return {"name_label": label, "name_description": description,
+                "allowed_operations": [], "current_operations": {},
+                "created": DateTime(now_seconds()), "finished": EPOCH,
+                "status": "pending", "resident_on": NULL, "progress": 0.0,
+                "type": "<none/>", "result": "", "error_info": [],
+                "other_config": {}, "subtask_of": NULL, "subtasks": [],
+                "backtrace": "()"}
+
+    def create_task(self, label, description=""):
+        task = Obj("task", self._task_rec(label, description))
+        task.rec["resident_on"] = self.host.ref
+        return self.add(task)
+
+    def finish_task(self, task, result=None, error=None):
+        """TaskHelper.complete (RESULT: the XML of a value, as xapi keeps
+        it) or TaskHelper.failed (ERROR: [CODE, params...])."""
+        if task is None or task.ref not in self.objs["task"]:
+            return
+        if error is None:
+            task.rec.update(status="success", progress=1.0,
+                            result=result or "")
+        else:
+            task.rec.update(status="failure", error_info=list(error))
+        task.rec["finished"] = DateTime(now_seconds())
+        self.cond.notify_all()
 
     def active_vbds(self, vdi):
         """VBDs of VDI that are currently attached (as xapi's 'active')."""
@@ -539,7 +623,8 @@ class Model:
         elif src.rec["is_a_snapshot"]:
             snap.rec["cbt_enabled"] = False   # a copy of a copy: no chain
         self.add(snap)
-        self.sr.rec["VDIs"].append(snap.ref)
+        snap.rec["SR"] = r["SR"]
+        self.objs["SR"][r["SR"]].rec["VDIs"].append(snap.ref)
         r["snapshots"].append(snap.ref)
         return snap
 
@@ -646,8 +731,9 @@ class Model:
         src = self.objs["VDI"].get(vdi.rec["snapshot_of"])
         if src is not None and vdi.ref in src.rec["snapshots"]:
             src.rec["snapshots"].remove(vdi.ref)
-        if vdi.ref in self.sr.rec["VDIs"]:
-            self.sr.rec["VDIs"].remove(vdi.ref)
+        sr = self.objs["SR"].get(vdi.rec["SR"])
+        if sr is not None and vdi.ref in sr.rec["VDIs"]:
+            sr.rec["VDIs"].remove(vdi.ref)
         if vdi.path is not None:
             self.reclaim(vdi.path)
             vdi.path = None
@@ -770,6 +856,8 @@ class Model:
             "xapi": {"calls": {}},
             "sessions": {"logins": 0, "logouts": 0},
             "http": {"export_raw_vdi": {"requests": 0, "bytes": 0,
+                                        "redirects": 0, "slave_served": 0},
+                     "import_raw_vdi": {"requests": 0, "bytes": 0,
                                         "redirects": 0, "slave_served": 0}},
         }
 

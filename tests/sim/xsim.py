@@ -36,6 +36,7 @@ import control  # noqa: E402
 import export   # noqa: E402
 import model    # noqa: E402
 import nbdserver  # noqa: E402
+import vdi_import  # noqa: E402
 import xapi     # noqa: E402
 
 SUBJECT = "xs-sim.example"
@@ -137,6 +138,7 @@ def main(argv=None):
                                    slave_ctx=slave_ctx)
     for srv in (master, slave):
         srv.get_handlers[export.PATH] = export.handler
+        srv.put_handlers[vdi_import.PATH] = vdi_import.handler
     nbd = nbdserver.NbdServer(m, a.nbd_address, tls12_context(cert, key, True),
                               log, tls12_context(imp_cert, imp_key, True))
     m.nbd_port = nbd.port

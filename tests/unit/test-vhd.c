@@ -1,6 +1,7 @@
 /* Unit tests: the head of a VHD export (xapi/vhd.c).  The heads are
  * built here from the layout in vhd-export.md §3–4, independently of
  * the parser. */
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "check.h"
@@ -172,12 +173,48 @@ test_wrap (void)
   }
 }
 
+/* The writer (xapi/vhd-stream.c): its head is what make_head builds
+ * (the same layout, BAT entries and all) apart from the creator and
+ * CHS fields, the parser takes it, and the bitmap of a partial last
+ * block marks only the sectors within the disk. */
+static void
+test_write (void)
+{
+  static uint8_t mine[2048 + 8192], ref[2048 + 8192], bm[512];
+  const uint64_t size = 6 * MiB + 65536;        /* 4 blocks, the last 64 KiB */
+  const bool inc[4] = { true, false, true, true };
+  const uint32_t alloc[] = { 0, 2, 3 };
+  const uint8_t uid[16] = { 1, 2, 3 };
+  struct vhd_head h;
+  size_t len = vhd_stream_head_len (size);
+
+  CHECK (len == 2048 + 512);
+  CHECK (vhd_stream_len (size, 3) == len + 3 * (512 + BS) + 512);
+  vhd_stream_head (mine, size, uid, inc);
+  CHECK (make_head (ref, size, alloc, 3) == len);
+  CHECK (memcmp (mine + 512, ref + 512, len - 512) == 0);     /* header, BAT */
+  CHECK (memcmp (mine, "conectix", 8) == 0 && memcmp (mine + 68, uid, 16) == 0);
+  CHECK (vhd_head_parse (mine, len, size, &h) == 0);
+  CHECK (h.nentries == 4 && h.current_size == size && h.block_size == BS);
+  for (uint32_t i = 0; i < 4; i++)
+    CHECK (vhd_allocated (&h, i) == inc[i]);
+  vhd_stream_footer (ref, size, uid);
+  CHECK (memcmp (mine, ref, 512) == 0);
+  vhd_stream_bitmap (bm, size, 0);
+  CHECK (bm[0] == 0xFF && bm[511] == 0xFF);
+  vhd_stream_bitmap (bm, size, 3);               /* 128 sectors */
+  CHECK (bm[15] == 0xFF && bm[16] == 0 && bm[511] == 0);
+  vhd_stream_bitmap (bm, 6 * MiB + 1536, 3);     /* 3 sectors */
+  CHECK (bm[0] == 0xE0 && bm[1] == 0);
+}
+
 int
 main (void)
 {
   test_parse ();
   test_damage ();
   test_wrap ();
+  test_write ();
   printf ("test-vhd: ok\n");
   return 0;
 }

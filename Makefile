@@ -221,11 +221,11 @@ check-asan: deps
 # The threaded parts (fetching, keeping, lazy loads, AIO writes, backup
 # jobs, prune's copies) under ThreadSanitizer: the unit tests, the
 # end-to-end tests that read through a mount from many threads, parallel
-# backup jobs, prune (its copier threads, a mount read meanwhile), and a
-# mount following the store (its watcher beside the readers).  A report
-# stops the process.
+# backup jobs, prune (its copier threads, a mount read meanwhile), a
+# mount following the store (its watcher beside the readers), and
+# restore (reading ahead of its upload).  A report stops the process.
 TSAN_E2E = tests/test-lazy.py tests/test-backup-mount.py tests/test-backup-jobs.py \
-           tests/test-prune.py tests/test-mount-follows.py
+           tests/test-prune.py tests/test-mount-follows.py tests/test-restore.py
 check-tsan: deps
 	$(MAKE) BUILD=build/tsan CC=gcc CFLAGS="-O1 -g" SAN="-fsanitize=thread" \
 	  check-unit $(BUILD)/tsan/cbtfs

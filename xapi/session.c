@@ -496,6 +496,33 @@ url_origin (const char *url, char *buf, size_t size)
   return buf;
 }
 
+/* After a failed transfer: curl's own message could quote the URL;
+ * never the session (a redirect's target may spell it differently, as
+ * REF), so such a message becomes "HOST: VERB failed". */
+static void
+hide_session (const xapi_session *s, const char *ref, const char *host,
+              const char *verb)
+{
+  if (strstr (err_get (), ref) || strstr (err_get (), s->ref)
+      || strstr (err_get (), "session_id"))
+    err_set (EIO, "%s: %s failed", host, verb);
+}
+
+/* Free what a transfer held: the URL and escaped session (secrets,
+ * wiped) and the handle; each may be NULL. */
+static void
+transfer_end (char *url, char *ref, CURL *c)
+{
+  if (url)
+    free_secret (url);
+  if (ref) {
+    wipe_str (ref);
+    curl_free (ref);
+  }
+  if (c)
+    curl_easy_cleanup (c);
+}
+
 /* C just got redirect number HOPS (XAPI sends a client to the host that
  * can see the SR): put its target in *URL.  Only to https (or http from
  * an http server): the target's query carries the session.  0, or -1
@@ -598,22 +625,11 @@ xapi_get (xapi_session *s, const char *path, xapi_body_fn fn, void *opaque)
     r = 0;
   else {
     transport_error (s, host, g.curl, rc, &none);
-    /* curl's own message could quote the URL; never the session (a
-     * redirect's target may spell it differently). */
-    if (strstr (err_get (), ref) || strstr (err_get (), s->ref)
-        || strstr (err_get (), "session_id"))
-      err_set (EIO, "%s: GET failed", host);
+    hide_session (s, ref, host, "GET");
   }
 
  out:
-  if (url)
-    free_secret (url);
-  if (ref) {
-    wipe_str (ref);
-    curl_free (ref);
-  }
-  if (g.curl)
-    curl_easy_cleanup (g.curl);
+  transfer_end (url, ref, g.curl);
   return r;
 }
 
@@ -735,20 +751,11 @@ xapi_put (xapi_session *s, const char *path, uint64_t length,
              PRIu64 " bytes", host, p.offset, length);
   else {
     transport_error (s, host, c, rc, &none);
-    if (strstr (err_get (), ref) || strstr (err_get (), s->ref)
-        || strstr (err_get (), "session_id"))
-      err_set (EIO, "%s: PUT failed", host);
+    hide_session (s, ref, host, "PUT");
   }
 
  out:
-  if (url)
-    free_secret (url);
-  if (ref) {
-    wipe_str (ref);
-    curl_free (ref);
-  }
-  if (c)
-    curl_easy_cleanup (c);
+  transfer_end (url, ref, c);
   return r;
 }
 

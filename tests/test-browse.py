@@ -4,25 +4,27 @@ as users' disks are.
 
 A VM "web" has a GPT disk "root" (partition 1 ext4, 2 an LVM PV whose
 VG vg0 holds an LV "data" with XFS, 3 NTFS made by Debian's ntfs-3g)
-and a disk "home" that is one ext4 filesystem.  It is backed up, files
-change in every filesystem, and it is backed up again.  Through a cbtfs
-mount, both points are then browsed side by side with the commands of
-README's "Browsing a snapshot", taken from the README itself and run
-with only its paths and device names bound to this test's, and every
-file of every filesystem must read as it was at that point.  Every
-command of the section is run, or named in the output as one this
-machine cannot run.
+and a disk "home" that is one ext4 filesystem.  It is backed up while
+its ext4 and XFS are mounted, as a running VM's are (their journal and
+log not clean), files change in every filesystem, and it is backed up
+again.  Through a cbtfs mount, both points are then browsed side by
+side with the commands of README's "Browsing a snapshot", taken from
+the README itself and run with only its paths and device names bound
+to this test's, and every file of every filesystem must read as it was
+at that point.  Every command of the section is run, or named in the
+output as one this machine cannot run.
 
 Where the kernel has no device-mapper, the LVM activation commands
 cannot run: the test says so and reads the LV at its offset on the PV
 (the README's way for that case), which it does on every machine, since
 it is also how two points of one LV are mounted side by side.  Claims
-the recipe rests on are checked too: LVM's own --devices picks the
-point asked for where two points' PVs are both attached (and without
-it LVM warns that it prefers one of them), XFS refuses a second point
-without nouuid, and no LVM command leaves the guest's VG in this
-machine's /etc/lvm.  The teardown is the README's, in its order;
-what a failure leaves is undone in the same order.
+the recipe rests on are checked too: every LVM command of it names its
+device with --devices (with two points' PVs attached, LVM otherwise
+warns that it prefers one of them, which the test sees it do), ext4
+from a running guest does not mount read-only without noload, XFS
+refuses a second point without nouuid, and no LVM command leaves the
+guest's VG in this machine's /etc/lvm.  The teardown is the README's,
+in its order; what a failure leaves is undone in the same order.
 """
 import os
 import re
@@ -67,6 +69,32 @@ def has_device_mapper():
 
 # -- the recipe, from the README ---------------------------------------
 
+# How the test finds each command of the recipe: by what it does (its
+# tool and the device it works on), not by its options, so that a
+# wrong option is run and fails rather than goes unfound.
+KEYS = {
+    "mounts a disk's filesystem": r"^mount .*-o loop\b",
+    "attaches a disk": r"^losetup .*-P",
+    "adds partitions": r"^partx ",
+    "shows the partitions": r"^blkid ",
+    "mounts ext4": r"^mount .*/dev/loop0p1 ",
+    "mounts NTFS": r"^ntfs-3g ",
+    "shows the PV": r"^pvs (?!.*--segments)",
+    "shows the LVs": r"^lvs ",
+    "activates": r"^vgchange -ay",
+    "shows what an LV reads": r"^dmsetup ",
+    "mounts the activated LV": r"^mount .*/dev/vg0/",
+    "shows the LV's segments": r"^pvs .*--segments",
+    "sets the segment's numbers": r"^([A-Z_]+=\S+ ?)+$",
+    "attaches the LV at its offset": r"^losetup .*--offset",
+    "mounts the LV at its offset": r"^mount .*/dev/loop2 ",
+    "unmounts": r"^umount ",
+    "deactivates": r"^vgchange -an",
+    "detaches": r"^losetup -d",
+    "unmounts cbtfs": r"^fusermount3 ",
+}
+
+
 class Recipe:
     """The commands of README's "Browsing a snapshot": its indented
     lines, continuation lines joined and comments dropped.  take()
@@ -95,12 +123,11 @@ class Recipe:
                 self.cmds.append(" ".join(line.split()))
         self.used = set()
 
-    def take(self, prefix):
-        """The one command that is PREFIX, or else starts with it."""
-        hits = [c for c in self.cmds if c == prefix]
-        hits = hits or [c for c in self.cmds if c.startswith(prefix)]
+    def take(self, what):
+        """The one command that WHAT (a key of KEYS) finds."""
+        hits = [c for c in self.cmds if re.search(KEYS[what], c)]
         check(len(hits) == 1, "README's browsing recipe has %d commands "
-              "starting %r (wanted one): %s" % (len(hits), prefix, hits))
+              "that %s (wanted one): %s" % (len(hits), what, hits))
         self.used.add(hits[0])
         return hits[0]
 
@@ -235,15 +262,18 @@ def lv_range(pv):
 
 
 class Guest:
-    """The VM's disks as files here, changed as the guest would change
+    """The VM's disks as files here, written as the guest would write
     them (rw loop devices, real mounts), and what each filesystem holds
-    at each point."""
+    at each point.  Like a running VM's, its ext4 and XFS are mounted
+    when the backup snapshots the disk: their data is in place (a
+    freeze checkpointed it) but their journal and log are not clean."""
 
     def __init__(self, env):
         self.env = env
         self.root = env.path("root.img")
         self.home = env.path("home.img")
         self.want = []            # per point: {fs: {path: bytes}}
+        self.up = []              # (mount point or None, device)
         self.files = {
             "ext4": {"etc/hostname": b"web-1\n",
                      "srv/site/index.html": os.urandom(150000)},
@@ -253,17 +283,16 @@ class Guest:
                      "Users/web/photo.jpg": os.urandom(120000)},
             "home": {"user/notes.txt": b"notes 1\n"},
         }
-
-    def snapshot(self):
-        self.want.append({fs: dict(files) for fs, files in self.files.items()})
+        self.gone = {}
 
     def create(self):
+        """A new disk, its filesystems made and written; left running."""
         with open(self.root, "wb") as f:
             f.truncate(ROOT_SIZE)
         run(["sgdisk", "-o", "-n1:2048:+16M", "-t1:8300",
              "-n2:0:+320M", "-t2:8e00", "-n3:0:+16M", "-t3:0700", self.root])
         cb.make_ext4(self.home, HOME_SIZE, self.files["home"])
-        dev, parts = self._attach()
+        parts = self._attach()
         run(["mkfs.ext4", "-q", "-F", parts[1]])
         pv = parts[2]
         run(["pvcreate", "-q", "--devices", pv, pv])
@@ -272,60 +301,72 @@ class Guest:
         run(["lvcreate", "-q", "-A", "n", "--devices", pv,
              "--config", "global/activation=0", "-an", "-Zn",
              "-n", LV, "-l", "100%FREE", VG])
-        off, size = lv_range(pv)
-        lvdev = attach(self.env, pv, "--offset", str(off),
-                       "--sizelimit", str(size))
+        lvdev = self._attach_lv(pv)
         run(["mkfs.xfs", "-q", lvdev])
         run(["mkntfs", "-q", "-Q", "-F", parts[3]])
-        self._write(parts, lvdev, {}, "1")
-        self._detach(dev, lvdev, pv)
-        self.snapshot()
+        self._run(parts, lvdev)
 
     def change(self):
         """The guest's changes between the backups: a file changed, one
-        added and one removed in each filesystem."""
+        added and one removed in each filesystem; left running."""
         f = self.files
         f["ext4"]["etc/hostname"] = b"web-2\n"
         f["ext4"]["srv/site/new.html"] = b"<p>new</p>\n"
         f["xfs"]["db/table.bin"] = os.urandom(400000)
         f["xfs"]["db/new.log"] = b"new log\n" * 300
-        gone_xfs = ["db/old.log"]
         del f["xfs"]["db/old.log"]
         f["ntfs"]["Users/web/report.txt"] = b"report, version 2\r\n"
         f["ntfs"]["Users/web/more.txt"] = b"more\r\n"
-        gone_ntfs = ["Users/web/photo.jpg"]
         del f["ntfs"]["Users/web/photo.jpg"]
+        self.gone = {"xfs": ["db/old.log"], "ntfs": ["Users/web/photo.jpg"]}
         f["home"]["user/notes.txt"] = b"notes 2, longer\n"
         cb.ext4_write(self.home, "user/notes.txt", f["home"]["user/notes.txt"])
-        dev, parts = self._attach()
-        pv = parts[2]
-        off, size = lv_range(pv)
-        lvdev = attach(self.env, pv, "--offset", str(off),
-                       "--sizelimit", str(size))
-        self._write(parts, lvdev, {"xfs": gone_xfs, "ntfs": gone_ntfs}, "2")
-        self._detach(dev, lvdev, pv)
-        self.snapshot()
+        parts = self._attach()
+        self._run(parts, self._attach_lv(parts[2]))
+
+    def stop(self):
+        """The VM shuts down: filesystems unmounted, devices detached."""
+        while self.up:
+            d, dev = self.up.pop()
+            if d:
+                run(["umount", d])
+            else:
+                run(["blockdev", "--flushbufs", dev])
+                run(["losetup", "-d", dev])
 
     def _attach(self):
         dev = attach(self.env, self.root, "-P")
+        self.up.append((None, dev))
         ensure_parts(dev, lambda: run(["partx", "-a", dev]))
-        return dev, {n: "%sp%d" % (dev, n) for n in (1, 2, 3)}
+        return {n: "%sp%d" % (dev, n) for n in (1, 2, 3)}
 
-    def _write(self, parts, lvdev, gone, n):
-        """Write the files of every filesystem through rw mounts."""
+    def _attach_lv(self, pv):
+        off, size = lv_range(pv)
+        dev = attach(self.env, pv, "--offset", str(off), "--sizelimit", str(size))
+        self.up.append((None, dev))
+        return dev
+
+    def _run(self, parts, lvdev):
+        """Write the files through rw mounts; NTFS is unmounted again,
+        ext4 and XFS stay mounted with a transaction in their journal
+        and log after their data was checkpointed."""
         env = self.env
+        n = len(self.want)
         for fs, dev, how in (("ext4", parts[1], ("mount",)),
                              ("xfs", lvdev, ("mount",)),
                              ("ntfs", parts[3], ("ntfs-3g",))):
-            d = env.path("guest-%s-%s" % (fs, n))
+            d = env.path("guest-%s-%d" % (fs, n))
             mount_rw(env, dev, d, *how)
-            put(d, self.files[fs], gone.get(fs, ()))
-            run(["umount", d])
-
-    def _detach(self, dev, lvdev, pv):
-        for d in (lvdev, dev):
-            run(["blockdev", "--flushbufs", d])
-            run(["losetup", "-d", d])
+            put(d, self.files[fs], self.gone.get(fs, ()))
+            if fs == "ntfs":
+                run(["umount", d])
+                continue
+            self.up.append((d, dev))
+            run(["fsfreeze", "-f", d])
+            run(["fsfreeze", "-u", d])
+            os.utime(d)
+        os.sync()
+        self.want.append({fs: dict(files) for fs, files in self.files.items()})
 
 
 def tree(root):
@@ -369,34 +410,35 @@ def browse(env, recipe, points, want, dm):
     for p, w in zip(points, want):
         # The filesystem directly on a disk: its own loop, gone with
         # its umount (mount -o loop sets autoclear).
-        p.sh(recipe, "mount -o loop,ro,noload")
+        p.sh(recipe, "mounts a disk's filesystem")
         d = p.dir("web-home")
         env.on_close(unmount_at, d)
         check_tree(d, w["home"], "%s: home (ext4 on the disk)" % p.label)
         run(["umount", d])
 
-        out = p.sh(recipe, "losetup -r -P --show -f").stdout.strip()
+        out = p.sh(recipe, "attaches a disk").stdout.strip()
         check(re.fullmatch(r"/dev/loop\d+", out), "losetup printed %r" % out)
         p.attached(0, out)
-        made = ensure_parts(out, lambda: p.sh(recipe, "partx -a"))
+        made = ensure_parts(out, lambda: p.sh(recipe, "adds partitions"))
         print("    partition devices made by %s" % made)
         if made == "losetup -P":
-            recipe.take("partx -a")     # "only if": not needed here
-        blk = p.sh(recipe, "blkid").stdout
+            recipe.take("adds partitions")     # "only if": not needed here
+        blk = p.sh(recipe, "shows the partitions").stdout
         for part, kind in ((1, "ext4"), (2, "LVM2_member"), (3, "ntfs")):
             check(re.search(r"%s:.*TYPE=\"%s\"" % (p.part(part), kind), blk),
                   "blkid does not say %s holds %s: %s" % (p.part(part), kind, blk))
 
-        for prefix, fs, dname in (("mount -o ro,noload", "ext4", "web"),
-                                  ("ntfs-3g -o ro", "ntfs", "web-ntfs")):
+        needs_noload(env, p.part(1))
+        for what, fs, dname in (("mounts ext4", "ext4", "web"),
+                                ("mounts NTFS", "ntfs", "web-ntfs")):
             env.on_close(unmount_at, p.dir(dname))
-            p.sh(recipe, prefix)
+            p.sh(recipe, what)
             check_tree(p.dir(dname), w[fs], "%s: %s" % (p.label, fs))
 
-        vgs = p.sh(recipe, "pvs --devices /dev/loop0p2").stdout
+        vgs = p.sh(recipe, "shows the PV").stdout
         check(re.search(r"%s\s+%s\s" % (re.escape(p.part(2)), VG), vgs),
               "pvs does not show VG %s on %s: %s" % (VG, p.part(2), vgs))
-        lvs = p.sh(recipe, "lvs --devices").stdout
+        lvs = p.sh(recipe, "shows the LVs").stdout
         check(re.search(r"^\s*%s\s+%s\s" % (LV, VG), lvs, re.M),
               "lvs does not show %s/%s: %s" % (VG, LV, lvs))
 
@@ -415,22 +457,21 @@ def browse(env, recipe, points, want, dm):
               "(vgchange -ay, dmsetup deps, mount of /dev/%s/%s, vgchange -an)"
               " is not run here; the LV is read at its offset on the PV "
               "instead, as the README says for that case" % (VG, LV))
-        for c in ("vgchange -ay", "dmsetup deps",
-                  "mount -o ro,norecovery,nouuid /dev/vg0/",
-                  "vgchange -an"):
+        for c in ("activates", "shows what an LV reads",
+                  "mounts the activated LV", "deactivates"):
             recipe.take(c)
 
     # The LV at its offset, both points side by side.
     for p, w in zip(points, want):
-        out = p.sh(recipe, "pvs --devices /dev/loop0p2 --segments").stdout
+        out = p.sh(recipe, "shows the LV's segments").stdout
         row = lv_row(p, out)
-        names = recipe.take("START=").split()
+        names = recipe.take("sets the segment's numbers").split()
         check(len(names) == 4 and all("=" in n for n in names),
               "the recipe's assignment is not four variables: %s" % names)
         values = dict((n.split("=")[0], v) for n, v in zip(names, row[1:]))
         print("%s$ %s   (from that row)" % (p.label, " ".join(
             "%s=%s" % kv for kv in values.items())))
-        cmd = p.bind(recipe.take("losetup -r --show -f --offset"))
+        cmd = p.bind(recipe.take("attaches the LV at its offset"))
         print("%s$ %s" % (p.label, cmd))
         dev = run(cmd, env=dict(LVM_ENV, **values)).stdout.strip()
         check(re.fullmatch(r"/dev/loop\d+", dev), "losetup printed %r" % dev)
@@ -438,9 +479,21 @@ def browse(env, recipe, points, want, dm):
     nouuid_needed(env, [p.loops[2] for p in points])
     for p, w in zip(points, want):
         env.on_close(unmount_at, p.dir("web-data"))
-        p.sh(recipe, "mount -o ro,norecovery,nouuid /dev/loop2")
+        p.sh(recipe, "mounts the LV at its offset")
         check_tree(p.dir("web-data"), w["xfs"], "%s: xfs on LVM, at its "
                    "offset" % p.label)
+
+
+def needs_noload(env, dev):
+    """The claim behind noload: the ext4 of a running guest's snapshot
+    wants its journal replayed, which a read-only device refuses."""
+    d = env.mkdir("no-noload")
+    env.on_close(unmount_at, d)
+    r = run(["mount", "-o", "ro", dev, d], ok=False)
+    unmount_at(d)
+    check(r.returncode != 0, "ext4 of a running guest mounted read-only "
+          "without noload: the README's reason for it is wrong")
+    print("    without noload: %s" % r.stderr.strip().splitlines()[0])
 
 
 def nouuid_needed(env, devs):
@@ -463,32 +516,32 @@ def activate_each(env, recipe, points, want):
     for p, w in zip(points, want):
         env.on_close(lambda p=p: run(["vgchange", "-an", "--devices",
                                       p.part(2), VG], ok=False))
-        p.sh(recipe, "vgchange -ay")
-        deps = p.sh(recipe, "dmsetup deps").stdout
+        p.sh(recipe, "activates")
+        deps = p.sh(recipe, "shows what an LV reads").stdout
         check("(%s)" % os.path.basename(p.part(2)) in deps,
               "%s/%s reads %s, not %s" % (VG, LV, deps.strip(), p.part(2)))
         env.on_close(unmount_at, p.dir("web-data"))
-        p.sh(recipe, "mount -o ro,norecovery,nouuid /dev/vg0/")
+        p.sh(recipe, "mounts the activated LV")
         check_tree(p.dir("web-data"), w["xfs"], "%s: xfs on LVM, activated"
                    % p.label)
         run(["umount", p.dir("web-data")])
-        p.sh(recipe, "vgchange -an")
+        p.sh(recipe, "deactivates")
 
 
 def teardown(recipe, points, mnt, dm):
     """The README's teardown, in its order, for each point."""
     for p in points:
-        p.sh(recipe, "umount")
+        p.sh(recipe, "unmounts")
         if dm:
-            p.sh(recipe, "vgchange -an")
-        p.sh(recipe, "losetup -d")
+            p.sh(recipe, "deactivates")
+        p.sh(recipe, "detaches")
     for p in points:
         check(not any(mounted_at(p.dir(d)) for d in os.listdir(p.dirs)),
               "%s: something stays mounted after the teardown" % p.label)
         for n, dev in p.loops.items():
             check(backing(dev) != p.backs[n], "%s stays attached after the "
                   "teardown" % dev)
-    points[0].sh(recipe, "fusermount3 -u")
+    points[0].sh(recipe, "unmounts cbtfs")
     check(not cb.mounted(mnt), "the cbtfs mount stays after the teardown")
 
 
@@ -510,6 +563,12 @@ def main():
         if subprocess.run(["which", tool], capture_output=True).returncode:
             cb.skip("%s is not installed (scripts/install-deps.sh)" % tool)
     recipe = Recipe()
+    # What keeps LVM to the point asked for: --devices on every LVM
+    # command (where two points are attached, LVM's own pick is one).
+    for c in recipe.cmds:
+        if re.match(r"(pvs|lvs|vgs|vgchange|lvchange)\b", c):
+            check("--devices " in c, "the recipe's %r reads every disk "
+                  "of the machine: it lacks --devices" % c)
     dm = has_device_mapper()
     lvm_copies = guest_vg_copies()
     with sim.Sim() as s, cb.Env("cbtfs-browse") as env:
@@ -529,8 +588,10 @@ def main():
 
         guest.create()
         backup()
+        guest.stop()
         guest.change()
         backup()
+        guest.stop()
 
         mnt = env.mount(store, env.path("backups"))
         folder = os.path.join(mnt, "by-vm", "web", "root")

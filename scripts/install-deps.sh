@@ -20,6 +20,9 @@ pkgs="build-essential pkg-config
 pkgs="$pkgs attr"
 # cbtfs serve: the nbdkit plugin builds against nbdkit-plugin.h.
 pkgs="$pkgs nbdkit-plugin-dev"
+# test-browse: a guest disk as users' are (GPT, ext4, LVM with XFS, NTFS),
+# browsed by the README's recipe.
+pkgs="$pkgs lvm2 xfsprogs ntfs-3g gdisk"
 
 missing=
 for p in $pkgs; do

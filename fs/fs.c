@@ -507,8 +507,8 @@ newer_gen (struct fs *fs, uint64_t seq, double until)
  * before it had opened them), read the same point through the store as
  * it is now, waiting for the watcher to show it if need be (a prune
  * replaces layers one after another).  A point never changes, so any
- * generation that has it gives its bytes.  0, or -1 with err_* (the
- * first failure's when there is nothing newer to try). */
+ * generation that has it gives its bytes.  0, or -1 (the caller tells
+ * its first failure). */
 static int
 read_again (struct fs *fs, const struct handle *h, char *buf, size_t size,
             off_t off)
@@ -565,14 +565,22 @@ op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   }
   /* Reply first, keep fetched blocks after: the store's write is then
    * off the reader's path. */
-  if (chain_read_later (h->top, buf, size, off, fetch, &later) == -1
-      && read_again (fs, h, buf, size, off) == -1) {
-    int e = errno == EIO || errno == 0 ? EIO : errno;
-    log_read_error (fs);
-    fuse_reply_err (req, e);
-  }
-  else
+  if (chain_read_later (h->top, buf, size, off, fetch, &later) == 0)
     fuse_reply_buf (req, buf, size);
+  else {
+    int e = errno == EIO || errno == 0 ? EIO : errno;
+    char why[512];
+
+    /* The first failure is the one to tell, whatever trying again met. */
+    snprintf (why, sizeof why, "%s", err_get ());
+    if (read_again (fs, h, buf, size, off) == 0)
+      fuse_reply_buf (req, buf, size);
+    else {
+      err_set (e, "%s", why);
+      log_read_error (fs);
+      fuse_reply_err (req, e);
+    }
+  }
   if (later.n > 0)
     fetcher_keep_later (fetch, &later);
 }

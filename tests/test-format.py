@@ -244,8 +244,18 @@ def reader_direction(s, env):
     check(os.path.isfile(os.path.join(store, "lock")), "no lock file")
     check(os.listdir(os.path.join(store, "tmp")) == [],
           "tmp/ not emptied: %s" % os.listdir(os.path.join(store, "tmp")))
-    check(sorted(os.listdir(store)) == ["cbtfs-store", "disks", "lock", "tmp"],
+    check(sorted(os.listdir(store)) == ["cbtfs-store", "disks", "generation",
+                                        "lock", "tmp"],
           "store holds %s" % sorted(os.listdir(store)))
+    # One "+" for every layer made (and every check recorded).
+    with open(os.path.join(store, "generation"), "rb") as f:
+        gen = f.read()
+    disks = os.path.join(store, "disks")
+    layers = sum(os.path.isdir(os.path.join(disks, d, x))
+                 for d in os.listdir(disks)
+                 for x in os.listdir(os.path.join(disks, d)))
+    check(gen == b"+" * len(gen) and len(gen) >= layers,
+          "generation holds %r for %d layers" % (gen[:40], layers))
     check(sorted(os.listdir(os.path.join(store, "disks"))) == sorted(vdis.values()),
           "disks/ holds %s" % os.listdir(os.path.join(store, "disks")))
     ls = {d["uuid"]: d for d in env.ls_json(store)["disks"]}

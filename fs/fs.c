@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../chain/holes.h"
@@ -941,11 +942,20 @@ watcher (void *arg)
 {
   struct fs *fs = arg;
 
+  double pause = WATCH_INTERVAL;
+
   pthread_mutex_lock (&fs->stop_lock);
   while (!fs->stop) {
     struct timespec ts;
+    double t;
+
     clock_gettime (CLOCK_REALTIME, &ts);
-    ts.tv_sec += WATCH_INTERVAL;
+    ts.tv_sec += (time_t) pause;
+    ts.tv_nsec += (long) ((pause - (time_t) pause) * 1e9);
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
     if (!fs->poked)
       pthread_cond_timedwait (&fs->stop_cond, &fs->stop_lock, &ts);
     fs->poked = false;
@@ -953,7 +963,11 @@ watcher (void *arg)
       break;
     pthread_mutex_unlock (&fs->stop_lock);
     err_clear ();
+    t = now_monotonic ();
     follow (fs);
+    /* A store of 100 000 layers loads in about a second: while backups
+     * change it, look at most a third of the time, not all of it. */
+    pause = MAX ((double) WATCH_INTERVAL, 2 * (now_monotonic () - t));
     free_idle (fs);
     pthread_mutex_lock (&fs->stop_lock);
   }

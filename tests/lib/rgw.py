@@ -298,6 +298,16 @@ class Rgw:
                 pass
         return "".join(out)
 
+    def rgw_log(self):
+        """radosgw's own log (its request lines included)."""
+        try:
+            with open(os.path.join(self.dir, "log",
+                                   "ceph-client.rgw.%s.log" % self.rgw_name),
+                      errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
     def curl(self, method, path, *args, https=False, ca_file=None,
              secret=None, check=False):
         """Run curl with SigV4 on METHOD URL/PATH (plus ARGS).  The keys

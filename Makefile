@@ -24,6 +24,8 @@ COMMON_SRC = common/error.c common/log.c common/secbuf.c common/util.c \
              common/dio.c
 XAPI_SRC   = xapi/value.c xapi/xmlrpc.c xapi/session.c xapi/api.c xapi/vhd.c \
              xapi/vhd-stream.c
+# The S3 client (object storage); no command uses it yet.
+S3_SRC     = s3/s3.c s3/s3-xml.c
 STORE_SRC  = chain/store/store.c chain/store/posix.c chain/store/posix-layer.c
 CHAIN_SRC  = chain/bitmap.c chain/sums.c chain/layer-meta.c chain/index.c \
              chain/layer.c chain/layer-blocks.c chain/catalog.c chain/read.c \
@@ -48,6 +50,7 @@ CLI_SRC    = cli/main.c cli/server.c cli/backup.c cli/mount.c cli/ls.c \
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 COMMON_OBJ = $(call obj,$(COMMON_SRC))
 XAPI_OBJ   = $(call obj,$(XAPI_SRC))
+S3_OBJ     = $(call obj,$(S3_SRC))
 CHAIN_OBJ  = $(call obj,$(CHAIN_SRC))
 ENGINE_OBJ = $(call obj,$(ENGINE_SRC))
 FS_OBJ     = $(call obj,$(FS_SRC))
@@ -175,6 +178,11 @@ $(BUILD)/tests/fuzz-manifest: $(BUILD)/tests/fuzz/fuzz-manifest.o $(CHAIN_OBJ) $
 $(BUILD)/tests/fuzz-layer: $(BUILD)/tests/fuzz/fuzz-layer.o $(CHAIN_OBJ) $(COMMON_OBJ) $(FUZZ_DRIVER)
 	$(CC) $(ALL_LDFLAGS) $(FUZZ_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 
+# s3/ against a real Ceph RGW: run by tests/test-s3-client.py, which
+# starts one.
+$(BUILD)/tests/s3probe: $(BUILD)/tests/s3/s3probe.o $(S3_OBJ) $(COMMON_OBJ)
+	$(CC) $(ALL_LDFLAGS) $^ $(XAPI_LIBS) -o $@
+
 $(BUILD)/tests/mkchain: $(BUILD)/tests/bench/mkchain.o $(CHAIN_OBJ) $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 
@@ -241,7 +249,7 @@ bench: all $(BUILD)/tests/mkchain
 	$(PYTHON) scripts/bench.py ./cbtfs
 
 clean:
-	rm -rf build/asan build/fuzz $(BUILD)/cbtfs $(BUILD)/common $(BUILD)/xapi \
+	rm -rf build/asan build/fuzz $(BUILD)/cbtfs $(BUILD)/common $(BUILD)/xapi $(BUILD)/s3 \
 	  $(BUILD)/chain $(BUILD)/engine $(BUILD)/fs $(BUILD)/cli $(BUILD)/tests cbtfs \
 	  $(BUILD)/pic $(PLUGIN)
 

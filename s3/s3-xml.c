@@ -1,0 +1,123 @@
+/* cbtfs: S3's XML answers (see s3-xml.h). */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+
+#include "../common/error.h"
+#include "s3-xml.h"
+
+/* Parse BODY without touching the network or entities: the server is
+ * not trusted to be well-behaved. */
+static xmlDoc *
+parse (const char *body, size_t len)
+{
+  if (len > 0x7fffffff)
+    return NULL;
+  return xmlReadMemory (body, (int) len, "s3.xml", NULL,
+                        XML_PARSE_NONET | XML_PARSE_NOBLANKS
+                        | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+}
+
+static bool
+named (const xmlNode *n, const char *name)
+{
+  return n->type == XML_ELEMENT_NODE
+    && strcmp ((const char *) n->name, name) == 0;
+}
+
+/* The text of PARENT's first child element NAME (caller frees), or NULL. */
+static char *
+child_text (const xmlNode *parent, const char *name)
+{
+  const xmlNode *n;
+  xmlChar *t;
+  char *s;
+
+  for (n = parent->children; n; n = n->next)
+    if (named (n, name)) {
+      t = xmlNodeGetContent (n);
+      if (t == NULL)
+        return NULL;
+      s = strdup ((const char *) t);
+      xmlFree (t);
+      return s;
+    }
+  return NULL;
+}
+
+void
+s3_xml_error (const char *body, size_t len, char **code, char **message)
+{
+  xmlDoc *doc = parse (body, len);
+  const xmlNode *root = doc ? xmlDocGetRootElement (doc) : NULL;
+
+  *code = *message = NULL;
+  if (root && named (root, "Error")) {
+    *code = child_text (root, "Code");
+    *message = child_text (root, "Message");
+  }
+  xmlFreeDoc (doc);
+}
+
+int
+s3_xml_list (const char *body, size_t len, s3_list_fn fn, void *opaque,
+             char **next)
+{
+  xmlDoc *doc = parse (body, len);
+  const xmlNode *root = doc ? xmlDocGetRootElement (doc) : NULL;
+  const xmlNode *n;
+  char *key = NULL, *size = NULL, *trunc = NULL, *end;
+  unsigned long long sz;
+  int r = -1;
+
+  *next = NULL;
+  if (root == NULL || !named (root, "ListBucketResult")) {
+    err_set (EPROTO, "malformed listing: not a ListBucketResult");
+    goto out;
+  }
+  for (n = root->children; n; n = n->next) {
+    if (!named (n, "Contents"))
+      continue;
+    key = child_text (n, "Key");
+    size = child_text (n, "Size");
+    if (key == NULL || size == NULL) {
+      err_set (EPROTO, "malformed listing: an entry without Key or Size");
+      goto out;
+    }
+    errno = 0;
+    sz = strtoull (size, &end, 10);
+    if (errno || end == size || *end) {
+      err_set (EPROTO, "malformed listing: size of %s is not a number", key);
+      goto out;
+    }
+    r = fn (opaque, key, sz);
+    if (r != 0)
+      goto out;
+    r = -1;
+    free (key);
+    free (size);
+    key = size = NULL;
+  }
+  trunc = child_text (root, "IsTruncated");
+  if (trunc && strcmp (trunc, "true") == 0) {
+    *next = child_text (root, "NextContinuationToken");
+    if (*next == NULL || **next == '\0') {
+      free (*next);
+      *next = NULL;
+      err_set (EPROTO, "malformed listing: truncated without a "
+               "continuation token");
+      goto out;
+    }
+  }
+  r = 0;
+ out:
+  free (key);
+  free (size);
+  free (trunc);
+  xmlFreeDoc (doc);
+  return r;
+}

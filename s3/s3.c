@@ -1,0 +1,772 @@
+/* cbtfs: an S3 client over libcurl (see s3.h).
+ *
+ * Thread model: as s3.h says, one thread at a time per client.
+ *
+ * Signing is libcurl's (CURLOPT_AWS_SIGV4).  With curl 7.88 against
+ * RGW (as ../shared/reference/ceph-rgw.md found): curl does not send
+ * x-amz-content-sha256, so we send UNSIGNED-PAYLOAD ourselves; it may
+ * not sort query parameters before signing, so queries are built here
+ * already sorted and encoded, every key with a value.
+ *
+ * Secrets: the secret key lives only in this file's struct (wiped at
+ * close) and in curl's handle; it is never put in a URL or a message.
+ * TLS is always verified (system CAs or the given CA file); plain http
+ * only when the caller allows it, and no redirect is ever followed.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <libxml/parser.h>
+
+#include "../common/error.h"
+#include "s3-xml.h"
+#include "s3.h"
+
+#define S3_DEFAULT_TIMEOUT 60L
+#define S3_CONNECT_TIMEOUT 15L
+#define S3_MAX_ERROR_BODY (64 * 1024)
+
+#define SETOPT(h, opt, val)                                     \
+  do {                                                          \
+    if (rc == CURLE_OK)                                         \
+      rc = curl_easy_setopt ((h), (opt), (val));                \
+  } while (0)
+
+struct s3_client {
+  CURL *curl;
+  char *base;                   /* scheme://host[:port][/bucket], no slash */
+  char *bucket;
+  char *sigv4;                  /* "aws:amz:REGION:s3" */
+  char *access_key;
+  char *secret_key;             /* secret; wiped before free */
+  char *ca_file;                /* NULL: the system CAs */
+  bool https;
+  long timeout;
+  char errbuf[CURL_ERROR_SIZE];
+};
+
+/* What one request brought back. */
+struct resp {
+  s3_client *c;
+  char *p;
+  size_t len, cap;
+  size_t limit;                 /* bytes of a successful body we accept */
+  long status;
+  bool too_big, oom;
+  const void *up;               /* upload: remaining bytes */
+  size_t up_len;
+};
+
+int
+s3_global_init (void)
+{
+  CURLcode rc = curl_global_init (CURL_GLOBAL_DEFAULT);
+
+  if (rc != CURLE_OK) {
+    err_set (EIO, "cannot initialise libcurl: %s", curl_easy_strerror (rc));
+    return -1;
+  }
+  xmlInitParser ();
+  return 0;
+}
+
+static void
+free_secret (char *s)
+{
+  if (s) {
+    explicit_bzero (s, strlen (s));
+    free (s);
+  }
+}
+
+/* Copy S into BUF as one line (control characters become spaces): an
+ * S3 message is the server's text. */
+static void
+one_line (char *buf, size_t size, const char *s)
+{
+  size_t i = 0;
+
+  for (; s[i] && i < size - 1; i++)
+    buf[i] = (unsigned char) s[i] < 0x20 || s[i] == 0x7f ? ' ' : s[i];
+  buf[i] = '\0';
+}
+
+/* ---- opening ---- */
+
+/* C->base from OPTS: the endpoint, with the bucket as the first path
+ * segment (path-style, as RGW needs without DNS) or as the first label
+ * of the host (virtual-host). */
+static int
+set_base (s3_client *c, const struct s3_opts *o)
+{
+  CURLU *u = curl_url ();
+  char *scheme = NULL, *host = NULL, *path = NULL, *vhost = NULL;
+  char *url = NULL;
+  int r = -1;
+
+  if (u == NULL
+      || curl_url_set (u, CURLUPART_URL, o->endpoint, 0) != CURLUE_OK
+      || curl_url_get (u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK
+      || curl_url_get (u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+    err_set (EINVAL, "S3 endpoint %s: not a URL", o->endpoint);
+    goto out;
+  }
+  if (curl_url_get (u, CURLUPART_PATH, &path, 0) == CURLUE_OK
+      && strcmp (path, "/") != 0) {
+    err_set (EINVAL, "S3 endpoint %s: a path is not expected", o->endpoint);
+    goto out;
+  }
+  if (strcmp (scheme, "https") == 0)
+    c->https = true;
+  else if (strcmp (scheme, "http") != 0) {
+    err_set (EINVAL, "S3 endpoint %s: only https:// (or http://)",
+             o->endpoint);
+    goto out;
+  }
+  else if (!o->allow_http) {
+    err_set (EPERM, "S3 endpoint %s: plain http refused (it would carry "
+             "the data unprotected); use https, or allow http explicitly",
+             o->endpoint);
+    goto out;
+  }
+  if (o->virtual_host) {
+    if (asprintf (&vhost, "%s.%s", o->bucket, host) == -1) {
+      vhost = NULL;
+      goto oom;
+    }
+    if (curl_url_set (u, CURLUPART_HOST, vhost, 0) != CURLUE_OK) {
+      err_set (EINVAL, "bucket %s cannot be a host name label", o->bucket);
+      goto out;
+    }
+  }
+  curl_url_set (u, CURLUPART_PATH, NULL, 0);
+  if (curl_url_get (u, CURLUPART_URL, &url, 0) != CURLUE_OK)
+    goto oom;
+  /* curl writes the empty path as "/". */
+  if (url[strlen (url) - 1] == '/')
+    url[strlen (url) - 1] = '\0';
+  if (o->virtual_host)
+    c->base = strdup (url);
+  else if (asprintf (&c->base, "%s/%s", url, o->bucket) == -1)
+    c->base = NULL;
+  if (c->base == NULL)
+    goto oom;
+  r = 0;
+  goto out;
+ oom:
+  err_set (ENOMEM, "out of memory");
+ out:
+  curl_free (scheme);
+  curl_free (host);
+  curl_free (path);
+  curl_free (url);
+  free (vhost);
+  curl_url_cleanup (u);
+  return r;
+}
+
+static bool
+bucket_ok (const char *b)
+{
+  size_t i, n = strlen (b);
+
+  if (n < 3 || n > 63)
+    return false;
+  for (i = 0; i < n; i++)
+    if (!((b[i] >= 'a' && b[i] <= 'z') || (b[i] >= '0' && b[i] <= '9')
+          || b[i] == '-' || b[i] == '.'))
+      return false;
+  return true;
+}
+
+s3_client *
+s3_open (const struct s3_opts *o)
+{
+  s3_client *c;
+  int saved;
+
+  if (o->endpoint == NULL || o->bucket == NULL || o->access_key == NULL
+      || o->secret_key == NULL || o->region == NULL) {
+    err_set (EINVAL, "S3: %s not given",
+             o->endpoint == NULL ? "endpoint" : o->bucket == NULL ? "bucket"
+             : o->region == NULL ? "region"
+             : o->access_key == NULL ? "access key" : "secret key");
+    return NULL;
+  }
+  if (!bucket_ok (o->bucket)) {
+    err_set (EINVAL, "S3 bucket name %s: 3-63 characters of a-z, 0-9, "
+             "'-' and '.'", o->bucket);
+    return NULL;
+  }
+  if (strchr (o->access_key, ':') || strchr (o->region, ':')) {
+    err_set (EINVAL, "S3 %s must not hold ':'",
+             strchr (o->region, ':') ? "region" : "access key");
+    return NULL;
+  }
+  if (o->timeout < 0) {
+    err_set (EINVAL, "S3: negative timeout");
+    return NULL;
+  }
+  c = calloc (1, sizeof *c);
+  if (c == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  c->timeout = o->timeout ? o->timeout : S3_DEFAULT_TIMEOUT;
+  if (set_base (c, o) == -1)
+    goto err;
+  /* Checked here so that the message names the file and the reason. */
+  if (o->ca_file && access (o->ca_file, R_OK) == -1) {
+    err_sys (errno, "CA file %s", o->ca_file);
+    goto err;
+  }
+  c->bucket = strdup (o->bucket);
+  c->access_key = strdup (o->access_key);
+  c->secret_key = strdup (o->secret_key);
+  c->ca_file = o->ca_file ? strdup (o->ca_file) : NULL;
+  if (asprintf (&c->sigv4, "aws:amz:%s:s3", o->region) == -1)
+    c->sigv4 = NULL;
+  if (c->bucket == NULL || c->access_key == NULL || c->secret_key == NULL
+      || c->sigv4 == NULL || (o->ca_file && c->ca_file == NULL)) {
+    err_set (ENOMEM, "out of memory");
+    goto err;
+  }
+  c->curl = curl_easy_init ();
+  if (c->curl == NULL) {
+    err_set (ENOMEM, "cannot create a libcurl handle");
+    goto err;
+  }
+  return c;
+
+ err:
+  saved = errno;
+  s3_close (c);
+  errno = saved;
+  return NULL;
+}
+
+void
+s3_close (s3_client *c)
+{
+  if (c == NULL)
+    return;
+  if (c->curl)
+    curl_easy_cleanup (c->curl);
+  free (c->base);
+  free (c->bucket);
+  free (c->sigv4);
+  free (c->access_key);
+  free_secret (c->secret_key);
+  free (c->ca_file);
+  free (c);
+}
+
+/* ---- one request ---- */
+
+static size_t
+on_data (char *ptr, size_t size, size_t nmemb, void *opaque)
+{
+  struct resp *r = opaque;
+  size_t n = size * nmemb, limit, cap;
+  char *p;
+
+  curl_easy_getinfo (r->c->curl, CURLINFO_RESPONSE_CODE, &r->status);
+  limit = r->status >= 300 ? S3_MAX_ERROR_BODY : r->limit;
+  if (n > limit - r->len) {
+    r->too_big = true;
+    return 0;
+  }
+  if (r->len + n + 1 > r->cap) {
+    cap = r->cap ? r->cap : 16384;
+    while (cap < r->len + n + 1)
+      cap *= 2;
+    p = realloc (r->p, cap);
+    if (p == NULL) {
+      r->oom = true;
+      return 0;
+    }
+    r->p = p;
+    r->cap = cap;
+  }
+  memcpy (r->p + r->len, ptr, n);
+  r->len += n;
+  r->p[r->len] = '\0';
+  return n;
+}
+
+static size_t
+on_read (char *ptr, size_t size, size_t nmemb, void *opaque)
+{
+  struct resp *r = opaque;
+  size_t n = size * nmemb;
+
+  if (n > r->up_len)
+    n = r->up_len;
+  memcpy (ptr, r->up, n);
+  r->up = (const char *) r->up + n;
+  r->up_len -= n;
+  return n;
+}
+
+/* KEY percent-encoded for a URL path (each segment; '/' kept), which is
+ * also what SigV4's canonical URI for S3 is.  Caller frees. */
+static char *
+escape_key (s3_client *c, const char *key)
+{
+  size_t cap = 3 * strlen (key) + 1, n = 0;
+  char *out = malloc (cap);
+  const char *s;
+  char *e;
+  size_t seg;
+
+  if (out == NULL)
+    return NULL;
+  for (s = key;; s += seg + 1) {
+    seg = strcspn (s, "/");
+    e = curl_easy_escape (c->curl, s, (int) seg);
+    if (e == NULL) {
+      free (out);
+      return NULL;
+    }
+    memcpy (out + n, e, strlen (e));
+    n += strlen (e);
+    curl_free (e);
+    if (s[seg] == '\0')
+      break;
+    out[n++] = '/';
+  }
+  out[n] = '\0';
+  return out;
+}
+
+/* A fresh request on C's handle (its connection kept): the options
+ * every request has. */
+static int
+setup (s3_client *c, struct resp *r, struct curl_slist *hdrs)
+{
+  CURLcode rc = CURLE_OK;
+
+  curl_easy_reset (c->curl);
+  c->errbuf[0] = '\0';
+  SETOPT (c->curl, CURLOPT_NOSIGNAL, 1L);
+  SETOPT (c->curl, CURLOPT_ERRORBUFFER, c->errbuf);
+  SETOPT (c->curl, CURLOPT_USERAGENT, "cbtfs");
+  SETOPT (c->curl, CURLOPT_HTTPHEADER, hdrs);
+  SETOPT (c->curl, CURLOPT_WRITEFUNCTION, on_data);
+  SETOPT (c->curl, CURLOPT_WRITEDATA, r);
+  SETOPT (c->curl, CURLOPT_FOLLOWLOCATION, 0L);
+  SETOPT (c->curl, CURLOPT_PROTOCOLS_STR, c->https ? "https" : "http");
+  SETOPT (c->curl, CURLOPT_CONNECTTIMEOUT,
+          c->timeout < S3_CONNECT_TIMEOUT ? c->timeout : S3_CONNECT_TIMEOUT);
+  SETOPT (c->curl, CURLOPT_TIMEOUT, c->timeout);
+  SETOPT (c->curl, CURLOPT_TCP_KEEPALIVE, 1L);
+  SETOPT (c->curl, CURLOPT_SSLVERSION, (long) CURL_SSLVERSION_TLSv1_2);
+  SETOPT (c->curl, CURLOPT_SSL_VERIFYPEER, 1L);
+  SETOPT (c->curl, CURLOPT_SSL_VERIFYHOST, 2L);
+  if (c->ca_file)
+    SETOPT (c->curl, CURLOPT_CAINFO, c->ca_file);
+  SETOPT (c->curl, CURLOPT_AWS_SIGV4, c->sigv4);
+  SETOPT (c->curl, CURLOPT_USERNAME, c->access_key);
+  SETOPT (c->curl, CURLOPT_PASSWORD, c->secret_key);
+  if (rc != CURLE_OK) {
+    err_set (EIO, "cannot configure libcurl: %s", curl_easy_strerror (rc));
+    return -1;
+  }
+  return 0;
+}
+
+/* A transfer that failed before an HTTP answer: one line naming WHERE. */
+static void
+transport_error (s3_client *c, const char *where, CURLcode rc,
+                 const struct resp *r)
+{
+  char detail[CURL_ERROR_SIZE];
+
+  one_line (detail, sizeof detail,
+            c->errbuf[0] ? c->errbuf : curl_easy_strerror (rc));
+  switch (rc) {
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_COULDNT_CONNECT:
+    err_set (ECONNREFUSED, "%s: cannot connect (%s)", where, detail);
+    break;
+  case CURLE_OPERATION_TIMEDOUT:
+    err_set (ETIMEDOUT, "%s: timed out after %ld s", where, c->timeout);
+    break;
+  case CURLE_PEER_FAILED_VERIFICATION:
+    err_set (EACCES, "%s: TLS certificate not trusted (%s)", where, detail);
+    break;
+  case CURLE_SSL_CACERT_BADFILE:
+    err_set (EACCES, "%s: cannot use CA file %s (%s)", where,
+             c->ca_file ? c->ca_file : "(system)", detail);
+    break;
+  case CURLE_SSL_CONNECT_ERROR:
+    err_set (EPROTO, "%s: TLS handshake failed (%s)", where, detail);
+    break;
+  case CURLE_WRITE_ERROR:
+    if (r->oom) {
+      err_set (ENOMEM, "%s: out of memory reading the answer", where);
+      break;
+    }
+    if (r->too_big) {
+      err_set (EFBIG, "%s: answer larger than expected", where);
+      break;
+    }
+    /* fall through */
+  default:
+    err_set (EIO, "%s: %s", where, detail);
+  }
+}
+
+/* An HTTP error STATUS with the S3 error body in R: one line naming
+ * WHERE and what it means for the user. */
+static void
+http_error (s3_client *c, const char *where, const struct resp *r)
+{
+  char *code = NULL, *message = NULL, msg[512] = "";
+
+  if (r->p)
+    s3_xml_error (r->p, r->len, &code, &message);
+  if (message)
+    one_line (msg, sizeof msg, message);
+  if (code == NULL) {           /* HEAD has no body: the status alone */
+    if (r->status == 404)
+      err_set (ENOENT, "%s: not found (HTTP 404)", where);
+    else if (r->status == 403)
+      err_set (EACCES, "%s: access denied (HTTP 403): wrong credentials, "
+               "or no permission", where);
+    else if (r->status == 412)
+      err_set (EEXIST, "%s: already exists (HTTP 412)", where);
+    else
+      err_set (EIO, "%s: HTTP %ld", where, r->status);
+  }
+  else if (strcmp (code, "NoSuchBucket") == 0)
+    err_set (ENOENT, "s3://%s: no such bucket", c->bucket);
+  else if (strcmp (code, "NoSuchKey") == 0)
+    err_set (ENOENT, "%s: no such object", where);
+  else if (strcmp (code, "InvalidAccessKeyId") == 0
+           || strcmp (code, "SignatureDoesNotMatch") == 0)
+    err_set (EACCES, "%s: credentials refused (%s): check the access key "
+             "and secret key", where, code);
+  else if (strcmp (code, "AccessDenied") == 0)
+    err_set (EACCES, "%s: access denied (AccessDenied): wrong credentials, "
+             "or no permission", where);
+  else if (strcmp (code, "RequestTimeTooSkewed") == 0)
+    err_set (ETIME, "%s: request refused for clock skew "
+             "(RequestTimeTooSkewed): this host's clock is too far from "
+             "the server's", where);
+  else if (strcmp (code, "PreconditionFailed") == 0 || r->status == 412)
+    err_set (EEXIST, "%s: already exists (%s)", where, code);
+  else
+    err_set (EIO, "%s: %s (HTTP %ld)%s%s", where, code, r->status,
+             msg[0] ? ": " : "", msg);
+  free (code);
+  free (message);
+}
+
+/* Perform the request set up on C for WHERE; R gets the answer.  0 for
+ * a 2xx status, else -1 with err_* set. */
+static int
+perform (s3_client *c, const char *url, const char *where, struct resp *r)
+{
+  CURLcode rc = curl_easy_setopt (c->curl, CURLOPT_URL, url);
+
+  if (rc == CURLE_OK)
+    rc = curl_easy_perform (c->curl);
+  curl_easy_getinfo (c->curl, CURLINFO_RESPONSE_CODE, &r->status);
+  if (rc != CURLE_OK && !(r->status >= 300 && r->too_big)) {
+    transport_error (c, where, rc, r);
+    return -1;
+  }
+  if (r->status < 200 || r->status >= 300) {
+    http_error (c, where, r);
+    return -1;
+  }
+  return 0;
+}
+
+/* The URL of KEY (caller frees) and a "s3://bucket/key" name for
+ * messages in WHERE. */
+static char *
+key_url (s3_client *c, const char *key, const char *query, char *where,
+         size_t size)
+{
+  char *e, *url;
+
+  snprintf (where, size, "s3://%s/%s", c->bucket, key);
+  if (*key == '\0') {
+    err_set (EINVAL, "%s: empty key", where);
+    return NULL;
+  }
+  e = escape_key (c, key);
+  if (e == NULL
+      || asprintf (&url, "%s/%s%s%s", c->base, e, query ? "?" : "",
+                   query ? query : "") == -1) {
+    free (e);
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  free (e);
+  return url;
+}
+
+/* Headers every request sends, plus EXTRA (may be NULL).  Caller frees
+ * with curl_slist_free_all; NULL on out of memory. */
+static struct curl_slist *
+headers (const char *extra)
+{
+  struct curl_slist *h = NULL, *t;
+  /* No "Expect:" to drop 100-continue: curl 7.88 signs a header it then
+   * does not send, and the server refuses the signature. */
+  const char *all[] = { "x-amz-content-sha256: UNSIGNED-PAYLOAD", extra };
+  size_t i;
+
+  for (i = 0; i < 2 && all[i]; i++) {
+    t = curl_slist_append (h, all[i]);
+    if (t == NULL) {
+      curl_slist_free_all (h);
+      err_set (ENOMEM, "out of memory");
+      return NULL;
+    }
+    h = t;
+  }
+  return h;
+}
+
+/* ---- operations ---- */
+
+int
+s3_put (s3_client *c, const char *key, const void *buf, size_t len,
+        bool create_only)
+{
+  struct resp r = { .c = c, .limit = S3_MAX_ERROR_BODY, .up = buf,
+                    .up_len = len };
+  struct curl_slist *h = NULL;
+  char where[1024], *url;
+  CURLcode rc = CURLE_OK;
+  int ret = -1;
+
+  url = key_url (c, key, NULL, where, sizeof where);
+  if (url == NULL)
+    return -1;
+  h = headers (create_only ? "If-None-Match: *" : NULL);
+  if (h == NULL || setup (c, &r, h) == -1)
+    goto out;
+  SETOPT (c->curl, CURLOPT_UPLOAD, 1L);
+  SETOPT (c->curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t) len);
+  SETOPT (c->curl, CURLOPT_READFUNCTION, on_read);
+  SETOPT (c->curl, CURLOPT_READDATA, &r);
+  if (rc != CURLE_OK) {
+    err_set (EIO, "cannot configure libcurl: %s", curl_easy_strerror (rc));
+    goto out;
+  }
+  ret = perform (c, url, where, &r);
+ out:
+  curl_slist_free_all (h);
+  free (r.p);
+  free (url);
+  return ret;
+}
+
+int
+s3_get (s3_client *c, const char *key, uint64_t offset, uint64_t len,
+        void **buf, size_t *size)
+{
+  struct resp r = { .c = c, .limit = SIZE_MAX };
+  struct curl_slist *h = NULL;
+  char where[1024], range[64], *url;
+  CURLcode rc = CURLE_OK;
+  int ret = -1;
+
+  url = key_url (c, key, NULL, where, sizeof where);
+  if (url == NULL)
+    return -1;
+  h = headers (NULL);
+  if (h == NULL || setup (c, &r, h) == -1)
+    goto out;
+  if (len) {
+    if (len > SIZE_MAX || offset > UINT64_MAX - len) {
+      err_set (EINVAL, "%s: range too large", where);
+      goto out;
+    }
+    snprintf (range, sizeof range, "%" PRIu64 "-%" PRIu64, offset,
+              offset + len - 1);
+    r.limit = len;
+    SETOPT (c->curl, CURLOPT_RANGE, range);
+  }
+  SETOPT (c->curl, CURLOPT_HTTPGET, 1L);
+  if (rc != CURLE_OK) {
+    err_set (EIO, "cannot configure libcurl: %s", curl_easy_strerror (rc));
+    goto out;
+  }
+  if (perform (c, url, where, &r) == -1)
+    goto out;
+  /* A server that ignored the range would send the whole object with
+   * 200: only 206 means these are the bytes asked for. */
+  if (len && r.status != 206) {
+    err_set (EPROTO, "%s: ranged read answered with HTTP %ld", where,
+             r.status);
+    goto out;
+  }
+  *buf = r.p ? r.p : malloc (1);
+  if (*buf == NULL) {
+    err_set (ENOMEM, "out of memory");
+    goto out;
+  }
+  *size = r.len;
+  r.p = NULL;
+  ret = 0;
+ out:
+  curl_slist_free_all (h);
+  free (r.p);
+  free (url);
+  return ret;
+}
+
+int
+s3_head (s3_client *c, const char *key, uint64_t *size, char **etag)
+{
+  struct resp r = { .c = c, .limit = 0 };
+  struct curl_slist *h = NULL;
+  struct curl_header *eh = NULL;
+  curl_off_t cl = -1;
+  char where[1024], *url;
+  CURLcode rc = CURLE_OK;
+  int ret = -1;
+
+  url = key_url (c, key, NULL, where, sizeof where);
+  if (url == NULL)
+    return -1;
+  h = headers (NULL);
+  if (h == NULL || setup (c, &r, h) == -1)
+    goto out;
+  SETOPT (c->curl, CURLOPT_NOBODY, 1L);
+  if (rc != CURLE_OK) {
+    err_set (EIO, "cannot configure libcurl: %s", curl_easy_strerror (rc));
+    goto out;
+  }
+  if (perform (c, url, where, &r) == -1)
+    goto out;
+  curl_easy_getinfo (c->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+  if (cl < 0) {
+    err_set (EPROTO, "%s: HEAD without a length", where);
+    goto out;
+  }
+  if (etag) {
+    if (curl_easy_header (c->curl, "ETag", 0, CURLH_HEADER, -1, &eh)
+        != CURLHE_OK) {
+      err_set (EPROTO, "%s: HEAD without an ETag", where);
+      goto out;
+    }
+    *etag = strdup (eh->value);
+    if (*etag == NULL) {
+      err_set (ENOMEM, "out of memory");
+      goto out;
+    }
+  }
+  *size = (uint64_t) cl;
+  ret = 0;
+ out:
+  curl_slist_free_all (h);
+  free (r.p);
+  free (url);
+  return ret;
+}
+
+int
+s3_delete (s3_client *c, const char *key)
+{
+  struct resp r = { .c = c, .limit = S3_MAX_ERROR_BODY };
+  struct curl_slist *h = NULL;
+  char where[1024], *url;
+  CURLcode rc = CURLE_OK;
+  int ret = -1;
+
+  url = key_url (c, key, NULL, where, sizeof where);
+  if (url == NULL)
+    return -1;
+  h = headers (NULL);
+  if (h == NULL || setup (c, &r, h) == -1)
+    goto out;
+  SETOPT (c->curl, CURLOPT_CUSTOMREQUEST, "DELETE");
+  SETOPT (c->curl, CURLOPT_NOBODY, 1L);
+  if (rc != CURLE_OK) {
+    err_set (EIO, "cannot configure libcurl: %s", curl_easy_strerror (rc));
+    goto out;
+  }
+  ret = perform (c, url, where, &r);
+ out:
+  curl_slist_free_all (h);
+  free (r.p);
+  free (url);
+  return ret;
+}
+
+/* One ListObjectsV2 page; *NEXT gets the token of the next (or NULL). */
+static int
+list_page (s3_client *c, const char *prefix, int max_keys, const char *token,
+           s3_list_fn fn, void *opaque, char **next)
+{
+  struct resp r = { .c = c, .limit = 64 * 1024 * 1024 };
+  struct curl_slist *h = NULL;
+  char where[1024], *url = NULL, *p = NULL, *t = NULL, mk[32] = "";
+  CURLcode rc = CURLE_OK;
+  int ret = -1;
+
+  snprintf (where, sizeof where, "s3://%s/%s", c->bucket,
+            prefix ? prefix : "");
+  if (max_keys > 0)
+    snprintf (mk, sizeof mk, "&max-keys=%d", max_keys);
+  /* Sorted by name, each with a value (see the top of this file). */
+  p = curl_easy_escape (c->curl, prefix ? prefix : "", 0);
+  t = token ? curl_easy_escape (c->curl, token, 0) : NULL;
+  if (p == NULL || (token && t == NULL)
+      || asprintf (&url, "%s?%s%s%slist-type=2%s&prefix=%s", c->base,
+                   t ? "continuation-token=" : "", t ? t : "", t ? "&" : "",
+                   mk, p) == -1) {
+    url = NULL;
+    err_set (ENOMEM, "out of memory");
+    goto out;
+  }
+  h = headers (NULL);
+  if (h == NULL || setup (c, &r, h) == -1)
+    goto out;
+  SETOPT (c->curl, CURLOPT_HTTPGET, 1L);
+  if (rc != CURLE_OK) {
+    err_set (EIO, "cannot configure libcurl: %s", curl_easy_strerror (rc));
+    goto out;
+  }
+  if (perform (c, url, where, &r) == -1)
+    goto out;
+  ret = s3_xml_list (r.p ? r.p : "", r.len, fn, opaque, next);
+  if (ret == -1)
+    err_prefix ("%s", where);
+ out:
+  curl_free (p);
+  curl_free (t);
+  curl_slist_free_all (h);
+  free (r.p);
+  free (url);
+  return ret;
+}
+
+int
+s3_list (s3_client *c, const char *prefix, int max_keys, s3_list_fn fn,
+         void *opaque)
+{
+  char *token = NULL, *next = NULL;
+  int r;
+
+  do {
+    r = list_page (c, prefix, max_keys, token, fn, opaque, &next);
+    free (token);
+    token = next;
+    next = NULL;
+  } while (r == 0 && token);
+  free (token);
+  return r;
+}

@@ -1,0 +1,79 @@
+/* cbtfs: a client for S3-compatible object storage (Ceph RGW, MinIO,
+ * cloud buckets), over libcurl with its own SigV4 signing.
+ *
+ * One client names one bucket.  Every function returns 0 (or a pointer)
+ * on success and -1 (or NULL) with err_* (common/error.h) set to one
+ * line naming the object and the problem; errno tells the kind:
+ * ENOENT (no such bucket or key), EEXIST (create-only put of an
+ * existing key), EACCES (credentials refused, or a TLS certificate not
+ * trusted), EPERM (plain http not allowed), ETIME (clock skew), EIO
+ * (anything else the server said).  No message ever holds the secret.
+ *
+ * Thread model: a client is used by one thread at a time (one client
+ * per thread, or a pool of them); it owns one CURL easy handle whose
+ * connection is kept alive between requests.  s3_global_init runs once
+ * per process before any thread uses a client.
+ */
+#ifndef CBTFS_S3_H
+#define CBTFS_S3_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct s3_client s3_client;
+
+struct s3_opts {
+  const char *endpoint;         /* https://HOST[:PORT] (http:// if allowed) */
+  const char *region;           /* signing region, e.g. "us-east-1" */
+  const char *bucket;
+  const char *access_key;
+  const char *secret_key;       /* copied; the copy is wiped at close */
+  const char *ca_file;          /* PEM CA bundle; NULL: the system CAs */
+  bool allow_http;              /* accept a plain http:// endpoint */
+  bool virtual_host;            /* BUCKET.HOST addressing; else path-style */
+  long timeout;                 /* seconds per request; 0: a default */
+};
+
+/* Initialise libcurl and libxml2 for the process.  0 or -1. */
+extern int s3_global_init (void);
+
+/* A client for OPTS->bucket; no request is sent yet.  Caller closes. */
+extern s3_client *s3_open (const struct s3_opts *opts)
+  __attribute__ ((__nonnull__ (1)));
+
+/* Close the client and wipe its copy of the secret.  NULL is a no-op. */
+extern void s3_close (s3_client *c);
+
+/* Store LEN bytes of BUF as KEY, replacing it; with CREATE_ONLY, only
+ * if KEY does not exist (If-None-Match: *), else -1 with EEXIST. */
+extern int s3_put (s3_client *c, const char *key, const void *buf,
+                   size_t len, bool create_only)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+/* Read KEY: all of it (LEN 0), or LEN bytes from OFFSET (fewer at its
+ * end).  *BUF (caller frees) and *SIZE get the bytes. */
+extern int s3_get (s3_client *c, const char *key, uint64_t offset,
+                   uint64_t len, void **buf, size_t *size)
+  __attribute__ ((__nonnull__ (1, 2, 5, 6)));
+
+/* KEY's size and ETag (*ETAG caller frees; ETAG may be NULL). */
+extern int s3_head (s3_client *c, const char *key, uint64_t *size,
+                    char **etag)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
+
+/* Remove KEY (S3 answers success for a missing key too). */
+extern int s3_delete (s3_client *c, const char *key)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+/* Called for each key listed, in order; non-zero stops the listing and
+ * s3_list returns it (the callback sets err_* for -1). */
+typedef int (*s3_list_fn) (void *opaque, const char *key, uint64_t size);
+
+/* Every key starting with PREFIX (NULL: all), page by page
+ * (ListObjectsV2; MAX_KEYS per page, 0: the server's default). */
+extern int s3_list (s3_client *c, const char *prefix, int max_keys,
+                    s3_list_fn fn, void *opaque)
+  __attribute__ ((__nonnull__ (1, 4)));
+
+#endif /* CBTFS_S3_H */

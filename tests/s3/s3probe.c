@@ -1,0 +1,268 @@
+/* cbtfs: s3/ against a real S3 server (tests/test-s3-client.py starts a
+ * Ceph RGW and runs this).  Every operation, listing across pages,
+ * ranged reads, create-only, and the failures a user meets: wrong
+ * credentials, a missing bucket, an untrusted certificate, plain http
+ * not allowed.
+ *
+ * From the environment: S3_ENDPOINT (http), S3_HTTPS_ENDPOINT, S3_CA,
+ * S3_OTHER_CA, S3_REGION, S3_BUCKET (exists, empty), S3_ACCESS_KEY,
+ * S3_SECRET_KEY.  Exit 0 when everything holds, 1 at the first failure.
+ * Single-threaded.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../common/error.h"
+#include "../../s3/s3.h"
+
+#define CHECK(cond, ...)                                        \
+  do {                                                          \
+    if (!(cond)) {                                              \
+      fprintf (stderr, "s3probe: %s:%d: ", __FILE__, __LINE__); \
+      fprintf (stderr, __VA_ARGS__);                            \
+      fprintf (stderr, " (last error: %s)\n", err_get ());      \
+      exit (1);                                                 \
+    }                                                           \
+  } while (0)
+
+static const char *
+env (const char *name)
+{
+  const char *v = getenv (name);
+
+  if (v == NULL) {
+    fprintf (stderr, "s3probe: %s not set\n", name);
+    exit (2);
+  }
+  return v;
+}
+
+static struct s3_opts
+opts (void)
+{
+  struct s3_opts o = {
+    .endpoint = env ("S3_ENDPOINT"), .region = env ("S3_REGION"),
+    .bucket = env ("S3_BUCKET"), .access_key = env ("S3_ACCESS_KEY"),
+    .secret_key = env ("S3_SECRET_KEY"), .allow_http = true,
+  };
+  return o;
+}
+
+static s3_client *
+open_ok (const struct s3_opts *o)
+{
+  s3_client *c = s3_open (o);
+
+  CHECK (c, "s3_open %s failed", o->endpoint);
+  return c;
+}
+
+struct seen {
+  size_t n;
+  char keys[64][64];
+  uint64_t sizes[64];
+};
+
+static int
+collect (void *opaque, const char *key, uint64_t size)
+{
+  struct seen *s = opaque;
+
+  CHECK (s->n < 64, "too many keys listed");
+  snprintf (s->keys[s->n], sizeof s->keys[0], "%s", key);
+  s->sizes[s->n++] = size;
+  return 0;
+}
+
+static int
+stop_at_two (void *opaque, const char *key, uint64_t size)
+{
+  size_t *n = opaque;
+
+  (void) key; (void) size;
+  return ++*n == 2 ? 42 : 0;
+}
+
+#ifndef KEY
+#define KEY "obj/a b+c"
+#endif
+
+/* put, get (whole, ranged), head, delete, create-only. */
+static void
+objects (s3_client *c)
+{
+  size_t n = 200000, got = 0, i;
+  unsigned char *data = malloc (n);
+  void *buf = NULL;
+  uint64_t size = 0;
+  char *etag = NULL;
+
+  CHECK (data, "malloc");
+  for (i = 0; i < n; i++)
+    data[i] = (unsigned char) (i * 7 + i / 251);
+  CHECK (s3_put (c, KEY, data, n, false) == 0, "put");
+  CHECK (s3_get (c, KEY, 0, 0, &buf, &got) == 0, "get");
+  CHECK (got == n && memcmp (buf, data, n) == 0, "get: other bytes");
+  free (buf);
+  CHECK (s3_get (c, KEY, 70000, 1000, &buf, &got) == 0, "ranged get");
+  CHECK (got == 1000 && memcmp (buf, data + 70000, 1000) == 0,
+         "ranged get: other bytes");
+  free (buf);
+  /* A range past the end is cut at the end. */
+  CHECK (s3_get (c, KEY, n - 10, 100, &buf, &got) == 0, "tail get");
+  CHECK (got == 10 && memcmp (buf, data + n - 10, 10) == 0, "tail get bytes");
+  free (buf);
+  CHECK (s3_head (c, KEY, &size, &etag) == 0, "head");
+  CHECK (size == n && etag && strlen (etag) > 2, "head: size %llu etag %s",
+         (unsigned long long) size, etag ? etag : "(none)");
+  free (etag);
+
+  /* Empty object. */
+  CHECK (s3_put (c, "empty", "", 0, false) == 0, "put of an empty object");
+  CHECK (s3_get (c, "empty", 0, 0, &buf, &got) == 0 && got == 0, "get empty");
+  free (buf);
+
+  /* Create-only: refused with EEXIST for an existing key, object kept. */
+  CHECK (s3_put (c, KEY, "x", 1, true) == -1 && errno == EEXIST,
+         "create-only put of an existing key not refused with EEXIST");
+  CHECK (strstr (err_get (), "already exists"), "message: %s", err_get ());
+  CHECK (s3_head (c, KEY, &size, NULL) == 0 && size == n,
+         "a refused create-only put changed the object");
+  CHECK (s3_put (c, "lock", "me", 2, true) == 0, "create-only put of a new key");
+
+  CHECK (s3_delete (c, KEY) == 0, "delete");
+  CHECK (s3_head (c, KEY, &size, NULL) == -1 && errno == ENOENT,
+         "head after delete");
+  CHECK (s3_get (c, KEY, 0, 0, &buf, &got) == -1 && errno == ENOENT
+         && strstr (err_get (), "no such object"),
+         "get after delete: %s", err_get ());
+  CHECK (s3_delete (c, "empty") == 0 && s3_delete (c, "lock") == 0, "delete");
+  free (data);
+}
+
+/* More keys than a page, with a prefix that must be honoured and a
+ * neighbour outside it. */
+static void
+listing (s3_client *c)
+{
+  static struct seen s;             /* too big for the stack */
+  size_t i, n = 0;
+  char key[64];
+
+  for (i = 0; i < 23; i++) {
+    snprintf (key, sizeof key, "pre/fix/k%02zu", i);
+    CHECK (s3_put (c, key, key, i, false) == 0, "put %s", key);
+  }
+  CHECK (s3_put (c, "pre/other", "x", 1, false) == 0, "put");
+  CHECK (s3_list (c, "pre/fix/", 5, collect, &s) == 0, "list");
+  CHECK (s.n == 23, "listed %zu keys, expected 23", s.n);
+  for (i = 0; i < 23; i++) {
+    snprintf (key, sizeof key, "pre/fix/k%02zu", i);
+    CHECK (strcmp (s.keys[i], key) == 0 && s.sizes[i] == i,
+           "key %zu: %s size %llu", i, s.keys[i],
+           (unsigned long long) s.sizes[i]);
+  }
+  memset (&s, 0, sizeof s);
+  CHECK (s3_list (c, NULL, 0, collect, &s) == 0 && s.n == 24,
+         "list of all: %zu", s.n);
+  CHECK (s3_list (c, "pre/fix/", 1, stop_at_two, &n) == 42 && n == 2,
+         "a callback's stop not returned");
+  memset (&s, 0, sizeof s);
+  CHECK (s3_list (c, "nothing/", 2, collect, &s) == 0 && s.n == 0,
+         "empty listing");
+}
+
+static void
+failures_users_meet (void)
+{
+  struct s3_opts o = opts ();
+  s3_client *c;
+  void *buf;
+  size_t got;
+  uint64_t size;
+  static struct seen s;             /* too big for the stack */
+  const char *secret = o.secret_key;
+
+  /* Wrong secret: one line naming the credentials, not the secret. */
+  o.secret_key = "wrongwrongwrongwrongwrongwrongwrongwrong";
+  c = open_ok (&o);
+  CHECK (s3_get (c, "x", 0, 0, &buf, &got) == -1 && errno == EACCES,
+         "wrong secret not refused");
+  CHECK (strstr (err_get (), "credentials") && !strchr (err_get (), '\n')
+         && !strstr (err_get (), o.secret_key) && !strstr (err_get (), secret),
+         "wrong secret message: %s", err_get ());
+  s3_close (c);
+  /* Unknown access key. */
+  o = opts ();
+  o.access_key = "NOSUCHACCESSKEY";
+  c = open_ok (&o);
+  CHECK (s3_put (c, "x", "x", 1, false) == -1 && errno == EACCES
+         && strstr (err_get (), "credentials"),
+         "unknown access key: %s", err_get ());
+  s3_close (c);
+
+  /* Missing bucket. */
+  o = opts ();
+  o.bucket = "no-such-bucket";
+  c = open_ok (&o);
+  CHECK (s3_list (c, NULL, 0, collect, &s) == -1 && errno == ENOENT
+         && strstr (err_get (), "s3://no-such-bucket: no such bucket"),
+         "missing bucket (list): %s", err_get ());
+  CHECK (s3_put (c, "k", "x", 1, false) == -1 && errno == ENOENT
+         && strstr (err_get (), "no such bucket"),
+         "missing bucket (put): %s", err_get ());
+  s3_close (c);
+
+  /* Plain http without the allow flag: refused at open. */
+  o = opts ();
+  o.allow_http = false;
+  CHECK (s3_open (&o) == NULL && errno == EPERM
+         && strstr (err_get (), "plain http refused"),
+         "http without allow: %s", err_get ());
+
+  /* HTTPS: the right CA works; another CA is refused in the handshake,
+   * so the create-only put below never reaches the server. */
+  o = opts ();
+  o.allow_http = false;
+  o.endpoint = env ("S3_HTTPS_ENDPOINT");
+  o.ca_file = env ("S3_OTHER_CA");
+  c = open_ok (&o);
+  CHECK (s3_put (c, "never-sent", "x", 1, true) == -1 && errno == EACCES
+         && strstr (err_get (), "TLS certificate not trusted"),
+         "https with another CA: %s", err_get ());
+  s3_close (c);
+  /* Nor do the system CAs trust the test CA. */
+  o.ca_file = NULL;
+  c = open_ok (&o);
+  CHECK (s3_head (c, "x", &size, NULL) == -1 && errno == EACCES,
+         "https with system CAs: %s", err_get ());
+  s3_close (c);
+  o.ca_file = env ("S3_CA");
+  c = open_ok (&o);
+  CHECK (s3_put (c, "tls", "over tls", 8, false) == 0, "put over https");
+  CHECK (s3_get (c, "tls", 0, 0, &buf, &got) == 0 && got == 8
+         && memcmp (buf, "over tls", 8) == 0, "get over https");
+  free (buf);
+  CHECK (s3_head (c, "never-sent", &size, NULL) == -1 && errno == ENOENT,
+         "a put refused for its certificate reached the server");
+  CHECK (s3_delete (c, "tls") == 0, "delete over https");
+  s3_close (c);
+}
+
+int
+main (void)
+{
+  struct s3_opts o = opts ();
+  s3_client *c;
+
+  CHECK (s3_global_init () == 0, "init");
+  c = open_ok (&o);
+  objects (c);
+  listing (c);
+  s3_close (c);
+  failures_users_meet ();
+  printf ("s3probe: ok\n");
+  return 0;
+}

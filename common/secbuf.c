@@ -59,3 +59,17 @@ secbuf_wipe (struct secbuf *b)
   b->len = b->cap = 0;
   b->failed = false;            /* "reusable": later adds must not no-op */
 }
+
+void
+secret_wipe (char *s)
+{
+  if (s)
+    explicit_bzero (s, strlen (s));
+}
+
+void
+secret_free (char *s)
+{
+  secret_wipe (s);
+  free (s);
+}

@@ -320,3 +320,15 @@ make_uuid (char out[UUID_LEN + 1])
             r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]);
   return 0;
 }
+
+void
+one_line (char *buf, size_t size, const char *s)
+{
+  size_t i = 0;
+
+  for (; s[i] && i < size - 1; i++)
+    buf[i] = (unsigned char) s[i] < 0x20 || s[i] == 0x7f ? ' ' : s[i];
+  while (i > 0 && buf[i - 1] == ' ')
+    i--;
+  buf[i] = '\0';
+}

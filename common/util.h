@@ -70,6 +70,13 @@ extern int parse_size (const char *s, uint64_t *out)
  * (8-4-4-4-12).  Everything that names a store path passes this. */
 extern bool is_uuid (const char *s);
 
+/* Copy S into BUF (SIZE > 0) as one line: control characters become
+ * spaces and trailing spaces go, as a server's text (an XAPI error
+ * parameter carrying a backend's stderr, an S3 message) may hold
+ * several lines. */
+extern void one_line (char *buf, size_t size, const char *s)
+  __attribute__ ((__nonnull__ (1, 3)));
+
 /* Fill OUT with a new random (version 4) uuid, lowercase.  0 or -1
  * with err_*. */
 extern int make_uuid (char out[UUID_LEN + 1]) __attribute__ ((__nonnull__ (1)));

@@ -24,6 +24,8 @@
 #include <libxml/parser.h>
 
 #include "../common/error.h"
+#include "../common/secbuf.h"
+#include "../common/util.h"
 #include "s3-xml.h"
 #include "s3.h"
 
@@ -73,27 +75,6 @@ s3_global_init (void)
   }
   xmlInitParser ();
   return 0;
-}
-
-static void
-free_secret (char *s)
-{
-  if (s) {
-    explicit_bzero (s, strlen (s));
-    free (s);
-  }
-}
-
-/* Copy S into BUF as one line (control characters become spaces): an
- * S3 message is the server's text. */
-static void
-one_line (char *buf, size_t size, const char *s)
-{
-  size_t i = 0;
-
-  for (; s[i] && i < size - 1; i++)
-    buf[i] = (unsigned char) s[i] < 0x20 || s[i] == 0x7f ? ' ' : s[i];
-  buf[i] = '\0';
 }
 
 /* ---- opening ---- */
@@ -261,7 +242,7 @@ s3_close (s3_client *c)
   free (c->bucket);
   free (c->sigv4);
   free (c->access_key);
-  free_secret (c->secret_key);
+  secret_free (c->secret_key);
   free (c->ca_file);
   free (c);
 }

@@ -28,6 +28,7 @@
 #include "../common/error.h"
 #include "../common/log.h"
 #include "../common/secbuf.h"
+#include "../common/util.h"
 #include "session.h"
 #include "xmlrpc.h"
 
@@ -79,41 +80,13 @@ xapi_global_cleanup (void)
   curl_global_cleanup ();
 }
 
-static void
-wipe_str (char *s)
-{
-  if (s)
-    explicit_bzero (s, strlen (s));
-}
-
-static void
-free_secret (char *s)
-{
-  wipe_str (s);
-  free (s);
-}
-
 /* Free a string value that held a secret. */
 static void
 free_secret_value (xapi_value *v)
 {
   if (v && v->type == XV_STRING)
-    wipe_str (v->u.s);
+    secret_wipe (v->u.s);
   xv_free (v);
-}
-
-/* Copy S into BUF (SIZE > 0) as one line: control characters become
- * spaces, as XAPI error parameters may carry a backend's stderr. */
-static void
-one_line (char *buf, size_t size, const char *s)
-{
-  size_t i = 0;
-
-  for (; s[i] && i < size - 1; i++)
-    buf[i] = (unsigned char) s[i] < 0x20 || s[i] == 0x7f ? ' ' : s[i];
-  while (i > 0 && buf[i - 1] == ' ')
-    i--;
-  buf[i] = '\0';
 }
 
 /* ---- URLs ---- */
@@ -514,9 +487,9 @@ static void
 transfer_end (char *url, char *ref, CURL *c)
 {
   if (url)
-    free_secret (url);
+    secret_free (url);
   if (ref) {
-    wipe_str (ref);
+    secret_wipe (ref);
     curl_free (ref);
   }
   if (c)
@@ -558,7 +531,7 @@ next_hop (xapi_session *s, CURL *c, long status, int hops, char **url)
              "the session", s->url, url_origin (to, where, sizeof where));
     goto out;
   }
-  free_secret (*url);
+  secret_free (*url);
   *url = strdup (to);
   if (*url == NULL) {
     err_sys (errno, "%s: redirect", s->url);
@@ -567,7 +540,7 @@ next_hop (xapi_session *s, CURL *c, long status, int hops, char **url)
   r = 0;
  out:
   if (to) {
-    wipe_str (to);
+    secret_wipe (to);
     curl_free (to);
   }
   curl_url_cleanup (u);
@@ -788,7 +761,7 @@ redact (char **str, const char *secret)
     p = m + slen;
   }
   strcpy (q, p);
-  free_secret (*str);
+  secret_free (*str);
   *str = out;
   return 0;
 }
@@ -948,7 +921,7 @@ xapi_error_clear (struct xapi_error *e)
   free (e->code);
   if (e->params)
     for (i = 0; i < e->nparams; i++)
-      free_secret (e->params[i]);
+      secret_free (e->params[i]);
   free (e->params);
   memset (e, 0, sizeof *e);
 }
@@ -973,7 +946,7 @@ call_once (xapi_session *s, const char *method, size_t nparams,
   if (body == NULL)
     return -1;
   resp = post (s, body);
-  free_secret (body);
+  secret_free (body);
   if (resp == NULL)
     return -1;
   r = xapi_unwrap (resp, value, &s->err);
@@ -1013,7 +986,7 @@ login (xapi_session *s, bool follow)
   size_t i;
   int r = -1;
 
-  free_secret (s->ref);
+  secret_free (s->ref);
   s->ref = NULL;
   params[0] = xv_string (s->user);
   params[1] = xv_string (s->password);
@@ -1133,8 +1106,8 @@ session_free (xapi_session *s)
   free (s->post_url);
   free (s->user);
   free (s->ca_file);
-  free_secret (s->password);
-  free_secret (s->ref);
+  secret_free (s->password);
+  secret_free (s->ref);
   xapi_error_clear (&s->err);
   free (s);
 }

@@ -70,7 +70,14 @@ FUZZ_SECONDS ?= 60
 
 DEPS_STAMP = $(BUILD)/.deps-ok
 
-.PHONY: all deps check check-unit check-e2e check-valgrind check-asan check-tsan \
+# The version: `git describe` where the checkout has a tag, else the
+# VERSION file (a tarball has no .git).
+VERSION := $(shell git describe --tags --dirty 2>/dev/null || cat VERSION)
+# Built in facts: rewritten only when they change, so that main.o is
+# rebuilt for a new version and nothing else is.
+CONFIG_H = $(BUILD)/cbtfs-config.h
+
+.PHONY: FORCE all deps check check-unit check-e2e check-valgrind check-asan check-tsan \
         check-crash fuzz demo bench clean
 .DEFAULT_GOAL := all
 
@@ -82,6 +89,13 @@ $(DEPS_STAMP): scripts/install-deps.sh
 	./scripts/install-deps.sh
 	@touch $@
 deps: $(DEPS_STAMP)
+
+$(CONFIG_H): FORCE
+	@mkdir -p $(dir $@)
+	@printf '#define CBTFS_VERSION "%s"\n' '$(VERSION)' > $@.tmp
+	@if cmp -s $@.tmp $@; then rm $@.tmp; else mv $@.tmp $@; fi
+$(BUILD)/cli/main.o: $(CONFIG_H)
+$(BUILD)/cli/main.o: ALL_CFLAGS += -I$(BUILD)
 
 $(BUILD)/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)

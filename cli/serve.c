@@ -284,6 +284,7 @@ absolute (const char **path, char **keep)
   *keep = realpath (*path, NULL);
   if (*keep == NULL) {
     err_sys (errno, "%s", *path);
+    err_set_class (ERR_CONFIG);         /* a file an option names */
     return -1;
   }
   *path = *keep;
@@ -332,7 +333,7 @@ cmd_serve (int argc, char **argv)
     case 'U': o.unix_path = optarg; break;
     case 'T': o.tls_dir = optarg; break;
     case 'P': o.pidfile = optarg; break;
-    case 'h': cli_usage ("serve"); return 0;
+    case 'h': return cli_help ("serve");
     default: return cli_usage ("serve");
     }
   }

@@ -77,11 +77,24 @@ VERSION := $(shell git describe --tags --dirty 2>/dev/null || cat VERSION)
 # rebuilt for a new version and nothing else is.
 CONFIG_H = $(BUILD)/cbtfs-config.h
 
-.PHONY: FORCE all deps check check-unit check-e2e check-valgrind check-asan check-tsan \
+.PHONY: FORCE all man deps check check-unit check-e2e check-valgrind check-asan check-tsan \
         check-crash fuzz demo bench clean
 .DEFAULT_GOAL := all
 
-all: cbtfs $(PLUGIN)
+all: cbtfs $(PLUGIN) man
+
+# Man pages from POD with pod2man (perl's, always on Debian), as nbdkit
+# makes its own.
+MANPAGES = $(BUILD)/cbtfs.1 $(BUILD)/cbtfs-store.5
+man: $(MANPAGES)
+$(BUILD)/%.1: man/%.pod VERSION
+	@mkdir -p $(dir $@)
+	pod2man --section=1 --center=cbtfs --release="cbtfs $(VERSION)" \
+	  --name=$(shell echo $* | tr a-z A-Z) --utf8 $< > $@.tmp && mv $@.tmp $@
+$(BUILD)/%.5: man/%.pod VERSION
+	@mkdir -p $(dir $@)
+	pod2man --section=5 --center=cbtfs --release="cbtfs $(VERSION)" \
+	  --name=$(shell echo $* | tr a-z A-Z) --utf8 $< > $@.tmp && mv $@.tmp $@
 
 # Install missing packages once per checkout (and when the list changes).
 $(DEPS_STAMP): scripts/install-deps.sh
@@ -257,6 +270,6 @@ bench: all $(BUILD)/tests/mkchain
 clean:
 	rm -rf build/asan build/fuzz $(BUILD)/cbtfs $(BUILD)/common $(BUILD)/xapi \
 	  $(BUILD)/chain $(BUILD)/engine $(BUILD)/fs $(BUILD)/cli $(BUILD)/tests cbtfs \
-	  $(BUILD)/pic $(PLUGIN)
+	  $(BUILD)/pic $(PLUGIN) $(MANPAGES)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -77,7 +77,18 @@ VERSION := $(shell git describe --tags --dirty 2>/dev/null || cat VERSION)
 # rebuilt for a new version and nothing else is.
 CONFIG_H = $(BUILD)/cbtfs-config.h
 
-.PHONY: FORCE all man deps check check-unit check-e2e check-valgrind check-asan check-tsan \
+# make install: DESTDIR is prepended to every path, PREFIX is where the
+# files will be used.  The plugin is cbtfs's own (serve preloads it with
+# its arguments), so it goes in a directory of ours, not nbdkit's.
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+LIBDIR  ?= $(PREFIX)/lib
+PLUGINDIR ?= $(LIBDIR)/cbtfs
+MANDIR  ?= $(PREFIX)/share/man
+DOCDIR  ?= $(PREFIX)/share/doc/cbtfs
+DOCS     = README FORMAT.md BENCHMARKS.md $(wildcard docs/*.md)
+
+.PHONY: FORCE all man install uninstall deps check check-unit check-e2e check-valgrind check-asan check-tsan \
         check-crash fuzz demo bench clean
 .DEFAULT_GOAL := all
 
@@ -105,10 +116,11 @@ deps: $(DEPS_STAMP)
 
 $(CONFIG_H): FORCE
 	@mkdir -p $(dir $@)
-	@printf '#define CBTFS_VERSION "%s"\n' '$(VERSION)' > $@.tmp
+	@printf '#define CBTFS_VERSION "%s"\n#define CBTFS_PLUGINDIR "%s"\n' \
+	  '$(VERSION)' '$(PLUGINDIR)' > $@.tmp
 	@if cmp -s $@.tmp $@; then rm $@.tmp; else mv $@.tmp $@; fi
-$(BUILD)/cli/main.o: $(CONFIG_H)
-$(BUILD)/cli/main.o: ALL_CFLAGS += -I$(BUILD)
+$(BUILD)/cli/main.o $(BUILD)/cli/serve.o: $(CONFIG_H)
+$(BUILD)/cli/main.o $(BUILD)/cli/serve.o: ALL_CFLAGS += -I$(BUILD)
 
 $(BUILD)/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
@@ -258,6 +270,21 @@ check-tsan: deps
 	  check-unit $(BUILD)/tsan/cbtfs
 	TSAN_OPTIONS="halt_on_error=1 exitcode=66" TESTS="$(TSAN_E2E)" \
 	  CBTFS=$(abspath build/tsan/cbtfs) PYTHON=$(PYTHON) ./tests/run
+
+install: $(BUILD)/cbtfs $(PLUGIN) man
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(PLUGINDIR) \
+	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR)
+	install -m 755 $(BUILD)/cbtfs $(DESTDIR)$(BINDIR)/cbtfs
+	install -m 644 $(PLUGIN) $(DESTDIR)$(PLUGINDIR)/
+	install -m 644 $(BUILD)/cbtfs.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 $(BUILD)/cbtfs-store.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 644 $(DOCS) $(DESTDIR)$(DOCDIR)/
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/cbtfs $(DESTDIR)$(PLUGINDIR)/$(notdir $(PLUGIN)) \
+	  $(DESTDIR)$(MANDIR)/man1/cbtfs.1 $(DESTDIR)$(MANDIR)/man5/cbtfs-store.5 \
+	  $(addprefix $(DESTDIR)$(DOCDIR)/,$(notdir $(DOCS)))
+	-rmdir $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(DOCDIR)
 
 demo: all
 	$(PYTHON) scripts/demo.py ./cbtfs

@@ -73,11 +73,42 @@ FUZZ_SECONDS ?= 60
 
 DEPS_STAMP = $(BUILD)/.deps-ok
 
-.PHONY: all deps check check-unit check-e2e check-valgrind check-asan check-tsan \
+# The version: `git describe` where the checkout has a tag, else the
+# VERSION file (a tarball has no .git).
+VERSION := $(shell git describe --tags --dirty 2>/dev/null || cat VERSION)
+# Built in facts: rewritten only when they change, so that main.o is
+# rebuilt for a new version and nothing else is.
+CONFIG_H = $(BUILD)/cbtfs-config.h
+
+# make install: DESTDIR is prepended to every path, PREFIX is where the
+# files will be used.  The plugin is cbtfs's own (serve preloads it with
+# its arguments), so it goes in a directory of ours, not nbdkit's.
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+LIBDIR  ?= $(PREFIX)/lib
+PLUGINDIR ?= $(LIBDIR)/cbtfs
+MANDIR  ?= $(PREFIX)/share/man
+DOCDIR  ?= $(PREFIX)/share/doc/cbtfs
+DOCS     = README FORMAT.md BENCHMARKS.md $(wildcard docs/*.md)
+
+.PHONY: FORCE all man install uninstall deps check check-unit check-e2e check-valgrind check-asan check-tsan \
         check-crash fuzz demo bench clean
 .DEFAULT_GOAL := all
 
-all: cbtfs $(PLUGIN)
+all: cbtfs $(PLUGIN) man
+
+# Man pages from POD with pod2man (perl's, always on Debian), as nbdkit
+# makes its own.
+MANPAGES = $(BUILD)/cbtfs.1 $(BUILD)/cbtfs-store.5
+man: $(MANPAGES)
+$(BUILD)/%.1: man/%.pod VERSION
+	@mkdir -p $(dir $@)
+	pod2man --section=1 --center=cbtfs --release="cbtfs $(VERSION)" \
+	  --name=$(shell echo $* | tr a-z A-Z) --utf8 $< > $@.tmp && mv $@.tmp $@
+$(BUILD)/%.5: man/%.pod VERSION
+	@mkdir -p $(dir $@)
+	pod2man --section=5 --center=cbtfs --release="cbtfs $(VERSION)" \
+	  --name=$(shell echo $* | tr a-z A-Z) --utf8 $< > $@.tmp && mv $@.tmp $@
 
 # Install missing packages once per checkout (and when the list changes).
 $(DEPS_STAMP): scripts/install-deps.sh
@@ -85,6 +116,14 @@ $(DEPS_STAMP): scripts/install-deps.sh
 	./scripts/install-deps.sh
 	@touch $@
 deps: $(DEPS_STAMP)
+
+$(CONFIG_H): FORCE
+	@mkdir -p $(dir $@)
+	@printf '#define CBTFS_VERSION "%s"\n#define CBTFS_PLUGINDIR "%s"\n' \
+	  '$(VERSION)' '$(PLUGINDIR)' > $@.tmp
+	@if cmp -s $@.tmp $@; then rm $@.tmp; else mv $@.tmp $@; fi
+$(BUILD)/cli/main.o $(BUILD)/cli/serve.o: $(CONFIG_H)
+$(BUILD)/cli/main.o $(BUILD)/cli/serve.o: ALL_CFLAGS += -I$(BUILD)
 
 $(BUILD)/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
@@ -240,6 +279,21 @@ check-tsan: deps
 	TSAN_OPTIONS="halt_on_error=1 exitcode=66" TESTS="$(TSAN_E2E)" \
 	  CBTFS=$(abspath build/tsan/cbtfs) PYTHON=$(PYTHON) ./tests/run
 
+install: $(BUILD)/cbtfs $(PLUGIN) man
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(PLUGINDIR) \
+	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR)
+	install -m 755 $(BUILD)/cbtfs $(DESTDIR)$(BINDIR)/cbtfs
+	install -m 644 $(PLUGIN) $(DESTDIR)$(PLUGINDIR)/
+	install -m 644 $(BUILD)/cbtfs.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 $(BUILD)/cbtfs-store.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 644 $(DOCS) $(DESTDIR)$(DOCDIR)/
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/cbtfs $(DESTDIR)$(PLUGINDIR)/$(notdir $(PLUGIN)) \
+	  $(DESTDIR)$(MANDIR)/man1/cbtfs.1 $(DESTDIR)$(MANDIR)/man5/cbtfs-store.5 \
+	  $(addprefix $(DESTDIR)$(DOCDIR)/,$(notdir $(DOCS)))
+	-rmdir $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(DOCDIR)
+
 demo: all
 	$(PYTHON) scripts/demo.py ./cbtfs
 
@@ -251,6 +305,6 @@ bench: all $(BUILD)/tests/mkchain
 clean:
 	rm -rf build/asan build/fuzz $(BUILD)/cbtfs $(BUILD)/common $(BUILD)/xapi $(BUILD)/s3 \
 	  $(BUILD)/chain $(BUILD)/engine $(BUILD)/fs $(BUILD)/cli $(BUILD)/tests cbtfs \
-	  $(BUILD)/pic $(PLUGIN)
+	  $(BUILD)/pic $(PLUGIN) $(MANPAGES)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

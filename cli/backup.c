@@ -85,7 +85,7 @@ cmd_backup (int argc, char **argv)
       break;
     case 'q': verbose = 0; break;
     case 'v': verbose = 2; break;
-    case 'h': cli_usage ("backup"); status = 0; goto out;
+    case 'h': status = cli_help ("backup"); goto out;
     default: cli_usage ("backup"); goto out;
     }
   }

@@ -4,7 +4,18 @@
 #ifndef CBTFS_CLI_H
 #define CBTFS_CLI_H
 
+#include <stdbool.h>
+
 #include "../engine/session.h"
+
+/* Exit status, the same for every command (README "Exit status"). */
+#define CLI_EXIT_FAILED 1       /* some of the work failed */
+#define CLI_EXIT_USAGE 2        /* usage or configuration error */
+#define CLI_EXIT_SERVER 3       /* the server unreachable or refusing us */
+
+/* Set by a command given --json: cli_fail and cli_refuse then also
+ * print {"status": N, "error": "…"} to stdout. */
+extern bool cli_json;
 
 /* Subcommands: return the process exit status. */
 extern int cmd_backup (int argc, char **argv);
@@ -57,10 +68,15 @@ extern int cli_refuse (const char *fmt, ...)
 extern int cli_lock_wait (const char *arg, double *wait)
   __attribute__ ((__nonnull__ (1, 2)));
 
-/* Print "cbtfs: MESSAGE" for the current err_get () and return 1. */
+/* Print "cbtfs: MESSAGE" for the current err_get () and return the
+ * exit status its class (err_class) calls for: 3 the server's, 2 the
+ * configuration's, else 1. */
 extern int cli_fail (void);
 
 /* Print usage of SUBCOMMAND (NULL for all) to stderr, return 2. */
 extern int cli_usage (const char *subcommand);
+
+/* --help: the same to stdout, return 0. */
+extern int cli_help (const char *subcommand);
 
 #endif /* CBTFS_CLI_H */

@@ -43,7 +43,7 @@ cmd_fetch (int argc, char **argv)
       break;
     case 'q': verbose = 0; break;
     case 'v': verbose = 2; break;
-    case 'h': cli_usage ("fetch"); return 0;
+    case 'h': return cli_help ("fetch");
     default: return cli_usage ("fetch");
     }
   }

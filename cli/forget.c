@@ -46,9 +46,10 @@ print_point (void *opaque, const struct engine_forget_disk *d,
 }
 
 static void
-print_json (const struct engine_forget_plan *p, bool server)
+print_json (const struct engine_forget_plan *p, bool server, int status)
 {
-  printf ("{\"vm\": {\"uuid\": \"%s\", \"name\": ", p->vm->uuid);
+  printf ("{\"status\": %d, \"vm\": {\"uuid\": \"%s\", \"name\": ", status,
+          p->vm->uuid);
   cli_json_str (p->vm->name);
   printf ("},\n \"disks\": [");
   for (size_t i = 0; i < p->ndisks; i++) {
@@ -140,14 +141,14 @@ cmd_forget (int argc, char **argv)
       disk = optarg;
       break;
     case OPT_YES: yes = true; break;
-    case OPT_JSON: json = true; break;
+    case OPT_JSON: json = cli_json = true; break;
     case OPT_LOCK_WAIT:
       if (cli_lock_wait (optarg, &lock_wait) == -1)
         return 2;
       break;
     case 'q': verbose = 0; break;
     case 'v': verbose = 2; break;
-    case 'h': cli_usage ("forget"); return 0;
+    case 'h': return cli_help ("forget");
     default: return cli_usage ("forget");
     }
   }
@@ -184,7 +185,7 @@ cmd_forget (int argc, char **argv)
     return cli_fail ();
   }
   if (json)
-    print_json (p, so.server != NULL);
+    print_json (p, so.server != NULL, status);
   else if (verbose >= 1)
     print_summary (p, so.server != NULL);
   engine_forget_close (f);

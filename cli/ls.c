@@ -57,7 +57,7 @@ print_json (const struct catalog *c)
   const char *sep = "";
   struct verdicts vs;
 
-  printf ("{\"disks\": [");
+  printf ("{\"status\": 0, \"disks\": [");
   for (size_t i = 0; i < c->ndisks; i++) {
     const struct catalog_disk *d = &c->disks[i];
     if (d->npoints == 0)
@@ -154,8 +154,8 @@ cmd_ls (int argc, char **argv)
 
   while ((c = getopt_long (argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
-    case 'j': json = true; break;
-    case 'h': cli_usage ("ls"); return 0;
+    case 'j': json = cli_json = true; break;
+    case 'h': return cli_help ("ls");
     default: return cli_usage ("ls");
     }
   }

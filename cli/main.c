@@ -6,8 +6,10 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "../chain/store/store.h"
 #include "../common/error.h"
 #include "../common/log.h"
+#include "cbtfs-config.h"       /* made by the Makefile in $(BUILD) */
 #include "cli.h"
 
 static const struct {
@@ -25,24 +27,49 @@ static const struct {
   { "restore", cmd_restore },
 };
 
+bool cli_json;
+
+/* With --json, a failure is a JSON object too, so that a script reading
+ * stdout always finds the status. */
+static void
+json_failure (int status, const char *why)
+{
+  if (!cli_json)
+    return;
+  printf ("{\"status\": %d, \"error\": ", status);
+  cli_json_str (why);
+  printf ("}\n");
+  fflush (stdout);
+}
+
 int
 cli_fail (void)
 {
-  log_error ("%s", err_get ()[0] ? err_get () : "failed");
-  return 1;
+  const char *why = err_get ()[0] ? err_get () : "failed";
+  int status;
+
+  switch (err_class ()) {
+  case ERR_SERVER: status = CLI_EXIT_SERVER; break;
+  case ERR_CONFIG: status = CLI_EXIT_USAGE; break;
+  default: status = CLI_EXIT_FAILED; break;
+  }
+  log_error ("%s", why);
+  json_failure (status, why);
+  return status;
 }
 
 int
 cli_refuse (const char *fmt, ...)
 {
+  char why[1024];
   va_list ap;
 
-  fprintf (stderr, "cbtfs: ");
   va_start (ap, fmt);
-  vfprintf (stderr, fmt, ap);
+  vsnprintf (why, sizeof why, fmt, ap);
   va_end (ap);
-  fprintf (stderr, "\n");
-  return 2;
+  fprintf (stderr, "cbtfs: %s\n", why);
+  json_failure (CLI_EXIT_USAGE, why);
+  return CLI_EXIT_USAGE;
 }
 
 int
@@ -77,8 +104,9 @@ cli_json_str (const char *s)
   putchar ('"');
 }
 
-int
-cli_usage (const char *sub)
+/* Print the usage of SUB (NULL: all) to F. */
+static void
+usage (FILE *f, const char *sub)
 {
   static const char *const text[][2] = {
     { "backup", "cbtfs backup STORE --server URL [--user USER] --password-file FILE\n"
@@ -127,11 +155,29 @@ cli_usage (const char *sub)
       "    POINT: a snapshot uuid or a path in the tree (by-vm/VM/DISK/latest).\n"
       "    --sr creates a VDI there; --vdi overwrites one no VBD has attached." },
   };
-  fprintf (stderr, "usage:\n");
+  fprintf (f, "usage:\n");
   for (size_t i = 0; i < sizeof text / sizeof text[0]; i++)
     if (sub == NULL || strcmp (sub, text[i][0]) == 0)
-      fprintf (stderr, "  %s\n", text[i][1]);
-  return 2;
+      fprintf (f, "  %s\n", text[i][1]);
+  if (sub == NULL)
+    fprintf (f, "  cbtfs --version | --help | COMMAND --help\n"
+             "exit status: 0 done, 1 some of the work failed, 2 usage or "
+             "configuration\nerror, 3 the server could not be reached or "
+             "refused us (see man cbtfs)\n");
+}
+
+int
+cli_usage (const char *sub)
+{
+  usage (stderr, sub);
+  return CLI_EXIT_USAGE;
+}
+
+int
+cli_help (const char *sub)
+{
+  usage (stdout, sub);
+  return fflush (stdout) == 0 ? 0 : CLI_EXIT_FAILED;
 }
 
 /* A store may have thousands of layers, each a data file to read: take
@@ -154,9 +200,11 @@ main (int argc, char **argv)
   raise_open_files ();
   if (argc < 2)
     return cli_usage (NULL);
-  if (strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0) {
-    cli_usage (NULL);
-    return 0;
+  if (strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0)
+    return cli_help (NULL);
+  if (strcmp (argv[1], "--version") == 0) {
+    printf ("cbtfs %s\nstore format %d\n", CBTFS_VERSION, STORE_FORMAT);
+    return fflush (stdout) == 0 ? 0 : CLI_EXIT_FAILED;
   }
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
     if (strcmp (argv[1], commands[i].name) == 0)

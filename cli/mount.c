@@ -94,7 +94,7 @@ cmd_mount (int argc, char **argv)
     case 'o': o.fuse_opts = optarg; break;
     case 'v': log_set_verbose (2); break;
     case 'd': o.debug = o.foreground = true; break;
-    case 'h': cli_usage ("mount"); return 0;
+    case 'h': return cli_help ("mount");
     default: return cli_usage ("mount");
     }
   }
@@ -110,6 +110,8 @@ cmd_mount (int argc, char **argv)
     err_sys (errno, "%s", store == NULL ? argv[optind]
              : pwfile == NULL && so.password_file ? so.password_file
              : so.ca_file);
+    if (store)                          /* a file an option names */
+      err_set_class (ERR_CONFIG);
     return cli_fail ();
   }
   if (pwfile)

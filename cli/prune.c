@@ -59,11 +59,12 @@ print_reasons (const struct retention_point *pt, bool json)
 static void
 print_json (const struct catalog *c, const struct retention_policy *p,
             const struct engine_prune_plan *plan, enum outcome *const *out,
-            const struct engine_prune_result *res)
+            const struct engine_prune_result *res, int status)
 {
   char buf[48];
 
-  printf ("{\"dry_run\": %s, \"policy\": {", out ? "false" : "true");
+  printf ("{\"status\": %d, \"dry_run\": %s, \"policy\": {", status,
+          out ? "false" : "true");
   for (int r = 0; r < RETENTION_NCOUNTED; r++) {
     printf ("\"%s\": ", rule_json[r]);
     if (p->keep[r] == RETENTION_UNLIMITED)
@@ -274,7 +275,7 @@ run (const char *where, const struct retention_policy *p,
   if (resumed == -1)
     status = 1;
   if (json)
-    print_json (cat, p, plan, ctx.out, &res);
+    print_json (cat, p, plan, ctx.out, &res, status);
   else
     print_text (cat, p, plan, ctx.out, &res, verbose);
   goto out;
@@ -375,14 +376,14 @@ cmd_prune (int argc, char **argv)
     case OPT_VM: vms[nvms++] = optarg; break;
     case OPT_INCOMPLETE: p.include_incomplete = true; break;
     case OPT_DRY_RUN: dry_run = true; break;
-    case OPT_JSON: json = true; break;
+    case OPT_JSON: json = cli_json = true; break;
     case OPT_LOCK_WAIT:
       if (cli_lock_wait (optarg, &lock_wait) == -1)
         return 2;
       break;
     case 'q': verbose = 0; break;
     case 'v': verbose = 2; break;
-    case 'h': cli_usage ("prune"); return 0;
+    case 'h': return cli_help ("prune");
     default: return cli_usage ("prune");
     }
   }
@@ -406,7 +407,7 @@ cmd_prune (int argc, char **argv)
     return status;
   }
   if (json)
-    print_json (cat, &p, plan, NULL, NULL);
+    print_json (cat, &p, plan, NULL, NULL, 0);
   else
     print_text (cat, &p, plan, NULL, NULL, verbose);
   engine_prune_plan_free (plan);

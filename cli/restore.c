@@ -15,7 +15,7 @@ enum { OPT_SR = 256, OPT_VDI, OPT_NAME, OPT_JSON };
 static void
 print_json (const struct engine_restore_result *r, int status)
 {
-  printf ("{\"point\": ");
+  printf ("{\"status\": %d, \"point\": ", status);
   cli_json_str (r->label ? r->label : "");
   printf (", \"snapshot\": ");
   cli_json_str (r->snapshot);
@@ -63,10 +63,10 @@ cmd_restore (int argc, char **argv)
     case OPT_SR: o.sr = optarg; break;
     case OPT_VDI: o.vdi = optarg; break;
     case OPT_NAME: o.name = optarg; named = true; break;
-    case OPT_JSON: json = true; break;
+    case OPT_JSON: json = cli_json = true; break;
     case 'q': verbose = 0; break;
     case 'v': verbose = 2; break;
-    case 'h': cli_usage ("restore"); return 0;
+    case 'h': return cli_help ("restore");
     default: return cli_usage ("restore");
     }
   }

@@ -27,6 +27,7 @@
 #include "../common/log.h"
 #include "../engine/points.h"
 #include "../xapi/api.h"
+#include "cbtfs-config.h"       /* made by the Makefile in $(BUILD) */
 #include "cli.h"
 
 /* Where nbdkit serves unless told otherwise: loopback only. */
@@ -36,14 +37,16 @@
 
 /* Where nbdkit-cbtfs-plugin.so is: $CBTFS_NBDKIT_PLUGIN, else beside
  * this binary (build/cbtfs), else in build/ beside it (./cbtfs at the
- * top of the tree).  The one place an install layout adds its path.
- * Malloc'd, or NULL with err_*. */
+ * top of the tree), else in ../lib/cbtfs/ from it (an installed tree,
+ * wherever it was copied: `make install DESTDIR=`), else in the
+ * PLUGINDIR `make install` was built for.  Malloc'd, or NULL with
+ * err_*. */
 static char *
 serve_plugin_path (void)
 {
   const char *env = getenv ("CBTFS_NBDKIT_PLUGIN");
   CLEANUP_FREE char *exe = realpath ("/proc/self/exe", NULL);
-  static const char *const beside[] = { "", "build/" };
+  static const char *const beside[] = { "", "build/", "../lib/cbtfs/" };
   char *p;
 
   if (env && env[0])
@@ -60,8 +63,10 @@ serve_plugin_path (void)
       return p;
     free (p);
   }
-  err_set (ENOENT, "cannot find %s beside %s (set CBTFS_NBDKIT_PLUGIN)",
-           PLUGIN_NAME, exe);
+  if (access (CBTFS_PLUGINDIR "/" PLUGIN_NAME, R_OK) == 0)
+    return strdup (CBTFS_PLUGINDIR "/" PLUGIN_NAME);
+  err_set (ENOENT, "cannot find %s beside %s or in %s (set "
+           "CBTFS_NBDKIT_PLUGIN)", PLUGIN_NAME, exe, CBTFS_PLUGINDIR);
   return NULL;
 }
 
@@ -284,6 +289,7 @@ absolute (const char **path, char **keep)
   *keep = realpath (*path, NULL);
   if (*keep == NULL) {
     err_sys (errno, "%s", *path);
+    err_set_class (ERR_CONFIG);         /* a file an option names */
     return -1;
   }
   *path = *keep;
@@ -332,7 +338,7 @@ cmd_serve (int argc, char **argv)
     case 'U': o.unix_path = optarg; break;
     case 'T': o.tls_dir = optarg; break;
     case 'P': o.pidfile = optarg; break;
-    case 'h': cli_usage ("serve"); return 0;
+    case 'h': return cli_help ("serve");
     default: return cli_usage ("serve");
     }
   }

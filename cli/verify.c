@@ -40,7 +40,7 @@ cmd_verify (int argc, char **argv)
     case 'A': accept[naccept++] = optarg; break;
     case 'q': log_set_verbose (0); break;
     case 'v': log_set_verbose (2); break;
-    case 'h': cli_usage ("verify"); return 0;
+    case 'h': return cli_help ("verify");
     default: return cli_usage ("verify");
     }
   }

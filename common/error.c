@@ -12,6 +12,7 @@
 #define ERR_MAX 1024
 
 static _Thread_local char msg[ERR_MAX];
+static _Thread_local enum err_class cls;
 
 /* Replace the message with FMT… followed by ": TAIL" when TAIL is not
  * NULL.  The new text is composed in a local buffer first, because an
@@ -42,6 +43,7 @@ err_set (int errnum, const char *fmt, ...)
   va_start (ap, fmt);
   vset (fmt, ap, NULL);
   va_end (ap);
+  cls = ERR_OTHER;
   errno = errnum ? errnum : saved;
 }
 
@@ -53,6 +55,7 @@ err_sys (int errnum, const char *fmt, ...)
   va_start (ap, fmt);
   vset (fmt, ap, strerror (errnum));
   va_end (ap);
+  cls = ERR_OTHER;
   errno = errnum;
 }
 
@@ -78,4 +81,17 @@ void
 err_clear (void)
 {
   msg[0] = '\0';
+  cls = ERR_OTHER;
+}
+
+void
+err_set_class (enum err_class c)
+{
+  cls = c;
+}
+
+enum err_class
+err_class (void)
+{
+  return cls;
 }

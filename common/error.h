@@ -25,7 +25,19 @@ extern void err_prefix (const char *fmt, ...)
 /* The calling thread's last message, or "" (borrowed until the next err_*). */
 extern const char *err_get (void);
 
-/* Forget the calling thread's message. */
+/* Forget the calling thread's message (and its class). */
 extern void err_clear (void);
+
+/* What the current error is, for the CLI's exit status: the server
+ * could not be reached or refused us, or our own configuration is
+ * wrong; anything else is ERR_OTHER.  err_set and err_sys start a new
+ * error of class ERR_OTHER; err_prefix keeps the class. */
+enum err_class { ERR_OTHER, ERR_CONFIG, ERR_SERVER };
+
+/* Give the calling thread's current error class C. */
+extern void err_set_class (enum err_class c);
+
+/* The calling thread's current error class. */
+extern enum err_class err_class (void);
 
 #endif /* CBTFS_ERROR_H */

@@ -289,16 +289,19 @@ engine_backup (const char *path, const struct engine_server *server,
   if ((creds = engine_creds_new (server)) != NULL
       && (xs = engine_login (creds)) != NULL) {
     char msg[1024];
+    enum err_class k;
     int e;
     r.creds = creds;
     targets = engine_targets_new (xs);
     status = targets ? run (&r, xs, targets) : -1;
     /* Logging out must not replace why the run could not start. */
     e = errno;
+    k = err_class ();
     snprintf (msg, sizeof msg, "%s", err_get ());
     engine_targets_free (targets);
     xapi_logout (xs);
     err_set (e, "%s", msg);
+    err_set_class (k);
   }
   engine_creds_free (creds);
   xapi_global_cleanup ();

@@ -337,11 +337,13 @@ engine_forget_run (struct engine_forget *f,
  fail:
   if (xs) {
     int e = errno;
+    enum err_class k = err_class ();
     char msg[1024];
     /* Logging out must not replace why the run stopped. */
     snprintf (msg, sizeof msg, "%s", err_get ());
     xapi_logout (xs);
     err_set (e, "%s", msg);
+    err_set_class (k);
   }
   xapi_global_cleanup ();
   return -1;

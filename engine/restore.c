@@ -286,6 +286,7 @@ engine_restore (const char *store, const struct engine_server *server,
   {
     /* Cleaning up must not replace why it failed. */
     int e = errno;
+    enum err_class k = err_class ();
 
     snprintf (msg, sizeof msg, "%s", err_get ());
     restore_body_free (b);
@@ -295,8 +296,10 @@ engine_restore (const char *store, const struct engine_server *server,
       xapi_logout (xs);
     engine_creds_free (creds);
     xapi_global_cleanup ();
-    if (status == -1)
+    if (status == -1) {
       err_set (e, "%s", msg);
+      err_set_class (k);
+    }
   }
  out:
   catalog_free (cat);

@@ -116,14 +116,14 @@ engine_creds_free (struct engine_creds *c)
 struct engine_creds *
 engine_creds_new (const struct engine_server *s)
 {
-  struct engine_creds *c;
+  struct engine_creds *c = NULL;
 
   /* Before the password or a session is in memory. */
   if (engine_forbid_dumps () == -1)
     return NULL;
   if (s->server == NULL) {
     err_set (EINVAL, "--server is required");
-    return NULL;
+    goto err;
   }
   c = calloc (1, sizeof *c);
   if (c == NULL) {
@@ -148,6 +148,9 @@ engine_creds_new (const struct engine_server *s)
   return c;
 
  err:
+  /* --server, --password-file: what the admin must fix. */
+  if (errno != ENOMEM)
+    err_set_class (ERR_CONFIG);
   engine_creds_free (c);
   return NULL;
 }

@@ -36,14 +36,16 @@ extern int engine_forbid_dumps (void);
 
 /* Read the password of S (first line of its file; the file never
  * reaches argv) after making the process non-dumpable.  Caller frees
- * with engine_creds_free.  NULL with err_*. */
+ * with engine_creds_free.  NULL with err_*, of class ERR_CONFIG unless
+ * out of memory. */
 extern struct engine_creds *engine_creds_new (const struct engine_server *s)
   __attribute__ ((__nonnull__ (1)));
 
 /* Wipe the password and free; NULL is a no-op. */
 extern void engine_creds_free (struct engine_creds *c);
 
-/* A new session (caller logs out) or NULL with err_*. */
+/* A new session (caller logs out) or NULL with err_*, of class
+ * ERR_SERVER when the host could not be reached or refused us. */
 extern xapi_session *engine_login (const struct engine_creds *c)
   __attribute__ ((__nonnull__ (1)));
 

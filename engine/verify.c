@@ -306,6 +306,7 @@ engine_verify (const char *path, const struct engine_server *server,
     /* Cleaning up must not replace why the run could not start. */
     char msg[1024];
     int e = errno;
+    enum err_class k = err_class ();
 
     snprintf (msg, sizeof msg, "%s", err_get ());
     fetcher_free (f);
@@ -317,8 +318,10 @@ engine_verify (const char *path, const struct engine_server *server,
       xapi_global_cleanup ();
     free (rep.v);
     catalog_free (cat);
-    if (status == -1)
+    if (status == -1) {
       err_set (e, "%s", msg);
+      err_set_class (k);
+    }
   }
   return status;
 }

@@ -13,7 +13,7 @@ After N4's backup the host holds N2's snapshot (data) and N4's
   the newest point that read from the store alone when the plan was
   made), a warning names N2's snapshot with `xe vdi-destroy`, and the
   host still holds it;
-- prune --server with a CA that does not trust the host: exit 1 with
+- prune --server with a CA that does not trust the host: exit 3 with
   one line, the store unchanged (no point gone);
 - --password-file without --server: exit 2;
 - prune --server: the same drops, N2's snapshot destroyed on the host
@@ -88,7 +88,7 @@ def main():
         rc, _, err = env.cbtfs("prune", store, *policy, "--server",
                                s.info["xapi_url"], "--ca-file", other_ca(env),
                                "--password-file", srv[-1], ok=False)
-        check(rc == 1 and len(err.strip().splitlines()) == 1
+        check(rc == 3 and len(err.strip().splitlines()) == 1
               and "not trusted" in err, "an untrusted host: %d %r" % (rc, err))
         pts = [p["snapshot"] for p in env.ls_json(store)["disks"][0]["points"]]
         check(pts == [n1, n2, n3, n4], "a refused prune changed the store: %s"

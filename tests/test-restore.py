@@ -148,7 +148,7 @@ def main():
                for a in srv]
         rc, _, err = env.cbtfs("restore", store, p1, "--sr", main_sr, *bad,
                                ok=False)
-        check(rc == 1 and "not trusted" in err, "wrong CA: %r" % err)
+        check(rc == 3 and "not trusted" in err, "wrong CA: %r" % err)
         check(s.control("stats")["sessions"]["logins"] == logins,
               "logged in despite an untrusted certificate")
 

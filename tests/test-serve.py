@@ -10,7 +10,8 @@ POINTs (by path or uuid) are exports named by snapshot uuid with no
 default; no POINT serves every point.  A lazy point (backup --no-copy)
 reads right with --server, which keeps what it fetched.  A non-loopback
 address without TLS is refused (exit 2, one line, nothing listens), as
-are unknown points, bad addresses and a wrong password; with --tls-certificates a client
+are unknown points (exit 1), bad addresses (2) and a wrong password (3:
+the server refused us); with --tls-certificates a client
 trusting the server's CA reads, and a plain client and one trusting
 another CA are refused.  A block that fails its checksum is an error
 for the NBD client, never data.
@@ -322,7 +323,7 @@ def main():
         rc, _, err = env.cbtfs("serve", store, "--unix", sock, *srv[:-1],
                                env.password_file("wrong", name="bad"),
                                ok=False)
-        check(rc == 1 and len(err.strip().splitlines()) == 1
+        check(rc == 3 and len(err.strip().splitlines()) == 1
               and not os.path.exists(sock),
               "a wrong password: %d %r" % (rc, err))
         rc, _, err = env.cbtfs("serve", store, "by-vm/web/root/nope.img",

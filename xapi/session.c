@@ -1147,6 +1147,7 @@ xapi_login (const struct xapi_opts *opts)
      * curl's would say only "Problem with the SSL CA cert". */
     if (access (opts->ca_file, R_OK) == -1) {
       err_sys (errno, "CA file %s", opts->ca_file);
+      err_set_class (ERR_CONFIG);
       goto err_s;
     }
     s->ca_file = strdup (opts->ca_file);
@@ -1164,8 +1165,14 @@ xapi_login (const struct xapi_opts *opts)
   }
   if (setup_curl (s, opts) == -1)
     goto err_s;
-  if (login (s, true) == -1)
+  /* Whatever stops the login (no connection, a certificate we do not
+   * trust, a wrong password, an answer that is no session) is the
+   * server's refusal or absence, not a failure of our work. */
+  if (login (s, true) == -1) {
+    if (errno != ENOMEM)
+      err_set_class (ERR_SERVER);
     goto err_s;
+  }
   return s;
 
  err_s:
@@ -1182,6 +1189,7 @@ xapi_logout (xapi_session *s)
    * errno, whatever the logout does. */
   char saved[1024];
   int saved_errno = errno;
+  enum err_class saved_class = err_class ();
 
   if (s == NULL)
     return;
@@ -1198,6 +1206,7 @@ xapi_logout (xapi_session *s)
     err_set (0, "%s", saved);
   else
     err_clear ();
+  err_set_class (saved_class);
   errno = saved_errno;
 }
 

@@ -59,7 +59,9 @@ extern void xapi_global_cleanup (void);
 /* Log in (session.login_with_password, version "1.1", originator
  * "cbtfs"), following HOST_IS_SLAVE [master] once by replacing the URL's
  * host with master and keeping its scheme and port.  Returns a new
- * session (caller logs out), or NULL with err_* set. */
+ * session (caller logs out), or NULL with err_* set: of class
+ * ERR_SERVER once the conversation with the host failed, ERR_CONFIG for
+ * an unreadable CA file. */
 extern xapi_session *xapi_login (const struct xapi_opts *opts)
   __attribute__ ((__nonnull__ (1)));
 

@@ -189,6 +189,27 @@ test_per_thread (void)
   pthread_barrier_destroy (&barrier);
 }
 
+/* The class: err_prefix keeps it (a caller adding context to a login
+ * failure keeps it the server's), a new error is ERR_OTHER again. */
+static void
+test_class (void)
+{
+  err_clear ();
+  CHECK (err_class () == ERR_OTHER);
+  err_set (ECONNREFUSED, "cannot connect to %s", "host");
+  err_set_class (ERR_SERVER);
+  err_prefix ("fetch");
+  CHECK (err_class () == ERR_SERVER);
+  err_set (EIO, "another");
+  CHECK (err_class () == ERR_OTHER);
+  err_set_class (ERR_CONFIG);
+  err_sys (ENOENT, "--password-file x");
+  CHECK (err_class () == ERR_OTHER);
+  err_set_class (ERR_CONFIG);
+  err_clear ();
+  CHECK (err_class () == ERR_OTHER);
+}
+
 int
 main (void)
 {
@@ -197,5 +218,6 @@ main (void)
   test_message_as_argument ();
   test_truncation ();
   test_per_thread ();
+  test_class ();
   return 0;
 }

@@ -243,8 +243,9 @@ fuzz: deps
 	  $(addprefix build/fuzz/tests/,$(FUZZ_TARGETS))
 	./tests/fuzz/run build/fuzz/tests $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
-check-e2e: $(BUILD)/cbtfs $(PLUGIN)
-	CBTFS=$(abspath $(BUILD)/cbtfs) PYTHON=$(PYTHON) ./tests/run
+check-e2e: $(BUILD)/cbtfs $(PLUGIN) $(BUILD)/tests/s3probe
+	CBTFS=$(abspath $(BUILD)/cbtfs) S3PROBE=$(abspath $(BUILD)/tests/s3probe) \
+	  PYTHON=$(PYTHON) ./tests/run
 
 check-valgrind: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "valgrind: $$t"; \

@@ -520,36 +520,74 @@ headers (const char *extra)
 
 /* ---- operations ---- */
 
+/* One request: its URL (owned), its name in messages, its headers and
+ * its answer.  Zero it but for R, then req_key (or set URL and WHERE
+ * and req_ready); req_end frees it whatever happened. */
+struct req {
+  char *url;
+  char where[1024];
+  struct curl_slist *h;
+  struct resp r;
+};
+
+/* Q's headers (with HDR, or NULL) and the handle set up for it.  0, or
+ * -1 with err_*. */
+static int
+req_ready (s3_client *c, struct req *q, const char *hdr)
+{
+  q->h = headers (hdr);
+  if (q->h == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  return setup (c, &q->r, q->h);
+}
+
+/* Q as a request of object KEY (see req_ready). */
+static int
+req_key (s3_client *c, struct req *q, const char *key, const char *hdr)
+{
+  q->url = key_url (c, key, NULL, q->where, sizeof q->where);
+  return q->url ? req_ready (c, q, hdr) : -1;
+}
+
+static void
+req_end (struct req *q)
+{
+  curl_slist_free_all (q->h);
+  free (q->r.p);
+  free (q->url);
+}
+
+/* 0 when every SETOPT before took (RC), else -1 with err_*. */
+static int
+configured (CURLcode rc)
+{
+  if (rc == CURLE_OK)
+    return 0;
+  err_set (EIO, "cannot configure libcurl: %s", curl_easy_strerror (rc));
+  return -1;
+}
+
 int
 s3_put (s3_client *c, const char *key, const void *buf, size_t len,
         bool create_only)
 {
-  struct resp r = { .c = c, .limit = S3_MAX_ERROR_BODY, .up = buf,
-                    .up_len = len };
-  struct curl_slist *h = NULL;
-  char where[1024], *url;
+  struct req q = { .r = { .c = c, .limit = S3_MAX_ERROR_BODY, .up = buf,
+                          .up_len = len } };
   CURLcode rc = CURLE_OK;
   int ret = -1;
 
-  url = key_url (c, key, NULL, where, sizeof where);
-  if (url == NULL)
-    return -1;
-  h = headers (create_only ? "If-None-Match: *" : NULL);
-  if (h == NULL || setup (c, &r, h) == -1)
+  if (req_key (c, &q, key, create_only ? "If-None-Match: *" : NULL) == -1)
     goto out;
   SETOPT (c->curl, CURLOPT_UPLOAD, 1L);
   SETOPT (c->curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t) len);
   SETOPT (c->curl, CURLOPT_READFUNCTION, on_read);
-  SETOPT (c->curl, CURLOPT_READDATA, &r);
-  if (rc != CURLE_OK) {
-    err_set (EIO, "cannot configure libcurl: %s", curl_easy_strerror (rc));
-    goto out;
-  }
-  ret = perform (c, url, where, &r);
+  SETOPT (c->curl, CURLOPT_READDATA, &q.r);
+  if (configured (rc) == 0)
+    ret = perform (c, q.url, q.where, &q.r);
  out:
-  curl_slist_free_all (h);
-  free (r.p);
-  free (url);
+  req_end (&q);
   return ret;
 }
 
@@ -557,90 +595,69 @@ int
 s3_get (s3_client *c, const char *key, uint64_t offset, uint64_t len,
         void **buf, size_t *size)
 {
-  struct resp r = { .c = c, .limit = SIZE_MAX };
-  struct curl_slist *h = NULL;
-  char where[1024], range[64], *url;
+  struct req q = { .r = { .c = c, .limit = SIZE_MAX } };
+  char range[64];
   CURLcode rc = CURLE_OK;
   int ret = -1;
 
-  url = key_url (c, key, NULL, where, sizeof where);
-  if (url == NULL)
-    return -1;
-  h = headers (NULL);
-  if (h == NULL || setup (c, &r, h) == -1)
+  if (req_key (c, &q, key, NULL) == -1)
     goto out;
   if (len) {
     if (len > SIZE_MAX || offset > UINT64_MAX - len) {
-      err_set (EINVAL, "%s: range too large", where);
+      err_set (EINVAL, "%s: range too large", q.where);
       goto out;
     }
     snprintf (range, sizeof range, "%" PRIu64 "-%" PRIu64, offset,
               offset + len - 1);
-    r.limit = len;
+    q.r.limit = len;
     SETOPT (c->curl, CURLOPT_RANGE, range);
   }
   SETOPT (c->curl, CURLOPT_HTTPGET, 1L);
-  if (rc != CURLE_OK) {
-    err_set (EIO, "cannot configure libcurl: %s", curl_easy_strerror (rc));
-    goto out;
-  }
-  if (perform (c, url, where, &r) == -1)
+  if (configured (rc) == -1 || perform (c, q.url, q.where, &q.r) == -1)
     goto out;
   /* A server that ignored the range would send the whole object with
    * 200: only 206 means these are the bytes asked for. */
-  if (len && r.status != 206) {
-    err_set (EPROTO, "%s: ranged read answered with HTTP %ld", where,
-             r.status);
+  if (len && q.r.status != 206) {
+    err_set (EPROTO, "%s: ranged read answered with HTTP %ld", q.where,
+             q.r.status);
     goto out;
   }
-  *buf = r.p ? r.p : malloc (1);
+  *buf = q.r.p ? q.r.p : malloc (1);
   if (*buf == NULL) {
     err_set (ENOMEM, "out of memory");
     goto out;
   }
-  *size = r.len;
-  r.p = NULL;
+  *size = q.r.len;
+  q.r.p = NULL;
   ret = 0;
  out:
-  curl_slist_free_all (h);
-  free (r.p);
-  free (url);
+  req_end (&q);
   return ret;
 }
 
 int
 s3_head (s3_client *c, const char *key, uint64_t *size, char **etag)
 {
-  struct resp r = { .c = c, .limit = 0 };
-  struct curl_slist *h = NULL;
+  struct req q = { .r = { .c = c, .limit = 0 } };
   struct curl_header *eh = NULL;
   curl_off_t cl = -1;
-  char where[1024], *url;
   CURLcode rc = CURLE_OK;
   int ret = -1;
 
-  url = key_url (c, key, NULL, where, sizeof where);
-  if (url == NULL)
-    return -1;
-  h = headers (NULL);
-  if (h == NULL || setup (c, &r, h) == -1)
+  if (req_key (c, &q, key, NULL) == -1)
     goto out;
   SETOPT (c->curl, CURLOPT_NOBODY, 1L);
-  if (rc != CURLE_OK) {
-    err_set (EIO, "cannot configure libcurl: %s", curl_easy_strerror (rc));
-    goto out;
-  }
-  if (perform (c, url, where, &r) == -1)
+  if (configured (rc) == -1 || perform (c, q.url, q.where, &q.r) == -1)
     goto out;
   curl_easy_getinfo (c->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
   if (cl < 0) {
-    err_set (EPROTO, "%s: HEAD without a length", where);
+    err_set (EPROTO, "%s: HEAD without a length", q.where);
     goto out;
   }
   if (etag) {
     if (curl_easy_header (c->curl, "ETag", 0, CURLH_HEADER, -1, &eh)
         != CURLHE_OK) {
-      err_set (EPROTO, "%s: HEAD without an ETag", where);
+      err_set (EPROTO, "%s: HEAD without an ETag", q.where);
       goto out;
     }
     *etag = strdup (eh->value);
@@ -652,38 +669,25 @@ s3_head (s3_client *c, const char *key, uint64_t *size, char **etag)
   *size = (uint64_t) cl;
   ret = 0;
  out:
-  curl_slist_free_all (h);
-  free (r.p);
-  free (url);
+  req_end (&q);
   return ret;
 }
 
 int
 s3_delete (s3_client *c, const char *key)
 {
-  struct resp r = { .c = c, .limit = S3_MAX_ERROR_BODY };
-  struct curl_slist *h = NULL;
-  char where[1024], *url;
+  struct req q = { .r = { .c = c, .limit = S3_MAX_ERROR_BODY } };
   CURLcode rc = CURLE_OK;
   int ret = -1;
 
-  url = key_url (c, key, NULL, where, sizeof where);
-  if (url == NULL)
-    return -1;
-  h = headers (NULL);
-  if (h == NULL || setup (c, &r, h) == -1)
+  if (req_key (c, &q, key, NULL) == -1)
     goto out;
   SETOPT (c->curl, CURLOPT_CUSTOMREQUEST, "DELETE");
   SETOPT (c->curl, CURLOPT_NOBODY, 1L);
-  if (rc != CURLE_OK) {
-    err_set (EIO, "cannot configure libcurl: %s", curl_easy_strerror (rc));
-    goto out;
-  }
-  ret = perform (c, url, where, &r);
+  if (configured (rc) == 0)
+    ret = perform (c, q.url, q.where, &q.r);
  out:
-  curl_slist_free_all (h);
-  free (r.p);
-  free (url);
+  req_end (&q);
   return ret;
 }
 
@@ -692,13 +696,12 @@ static int
 list_page (s3_client *c, const char *prefix, int max_keys, const char *token,
            s3_list_fn fn, void *opaque, char **next)
 {
-  struct resp r = { .c = c, .limit = 64 * 1024 * 1024 };
-  struct curl_slist *h = NULL;
-  char where[1024], *url = NULL, *p = NULL, *t = NULL, mk[32] = "";
+  struct req q = { .r = { .c = c, .limit = 64 * 1024 * 1024 } };
+  char *p = NULL, *t = NULL, mk[32] = "";
   CURLcode rc = CURLE_OK;
   int ret = -1;
 
-  snprintf (where, sizeof where, "s3://%s/%s", c->bucket,
+  snprintf (q.where, sizeof q.where, "s3://%s/%s", c->bucket,
             prefix ? prefix : "");
   if (max_keys > 0)
     snprintf (mk, sizeof mk, "&max-keys=%d", max_keys);
@@ -706,32 +709,25 @@ list_page (s3_client *c, const char *prefix, int max_keys, const char *token,
   p = curl_easy_escape (c->curl, prefix ? prefix : "", 0);
   t = token ? curl_easy_escape (c->curl, token, 0) : NULL;
   if (p == NULL || (token && t == NULL)
-      || asprintf (&url, "%s?%s%s%slist-type=2%s&prefix=%s", c->base,
+      || asprintf (&q.url, "%s?%s%s%slist-type=2%s&prefix=%s", c->base,
                    t ? "continuation-token=" : "", t ? t : "", t ? "&" : "",
                    mk, p) == -1) {
-    url = NULL;
+    q.url = NULL;
     err_set (ENOMEM, "out of memory");
     goto out;
   }
-  h = headers (NULL);
-  if (h == NULL || setup (c, &r, h) == -1)
+  if (req_ready (c, &q, NULL) == -1)
     goto out;
   SETOPT (c->curl, CURLOPT_HTTPGET, 1L);
-  if (rc != CURLE_OK) {
-    err_set (EIO, "cannot configure libcurl: %s", curl_easy_strerror (rc));
+  if (configured (rc) == -1 || perform (c, q.url, q.where, &q.r) == -1)
     goto out;
-  }
-  if (perform (c, url, where, &r) == -1)
-    goto out;
-  ret = s3_xml_list (r.p ? r.p : "", r.len, fn, opaque, next);
+  ret = s3_xml_list (q.r.p ? q.r.p : "", q.r.len, fn, opaque, next);
   if (ret == -1)
-    err_prefix ("%s", where);
+    err_prefix ("%s", q.where);
  out:
   curl_free (p);
   curl_free (t);
-  curl_slist_free_all (h);
-  free (r.p);
-  free (url);
+  req_end (&q);
   return ret;
 }
 

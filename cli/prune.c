@@ -298,7 +298,6 @@ run_with_host (const char *where, const struct retention_policy *p,
                const char *const *vms, size_t nvms, double lock_wait,
                bool json, int verbose, const struct engine_server *so)
 {
-  struct engine_creds *creds;
   xapi_session *xs;
   int status;
 
@@ -306,9 +305,7 @@ run_with_host (const char *where, const struct retention_policy *p,
     return run (where, p, vms, nvms, lock_wait, json, verbose, NULL);
   if (xapi_global_init () == -1)
     return cli_fail ();
-  creds = engine_creds_new (so);
-  xs = creds ? engine_login (creds) : NULL;
-  engine_creds_free (creds);
+  xs = engine_login_server (so);
   if (xs == NULL) {
     xapi_global_cleanup ();
     return cli_fail ();

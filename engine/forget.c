@@ -307,16 +307,13 @@ engine_forget_run (struct engine_forget *f,
                    engine_forget_cb cb, void *opaque)
 {
   struct engine_forget_plan *p = &f->plan;
-  struct engine_creds *creds = NULL;
   xapi_session *xs = NULL;
   int status = 0;
 
   if (server) {
     if (xapi_global_init () == -1)
       return -1;
-    creds = engine_creds_new (server);
-    xs = creds ? engine_login (creds) : NULL;
-    engine_creds_free (creds);
+    xs = engine_login_server (server);
     if (xs == NULL || check_gone (xs, p, f->one_disk) == -1)
       goto fail;
   }

@@ -166,6 +166,16 @@ engine_login (const struct engine_creds *c)
   return xapi_login (&xo);
 }
 
+xapi_session *
+engine_login_server (const struct engine_server *s)
+{
+  struct engine_creds *c = engine_creds_new (s);
+  xapi_session *xs = c ? engine_login (c) : NULL;
+
+  engine_creds_free (c);
+  return xs;
+}
+
 long
 engine_creds_timeout (const struct engine_creds *c)
 {

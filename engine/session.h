@@ -49,6 +49,12 @@ extern void engine_creds_free (struct engine_creds *c);
 extern xapi_session *engine_login (const struct engine_creds *c)
   __attribute__ ((__nonnull__ (1)));
 
+/* engine_creds_new then engine_login, keeping no credentials after:
+ * for a command that needs the one session only.  NULL with err_*
+ * (either's class). */
+extern xapi_session *engine_login_server (const struct engine_server *s)
+  __attribute__ ((__nonnull__ (1)));
+
 /* The seconds per XAPI call and NBD wait C was made with. */
 extern long engine_creds_timeout (const struct engine_creds *c)
   __attribute__ ((__nonnull__ (1)));

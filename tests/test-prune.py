@@ -126,6 +126,7 @@ class World:
         self.vdi, self.guest, self.size = {}, {}, {}
         self.regions = {}       # (vm, disk) -> 64K-aligned MiB offsets with data
         self.one = {}           # (vm, disk) -> the block N2 changed
+        self.medium = {}        # (vm, disk) -> the first block N7 changed
         self.srv = None
         for vm in ("web", "db"):
             keys = [k for k in DISKS if k[0] == vm]
@@ -159,6 +160,14 @@ class World:
     def write(self, k, off, data):
         cb.write_at(self.guest[k], off, data)
 
+    def off_beside(self, size, n, block):
+        """Where N bytes (4 KiB-aligned) of a disk of SIZE go, chosen at
+        random among the places that leave BLOCK alone."""
+        lo, hi = block * BLOCK, (block + 1) * BLOCK
+        spans = [(a, b) for a, b in ((0, lo - n), (hi, size - n)) if a <= b]
+        a, b = self.rng.choice(spans)
+        return a + self.rng.randrange((b - a) // 4096 + 1) * 4096
+
     def guest_night(self, what):
         rng = self.rng
         for k in DISKS:
@@ -178,13 +187,14 @@ class World:
                 n = min(n, size // 2)
                 if what == "big":
                     # Not over N2's block: N2 into N3 reads it.
-                    lo, hi = self.one[k] * BLOCK, (self.one[k] + 1) * BLOCK
-                    spans = [(a, b) for a, b in ((0, lo - n), (hi, size - n))
-                             if a <= b]
-                    a, b = rng.choice(spans)
-                    off = a + rng.randrange((b - a) // 4096 + 1) * 4096
+                    off = self.off_beside(size, n, self.one[k])
+                elif k in self.medium:
+                    # Not over the first block of N7's: db's N7 cannot
+                    # go while N8 reads a block only the host has.
+                    off = self.off_beside(size, n, self.medium[k])
                 else:
                     off = rng.randrange((size - n) // 4096 + 1) * 4096
+                    self.medium[k] = off // BLOCK
                 self.write(k, off, os.urandom(n))
             elif what == "zeros":
                 # Zeros over a MiB that holds data: ZERO records.

@@ -242,7 +242,9 @@ def main():
             check(folder(k) == folders[k], "%s's folder in the store changed"
                   % (k,))
         # The mount that was up: the others read as before; web's points
-        # read as before or fail with EIO, never with other data.
+        # read as before, fail with EIO, or are gone (the mount follows
+        # the store, so its watcher may have dropped them already), but
+        # never read as other data.
         for k in vdi:
             for u in pts0[k][:-1]:
                 if k[0] != "web":
@@ -253,10 +255,15 @@ def main():
                 try:
                     got = cb.sha256(image(mnt, k, u))
                 except OSError as e:
-                    check(e.errno == errno.EIO, "web %s: %s" % (u, e))
+                    check(e.errno in (errno.EIO, errno.ENOENT),
+                          "web %s: %s" % (u, e))
                 else:
                     check(got == mounted_before[u], "web %s reads other data "
                           "after forget" % u)
+        # ... and it drops web without a remount.
+        check(cb.wait_for(lambda: not os.path.exists(
+            os.path.join(mnt, "by-uuid", vdi["web", "root"])), 30),
+            "the mount that was up still shows web's disk after forget")
         cb.unmount(mnt)
 
         # A fresh mount: the others' complete points read as their disks did.

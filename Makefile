@@ -24,9 +24,12 @@ COMMON_SRC = common/error.c common/log.c common/secbuf.c common/util.c \
              common/dio.c
 XAPI_SRC   = xapi/value.c xapi/xmlrpc.c xapi/session.c xapi/api.c xapi/vhd.c \
              xapi/vhd-stream.c
-# The S3 client (object storage); no command uses it yet.
-S3_SRC     = s3/s3.c s3/s3-xml.c
-STORE_SRC  = chain/store/store.c chain/store/posix.c chain/store/posix-layer.c
+# The S3 client and the object store backend over it (linked where
+# libcurl is: chain/ alone needs no HTTP library).
+S3_SRC     = s3/s3.c s3/s3-xml.c chain/store/s3store.c \
+             chain/store/s3store-layer.c
+STORE_SRC  = chain/store/store.c chain/store/holder.c chain/store/posix.c \
+             chain/store/posix-layer.c
 CHAIN_SRC  = chain/bitmap.c chain/sums.c chain/layer-meta.c chain/index.c \
              chain/layer.c chain/layer-blocks.c chain/catalog.c chain/read.c \
              chain/nbdsrc.c chain/nbdlimit.c chain/tlspin.c chain/copy.c \
@@ -42,10 +45,12 @@ ENGINE_SRC = engine/session.c engine/snapshot.c engine/points.c \
 FS_SRC     = fs/tree.c fs/fs.c
 # The nbdkit plugin (`cbtfs serve`): the core again, compiled -fPIC.
 PLUGIN_SRC = serve/plugin.c engine/session.c engine/targets.c \
-             engine/points.c engine/snapshot.c $(CHAIN_SRC) $(XAPI_SRC) $(COMMON_SRC)
+             engine/points.c engine/snapshot.c $(CHAIN_SRC) $(XAPI_SRC) \
+             $(S3_SRC) $(COMMON_SRC)
 PLUGIN     = $(BUILD)/nbdkit-cbtfs-plugin.so
 CLI_SRC    = cli/main.c cli/server.c cli/backup.c cli/mount.c cli/ls.c \
-             cli/fetch.c cli/verify.c cli/prune.c cli/forget.c cli/serve.c cli/restore.c
+             cli/fetch.c cli/verify.c cli/prune.c cli/forget.c cli/serve.c \
+             cli/restore.c cli/s3.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 COMMON_OBJ = $(call obj,$(COMMON_SRC))
@@ -129,7 +134,8 @@ $(BUILD)/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/cbtfs: $(CLI_OBJ) $(FS_OBJ) $(ENGINE_OBJ) $(CHAIN_OBJ) $(XAPI_OBJ) $(COMMON_OBJ)
+$(BUILD)/cbtfs: $(CLI_OBJ) $(FS_OBJ) $(ENGINE_OBJ) $(CHAIN_OBJ) $(XAPI_OBJ) \
+               $(S3_OBJ) $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(PKG_LIBS) -o $@
 
 cbtfs: $(BUILD)/cbtfs

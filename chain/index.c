@@ -13,38 +13,6 @@
 
 static const char index_magic[8] = "CBTFSIX1";
 
-static void
-put_le64 (uint8_t *p, uint64_t v)
-{
-  for (int i = 0; i < 8; i++)
-    p[i] = v >> (8 * i);
-}
-
-static void
-put_le32 (uint8_t *p, uint32_t v)
-{
-  for (int i = 0; i < 4; i++)
-    p[i] = v >> (8 * i);
-}
-
-static uint64_t
-get_le64 (const uint8_t *p)
-{
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--)
-    v = (v << 8) | p[i];
-  return v;
-}
-
-static uint32_t
-get_le32 (const uint8_t *p)
-{
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; i--)
-    v = (v << 8) | p[i];
-  return v;
-}
-
 void
 index_rec_encode (const struct index_rec *r, uint8_t out[INDEX_REC_SIZE])
 {

@@ -73,6 +73,16 @@ extern int cli_lock_wait (const char *arg, double *wait)
  * configuration's, else 1. */
 extern int cli_fail (void);
 
+/* Take the object store options (--s3-…, which every command takes)
+ * out of ARGV (*ARGC shrinks), setting the environment the object
+ * store backend reads: 0, or -1 after printing why (exit 2). */
+extern int cli_s3_options (int *argc, char **argv)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+/* Whether STORE names an object store (not a directory to resolve). */
+extern bool cli_store_is_remote (const char *store)
+  __attribute__ ((__nonnull__ (1)));
+
 /* Print usage of SUBCOMMAND (NULL for all) to stderr, return 2. */
 extern int cli_usage (const char *subcommand);
 

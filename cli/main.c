@@ -9,6 +9,7 @@
 #include "../chain/store/store.h"
 #include "../common/error.h"
 #include "../common/log.h"
+#include "../s3/s3.h"
 #include "cbtfs-config.h"       /* made by the Makefile in $(BUILD) */
 #include "cli.h"
 
@@ -206,6 +207,12 @@ main (int argc, char **argv)
     printf ("cbtfs %s\nstore format %d\n", CBTFS_VERSION, STORE_FORMAT);
     return fflush (stdout) == 0 ? 0 : CLI_EXIT_FAILED;
   }
+  if (cli_s3_options (&argc, argv) == -1)
+    return CLI_EXIT_USAGE;
+  /* Before any thread starts: the object store backend and its HTTP
+   * library. */
+  if (s3_global_init () == -1 || store_backend_add (&store_s3) == -1)
+    return cli_fail ();
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
     if (strcmp (argv[1], commands[i].name) == 0)
       return commands[i].fn (argc - 1, argv + 1);

@@ -102,7 +102,8 @@ cmd_mount (int argc, char **argv)
     return cli_usage ("mount");
   /* The mount serves from / (a daemon leaves its directory), and reads
    * the store and logs in again long after: no path may be relative. */
-  store = realpath (argv[optind], NULL);
+  store = cli_store_is_remote (argv[optind]) ? strdup (argv[optind])
+    : realpath (argv[optind], NULL);
   if (store == NULL
       || (so.password_file
           && (pwfile = realpath (so.password_file, NULL)) == NULL)

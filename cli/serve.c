@@ -355,7 +355,8 @@ cmd_serve (int argc, char **argv)
   if (so.server && so.password_file == NULL)
     return cli_refuse ("--server needs --password-file");
 
-  store = realpath (argv[optind], NULL);
+  store = cli_store_is_remote (argv[optind]) ? strdup (argv[optind])
+    : realpath (argv[optind], NULL);
   if (store == NULL) {
     err_sys (errno, "%s", argv[optind]);
     return cli_fail ();

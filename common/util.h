@@ -13,6 +13,39 @@
 #define ROUND_UP(n, a) (DIV_ROUND_UP ((n), (a)) * (a))
 #define ARRAY_SIZE(a) (sizeof (a) / sizeof ((a)[0]))
 
+/* Little-endian integers in the store's binary formats (FORMAT.md). */
+static inline void
+put_le64 (uint8_t *p, uint64_t v)
+{
+  for (int i = 0; i < 8; i++)
+    p[i] = v >> (8 * i);
+}
+
+static inline void
+put_le32 (uint8_t *p, uint32_t v)
+{
+  for (int i = 0; i < 4; i++)
+    p[i] = v >> (8 * i);
+}
+
+static inline uint64_t
+get_le64 (const uint8_t *p)
+{
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--)
+    v = (v << 8) | p[i];
+  return v;
+}
+
+static inline uint32_t
+get_le32 (const uint8_t *p)
+{
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; i--)
+    v = (v << 8) | p[i];
+  return v;
+}
+
 /* pread until COUNT bytes or EOF; returns bytes read or -1 (errno). */
 extern ssize_t full_pread (int fd, void *buf, size_t count, off_t offset);
 

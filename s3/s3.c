@@ -384,7 +384,8 @@ transport_error (s3_client *c, const char *where, CURLcode rc,
   case CURLE_SSL_CACERT_BADFILE:
     err_set (EACCES, "%s: cannot use CA file %s (%s)", where,
              c->ca_file ? c->ca_file : "(system)", detail);
-    break;
+    err_set_class (ERR_CONFIG);
+    return;
   case CURLE_SSL_CONNECT_ERROR:
     err_set (EPROTO, "%s: TLS handshake failed (%s)", where, detail);
     break;
@@ -401,6 +402,10 @@ transport_error (s3_client *c, const char *where, CURLcode rc,
   default:
     err_set (EIO, "%s: %s", where, detail);
   }
+  /* Not reached, or not trusted: the exit status of a server that
+   * could not be reached (cli/). */
+  if (errno != ENOMEM && errno != EFBIG)
+    err_set_class (ERR_SERVER);
 }
 
 /* An HTTP error STATUS with the S3 error body in R: one line naming
@@ -425,8 +430,10 @@ http_error (s3_client *c, const char *where, const struct resp *r)
     else
       err_set (EIO, "%s: HTTP %ld", where, r->status);
   }
-  else if (strcmp (code, "NoSuchBucket") == 0)
+  else if (strcmp (code, "NoSuchBucket") == 0) {
     err_set (ENOENT, "s3://%s: no such bucket", c->bucket);
+    err_set_class (ERR_CONFIG);
+  }
   else if (strcmp (code, "NoSuchKey") == 0)
     err_set (ENOENT, "%s: no such object", where);
   else if (strcmp (code, "InvalidAccessKeyId") == 0
@@ -447,6 +454,9 @@ http_error (s3_client *c, const char *where, const struct resp *r)
              msg[0] ? ": " : "", msg);
   free (code);
   free (message);
+  /* Refused us (credentials, clock): the server's exit status. */
+  if (errno == EACCES || errno == ETIME)
+    err_set_class (ERR_SERVER);
 }
 
 /* Perform the request set up on C for WHERE; R gets the answer.  0 for
@@ -693,11 +703,11 @@ s3_delete (s3_client *c, const char *key)
 
 /* One ListObjectsV2 page; *NEXT gets the token of the next (or NULL). */
 static int
-list_page (s3_client *c, const char *prefix, int max_keys, const char *token,
-           s3_list_fn fn, void *opaque, char **next)
+list_page (s3_client *c, const char *prefix, const char *after, int max_keys,
+           const char *token, s3_list_fn fn, void *opaque, char **next)
 {
   struct req q = { .r = { .c = c, .limit = 64 * 1024 * 1024 } };
-  char *p = NULL, *t = NULL, mk[32] = "";
+  char *p = NULL, *t = NULL, *a = NULL, mk[32] = "";
   CURLcode rc = CURLE_OK;
   int ret = -1;
 
@@ -708,10 +718,11 @@ list_page (s3_client *c, const char *prefix, int max_keys, const char *token,
   /* Sorted by name, each with a value (see the top of this file). */
   p = curl_easy_escape (c->curl, prefix ? prefix : "", 0);
   t = token ? curl_easy_escape (c->curl, token, 0) : NULL;
-  if (p == NULL || (token && t == NULL)
-      || asprintf (&q.url, "%s?%s%s%slist-type=2%s&prefix=%s", c->base,
+  a = after ? curl_easy_escape (c->curl, after, 0) : NULL;
+  if (p == NULL || (token && t == NULL) || (after && a == NULL)
+      || asprintf (&q.url, "%s?%s%s%slist-type=2%s&prefix=%s%s%s", c->base,
                    t ? "continuation-token=" : "", t ? t : "", t ? "&" : "",
-                   mk, p) == -1) {
+                   mk, p, a ? "&start-after=" : "", a ? a : "") == -1) {
     q.url = NULL;
     err_set (ENOMEM, "out of memory");
     goto out;
@@ -727,19 +738,20 @@ list_page (s3_client *c, const char *prefix, int max_keys, const char *token,
  out:
   curl_free (p);
   curl_free (t);
+  curl_free (a);
   req_end (&q);
   return ret;
 }
 
 int
-s3_list (s3_client *c, const char *prefix, int max_keys, s3_list_fn fn,
-         void *opaque)
+s3_list (s3_client *c, const char *prefix, const char *after, int max_keys,
+         s3_list_fn fn, void *opaque)
 {
   char *token = NULL, *next = NULL;
   int r;
 
   do {
-    r = list_page (c, prefix, max_keys, token, fn, opaque, &next);
+    r = list_page (c, prefix, after, max_keys, token, fn, opaque, &next);
     free (token);
     token = next;
     next = NULL;

@@ -70,10 +70,11 @@ extern int s3_delete (s3_client *c, const char *key)
  * s3_list returns it (the callback sets err_* for -1). */
 typedef int (*s3_list_fn) (void *opaque, const char *key, uint64_t size);
 
-/* Every key starting with PREFIX (NULL: all), page by page
- * (ListObjectsV2; MAX_KEYS per page, 0: the server's default). */
-extern int s3_list (s3_client *c, const char *prefix, int max_keys,
-                    s3_list_fn fn, void *opaque)
-  __attribute__ ((__nonnull__ (1, 4)));
+/* Every key starting with PREFIX (NULL: all) and sorting after AFTER
+ * (NULL: from the first), page by page (ListObjectsV2; MAX_KEYS per
+ * page, 0: the server's default). */
+extern int s3_list (s3_client *c, const char *prefix, const char *after,
+                    int max_keys, s3_list_fn fn, void *opaque)
+  __attribute__ ((__nonnull__ (1, 5)));
 
 #endif /* CBTFS_S3_H */

@@ -33,6 +33,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../s3/s3.h"
 #include "../chain/fetch.h"
 #include "../chain/holes.h"
 #include "../chain/read.h"
@@ -204,6 +205,12 @@ make_exports (void)
 static int
 cp_get_ready (void)
 {
+  /* The object store backend reads the environment `cbtfs serve`
+   * passed on (chain/store/store.h). */
+  if (s3_global_init () == -1 || store_backend_add (&store_s3) == -1) {
+    report ();
+    return -1;
+  }
   cp.cat = engine_catalog (cp.store, CATALOG_LAZY);
   if (cp.cat == NULL) {
     report ();

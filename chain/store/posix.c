@@ -21,9 +21,10 @@
 #include "../../common/error.h"
 #include "../../common/log.h"
 #include "../../common/util.h"
+#include "holder.h"
 #include "posix.h"
 
-static const char marker_name[] = "cbtfs-store";
+static const char marker_name[] = STORE_MARKER;
 
 static int
 mkdir_private (const char *path)
@@ -60,8 +61,6 @@ check_marker (const char *path, const char *marker, int *format,
               char id[UUID_LEN + 1])
 {
   CLEANUP_FREE char *text = read_file (marker, 4096, NULL);
-  const char *line;
-  int version;
 
   if (text == NULL) {
     if (errno == ENOENT)
@@ -71,32 +70,7 @@ check_marker (const char *path, const char *marker, int *format,
       err_sys (errno, "%s", marker);
     return -1;
   }
-  if (sscanf (text, "cbtfs-store %d", &version) != 1) {
-    err_set (EPROTO, "%s is not a cbtfs store (bad %s)", path, marker_name);
-    return -1;
-  }
-  if (version < 1 || version > STORE_FORMAT) {
-    err_set (EPROTO, "%s has store format %d, this cbtfs reads 1 to %d",
-             path, version, STORE_FORMAT);
-    return -1;
-  }
-  *format = version;
-  id[0] = '\0';
-  line = strstr (text, "\nid ");
-  if (line) {
-    if (strlen (line + 4) < UUID_LEN + 1 || line[4 + UUID_LEN] != '\n') {
-      err_set (EPROTO, "%s: bad %s (its id line)", path, marker_name);
-      return -1;
-    }
-    memcpy (id, line + 4, UUID_LEN);
-    id[UUID_LEN] = '\0';
-    if (!is_uuid (id)) {
-      err_set (EPROTO, "%s: bad %s (its id is not a uuid)", path,
-               marker_name);
-      return -1;
-    }
-  }
-  return 0;
+  return store_marker_parse (path, text, format, id);
 }
 
 /* Write the marker of a store of FORMAT with id ID (atomically). */
@@ -104,9 +78,9 @@ static int
 write_marker (const char *marker, int format, const char *id)
 {
   char text[64 + UUID_LEN];
+  size_t n = store_marker_format (format, id, text, sizeof text);
 
-  snprintf (text, sizeof text, "cbtfs-store %d\nid %s\n", format, id);
-  return write_file_atomic (marker, text, strlen (text), 0600);
+  return write_file_atomic (marker, text, n, 0600);
 }
 
 static int
@@ -230,90 +204,28 @@ posix_remove_stage (const char *dir)
  * costs nothing next to a wait of minutes. */
 #define LOCK_POLL 0.1
 
-/* The holder as its record says: 0 or "" for what it does not say. */
-struct lock_holder {
-  long pid;
-  char command[STORE_WHO_MAX + 1];
-  long long since;              /* unix time */
-};
-
-/* The decimal number S (digits only) if it is 1 to MAX, else 0. */
-static long long
-parse_count (const char *s, long long max)
-{
-  long long v = 0;
-
-  if (*s == '\0')
-    return 0;
-  for (; *s; s++) {
-    if (*s < '0' || *s > '9' || v > (max - (*s - '0')) / 10)
-      return 0;
-    v = v * 10 + (*s - '0');
-  }
-  return v;
-}
-
-/* Read the record in the lock file open as FD into *H. */
+/* Read the record in the lock file open as FD into *H; a record
+ * naming a process that no longer exists is a crashed holder's (the
+ * one holding the lock now has not written its own): nobody. */
 static void
-read_holder (int fd, struct lock_holder *h)
+read_holder (int fd, struct store_holder *h)
 {
-  char buf[256];
-  ssize_t n = full_pread (fd, buf, sizeof buf - 1, 0);
-  char *line, *nl;
+  char buf[512];
+  ssize_t n = full_pread (fd, buf, sizeof buf, 0);
 
-  memset (h, 0, sizeof *h);
-  if (n <= 0)
-    return;
-  buf[n] = '\0';
-  /* Only whole lines: one cut short may be a prefix of the truth. */
-  for (line = buf; (nl = strchr (line, '\n')) != NULL; line = nl + 1) {
-    *nl = '\0';
-    if (strncmp (line, "pid ", 4) == 0)
-      h->pid = parse_count (line + 4, INT32_MAX);
-    else if (strncmp (line, "since ", 6) == 0)
-      /* Up to the end of year 9999, which gmtime_r and %Y can show. */
-      h->since = parse_count (line + 6, 253402300799LL);
-    else if (strncmp (line, "command ", 8) == 0) {
-      const char *w = line + 8;
-      size_t len = strlen (w);
-      if (len >= 1 && len <= STORE_WHO_MAX
-          && strspn (w, "abcdefghijklmnopqrstuvwxyz-") == len)
-        memcpy (h->command, w, len + 1);
-    }
-  }
-  /* A record naming a process that no longer exists is a crashed
-   * holder's: the one holding the lock now has not written its own. */
-  if (h->pid && kill ((pid_t) h->pid, 0) == -1 && errno == ESRCH)
+  store_holder_parse (buf, n > 0 ? (size_t) n : 0, h);
+  if (store_holder_gone (h))
     memset (h, 0, sizeof *h);
 }
 
-/* Who holds the lock file open as FD, for a message: "cbtfs prune (pid
- * 1234, since 2026-12-03 12:03:04 UTC)", or "another cbtfs process"
- * with whatever the record still says. */
+/* Who holds the lock file open as FD, for a message (holder.h). */
 static void
 describe_holder (int fd, char *buf, size_t len)
 {
-  struct lock_holder h;
-  char when[64] = "";
-  struct tm tm;
-  time_t t;
-  size_t n;
+  struct store_holder h;
 
   read_holder (fd, &h);
-  t = (time_t) h.since;
-  if (h.since && gmtime_r (&t, &tm))
-    strftime (when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
-  if (h.command[0])
-    snprintf (buf, len, "cbtfs %s", h.command);
-  else
-    snprintf (buf, len, "another cbtfs process");
-  n = strlen (buf);
-  if (h.pid && when[0])
-    snprintf (buf + n, len - n, " (pid %ld, since %s)", h.pid, when);
-  else if (h.pid)
-    snprintf (buf + n, len - n, " (pid %ld)", h.pid);
-  else if (when[0])
-    snprintf (buf + n, len - n, " (since %s)", when);
+  store_holder_describe (&h, buf, len);
 }
 
 /* Write this process's record as the holder WHO into the lock file
@@ -325,9 +237,8 @@ describe_holder (int fd, char *buf, size_t len)
 static void
 write_holder (int fd, const char *path, const char *who)
 {
-  char text[128];
-  int n = snprintf (text, sizeof text, "pid %ld\ncommand %s\nsince %lld\n",
-                    (long) getpid (), who, (long long) time (NULL));
+  char text[256];
+  size_t n = store_holder_format (who, text, sizeof text);
 
   if (ftruncate (fd, 0) == -1 || full_pwrite (fd, text, n, 0) == -1)
     log_warn ("%s: cannot record who holds the lock: %s", path,

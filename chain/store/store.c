@@ -1,25 +1,86 @@
 /* cbtfs: the store interface: pick a backend, dispatch to it, and the
  * checks every backend would otherwise repeat (names are uuids). */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../../common/error.h"
 #include "store.h"
 
-/* The directory backend claims everything: it comes last. */
-static const struct store_backend *const backends[] = {
-  &store_posix,
-};
+/* Backends added at run time (store_backend_add), tried first; the
+ * directory backend claims everything, so it comes last. */
+static const struct store_backend *added[4];
+static size_t nadded;
+
+int
+store_backend_add (const struct store_backend *be)
+{
+  for (size_t i = 0; i < nadded; i++)
+    if (added[i] == be)
+      return 0;
+  if (nadded == ARRAY_SIZE (added)) {
+    err_set (ENOSPC, "too many store backends");
+    return -1;
+  }
+  added[nadded++] = be;
+  return 0;
+}
 
 struct store *
 store_open (const char *where, bool create)
 {
-  for (size_t i = 0; i < ARRAY_SIZE (backends); i++)
-    if (backends[i]->claims (where))
-      return backends[i]->open (where, create);
+  for (size_t i = 0; i < nadded; i++)
+    if (added[i]->claims (where))
+      return added[i]->open (where, create);
+  if (store_posix.claims (where))
+    return store_posix.open (where, create);
   err_set (EINVAL, "%s: no store backend takes this", where);
   return NULL;
+}
+
+int
+store_marker_parse (const char *where, const char *text, int *format,
+                    char id[UUID_LEN + 1])
+{
+  const char *line;
+  int version;
+
+  if (sscanf (text, "cbtfs-store %d", &version) != 1) {
+    err_set (EPROTO, "%s is not a cbtfs store (bad %s)", where,
+             STORE_MARKER);
+    return -1;
+  }
+  if (version < 1 || version > STORE_FORMAT) {
+    err_set (EPROTO, "%s has store format %d, this cbtfs reads 1 to %d",
+             where, version, STORE_FORMAT);
+    return -1;
+  }
+  *format = version;
+  id[0] = '\0';
+  line = strstr (text, "\nid ");
+  if (line) {
+    if (strlen (line + 4) < UUID_LEN + 1 || line[4 + UUID_LEN] != '\n') {
+      err_set (EPROTO, "%s: bad %s (its id line)", where, STORE_MARKER);
+      return -1;
+    }
+    memcpy (id, line + 4, UUID_LEN);
+    id[UUID_LEN] = '\0';
+    if (!is_uuid (id)) {
+      err_set (EPROTO, "%s: bad %s (its id is not a uuid)", where,
+               STORE_MARKER);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+size_t
+store_marker_format (int format, const char *id, char *buf, size_t len)
+{
+  int n = snprintf (buf, len, "cbtfs-store %d\nid %s\n", format, id);
+
+  return n < 0 ? 0 : (size_t) n < len ? (size_t) n : len - 1;
 }
 
 void

@@ -153,6 +153,31 @@ struct store_layer {
   struct store *store;          /* borrowed: outlives the handle */
 };
 
+/* ---- backends ---------------------------------------------------------- */
+
+/* Let store_open try BE (before the directory backend, which takes
+ * every name): the object store backend is added by the programs that
+ * link it, so that chain/ itself needs no HTTP library.  Call before
+ * any thread opens a store. */
+extern int store_backend_add (const struct store_backend *be)
+  __attribute__ ((__nonnull__ (1)));
+
+/* The marker every store has (FORMAT.md): its name, and its text. */
+#define STORE_MARKER "cbtfs-store"
+
+/* Parse marker TEXT (NUL-terminated) of the store WHERE: its format
+ * into *FORMAT, its id into ID ("" when it has none).  EPROTO with
+ * err_* for a marker this cbtfs cannot read. */
+extern int store_marker_parse (const char *where, const char *text,
+                               int *format, char id[UUID_LEN + 1])
+  __attribute__ ((__nonnull__ (1, 2, 3, 4)));
+
+/* The marker text of a store of FORMAT with id ID into BUF (LEN
+ * bytes; 64 + UUID_LEN is enough): its length. */
+extern size_t store_marker_format (int format, const char *id, char *buf,
+                                   size_t len)
+  __attribute__ ((__nonnull__ (2, 3)));
+
 /* ---- the store -------------------------------------------------------- */
 
 /* Open the store WHERE (a directory path).  With CREATE, a missing or
@@ -395,5 +420,20 @@ extern void store_writer_close (struct store_layer *h)
 
 /* The directory backend (posix.c). */
 extern const struct store_backend store_posix;
+
+/* The object store backend (s3store.c): stores named
+ * s3://BUCKET[/PREFIX] in S3-compatible object storage.  Programs that
+ * link it add it with store_backend_add. */
+extern const struct store_backend store_s3;
+
+/* How the object store backend reaches its server: from the
+ * environment, read when a store is opened:
+ *   AWS_ENDPOINT_URL       https://HOST[:PORT] (default: AWS's for the region)
+ *   AWS_REGION             (or AWS_DEFAULT_REGION; default us-east-1)
+ *   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY   required
+ *   AWS_CA_BUNDLE          PEM CA bundle (default: the system's)
+ *   CBTFS_S3_PATH_STYLE    yes: HOST/BUCKET addressing, not BUCKET.HOST
+ *   CBTFS_S3_ALLOW_HTTP    yes: accept a plain http:// endpoint
+ *   CBTFS_S3_TIMEOUT       seconds per request (default 60) */
 
 #endif /* CBTFS_CHAIN_STORE_STORE_H */

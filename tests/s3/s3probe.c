@@ -156,7 +156,7 @@ listing (s3_client *c)
     CHECK (s3_put (c, key, key, i, false) == 0, "put %s", key);
   }
   CHECK (s3_put (c, "pre/other", "x", 1, false) == 0, "put");
-  CHECK (s3_list (c, "pre/fix/", 5, collect, &s) == 0, "list");
+  CHECK (s3_list (c, "pre/fix/", NULL, 5, collect, &s) == 0, "list");
   CHECK (s.n == 23, "listed %zu keys, expected 23", s.n);
   for (i = 0; i < 23; i++) {
     snprintf (key, sizeof key, "pre/fix/k%02zu", i);
@@ -165,13 +165,20 @@ listing (s3_client *c)
            (unsigned long long) s.sizes[i]);
   }
   memset (&s, 0, sizeof s);
-  CHECK (s3_list (c, NULL, 0, collect, &s) == 0 && s.n == 24,
+  CHECK (s3_list (c, NULL, NULL, 0, collect, &s) == 0 && s.n == 24,
          "list of all: %zu", s.n);
-  CHECK (s3_list (c, "pre/fix/", 1, stop_at_two, &n) == 42 && n == 2,
+  CHECK (s3_list (c, "pre/fix/", NULL, 1, stop_at_two, &n) == 42 && n == 2,
          "a callback's stop not returned");
   memset (&s, 0, sizeof s);
-  CHECK (s3_list (c, "nothing/", 2, collect, &s) == 0 && s.n == 0,
+  CHECK (s3_list (c, "nothing/", NULL, 2, collect, &s) == 0 && s.n == 0,
          "empty listing");
+  /* start-after: only what sorts after it, across pages. */
+  memset (&s, 0, sizeof s);
+  CHECK (s3_list (c, "pre/fix/", "pre/fix/k16", 3, collect, &s) == 0,
+         "list after");
+  CHECK (s.n == 6 && strcmp (s.keys[0], "pre/fix/k17") == 0
+         && strcmp (s.keys[5], "pre/fix/k22") == 0,
+         "listed %zu keys after k16, first %s", s.n, s.n ? s.keys[0] : "-");
 }
 
 static void
@@ -207,7 +214,7 @@ failures_users_meet (void)
   o = opts ();
   o.bucket = "no-such-bucket";
   c = open_ok (&o);
-  CHECK (s3_list (c, NULL, 0, collect, &s) == -1 && errno == ENOENT
+  CHECK (s3_list (c, NULL, NULL, 0, collect, &s) == -1 && errno == ENOENT
          && strstr (err_get (), "s3://no-such-bucket: no such bucket"),
          "missing bucket (list): %s", err_get ());
   CHECK (s3_put (c, "k", "x", 1, false) == -1 && errno == ENOENT

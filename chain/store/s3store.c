@@ -1,0 +1,1019 @@
+/* cbtfs: the object store backend: a store is a prefix of an S3 bucket
+ * (s3store.h, FORMAT.md "Object stores").
+ *
+ * Every object is written once, whole, by one PUT, so a crash leaves
+ * objects that exist whole or not at all; what makes a thing exist is
+ * always one object written last (a layer's root, a note's record), and
+ * what a crash leaves without it is never read and is removed by the
+ * next lock holder (trash/) or writer (a layer's unreferenced packs).
+ *
+ * Thread model: the store's fields are set at open and only read
+ * after, except `locked`, which store_lock and store_close (one
+ * thread) set.  Requests go through clients from a pool (pool_lock);
+ * an S3 client serves one thread at a time.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../../common/cleanup.h"
+#include "../../common/error.h"
+#include "../../common/log.h"
+#include "../../common/secbuf.h"
+#include "../../common/util.h"
+#include "holder.h"
+#include "s3store.h"
+
+#define SCHEME "s3://"
+
+/* ---- configuration ------------------------------------------------------
+ * From the environment only (store.h says which variables): the
+ * command line sets them from its options (cli/), and children (a
+ * mount's daemon, nbdkit for serve) inherit them. */
+
+/* The environment's NAME, if set and not empty, else DEFLT. */
+static const char *
+setting (const char *name, const char *deflt)
+{
+  const char *e = getenv (name);
+
+  return e && *e ? e : deflt;
+}
+
+/* A yes/no variable: "1", "yes", "true" are yes. */
+static bool
+setting_yes (const char *name)
+{
+  const char *v = setting (name, "no");
+
+  return !strcmp (v, "1") || !strcasecmp (v, "yes") || !strcasecmp (v, "true");
+}
+
+/* ---- names ------------------------------------------------------------ */
+
+static bool
+claims (const char *where)
+{
+  return strncmp (where, SCHEME, strlen (SCHEME)) == 0;
+}
+
+/* A prefix becomes part of every key: plain path segments only. */
+static bool
+prefix_ok (const char *p)
+{
+  const char *seg = p;
+
+  if (strspn (p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+              "0123456789-_./") != strlen (p))
+    return false;
+  for (;;) {
+    size_t n = strcspn (seg, "/");
+    if (n == 0 || (n == 1 && seg[0] == '.')
+        || (n == 2 && seg[0] == '.' && seg[1] == '.'))
+      return false;
+    if (seg[n] == '\0')
+      return true;
+    seg += n + 1;
+  }
+}
+
+/* Split "s3://BUCKET[/PREFIX][/]" into *BUCKET and *PREFIX ("" or
+ * "PREFIX/"), both malloc'd. */
+static int
+parse_where (const char *where, char **bucket, char **prefix)
+{
+  const char *b = where + strlen (SCHEME);
+  size_t blen = strcspn (b, "/");
+  const char *p = b[blen] ? b + blen + 1 : "";
+  size_t plen = strlen (p);
+  CLEANUP_FREE char *pfx = strndup (p, plen);
+
+  if (pfx == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  if (plen && pfx[plen - 1] == '/')
+    pfx[--plen] = '\0';
+  if (blen == 0 || (plen && !prefix_ok (pfx))) {
+    err_set (EINVAL, "%s: expected s3://BUCKET or s3://BUCKET/PREFIX, the "
+             "prefix plain path segments (letters, digits, '-', '_', '.')",
+             where);
+    err_set_class (ERR_CONFIG);
+    return -1;
+  }
+  *bucket = strndup (b, blen);
+  if (*bucket == NULL || asprintf (prefix, "%s%s", pfx, plen ? "/" : "") == -1) {
+    free (*bucket);
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+char *
+s3store_key (struct s3_store *ss, const char *fmt, ...)
+{
+  CLEANUP_FREE char *rest = NULL;
+  char *key;
+  va_list ap;
+  int r;
+
+  va_start (ap, fmt);
+  r = vasprintf (&rest, fmt, ap);
+  va_end (ap);
+  if (r == -1 || asprintf (&key, "%s%s", ss->prefix, rest) == -1) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  return key;
+}
+
+/* ---- clients ---------------------------------------------------------- */
+
+s3_client *
+s3store_client (struct s3_store *ss)
+{
+  s3_client *c = NULL;
+
+  pthread_mutex_lock (&ss->pool_lock);
+  if (ss->nidle > 0)
+    c = ss->idle[--ss->nidle];
+  pthread_mutex_unlock (&ss->pool_lock);
+  if (c == NULL && (c = s3_open (&ss->o)) == NULL && errno != ENOMEM)
+    err_set_class (ERR_CONFIG);   /* what the options say is wrong */
+  return c;
+}
+
+void
+s3store_release (struct s3_store *ss, s3_client *c)
+{
+  if (c == NULL)
+    return;
+  pthread_mutex_lock (&ss->pool_lock);
+  if (ss->nidle == ss->cap) {
+    size_t ncap = ss->cap ? ss->cap * 2 : 8;
+    s3_client **nv = realloc (ss->idle, ncap * sizeof *nv);
+    if (nv == NULL) {
+      pthread_mutex_unlock (&ss->pool_lock);
+      s3_close (c);
+      return;
+    }
+    ss->idle = nv;
+    ss->cap = ncap;
+  }
+  ss->idle[ss->nidle++] = c;
+  pthread_mutex_unlock (&ss->pool_lock);
+}
+
+int
+s3store_put (struct s3_store *ss, const char *key, const void *buf,
+             size_t len, bool create_only)
+{
+  s3_client *c = s3store_client (ss);
+  int r = c ? s3_put (c, key, buf, len, create_only) : -1;
+
+  s3store_release (ss, c);
+  return r;
+}
+
+int
+s3store_get (struct s3_store *ss, const char *key, uint64_t off,
+             uint64_t len, void **buf, size_t *size)
+{
+  s3_client *c = s3store_client (ss);
+  int r = c ? s3_get (c, key, off, len, buf, size) : -1;
+
+  s3store_release (ss, c);
+  return r;
+}
+
+static int
+s3store_head (struct s3_store *ss, const char *key, uint64_t *size)
+{
+  s3_client *c = s3store_client (ss);
+  int r = c ? s3_head (c, key, size, NULL) : -1;
+
+  s3store_release (ss, c);
+  return r;
+}
+
+int
+s3store_delete (struct s3_store *ss, const char *key)
+{
+  s3_client *c = s3store_client (ss);
+  int r = c ? s3_delete (c, key) : -1;
+
+  s3store_release (ss, c);
+  return r;
+}
+
+int
+s3store_list (struct s3_store *ss, const char *prefix, const char *after,
+              s3_list_fn fn, void *opaque)
+{
+  s3_client *c = s3store_client (ss);
+  int r = c ? s3_list (c, prefix, after, 0, fn, opaque) : -1;
+
+  s3store_release (ss, c);
+  return r;
+}
+
+/* Keys listed, with PREFIX cut off (s3store_list's callback). */
+struct keys {
+  size_t cut;                   /* bytes of prefix to cut */
+  char **v;
+  size_t n, cap;
+};
+
+static int
+collect (void *opaque, const char *key, uint64_t size)
+{
+  struct keys *k = opaque;
+
+  (void) size;
+  if (strlen (key) < k->cut)
+    return 0;
+  if (k->n == k->cap) {
+    size_t ncap = k->cap ? k->cap * 2 : 32;
+    char **nv = realloc (k->v, ncap * sizeof *nv);
+    if (nv == NULL)
+      goto nomem;
+    k->v = nv;
+    k->cap = ncap;
+  }
+  if ((k->v[k->n] = strdup (key + k->cut)) == NULL)
+    goto nomem;
+  k->n++;
+  return 0;
+ nomem:
+  err_set (ENOMEM, "out of memory");
+  return -1;
+}
+
+/* The keys under PREFIX (cut off), sorted as S3 sorts them (bytes). */
+static int
+list_keys (struct s3_store *ss, const char *prefix, struct keys *k)
+{
+  memset (k, 0, sizeof *k);
+  k->cut = strlen (prefix);
+  if (s3store_list (ss, prefix, NULL, collect, k) == -1) {
+    store_names_free (k->v, k->n);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+delete_one (void *opaque, const char *key, uint64_t size)
+{
+  struct s3_store *ss = opaque;
+
+  (void) size;
+  return s3store_delete (ss, key);
+}
+
+int
+s3store_delete_all (struct s3_store *ss, const char *prefix)
+{
+  struct keys k;
+  int ret = 0;
+
+  /* Listed first, deleted after: a listing must not page over keys
+   * that go meanwhile. */
+  if (list_keys (ss, prefix, &k) == -1)
+    return -1;
+  for (size_t i = 0; i < k.n; i++) {
+    CLEANUP_FREE char *key = NULL;
+    if (asprintf (&key, "%s%s", prefix, k.v[i]) == -1
+        || delete_one (ss, key, 0) == -1)
+      ret = -1;
+  }
+  store_names_free (k.v, k.n);
+  return ret;
+}
+
+/* ---- open and close --------------------------------------------------- */
+
+static void s3store_close (struct store *s);
+
+/* Fill ss->o from the environment and defaults. */
+static int
+set_options (struct s3_store *ss, const char *bucket)
+{
+  const char *region = setting ("AWS_REGION",
+                                setting ("AWS_DEFAULT_REGION", "us-east-1"));
+  const char *endpoint = setting ("AWS_ENDPOINT_URL", NULL);
+  const char *key = setting ("AWS_ACCESS_KEY_ID", NULL);
+  const char *secret = setting ("AWS_SECRET_ACCESS_KEY", NULL);
+  const char *ca = setting ("AWS_CA_BUNDLE", NULL);
+  char *ep = NULL;
+
+  if (key == NULL || secret == NULL) {
+    err_set (EINVAL, "%s: no S3 %s (%s)", ss->base.where,
+             key == NULL ? "access key" : "secret key",
+             key == NULL ? "AWS_ACCESS_KEY_ID or --s3-access-key"
+             : "AWS_SECRET_ACCESS_KEY or --s3-secret-file");
+    err_set_class (ERR_CONFIG);
+    return -1;
+  }
+  if (endpoint == NULL
+      && asprintf (&ep, "https://s3.%s.amazonaws.com", region) == -1) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  ss->o.endpoint = ep ? ep : strdup (endpoint);
+  ss->o.region = strdup (region);
+  ss->o.bucket = strdup (bucket);
+  ss->o.access_key = strdup (key);
+  ss->o.secret_key = strdup (secret);
+  ss->o.ca_file = ca ? strdup (ca) : NULL;
+  ss->o.allow_http = setting_yes ("CBTFS_S3_ALLOW_HTTP");
+  ss->o.virtual_host = !setting_yes ("CBTFS_S3_PATH_STYLE");
+  ss->o.timeout = strtol (setting ("CBTFS_S3_TIMEOUT", "0"), NULL, 10);
+  if (!ss->o.endpoint || !ss->o.region || !ss->o.bucket || !ss->o.access_key
+      || !ss->o.secret_key || (ca && !ss->o.ca_file)) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+static int
+first_key (void *opaque, const char *key, uint64_t size)
+{
+  (void) key;
+  (void) size;
+  *(bool *) opaque = true;
+  return 1;                     /* one is enough */
+}
+
+/* Make a new store under ss->prefix: refuse a prefix holding anything
+ * else; a store another process made meanwhile is taken as found. */
+static int
+create_store (struct s3_store *ss, const char *mkey)
+{
+  char text[64 + UUID_LEN];
+  bool any = false;
+  size_t n;
+
+  if (s3store_list (ss, ss->prefix, NULL, first_key, &any) == -1)
+    return -1;
+  if (any) {
+    err_set (EEXIST, "%s holds objects and is not a cbtfs store; refusing "
+             "to use it", ss->base.where);
+    return -1;
+  }
+  if (make_uuid (ss->base.id) == -1)
+    return -1;
+  n = store_marker_format (STORE_FORMAT, ss->base.id, text, sizeof text);
+  if (s3store_put (ss, mkey, text, n, true) == 0) {
+    ss->base.format = STORE_FORMAT;
+    return 0;
+  }
+  return errno == EEXIST ? 1 : -1;
+}
+
+static struct store *
+s3store_open (const char *where, bool create)
+{
+  struct s3_store *ss = calloc (1, sizeof *ss);
+  CLEANUP_FREE char *bucket = NULL, *mkey = NULL;
+  void *text = NULL;
+  size_t len;
+  int r;
+
+  if (ss == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  ss->base.be = &store_s3;
+  pthread_mutex_init (&ss->pool_lock, NULL);
+  if ((ss->base.where = strdup (where)) == NULL) {
+    err_set (ENOMEM, "out of memory");
+    goto err;
+  }
+  if (parse_where (where, &bucket, &ss->prefix) == -1
+      || set_options (ss, bucket) == -1
+      || (mkey = s3store_key (ss, "%s", STORE_MARKER)) == NULL)
+    goto err;
+  r = s3store_get (ss, mkey, 0, 0, &text, &len);
+  if (r == -1 && errno == ENOENT && create) {
+    r = create_store (ss, mkey);
+    if (r == 0)
+      return &ss->base;
+    if (r == -1)
+      goto err;
+    r = s3store_get (ss, mkey, 0, 0, &text, &len);
+  }
+  if (r == -1) {
+    if (errno == ENOENT && strstr (err_get (), "no such bucket") == NULL) {
+      err_set (ENOENT, "%s is not a cbtfs store (no %s object)", where,
+               STORE_MARKER);
+      err_set_class (ERR_CONFIG);
+    }
+    goto err;
+  }
+  /* s3_get ends what it read with a NUL? Not promised: copy. */
+  {
+    CLEANUP_FREE char *s = strndup (text, len);
+    free (text);
+    if (s == NULL) {
+      err_set (ENOMEM, "out of memory");
+      goto err;
+    }
+    if (store_marker_parse (where, s, &ss->base.format, ss->base.id) == -1)
+      goto err;
+  }
+  return &ss->base;
+
+ err:
+  s3store_close (&ss->base);
+  return NULL;
+}
+
+static void
+s3store_close (struct store *s)
+{
+  struct s3_store *ss = s3store_of (s);
+
+  if (ss->locked) {
+    CLEANUP_FREE char *key = s3store_key (ss, "lock");
+    if (key == NULL || s3store_delete (ss, key) == -1)
+      log_warn ("%s: cannot let the store's lock go: %s (the next "
+                "command on this host takes it over)", s->where, err_get ());
+  }
+  for (size_t i = 0; i < ss->nidle; i++)
+    s3_close (ss->idle[i]);
+  free (ss->idle);
+  pthread_mutex_destroy (&ss->pool_lock);
+  free ((char *) ss->o.endpoint);
+  free ((char *) ss->o.region);
+  free ((char *) ss->o.bucket);
+  free ((char *) ss->o.access_key);
+  secret_free ((char *) ss->o.secret_key);
+  free ((char *) ss->o.ca_file);
+  free (ss->prefix);
+  free (s->where);
+  free (ss);
+}
+
+/* ---- leases ------------------------------------------------------------
+ * A lease is an object made with If-None-Match: * (create-only), so
+ * that of two takers exactly one succeeds; it holds the taker's record
+ * (holder.h) and goes when its holder lets it go.  A holder that died
+ * leaves it behind: one that surely died (this host, process gone or
+ * host rebooted) is taken over; one on another host stays until
+ * removed (FORMAT.md says how). */
+
+int
+s3store_lease_take (struct s3_store *ss, const char *key, const char *who,
+                    const char *what)
+{
+  char rec[256], held[256];
+  size_t n = store_holder_format (who, rec, sizeof rec);
+  struct store_holder h;
+  void *text;
+  size_t len;
+
+  for (int tries = 0; tries < 3; tries++) {
+    if (s3store_put (ss, key, rec, n, true) == 0)
+      return 0;
+    if (errno != EEXIST)
+      return -1;
+    if (s3store_get (ss, key, 0, 0, &text, &len) == -1) {
+      if (errno == ENOENT)
+        continue;               /* let go meanwhile */
+      return -1;
+    }
+    store_holder_parse (text, len, &h);
+    free (text);
+    if (!store_holder_gone (&h)) {
+      store_holder_describe (&h, held, sizeof held);
+      err_set (EWOULDBLOCK, "%s is in use by %s", what, held);
+      return -1;
+    }
+    /* Taking over a dead holder's lease: two takers may both delete
+     * it, but only one of them then creates it. */
+    store_holder_describe (&h, held, sizeof held);
+    log_info ("%s: %s is gone; taking its lease over", what, held);
+    if (s3store_delete (ss, key) == -1)
+      return -1;
+  }
+  err_set (EWOULDBLOCK, "%s is in use (its lease changes hands too often)",
+           what);
+  return -1;
+}
+
+/* How often a waiting store_lock looks at the lease again: each look is
+ * a request, so less often than a directory store's flock. */
+#define LOCK_POLL 1.0
+
+static void
+sleep_for (double seconds)
+{
+  struct timespec ts;
+
+  ts.tv_sec = (time_t) seconds;
+  ts.tv_nsec = (long) ((seconds - ts.tv_sec) * 1e9);
+  nanosleep (&ts, NULL);
+}
+
+/* Finish the removals a crashed holder left in trash/ (s3store_layer_remove). */
+static void
+empty_trash (struct s3_store *ss)
+{
+  CLEANUP_FREE char *trash = s3store_key (ss, "trash/");
+  struct keys k;
+
+  if (trash == NULL || list_keys (ss, trash, &k) == -1)
+    return;
+  for (size_t i = 0; i < k.n; i++) {
+    CLEANUP_FREE char *root = NULL, *data = NULL, *mark = NULL;
+    uint64_t size;
+    /* trash/D/S: the layer D/S, if its root is gone, is rubbish. */
+    if (strlen (k.v[i]) != 2 * UUID_LEN + 1 || k.v[i][UUID_LEN] != '/'
+        || (root = s3store_key (ss, "roots/%s", k.v[i])) == NULL
+        || (data = s3store_key (ss, "layers/%s/", k.v[i])) == NULL
+        || (mark = s3store_key (ss, "trash/%s", k.v[i])) == NULL)
+      continue;
+    if (s3store_head (ss, root, &size) == -1) {
+      if (errno != ENOENT || s3store_delete_all (ss, data) == -1)
+        continue;
+    }
+    s3store_delete (ss, mark);
+  }
+  store_names_free (k.v, k.n);
+}
+
+static int
+s3store_lock (struct store *s, const char *who, double wait)
+{
+  struct s3_store *ss = s3store_of (s);
+  CLEANUP_FREE char *key = s3store_key (ss, "lock");
+  CLEANUP_FREE char *what = NULL;
+  double deadline = now_monotonic () + wait, left;
+  bool said = false;
+
+  if (key == NULL || asprintf (&what, "the store %s", s->where) == -1) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  while (s3store_lease_take (ss, key, who, what) == -1) {
+    if (errno != EWOULDBLOCK)
+      return -1;
+    left = deadline - now_monotonic ();
+    if (left <= 0) {
+      if (wait > 0) {
+        char msg[512];
+        snprintf (msg, sizeof msg, "%s", err_get ());
+        err_set (EWOULDBLOCK, "%s; gave up after %.9g s", msg, wait);
+      }
+      return -1;
+    }
+    if (!said) {
+      log_info ("%s; waiting up to %.9g s", err_get (), wait);
+      said = true;
+    }
+    sleep_for (left < LOCK_POLL ? left : LOCK_POLL);
+  }
+  ss->locked = true;
+  /* Nobody else writes now: what trash/ holds is a crashed run's. */
+  empty_trash (ss);
+  return 0;
+}
+
+static int
+s3store_owner (struct store *s, uid_t *uid, gid_t *gid, mode_t *mode)
+{
+  (void) s;
+  *uid = getuid ();
+  *gid = getgid ();
+  *mode = 0700;
+  return 0;
+}
+
+/* A store made by this backend always has an id and format 2. */
+static int
+s3store_upgrade (struct store *s)
+{
+  err_set (EPROTO, "%s: an object store of format %d cannot be upgraded",
+           s->where, s->format);
+  return -1;
+}
+
+/* ---- disks and layers ------------------------------------------------- */
+
+static int
+s3store_disk_prepare (struct store *s, const char *disk)
+{
+  struct s3_store *ss = s3store_of (s);
+  CLEANUP_FREE char *key = s3store_key (ss, "disks/%s", disk);
+
+  return key ? s3store_put (ss, key, "", 0, false) : -1;
+}
+
+static int
+cmp_str (const void *a, const void *b)
+{
+  return strcmp (*(char *const *) a, *(char *const *) b);
+}
+
+/* The uuid names under disks/ (DISK NULL) or roots/DISK/. */
+static int
+s3store_listing (struct store *s, const char *disk, char ***names, size_t *n)
+{
+  struct s3_store *ss = s3store_of (s);
+  CLEANUP_FREE char *prefix = disk ? s3store_key (ss, "roots/%s/", disk)
+    : s3store_key (ss, "disks/");
+  struct keys k;
+  size_t j = 0;
+
+  if (prefix == NULL || list_keys (ss, prefix, &k) == -1)
+    return -1;
+  for (size_t i = 0; i < k.n; i++) {
+    if (is_uuid (k.v[i]))
+      k.v[j++] = k.v[i];
+    else
+      free (k.v[i]);
+  }
+  if (j)
+    qsort (k.v, j, sizeof *k.v, cmp_str);
+  else {
+    free (k.v);
+    k.v = NULL;
+  }
+  *names = k.v;
+  *n = j;
+  return 0;
+}
+
+static int
+s3store_has_layer (struct store *s, const char *disk, const char *snapshot)
+{
+  struct s3_store *ss = s3store_of (s);
+  CLEANUP_FREE char *key = s3store_key (ss, "roots/%s/%s", disk, snapshot);
+  uint64_t size;
+
+  if (key == NULL)
+    return -1;
+  if (s3store_head (ss, key, &size) == 0)
+    return 1;
+  return errno == ENOENT ? 0 : -1;
+}
+
+/* Read KEY whole into a NUL-terminated buffer of at most MAX bytes. */
+static char *
+read_object (struct s3_store *ss, const char *key, size_t max, size_t *len)
+{
+  void *buf;
+  char *text;
+  size_t n;
+
+  if (s3store_get (ss, key, 0, 0, &buf, &n) == -1)
+    return NULL;
+  if (n > max) {
+    free (buf);
+    err_set (EFBIG, "s3://%s/%s: larger than %zu bytes", ss->o.bucket, key,
+             max);
+    return NULL;
+  }
+  text = realloc (buf, n + 1);
+  if (text == NULL) {
+    free (buf);
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  text[n] = '\0';
+  *len = n;
+  return text;
+}
+
+static char *
+s3store_manifest_read (struct store *s, const char *disk,
+                       const char *snapshot, size_t max, size_t *len)
+{
+  struct s3_store *ss = s3store_of (s);
+  CLEANUP_FREE char *key = s3store_key (ss, "roots/%s/%s", disk, snapshot);
+
+  return key ? read_object (ss, key, max, len) : NULL;
+}
+
+/* The set and the index's first object go first, the root last: the
+ * layer exists, whole, from the root's PUT on.  A crash before it
+ * leaves two small objects no listing shows; a layer made again under
+ * the same name writes over them. */
+static int
+s3store_layer_create (struct store *s, const char *disk, const char *snapshot,
+                      const void *manifest, size_t mlen,
+                      const void *set, size_t slen,
+                      const void *head, size_t hlen)
+{
+  struct s3_store *ss = s3store_of (s);
+  CLEANUP_FREE char *root = s3store_key (ss, "roots/%s/%s", disk, snapshot);
+  CLEANUP_FREE char *skey = s3store_key (ss, "layers/%s/%s/set", disk,
+                                         snapshot);
+  CLEANUP_FREE char *ikey = s3store_key (ss, "layers/%s/%s/i/%010u", disk,
+                                         snapshot, 0u);
+  int have;
+
+  if (root == NULL || skey == NULL || ikey == NULL)
+    return -1;
+  have = s3store_has_layer (s, disk, snapshot);
+  if (have == -1)
+    return -1;
+  if (have) {
+    err_set (EEXIST, "%s: layer %s of disk %s exists", s->where, snapshot,
+             disk);
+    return -1;
+  }
+  if ((set && s3store_put (ss, skey, set, slen, false) == -1)
+      || s3store_put (ss, ikey, head, hlen, false) == -1)
+    return -1;
+  return s3store_put (ss, root, manifest, mlen, true);
+}
+
+/* Marked in trash/ first, so that the next lock holder finishes what a
+ * crash interrupts; the root goes first, so the layer is not listed
+ * from then on, and what it held after. */
+static int
+s3store_layer_remove (struct store *s, const char *disk, const char *snapshot)
+{
+  struct s3_store *ss = s3store_of (s);
+  CLEANUP_FREE char *root = s3store_key (ss, "roots/%s/%s", disk, snapshot);
+  CLEANUP_FREE char *mark = s3store_key (ss, "trash/%s/%s", disk, snapshot);
+  CLEANUP_FREE char *data = s3store_key (ss, "layers/%s/%s/", disk,
+                                         snapshot);
+  int have = s3store_has_layer (s, disk, snapshot);
+
+  if (have == -1 || root == NULL || mark == NULL || data == NULL)
+    return -1;
+  if (!have) {
+    err_set (ENOENT, "%s: no layer %s of disk %s", s->where, snapshot, disk);
+    return -1;
+  }
+  if (s3store_put (ss, mark, "", 0, false) == -1
+      || s3store_delete (ss, root) == -1)
+    return -1;
+  if (s3store_delete_all (ss, data) == 0)
+    s3store_delete (ss, mark);
+  return 0;
+}
+
+/* Merging layers needs a stage that shares its base's packs; not yet
+ * (FORMAT.md). */
+static struct store_layer *
+s3store_layer_stage (struct store *s, const char *disk, const char *snapshot,
+                     const char *base, const void *manifest, size_t mlen,
+                     const void *set, size_t slen, const void *head,
+                     size_t hlen, uint64_t nblocks)
+{
+  (void) disk; (void) snapshot; (void) base; (void) manifest; (void) mlen;
+  (void) set; (void) slen; (void) head; (void) hlen; (void) nblocks;
+  err_set (EOPNOTSUPP, "%s: merging layers in an object store is not "
+           "supported yet", s->where);
+  return NULL;
+}
+
+static int
+s3store_layer_replace (struct store_layer *h)
+{
+  err_set (EOPNOTSUPP, "%s: cannot replace a layer", h->store->where);
+  return -1;
+}
+
+/* ---- notes -------------------------------------------------------------
+ * One object per record: notes/D/NOTE/SEQ, SEQ one more than the last
+ * (create-only, so two appenders never take one number).  A replace is
+ * a record named SEQ.base: readers start at the last one.  Records are
+ * whole objects, so none is ever torn. */
+
+/* The records of NOTE of DISK to read (from the last .base on), and
+ * the number after the last. */
+static int
+note_keys (struct s3_store *ss, const char *disk, const char *note,
+           struct keys *k, size_t *from, unsigned *next)
+{
+  CLEANUP_FREE char *prefix = s3store_key (ss, "notes/%s/%s/", disk, note);
+  unsigned seq;
+  int used;
+
+  if (prefix == NULL || list_keys (ss, prefix, k) == -1)
+    return -1;
+  *from = 0;
+  *next = 1;
+  for (size_t i = 0; i < k->n; i++) {
+    if (sscanf (k->v[i], "%10u%n", &seq, &used) != 1 || used != 10)
+      continue;
+    if (seq >= *next)
+      *next = seq + 1;
+    if (strcmp (k->v[i] + 10, ".base") == 0)
+      *from = i;
+  }
+  return 0;
+}
+
+static char *
+s3store_note_read (struct store *s, const char *disk, const char *note,
+                   size_t max, size_t *len)
+{
+  struct s3_store *ss = s3store_of (s);
+  struct keys k;
+  size_t from, got = 0;
+  unsigned next;
+  char *out = NULL;
+  bool any = false;
+
+  if (note_keys (ss, disk, note, &k, &from, &next) == -1)
+    return NULL;
+  for (size_t i = from; i < k.n; i++) {
+    CLEANUP_FREE char *key = s3store_key (ss, "notes/%s/%s/%s", disk, note,
+                                          k.v[i]);
+    CLEANUP_FREE char *rec = NULL;
+    size_t n;
+    char *nout;
+    if (key == NULL || strspn (k.v[i], "0123456789") != 10)
+      continue;
+    rec = read_object (ss, key, max, &n);
+    if (rec == NULL) {
+      if (errno == ENOENT)
+        continue;               /* replaced meanwhile: its base is read */
+      goto err;
+    }
+    if (got + n > max) {
+      err_set (EFBIG, "%s: note %s of disk %s is larger than %zu bytes",
+               s->where, note, disk, max);
+      goto err;
+    }
+    if ((nout = realloc (out, got + n + 1)) == NULL) {
+      err_set (ENOMEM, "out of memory");
+      goto err;
+    }
+    out = nout;
+    memcpy (out + got, rec, n);
+    got += n;
+    any = true;
+  }
+  store_names_free (k.v, k.n);
+  if (!any || got == 0) {
+    free (out);
+    errno = ENOENT;
+    err_set (ENOENT, "%s: disk %s has no note %s", s->where, disk, note);
+    return NULL;
+  }
+  out[got] = '\0';
+  *len = got;
+  return out;
+
+ err:
+  store_names_free (k.v, k.n);
+  free (out);
+  return NULL;
+}
+
+/* Put REC as the next record of NOTE (a base when BASE); on a race for
+ * the number, look again. */
+static int
+note_put (struct s3_store *ss, const char *disk, const char *note,
+          const void *rec, size_t len, bool base, struct keys *k,
+          size_t *from)
+{
+  unsigned next;
+
+  for (int tries = 0; tries < 10; tries++) {
+    CLEANUP_FREE char *key = NULL;
+    if (note_keys (ss, disk, note, k, from, &next) == -1)
+      return -1;
+    key = s3store_key (ss, "notes/%s/%s/%010u%s", disk, note, next,
+                       base ? ".base" : "");
+    if (key && s3store_put (ss, key, rec, len, true) == 0)
+      return 0;
+    store_names_free (k->v, k->n);
+    if (key == NULL || errno != EEXIST)
+      return -1;
+  }
+  err_set (EAGAIN, "%s: note %s of disk %s: too many writers at once",
+           ss->base.where, note, disk);
+  return -1;
+}
+
+static int
+s3store_note_append (struct store *s, const char *disk, const char *note,
+                     const void *rec, size_t len, bool durable)
+{
+  struct keys k;
+  size_t from;
+
+  (void) durable;               /* a PUT that succeeded is durable */
+  if (note_put (s3store_of (s), disk, note, rec, len, false, &k, &from) == -1)
+    return -1;
+  store_names_free (k.v, k.n);
+  return 0;
+}
+
+/* The new base hides every older record at once; they go after. */
+static int
+s3store_note_replace (struct store *s, const char *disk, const char *note,
+                      const void *rec, size_t len)
+{
+  struct s3_store *ss = s3store_of (s);
+  struct keys k;
+  size_t from;
+
+  if (note_put (ss, disk, note, rec, len, true, &k, &from) == -1)
+    return -1;
+  for (size_t i = 0; i < k.n; i++) {
+    CLEANUP_FREE char *key = s3store_key (ss, "notes/%s/%s/%s", disk, note,
+                                          k.v[i]);
+    if (key)
+      s3store_delete (ss, key);
+  }
+  store_names_free (k.v, k.n);
+  return 0;
+}
+
+/* ---- generation ------------------------------------------------------- */
+
+/* P/generation holds a decimal count that each change raises by one.
+ * Two writers raising it at once may count one: the number still
+ * changed, which is all a mount looks for. */
+static int
+s3store_generation (struct store *s, uint64_t *gen)
+{
+  struct s3_store *ss = s3store_of (s);
+  CLEANUP_FREE char *key = s3store_key (ss, "generation");
+  CLEANUP_FREE char *text = NULL;
+  size_t len;
+
+  if (key == NULL)
+    return -1;
+  text = read_object (ss, key, 64, &len);
+  if (text == NULL) {
+    if (errno != ENOENT)
+      return -1;
+    *gen = 0;
+    return 0;
+  }
+  *gen = strtoull (text, NULL, 10);
+  return 0;
+}
+
+static void
+s3store_changed (struct store *s)
+{
+  struct s3_store *ss = s3store_of (s);
+  CLEANUP_FREE char *key = s3store_key (ss, "generation");
+  char text[32];
+  uint64_t gen;
+  int n;
+
+  if (key == NULL || s3store_generation (s, &gen) == -1)
+    goto warn;
+  n = snprintf (text, sizeof text, "%" PRIu64 "\n", gen + 1);
+  if (s3store_put (ss, key, text, n, false) == 0)
+    return;
+ warn:
+  log_warn ("%s: %s (a mount may not show the change until the next)",
+            s->where, err_get ());
+}
+
+const struct store_backend store_s3 = {
+  .name = "s3",
+  .claims = claims,
+  .open = s3store_open,
+  .close = s3store_close,
+  .lock = s3store_lock,
+  .owner = s3store_owner,
+  .disk_prepare = s3store_disk_prepare,
+  .list = s3store_listing,
+  .has_layer = s3store_has_layer,
+  .note_read = s3store_note_read,
+  .note_append = s3store_note_append,
+  .manifest_read = s3store_manifest_read,
+  .layer_create = s3store_layer_create,
+  .layer_remove = s3store_layer_remove,
+  .upgrade = s3store_upgrade,
+  .note_replace = s3store_note_replace,
+  .layer_stage = s3store_layer_stage,
+  .layer_replace = s3store_layer_replace,
+  .layer_open = s3store_layer_open,
+  .layer_close = s3store_layer_close,
+  .layer_where = s3store_layer_where,
+  .set_read = s3store_set_read,
+  .usage = s3store_usage,
+  .index_read = s3store_index_read,
+  .block_read = s3store_block_read,
+  .writer_open = s3store_writer_open,
+  .index_cut = s3store_index_cut,
+  .blocks_write = s3store_blocks_write,
+  .commit = s3store_commit,
+  .blocks_drop = s3store_blocks_drop,
+  .writer_close = s3store_writer_close,
+  .generation = s3store_generation,
+  .changed = s3store_changed,
+};

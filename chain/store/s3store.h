@@ -1,0 +1,106 @@
+/* cbtfs: the object store backend's own parts, shared by s3store.c
+ * (the store) and s3store-layer.c (its layers).  Nothing outside this
+ * folder includes it but the programs that add the backend
+ * (store_backend_add).  The layout is FORMAT.md's "Object stores":
+ *
+ *   P/cbtfs-store                 marker, as a directory store's
+ *   P/lock                        lease of the one backup, prune or forget
+ *   P/generation                  a decimal count of changes (for mounts)
+ *   P/trash/D/S                   a layer being removed
+ *   P/disks/D                     one empty object per disk
+ *   P/roots/D/S                   layer S of disk D: its manifest; the layer
+ *                                 exists when this object does
+ *   P/notes/D/NOTE/SEQ[.base]     a note's records, one object each
+ *   P/layers/D/S/set              the layer's block set
+ *   P/layers/D/S/writer           lease of the layer's one writer
+ *   P/layers/D/S/i/SEQ            index objects: SEQ 0 the core's header,
+ *                                 then one per commit (packs + records)
+ *   P/layers/D/S/p/SEQ            packs: blocks, 64 KiB each, back to back
+ *
+ * P is the store's prefix in its bucket ("" or "a/b/"); SEQ is ten
+ * decimal digits, so that names sort as numbers.  Objects are written
+ * once and never changed, except `generation` and the leases.
+ */
+#ifndef CBTFS_CHAIN_STORE_S3STORE_H
+#define CBTFS_CHAIN_STORE_S3STORE_H
+
+#include <pthread.h>
+
+#include "../../s3/s3.h"
+#include "store.h"
+
+/* Blocks in a pack: 8 MiB objects, large enough that a request's cost
+ * is small next to its bytes, small enough to hold a few in memory. */
+#define S3STORE_PACK_BLOCKS 128
+
+struct s3_store {
+  struct store base;
+  struct s3_opts o;             /* strings owned: endpoint, region, bucket,
+                                   access_key, secret_key (a secret),
+                                   ca_file */
+  char *prefix;                 /* "" or "a/b/" (owned) */
+  bool locked;                  /* this process holds P/lock */
+
+  pthread_mutex_t pool_lock;    /* guards idle, nidle */
+  s3_client **idle;             /* clients no thread uses now */
+  size_t nidle, cap;
+};
+
+static inline struct s3_store *
+s3store_of (struct store *s)
+{
+  return (struct s3_store *) s;
+}
+
+/* PREFIX + the formatted rest (malloc'd), or NULL with err_*. */
+extern char *s3store_key (struct s3_store *ss, const char *fmt, ...)
+  __attribute__ ((__format__ (__printf__, 2, 3)));
+
+/* A client for one request or a run of them, and giving it back. */
+extern s3_client *s3store_client (struct s3_store *ss);
+extern void s3store_release (struct s3_store *ss, s3_client *c);
+
+/* s3.h's calls through a pooled client. */
+extern int s3store_put (struct s3_store *ss, const char *key, const void *buf,
+                        size_t len, bool create_only);
+extern int s3store_get (struct s3_store *ss, const char *key, uint64_t off,
+                        uint64_t len, void **buf, size_t *size);
+extern int s3store_delete (struct s3_store *ss, const char *key);
+extern int s3store_list (struct s3_store *ss, const char *prefix,
+                         const char *after, s3_list_fn fn, void *opaque);
+
+/* Remove every object whose key starts with PREFIX; best effort, 0 or
+ * -1 with err_* for the first failure. */
+extern int s3store_delete_all (struct s3_store *ss, const char *prefix);
+
+/* Take the lease KEY for WHO, without waiting: EWOULDBLOCK with err_*
+ * naming its holder (WHAT says what it guards, for the message) when
+ * a live process holds it; a lease whose holder is surely gone
+ * (holder.h) is taken over. */
+extern int s3store_lease_take (struct s3_store *ss, const char *key,
+                               const char *who, const char *what);
+
+/* s3store-layer.c's part of store_s3. */
+extern struct store_layer *s3store_layer_open (struct store *s,
+                                               const char *disk,
+                                               const char *snapshot);
+extern void s3store_layer_close (struct store_layer *h);
+extern const char *s3store_layer_where (const struct store_layer *h);
+extern char *s3store_set_read (struct store_layer *h, size_t max,
+                               size_t *len);
+extern int s3store_usage (struct store_layer *h, uint64_t *bytes);
+extern ssize_t s3store_index_read (struct store_layer *h, void *buf,
+                                   size_t len, uint64_t off);
+extern ssize_t s3store_block_read (struct store_layer *h, uint64_t b,
+                                   void *buf);
+extern int s3store_writer_open (struct store_layer *h, uint64_t nblocks);
+extern int s3store_index_cut (struct store_layer *h, uint64_t len);
+extern int s3store_blocks_write (struct store_layer *h, uint64_t first,
+                                 const void *buf, size_t len);
+extern int s3store_commit (struct store_layer *h, const void *recs,
+                           size_t len, uint64_t at);
+extern void s3store_blocks_drop (struct store_layer *h, uint64_t first,
+                                 uint64_t n);
+extern void s3store_writer_close (struct store_layer *h);
+
+#endif /* CBTFS_CHAIN_STORE_S3STORE_H */

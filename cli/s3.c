@@ -1,0 +1,138 @@
+/* cbtfs: the object store options, which every command takes (a STORE
+ * may be s3://BUCKET[/PREFIX] anywhere).  They are taken out of argv
+ * before the command parses its own, and become the environment the
+ * object store backend reads (chain/store/store.h): so the command
+ * line wins over the environment, and children (a mount's daemon,
+ * nbdkit for serve) see the same settings. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../common/cleanup.h"
+#include "../common/error.h"
+#include "../common/log.h"
+#include "../common/secbuf.h"
+#include "../common/util.h"
+#include "cli.h"
+
+/* Each option, and the variable it sets (NULL: handled below). */
+static const struct {
+  const char *name;
+  bool arg;
+  const char *var;
+} s3_opts[] = {
+  { "--s3-endpoint", true, "AWS_ENDPOINT_URL" },
+  { "--s3-region", true, "AWS_REGION" },
+  { "--s3-access-key", true, "AWS_ACCESS_KEY_ID" },
+  { "--s3-secret-file", true, NULL },
+  { "--s3-ca-file", true, "AWS_CA_BUNDLE" },
+  { "--s3-path-style", false, "CBTFS_S3_PATH_STYLE" },
+  { "--s3-allow-http", false, "CBTFS_S3_ALLOW_HTTP" },
+};
+
+/* The secret key: the first line of FILE, which others must not read
+ * (it opens the bucket). */
+static int
+secret_from (const char *file)
+{
+  struct stat st;
+  char *text;
+  int r;
+
+  if (stat (file, &st) == -1) {
+    err_sys (errno, "--s3-secret-file %s", file);
+    return -1;
+  }
+  if (st.st_mode & 007) {
+    err_set (EACCES, "--s3-secret-file %s: others may read it (mode %04o); "
+             "chmod o-rwx it", file, (unsigned) (st.st_mode & 07777));
+    return -1;
+  }
+  if ((text = read_file (file, 4096, NULL)) == NULL) {
+    err_sys (errno, "--s3-secret-file %s", file);
+    return -1;
+  }
+  text[strcspn (text, "\r\n")] = '\0';
+  r = setenv ("AWS_SECRET_ACCESS_KEY", text, 1);
+  secret_free (text);
+  if (r == -1)
+    err_sys (errno, "setenv");
+  return r;
+}
+
+/* Apply option I with VALUE (NULL for a flag). */
+static int
+apply (size_t i, const char *value)
+{
+  CLEANUP_FREE char *abs = NULL;
+
+  if (s3_opts[i].var == NULL)
+    return secret_from (value);
+  if (value && !*value) {
+    err_set (EINVAL, "%s: an empty value", s3_opts[i].name);
+    return -1;
+  }
+  /* A mount's daemon and nbdkit run from / : no relative paths. */
+  if (strcmp (s3_opts[i].var, "AWS_CA_BUNDLE") == 0) {
+    if ((abs = realpath (value, NULL)) == NULL) {
+      err_sys (errno, "%s %s", s3_opts[i].name, value);
+      return -1;
+    }
+    value = abs;
+  }
+  if (setenv (s3_opts[i].var, value ? value : "yes", 1) == -1) {
+    err_sys (errno, "setenv");
+    return -1;
+  }
+  return 0;
+}
+
+int
+cli_s3_options (int *argc, char **argv)
+{
+  int out = 1;
+
+  for (int i = 1; i < *argc; i++) {
+    const char *a = argv[i];
+    size_t k, n = 0;
+    if (strcmp (a, "--") == 0) {
+      while (i < *argc)
+        argv[out++] = argv[i++];
+      break;
+    }
+    for (k = 0; k < ARRAY_SIZE (s3_opts); k++) {
+      n = strlen (s3_opts[k].name);
+      if (strncmp (a, s3_opts[k].name, n) == 0 && (a[n] == '\0'
+                                                   || a[n] == '='))
+        break;
+    }
+    if (k == ARRAY_SIZE (s3_opts)) {
+      argv[out++] = argv[i];
+      continue;
+    }
+    if (!s3_opts[k].arg && a[n] == '=') {
+      cli_refuse ("%s takes no value", s3_opts[k].name);
+      return -1;
+    }
+    if (s3_opts[k].arg && a[n] == '\0' && i + 1 == *argc) {
+      cli_refuse ("%s needs a value", s3_opts[k].name);
+      return -1;
+    }
+    if (apply (k, !s3_opts[k].arg ? NULL
+               : a[n] == '=' ? a + n + 1 : argv[++i]) == -1) {
+      cli_refuse ("%s", err_get ());
+      return -1;
+    }
+  }
+  *argc = out;
+  argv[out] = NULL;
+  return 0;
+}
+
+bool
+cli_store_is_remote (const char *store)
+{
+  return strncmp (store, "s3://", 5) == 0;
+}

@@ -8,7 +8,7 @@ CFLAGS   ?= -O2 -g
 WARN      = -Wall -Wextra -Wshadow -Wvla -Wstrict-prototypes \
             -Wmissing-declarations -Wframe-larger-than=5000 -Werror
 SAN      ?=
-PKGS      = fuse3 libnbd libcurl libxml-2.0 gnutls libxxhash
+PKGS      = fuse3 libnbd libcurl libxml-2.0 gnutls libxxhash inih
 PYTHON   ?= python3
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -44,7 +44,7 @@ FS_SRC     = fs/tree.c fs/fs.c
 PLUGIN_SRC = serve/plugin.c engine/session.c engine/targets.c \
              engine/points.c engine/snapshot.c $(CHAIN_SRC) $(XAPI_SRC) $(COMMON_SRC)
 PLUGIN     = $(BUILD)/nbdkit-cbtfs-plugin.so
-CLI_SRC    = cli/main.c cli/server.c cli/backup.c cli/mount.c cli/ls.c \
+CLI_SRC    = cli/main.c cli/config.c cli/server.c cli/backup.c cli/mount.c cli/ls.c \
              cli/fetch.c cli/verify.c cli/prune.c cli/forget.c cli/serve.c cli/restore.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))

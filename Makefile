@@ -8,7 +8,7 @@ CFLAGS   ?= -O2 -g
 WARN      = -Wall -Wextra -Wshadow -Wvla -Wstrict-prototypes \
             -Wmissing-declarations -Wframe-larger-than=5000 -Werror
 SAN      ?=
-PKGS      = fuse3 libnbd libcurl libxml-2.0 gnutls libxxhash
+PKGS      = fuse3 libnbd libcurl libxml-2.0 gnutls libxxhash inih
 PYTHON   ?= python3
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -48,9 +48,9 @@ PLUGIN_SRC = serve/plugin.c engine/session.c engine/targets.c \
              engine/points.c engine/snapshot.c $(CHAIN_SRC) $(XAPI_SRC) \
              $(S3_SRC) $(COMMON_SRC)
 PLUGIN     = $(BUILD)/nbdkit-cbtfs-plugin.so
-CLI_SRC    = cli/main.c cli/server.c cli/backup.c cli/mount.c cli/ls.c \
-             cli/fetch.c cli/verify.c cli/prune.c cli/forget.c cli/serve.c \
-             cli/restore.c cli/s3.c
+CLI_SRC    = cli/main.c cli/config.c cli/server.c cli/backup.c cli/mount.c \
+             cli/ls.c cli/fetch.c cli/verify.c cli/prune.c cli/forget.c \
+             cli/serve.c cli/restore.c cli/s3.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 COMMON_OBJ = $(call obj,$(COMMON_SRC))

@@ -35,10 +35,13 @@ cmd_backup (int argc, char **argv)
   };
   /* From cron: only warnings and errors; on a terminal: what it does. */
   int c, r, verbose = isatty (STDERR_FILENO) ? 1 : 0, status = 2;
-  char **vms = calloc (argc, sizeof *vms);
-  char **exclude = calloc (argc, sizeof *exclude);
+  char **vms, **exclude;
   char *end;
 
+  if (cli_config (&argc, &argv, "qvh", longopts) == -1)
+    return cli_fail ();
+  vms = calloc (argc, sizeof *vms);
+  exclude = calloc (argc, sizeof *exclude);
   if (vms == NULL || exclude == NULL) {
     free (vms);
     free (exclude);
@@ -46,7 +49,7 @@ cmd_backup (int argc, char **argv)
   }
   o.vms = vms;
   o.exclude = exclude;
-  while ((c = getopt_long (argc, argv, "qvh", longopts, NULL)) != -1) {
+  while ((c = cli_getopt (argc, argv, "qvh", longopts)) != -1) {
     if ((r = cli_server_option (&so, c, optarg)) != 0) {
       if (r == -1)
         goto out;

@@ -4,6 +4,7 @@
 #ifndef CBTFS_CLI_H
 #define CBTFS_CLI_H
 
+#include <getopt.h>
 #include <stdbool.h>
 
 #include "../engine/session.h"
@@ -16,6 +17,39 @@
 /* Set by a command given --json: cli_fail and cli_refuse then also
  * print {"status": N, "error": "…"} to stdout. */
 extern bool cli_json;
+
+/* The configuration file read when neither --config nor $CBTFS_CONFIG
+ * names one (only if it exists), and the name of the password among
+ * systemd's credentials ($CREDENTIALS_DIRECTORY). */
+#define CLI_CONFIG_FILE "/etc/cbtfs/cbtfs.conf"
+#define CLI_CREDENTIAL "cbtfs-password"
+
+/* Before a command's getopt loop: put the configuration file's options
+ * for LONGOPTS (its [cbtfs] keys that name one) before the arguments
+ * of *ARGV, drop its --config FILE and reset getopt; a key the command
+ * line gives is not taken from the file, a key no option has is
+ * ignored.  With --server and no --password-file, systemd's credential
+ * is the password file.  *ARGV is then a new array that lives until
+ * exit.  0, or -1 with err_* (class ERR_CONFIG) for a file that cannot
+ * be read or parsed, naming its file and line. */
+extern int cli_config (int *argc, char ***argv, const char *shortopts,
+                       const struct option *longopts)
+  __attribute__ ((__nonnull__ (1, 2, 3, 4)));
+
+/* getopt_long over cli_config's argv.  An option from the file makes
+ * later messages begin "FILE:LINE: " until the next option; an option
+ * getopt does not take returns '?' with the reason kept for
+ * cli_usage. */
+extern int cli_getopt (int argc, char **argv, const char *shortopts,
+                       const struct option *longopts)
+  __attribute__ ((__nonnull__ (2, 3, 4)));
+
+/* "FILE:LINE" of the option at hand when it came from the file, else "". */
+extern const char *cli_where (void);
+
+/* Keep why the command line is wrong, for cli_usage to say. */
+extern void cli_set_usage_error (const char *fmt, ...)
+  __attribute__ ((__format__ (__printf__, 1, 2)));
 
 /* Subcommands: return the process exit status. */
 extern int cmd_backup (int argc, char **argv);
@@ -83,7 +117,9 @@ extern int cli_s3_options (int *argc, char **argv)
 extern bool cli_store_is_remote (const char *store)
   __attribute__ ((__nonnull__ (1)));
 
-/* Print usage of SUBCOMMAND (NULL for all) to stderr, return 2. */
+/* Print why (cli_set_usage_error) and the usage of SUBCOMMAND (NULL
+ * for all) to stderr, with --json also {"status": 2, "error": …} to
+ * stdout; return 2. */
 extern int cli_usage (const char *subcommand);
 
 /* --help: the same to stdout, return 0. */

@@ -26,7 +26,9 @@ cmd_fetch (int argc, char **argv)
   int c, r, verbose = isatty (STDERR_FILENO) ? 1 : 0, status;
   char *end;
 
-  while ((c = getopt_long (argc, argv, "qvh", longopts, NULL)) != -1) {
+  if (cli_config (&argc, &argv, "qvh", longopts) == -1)
+    return cli_fail ();
+  while ((c = cli_getopt (argc, argv, "qvh", longopts)) != -1) {
     if ((r = cli_server_option (&so, c, optarg)) != 0) {
       if (r == -1)
         return 2;

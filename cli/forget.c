@@ -123,7 +123,9 @@ cmd_forget (int argc, char **argv)
   double lock_wait = CLI_LOCK_WAIT_DEFAULT;
   int c, r, verbose = 1, status;
 
-  while ((c = getopt_long (argc, argv, "qvh", longopts, NULL)) != -1) {
+  if (cli_config (&argc, &argv, "qvh", longopts) == -1)
+    return cli_fail ();
+  while ((c = cli_getopt (argc, argv, "qvh", longopts)) != -1) {
     if ((r = cli_server_option (&so, c, optarg)) != 0) {
       if (r == -1)
         return 2;

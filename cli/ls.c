@@ -152,7 +152,9 @@ cmd_ls (int argc, char **argv)
   bool json = false;
   int c;
 
-  while ((c = getopt_long (argc, argv, "h", longopts, NULL)) != -1) {
+  if (cli_config (&argc, &argv, "h", longopts) == -1)
+    return cli_fail ();
+  while ((c = cli_getopt (argc, argv, "h", longopts)) != -1) {
     switch (c) {
     case 'j': json = cli_json = true; break;
     case 'h': return cli_help ("ls");

@@ -29,6 +29,7 @@ static const struct {
 };
 
 bool cli_json;
+static char usage_error[512];
 
 /* With --json, a failure is a JSON object too, so that a script reading
  * stdout always finds the status. */
@@ -62,15 +63,27 @@ cli_fail (void)
 int
 cli_refuse (const char *fmt, ...)
 {
-  char why[1024];
+  char why[1024], json[1536];
+  const char *at = cli_where ();
   va_list ap;
 
   va_start (ap, fmt);
   vsnprintf (why, sizeof why, fmt, ap);
   va_end (ap);
-  fprintf (stderr, "cbtfs: %s\n", why);
-  json_failure (CLI_EXIT_USAGE, why);
+  log_error ("%s", why);                /* after "FILE:LINE: " if from it */
+  snprintf (json, sizeof json, "%s%s%s", at, *at ? ": " : "", why);
+  json_failure (CLI_EXIT_USAGE, json);
   return CLI_EXIT_USAGE;
+}
+
+void
+cli_set_usage_error (const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (usage_error, sizeof usage_error, fmt, ap);
+  va_end (ap);
 }
 
 int
@@ -81,8 +94,8 @@ cli_lock_wait (const char *arg, double *wait)
 
   /* strtod also takes "inf" and "nan": neither is a time to wait. */
   if (end == arg || *end || !isfinite (v) || v < 0) {
-    log_error ("--lock-wait %s: expected a number of seconds, 0 or more",
-               arg);
+    cli_refuse ("--lock-wait %s: expected a number of seconds, 0 or more",
+                arg);
     return -1;
   }
   *wait = v;
@@ -160,6 +173,8 @@ usage (FILE *f, const char *sub)
   for (size_t i = 0; i < sizeof text / sizeof text[0]; i++)
     if (sub == NULL || strcmp (sub, text[i][0]) == 0)
       fprintf (f, "  %s\n", text[i][1]);
+  fprintf (f, "  (every command also takes --config FILE: see man cbtfs, "
+           "CONFIGURATION)\n");
   if (sub == NULL)
     fprintf (f, "  cbtfs --version | --help | COMMAND --help\n"
              "exit status: 0 done, 1 some of the work failed, 2 usage or "
@@ -170,7 +185,17 @@ usage (FILE *f, const char *sub)
 int
 cli_usage (const char *sub)
 {
+  char why[600];
+
+  if (usage_error[0])
+    log_error ("%s", usage_error);
   usage (stderr, sub);
+  if (usage_error[0])
+    snprintf (why, sizeof why, "%s", usage_error);
+  else
+    snprintf (why, sizeof why, "bad arguments (see cbtfs %s%s--help)",
+              sub ? sub : "", sub ? " " : "");
+  json_failure (CLI_EXIT_USAGE, why);
   return CLI_EXIT_USAGE;
 }
 

@@ -83,7 +83,9 @@ cmd_mount (int argc, char **argv)
   CLEANUP_FREE char *store = NULL, *pwfile = NULL, *cafile = NULL;
   int c, r, status;
 
-  while ((c = getopt_long (argc, argv, "fo:vdh", longopts, NULL)) != -1) {
+  if (cli_config (&argc, &argv, "fo:vdh", longopts) == -1)
+    return cli_fail ();
+  while ((c = cli_getopt (argc, argv, "fo:vdh", longopts)) != -1) {
     if ((r = cli_server_option (&so, c, optarg)) != 0) {
       if (r == -1)
         return 2;
@@ -111,8 +113,7 @@ cmd_mount (int argc, char **argv)
     err_sys (errno, "%s", store == NULL ? argv[optind]
              : pwfile == NULL && so.password_file ? so.password_file
              : so.ca_file);
-    if (store)                          /* a file an option names */
-      err_set_class (ERR_CONFIG);
+    err_set_class (ERR_CONFIG);         /* a path the user gave */
     return cli_fail ();
   }
   if (pwfile)

@@ -343,7 +343,7 @@ cmd_prune (int argc, char **argv)
   };
   struct engine_server so = CLI_SERVER_OPTS_INIT;
   struct retention_policy p = { .include_incomplete = false };
-  CLEANUP_FREE const char **vms = calloc (argc, sizeof *vms);
+  CLEANUP_FREE const char **vms = NULL;
   struct engine_prune_plan *plan;
   struct catalog *cat;
   size_t nvms = 0;
@@ -351,9 +351,11 @@ cmd_prune (int argc, char **argv)
   double lock_wait = CLI_LOCK_WAIT_DEFAULT;
   int c, r, verbose = 1;
 
-  if (vms == NULL)
+  if (cli_config (&argc, &argv, "qvh", longopts) == -1)
+    return cli_fail ();
+  if ((vms = calloc (argc, sizeof *vms)) == NULL)
     return 1;
-  while ((c = getopt_long (argc, argv, "qvh", longopts, NULL)) != -1) {
+  while ((c = cli_getopt (argc, argv, "qvh", longopts)) != -1) {
     if ((r = cli_server_option (&so, c, optarg)) != 0) {
       if (r == -1)
         return 2;

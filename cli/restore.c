@@ -53,7 +53,9 @@ cmd_restore (int argc, char **argv)
   int c, k, verbose = isatty (STDERR_FILENO) ? 1 : 0, status;
   bool json = false, named = false;
 
-  while ((c = getopt_long (argc, argv, "qvh", longopts, NULL)) != -1) {
+  if (cli_config (&argc, &argv, "qvh", longopts) == -1)
+    return cli_fail ();
+  while ((c = cli_getopt (argc, argv, "qvh", longopts)) != -1) {
     if ((k = cli_server_option (&so, c, optarg)) != 0) {
       if (k == -1)
         return 2;

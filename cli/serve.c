@@ -320,7 +320,9 @@ cmd_serve (int argc, char **argv)
   size_t npoints;
   int c, r;
 
-  while ((c = getopt_long (argc, argv, "h", longopts, NULL)) != -1) {
+  if (cli_config (&argc, &argv, "h", longopts) == -1)
+    return cli_fail ();
+  while ((c = cli_getopt (argc, argv, "h", longopts)) != -1) {
     if ((r = cli_server_option (&so, c, optarg)) != 0) {
       if (r == -1)
         return 2;
@@ -359,6 +361,7 @@ cmd_serve (int argc, char **argv)
     : realpath (argv[optind], NULL);
   if (store == NULL) {
     err_sys (errno, "%s", argv[optind]);
+    err_set_class (ERR_CONFIG);         /* the STORE given */
     return cli_fail ();
   }
   o.store = store;

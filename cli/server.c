@@ -36,7 +36,7 @@ cli_server_option (struct engine_server *so, int c, const char *arg)
   case 't':
     so->timeout = strtol (arg, &end, 10);
     if (*end || end == arg || so->timeout < 1) {
-      log_error ("--timeout must be a positive number of seconds");
+      cli_refuse ("--timeout must be a positive number of seconds");
       return -1;
     }
     return 1;

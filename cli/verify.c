@@ -23,14 +23,16 @@ cmd_verify (int argc, char **argv)
   };
   struct engine_server so = CLI_SERVER_OPTS_INIT;
   struct engine_verify_stats st;
-  CLEANUP_FREE char **accept = calloc (argc, sizeof *accept);
+  CLEANUP_FREE char **accept = NULL;
   size_t naccept = 0;
   int c, r, status;
 
-  if (accept == NULL)
+  if (cli_config (&argc, &argv, "qvh", longopts) == -1)
+    return cli_fail ();
+  if ((accept = calloc (argc, sizeof *accept)) == NULL)
     return 1;
   log_set_verbose (isatty (STDERR_FILENO) ? 1 : 0);
-  while ((c = getopt_long (argc, argv, "qvh", longopts, NULL)) != -1) {
+  while ((c = cli_getopt (argc, argv, "qvh", longopts)) != -1) {
     if ((r = cli_server_option (&so, c, optarg)) != 0) {
       if (r == -1)
         return 2;

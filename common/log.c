@@ -16,11 +16,18 @@
 
 static int verbose = 1;
 static bool to_syslog;
+static const char *context;
 
 void
 log_set_verbose (int level)
 {
   verbose = level;
+}
+
+void
+log_set_context (const char *ctx)
+{
+  context = ctx;
 }
 
 void
@@ -45,11 +52,13 @@ emit (int prio, const char *tag, const char *fmt, va_list ap)
 
   if (to_syslog) {
     vsnprintf (line, sizeof line, fmt, ap);
-    syslog (prio, "%s%s", tag, line);
+    syslog (prio, "%s%s%s%s", context ? context : "", context ? ": " : "",
+            tag, line);
     errno = saved;
     return;
   }
-  n = snprintf (line, sizeof line, "cbtfs: %s", tag);
+  n = snprintf (line, sizeof line, "cbtfs: %s%s%s", context ? context : "",
+                context ? ": " : "", tag);
   if (n < 0 || (size_t) n >= sizeof line)
     n = 0;
   vsnprintf (line + n, sizeof line - n, fmt, ap);

@@ -12,6 +12,10 @@
 /* Set the verbosity (0 quiet, 1 normal, 2 debug). */
 extern void log_set_verbose (int level);
 
+/* Put "CTX: " before later messages (NULL: nothing), e.g. the file and
+ * line of the option at hand.  CTX is borrowed until the next call. */
+extern void log_set_context (const char *ctx);
+
 /* Route later messages to syslog (for a daemon without a terminal). */
 extern void log_use_syslog (void);
 

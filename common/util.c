@@ -90,12 +90,17 @@ char *
 read_file_at (int dirfd, const char *path, size_t max, size_t *len)
 {
   CLEANUP_CLOSE int fd = openat (dirfd, path, O_RDONLY | O_CLOEXEC);
+
+  return fd == -1 ? NULL : read_fd (fd, max, len);
+}
+
+char *
+read_fd (int fd, size_t max, size_t *len)
+{
   struct stat st;
   char *buf;
   ssize_t r;
 
-  if (fd == -1)
-    return NULL;
   if (fstat (fd, &st) == -1)
     return NULL;
   if ((uint64_t) st.st_size > max) {

@@ -67,6 +67,9 @@ extern char *read_file (const char *path, size_t max, size_t *len);
 extern char *read_file_at (int dirfd, const char *path, size_t max,
                            size_t *len);
 
+/* read_file of the file open as FD (from its start; FD stays open). */
+extern char *read_fd (int fd, size_t max, size_t *len);
+
 /* Write DATA to PATH atomically and durably: write a temporary file in
  * the same directory, fsync it, rename it over PATH, fsync the
  * directory.  MODE is applied to the new file.  0 or -1 (err_*). */

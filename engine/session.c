@@ -4,6 +4,7 @@
  * immutable credentials.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,22 +80,32 @@ engine_forbid_dumps (void)
   return 0;
 }
 
-/* The first line of FILE, without its newline.  Warns when others may
- * read it: the password opens the whole pool. */
+/* The first line of FILE, without its newline.  Refused, before it is
+ * read, when other users may read or write it: the password opens the
+ * whole pool (its group may read it: 0640 for a backup group). */
 static char *
 read_password (const char *file)
 {
+  CLEANUP_CLOSE int fd = open (file, O_RDONLY | O_CLOEXEC);
   struct stat st;
-  size_t len;
-  char *text = read_file (file, 4096, &len);
+  char *text;
 
+  if (fd == -1 || fstat (fd, &st) == -1) {
+    err_sys (errno, "--password-file %s", file);
+    return NULL;
+  }
+  if (st.st_mode & (S_IROTH | S_IWOTH)) {
+    err_set (EPERM, "--password-file %s: mode %04o lets other users %s it; "
+             "chmod o-rwx it", file, (unsigned) (st.st_mode & 07777),
+             st.st_mode & S_IROTH ? "read" : "write");
+    return NULL;
+  }
+  text = read_fd (fd, 4096, NULL);
   if (text == NULL) {
     err_sys (errno, "--password-file %s", file);
     return NULL;
   }
   text[strcspn (text, "\r\n")] = '\0';
-  if (stat (file, &st) == 0 && (st.st_mode & 077))
-    log_warn ("--password-file %s can be read by other users", file);
   return text;
 }
 
@@ -135,7 +146,8 @@ engine_creds_new (const struct engine_server *s)
     goto err;
   if (s->password_file == NULL) {
     err_set (EINVAL, "--password-file is required (passwords never go on "
-             "the command line)");
+             "the command line; under systemd, a credential named "
+             "cbtfs-password does)");
     goto err;
   }
   if ((c->user = strdup (s->user ? s->user : "root")) == NULL

@@ -16,6 +16,8 @@ pkgs="build-essential pkg-config
       nbdkit libnbd-bin python3-libnbd qemu-utils curl
       openssl e2fsprogs util-linux kmod python3 ca-certificates
       valgrind clang fio eatmydata"
+# cbtfs reads its configuration file (/etc/cbtfs/cbtfs.conf) with libinih.
+pkgs="$pkgs libinih-dev"
 # getfattr (test-images reads the images' extended attributes as users do)
 pkgs="$pkgs attr"
 # cbtfs serve: the nbdkit plugin builds against nbdkit-plugin.h.

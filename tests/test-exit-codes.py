@@ -10,7 +10,8 @@
   certificate --ca-file does not trust, and (all but mount and serve,
   which go on without the host) for a closed port on 127.0.0.1, with one
   line naming the problem; a missing --password-file is 2;
-- with --json the failure is a JSON object with the same "status";
+- with --json the failure is a JSON object with the same "status"
+  (2 for a STORE that is not a store);
 - each command's normal run exits 0 (--json: "status": 0).
 """
 import json
@@ -152,7 +153,8 @@ def main():
                   and "Authentication" in got["error"],
                   "%s --json, wrong password: %d %r" % (c, rc, out))
         rc, out, _ = env.cbtfs("ls", env.path("nosuch"), "--json", ok=False)
-        check(rc == 1 and json.loads(out)["status"] == 1, "ls --json: %r" % out)
+        # A STORE that is none is the caller's mistake: 2.
+        check(rc == 2 and json.loads(out)["status"] == 2, "ls --json: %r" % out)
 
         # Each command's normal run.
         check(env.ls_json(store)["status"] == 0, "ls --json has no status 0")

@@ -63,9 +63,11 @@ check_marker (const char *path, const char *marker, int *format,
   CLEANUP_FREE char *text = read_file (marker, 4096, NULL);
 
   if (text == NULL) {
-    if (errno == ENOENT)
+    if (errno == ENOENT) {
       err_set (ENOENT, "%s is not a cbtfs store (no %s file)", path,
                marker_name);
+      err_set_class (ERR_CONFIG);       /* the STORE given names none */
+    }
     else
       err_sys (errno, "%s", marker);
     return -1;

@@ -16,6 +16,12 @@ import sys
 import tempfile
 import time
 
+# Tests say everything on the command line: no configuration file of
+# the machine's (/etc/cbtfs/cbtfs.conf) and no systemd credentials of
+# the caller's reach the cbtfs they run.  test-config sets its own.
+os.environ["CBTFS_CONFIG"] = os.devnull
+os.environ.pop("CREDENTIALS_DIRECTORY", None)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
 BLOCK = 65536
@@ -84,12 +90,13 @@ class Env:
 
     # -- running cbtfs --------------------------------------------------
 
-    def cbtfs(self, *args, ok=True, timeout=600):
+    def cbtfs(self, *args, ok=True, timeout=600, environ=None):
         """Run cbtfs; return (exit status, stdout, stderr).  With OK, a
-        non-zero exit fails the test (showing stderr)."""
+        non-zero exit fails the test (showing stderr).  ENVIRON: the
+        variables it runs with, if not ours."""
         cmd = [cbtfs_binary()] + [str(a) for a in args]
         p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                           text=True, timeout=timeout)
+                           text=True, timeout=timeout, env=environ)
         sys.stderr.write(p.stderr)
         if ok and p.returncode != 0:
             raise TestFailure("%s exited %d: %s" % (" ".join(cmd), p.returncode,

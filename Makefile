@@ -95,6 +95,14 @@ PLUGINDIR ?= $(LIBDIR)/cbtfs
 MANDIR  ?= $(PREFIX)/share/man
 DOCDIR  ?= $(PREFIX)/share/doc/cbtfs
 DOCS     = README FORMAT.md BENCHMARKS.md $(wildcard docs/*.md)
+# libmount looks for mount helpers only in /sbin (and /sbin/fs.d,
+# /sbin/fs), whatever PREFIX is.  systemd reads PREFIX/lib/systemd/system
+# for /usr and /usr/local, bash-completion PREFIX/share/bash-completion.
+MOUNTHELPERDIR ?= /sbin
+UNITDIR  ?= $(LIBDIR)/systemd/system
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+EXAMPLEDIR ?= $(DOCDIR)/examples
+UNITS    = cbtfs-backup@.service cbtfs-backup@.timer
 
 .PHONY: FORCE all man install uninstall deps check check-unit check-e2e check-valgrind check-asan check-tsan \
         check-crash fuzz demo bench clean
@@ -294,12 +302,25 @@ install: $(BUILD)/cbtfs $(PLUGIN) man
 	install -m 644 $(BUILD)/cbtfs.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 644 $(BUILD)/cbtfs-store.5 $(DESTDIR)$(MANDIR)/man5/
 	install -m 644 $(DOCS) $(DESTDIR)$(DOCDIR)/
+	install -d $(DESTDIR)$(MOUNTHELPERDIR) $(DESTDIR)$(UNITDIR) \
+	  $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(EXAMPLEDIR)
+	sed 's|@BINDIR@|$(BINDIR)|g' dist/mount.cbtfs.in > $(DESTDIR)$(MOUNTHELPERDIR)/mount.cbtfs
+	chmod 755 $(DESTDIR)$(MOUNTHELPERDIR)/mount.cbtfs
+	sed 's|@BINDIR@|$(BINDIR)|g' dist/cbtfs-backup@.service.in \
+	  > $(DESTDIR)$(UNITDIR)/cbtfs-backup@.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/cbtfs-backup@.service
+	install -m 644 dist/cbtfs-backup@.timer $(DESTDIR)$(UNITDIR)/
+	install -m 644 dist/cbtfs.bash $(DESTDIR)$(BASHCOMPDIR)/cbtfs
+	install -m 644 dist/mnt-backups.mount $(DESTDIR)$(EXAMPLEDIR)/
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/cbtfs $(DESTDIR)$(PLUGINDIR)/$(notdir $(PLUGIN)) \
 	  $(DESTDIR)$(MANDIR)/man1/cbtfs.1 $(DESTDIR)$(MANDIR)/man5/cbtfs-store.5 \
-	  $(addprefix $(DESTDIR)$(DOCDIR)/,$(notdir $(DOCS)))
-	-rmdir $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(DOCDIR)
+	  $(addprefix $(DESTDIR)$(DOCDIR)/,$(notdir $(DOCS))) \
+	  $(DESTDIR)$(MOUNTHELPERDIR)/mount.cbtfs \
+	  $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS)) \
+	  $(DESTDIR)$(BASHCOMPDIR)/cbtfs $(DESTDIR)$(EXAMPLEDIR)/mnt-backups.mount
+	-rmdir $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(EXAMPLEDIR) $(DESTDIR)$(DOCDIR)
 
 demo: all
 	$(PYTHON) scripts/demo.py ./cbtfs

@@ -25,6 +25,8 @@ pkgs="$pkgs nbdkit-plugin-dev"
 # test-browse: a guest disk as users' are (GPT, ext4, LVM with XFS, NTFS),
 # browsed by the README's recipe.
 pkgs="$pkgs lvm2 xfsprogs ntfs-3g gdisk"
+# test-units: systemd-analyze verify of the installed units.
+pkgs="$pkgs systemd"
 # Tests only: a real S3 endpoint (tests/lib/rgw.py starts a single-node
 # Ceph RGW); cbtfs itself needs none of it.
 pkgs="$pkgs ceph-mon ceph-osd radosgw ceph-common"

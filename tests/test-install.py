@@ -3,7 +3,12 @@
 
 - the tree: bin/cbtfs, lib/cbtfs/nbdkit-cbtfs-plugin.so, the man pages
   in share/man/man1 and man5, README, FORMAT.md and docs/ in
-  share/doc/cbtfs, and nothing else;
+  share/doc/cbtfs, the example mount unit in share/doc/cbtfs/examples,
+  the systemd units in lib/systemd/system, the bash completion in
+  share/bash-completion/completions, mount.cbtfs in /sbin (not under
+  PREFIX: libmount looks nowhere else), and nothing else;
+- mount.cbtfs and the backup service run the installed binary
+  (PREFIX/bin/cbtfs);
 - the installed binary runs (--version), and `cbtfs serve` finds the
   installed plugin (CBTFS_NBDKIT_PLUGIN unset): it answers nbdinfo with
   a point of a store the installed binary backed up;
@@ -44,7 +49,12 @@ def main():
         want = ["usr/local/bin/cbtfs",
                 "usr/local/lib/cbtfs/nbdkit-cbtfs-plugin.so",
                 "usr/local/share/man/man1/cbtfs.1",
-                "usr/local/share/man/man5/cbtfs-store.5"]
+                "usr/local/share/man/man5/cbtfs-store.5",
+                "usr/local/share/doc/cbtfs/examples/mnt-backups.mount",
+                "usr/local/lib/systemd/system/cbtfs-backup@.service",
+                "usr/local/lib/systemd/system/cbtfs-backup@.timer",
+                "usr/local/share/bash-completion/completions/cbtfs",
+                "sbin/mount.cbtfs"]
         docs = ["README", "FORMAT.md", "BENCHMARKS.md"] + [
             "docs/" + f for f in os.listdir(os.path.join(cb.TOP, "docs"))
             if f.endswith(".md")]
@@ -54,6 +64,16 @@ def main():
         check(got == sorted(want), "installed %s, expected %s" % (got, sorted(want)))
         exe = os.path.join(dest, "usr/local/bin/cbtfs")
         check(os.stat(exe).st_mode & 0o777 == 0o755, "cbtfs is not 0755")
+        helper = os.path.join(dest, "sbin/mount.cbtfs")
+        check(os.stat(helper).st_mode & 0o777 == 0o755, "mount.cbtfs is not 0755")
+        for f, line in ((helper, "cbtfs=%s/bin/cbtfs\n" % PREFIX),
+                        (os.path.join(dest, "usr/local/lib/systemd/system/"
+                                      "cbtfs-backup@.service"),
+                         "ExecStart=%s/bin/cbtfs backup " % PREFIX)):
+            with open(f) as fh:
+                text = fh.read()
+            check(line in text and "@BINDIR@" not in text,
+                  "%s does not run %s/bin/cbtfs" % (f, PREFIX))
 
         out = subprocess.run([exe, "--version"], capture_output=True,
                              text=True, check=True).stdout

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""The bash completion (dist/cbtfs.bash, installed for bash-completion):
+sourced in `bash -c`, it registers _cbtfs for cbtfs, and _cbtfs offers
+the commands (`cbtfs ba<TAB>` gives backup), each command's long
+options, every one that `cbtfs COMMAND --help` lists (so that they
+cannot drift apart) and none of another command's alone, files after
+--password-file (also as --password-file=), and directories for STORE
+and mount's MOUNTPOINT but nothing for a third argument."""
+import os
+import re
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import cbtfs as cb  # noqa: E402
+from cbtfs import check  # noqa: E402
+
+SCRIPT = os.path.join(cb.TOP, "dist", "cbtfs.bash")
+
+
+def complete(cwd, *words):
+    """What _cbtfs offers for the command line WORDS, the last being the
+    word under the cursor (bash splits --opt=value at "=" itself)."""
+    line = " ".join(words)
+    prog = ('source "$1"; shift; COMP_WORDS=("$@"); '
+            'COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); COMP_LINE=$2; '
+            'COMP_POINT=${#COMP_LINE}; _cbtfs; '
+            'printf "%s\\n" "${COMPREPLY[@]}"')
+    p = subprocess.run(["bash", "--norc", "-c", prog, "bash", SCRIPT, *words],
+                       cwd=cwd, capture_output=True, text=True)
+    check(p.returncode == 0 and p.stderr == "",
+          "%r: %d %r" % (line, p.returncode, p.stderr))
+    return sorted(w.rstrip() for w in p.stdout.splitlines() if w)
+
+
+def main():
+    p = subprocess.run(["bash", "--norc", "-c", 'source "$1"; complete -p cbtfs',
+                        "bash", SCRIPT], capture_output=True, text=True)
+    check(p.returncode == 0 and "-F _cbtfs" in p.stdout and p.stdout.rstrip()
+          .endswith(" cbtfs"), "complete -p cbtfs: %r %r" % (p.stdout, p.stderr))
+
+    with cb.Env() as env:
+        d = env.mkdir("work")
+        os.mkdir(os.path.join(d, "store"))
+        os.mkdir(os.path.join(d, "mnt"))
+        open(os.path.join(d, "pw"), "w").close()
+
+        check(complete(d, "cbtfs", "ba") == ["backup"], "cbtfs ba")
+        usage = subprocess.run([cb.cbtfs_binary(), "--help"], capture_output=True,
+                               text=True, check=True).stdout
+        commands = sorted(set(re.findall(r"^  cbtfs ([a-z]+) ", usage, re.M)))
+        check(complete(d, "cbtfs", "") == sorted(commands + ["--help", "--version"]),
+              "cbtfs <TAB>: %r" % complete(d, "cbtfs", ""))
+        options = {}
+        for c in commands:
+            text = subprocess.run([cb.cbtfs_binary(), c, "--help"],
+                                  capture_output=True, text=True, check=True).stdout
+            offered = {o.rstrip("=") for o in complete(d, "cbtfs", c, "--")}
+            options[c] = offered
+            listed = set(re.findall(r"--[a-z][a-z-]*", text))
+            check(listed <= offered, "cbtfs %s --<TAB> lacks %s"
+                  % (c, sorted(listed - offered)))
+            check("--help" in offered, "cbtfs %s --<TAB> lacks --help" % c)
+        check("--json" not in options["backup"] and "--server" not in options["ls"],
+              "options of other commands: %r" % options)
+        check(complete(d, "cbtfs", "backup", "--no-c") == ["--no-copy"],
+              "--no-c: %r" % complete(d, "cbtfs", "backup", "--no-c"))
+
+        check(complete(d, "cbtfs", "backup", "st", "--password-file", "p")
+              == ["pw"], "--password-file p")
+        check(complete(d, "cbtfs", "backup", "st", "--password-file", "=", "p")
+              == ["pw"], "--password-file=p")
+        check(complete(d, "cbtfs", "backup", "") == ["mnt", "store"],
+              "STORE: %r" % complete(d, "cbtfs", "backup", ""))
+        check(complete(d, "cbtfs", "mount", "--server", "h", "store", "")
+              == ["mnt", "store"], "MOUNTPOINT")
+        check(complete(d, "cbtfs", "ls", "store", "") == [], "ls STORE <TAB>")
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()

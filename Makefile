@@ -17,7 +17,7 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CHAIN_LIBS = $(shell pkg-config --libs libnbd gnutls libxxhash 2>/dev/null)
 XAPI_LIBS  = $(shell pkg-config --libs libcurl libxml-2.0 gnutls 2>/dev/null)
 GNUTLS_LIBS = $(shell pkg-config --libs gnutls 2>/dev/null)
-ALL_CFLAGS = -std=c17 -D_GNU_SOURCE -pthread -I. $(WARN) $(CFLAGS) $(SAN) $(PKG_CFLAGS)
+ALL_CFLAGS = -std=c17 -D_GNU_SOURCE -pthread -I. $(WARN) $(CPPFLAGS) $(CFLAGS) $(SAN) $(PKG_CFLAGS)
 ALL_LDFLAGS = -pthread $(SAN) $(LDFLAGS)
 
 COMMON_SRC = common/error.c common/log.c common/secbuf.c common/util.c \

@@ -71,6 +71,8 @@ FUZZ_DRIVER ?= $(BUILD)/tests/fuzz/replay.o
 FUZZ_LDFLAGS ?=
 FUZZ_SECONDS ?= 60
 
+# A package build sets it empty (debian/rules): Build-Depends installed
+# what it needs, and a package build must not run apt.
 DEPS_STAMP = $(BUILD)/.deps-ok
 
 # The version: `git describe` where the checkout has a tag, else the
@@ -92,7 +94,7 @@ DOCDIR  ?= $(PREFIX)/share/doc/cbtfs
 DOCS     = README FORMAT.md BENCHMARKS.md $(wildcard docs/*.md)
 
 .PHONY: FORCE all man install uninstall deps check check-unit check-e2e check-valgrind check-asan check-tsan \
-        check-crash fuzz demo bench clean
+        check-crash fuzz demo bench deb check-deb clean
 .DEFAULT_GOAL := all
 
 all: cbtfs $(PLUGIN) man
@@ -295,6 +297,18 @@ uninstall:
 	  $(addprefix $(DESTDIR)$(DOCDIR)/,$(notdir $(DOCS)))
 	-rmdir $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(DOCDIR)
 
+# The Debian package, from a copy of the working tree in $(BUILD)/deb
+# (scripts/deb.sh, debian/), checked with lintian.
+deb:
+	./scripts/install-deps.sh deb
+	./scripts/deb.sh $(abspath $(BUILD)/deb)
+
+# Installs that package with apt-get, runs the demo with the installed
+# cbtfs, and purges it: it changes the machine, so .ci/run runs it, not
+# make check.
+check-deb: deb $(DEPS_STAMP)
+	$(PYTHON) tests/check-deb.py $(BUILD)/deb/cbtfs_*.deb
+
 demo: all
 	$(PYTHON) scripts/demo.py ./cbtfs
 
@@ -306,6 +320,6 @@ bench: all $(BUILD)/tests/mkchain
 clean:
 	rm -rf build/asan build/fuzz $(BUILD)/cbtfs $(BUILD)/common $(BUILD)/xapi $(BUILD)/s3 \
 	  $(BUILD)/chain $(BUILD)/engine $(BUILD)/fs $(BUILD)/cli $(BUILD)/tests cbtfs \
-	  $(BUILD)/pic $(PLUGIN) $(MANPAGES)
+	  $(BUILD)/pic $(PLUGIN) $(MANPAGES) $(BUILD)/deb
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

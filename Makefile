@@ -17,7 +17,7 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CHAIN_LIBS = $(shell pkg-config --libs libnbd gnutls libxxhash 2>/dev/null)
 XAPI_LIBS  = $(shell pkg-config --libs libcurl libxml-2.0 gnutls 2>/dev/null)
 GNUTLS_LIBS = $(shell pkg-config --libs gnutls 2>/dev/null)
-ALL_CFLAGS = -std=c17 -D_GNU_SOURCE -pthread -I. $(WARN) $(CFLAGS) $(SAN) $(PKG_CFLAGS)
+ALL_CFLAGS = -std=c17 -D_GNU_SOURCE -pthread -I. $(WARN) $(CPPFLAGS) $(CFLAGS) $(SAN) $(PKG_CFLAGS)
 ALL_LDFLAGS = -pthread $(SAN) $(LDFLAGS)
 
 COMMON_SRC = common/error.c common/log.c common/secbuf.c common/util.c \
@@ -76,6 +76,8 @@ FUZZ_DRIVER ?= $(BUILD)/tests/fuzz/replay.o
 FUZZ_LDFLAGS ?=
 FUZZ_SECONDS ?= 60
 
+# A package build sets it empty (debian/rules): Build-Depends installed
+# what it needs, and a package build must not run apt.
 DEPS_STAMP = $(BUILD)/.deps-ok
 
 # The version: `git describe` where the checkout has a tag, else the
@@ -105,7 +107,7 @@ EXAMPLEDIR ?= $(DOCDIR)/examples
 UNITS    = cbtfs-backup@.service cbtfs-backup@.timer
 
 .PHONY: FORCE all man install uninstall deps check check-unit check-e2e check-valgrind check-asan check-tsan \
-        check-crash fuzz demo bench clean
+        check-crash fuzz demo bench deb check-deb clean
 .DEFAULT_GOAL := all
 
 all: cbtfs $(PLUGIN) man
@@ -322,6 +324,19 @@ uninstall:
 	  $(DESTDIR)$(BASHCOMPDIR)/cbtfs $(DESTDIR)$(EXAMPLEDIR)/mnt-backups.mount
 	-rmdir $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(EXAMPLEDIR) $(DESTDIR)$(DOCDIR)
 
+# The Debian package, from a copy of the working tree in $(BUILD)/deb
+# (scripts/deb.sh, debian/), checked with lintian.
+deb:
+	./scripts/install-deps.sh deb
+	./scripts/deb.sh $(abspath $(BUILD)/deb)
+
+# Installs that package with apt-get, runs the demo with the installed
+# cbtfs, and purges it: it changes the machine, so .ci/run runs it, not
+# make check.  deb after the stamp, not beside it: both may run apt.
+check-deb: $(DEPS_STAMP)
+	$(MAKE) deb
+	$(PYTHON) tests/check-deb.py $(BUILD)/deb/cbtfs_*.deb
+
 demo: all
 	$(PYTHON) scripts/demo.py ./cbtfs
 
@@ -333,6 +348,6 @@ bench: all $(BUILD)/tests/mkchain
 clean:
 	rm -rf build/asan build/fuzz $(BUILD)/cbtfs $(BUILD)/common $(BUILD)/xapi $(BUILD)/s3 \
 	  $(BUILD)/chain $(BUILD)/engine $(BUILD)/fs $(BUILD)/cli $(BUILD)/tests cbtfs \
-	  $(BUILD)/pic $(PLUGIN) $(MANPAGES)
+	  $(BUILD)/pic $(PLUGIN) $(MANPAGES) $(BUILD)/deb
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -83,6 +83,7 @@ def main():
         # same second is "…Z.2.img", which ls(1) would sort first).
         points = [p["name"] + ".img" for d in env.ls_json(store)["disks"]
                   if d["uuid"] == vm["disks"][0]["vdi"] for p in d["points"]]
+        seen = []
         for n in points:
             lm = env.path("loop")
             os.makedirs(lm, exist_ok=True)
@@ -90,8 +91,9 @@ def main():
                             os.path.join(disk, n), lm], check=True)
             try:
                 with open(os.path.join(lm, "etc", "motd")) as f:
-                    say("by-vm/demo-web/root/%s: /etc/motd says: %s"
-                        % (n, f.read().strip()))
+                    seen.append(f.read())
+                say("by-vm/demo-web/root/%s: /etc/motd says: %s"
+                    % (n, seen[-1].strip()))
             finally:
                 subprocess.run(["umount", lm], check=True)
         cb.unmount(mnt)
@@ -99,6 +101,12 @@ def main():
     with open("/proc/mounts") as f:
         left = [l for l in f if l.split()[1].startswith(mine + "/")]
     say("done; cbtfs mounts left: %d" % len(left))
+    # make check-deb runs the demo as its test: it fails unless every
+    # point showed the motd of its own backup.
+    if seen != motd:
+        print("demo: the points' /etc/motd read %r, not %r" % (seen, motd),
+              file=sys.stderr)
+        return 1
     return 1 if left else 0
 
 

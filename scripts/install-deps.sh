@@ -7,9 +7,33 @@
 # stand-in faithful) comes from python3-os-xenapi, which drags in ~70
 # OpenStack packages; it needs only the standard library, so we unpack
 # just that one .deb into build/xenapi instead of installing it.
+#
+# With the argument `deb`, it installs instead what `make deb` needs:
+# debhelper, lintian and debian/control's Build-Depends (so that they
+# are listed once), and nothing the tests need.
 set -eu
 
 top=$(cd "$(dirname "$0")/.." && pwd)
+
+if [ "${1:-}" = deb ]; then
+    missing=
+    for p in dpkg-dev debhelper lintian; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
+            missing="$missing $p"
+    done
+    if [ -z "$missing" ] && (cd "$top" && dpkg-checkbuilddeps) 2>/dev/null; then
+        exit 0
+    fi
+    [ "$(id -u)" = 0 ] || {
+        echo "install-deps: missing what make deb needs (run as root)" >&2; exit 1; }
+    echo "install-deps: installing$missing and debian/control's Build-Depends" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2 || true
+    # shellcheck disable=SC2086
+    [ -z "$missing" ] || apt-get install -y -qq --no-install-recommends $missing >&2
+    (cd "$top" && apt-get build-dep -y -qq --no-install-recommends ./) >&2
+    exit 0
+fi
 
 pkgs="build-essential pkg-config
       libfuse3-dev fuse3 libnbd-dev libcurl4-gnutls-dev libxml2-dev libxxhash-dev

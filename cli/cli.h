@@ -113,6 +113,12 @@ extern int cli_fail (void);
 extern int cli_s3_options (int *argc, char **argv)
   __attribute__ ((__nonnull__ (1, 2)));
 
+/* The configuration file's key NAME = VALUE, if it is an object store
+ * option's ("s3-endpoint"…): set it unless the environment (or the
+ * command line) has.  1 taken, 0 not such a key, -1 with err_*. */
+extern int cli_s3_file_key (const char *name, const char *value)
+  __attribute__ ((__nonnull__ (1, 2)));
+
 /* Whether STORE names an object store (not a directory to resolve). */
 extern bool cli_store_is_remote (const char *store)
   __attribute__ ((__nonnull__ (1)));

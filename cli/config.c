@@ -230,6 +230,9 @@ handle (void *user, const char *section, const char *name,
   /* Other sections are left to other uses of the file. */
   if (strcmp (section, "cbtfs") != 0)
     return 1;
+  /* The object store's options, which every command takes (s3.c). */
+  if ((b = cli_s3_file_key (name, value)) != 0)
+    return b == 1 ? 1 : fail_at (p, "%s", err_get ());
   i = longopt_index (p->longopts, name);
   if (i == -1 || strcmp (name, "help") == 0) {
     if (p->verbose)

@@ -3,7 +3,9 @@
  * before the command parses its own, and become the environment the
  * object store backend reads (chain/store/store.h): so the command
  * line wins over the environment, and children (a mount's daemon,
- * nbdkit for serve) see the same settings. */
+ * nbdkit for serve) see the same settings.  The configuration file's
+ * keys of the same names (config.c) set only what the environment
+ * does not: the environment wins over the file. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,6 +87,34 @@ apply (size_t i, const char *value)
   if (setenv (s3_opts[i].var, value ? value : "yes", 1) == -1) {
     err_sys (errno, "setenv");
     return -1;
+  }
+  return 0;
+}
+
+int
+cli_s3_file_key (const char *name, const char *value)
+{
+  for (size_t k = 0; k < ARRAY_SIZE (s3_opts); k++) {
+    const char *var = s3_opts[k].var ? s3_opts[k].var
+      : "AWS_SECRET_ACCESS_KEY";
+    const char *e = getenv (var);
+    int b;
+    if (strcmp (name, s3_opts[k].name + 2) != 0)
+      continue;
+    /* The command line (set before) and the environment win. */
+    if (e && *e)
+      return 1;
+    if (s3_opts[k].arg)
+      return apply (k, value) == -1 ? -1 : 1;
+    b = !strcmp (value, "yes") || !strcmp (value, "true")
+      || !strcmp (value, "on") || !strcmp (value, "1");
+    if (!b && strcmp (value, "no") && strcmp (value, "false")
+        && strcmp (value, "off") && strcmp (value, "0")) {
+      err_set (EINVAL, "%s = %s: expected yes or no (true/false, 1/0)",
+               name, value);
+      return -1;
+    }
+    return b ? (apply (k, NULL) == -1 ? -1 : 1) : 1;
   }
   return 0;
 }

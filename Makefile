@@ -233,6 +233,15 @@ $(BUILD)/tests/fuzz-manifest: $(BUILD)/tests/fuzz/fuzz-manifest.o $(CHAIN_OBJ) $
 $(BUILD)/tests/fuzz-layer: $(BUILD)/tests/fuzz/fuzz-layer.o $(CHAIN_OBJ) $(COMMON_OBJ) $(FUZZ_DRIVER)
 	$(CC) $(ALL_LDFLAGS) $(FUZZ_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 
+# The store contract on the object store backend: the same test built
+# with STORE_S3, run by tests/test-store-backend-s3.py against RGW.
+$(BUILD)/tests/unit/test-store-backend-s3.o: tests/unit/test-store-backend.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DSTORE_S3 -MMD -MP -c $< -o $@
+$(BUILD)/tests/test-store-backend-s3: $(BUILD)/tests/unit/test-store-backend-s3.o \
+                                     $(CHAIN_OBJ) $(S3_OBJ) $(COMMON_OBJ)
+	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) $(XAPI_LIBS) -o $@
+
 # s3/ against a real Ceph RGW: run by tests/test-s3-client.py, which
 # starts one.
 $(BUILD)/tests/s3probe: $(BUILD)/tests/s3/s3probe.o $(S3_OBJ) $(COMMON_OBJ)
@@ -259,7 +268,8 @@ fuzz: deps
 	  $(addprefix build/fuzz/tests/,$(FUZZ_TARGETS))
 	./tests/fuzz/run build/fuzz/tests $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
-check-e2e: $(BUILD)/cbtfs $(PLUGIN) $(BUILD)/tests/s3probe
+check-e2e: $(BUILD)/cbtfs $(PLUGIN) $(BUILD)/tests/s3probe \
+           $(BUILD)/tests/test-store-backend-s3
 	CBTFS=$(abspath $(BUILD)/cbtfs) S3PROBE=$(abspath $(BUILD)/tests/s3probe) \
 	  PYTHON=$(PYTHON) ./tests/run
 

@@ -8,6 +8,7 @@ per copy: the stand-in must see more than one VM's disk served at once
 17th), and every image in the store must be the VM's disk, byte for
 byte.  --jobs 0, a negative count or garbage is a usage error (exit 2).
 """
+# store-kinds: dir s3
 import os
 import sys
 
@@ -32,13 +33,13 @@ def main():
             _, vdi, guest, srv = cb.random_disk(s, env, "vm%d" % k, "d%d" % k,
                                                 SIZE)
             disks.append((k, vdi, guest))
-        store = env.path("store")
+        store = env.store()
 
         for bad in ("0", "-1", "abc", "", "4x", "65"):
             rc, _, err = env.cbtfs("backup", store, "--jobs", bad, *srv,
                                    ok=False)
             check(rc == 2, "--jobs %r exited %d, not 2: %s" % (bad, rc, err))
-        check(not os.path.exists(store), "a refused command made the store")
+        check(not env.store_exists(store), "a refused command made the store")
 
         # Slow NBD reads keep each copy going for a while, so that the
         # jobs' copies overlap whatever the machine's speed.

@@ -477,11 +477,14 @@ s3store_index_read (struct store_layer *h, void *buf, size_t len,
 
   pthread_rwlock_rdlock (&l->lock);
   /* Past what we know: another process may have committed more (our
-   * own commits are known as they land). */
-  if (!l->loaded || (off >= l->ilen && !l->writing)) {
+   * own commits are known as they land).  The core reads past the end
+   * once per scan of the index and once per window of records it
+   * keeps (layer-blocks.c), so this lists the index objects rarely. */
+  if (!l->loaded || (off + len > l->ilen && !l->writing)) {
     pthread_rwlock_unlock (&l->lock);
     pthread_rwlock_wrlock (&l->lock);
-    if ((!l->loaded || off >= l->ilen) && load_more (l) == -1) {
+    if ((!l->loaded || (off + len > l->ilen && !l->writing))
+        && load_more (l) == -1) {
       pthread_rwlock_unlock (&l->lock);
       return -1;
     }
@@ -640,6 +643,12 @@ s3store_writer_open (struct store_layer *h, uint64_t nblocks)
     goto out;
   }
   if (s3store_lease_take (l->ss, l->lease, "fill", what) == -1) {
+    if (errno == EWOULDBLOCK) {
+      char msg[512];
+      snprintf (msg, sizeof msg, "%s", err_get ());
+      err_set (EWOULDBLOCK, "%s (another cbtfs process: a backup, a fetch, "
+               "or a mount reading from it)", msg);
+    }
     free (l->lease);
     l->lease = NULL;
     goto out;

@@ -850,11 +850,15 @@ s3store_note_read (struct store *s, const char *disk, const char *note,
                s->where, note, disk, max);
       goto err;
     }
-    if ((nout = realloc (out, got + n + 1)) == NULL) {
+    if ((nout = realloc (out, got + n + 2)) == NULL) {
       err_set (ENOMEM, "out of memory");
       goto err;
     }
     out = nout;
+    /* A record that ends mid-line gets its newline, as a torn record
+     * of a directory store does (store.h). */
+    if (got > 0 && out[got - 1] != '\n' && n > 0)
+      out[got++] = '\n';
     memcpy (out + got, rec, n);
     got += n;
     any = true;

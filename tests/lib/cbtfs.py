@@ -41,6 +41,18 @@ def check(cond, msg):
         raise TestFailure(msg)
 
 
+def store_kind():
+    """The kind of store this run of the test uses: "dir" or "s3"
+    (tests/run sets CBTFS_TEST_STORE_KIND for tests that declare
+    "# store-kinds: dir s3")."""
+    return os.environ.get("CBTFS_TEST_STORE_KIND") or "dir"
+
+
+def is_dir_store(store):
+    """Whether STORE is a directory (whose files a test may look at)."""
+    return not str(store).startswith("s3://")
+
+
 def skip(reason):
     print("SKIP: " + reason)
     sys.exit(77)
@@ -75,6 +87,28 @@ class Env:
     def path(self, *parts):
         return os.path.join(self.dir, *parts)
 
+    def store(self, name="store"):
+        """Where a test keeps a store: a directory in the scratch
+        directory, or, when tests/run runs the test for object stores
+        (CBTFS_TEST_STORE_KIND=s3), a fresh prefix in the run's RGW
+        bucket, with the environment every cbtfs the test runs reads
+        to reach it.  Skips the test when there is no RGW."""
+        if store_kind() == "dir":
+            return self.path(name)
+        import rgw  # noqa: E402 (only object store runs need it)
+        path = os.environ.get("CBTFS_TEST_RGW")
+        if not path or not os.path.exists(path):
+            skip("no Ceph RGW for object store runs (tests/run starts one "
+                 "when Ceph is installed)")
+        r = rgw.Shared(path)
+        os.environ.update(AWS_ENDPOINT_URL=r.http_url, AWS_REGION=r.region,
+                          AWS_ACCESS_KEY_ID=r.access_key,
+                          AWS_SECRET_ACCESS_KEY=r.secret_key,
+                          CBTFS_S3_PATH_STYLE="yes",
+                          CBTFS_S3_ALLOW_HTTP="yes")
+        return "s3://%s/%s/%s" % (rgw.TEST_BUCKET,
+                                  os.path.basename(self.dir), name)
+
     def mkdir(self, *parts):
         p = self.path(*parts)
         os.makedirs(p, exist_ok=True)
@@ -102,6 +136,13 @@ class Env:
             raise TestFailure("%s exited %d: %s" % (" ".join(cmd), p.returncode,
                                                    p.stderr.strip()))
         return p.returncode, p.stdout, p.stderr
+
+    def store_exists(self, store):
+        """Whether STORE is a store (of either kind)."""
+        if is_dir_store(store):
+            return os.path.exists(store)
+        rc, _, _ = self.cbtfs("ls", store, ok=False)
+        return rc == 0
 
     def ls_json(self, store):
         _, out, _ = self.cbtfs("ls", store, "--json")

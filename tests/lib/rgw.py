@@ -17,11 +17,21 @@ verified on this kind of machine).  No ceph-mgr: S3 does not need it.
 
 Only the daemons this object started are ever stopped (by their PIDs,
 each checked to name our ceph.conf), and its directory is removed.
+
+tests/run starts one cluster for the whole run (`rgw.py --serve FILE`,
+which writes what a test needs to FILE as JSON and runs until
+SIGTERM) and names FILE in CBTFS_TEST_RGW; rgw.shared() then gives a
+test that cluster (and starts one of its own when there is none):
+
+    with rgw.shared() as r:              # the same attributes as above
+        ...
 """
 
 import json
 import os
 import shutil
+import signal
+import sys
 import socket
 import subprocess
 import tempfile
@@ -359,3 +369,61 @@ class Rgw:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# The bucket the run's cluster holds the tests' stores in (each store
+# under a prefix of its own: cbtfs.Env.store).
+TEST_BUCKET = "cbtfs-tests"
+
+# What a test of another process needs of a running cluster.
+SHARED_FIELDS = ("dir", "conf", "http_url", "https_url", "ca_file",
+                 "other_ca_file", "access_key", "secret_key", "region",
+                 "rgw_name")
+
+
+class Shared(Rgw):
+    """The run's cluster (tests/run), described by the JSON file PATH:
+    used, never stopped."""
+
+    def __init__(self, path):  # pylint: disable=super-init-not-called
+        with open(path) as f:
+            state = json.load(f)
+        for k in SHARED_FIELDS:
+            setattr(self, k, state[k])
+        self.procs = []
+        self.keep = True
+
+    def close(self):
+        pass
+
+
+def shared():
+    """The run's cluster if tests/run started one, else a new one."""
+    path = os.environ.get("CBTFS_TEST_RGW")
+    if path and os.path.exists(path):
+        return Shared(path)
+    return Rgw()
+
+
+def serve(path):
+    """Start a cluster, describe it in PATH (written whole, then
+    renamed: a reader sees all of it or nothing), run until SIGTERM."""
+    r = Rgw()
+    try:
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+        r.curl("PUT", TEST_BUCKET, check=True)
+        state = {k: getattr(r, k) for k in SHARED_FIELDS}
+        with open(path + ".tmp", "w") as f:
+            json.dump(state, f)
+        os.rename(path + ".tmp", path)
+        while True:
+            signal.pause()
+    finally:
+        r.close()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
+        serve(sys.argv[2])
+    else:
+        sys.exit("usage: rgw.py --serve STATE-FILE")

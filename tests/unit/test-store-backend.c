@@ -1,7 +1,11 @@
 /* The contract of chain/store/store.h, checked on a backend through
- * the interface alone: what any backend must do (the directory backend
- * here; a second backend runs the same checks).  What only the
- * directory format promises is tested in test-store.c. */
+ * the interface alone: what any backend must do.  Built twice: as
+ * test-store-backend on the directory backend, and with STORE_S3 as
+ * test-store-backend-s3, which runs the same checks on the object
+ * store backend in fresh prefixes of the bucket CBTFS_TEST_STORE
+ * names (s3://BUCKET; tests/test-store-backend-s3.py starts RGW and
+ * sets the AWS_* environment).  What only the directory format
+ * promises is tested in test-store.c. */
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -12,6 +16,9 @@
 
 #include "chain/store/store.h"
 #include "common/error.h"
+#ifdef STORE_S3
+#include "s3/s3.h"
+#endif
 #include "common/util.h"
 #include "check.h"
 
@@ -30,7 +37,17 @@ fresh_store (char **dir)
   struct store *s;
 
   *dir = make_tmpdir ();
+#ifdef STORE_S3
+  {
+    static unsigned n;
+    const char *bucket = getenv ("CBTFS_TEST_STORE");
+    char id[UUID_LEN + 1];
+    CHECK (bucket != NULL && make_uuid (id) == 0);
+    CHECK (asprintf (&path, "%s/t%u-%s", bucket, n++, id) > 0);
+  }
+#else
   CHECK (asprintf (&path, "%s/s", *dir) > 0);
+#endif
   s = store_open (path, true);
   CHECK (s != NULL);
   free (path);
@@ -219,9 +236,15 @@ test_layer (void)
   CHECK (store_commit (h, "R2", 2, 48) == 0);
   CHECK (store_index_read (h2, idx, sizeof idx, 44) == 6
          && memcmp (idx, "R1R1R2", 6) == 0);
-  /* A torn tail is cut where the core says. */
+  /* A torn tail is cut where the core says; an object store's index
+   * objects are whole or absent, so there it has none to cut. */
+#ifndef STORE_S3
   CHECK (store_index_cut (h, 48) == 0);
   CHECK (store_index_read (h2, idx, sizeof idx, 0) == 48);
+#else
+  CHECK (store_index_cut (h, 50) == 0);
+  CHECK_FAILS (store_index_cut (h, 48), EIO, "never needs");
+#endif
   store_blocks_drop (h, 3, 1);
 
   /* Closing the writer side lets another become the writer. */
@@ -270,6 +293,16 @@ test_replace (void)
   uint64_t g0, g1, g2;
 
   CHECK (store_disk_prepare (s, DISK) == 0 && store_lock (s, "prune", 0) == 0);
+#ifdef STORE_S3
+  /* Not yet: staging needs packs shared between layers (FORMAT.md). */
+  CHECK (store_layer_stage (s, DISK, SNAP, SNAP, "m\n", 2, NULL, 0, head, 40,
+                            8) == NULL && errno == EOPNOTSUPP);
+  store_close (s);
+  rm_rf (dir);
+  free (blk);
+  free (got);
+  return;
+#endif
   CHECK (store_generation (s, &g0) == 0);
   CHECK (store_layer_create (s, DISK, SNAP, "old\n", 4, "s1", 2, head, 40)
          == 0);
@@ -477,6 +510,9 @@ test_lock (void)
 int
 main (int argc, char **argv)
 {
+#ifdef STORE_S3
+  CHECK (s3_global_init () == 0 && store_backend_add (&store_s3) == 0);
+#endif
   if (argc == 3 && strcmp (argv[1], "--try-writer") == 0)
     return try_writer (argv[2]);
   self = argv[0];

@@ -33,7 +33,7 @@ def main():
         cb.skip("Ceph (ceph-mon, ceph-osd, radosgw) is not installed")
     cb.check(os.access(PROBE, os.X_OK), "%s not built (make %s)"
              % (PROBE, "build/tests/s3probe"))
-    with rgw.Rgw() as r:
+    with rgw.shared() as r:
         bucket = "cbtfs-probe"
         p = r.curl("PUT", bucket, "-o", "/dev/null", "-w", "%{http_code}")
         cb.check(p.stdout == b"200", "bucket create: %r" % p.stdout)

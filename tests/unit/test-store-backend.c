@@ -8,6 +8,7 @@
  * promises is tested in test-store.c. */
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -49,6 +50,8 @@ fresh_store (char **dir)
   CHECK (asprintf (&path, "%s/s", *dir) > 0);
 #endif
   s = store_open (path, true);
+  if (s == NULL)
+    fprintf (stderr, "store_open %s: %s\n", path, err_get ());
   CHECK (s != NULL);
   free (path);
   return s;

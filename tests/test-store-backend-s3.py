@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""The store contract (tests/unit/test-store-backend.c) on the object
+store backend: the unit test built with STORE_S3, run against the run's
+Ceph RGW (or one of its own) in fresh prefixes of a bucket, with the
+keys in its environment, never its argv.  Then the same run with the
+wrong secret must fail, naming the refused credentials.
+
+STORE_BACKEND_S3 overrides the binary's path (e.g. an ASan build's).
+Exit 0 when everything holds, 1 on failure, 77 without Ceph.
+"""
+
+import os
+import subprocess
+import sys
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "lib"))
+
+import cbtfs as cb  # noqa: E402
+import rgw  # noqa: E402
+
+BINARY = os.environ.get("STORE_BACKEND_S3") or os.path.join(
+    os.path.dirname(HERE), "build", "tests", "test-store-backend-s3")
+
+
+def run(r, secret):
+    env = dict(os.environ, AWS_ENDPOINT_URL=r.http_url, AWS_REGION=r.region,
+               AWS_ACCESS_KEY_ID=r.access_key, AWS_SECRET_ACCESS_KEY=secret,
+               CBTFS_S3_PATH_STYLE="yes", CBTFS_S3_ALLOW_HTTP="yes",
+               CBTFS_TEST_STORE="s3://%s/unit-%s" % (rgw.TEST_BUCKET,
+                                                    uuid.uuid4()))
+    p = subprocess.run([BINARY], env=env, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=600)
+    return p.returncode, p.stdout.decode(errors="replace")
+
+
+def main():
+    if not rgw.have_ceph():
+        cb.skip("Ceph (ceph-mon, ceph-osd, radosgw) is not installed")
+    cb.check(os.access(BINARY, os.X_OK), "%s not built" % BINARY)
+    with rgw.shared() as r:
+        if not isinstance(r, rgw.Shared):
+            r.curl("PUT", rgw.TEST_BUCKET, check=True)
+        rc, out = run(r, r.secret_key)
+        cb.check(rc == 0, "the store contract fails on the object store "
+                 "backend (rc %d):\n%s" % (rc, out))
+        rc, out = run(r, "not" + r.secret_key)
+        cb.check(rc != 0 and "credentials refused" in out,
+                 "a wrong secret was not refused (rc %d):\n%s" % (rc, out))
+        cb.check(r.secret_key not in out, "the secret in the output")
+
+
+if __name__ == "__main__":
+    main()

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <gnutls/crypto.h>
 #include <libxml/parser.h>
 
 #include "../common/error.h"
@@ -62,6 +63,9 @@ struct resp {
   bool too_big, oom;
   const void *up;               /* upload: remaining bytes */
   size_t up_len;
+  const void *up0;              /* upload: all of it, for a retry */
+  size_t up_len0;
+  int attempts;                 /* requests perform made */
 };
 
 int
@@ -459,16 +463,54 @@ http_error (s3_client *c, const char *where, const struct resp *r)
     err_set_class (ERR_SERVER);
 }
 
-/* Perform the request set up on C for WHERE; R gets the answer.  0 for
- * a 2xx status, else -1 with err_* set. */
+/* A request may fail for a moment: the server busy (503 SlowDown,
+ * 500, 502, 504), a connection dropped or timed out (a gateway
+ * restarting).  It is tried again after 0.25, 0.5, 1, 2 and 4 s,
+ * about 8 s in all, then the failure stands. */
+#define S3_TRIES 6
+
+static bool
+transient (CURLcode rc, long status)
+{
+  switch (rc) {
+  case CURLE_OK:
+    return status == 500 || status == 502 || status == 503 || status == 504;
+  case CURLE_COULDNT_CONNECT:
+  case CURLE_OPERATION_TIMEDOUT:
+  case CURLE_SEND_ERROR:
+  case CURLE_RECV_ERROR:
+  case CURLE_GOT_NOTHING:
+  case CURLE_PARTIAL_FILE:
+    return true;
+  default:
+    return false;
+  }
+}
+
+/* Perform the request set up on C for WHERE, again while it fails
+ * for a moment (transient); R gets the answer.  0 for a 2xx status,
+ * else -1 with err_* set. */
 static int
 perform (s3_client *c, const char *url, const char *where, struct resp *r)
 {
   CURLcode rc = curl_easy_setopt (c->curl, CURLOPT_URL, url);
+  unsigned wait_ms = 250;
 
-  if (rc == CURLE_OK)
+  r->up0 = r->up;
+  r->up_len0 = r->up_len;
+  for (r->attempts = 1; rc == CURLE_OK; r->attempts++) {
+    r->len = 0;
+    r->status = 0;
+    r->too_big = r->oom = false;
+    r->up = r->up0;
+    r->up_len = r->up_len0;
     rc = curl_easy_perform (c->curl);
-  curl_easy_getinfo (c->curl, CURLINFO_RESPONSE_CODE, &r->status);
+    curl_easy_getinfo (c->curl, CURLINFO_RESPONSE_CODE, &r->status);
+    if (r->attempts == S3_TRIES || !transient (rc, r->status))
+      break;
+    usleep (wait_ms * 1000);
+    wait_ms *= 2;
+  }
   if (rc != CURLE_OK && !(r->status >= 300 && r->too_big)) {
     transport_error (c, where, rc, r);
     return -1;
@@ -579,6 +621,31 @@ configured (CURLcode rc)
   return -1;
 }
 
+/* Whether KEY holds LEN bytes of BUF, as far as its size and ETag (the
+ * MD5 of a single-part object's bytes) tell. */
+static bool
+ours (s3_client *c, const char *key, const void *buf, size_t len)
+{
+  unsigned char md5[16];
+  char hex[2 * sizeof md5 + 3], *etag = NULL;
+  uint64_t size;
+  bool same;
+
+  if (gnutls_hash_fast (GNUTLS_DIG_MD5, buf, len, md5) != 0
+      || s3_head (c, key, &size, &etag) == -1)
+    return false;
+  hex[0] = '"';
+  for (size_t i = 0; i < sizeof md5; i++)
+    snprintf (hex + 1 + 2 * i, 3, "%02x", md5[i]);
+  strcpy (hex + 1 + 2 * sizeof md5, "\"");
+  same = size == len && (strcmp (etag, hex) == 0
+                         || strncmp (etag, hex + 1, 2 * sizeof md5) == 0);
+  free (etag);
+  if (!same)
+    err_set (EEXIST, "s3://%s/%s: already exists", c->bucket, key);
+  return same;
+}
+
 int
 s3_put (s3_client *c, const char *key, const void *buf, size_t len,
         bool create_only)
@@ -596,6 +663,11 @@ s3_put (s3_client *c, const char *key, const void *buf, size_t len,
   SETOPT (c->curl, CURLOPT_READDATA, &q.r);
   if (configured (rc) == 0)
     ret = perform (c, q.url, q.where, &q.r);
+  /* A create-only put tried again may find what its first try put
+   * before its answer was lost: that is success, not a taken key. */
+  if (ret == -1 && errno == EEXIST && create_only && q.r.attempts > 1
+      && ours (c, key, buf, len))
+    ret = 0;
  out:
   req_end (&q);
   return ret;

@@ -36,7 +36,7 @@ def main():
     usage = subprocess.run([cb.cbtfs_binary(), "--help"], capture_output=True,
                            text=True, check=True).stdout
     commands = re.findall(r"^  cbtfs ([a-z]+) ", usage, re.M)
-    options = set(re.findall(r"--[a-z][a-z-]*", usage))
+    options = set(re.findall(r"--[a-z][a-z0-9-]*", usage))
     check(len(commands) >= 9 and len(options) > 20, "usage: %r" % usage)
     for c in commands:
         check(re.search(r"^\s+%s\b" % c, text, re.M),

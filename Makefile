@@ -114,7 +114,7 @@ all: cbtfs $(PLUGIN) man
 
 # Man pages from POD with pod2man (perl's, always on Debian), as nbdkit
 # makes its own.
-MANPAGES = $(BUILD)/cbtfs.1 $(BUILD)/cbtfs-store.5
+MANPAGES = $(BUILD)/cbtfs.1 $(BUILD)/cbtfs-store.5 $(BUILD)/mount.cbtfs.8
 man: $(MANPAGES)
 $(BUILD)/%.1: man/%.pod VERSION
 	@mkdir -p $(dir $@)
@@ -123,6 +123,10 @@ $(BUILD)/%.1: man/%.pod VERSION
 $(BUILD)/%.5: man/%.pod VERSION
 	@mkdir -p $(dir $@)
 	pod2man --section=5 --center=cbtfs --release="cbtfs $(VERSION)" \
+	  --name=$(shell echo $* | tr a-z A-Z) --utf8 $< > $@.tmp && mv $@.tmp $@
+$(BUILD)/%.8: man/%.pod VERSION
+	@mkdir -p $(dir $@)
+	pod2man --section=8 --center=cbtfs --release="cbtfs $(VERSION)" \
 	  --name=$(shell echo $* | tr a-z A-Z) --utf8 $< > $@.tmp && mv $@.tmp $@
 
 # Install missing packages once per checkout (and when the list changes).
@@ -308,11 +312,13 @@ check-tsan: deps
 
 install: $(BUILD)/cbtfs $(PLUGIN) man
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(PLUGINDIR) \
-	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR)
+	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
+	  $(DESTDIR)$(DOCDIR)
 	install -m 755 $(BUILD)/cbtfs $(DESTDIR)$(BINDIR)/cbtfs
 	install -m 644 $(PLUGIN) $(DESTDIR)$(PLUGINDIR)/
 	install -m 644 $(BUILD)/cbtfs.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 644 $(BUILD)/cbtfs-store.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 644 $(BUILD)/mount.cbtfs.8 $(DESTDIR)$(MANDIR)/man8/
 	install -m 644 $(DOCS) $(DESTDIR)$(DOCDIR)/
 	install -d $(DESTDIR)$(MOUNTHELPERDIR) $(DESTDIR)$(UNITDIR) \
 	  $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(EXAMPLEDIR)
@@ -328,6 +334,7 @@ install: $(BUILD)/cbtfs $(PLUGIN) man
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/cbtfs $(DESTDIR)$(PLUGINDIR)/$(notdir $(PLUGIN)) \
 	  $(DESTDIR)$(MANDIR)/man1/cbtfs.1 $(DESTDIR)$(MANDIR)/man5/cbtfs-store.5 \
+	  $(DESTDIR)$(MANDIR)/man8/mount.cbtfs.8 \
 	  $(addprefix $(DESTDIR)$(DOCDIR)/,$(notdir $(DOCS))) \
 	  $(DESTDIR)$(MOUNTHELPERDIR)/mount.cbtfs \
 	  $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS)) \

@@ -174,7 +174,11 @@ usage (FILE *f, const char *sub)
     if (sub == NULL || strcmp (sub, text[i][0]) == 0)
       fprintf (f, "  %s\n", text[i][1]);
   fprintf (f, "  (every command also takes --config FILE: see man cbtfs, "
-           "CONFIGURATION)\n");
+           "CONFIGURATION)\n"
+           "  (every STORE may be s3://BUCKET[/PREFIX], with --s3-endpoint URL\n"
+           "   [--s3-region REGION] [--s3-access-key ID] [--s3-secret-file FILE]\n"
+           "   [--s3-ca-file PEM] [--s3-path-style] [--s3-allow-http]: "
+           "see man cbtfs)\n");
   if (sub == NULL)
     fprintf (f, "  cbtfs --version | --help | COMMAND --help\n"
              "exit status: 0 done, 1 some of the work failed, 2 usage or "

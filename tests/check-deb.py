@@ -5,12 +5,16 @@ check) leaves it out: it installs and purges a package on this machine.
 .ci/run runs it after make check.
 
 - the .deb: its version is VERSION's; Depends names what dpkg-shlibdeps
-  found and fuse3 (fusermount3) and nbdkit (serve); it carries no test
-  and no path of the tree it was built in, nothing in /usr/etc or
-  /usr/local, and every file in /etc is a conffile;
+  found and fuse3 (fusermount3) and nbdkit (serve); it carries what
+  `make install` installs: the binary, the plugin, the man pages, the
+  mount helper /sbin/mount.cbtfs, the systemd units and the bash
+  completion (the helper and the service running /usr/bin/cbtfs), and
+  no test and no path of the tree it was built in, nothing in /usr/etc
+  or /usr/local, and every file in /etc is a conffile;
 - `apt-get install ./cbtfs_*.deb`, refused if a cbtfs package is
   installed already (purging a user's is not ours to do);
-- /usr/bin/cbtfs --version says VERSION;
+- /usr/bin/cbtfs --version says VERSION; /sbin/mount.cbtfs -f takes
+  good options (exit 0) and refuses a bad one (exit 1);
 - the demo (scripts/demo.py) with /usr/bin/cbtfs: three backups from the
   XenServer stand-in, a mount, and every point's image loop-mounted
   showing the /etc/motd of its own backup;
@@ -64,8 +68,19 @@ def check_deb(deb, version, env):
     names = sorted(os.path.relpath(os.path.join(d, f), root)
                    for d, _, fs in os.walk(root) for f in fs)
     for want in ("usr/bin/cbtfs", "usr/lib/cbtfs/nbdkit-cbtfs-plugin.so",
-                 "usr/share/man/man1/cbtfs.1.gz", "usr/share/doc/cbtfs/copyright"):
+                 "usr/share/man/man1/cbtfs.1.gz", "usr/share/man/man5/cbtfs-store.5.gz",
+                 "usr/share/man/man8/mount.cbtfs.8.gz", "sbin/mount.cbtfs",
+                 "lib/systemd/system/cbtfs-backup@.service",
+                 "lib/systemd/system/cbtfs-backup@.timer",
+                 "usr/share/bash-completion/completions/cbtfs",
+                 "usr/share/doc/cbtfs/examples/mnt-backups.mount",
+                 "usr/share/doc/cbtfs/copyright"):
         check(want in names, "the package lacks %s: %s" % (want, names))
+    for f, line in (("sbin/mount.cbtfs", "cbtfs=%s\n" % EXE),
+                    ("lib/systemd/system/cbtfs-backup@.service",
+                     "ExecStart=%s backup " % EXE)):
+        with open(os.path.join(root, f)) as fh:
+            check(line in fh.read(), "%s does not run %s" % (f, EXE))
     # PREFIX=/usr, but configuration in /etc, and each file there a
     # conffile (dh_installdeb marks them), so an upgrade keeps the admin's.
     stray = [n for n in names if n.startswith(("usr/etc/", "usr/local/"))]
@@ -85,6 +100,16 @@ def check_deb(deb, version, env):
     for n in names:
         with open(os.path.join(root, n), "rb") as f:
             check(top not in f.read(), "%s holds the build's path %s" % (n, cb.TOP))
+
+
+def check_helper(env):
+    """The installed mount helper, faking (-f): it mounts nothing."""
+    store, mnt = env.mkdir("helper-store"), env.mkdir("helper-mnt")
+    for opts, want in (("ro,nofail,allow_other", 0), ("config", 1)):
+        p = subprocess.run(["/sbin/mount.cbtfs", store, mnt, "-f", "-o", opts],
+                           capture_output=True, text=True)
+        check(p.returncode == want, "mount.cbtfs -f -o %s exited %d, not %d: %r"
+              % (opts, p.returncode, want, p.stderr))
 
 
 def check_serve(env):
@@ -126,6 +151,7 @@ def main():
             check(installed(), "apt-get install did not install cbtfs")
             out = run(EXE, "--version")
             check(out.startswith("cbtfs %s\n" % version), "--version: %r" % out)
+            check_helper(env)
             demo = subprocess.run([sys.executable,
                                    os.path.join(cb.TOP, "scripts", "demo.py"), EXE])
             check(demo.returncode == 0, "the demo with %s exited %d"

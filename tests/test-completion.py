@@ -3,9 +3,13 @@
 sourced in `bash -c`, it registers _cbtfs for cbtfs, and _cbtfs offers
 the commands (`cbtfs ba<TAB>` gives backup), each command's long
 options, every one that `cbtfs COMMAND --help` lists (so that they
-cannot drift apart) and none of another command's alone, files after
---password-file (also as --password-file=), and directories for STORE
-and mount's MOUNTPOINT but nothing for a third argument."""
+cannot drift apart) and none of another command's alone, the object
+store's options (--s3-*, which `cbtfs --help` lists) for every command
+and before it, files after --password-file, --s3-secret-file and
+--s3-ca-file (also as --opt=), and directories for STORE and mount's
+MOUNTPOINT but nothing for a third argument, skipping options' values
+(also those that end a line of the script, and URLs bash splits at
+":") and taking s3://BUCKET as one argument."""
 import os
 import re
 import subprocess
@@ -57,12 +61,43 @@ def main():
                                   capture_output=True, text=True, check=True).stdout
             offered = {o.rstrip("=") for o in complete(d, "cbtfs", c, "--")}
             options[c] = offered
-            listed = set(re.findall(r"--[a-z][a-z-]*", text))
+            listed = set(re.findall(r"--[a-z][a-z0-9-]*", text))
             check(listed <= offered, "cbtfs %s --<TAB> lacks %s"
                   % (c, sorted(listed - offered)))
             check("--help" in offered, "cbtfs %s --<TAB> lacks --help" % c)
         check("--json" not in options["backup"] and "--server" not in options["ls"],
               "options of other commands: %r" % options)
+        # The object store's options: every command's, values or not.
+        s3 = set(re.findall(r"--s3-[a-z-]+", usage))
+        check(len(s3) == 7, "cbtfs --help lists %s" % sorted(s3))
+        for c in commands:
+            check(s3 <= options[c], "cbtfs %s --<TAB> lacks %s"
+                  % (c, sorted(s3 - options[c])))
+        check(complete(d, "cbtfs", "ls", "--s3-path") == ["--s3-path-style"],
+              "--s3-path: %r" % complete(d, "cbtfs", "ls", "--s3-path"))
+        check(complete(d, "cbtfs", "ls", "--s3-e") == ["--s3-endpoint="],
+              "--s3-e: %r" % complete(d, "cbtfs", "ls", "--s3-e"))
+        for opt in ("--s3-secret-file", "--s3-ca-file"):
+            check(complete(d, "cbtfs", "prune", "st", opt, "p") == ["pw"], opt)
+            check(complete(d, "cbtfs", "serve", opt, "=", "p") == ["pw"], opt + "=")
+            check(complete(d, "cbtfs", opt, "p") == ["pw"], "cbtfs %s p" % opt)
+        check(complete(d, "cbtfs", "--s3-path-style", "l") == ["ls"],
+              "a command after --s3-path-style")
+        check(complete(d, "cbtfs", "--s3-region", "eu", "--s3-endpoint", "=",
+                       "https", ":", "//h", ":", "9000", "mo") == ["mount"],
+              "a command after --s3-region VALUE --s3-endpoint=URL")
+        check(complete(d, "cbtfs", "--s3-endpoint", "https", ":", "//h",
+                       "mount", "s3", ":", "//b", "") == ["mnt", "store"],
+              "MOUNTPOINT after s3://BUCKET: %r" % complete(
+                  d, "cbtfs", "--s3-endpoint", "https", ":", "//h", "mount",
+                  "s3", ":", "//b", ""))
+        check(complete(d, "cbtfs", "ls", "--s3-region", "eu", "") == ["mnt", "store"],
+              "STORE after --s3-region VALUE")
+        check(complete(d, "cbtfs", "backup", "--nbd-connections", "4", "")
+              == ["mnt", "store"], "STORE after --nbd-connections VALUE")
+        check(complete(d, "cbtfs", "backup", "--config", "p") == ["pw"],
+              "--config p")
+
         check(complete(d, "cbtfs", "backup", "--no-c") == ["--no-copy"],
               "--no-c: %r" % complete(d, "cbtfs", "backup", "--no-c"))
 

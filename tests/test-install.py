@@ -2,9 +2,9 @@
 """`make install` into a DESTDIR, and `make uninstall`.
 
 - the tree: bin/cbtfs, lib/cbtfs/nbdkit-cbtfs-plugin.so, the man pages
-  in share/man/man1 and man5, README, FORMAT.md and docs/ in
-  share/doc/cbtfs, the example mount unit in share/doc/cbtfs/examples,
-  the systemd units in lib/systemd/system, the bash completion in
+  in share/man/man1, man5 and man8 (mount.cbtfs's), README, FORMAT.md
+  and docs/ in share/doc/cbtfs, the example mount unit in
+  share/doc/cbtfs/examples, the systemd units in lib/systemd/system, the bash completion in
   share/bash-completion/completions, mount.cbtfs in /sbin (not under
   PREFIX: libmount looks nowhere else), and nothing else;
 - mount.cbtfs and the backup service run the installed binary
@@ -50,6 +50,7 @@ def main():
                 "usr/local/lib/cbtfs/nbdkit-cbtfs-plugin.so",
                 "usr/local/share/man/man1/cbtfs.1",
                 "usr/local/share/man/man5/cbtfs-store.5",
+                "usr/local/share/man/man8/mount.cbtfs.8",
                 "usr/local/share/doc/cbtfs/examples/mnt-backups.mount",
                 "usr/local/lib/systemd/system/cbtfs-backup@.service",
                 "usr/local/lib/systemd/system/cbtfs-backup@.timer",

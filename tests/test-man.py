@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""The man pages (`make man`): cbtfs.1 and cbtfs-store.5 render with
-man(1) without a warning, and cbtfs.1 names every command and every
-long option the binary's usage text lists, so that they cannot drift
-apart."""
+"""The man pages (`make man`): cbtfs.1, cbtfs-store.5 and mount.cbtfs.8
+render with man(1) without a warning; cbtfs.1 names every command and
+every long option the binary's usage text lists, and mount.cbtfs.8
+every flag and every -o option of cbtfs mount's own that the helper
+(dist/mount.cbtfs.in) takes, so that they cannot drift apart."""
 import os
 import re
 import subprocess
@@ -35,7 +36,7 @@ def main():
     usage = subprocess.run([cb.cbtfs_binary(), "--help"], capture_output=True,
                            text=True, check=True).stdout
     commands = re.findall(r"^  cbtfs ([a-z]+) ", usage, re.M)
-    options = set(re.findall(r"--[a-z][a-z-]*", usage))
+    options = set(re.findall(r"--[a-z][a-z0-9-]*", usage))
     check(len(commands) >= 9 and len(options) > 20, "usage: %r" % usage)
     for c in commands:
         check(re.search(r"^\s+%s\b" % c, text, re.M),
@@ -44,7 +45,38 @@ def main():
         check(o in text, "cbtfs.1 does not mention %s" % o)
     for word in ("EXIT STATUS", "ENVIRONMENT", "FILES", "CBTFS_NBDKIT_PLUGIN"):
         check(word in text, "cbtfs.1 has no %s" % word)
-    print("ok: %d commands, %d options" % (len(commands), len(options)))
+    helper = check_helper_page(render(page("mount.cbtfs.8")))
+    print("ok: %d commands, %d options; mount.cbtfs: %d" % (len(commands),
+                                                         len(options), helper))
+
+
+def check_helper_page(text):
+    """mount.cbtfs.8 against the helper script: its getopts letters and
+    the -o options it turns into cbtfs mount's; the sections a section 8
+    page needs.  Returns how many options it checked."""
+    with open(os.path.join(cb.TOP, "dist", "mount.cbtfs.in")) as f:
+        script = f.read()
+    letters = re.search(r"getopts ([a-zA-Z:]+) ", script)
+    check(letters, "no getopts in mount.cbtfs.in")
+    flags = re.sub(r"[:tN]", "", letters.group(1))
+    keys = re.search(r"^\s*((?:[a-z-]+=\*\|)+[a-z-]+=\*)\)", script, re.M)
+    check(keys, "no option=VALUE case in mount.cbtfs.in")
+    keys = [k[:-1] for k in keys.group(1).split("|")]
+    check(len(flags) >= 4 and "config=" in keys, "%r %r" % (flags, keys))
+    check("mount.cbtfs SPEC DIR [-sfnv] [-o OPTIONS]" in text,
+          "mount.cbtfs.8 has no SYNOPSIS line: %r" % text[:600])
+    for c in flags:
+        check(re.search(r"^\s+-%s\b" % c, text, re.M),
+              "mount.cbtfs.8 does not describe -%s" % c)
+    for k in keys:
+        check('"%s"' % k in text, "mount.cbtfs.8 does not describe %s" % k)
+    for word in ("EXIT STATUS", "EXAMPLE", "SEE ALSO", "cbtfs(1)", "mount(8)",
+                 "fstab(5)", " cbtfs  ro,"):
+        check(word in text, "mount.cbtfs.8 has no %r" % word)
+    for status in ("0", "1", "32"):
+        check(re.search(r"^\s+%s\s" % status, text, re.M),
+              "mount.cbtfs.8 does not describe exit status %s" % status)
+    return len(flags) + len(keys)
 
 
 if __name__ == "__main__":

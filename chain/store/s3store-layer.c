@@ -1,34 +1,40 @@
 /* cbtfs: a layer in the object store backend (s3store.h).
  *
- * Blocks arrive in packs: a writer gathers the blocks it is given into
- * a buffer and, every S3STORE_PACK_BLOCKS blocks, puts the buffer as
- * the next pack object.  A commit puts what is gathered as one more
- * pack, then one index object naming the packs put since the last
- * commit (which block is at which place in each) and carrying the
- * core's records.  The layer's index is the concatenation of its index
- * objects' records; where a block lives is what the newest index
- * object naming it says.  A pack no index object names (a crash, a
- * failed commit) is never read; the next writer removes it.
+ * A layer has versions: its root names the current one, and a prune's
+ * merge (a stage) builds the next beside it and then puts the root
+ * again.  A version's blocks live in packs: a writer gathers the
+ * blocks it is given into a buffer and, every S3STORE_PACK_BLOCKS
+ * blocks, puts the buffer as its next pack P/packs/D/S.V.SEQ.  A
+ * commit puts what is gathered as one more pack, then one index object
+ * naming the packs put since the last commit (which block is at which
+ * place in each) and carrying the core's records.  The version's index
+ * is the concatenation of its index objects' records; where a block
+ * lives is what the newest index object naming it says.  A stage
+ * starts with an index object naming its base's packs, which it uses
+ * where they are: a merge costs what changes, not the base's size.  A
+ * pack no current version names (a crash, a failed commit, a replaced
+ * version, a removed layer) is never read, and is deleted by the
+ * layer's next writer or by the sweep (s3store-sweep.c).
  *
  * Index object SEQ >= 1 (little-endian):
- *   "CBTFS-I1"  magic, 8 bytes
- *   u32 packs, then per pack: u32 its SEQ, u32 blocks, u64 block × blocks
+ *   "CBTFS-I2"  magic, 8 bytes
+ *   u32 packs, then per pack: its layer's uuid (36 bytes), u32 version,
+ *     u32 SEQ, u32 blocks n, u64 block × n (UINT64_MAX: a place unused)
  *   u64 length of the records, the records
  *   u64 XXH3-64 of everything before
- * Index object 0 is the core's header alone, as store_layer_create was
- * given it.
+ * Index object 0 is the core's header alone, as it was given.
  *
  * Reads fetch a run of up to READ_RUN blocks of a pack in one ranged
  * GET and keep the last few runs: reading in order costs one request
  * per run, not one per block.
  *
- * Thread model: `lock` (a rwlock) guards the index, the block map and
- * the pack sizes: readers share it, loading more of the index takes it
- * exclusively.  `wlock` guards the writer's buffer and uploads; pack
- * uploads run outside it, from the writing threads, and `idle` tells
- * a commit when the last has ended.  `clock` guards the run cache;
- * requests never run under it.  No request runs under `lock` either,
- * except the loading of index objects.
+ * Thread model: `lock` (a rwlock) guards the version, the index, the
+ * block map and the pack table: readers share it, loading more of the
+ * index takes it exclusively.  `wlock` guards the writer's buffer and
+ * uploads; pack uploads run outside it, from the writing threads, and
+ * `idle` tells a commit when the last has ended.  `clock` guards the
+ * run cache; requests never run under it.  No request runs under
+ * `lock` either, except the loading of index objects.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -48,7 +54,15 @@
 #define BLOCK_SIZE (1u << BLOCK_SHIFT)
 #define READ_RUN 16             /* blocks per read request at most */
 #define CACHE_RUNS 8            /* runs kept per layer */
-#define INDEX_MAGIC "CBTFS-I1"
+#define INDEX_MAGIC "CBTFS-I2"
+#define NO_BLOCK UINT64_MAX         /* a pack place no block uses */
+#define VERSION_LEN 10
+
+/* A pack, as index objects name it. */
+struct pack {
+  char owner[UUID_LEN + 1];     /* the layer that put it */
+  uint32_t version, seq, n;     /* n: places (blocks) it has */
+};
 
 /* A pack put since the last commit. */
 struct upload {
@@ -68,18 +82,27 @@ struct s3_layer {
   struct s3_store *ss;
   char *where;                  /* s3://…/layers/D/S, for messages */
   char *prefix;                 /* P/layers/D/S/ */
-  char *snapshot;
+  char *vprefix;                /* P/layers/D/S/V/ once the version is known */
+  char *packs;                  /* P/packs/D/ */
+  char *disk, *snapshot;
+
+  /* A stage (s3store_layer_stage): the version it builds, and the root
+   * it puts when swapped in. */
+  bool stage, replaced;
+  char *manifest;
+  size_t man_len;
 
   pthread_rwlock_t lock;
+  uint32_t version;             /* 0 until read from the root */
   bool loaded;                  /* index objects 0..nobj-1 read */
   uint32_t nobj;
   uint8_t *index;               /* the core's bytes */
   uint64_t ilen;
   size_t icap;
-  uint64_t *mkey, *mval;        /* block+1 -> pack << 32 | slot; 0 empty */
+  uint64_t *mkey, *mval;        /* block+1 -> pack << 32 | place; 0 empty */
   size_t mcap, mlen;
-  uint32_t *packn;              /* blocks of each pack named, by SEQ */
-  size_t npackn;
+  struct pack *pk;              /* the packs named, by number */
+  size_t npk, pkcap;
 
   pthread_mutex_t wlock;
   pthread_cond_t idle;
@@ -106,8 +129,8 @@ sl_of (struct store_layer *h)
   return (struct s3_layer *) h;
 }
 
-struct store_layer *
-s3store_layer_open (struct store *s, const char *disk, const char *snapshot)
+static struct s3_layer *
+layer_new (struct store *s, const char *disk, const char *snapshot)
 {
   struct s3_store *ss = s3store_of (s);
   struct s3_layer *l = calloc (1, sizeof *l);
@@ -125,13 +148,56 @@ s3store_layer_open (struct store *s, const char *disk, const char *snapshot)
   if (asprintf (&l->where, "%s/layers/%s/%s", s->where, disk, snapshot) == -1)
     l->where = NULL;
   l->prefix = s3store_key (ss, "layers/%s/%s/", disk, snapshot);
+  l->packs = s3store_key (ss, "packs/%s/", disk);
+  l->disk = strdup (disk);
   l->snapshot = strdup (snapshot);
-  if (l->where == NULL || l->prefix == NULL || l->snapshot == NULL) {
+  if (l->where == NULL || l->prefix == NULL || l->packs == NULL
+      || l->disk == NULL || l->snapshot == NULL) {
     err_set (ENOMEM, "out of memory");
     s3store_layer_close (&l->base);
     return NULL;
   }
-  return &l->base;
+  return l;
+}
+
+/* Read the version L reads from now on.  Called with l->lock held
+ * exclusively, or before L is shared. */
+static int
+set_version (struct s3_layer *l, uint32_t version)
+{
+  free (l->vprefix);
+  l->version = version;
+  if (asprintf (&l->vprefix, "%s%010" PRIu32 "/", l->prefix, version) == -1) {
+    l->vprefix = NULL;
+    l->version = 0;
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+struct store_layer *
+s3store_layer_open (struct store *s, const char *disk, const char *snapshot)
+{
+  struct s3_layer *l = layer_new (s, disk, snapshot);
+
+  return l ? &l->base : NULL;
+}
+
+/* A stage closed before it was swapped in leaves nothing behind. */
+static void
+discard_stage (struct s3_layer *l)
+{
+  CLEANUP_FREE char *packs = NULL;
+
+  if (l->vprefix == NULL
+      || asprintf (&packs, "%s%s.%010" PRIu32 ".", l->packs, l->snapshot,
+                   l->version) == -1)
+    return;
+  if (s3store_delete_all (l->ss, l->vprefix) == -1
+      || s3store_delete_all (l->ss, packs) == -1)
+    log_warn ("%s: an unfinished merge's objects stay: %s (the next sweep "
+              "removes its packs)", l->where, err_get ());
 }
 
 void
@@ -143,19 +209,25 @@ s3store_layer_close (struct store_layer *h)
     return;
   l = sl_of (h);
   s3store_writer_close (h);
+  if (l->stage && !l->replaced)
+    discard_stage (l);
   for (size_t i = 0; i < CACHE_RUNS; i++)
     free (l->runs[i].buf);
   free (l->index);
   free (l->mkey);
   free (l->mval);
-  free (l->packn);
+  free (l->pk);
   pthread_rwlock_destroy (&l->lock);
   pthread_mutex_destroy (&l->wlock);
   pthread_cond_destroy (&l->idle);
   pthread_mutex_destroy (&l->clock);
   free (l->where);
   free (l->prefix);
+  free (l->vprefix);
+  free (l->packs);
+  free (l->disk);
   free (l->snapshot);
+  free (l->manifest);
   free (l);
 }
 
@@ -163,54 +235,6 @@ const char *
 s3store_layer_where (const struct store_layer *h)
 {
   return ((const struct s3_layer *) h)->where;
-}
-
-char *
-s3store_set_read (struct store_layer *h, size_t max, size_t *len)
-{
-  struct s3_layer *l = sl_of (h);
-  CLEANUP_FREE char *key = NULL;
-  void *buf;
-  char *text;
-  size_t n;
-
-  if (asprintf (&key, "%sset", l->prefix) == -1) {
-    err_set (ENOMEM, "out of memory");
-    return NULL;
-  }
-  if (s3store_get (l->ss, key, 0, 0, &buf, &n) == -1)
-    return NULL;
-  if (n > max) {
-    free (buf);
-    err_set (EFBIG, "%s/set: larger than %zu bytes", l->where, max);
-    return NULL;
-  }
-  text = realloc (buf, n + 1);
-  if (text == NULL) {
-    free (buf);
-    err_set (ENOMEM, "out of memory");
-    return NULL;
-  }
-  text[n] = '\0';
-  *len = n;
-  return text;
-}
-
-static int
-add_size (void *opaque, const char *key, uint64_t size)
-{
-  (void) key;
-  *(uint64_t *) opaque += size;
-  return 0;
-}
-
-int
-s3store_usage (struct store_layer *h, uint64_t *bytes)
-{
-  struct s3_layer *l = sl_of (h);
-
-  *bytes = 0;
-  return s3store_list (l->ss, l->prefix, NULL, add_size, bytes);
 }
 
 /* ---- the block map ---------------------------------------------------- */
@@ -221,10 +245,11 @@ slot_of (uint64_t key, size_t cap)
   return (size_t) (XXH3_64bits (&key, sizeof key) & (cap - 1));
 }
 
-/* Whether block B is in the map: *PACK and *SLOT say where.  Called
- * with l->lock held. */
+/* Whether block B is in the map: *PACK (a number in l->pk) and *PLACE
+ * say where.  Called with l->lock held. */
 static bool
-map_get (const struct s3_layer *l, uint64_t b, uint32_t *pack, uint32_t *slot)
+map_get (const struct s3_layer *l, uint64_t b, uint32_t *pack,
+         uint32_t *place)
 {
   if (l->mcap == 0)
     return false;
@@ -233,7 +258,7 @@ map_get (const struct s3_layer *l, uint64_t b, uint32_t *pack, uint32_t *slot)
       return false;
     if (l->mkey[i] == b + 1) {
       *pack = (uint32_t) (l->mval[i] >> 32);
-      *slot = (uint32_t) l->mval[i];
+      *place = (uint32_t) l->mval[i];
       return true;
     }
   }
@@ -253,10 +278,10 @@ map_put_nogrow (uint64_t *keys, uint64_t *vals, size_t cap, uint64_t key,
   vals[i] = val;
 }
 
-/* Block B is at SLOT of PACK (newer entries win).  Called with l->lock
- * held exclusively. */
+/* Block B is at PLACE of pack PACK (newer entries win).  Called with
+ * l->lock held exclusively. */
 static int
-map_put (struct s3_layer *l, uint64_t b, uint32_t pack, uint32_t slot)
+map_put (struct s3_layer *l, uint64_t b, uint32_t pack, uint32_t place)
 {
   if ((l->mlen + 1) * 10 > l->mcap * 7) {
     size_t ncap = l->mcap ? l->mcap * 2 : 1024, nlen = 0;
@@ -278,29 +303,36 @@ map_put (struct s3_layer *l, uint64_t b, uint32_t pack, uint32_t slot)
     l->mlen = nlen;
   }
   map_put_nogrow (l->mkey, l->mval, l->mcap, b + 1,
-                  (uint64_t) pack << 32 | slot, &l->mlen);
+                  (uint64_t) pack << 32 | place, &l->mlen);
   return 0;
 }
 
-/* Pack SEQ holds N blocks.  Called with l->lock held exclusively. */
+/* Add pack OWNER.VERSION.SEQ of N places to the table: its number into
+ * *AT.  Called with l->lock held exclusively. */
 static int
-packn_set (struct s3_layer *l, uint32_t seq, uint32_t n)
+pack_add (struct s3_layer *l, const char *owner, uint32_t version,
+          uint32_t seq, uint32_t n, uint32_t *at)
 {
-  if (seq >= l->npackn) {
-    size_t ncap = l->npackn ? l->npackn : 64;
-    uint32_t *nv;
-    while (ncap <= seq)
-      ncap *= 2;
-    nv = realloc (l->packn, ncap * sizeof *nv);
+  if (l->npk == UINT32_MAX) {
+    err_set (EFBIG, "%s: too many packs", l->where);
+    return -1;
+  }
+  if (l->npk == l->pkcap) {
+    size_t ncap = l->pkcap ? l->pkcap * 2 : 64;
+    struct pack *nv = realloc (l->pk, ncap * sizeof *nv);
     if (nv == NULL) {
       err_set (ENOMEM, "out of memory");
       return -1;
     }
-    memset (nv + l->npackn, 0, (ncap - l->npackn) * sizeof *nv);
-    l->packn = nv;
-    l->npackn = ncap;
+    l->pk = nv;
+    l->pkcap = ncap;
   }
-  l->packn[seq] = n;
+  memcpy (l->pk[l->npk].owner, owner, UUID_LEN);
+  l->pk[l->npk].owner[UUID_LEN] = '\0';
+  l->pk[l->npk].version = version;
+  l->pk[l->npk].seq = seq;
+  l->pk[l->npk].n = n;
+  *at = (uint32_t) l->npk++;
   return 0;
 }
 
@@ -328,48 +360,118 @@ index_add (struct s3_layer *l, const void *p, size_t n)
 
 /* ---- index objects ---------------------------------------------------- */
 
+/* A parsed index object: where its pack entries and records are. */
+struct iobj {
+  const uint8_t *packs, *packs_end;
+  uint32_t npacks;
+  const uint8_t *recs;
+  uint64_t rlen;
+};
+
+/* Check an index object (LEN bytes at P) and find its parts: 0, or -1
+ * for a damaged one (no err_*: the caller names it). */
+static int
+iobj_parse (const uint8_t *p, size_t len, struct iobj *o)
+{
+  const uint8_t *end = p + len, *q = p + 8;
+
+  if (len < 8 + 4 + 8 + 8 || memcmp (p, INDEX_MAGIC, 8) != 0
+      || get_le64 (end - 8) != XXH3_64bits (p, len - 8))
+    return -1;
+  end -= 8;
+  o->npacks = get_le32 (q);
+  q += 4;
+  o->packs = q;
+  for (uint32_t i = 0; i < o->npacks; i++) {
+    uint32_t n;
+    if (end - q < UUID_LEN + 12)
+      return -1;
+    n = get_le32 (q + UUID_LEN + 8);
+    q += UUID_LEN + 12;
+    if (n > S3STORE_PACK_BLOCKS || (size_t) (end - q) / 8 < n)
+      return -1;
+    q += 8 * (size_t) n;
+  }
+  o->packs_end = q;
+  if (end - q < 8)
+    return -1;
+  o->rlen = get_le64 (q);
+  q += 8;
+  if ((uint64_t) (end - q) != o->rlen)
+    return -1;
+  o->recs = q;
+  return 0;
+}
+
+/* The pack entry at *Q of an iobj: its fields, and *Q moved past it. */
+static void
+entry_next (const uint8_t **q, char owner[UUID_LEN + 1], uint32_t *version,
+            uint32_t *seq, uint32_t *n, const uint8_t **blocks)
+{
+  memcpy (owner, *q, UUID_LEN);
+  owner[UUID_LEN] = '\0';
+  *version = get_le32 (*q + UUID_LEN);
+  *seq = get_le32 (*q + UUID_LEN + 4);
+  *n = get_le32 (*q + UUID_LEN + 8);
+  *blocks = *q + UUID_LEN + 12;
+  *q = *blocks + 8 * (size_t) *n;
+}
+
+int
+s3store_index_packs (const uint8_t *p, size_t len, s3store_pack_fn fn,
+                     void *opaque)
+{
+  const uint8_t *q, *blocks;
+  char owner[UUID_LEN + 1], name[UUID_LEN + 32];
+  uint32_t version, seq, n;
+  struct iobj o;
+
+  if (iobj_parse (p, len, &o) == -1) {
+    err_set (EIO, "a damaged index object");
+    return -1;
+  }
+  for (q = o.packs; q < o.packs_end;) {
+    entry_next (&q, owner, &version, &seq, &n, &blocks);
+    snprintf (name, sizeof name, "%s.%010" PRIu32 ".%010" PRIu32, owner,
+              version, seq);
+    if (fn (opaque, name) == -1)
+      return -1;
+  }
+  return 0;
+}
+
 /* Apply index object SEQ (>= 1), LEN bytes at P.  Called with l->lock
  * held exclusively. */
 static int
 apply_index_object (struct s3_layer *l, uint32_t seq, const uint8_t *p,
                     size_t len)
 {
-  const uint8_t *end = p + len, *q = p + 8;
-  uint32_t npacks;
-  uint64_t rlen;
+  const uint8_t *q, *blocks;
+  char owner[UUID_LEN + 1];
+  uint32_t version, pseq, n, at;
+  struct iobj o;
 
-  if (len < 8 + 4 + 8 + 8 || memcmp (p, INDEX_MAGIC, 8) != 0
-      || get_le64 (end - 8) != XXH3_64bits (p, len - 8))
-    goto bad;
-  end -= 8;
-  npacks = get_le32 (q);
-  q += 4;
-  for (uint32_t i = 0; i < npacks; i++) {
-    uint32_t pseq, n;
-    if (end - q < 8)
-      goto bad;
-    pseq = get_le32 (q);
-    n = get_le32 (q + 4);
-    q += 8;
-    if (n > S3STORE_PACK_BLOCKS || (size_t) (end - q) / 8 < n)
-      goto bad;
-    if (packn_set (l, pseq, n) == -1)
-      return -1;
-    for (uint32_t j = 0; j < n; j++, q += 8)
-      if (map_put (l, get_le64 (q), pseq, j) == -1)
-        return -1;
+  if (iobj_parse (p, len, &o) == -1) {
+    err_set (EIO, "%s/i/%010" PRIu32 ": damaged index object", l->where,
+             seq);
+    return -1;
   }
-  if (end - q < 8)
-    goto bad;
-  rlen = get_le64 (q);
-  q += 8;
-  if ((uint64_t) (end - q) != rlen)
-    goto bad;
-  return index_add (l, q, rlen);
-
- bad:
-  err_set (EIO, "%s/i/%010" PRIu32 ": damaged index object", l->where, seq);
-  return -1;
+  for (q = o.packs; q < o.packs_end;) {
+    entry_next (&q, owner, &version, &pseq, &n, &blocks);
+    if (!is_uuid (owner)) {
+      err_set (EIO, "%s/i/%010" PRIu32 ": damaged index object", l->where,
+               seq);
+      return -1;
+    }
+    if (pack_add (l, owner, version, pseq, n, &at) == -1)
+      return -1;
+    for (uint32_t j = 0; j < n; j++) {
+      uint64_t b = get_le64 (blocks + 8 * (size_t) j);
+      if (b != NO_BLOCK && map_put (l, b, at, j) == -1)
+        return -1;
+    }
+  }
+  return index_add (l, o.recs, o.rlen);
 }
 
 struct seqs {
@@ -405,16 +507,15 @@ collect_seq (void *opaque, const char *key, uint64_t size)
   return 0;
 }
 
-/* The SEQs under the layer's SUB ("i/", "p/") after AFTER (or all). */
+/* The SEQs of keys PREFIX + SEQ, after AFTER (or all). */
 static int
-list_seqs (struct s3_layer *l, const char *sub, const uint32_t *after,
+list_seqs (struct s3_layer *l, const char *prefix, const uint32_t *after,
            struct seqs *s)
 {
-  CLEANUP_FREE char *prefix = NULL, *from = NULL;
+  CLEANUP_FREE char *from = NULL;
 
   memset (s, 0, sizeof *s);
-  if (asprintf (&prefix, "%s%s", l->prefix, sub) == -1
-      || (after && asprintf (&from, "%s%010" PRIu32, prefix, *after) == -1)) {
+  if (after && asprintf (&from, "%s%010" PRIu32, prefix, *after) == -1) {
     err_set (ENOMEM, "out of memory");
     return -1;
   }
@@ -427,22 +528,37 @@ list_seqs (struct s3_layer *l, const char *sub, const uint32_t *after,
 }
 
 /* Read the index objects written since the last look, in order, up to
- * the first gap (one being written now).  Called with l->lock held
- * exclusively. */
+ * the first gap (one being written now); first, the version to read.
+ * Called with l->lock held exclusively. */
 static int
 load_more (struct s3_layer *l)
 {
-  uint32_t last = l->nobj - 1;
+  CLEANUP_FREE char *iprefix = NULL;
+  uint32_t last = l->nobj - 1, v;
   struct seqs s;
   int ret = 0;
 
-  if (list_seqs (l, "i/", l->nobj ? &last : NULL, &s) == -1)
+  if (l->version == 0) {
+    if (s3store_root_read (l->ss, l->disk, l->snapshot, &v, NULL, 0,
+                           NULL) == -1) {
+      if (errno == ENOENT)
+        err_set (ENOENT, "%s: no such layer", l->where);
+      return -1;
+    }
+    if (set_version (l, v) == -1)
+      return -1;
+  }
+  if (asprintf (&iprefix, "%si/", l->vprefix) == -1) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  if (list_seqs (l, iprefix, l->nobj ? &last : NULL, &s) == -1)
     return -1;
   for (size_t i = 0; i < s.n && s.v[i] == l->nobj; i++) {
     CLEANUP_FREE char *key = NULL;
     void *buf;
     size_t len;
-    if (asprintf (&key, "%si/%010" PRIu32, l->prefix, s.v[i]) == -1) {
+    if (asprintf (&key, "%s%010" PRIu32, iprefix, s.v[i]) == -1) {
       err_set (ENOMEM, "out of memory");
       ret = -1;
       break;
@@ -465,6 +581,19 @@ load_more (struct s3_layer *l)
   free (s.v);
   if (ret == 0)
     l->loaded = true;
+  return ret;
+}
+
+/* Make sure L knows its version and index.  Called without l->lock. */
+static int
+ensure_loaded (struct s3_layer *l)
+{
+  int ret = 0;
+
+  pthread_rwlock_wrlock (&l->lock);
+  if (!l->loaded)
+    ret = load_more (l);
+  pthread_rwlock_unlock (&l->lock);
   return ret;
 }
 
@@ -496,19 +625,81 @@ s3store_index_read (struct store_layer *h, void *buf, size_t len,
   return n;
 }
 
+char *
+s3store_set_read (struct store_layer *h, size_t max, size_t *len)
+{
+  struct s3_layer *l = sl_of (h);
+  CLEANUP_FREE char *key = NULL;
+  void *buf;
+  char *text;
+  size_t n;
+
+  if (ensure_loaded (l) == -1)
+    return NULL;
+  if (asprintf (&key, "%sset", l->vprefix) == -1) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  if (s3store_get (l->ss, key, 0, 0, &buf, &n) == -1)
+    return NULL;
+  if (n > max) {
+    free (buf);
+    err_set (EFBIG, "%s/set: larger than %zu bytes", l->where, max);
+    return NULL;
+  }
+  text = realloc (buf, n + 1);
+  if (text == NULL) {
+    free (buf);
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  text[n] = '\0';
+  *len = n;
+  return text;
+}
+
+static int
+add_size (void *opaque, const char *key, uint64_t size)
+{
+  (void) key;
+  *(uint64_t *) opaque += size;
+  return 0;
+}
+
+/* What the layer's version takes: its own objects, and the blocks of
+ * every pack it reads from (a pack two layers share counts for both,
+ * as a directory store's linked file does). */
+int
+s3store_usage (struct store_layer *h, uint64_t *bytes)
+{
+  struct s3_layer *l = sl_of (h);
+  uint64_t own = 0, blocks = 0;
+
+  if (ensure_loaded (l) == -1
+      || s3store_list (l->ss, l->vprefix, NULL, add_size, &own) == -1)
+    return -1;
+  pthread_rwlock_rdlock (&l->lock);
+  for (size_t i = 0; i < l->npk; i++)
+    blocks += l->pk[i].n;
+  pthread_rwlock_unlock (&l->lock);
+  *bytes = own + (blocks << BLOCK_SHIFT);
+  return 0;
+}
+
 /* ---- reading blocks --------------------------------------------------- */
 
-/* Copy block (PACK, SLOT) from a kept run into BUF: whether it was. */
+/* Copy block (PACK, PLACE) from a kept run into BUF: whether it was. */
 static bool
-from_runs (struct s3_layer *l, uint32_t pack, uint32_t slot, void *buf)
+from_runs (struct s3_layer *l, uint32_t pack, uint32_t place, void *buf)
 {
   bool hit = false;
 
   pthread_mutex_lock (&l->clock);
   for (size_t i = 0; i < CACHE_RUNS; i++) {
     struct run *r = &l->runs[i];
-    if (r->n && r->pack == pack && slot >= r->slot && slot < r->slot + r->n) {
-      memcpy (buf, r->buf + ((size_t) (slot - r->slot) << BLOCK_SHIFT),
+    if (r->n && r->pack == pack && place >= r->slot
+        && place < r->slot + r->n) {
+      memcpy (buf, r->buf + ((size_t) (place - r->slot) << BLOCK_SHIFT),
               BLOCK_SIZE);
       r->used = ++l->tick;
       hit = true;
@@ -519,9 +710,9 @@ from_runs (struct s3_layer *l, uint32_t pack, uint32_t slot, void *buf)
   return hit;
 }
 
-/* Keep the run of N blocks in P (taking it) from SLOT of PACK. */
+/* Keep the run of N blocks in P (taking it) from PLACE of PACK. */
 static void
-keep_run (struct s3_layer *l, uint32_t pack, uint32_t slot, uint32_t n,
+keep_run (struct s3_layer *l, uint32_t pack, uint32_t place, uint32_t n,
           uint8_t *p)
 {
   struct run *victim;
@@ -533,11 +724,25 @@ keep_run (struct s3_layer *l, uint32_t pack, uint32_t slot, uint32_t n,
       victim = &l->runs[i];
   free (victim->buf);
   victim->pack = pack;
-  victim->slot = slot;
+  victim->slot = place;
   victim->n = n;
   victim->buf = p;
   victim->used = ++l->tick;
   pthread_mutex_unlock (&l->clock);
+}
+
+/* The key of pack PK (malloc'd). */
+static char *
+pack_key (const struct s3_layer *l, const struct pack *pk)
+{
+  char *key;
+
+  if (asprintf (&key, "%s%s.%010" PRIu32 ".%010" PRIu32, l->packs, pk->owner,
+                pk->version, pk->seq) == -1) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  return key;
 }
 
 ssize_t
@@ -545,28 +750,39 @@ s3store_block_read (struct store_layer *h, uint64_t b, void *buf)
 {
   struct s3_layer *l = sl_of (h);
   CLEANUP_FREE char *key = NULL;
-  uint32_t pack, slot, n = 0;
+  uint32_t pack, place, n = 0;
   bool found;
   void *p;
   size_t got;
 
   pthread_rwlock_rdlock (&l->lock);
-  found = map_get (l, b, &pack, &slot);
-  if (found)
-    n = pack < l->npackn ? l->packn[pack] : 0;
+  found = map_get (l, b, &pack, &place);
+  if (!found && !l->writing) {
+    /* Named by an index object this handle has not read yet. */
+    pthread_rwlock_unlock (&l->lock);
+    pthread_rwlock_wrlock (&l->lock);
+    found = map_get (l, b, &pack, &place);
+    if (!found && load_more (l) == -1) {
+      pthread_rwlock_unlock (&l->lock);
+      return -1;
+    }
+    found = found || map_get (l, b, &pack, &place);
+  }
+  if (found) {
+    n = l->pk[pack].n;
+    key = pack_key (l, &l->pk[pack]);
+  }
   pthread_rwlock_unlock (&l->lock);
-  if (!found || slot >= n) {
+  if (!found || place >= n) {
     err_set (EIO, "%s: block %" PRIu64 " is in no pack", l->where, b);
     return -1;
   }
-  if (from_runs (l, pack, slot, buf))
-    return BLOCK_SIZE;
-  n = MIN (n - slot, READ_RUN);
-  if (asprintf (&key, "%sp/%010" PRIu32, l->prefix, pack) == -1) {
-    err_set (ENOMEM, "out of memory");
+  if (key == NULL)
     return -1;
-  }
-  if (s3store_get (l->ss, key, (uint64_t) slot << BLOCK_SHIFT,
+  if (from_runs (l, pack, place, buf))
+    return BLOCK_SIZE;
+  n = MIN (n - place, READ_RUN);
+  if (s3store_get (l->ss, key, (uint64_t) place << BLOCK_SHIFT,
                    (uint64_t) n << BLOCK_SHIFT, &p, &got) == -1)
     return -1;
   /* A pack cut short: what is there is given, the rest is damage the
@@ -578,7 +794,7 @@ s3store_block_read (struct store_layer *h, uint64_t b, void *buf)
   }
   memcpy (buf, p, BLOCK_SIZE);
   if ((got >> BLOCK_SHIFT) > 1)
-    keep_run (l, pack, slot, got >> BLOCK_SHIFT, p);
+    keep_run (l, pack, place, got >> BLOCK_SHIFT, p);
   else
     free (p);
   return BLOCK_SIZE;
@@ -586,41 +802,70 @@ s3store_block_read (struct store_layer *h, uint64_t b, void *buf)
 
 /* ---- writing ---------------------------------------------------------- */
 
-static int
-delete_pack (struct s3_layer *l, uint32_t seq)
+/* The prefix of the packs this version puts: P/packs/D/S.V. */
+static char *
+own_packs (const struct s3_layer *l)
 {
-  CLEANUP_FREE char *key = NULL;
+  char *p;
 
-  if (asprintf (&key, "%sp/%010" PRIu32, l->prefix, seq) == -1) {
+  if (asprintf (&p, "%s%s.%010" PRIu32 ".", l->packs, l->snapshot,
+                l->version) == -1) {
     err_set (ENOMEM, "out of memory");
-    return -1;
+    return NULL;
   }
-  return s3store_delete (l->ss, key);
+  return p;
 }
 
-/* Remove the packs no index object names (a crashed or failed
- * writer's) and number new ones after every pack there is.  Called as
- * the writer, with l->lock held exclusively. */
+/* Remove this version's packs no index object names (a crashed or
+ * failed writer's) and number new ones after every one there is.
+ * Called as the writer, with l->lock held exclusively. */
 static int
 clear_unnamed_packs (struct s3_layer *l)
 {
+  CLEANUP_FREE char *prefix = own_packs (l);
   struct seqs s;
 
-  if (list_seqs (l, "p/", NULL, &s) == -1)
+  if (prefix == NULL || list_seqs (l, prefix, NULL, &s) == -1)
     return -1;
   l->next_pack = 0;
-  for (size_t i = 0; i < l->npackn; i++)
-    if (l->packn[i])
-      l->next_pack = i + 1;
+  for (size_t i = 0; i < l->npk; i++)
+    if (l->pk[i].version == l->version
+        && strcmp (l->pk[i].owner, l->snapshot) == 0
+        && l->pk[i].seq >= l->next_pack)
+      l->next_pack = l->pk[i].seq + 1;
   for (size_t i = 0; i < s.n; i++) {
+    CLEANUP_FREE char *key = NULL;
+    bool named = s.v[i] < l->next_pack;
     if (s.v[i] >= l->next_pack)
       l->next_pack = s.v[i] + 1;
-    if ((s.v[i] >= l->npackn || l->packn[s.v[i]] == 0)
-        && delete_pack (l, s.v[i]) == -1)
-      log_warn ("%s", err_get ());
+    /* Below the highest named, every pack this version put is named:
+     * packs are put, and named, in order.  Above it, none is. */
+    if (named)
+      continue;
+    if (asprintf (&key, "%s%010" PRIu32, prefix, s.v[i]) == -1
+        || s3store_delete (l->ss, key) == -1)
+      log_warn ("%s: %s", l->where, err_get ());
   }
   free (s.v);
   return 0;
+}
+
+/* A handle that read a version a prune has since replaced must not
+ * write into it: what it put would never be read.  Called with
+ * l->lock held. */
+static int
+check_current (struct s3_layer *l)
+{
+  uint32_t v;
+
+  if (s3store_root_read (l->ss, l->disk, l->snapshot, &v, NULL, 0, NULL)
+      == -1)
+    return -1;
+  if (v == l->version)
+    return 0;
+  err_set (ESTALE, "%s was replaced (version %" PRIu32 ", not %" PRIu32
+           "): open it again", l->where, v, l->version);
+  return -1;
 }
 
 int
@@ -656,6 +901,8 @@ s3store_writer_open (struct store_layer *h, uint64_t nblocks)
   pthread_rwlock_wrlock (&l->lock);
   ret = load_more (l);
   if (ret == 0)
+    ret = check_current (l);
+  if (ret == 0)
     ret = clear_unnamed_packs (l);
   if (ret == 0)
     l->writing = true;
@@ -690,12 +937,14 @@ static void
 put_pack (struct s3_layer *l, uint32_t seq, uint8_t *buf, uint64_t *blocks,
           uint32_t n)
 {
-  CLEANUP_FREE char *key = NULL;
+  CLEANUP_FREE char *prefix = own_packs (l), *key = NULL;
   int r = -1;
 
-  if (asprintf (&key, "%sp/%010" PRIu32, l->prefix, seq) == -1)
+  if (prefix && asprintf (&key, "%s%010" PRIu32, prefix, seq) == -1) {
+    key = NULL;
     err_set (ENOMEM, "out of memory");
-  else
+  }
+  if (key)
     r = s3store_put (l->ss, key, buf, (size_t) n << BLOCK_SHIFT, false);
   free (buf);
   pthread_mutex_lock (&l->wlock);
@@ -780,36 +1029,65 @@ s3store_blocks_write (struct store_layer *h, uint64_t first, const void *buf,
   return 0;
 }
 
-/* The index object for the packs put since the last commit and RECS
- * (malloc'd, *LEN bytes).  Called with wlock held. */
+/* An index object naming NPACKS packs, each by FN's answer for pack I
+ * (its owner, version, seq, places and blocks), with RLEN bytes of
+ * RECS (malloc'd, *LEN bytes). */
+typedef void (*entry_fn) (void *opaque, size_t i, const char **owner,
+                          uint32_t *version, uint32_t *seq, uint32_t *n,
+                          const uint64_t **blocks);
+
 static uint8_t *
-index_object (struct s3_layer *l, const void *recs, size_t rlen, size_t *len)
+index_object (size_t npacks, entry_fn fn, void *opaque, const void *recs,
+              size_t rlen, size_t *len)
 {
   size_t n = 8 + 4 + 8 + rlen + 8;
+  const char *owner;
+  const uint64_t *blocks;
+  uint32_t version, seq, nb;
   uint8_t *o, *q;
 
-  for (size_t i = 0; i < l->nups; i++)
-    n += 8 + 8 * (size_t) l->ups[i].n;
+  for (size_t i = 0; i < npacks; i++) {
+    fn (opaque, i, &owner, &version, &seq, &nb, &blocks);
+    n += UUID_LEN + 12 + 8 * (size_t) nb;
+  }
   if ((o = malloc (n)) == NULL) {
     err_set (ENOMEM, "out of memory");
     return NULL;
   }
   memcpy (o, INDEX_MAGIC, 8);
-  put_le32 (o + 8, (uint32_t) l->nups);
+  put_le32 (o + 8, (uint32_t) npacks);
   q = o + 12;
-  for (size_t i = 0; i < l->nups; i++) {
-    put_le32 (q, l->ups[i].seq);
-    put_le32 (q + 4, l->ups[i].n);
-    q += 8;
-    for (uint32_t j = 0; j < l->ups[i].n; j++, q += 8)
-      put_le64 (q, l->ups[i].blocks[j]);
+  for (size_t i = 0; i < npacks; i++) {
+    fn (opaque, i, &owner, &version, &seq, &nb, &blocks);
+    memcpy (q, owner, UUID_LEN);
+    put_le32 (q + UUID_LEN, version);
+    put_le32 (q + UUID_LEN + 4, seq);
+    put_le32 (q + UUID_LEN + 8, nb);
+    q += UUID_LEN + 12;
+    for (uint32_t j = 0; j < nb; j++, q += 8)
+      put_le64 (q, blocks[j]);
   }
   put_le64 (q, rlen);
-  memcpy (q + 8, recs, rlen);
+  if (rlen)
+    memcpy (q + 8, recs, rlen);
   q += 8 + rlen;
   put_le64 (q, XXH3_64bits (o, q - o));
   *len = n;
   return o;
+}
+
+/* index_object's FN for the packs this writer put (l->ups). */
+static void
+upload_entry (void *opaque, size_t i, const char **owner, uint32_t *version,
+              uint32_t *seq, uint32_t *n, const uint64_t **blocks)
+{
+  struct s3_layer *l = opaque;
+
+  *owner = l->snapshot;
+  *version = l->version;
+  *seq = l->ups[i].seq;
+  *n = l->ups[i].n;
+  *blocks = l->ups[i].blocks;
 }
 
 /* Forget the packs put since the last commit.  Called with wlock. */
@@ -822,18 +1100,20 @@ drop_uploads (struct s3_layer *l)
   l->failed = 0;
 }
 
-/* What the committed index object SEQ (packs in l->ups, RECS) adds to
- * the map and the index.  Called with wlock held. */
+/* What the committed index object (packs in l->ups, RECS) adds to the
+ * map and the index.  Called with wlock held. */
 static int
 apply_commit (struct s3_layer *l, const void *recs, size_t rlen)
 {
+  uint32_t at;
   int ret = 0;
 
   pthread_rwlock_wrlock (&l->lock);
   for (size_t i = 0; i < l->nups && ret == 0; i++) {
-    ret = packn_set (l, l->ups[i].seq, l->ups[i].n);
+    ret = pack_add (l, l->snapshot, l->version, l->ups[i].seq, l->ups[i].n,
+                    &at);
     for (uint32_t j = 0; j < l->ups[i].n && ret == 0; j++)
-      ret = map_put (l, l->ups[i].blocks[j], l->ups[i].seq, j);
+      ret = map_put (l, l->ups[i].blocks[j], at, j);
   }
   if (ret == 0)
     ret = index_add (l, recs, rlen);
@@ -843,12 +1123,26 @@ apply_commit (struct s3_layer *l, const void *recs, size_t rlen)
   return ret;
 }
 
+/* Put index object SEQ of this version (create-only: nobody else
+ * writes it). */
+static int
+put_index_object (struct s3_layer *l, uint32_t seq, const uint8_t *obj,
+                  size_t len)
+{
+  CLEANUP_FREE char *key = NULL;
+
+  if (asprintf (&key, "%si/%010" PRIu32, l->vprefix, seq) == -1) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  return s3store_put (l->ss, key, obj, len, true);
+}
+
 int
 s3store_commit (struct store_layer *h, const void *recs, size_t len,
                 uint64_t at)
 {
   struct s3_layer *l = sl_of (h);
-  CLEANUP_FREE char *key = NULL;
   CLEANUP_FREE uint8_t *obj = NULL;
   size_t olen;
   int ret = -1;
@@ -873,11 +1167,8 @@ s3store_commit (struct store_layer *h, const void *recs, size_t len,
              l->where, at, l->ilen);
     goto out;
   }
-  obj = index_object (l, recs, len, &olen);
-  if (obj == NULL
-      || asprintf (&key, "%si/%010" PRIu32, l->prefix, l->nobj) == -1)
-    goto out;
-  if (s3store_put (l->ss, key, obj, olen, true) == -1)
+  obj = index_object (l->nups, upload_entry, l, recs, len, &olen);
+  if (obj == NULL || put_index_object (l, l->nobj, obj, olen) == -1)
     goto out;
   ret = apply_commit (l, recs, len);
  out:
@@ -924,4 +1215,202 @@ s3store_writer_close (struct store_layer *h)
   l->writing = false;
   pthread_rwlock_unlock (&l->lock);
   pthread_mutex_unlock (&l->wlock);
+}
+
+/* ---- stages (prune's merges) ------------------------------------------ */
+
+/* The base's packs as the stage names them: per pack, which block is
+ * at each place (NO_BLOCK where none the base reads). */
+struct inherit {
+  const struct s3_layer *base;
+  uint64_t **places;            /* per pack of the base, n entries */
+  uint32_t *used;               /* the packs with a block the base reads */
+};
+
+static void
+inherit_entry (void *opaque, size_t i, const char **owner, uint32_t *version,
+               uint32_t *seq, uint32_t *n, const uint64_t **blocks)
+{
+  struct inherit *in = opaque;
+  const struct pack *pk = &in->base->pk[in->used[i]];
+
+  *owner = pk->owner;
+  *version = pk->version;
+  *seq = pk->seq;
+  *n = pk->n;
+  *blocks = in->places[in->used[i]];
+}
+
+/* Index object 1 of stage ST: the packs of BASE with the blocks BASE
+ * reads from them, as the stage's own (no record vouches for them
+ * yet), and the same map and pack table in ST.  A pack of which BASE
+ * reads nothing is left out. */
+static int
+inherit (struct s3_layer *st, struct s3_layer *base)
+{
+  struct inherit in = { .base = base };
+  CLEANUP_FREE uint8_t *obj = NULL;
+  size_t olen, used = 0;
+  int ret = -1;
+
+  in.places = calloc (base->npk ? base->npk : 1, sizeof *in.places);
+  in.used = malloc ((base->npk ? base->npk : 1) * sizeof *in.used);
+  if (in.places == NULL || in.used == NULL) {
+    free (in.places);
+    free (in.used);
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  for (size_t i = 0; i < base->mcap; i++) {
+    uint32_t p, place;
+    if (base->mkey[i] == 0)
+      continue;
+    p = (uint32_t) (base->mval[i] >> 32);
+    place = (uint32_t) base->mval[i];
+    if (in.places[p] == NULL) {
+      if ((in.places[p] = malloc (base->pk[p].n * sizeof (uint64_t))) == NULL)
+        goto nomem;
+      for (uint32_t j = 0; j < base->pk[p].n; j++)
+        in.places[p][j] = NO_BLOCK;
+      in.used[used++] = p;
+    }
+    in.places[p][place] = base->mkey[i] - 1;
+  }
+  if (used > 0) {
+    obj = index_object (used, inherit_entry, &in, NULL, 0, &olen);
+    if (obj == NULL || put_index_object (st, 1, obj, olen) == -1)
+      goto out;
+    pthread_rwlock_wrlock (&st->lock);
+    ret = apply_index_object (st, 1, obj, olen);
+    if (ret == 0)
+      st->nobj++;
+    pthread_rwlock_unlock (&st->lock);
+  }
+  else
+    ret = 0;
+  goto out;
+
+ nomem:
+  err_set (ENOMEM, "out of memory");
+ out:
+  for (size_t i = 0; i < base->npk; i++)
+    free (in.places[i]);
+  free (in.places);
+  free (in.used);
+  return ret;
+}
+
+/* Put the stage's first objects (set, header) and its base's packs. */
+static int
+stage_begin (struct s3_layer *st, const char *base, const void *set,
+             size_t slen, const void *head, size_t hlen)
+{
+  CLEANUP_FREE char *skey = NULL, *ikey = NULL, *packs = own_packs (st);
+  struct s3_layer *b;
+  int ret;
+
+  /* A stage of this version a crash left: gone first. */
+  if (packs == NULL || s3store_delete_all (st->ss, st->vprefix) == -1
+      || s3store_delete_all (st->ss, packs) == -1)
+    return -1;
+  if (asprintf (&skey, "%sset", st->vprefix) == -1
+      || asprintf (&ikey, "%si/%010u", st->vprefix, 0u) == -1) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  if ((set && s3store_put (st->ss, skey, set, slen, false) == -1)
+      || s3store_put (st->ss, ikey, head, hlen, true) == -1)
+    return -1;
+  pthread_rwlock_wrlock (&st->lock);
+  ret = index_add (st, head, hlen);
+  st->nobj = 1;
+  st->loaded = true;
+  pthread_rwlock_unlock (&st->lock);
+  if (ret == -1)
+    return -1;
+  b = layer_new (st->base.store, st->disk, base);
+  if (b == NULL)
+    return -1;
+  ret = ensure_loaded (b);
+  if (ret == 0)
+    ret = inherit (st, b);
+  s3store_layer_close (&b->base);
+  return ret;
+}
+
+struct store_layer *
+s3store_layer_stage (struct store *s, const char *disk, const char *snapshot,
+                     const char *base, const void *manifest, size_t mlen,
+                     const void *set, size_t slen, const void *head,
+                     size_t hlen, uint64_t nblocks)
+{
+  struct s3_store *ss = s3store_of (s);
+  struct s3_layer *st;
+  uint32_t v;
+
+  (void) nblocks;
+  if (s3store_root_read (ss, disk, snapshot, &v, NULL, 0, NULL) == -1)
+    return NULL;
+  if (v == UINT32_MAX) {
+    err_set (EFBIG, "%s: layer %s has no version left", s->where, snapshot);
+    return NULL;
+  }
+  st = layer_new (s, disk, snapshot);
+  if (st == NULL)
+    return NULL;
+  st->stage = true;
+  st->manifest = malloc (mlen ? mlen : 1);
+  if (st->manifest == NULL) {
+    err_set (ENOMEM, "out of memory");
+    goto err;
+  }
+  memcpy (st->manifest, manifest, mlen);
+  st->man_len = mlen;
+  /* What the old version held, and what this one leaves if it is never
+   * swapped in, go with the sweep. */
+  if (set_version (st, v + 1) == -1 || s3store_sweep_mark (ss, disk) == -1
+      || stage_begin (st, base, set, slen, head, hlen) == -1)
+    goto err;
+  /* The stage is its own writer: its version is nobody else's yet, and
+   * the caller is the writer of the layer (store.h). */
+  pthread_rwlock_wrlock (&st->lock);
+  st->writing = true;
+  st->next_pack = 0;
+  pthread_rwlock_unlock (&st->lock);
+  return &st->base;
+
+ err:
+  s3store_layer_close (&st->base);
+  return NULL;
+}
+
+/* The root's PUT is the swap: from it on, readers that open the layer
+ * read the new version.  The old version's objects go now; its packs,
+ * which the new one may use, go with the sweep. */
+int
+s3store_layer_replace (struct store_layer *h)
+{
+  struct s3_layer *l = sl_of (h);
+  CLEANUP_FREE char *old = NULL;
+
+  if (!l->stage || l->replaced) {
+    err_set (EINVAL, "%s: not a stage", l->where);
+    return -1;
+  }
+  pthread_mutex_lock (&l->wlock);
+  while (l->inflight > 0)
+    pthread_cond_wait (&l->idle, &l->wlock);
+  pthread_mutex_unlock (&l->wlock);
+  if (s3store_root_put (l->ss, l->disk, l->snapshot, l->version, l->manifest,
+                        l->man_len, false) == -1)
+    return -1;
+  l->replaced = true;
+  pthread_rwlock_wrlock (&l->lock);
+  l->writing = false;
+  pthread_rwlock_unlock (&l->lock);
+  if (asprintf (&old, "%s%010" PRIu32 "/", l->prefix, l->version - 1) == -1
+      || s3store_delete_all (l->ss, old) == -1)
+    log_warn ("%s: the replaced version's objects stay: %s", l->where,
+              err_get ());
+  return 0;
 }

@@ -269,6 +269,19 @@ list_keys (struct s3_store *ss, const char *prefix, struct keys *k)
   return 0;
 }
 
+int
+s3store_keys (struct s3_store *ss, const char *prefix, char ***keys,
+              size_t *n)
+{
+  struct keys k;
+
+  if (list_keys (ss, prefix, &k) == -1)
+    return -1;
+  *keys = k.v;
+  *n = k.n;
+  return 0;
+}
+
 static int
 delete_one (void *opaque, const char *key, uint64_t size)
 {
@@ -444,6 +457,9 @@ s3store_close (struct store *s)
 
   if (ss->locked) {
     CLEANUP_FREE char *key = s3store_key (ss, "lock");
+    /* Still the only writer of the store: what removals and replaces
+     * left unused goes now. */
+    s3store_sweep (ss);
     if (key == NULL || s3store_delete (ss, key) == -1)
       log_warn ("%s: cannot let the store's lock go: %s (the next "
                 "command on this host takes it over)", s->where, err_get ());
@@ -583,8 +599,10 @@ s3store_lock (struct store *s, const char *who, double wait)
     sleep_for (left < LOCK_POLL ? left : LOCK_POLL);
   }
   ss->locked = true;
-  /* Nobody else writes now: what trash/ holds is a crashed run's. */
+  /* Nobody else writes now: what trash/ holds is a crashed run's, and
+   * a sweep it did not finish is finished. */
   empty_trash (ss);
+  s3store_sweep (ss);
   return 0;
 }
 
@@ -694,14 +712,90 @@ read_object (struct s3_store *ss, const char *key, size_t max, size_t *len)
   return text;
 }
 
+/* A root is "cbtfs-root 1 V\n" and the manifest: the version a reader
+ * of the layer reads, put in the same PUT as the manifest it goes
+ * with. */
+#define ROOT_MAGIC "cbtfs-root 1 "
+
+int
+s3store_root_read (struct s3_store *ss, const char *disk,
+                   const char *snapshot, uint32_t *version, char **manifest,
+                   size_t max, size_t *len)
+{
+  CLEANUP_FREE char *key = s3store_key (ss, "roots/%s/%s", disk, snapshot);
+  CLEANUP_FREE char *text = NULL;
+  size_t n, hl;
+  unsigned v;
+  int used;
+
+  if (key == NULL)
+    return -1;
+  if (manifest)
+    text = read_object (ss, key, max + 64, &n);
+  else {
+    /* The version alone: the first line is enough. */
+    void *buf;
+    if (s3store_get (ss, key, 0, 32, &buf, &n) == -1)
+      return -1;
+    text = strndup (buf, n);
+    free (buf);
+    if (text == NULL)
+      err_set (ENOMEM, "out of memory");
+  }
+  if (text == NULL)
+    return -1;
+  if (n < strlen (ROOT_MAGIC) + 11
+      || strncmp (text, ROOT_MAGIC, strlen (ROOT_MAGIC)) != 0
+      || sscanf (text + strlen (ROOT_MAGIC), "%10u%n", &v, &used) != 1
+      || used != 10 || text[strlen (ROOT_MAGIC) + 10] != '\n' || v == 0) {
+    err_set (EIO, "s3://%s/%s: not a layer's root", ss->o.bucket, key);
+    return -1;
+  }
+  *version = v;
+  hl = strlen (ROOT_MAGIC) + 11;
+  if (manifest) {
+    if (n - hl > max) {
+      err_set (EFBIG, "s3://%s/%s: a manifest larger than %zu bytes",
+               ss->o.bucket, key, max);
+      return -1;
+    }
+    memmove (text, text + hl, n - hl + 1);
+    *len = n - hl;
+    *manifest = text;
+    text = NULL;
+  }
+  return 0;
+}
+
+int
+s3store_root_put (struct s3_store *ss, const char *disk, const char *snapshot,
+                  uint32_t version, const void *manifest, size_t mlen,
+                  bool create_only)
+{
+  CLEANUP_FREE char *key = s3store_key (ss, "roots/%s/%s", disk, snapshot);
+  CLEANUP_FREE char *text = NULL;
+  int hl;
+
+  if (key == NULL || (text = malloc (mlen + 64)) == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  hl = snprintf (text, 64, ROOT_MAGIC "%010" PRIu32 "\n", version);
+  memcpy (text + hl, manifest, mlen);
+  return s3store_put (ss, key, text, hl + mlen, create_only);
+}
+
 static char *
 s3store_manifest_read (struct store *s, const char *disk,
                        const char *snapshot, size_t max, size_t *len)
 {
-  struct s3_store *ss = s3store_of (s);
-  CLEANUP_FREE char *key = s3store_key (ss, "roots/%s/%s", disk, snapshot);
+  char *text;
+  uint32_t v;
 
-  return key ? read_object (ss, key, max, len) : NULL;
+  if (s3store_root_read (s3store_of (s), disk, snapshot, &v, &text, max,
+                         len) == -1)
+    return NULL;
+  return text;
 }
 
 /* The set and the index's first object go first, the root last: the
@@ -715,14 +809,13 @@ s3store_layer_create (struct store *s, const char *disk, const char *snapshot,
                       const void *head, size_t hlen)
 {
   struct s3_store *ss = s3store_of (s);
-  CLEANUP_FREE char *root = s3store_key (ss, "roots/%s/%s", disk, snapshot);
-  CLEANUP_FREE char *skey = s3store_key (ss, "layers/%s/%s/set", disk,
-                                         snapshot);
-  CLEANUP_FREE char *ikey = s3store_key (ss, "layers/%s/%s/i/%010u", disk,
-                                         snapshot, 0u);
+  CLEANUP_FREE char *skey = s3store_key (ss, "layers/%s/%s/%010u/set", disk,
+                                         snapshot, 1u);
+  CLEANUP_FREE char *ikey = s3store_key (ss, "layers/%s/%s/%010u/i/%010u",
+                                         disk, snapshot, 1u, 0u);
   int have;
 
-  if (root == NULL || skey == NULL || ikey == NULL)
+  if (skey == NULL || ikey == NULL)
     return -1;
   have = s3store_has_layer (s, disk, snapshot);
   if (have == -1)
@@ -735,12 +828,21 @@ s3store_layer_create (struct store *s, const char *disk, const char *snapshot,
   if ((set && s3store_put (ss, skey, set, slen, false) == -1)
       || s3store_put (ss, ikey, head, hlen, false) == -1)
     return -1;
-  return s3store_put (ss, root, manifest, mlen, true);
+  return s3store_root_put (ss, disk, snapshot, 1, manifest, mlen, true);
+}
+
+int
+s3store_sweep_mark (struct s3_store *ss, const char *disk)
+{
+  CLEANUP_FREE char *key = s3store_key (ss, "sweep/%s", disk);
+
+  return key ? s3store_put (ss, key, "", 0, false) : -1;
 }
 
 /* Marked in trash/ first, so that the next lock holder finishes what a
  * crash interrupts; the root goes first, so the layer is not listed
- * from then on, and what it held after. */
+ * from then on, and what it held after.  Its packs, which other layers
+ * may use, go with the next sweep. */
 static int
 s3store_layer_remove (struct store *s, const char *disk, const char *snapshot)
 {
@@ -757,34 +859,13 @@ s3store_layer_remove (struct store *s, const char *disk, const char *snapshot)
     err_set (ENOENT, "%s: no layer %s of disk %s", s->where, snapshot, disk);
     return -1;
   }
-  if (s3store_put (ss, mark, "", 0, false) == -1
+  if (s3store_sweep_mark (ss, disk) == -1
+      || s3store_put (ss, mark, "", 0, false) == -1
       || s3store_delete (ss, root) == -1)
     return -1;
   if (s3store_delete_all (ss, data) == 0)
     s3store_delete (ss, mark);
   return 0;
-}
-
-/* Merging layers needs a stage that shares its base's packs; not yet
- * (FORMAT.md). */
-static struct store_layer *
-s3store_layer_stage (struct store *s, const char *disk, const char *snapshot,
-                     const char *base, const void *manifest, size_t mlen,
-                     const void *set, size_t slen, const void *head,
-                     size_t hlen, uint64_t nblocks)
-{
-  (void) disk; (void) snapshot; (void) base; (void) manifest; (void) mlen;
-  (void) set; (void) slen; (void) head; (void) hlen; (void) nblocks;
-  err_set (EOPNOTSUPP, "%s: merging layers in an object store is not "
-           "supported yet", s->where);
-  return NULL;
-}
-
-static int
-s3store_layer_replace (struct store_layer *h)
-{
-  err_set (EOPNOTSUPP, "%s: cannot replace a layer", h->store->where);
-  return -1;
 }
 
 /* ---- notes -------------------------------------------------------------

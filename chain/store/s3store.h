@@ -1,25 +1,30 @@
 /* cbtfs: the object store backend's own parts, shared by s3store.c
- * (the store) and s3store-layer.c (its layers).  Nothing outside this
- * folder includes it but the programs that add the backend
- * (store_backend_add).  The layout is FORMAT.md's "Object stores":
+ * (the store), s3store-layer.c (its layers) and s3store-sweep.c (the
+ * removal of packs no layer uses).  Nothing outside this folder
+ * includes it.  The layout is FORMAT.md's "Object stores":
  *
  *   P/cbtfs-store                 marker, as a directory store's
  *   P/lock                        lease of the one backup, prune or forget
  *   P/generation                  a decimal count of changes (for mounts)
  *   P/trash/D/S                   a layer being removed
+ *   P/sweep/D                     disk D may hold packs no layer uses
  *   P/disks/D                     one empty object per disk
- *   P/roots/D/S                   layer S of disk D: its manifest; the layer
- *                                 exists when this object does
+ *   P/roots/D/S                   layer S of disk D: "cbtfs-root 1 V\n" and
+ *                                 its manifest; the layer exists when this
+ *                                 object does, and is its version V
  *   P/notes/D/NOTE/SEQ[.base]     a note's records, one object each
- *   P/layers/D/S/set              the layer's block set
  *   P/layers/D/S/writer           lease of the layer's one writer
- *   P/layers/D/S/i/SEQ            index objects: SEQ 0 the core's header,
- *                                 then one per commit (packs + records)
- *   P/layers/D/S/p/SEQ            packs: blocks, 64 KiB each, back to back
+ *   P/layers/D/S/V/set            version V's block set
+ *   P/layers/D/S/V/i/SEQ          version V's index objects: SEQ 0 the
+ *                                 core's header, then one per commit
+ *   P/packs/D/S.V.SEQ             packs: blocks, 64 KiB each, back to back,
+ *                                 put by version V of layer S, used by
+ *                                 any layer whose index objects name them
  *
- * P is the store's prefix in its bucket ("" or "a/b/"); SEQ is ten
- * decimal digits, so that names sort as numbers.  Objects are written
- * once and never changed, except `generation` and the leases.
+ * P is the store's prefix in its bucket ("" or "a/b/"); V and SEQ are
+ * ten decimal digits, so that names sort as numbers.  Objects are
+ * written once and never changed, except the roots (a new version),
+ * `generation` and the leases.
  */
 #ifndef CBTFS_CHAIN_STORE_S3STORE_H
 #define CBTFS_CHAIN_STORE_S3STORE_H
@@ -80,6 +85,38 @@ extern int s3store_delete_all (struct s3_store *ss, const char *prefix);
 extern int s3store_lease_take (struct s3_store *ss, const char *key,
                                const char *who, const char *what);
 
+/* The root of layer SNAPSHOT of DISK: its version into *VERSION and
+ * its manifest (malloc'd, NUL-terminated, *LEN bytes, at most MAX)
+ * into *MANIFEST when MANIFEST is not NULL. */
+extern int s3store_root_read (struct s3_store *ss, const char *disk,
+                              const char *snapshot, uint32_t *version,
+                              char **manifest, size_t max, size_t *len);
+
+/* Put the root of layer SNAPSHOT of DISK: VERSION and MANIFEST (MLEN
+ * bytes); CREATE_ONLY for a new layer, else a new version of it. */
+extern int s3store_root_put (struct s3_store *ss, const char *disk,
+                             const char *snapshot, uint32_t version,
+                             const void *manifest, size_t mlen,
+                             bool create_only);
+
+/* Say that DISK may now hold packs no layer uses (P/sweep/DISK). */
+extern int s3store_sweep_mark (struct s3_store *ss, const char *disk);
+
+/* Delete the packs of each disk marked so that no layer's current
+ * version names (s3store-sweep.c); best effort, warning. */
+extern void s3store_sweep (struct s3_store *ss);
+
+/* Call FN for each pack an index object (LEN bytes at P) names, with
+ * its name "S.V.SEQ".  0, or -1 with err_* (EIO: damaged). */
+typedef int (*s3store_pack_fn) (void *opaque, const char *name);
+extern int s3store_index_packs (const uint8_t *p, size_t len,
+                                s3store_pack_fn fn, void *opaque);
+
+/* The keys under PREFIX, with PREFIX cut off (malloc'd array of
+ * malloc'd strings, store_names_free), sorted as S3 sorts them. */
+extern int s3store_keys (struct s3_store *ss, const char *prefix,
+                         char ***keys, size_t *n);
+
 /* s3store-layer.c's part of store_s3. */
 extern struct store_layer *s3store_layer_open (struct store *s,
                                                const char *disk,
@@ -102,5 +139,14 @@ extern int s3store_commit (struct store_layer *h, const void *recs,
 extern void s3store_blocks_drop (struct store_layer *h, uint64_t first,
                                  uint64_t n);
 extern void s3store_writer_close (struct store_layer *h);
+extern struct store_layer *s3store_layer_stage (struct store *s,
+                                                const char *disk,
+                                                const char *snapshot,
+                                                const char *base,
+                                                const void *manifest,
+                                                size_t mlen, const void *set,
+                                                size_t slen, const void *head,
+                                                size_t hlen, uint64_t nblocks);
+extern int s3store_layer_replace (struct store_layer *h);
 
 #endif /* CBTFS_CHAIN_STORE_S3STORE_H */

@@ -296,16 +296,6 @@ test_replace (void)
   uint64_t g0, g1, g2;
 
   CHECK (store_disk_prepare (s, DISK) == 0 && store_lock (s, "prune", 0) == 0);
-#ifdef STORE_S3
-  /* Not yet: staging needs packs shared between layers (FORMAT.md). */
-  CHECK (store_layer_stage (s, DISK, SNAP, SNAP, "m\n", 2, NULL, 0, head, 40,
-                            8) == NULL && errno == EOPNOTSUPP);
-  store_close (s);
-  rm_rf (dir);
-  free (blk);
-  free (got);
-  return;
-#endif
   CHECK (store_generation (s, &g0) == 0);
   CHECK (store_layer_create (s, DISK, SNAP, "old\n", 4, "s1", 2, head, 40)
          == 0);

@@ -14,6 +14,7 @@ verified on this kind of machine).  No ceph-mgr: S3 does not need it.
         r.other_ca_file                  # a CA that signed nothing here
         r.access_key, r.secret_key, r.region
         r.curl("PUT", "bucket")          # a signed request with curl
+        r.stop_rgw(); r.start_rgw()      # radosgw alone down, then up again
 
 Only the daemons this object started are ever stopped (by their PIDs,
 each checked to name our ceph.conf), and its directory is removed.
@@ -183,7 +184,8 @@ class Rgw:
                     timeout=timeout, check=check)
 
     def _daemon(self, name, cmd):
-        log = open(os.path.join(self.dir, "log", name + ".out"), "wb")
+        # Appended to: a restarted daemon's output follows the first's.
+        log = open(os.path.join(self.dir, "log", name + ".out"), "ab")
         try:
             p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                  stderr=subprocess.STDOUT)
@@ -275,6 +277,17 @@ class Rgw:
                 raise RgwError("OSD not up\n%s" % self.log_tail("osd"))
             time.sleep(0.1)
 
+        self.start_rgw(deadline)
+        _run(["radosgw-admin", "-c", self.conf, "-n", "client.admin",
+              "user", "create", "--uid=cbtfs", "--display-name=cbtfs test",
+              "--access-key=" + self.access_key,
+              "--secret-key=" + self.secret_key])
+
+    def start_rgw(self, deadline=None):
+        """Start radosgw (again, after stop_rgw: the same command line,
+        so the same ports and keys) and return once it answers."""
+        if deadline is None:
+            deadline = time.monotonic() + START_TIMEOUT
         gw = self._daemon("rgw", ["radosgw", "-c", self.conf,
                                   "-n", "client.rgw." + self.rgw_name, "-f"])
         while True:
@@ -289,12 +302,19 @@ class Rgw:
             if time.monotonic() > deadline:
                 raise RgwError("radosgw not answering\n%s"
                                % self.log_tail("rgw"))
-            time.sleep(0.1)
+            time.sleep(0.1)     # polling a daemon that has no ready signal
 
-        _run(["radosgw-admin", "-c", self.conf, "-n", "client.admin",
-              "user", "create", "--uid=cbtfs", "--display-name=cbtfs test",
-              "--access-key=" + self.access_key,
-              "--secret-key=" + self.secret_key])
+    def stop_rgw(self, sig=signal.SIGKILL):
+        """Stop radosgw alone (SIG, by the PID we started, if it still
+        names our ceph.conf), as a crash would: the monitor and the OSD,
+        and so the data, stay.  Only for a cluster of our own."""
+        gws = [p for name, p in self.procs
+               if name == "rgw" and p.poll() is None and self._ours(p)]
+        if not gws:
+            raise RgwError("no radosgw of ours is running")
+        for p in gws:
+            p.send_signal(sig)
+            p.wait(timeout=STOP_TIMEOUT)
 
     # ---- use ----
 

@@ -20,9 +20,6 @@
 #include "../common/util.h"
 #include "copy.h"
 
-/* Make blocks durable after this many bytes: bounds what a crash can
- * cost without an fsync per block. */
-#define SYNC_EVERY (64u << 20)
 
 struct job {
   struct layer *l;
@@ -173,7 +170,10 @@ finish_run (struct job *j, struct run *r)
   j->st.blocks += r->n;
   pthread_mutex_unlock (&j->lock);
   r->busy = false;
-  if (layer_pending_bytes (j->l) >= SYNC_EVERY && layer_sync (j->l) == -1)
+  /* Durable every so often, as the store prefers: bounds what a crash
+   * can cost without a commit per block. */
+  if (layer_pending_bytes (j->l) >= layer_sync_bytes (j->l)
+      && layer_sync (j->l) == -1)
     return -1;
   return 0;
 }

@@ -327,6 +327,12 @@ layer_put_run (struct layer *l, uint64_t first, unsigned n, const void *buf)
 }
 
 uint64_t
+layer_sync_bytes (const struct layer *l)
+{
+  return store_commit_bytes (l->obj->store);
+}
+
+uint64_t
 layer_pending_bytes (struct layer *l)
 {
   uint64_t n;

@@ -258,6 +258,11 @@ extern int layer_put_run (struct layer *l, uint64_t first, unsigned n,
  * data; puts fail with EIO until the layer is released or reopened. */
 extern int layer_sync (struct layer *l) __attribute__ ((__nonnull__ (1)));
 
+/* How many bytes of puts to gather before a layer_sync, as the store
+ * prefers (store_commit_bytes). */
+extern uint64_t layer_sync_bytes (const struct layer *l)
+  __attribute__ ((__nonnull__ (1)));
+
 /* Bytes queued by layer_put_block and not yet synced. */
 extern uint64_t layer_pending_bytes (struct layer *l)
   __attribute__ ((__nonnull__ (1)));

@@ -498,7 +498,11 @@ perform (s3_client *c, const char *url, const char *where, struct resp *r)
 
   r->up0 = r->up;
   r->up_len0 = r->up_len;
-  for (r->attempts = 1; rc == CURLE_OK; r->attempts++) {
+  if (rc != CURLE_OK) {
+    transport_error (c, where, rc, r);
+    return -1;
+  }
+  for (r->attempts = 1;; r->attempts++) {
     r->len = 0;
     r->status = 0;
     r->too_big = r->oom = false;

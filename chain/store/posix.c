@@ -746,6 +746,7 @@ posix_changed (struct store *s)
 
 const struct store_backend store_posix = {
   .name = "directory",
+  .commit_bytes = 64u << 20,    /* an fdatasync per 64 MiB */
   .claims = posix_claims,
   .open = posix_open,
   .close = posix_close,

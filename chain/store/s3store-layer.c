@@ -31,8 +31,9 @@
  * Thread model: `lock` (a rwlock) guards the version, the index, the
  * block map and the pack table: readers share it, loading more of the
  * index takes it exclusively.  `wlock` guards the writer's buffer and
- * uploads; pack uploads run outside it, from the writing threads, and
- * `idle` tells a commit when the last has ended.  `clock` guards the
+ * uploads; pack uploads run outside it, on the store's upload threads
+ * (s3store-upload.c) or a commit's, and `idle` tells a commit when the
+ * last has ended.  `clock` guards the
  * run cache; requests never run under it.  No request runs under
  * `lock` either, except the loading of index objects.
  */
@@ -116,6 +117,7 @@ struct s3_layer {
   size_t nups, upcap;
   unsigned inflight;
   int failed;                   /* errno of a failed pack put, or 0 */
+  enum err_class failed_class;
   char failed_msg[512];
 
   pthread_mutex_t clock;
@@ -967,6 +969,7 @@ put_pack (struct s3_layer *l, uint32_t seq, uint8_t *buf, uint64_t *blocks,
     free (blocks);
     if (!l->failed) {
       l->failed = errno ? errno : EIO;
+      l->failed_class = err_class ();
       snprintf (l->failed_msg, sizeof l->failed_msg, "%s", err_get ());
     }
   }
@@ -975,8 +978,42 @@ put_pack (struct s3_layer *l, uint32_t seq, uint8_t *buf, uint64_t *blocks,
   pthread_mutex_unlock (&l->wlock);
 }
 
+/* A full pack on its way to an upload thread. */
+struct pack_job {
+  struct s3_layer *l;
+  uint32_t seq, n;
+  uint8_t *buf;
+  uint64_t *blocks;
+};
+
+static void
+run_pack_job (void *opaque)
+{
+  struct pack_job *j = opaque;
+
+  put_pack (j->l, j->seq, j->buf, j->blocks, j->n);
+  free (j);
+}
+
+/* Put the pack on an upload thread (or, failing that, here). */
+static void
+queue_pack (struct s3_layer *l, uint32_t seq, uint8_t *buf, uint64_t *blocks,
+            uint32_t n)
+{
+  struct pack_job *j = malloc (sizeof *j);
+
+  if (j) {
+    *j = (struct pack_job) { .l = l, .seq = seq, .n = n, .buf = buf,
+                             .blocks = blocks };
+    if (s3store_upload (l->ss, run_pack_job, j) == 0)
+      return;
+    free (j);
+  }
+  put_pack (l, seq, buf, blocks, n);
+}
+
 /* Take the gathered blocks as the next pack.  Called with wlock held;
- * the caller puts it (put_pack) without it. */
+ * the caller puts it (put_pack, queue_pack) without it. */
 static uint32_t
 take_pack (struct s3_layer *l, uint8_t **buf, uint64_t **blocks, uint32_t *n)
 {
@@ -988,6 +1025,14 @@ take_pack (struct s3_layer *l, uint8_t **buf, uint64_t **blocks, uint32_t *n)
   l->pn = 0;
   l->inflight++;
   return l->next_pack++;
+}
+
+/* The failed put's error as the current one.  Called with wlock. */
+static void
+failed_error (struct s3_layer *l)
+{
+  err_set (l->failed, "%s", l->failed_msg);
+  err_set_class (l->failed_class);
 }
 
 int
@@ -1002,6 +1047,13 @@ s3store_blocks_write (struct store_layer *h, uint64_t first, const void *buf,
     uint64_t *bl;
     uint32_t n, seq;
     pthread_mutex_lock (&l->wlock);
+    /* A pack that did not go up fails the next commit: stop reading
+     * blocks for it now rather than upload more that will not count. */
+    if (l->failed) {
+      failed_error (l);
+      pthread_mutex_unlock (&l->wlock);
+      return -1;
+    }
     if (l->pbuf == NULL) {
       l->pbuf = malloc ((size_t) S3STORE_PACK_BLOCKS << BLOCK_SHIFT);
       l->pblocks = malloc (S3STORE_PACK_BLOCKS * sizeof *l->pblocks);
@@ -1024,7 +1076,7 @@ s3store_blocks_write (struct store_layer *h, uint64_t first, const void *buf,
     }
     seq = take_pack (l, &pb, &bl, &n);
     pthread_mutex_unlock (&l->wlock);
-    put_pack (l, seq, pb, bl, n);
+    queue_pack (l, seq, pb, bl, n);
   }
   return 0;
 }
@@ -1159,7 +1211,7 @@ s3store_commit (struct store_layer *h, const void *recs, size_t len,
     pthread_mutex_lock (&l->wlock);
   }
   if (l->failed) {
-    err_set (l->failed, "%s", l->failed_msg);
+    failed_error (l);
     goto out;
   }
   if (at != l->ilen) {

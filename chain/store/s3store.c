@@ -8,8 +8,8 @@
  * next lock holder (trash/) or writer (a layer's unreferenced packs).
  *
  * Thread model: the store's fields are set at open and only read
- * after, except `locked`, which store_lock and store_close (one
- * thread) set.  Requests go through clients from a pool (pool_lock);
+ * after, except `locked` and `marked`, which the lock holder's thread
+ * sets (store_lock, removals, stages) and store_close reads.  Requests go through clients from a pool (pool_lock);
  * an S3 client serves one thread at a time.
  */
 #include <errno.h>
@@ -457,13 +457,15 @@ s3store_close (struct store *s)
 
   if (ss->locked) {
     CLEANUP_FREE char *key = s3store_key (ss, "lock");
-    /* Still the only writer of the store: what removals and replaces
-     * left unused goes now. */
-    s3store_sweep (ss);
+    /* Still the only writer of the store: what our removals and
+     * replaces left unused goes now. */
+    if (ss->marked)
+      s3store_sweep (ss);
     if (key == NULL || s3store_delete (ss, key) == -1)
       log_warn ("%s: cannot let the store's lock go: %s (the next "
                 "command on this host takes it over)", s->where, err_get ());
   }
+  s3store_uploads_end (ss);
   for (size_t i = 0; i < ss->nidle; i++)
     s3_close (ss->idle[i]);
   free (ss->idle);
@@ -836,7 +838,10 @@ s3store_sweep_mark (struct s3_store *ss, const char *disk)
 {
   CLEANUP_FREE char *key = s3store_key (ss, "sweep/%s", disk);
 
-  return key ? s3store_put (ss, key, "", 0, false) : -1;
+  if (key == NULL || s3store_put (ss, key, "", 0, false) == -1)
+    return -1;
+  ss->marked = true;
+  return 0;
 }
 
 /* Marked in trash/ first, so that the next lock holder finishes what a
@@ -1069,6 +1074,9 @@ s3store_changed (struct store *s)
 
 const struct store_backend store_s3 = {
   .name = "s3",
+  /* A commit waits for up to 2 * S3STORE_UPLOADS packs in flight (a
+   * few tenths of a second): once per 1 GiB. */
+  .commit_bytes = 1u << 30,
   .claims = claims,
   .open = s3store_open,
   .close = s3store_close,

@@ -45,11 +45,30 @@ struct s3_store {
                                    ca_file */
   char *prefix;                 /* "" or "a/b/" (owned) */
   bool locked;                  /* this process holds P/lock */
+  bool marked;                  /* it put a sweep mark (s3store_sweep_mark) */
 
   pthread_mutex_t pool_lock;    /* guards idle, nidle */
   s3_client **idle;             /* clients no thread uses now */
   size_t nidle, cap;
+
+  struct s3store_uploads *up;   /* pack uploads (s3store-upload.c); NULL
+                                   until the first */
 };
+
+/* ---- uploads (s3store-upload.c) -----------------------------------------
+ * Writers hand full packs to a few threads of the store's, so that the
+ * threads that read the blocks (NBD copies) go on while packs go up.
+ * At most S3STORE_UPLOADS puts run at once and as many more wait: a
+ * writer that would queue another waits for a place. */
+#define S3STORE_UPLOADS 4
+
+/* Run FN (OPAQUE) on an upload thread: 0, or -1 with err_* (and FN
+ * not run). */
+extern int s3store_upload (struct s3_store *ss, void (*fn) (void *),
+                           void *opaque);
+
+/* Stop the upload threads once the queue is empty (store close). */
+extern void s3store_uploads_end (struct s3_store *ss);
 
 static inline struct s3_store *
 s3store_of (struct store *s)

@@ -116,6 +116,12 @@ store_lock (struct store *s, const char *who, double wait)
   return s->be->lock (s, who, wait);
 }
 
+uint64_t
+store_commit_bytes (const struct store *s)
+{
+  return s->be->commit_bytes;
+}
+
 int
 store_upgrade (struct store *s)
 {

@@ -83,6 +83,10 @@ struct store_layer;             /* a backend's handle on one layer */
  * public functions of the same name. */
 struct store_backend {
   const char *name;
+  /* Bytes of blocks a writer should gather between commits: a commit
+   * stalls the writer until what it gathered is durable, which costs
+   * an object store (uploads in flight) more than a file system. */
+  uint64_t commit_bytes;
   /* Whether WHERE names a store of this backend. */
   bool (*claims) (const char *where);
   struct store *(*open) (const char *where, bool create);
@@ -206,6 +210,11 @@ extern void store_close (struct store *s);
  * or a negative WAIT. */
 extern int store_lock (struct store *s, const char *who, double wait)
   __attribute__ ((__nonnull__ (1, 2)));
+
+/* How many bytes of blocks a writer of S should write between commits
+ * (store_commit): what a crash may cost, against what a commit stalls. */
+extern uint64_t store_commit_bytes (const struct store *s)
+  __attribute__ ((__nonnull__ (1)));
 
 /* Make S a store of format STORE_FORMAT, durably; a no-op when it is
  * one.  Holder of the store lock only, before S changes in a way only

@@ -119,6 +119,12 @@ extern int cli_s3_options (int *argc, char **argv)
 extern int cli_s3_file_key (const char *name, const char *value)
   __attribute__ ((__nonnull__ (1, 2)));
 
+/* For a command that reads an object store for long (mount, serve):
+ * keep its blocks in the default cache directory (/var/cache/cbtfs
+ * for root, else $XDG_CACHE_HOME/cbtfs or ~/.cache/cbtfs) unless
+ * --cache or CBTFS_S3_CACHE names one.  0, or -1 with err_*. */
+extern int cli_s3_default_cache (void);
+
 /* Whether STORE names an object store (not a directory to resolve). */
 extern bool cli_store_is_remote (const char *store)
   __attribute__ ((__nonnull__ (1)));

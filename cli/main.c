@@ -177,8 +177,8 @@ usage (FILE *f, const char *sub)
            "CONFIGURATION)\n"
            "  (every STORE may be s3://BUCKET[/PREFIX], with --s3-endpoint URL\n"
            "   [--s3-region REGION] [--s3-access-key ID] [--s3-secret-file FILE]\n"
-           "   [--s3-ca-file PEM] [--s3-path-style] [--s3-allow-http]: "
-           "see man cbtfs)\n");
+           "   [--s3-ca-file PEM] [--s3-path-style] [--s3-allow-http]\n"
+           "   [--cache DIR] [--cache-size SIZE]: see man cbtfs)\n");
   if (sub == NULL)
     fprintf (f, "  cbtfs --version | --help | COMMAND --help\n"
              "exit status: 0 done, 1 some of the work failed, 2 usage or "

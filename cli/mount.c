@@ -104,6 +104,8 @@ cmd_mount (int argc, char **argv)
     return cli_usage ("mount");
   /* The mount serves from / (a daemon leaves its directory), and reads
    * the store and logs in again long after: no path may be relative. */
+  if (cli_store_is_remote (argv[optind]) && cli_s3_default_cache () == -1)
+    return cli_fail ();
   store = cli_store_is_remote (argv[optind]) ? strdup (argv[optind])
     : realpath (argv[optind], NULL);
   if (store == NULL

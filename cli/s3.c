@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../common/cleanup.h"
 #include "../common/error.h"
@@ -32,6 +33,8 @@ static const struct {
   { "--s3-ca-file", true, "AWS_CA_BUNDLE" },
   { "--s3-path-style", false, "CBTFS_S3_PATH_STYLE" },
   { "--s3-allow-http", false, "CBTFS_S3_ALLOW_HTTP" },
+  { "--cache", true, "CBTFS_S3_CACHE" },
+  { "--cache-size", true, "CBTFS_S3_CACHE_SIZE" },
 };
 
 /* The secret key: the first line of FILE, which others must not read
@@ -83,6 +86,23 @@ apply (size_t i, const char *value)
       return -1;
     }
     value = abs;
+  }
+  if (strcmp (s3_opts[i].var, "CBTFS_S3_CACHE") == 0 && value[0] != '/') {
+    char cwd[4096];
+    if (getcwd (cwd, sizeof cwd) == NULL
+        || asprintf (&abs, "%s/%s", cwd, value) == -1) {
+      err_sys (errno, "%s %s", s3_opts[i].name, value);
+      return -1;
+    }
+    value = abs;
+  }
+  if (strcmp (s3_opts[i].var, "CBTFS_S3_CACHE_SIZE") == 0) {
+    uint64_t v;
+    if (parse_size (value, &v) == -1) {
+      err_set (EINVAL, "%s %s: expected a size (N, NK, NM or NG)",
+               s3_opts[i].name, value);
+      return -1;
+    }
   }
   if (setenv (s3_opts[i].var, value ? value : "yes", 1) == -1) {
     err_sys (errno, "setenv");
@@ -165,4 +185,28 @@ bool
 cli_store_is_remote (const char *store)
 {
   return strncmp (store, "s3://", 5) == 0;
+}
+
+int
+cli_s3_default_cache (void)
+{
+  const char *home = getenv ("HOME"), *xdg = getenv ("XDG_CACHE_HOME");
+  CLEANUP_FREE char *dir = NULL;
+  int r;
+
+  if (getenv ("CBTFS_S3_CACHE"))
+    return 0;
+  if (geteuid () == 0)
+    r = asprintf (&dir, "/var/cache/cbtfs");
+  else if (xdg && xdg[0] == '/')
+    r = asprintf (&dir, "%s/cbtfs", xdg);
+  else if (home && home[0] == '/')
+    r = asprintf (&dir, "%s/.cache/cbtfs", home);
+  else
+    return 0;                   /* nowhere to keep it: no cache */
+  if (r == -1 || setenv ("CBTFS_S3_CACHE", dir, 1) == -1) {
+    err_sys (errno, "setenv");
+    return -1;
+  }
+  return 0;
 }

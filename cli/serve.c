@@ -357,6 +357,8 @@ cmd_serve (int argc, char **argv)
   if (so.server && so.password_file == NULL)
     return cli_refuse ("--server needs --password-file");
 
+  if (cli_store_is_remote (argv[optind]) && cli_s3_default_cache () == -1)
+    return cli_fail ();
   store = cli_store_is_remote (argv[optind]) ? strdup (argv[optind])
     : realpath (argv[optind], NULL);
   if (store == NULL) {

@@ -7,7 +7,7 @@
 # The object store's options, which every command takes anywhere on its
 # command line, also before COMMAND (cli/s3.c).
 _cbtfs_s3="--s3-endpoint= --s3-region= --s3-access-key= --s3-secret-file= \
---s3-ca-file= --s3-path-style --s3-allow-http"
+--s3-ca-file= --s3-path-style --s3-allow-http --cache= --cache-size="
 
 # The long options of COMMAND ($1); those that take a value end in "=".
 _cbtfs_options ()
@@ -80,7 +80,7 @@ _cbtfs ()
             --s3-secret-file|--s3-ca-file)
                 compopt -o filenames 2>/dev/null
                 mapfile -t COMPREPLY < <(compgen -f -- "$cur") ;;
-            --tls-certificates)
+            --tls-certificates|--cache)
                 compopt -o filenames 2>/dev/null
                 mapfile -t COMPREPLY < <(compgen -d -- "$cur") ;;
         esac

@@ -68,8 +68,8 @@ def main():
         check("--json" not in options["backup"] and "--server" not in options["ls"],
               "options of other commands: %r" % options)
         # The object store's options: every command's, values or not.
-        s3 = set(re.findall(r"--s3-[a-z-]+", usage))
-        check(len(s3) == 7, "cbtfs --help lists %s" % sorted(s3))
+        s3 = set(re.findall(r"--s3-[a-z-]+|--cache[a-z-]*", usage))
+        check(len(s3) == 9, "cbtfs --help lists %s" % sorted(s3))
         for c in commands:
             check(s3 <= options[c], "cbtfs %s --<TAB> lacks %s"
                   % (c, sorted(s3 - options[c])))

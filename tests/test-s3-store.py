@@ -35,6 +35,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import uuid
@@ -109,10 +110,14 @@ def s3env(r, **over):
     """The environment that reaches R over http, with OVER's changes
     (None: unset)."""
     e = clean_environ()
+    # A mount's local cache in the run's scratch space, not the
+    # machine's /var/cache/cbtfs.
     e.update(AWS_ENDPOINT_URL=r.http_url, AWS_REGION=r.region,
              AWS_ACCESS_KEY_ID=r.access_key,
              AWS_SECRET_ACCESS_KEY=r.secret_key,
-             CBTFS_S3_PATH_STYLE="yes", CBTFS_S3_ALLOW_HTTP="yes")
+             CBTFS_S3_PATH_STYLE="yes", CBTFS_S3_ALLOW_HTTP="yes",
+             CBTFS_S3_CACHE=os.path.join(tempfile.gettempdir(),
+                                         "s3-store-cache-%d" % os.getpid()))
     for k, v in over.items():
         if v is None:
             e.pop(k, None)

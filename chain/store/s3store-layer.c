@@ -752,6 +752,8 @@ s3store_block_read (struct store_layer *h, uint64_t b, void *buf)
 {
   struct s3_layer *l = sl_of (h);
   CLEANUP_FREE char *key = NULL;
+  struct s3store_cache *cache;
+  const char *name;
   uint32_t pack, place, n = 0;
   bool found;
   void *p;
@@ -783,10 +785,16 @@ s3store_block_read (struct store_layer *h, uint64_t b, void *buf)
     return -1;
   if (from_runs (l, pack, place, buf))
     return BLOCK_SIZE;
+  cache = l->ss->cache;
+  name = key + strlen (l->packs);
+  if (cache && s3store_cache_get (cache, l->disk, name, place, buf))
+    return BLOCK_SIZE;
   n = MIN (n - place, READ_RUN);
   if (s3store_get (l->ss, key, (uint64_t) place << BLOCK_SHIFT,
                    (uint64_t) n << BLOCK_SHIFT, &p, &got) == -1)
     return -1;
+  if (cache && got >= BLOCK_SIZE)
+    s3store_cache_put (cache, l->disk, name, place, got >> BLOCK_SHIFT, p);
   /* A pack cut short: what is there is given, the rest is damage the
    * core's checksums find. */
   if (got < BLOCK_SIZE) {

@@ -392,6 +392,32 @@ create_store (struct s3_store *ss, const char *mkey)
   return errno == EEXIST ? 1 : -1;
 }
 
+/* The local cache the environment asks for (CBTFS_S3_CACHE, of
+ * CBTFS_S3_CACHE_SIZE bytes, default 10 GiB): without one, reads only
+ * keep a few runs in memory.  A cache that cannot be used is a
+ * warning, not a failure. */
+#define CACHE_SIZE_DEFAULT ((uint64_t) 10 << 30)
+
+static void
+open_cache (struct s3_store *ss)
+{
+  const char *dir = setting ("CBTFS_S3_CACHE", NULL);
+  const char *size = setting ("CBTFS_S3_CACHE_SIZE", NULL);
+  uint64_t max = CACHE_SIZE_DEFAULT;
+
+  if (dir == NULL)
+    return;
+  if (size && parse_size (size, &max) == -1) {
+    log_warn ("CBTFS_S3_CACHE_SIZE=%s: not a size; using %" PRIu64 " bytes",
+              size, max);
+    max = CACHE_SIZE_DEFAULT;
+  }
+  ss->cache = s3store_cache_open (dir, max, ss->base.id[0] ? ss->base.id
+                                  : "no-id");
+  if (ss->cache == NULL)
+    log_warn ("%s (reading without a local cache)", err_get ());
+}
+
 static struct store *
 s3store_open (const char *where, bool create)
 {
@@ -418,8 +444,10 @@ s3store_open (const char *where, bool create)
   r = s3store_get (ss, mkey, 0, 0, &text, &len);
   if (r == -1 && errno == ENOENT && create) {
     r = create_store (ss, mkey);
-    if (r == 0)
+    if (r == 0) {
+      open_cache (ss);
       return &ss->base;
+    }
     if (r == -1)
       goto err;
     r = s3store_get (ss, mkey, 0, 0, &text, &len);
@@ -443,6 +471,7 @@ s3store_open (const char *where, bool create)
     if (store_marker_parse (where, s, &ss->base.format, ss->base.id) == -1)
       goto err;
   }
+  open_cache (ss);
   return &ss->base;
 
  err:
@@ -466,6 +495,7 @@ s3store_close (struct store *s)
                 "command on this host takes it over)", s->where, err_get ());
   }
   s3store_uploads_end (ss);
+  s3store_cache_close (ss->cache);
   for (size_t i = 0; i < ss->nidle; i++)
     s3_close (ss->idle[i]);
   free (ss->idle);

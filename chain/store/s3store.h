@@ -53,7 +53,31 @@ struct s3_store {
 
   struct s3store_uploads *up;   /* pack uploads (s3store-upload.c); NULL
                                    until the first */
+  struct s3store_cache *cache;  /* blocks kept on this machine, or NULL */
 };
+
+/* ---- the local cache (s3store-cache.c) ---------------------------------
+ * Blocks read from packs, kept in a directory of this machine for the
+ * next read (CBTFS_S3_CACHE, at most CBTFS_S3_CACHE_SIZE bytes). */
+struct s3store_cache;
+
+/* The cache in DIR (made 0700 if missing; refused unless it is this
+ * user's alone) for the store STORE_ID, of at most MAX bytes.  NULL
+ * with err_*. */
+extern struct s3store_cache *s3store_cache_open (const char *dir,
+                                                 uint64_t max,
+                                                 const char *store_id);
+extern void s3store_cache_close (struct s3store_cache *c);
+
+/* Block at PLACE of pack PACK of DISK into BUF (64 KiB), if it is kept
+ * and reads back as it was kept. */
+extern bool s3store_cache_get (struct s3store_cache *c, const char *disk,
+                               const char *pack, uint32_t place, void *buf);
+
+/* Keep N blocks of BUF from PLACE of pack PACK of DISK; best effort. */
+extern void s3store_cache_put (struct s3store_cache *c, const char *disk,
+                               const char *pack, uint32_t place, uint32_t n,
+                               const void *buf);
 
 /* ---- uploads (s3store-upload.c) -----------------------------------------
  * Writers hand full packs to a few threads of the store's, so that the

@@ -101,11 +101,14 @@ class Env:
             skip("no Ceph RGW for object store runs (tests/run starts one "
                  "when Ceph is installed)")
         r = rgw.Shared(path)
+        # The local cache in the scratch directory, not the machine's
+        # (/var/cache/cbtfs is a mount's default).
         os.environ.update(AWS_ENDPOINT_URL=r.http_url, AWS_REGION=r.region,
                           AWS_ACCESS_KEY_ID=r.access_key,
                           AWS_SECRET_ACCESS_KEY=r.secret_key,
                           CBTFS_S3_PATH_STYLE="yes",
-                          CBTFS_S3_ALLOW_HTTP="yes")
+                          CBTFS_S3_ALLOW_HTTP="yes",
+                          CBTFS_S3_CACHE=self.path("s3-cache"))
         return "s3://%s/%s/%s" % (rgw.TEST_BUCKET,
                                   os.path.basename(self.dir), name)
 

@@ -42,7 +42,8 @@ ENGINE_SRC = engine/session.c engine/snapshot.c engine/points.c \
              engine/backup-scan.c engine/leftovers.c engine/vhdmap.c \
              engine/fetch.c engine/verify.c engine/hostclean.c \
              engine/retention.c engine/prune.c engine/prune-run.c engine/forget.c \
-             engine/restore.c engine/restore-body.c engine/readahead.c
+             engine/restore.c engine/restore-body.c engine/readahead.c \
+             engine/copy.c
 FS_SRC     = fs/tree.c fs/fs.c
 # The nbdkit plugin (`cbtfs serve`): the core again, compiled -fPIC.
 PLUGIN_SRC = serve/plugin.c engine/session.c engine/targets.c \
@@ -51,7 +52,7 @@ PLUGIN_SRC = serve/plugin.c engine/session.c engine/targets.c \
 PLUGIN     = $(BUILD)/nbdkit-cbtfs-plugin.so
 CLI_SRC    = cli/main.c cli/config.c cli/server.c cli/backup.c cli/mount.c \
              cli/ls.c cli/fetch.c cli/verify.c cli/prune.c cli/forget.c \
-             cli/serve.c cli/restore.c cli/s3.c
+             cli/serve.c cli/restore.c cli/s3.c cli/copy.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 COMMON_OBJ = $(call obj,$(COMMON_SRC))

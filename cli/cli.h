@@ -61,6 +61,7 @@ extern int cmd_prune (int argc, char **argv);
 extern int cmd_forget (int argc, char **argv);
 extern int cmd_serve (int argc, char **argv);
 extern int cmd_restore (int argc, char **argv);
+extern int cmd_copy (int argc, char **argv);
 
 #define CLI_SERVER_OPTS_INIT { .user = "root", .timeout = 60 }
 

@@ -26,6 +26,7 @@ static const struct {
   { "forget", cmd_forget },
   { "serve", cmd_serve },
   { "restore", cmd_restore },
+  { "copy", cmd_copy },
 };
 
 bool cli_json;
@@ -168,6 +169,11 @@ usage (FILE *f, const char *sub)
       "             (--sr SR-UUID [--name NAME] | --vdi VDI-UUID) [--json] [-q|-v]\n"
       "    POINT: a snapshot uuid or a path in the tree (by-vm/VM/DISK/latest).\n"
       "    --sr creates a VDI there; --vdi overwrites one no VBD has attached." },
+    { "copy", "cbtfs copy SRC DST [--keep-extra] [--lock-wait SECONDS] [--json]\n"
+      "             [-q|-v]\n"
+      "    Makes the store DST (made if missing; a directory or s3://BUCKET[/PREFIX])\n"
+      "    hold the points SRC holds, copying what it lacks (checked on the way)\n"
+      "    and dropping what SRC no longer has unless --keep-extra." },
   };
   fprintf (f, "usage:\n");
   for (size_t i = 0; i < sizeof text / sizeof text[0]; i++)
@@ -246,6 +252,6 @@ main (int argc, char **argv)
     if (strcmp (argv[1], commands[i].name) == 0)
       return commands[i].fn (argc - 1, argv + 1);
   log_error ("unknown command '%s' (try: backup, mount, ls, fetch, "
-             "verify, prune, forget, serve, restore)", argv[1]);
+             "verify, prune, forget, serve, restore, copy)", argv[1]);
   return 2;
 }

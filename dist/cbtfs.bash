@@ -30,6 +30,7 @@ _cbtfs_options ()
                       --verbose" ;;
         serve) own="$server --listen= --unix= --tls-certificates= --pidfile=" ;;
         restore) own="$server --sr= --vdi= --name= --json --quiet --verbose" ;;
+        copy) own="--keep-extra --lock-wait= --json --quiet --verbose" ;;
         *) return ;;
     esac
     # Unquoted: on one line, one space apart, so that callers can match
@@ -63,7 +64,7 @@ _cbtfs ()
 
     if [ "$COMP_CWORD" -eq "$first" ]; then
         mapfile -t COMPREPLY < <(compgen -W "backup mount ls fetch verify
-            prune forget serve restore --help --version" -- "$cur")
+            prune forget serve restore copy --help --version" -- "$cur")
         return
     fi
     # --opt=VALUE: bash splits it at "=" (COMP_WORDBREAKS), --opt VALUE not.

@@ -148,7 +148,7 @@ osd op num shards = 2
 
 [client.rgw.{rgw}]
 rgw data = {d}/rgw
-rgw frontends = beast endpoint=127.0.0.1:{http_port} ssl_endpoint=127.0.0.1:{https_port} ssl_certificate={cert} ssl_private_key={key}
+rgw frontends = beast endpoint=127.0.0.1:{http_port} ssl_endpoint=127.0.0.1:{https_port} ssl_certificate={cert} ssl_private_key={key} tcp_nodelay=1
 rgw enable lc threads = false
 rgw gc obj min wait = 30
 rgw gc processor period = 30

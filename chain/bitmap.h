@@ -3,7 +3,7 @@
  * In memory bits live in 64-bit words, bit i at word i/64, bit i%64
  * (so a scan can skip 64 clear blocks at a time).  On the wire and in
  * the store's "changed" files the order is XAPI's: MSB first, block i
- * at byte i/8, mask 0x80 >> (i%8) (xapi-cbt.md §5).
+ * at byte i/8, mask 0x80 >> (i%8) (docs/xapi.md, "The CBT bitmap").
  *
  * Not thread-safe: callers serialise writers; concurrent readers of a
  * bitmap nobody writes are fine.

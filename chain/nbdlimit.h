@@ -2,9 +2,10 @@
  * of connections per host, and a read rate.
  *
  * xapi-nbd serves at most 16 connections per host and closes the 17th
- * before the handshake (xapi-cbt.md §4), so parallel copies must share
- * those 16 rather than each take as many as it likes: a connection
- * waits for a slot of its host instead of being refused.  The rate
+ * before the handshake (docs/xapi-nbd.md, "Connections per host"), so
+ * parallel copies must share those 16 rather than each take as many as
+ * it likes: a connection waits for a slot of its host instead of being
+ * refused.  The rate
  * (--limit-rate) is a token bucket over the bytes of every NBD read:
  * a read waits, before it is sent, until the bucket has its bytes; the
  * bucket holds at most a small burst, so a long copy averages the rate.

@@ -1,6 +1,6 @@
 /* cbtfs: reading a snapshot over NBD (libnbd), as XenServer serves it.
  *
- * xapi-nbd (xapi-cbt.md §4) forces TLS, knows only NBD_OPT_EXPORT_NAME,
+ * xapi-nbd (docs/xapi-nbd.md) forces TLS, knows only NBD_OPT_EXPORT_NAME,
  * sends simple replies, serves one request at a time per connection and
  * at most 16 connections.  Its address is often an IP the certificate
  * does not name, so TLS is pinned to the certificate get_nbd_info

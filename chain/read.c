@@ -20,9 +20,10 @@
 
 /* The source of every block of a point, as runs: a point built from a
  * long chain would otherwise walk every layer for every block (the cost
- * grows with depth; peers.md calls it the VHD/qcow2 trap).  Built on the
- * first read of the point, kept while its top layer lives.  Sets never
- * change once written, so neither does the index. */
+ * grows with depth, as in VHD and qcow2 readers: docs/performance.md,
+ * "Chain depth").  Built on the first read of the point, kept while its
+ * top layer lives.  Sets never change once written, so neither does the
+ * index. */
 struct chain_index {
   size_t nruns;
   uint64_t *start;              /* first block of each run; start[0] = 0 */

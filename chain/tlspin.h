@@ -16,13 +16,13 @@
  * key still matches, a certificate with the same names and another key
  * does not.
  *
- * Why this rather than the other ways (style-and-perf.md B7): a TLS
- * relay thread in front of libnbd would cost a copy and a thread hop
- * for every byte read; this costs one thread-local test per call of
- * gnutls_handshake and one key comparison per connection.  What it
- * relies on (symbol interposition from the executable) is checked at
- * run time: tlspin_active, and tlspin_disarm's result for every
- * connection.
+ * Why this rather than the other ways (docs/xapi-nbd.md, "Pinning the
+ * certificate with libnbd 1.14"): a TLS relay thread in front of libnbd
+ * would cost a copy and a thread hop for every byte read; this costs
+ * one thread-local test per call of gnutls_handshake and one key
+ * comparison per connection.  What it relies on (symbol interposition
+ * from the executable) is checked at run time: tlspin_active, and
+ * tlspin_disarm's result for every connection.
  *
  * Thread model: the pin is per thread.  A thread arms it, drives its
  * libnbd handle through the handshake itself (nbd_aio_connect_socket

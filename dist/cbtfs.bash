@@ -1,7 +1,8 @@
 # bash completion for cbtfs: commands, each command's long options (and
 # those every command takes: --config and the object store's), file
 # names for the options that take a file, directories for STORE and
-# MOUNTPOINT.  Stands alone (no bash-completion helpers needed); `make
+# MOUNTPOINT, and the tree's paths and snapshot uuids for restore's and
+# serve's POINT (of a directory store only).  Stands alone (no bash-completion helpers needed); `make
 # install` puts it where bash-completion loads it on first use.
 
 # The object store's options, which every command takes anywhere on its
@@ -38,10 +39,92 @@ _cbtfs_options ()
     echo $own $common
 }
 
+# The word $1 as the command will see it, into _cbtfs_word: quotes
+# around it and backslashes in it removed, a leading ~/ expanded.  (A
+# word opened with a quote is taken to its end: what bash passes while
+# the quote is still open.)
+_cbtfs_dequote ()
+{
+    local s=$1
+    case $s in
+        \'*) s=${s#\'} s=${s%\'} ;;
+        \"*) s=${s#\"} s=${s%\"} ;;
+        *) s=${s//\\\\/$'\1'} s=${s//\\/} s=${s//$'\1'/\\} ;;
+    esac
+    [[ $s == "~/"* ]] && s=$HOME/${s:2}
+    _cbtfs_word=$s
+}
+
+# A JSON string's contents $1 as text, into _cbtfs_word: cbtfs escapes
+# only " and \ in names (catalog_safe_name leaves no control characters).
+_cbtfs_unjson ()
+{
+    local s=${1//\\\\/$'\1'}
+    s=${s//\\\"/\"}
+    _cbtfs_word=${s//$'\1'/\\}
+}
+
+# The points of the store in directory $1, one a line, as a POINT
+# argument may name them: by-vm/VM/DISK/TIME.img, by-vm/VM/DISK/latest,
+# by-uuid/DISK/SNAPSHOT.img and SNAPSHOT (uuid), from `$2 ls --json`.
+# Only for a directory holding a cbtfs-store file, and within 2 s: an
+# object store (s3://) is never listed, as each listing costs requests,
+# and a store on a slow or hung filesystem costs at most the timeout.
+# cbtfs writes one disk, and one point, a line.
+_cbtfs_points ()
+{
+    local str='"((\\.|[^"\\])*)"' line vm= disk= uuid= snap name
+    local disk_re='^  \{"uuid": "([0-9a-f-]+)", "vm_uuid": "[^"]*", "vm": '
+    disk_re+="$str"', "vm_name_label": '"$str"', "name": '"$str"
+    local point_re='^    \{"snapshot": "([0-9a-f-]+)", "name": '"$str"
+
+    [ -d "$1" ] && [ -f "$1/cbtfs-store" ] || return
+    while IFS= read -r line; do
+        if [[ $line =~ $disk_re ]]; then
+            uuid=${BASH_REMATCH[1]}
+            _cbtfs_unjson "${BASH_REMATCH[2]}"; vm=$_cbtfs_word
+            _cbtfs_unjson "${BASH_REMATCH[6]}"; disk=$_cbtfs_word
+            printf '%s\n' "by-vm/$vm/$disk/latest"
+        elif [[ $line =~ $point_re ]] && [ -n "$uuid" ]; then
+            snap=${BASH_REMATCH[1]}
+            _cbtfs_unjson "${BASH_REMATCH[2]}"; name=$_cbtfs_word
+            printf '%s\n' "by-vm/$vm/$disk/$name.img" \
+                "by-uuid/$uuid/$snap.img" "$snap"
+        fi
+    done < <(timeout 2 "$2" ls "$1" --json 2>/dev/null)
+}
+
+# COMPREPLY: the points of store $1 (as typed) that complete $2 (as
+# typed), a folder at a time like file names (by-vm/ first, then
+# by-vm/VM/, …), quoted for the command line (a name with spaces comes
+# back as my\ vm).  $3 is the command, to list the store with.
+_cbtfs_complete_point ()
+{
+    local store want p rest
+    local -A seen=()
+    _cbtfs_dequote "$1"; store=$_cbtfs_word
+    _cbtfs_dequote "$2"; want=$_cbtfs_word
+    _cbtfs_dequote "$3"
+    while IFS= read -r p; do
+        [[ $p == "$want"* ]] || continue
+        rest=${p:${#want}}
+        [[ $rest == */* ]] && p=$want${rest%%/*}/
+        [ -n "${seen[$p]-}" ] && continue
+        seen[$p]=1
+        printf -v p '%q' "$p"
+        COMPREPLY+=("$p")
+    done < <(_cbtfs_points "$store" "$_cbtfs_word")
+    compopt -o nospace 2>/dev/null
+    # A whole point is complete: a space after it; a folder goes on.
+    if [ ${#COMPREPLY[@]} -eq 1 ] && [[ ${COMPREPLY[0]} != */ ]]; then
+        COMPREPLY[0]+=' '
+    fi
+}
+
 _cbtfs ()
 {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
-    local first=1 cmd i opt nargs=0
+    local first=1 cmd i opt nargs=0 store=0
     COMPREPLY=()
 
     # COMMAND is the first word that is not an object store option or
@@ -105,10 +188,18 @@ _cbtfs ()
         [[ ${COMP_WORDS[i-1]} == --* ]] &&
             [[ " $(_cbtfs_options "$cmd") " == *" ${COMP_WORDS[i-1]}= "* ]] && continue
         nargs=$((nargs + 1))
+        [ $nargs -eq 1 ] && store=$i
     done
     if [ $nargs -eq 0 ] || { [ "$cmd" = mount ] && [ $nargs -eq 1 ]; }; then
         compopt -o filenames 2>/dev/null
         mapfile -t COMPREPLY < <(compgen -d -- "$cur")
+    # restore's POINT, serve's POINTs: in a directory store only (a
+    # STORE followed by ":" is s3://BUCKET or another URL).
+    elif { [ "$cmd" = restore ] && [ $nargs -eq 1 ]; } ||
+         { [ "$cmd" = serve ] && [ $nargs -ge 1 ]; }; then
+        [ "${COMP_WORDS[store+1]-}" = ":" ] ||
+            _cbtfs_complete_point "${COMP_WORDS[store]}" "$cur" \
+                "${COMP_WORDS[0]}"
     fi
 }
 complete -F _cbtfs cbtfs

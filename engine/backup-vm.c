@@ -350,7 +350,8 @@ describe_layer (struct backup *b, const struct xapi_vm *vm, struct disk *d)
     sparse = true;
 
   /* After list_changed_blocks: an open NBD connection would make the
-   * host refuse it (VDI_IN_USE, xapi-cbt.md §6). */
+   * host refuse it (VDI_IN_USE, docs/xapi.md, "Errors cbtfs tells
+   * apart"). */
   if (!b->no_copy && probe_export (b, d) == -1) {
     bitmap_free (&changed);
     return -1;
@@ -579,7 +580,8 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
       log_warn ("VM '%s': could not remove the snapshot of an excluded "
                 "disk: %s", vmname, err_get ());
   /* A snapshot no layer describes would only leak space on the host;
-   * destroying it folds its CBT log into the next one (xapi-cbt.md §5). */
+   * destroying it folds its CBT log into the next one (docs/xapi.md,
+   * "Snapshots on the host"). */
   for (i = 0; i < n; i++)
     if (v[i].snap_ref && v[i].layer == NULL && unrecorded (b->store, &v[i])
         && xapi_vdi_destroy (b->xs, v[i].snap_ref) == -1)

@@ -9,9 +9,9 @@
  *
  * VDI.destroy of a snapshot or cbt_metadata VDI ORs its changed-block
  * log into the next one of its chain and links its neighbours to each
- * other (xapi-cbt.md §5), so list_changed_blocks between the snapshots
- * that stay (the user's own, another store's, this store's newest)
- * answers exactly as before.
+ * other (docs/xapi.md, "Snapshots on the host"), so list_changed_blocks
+ * between the snapshots that stay (the user's own, another store's,
+ * this store's newest) answers exactly as before.
  *
  * Thread model: no shared state; the session is used from the calling
  * thread only (xapi/session.h).

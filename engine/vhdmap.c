@@ -1,5 +1,5 @@
 /* cbtfs engine: a baseline's blocks with data, from the head of the
- * snapshot's VHD export (vhd-export.md): its block allocation table,
+ * snapshot's VHD export (docs/vhd-export.md): its block allocation table,
  * whose 2 MiB blocks map onto 64 KiB CBT blocks.
  *
  * Thread model: one thread per struct backup (backup-int.h).
@@ -20,9 +20,10 @@
 
 /* A baseline need not read what holds no data.  XenServer's NBD server
  * cannot say which blocks do, but the head of the snapshot's VHD
- * export can (vhd-export.md): its block table.  Sets *SET to the
- * blocks to copy and returns 1, or returns 0 to copy every block (the
- * host could not tell us; one warning says why). */
+ * export can (docs/vhd-export.md, "Which blocks the table lists"): its
+ * block table.  Sets *SET to the blocks to copy and returns 1, or
+ * returns 0 to copy every block (the host could not tell us; one
+ * warning says why). */
 int
 backup_allocated_blocks (struct backup *b, struct disk *d,
                          uint64_t nblocks, struct bitmap *set)

@@ -47,7 +47,8 @@
 
 #define MAX_THREADS 16
 /* Requests up to 1 MiB: libfuse derives the kernel's max_pages from
- * max_write, even on a read-only filesystem (style-and-perf.md B1). */
+ * max_write, even on a read-only filesystem (docs/performance.md, "FUSE
+ * request size"). */
 #define MAX_IO (1u << 20)
 /* The kernel's readahead window for the mount (KiB). */
 #define READAHEAD_KB 8192
@@ -754,10 +755,10 @@ static const struct fuse_lowlevel_ops ops = {
 /* Buffered readers send FUSE reads as big as the kernel's readahead
  * window for the mount, 128 KiB by default; a bigger window lets the
  * kernel ask for several 1 MiB reads at once, which is what makes
- * sequential reads (and lazy fetches) fast (style-and-perf.md B1).  Only
- * root may set it; elsewhere this quietly does nothing.  The mount's
- * device comes from mountinfo: stat on the mount point would wait for
- * the loop that is not running yet. */
+ * sequential reads (and lazy fetches) fast (docs/performance.md,
+ * "Readahead").  Only root may set it; elsewhere this quietly does
+ * nothing.  The mount's device comes from mountinfo: stat on the mount
+ * point would wait for the loop that is not running yet. */
 static void
 raise_readahead (const char *mountpoint, unsigned kb)
 {

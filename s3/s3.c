@@ -3,7 +3,7 @@
  * Thread model: as s3.h says, one thread at a time per client.
  *
  * Signing is libcurl's (CURLOPT_AWS_SIGV4).  With curl 7.88 against
- * RGW (as ../shared/reference/ceph-rgw.md found): curl does not send
+ * RGW (docs/ceph-rgw.md, "libcurl's SigV4 against RGW"): curl does not send
  * x-amz-content-sha256, so we send UNSIGNED-PAYLOAD ourselves; it may
  * not sort query parameters before signing, so queries are built here
  * already sorted and encoded, every key with a value.

@@ -7,7 +7,7 @@ them.  After each successful run the host holds exactly one of the
 store's cbt_metadata snapshots per disk, its newest point's (the next
 VDI.list_changed_blocks starts from it); the older ones are destroyed,
 which folds their changed-block logs into their neighbours on the host
-(xapi-cbt.md §5).  What must stay does: a user's own cbt_metadata
+(docs/xapi.md).  What must stay does: a user's own cbt_metadata
 snapshot of the same disk, the snapshots of a second store backing up
 the same VM (whose deltas then span the destroyed ones), and a
 --no-copy point's snapshot, which still holds data the store lacks

@@ -9,7 +9,13 @@ and before it, files after --password-file, --s3-secret-file and
 --s3-ca-file (also as --opt=), and directories for STORE and mount's
 MOUNTPOINT but nothing for a third argument, skipping options' values
 (also those that end a line of the script, and URLs bash splits at
-":") and taking s3://BUCKET as one argument."""
+":") and taking s3://BUCKET as one argument.  For restore's and serve's
+POINT in a store made here (stand-in and backup), the tree's paths a
+folder at a time (by-vm/ gives the VMs, a disk's folder its points and
+latest, a VM named with a space quoted), by-uuid/ and snapshot uuids;
+and `cbtfs ls` is never run for an s3:// store or a directory that is
+not a store."""
+import json
 import os
 import re
 import subprocess
@@ -17,21 +23,26 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import cbtfs as cb  # noqa: E402
+import sim  # noqa: E402
 from cbtfs import check  # noqa: E402
 
 SCRIPT = os.path.join(cb.TOP, "dist", "cbtfs.bash")
 
 
-def complete(cwd, *words):
+def complete(cwd, *words, path=None):
     """What _cbtfs offers for the command line WORDS, the last being the
-    word under the cursor (bash splits --opt=value at "=" itself)."""
+    word under the cursor (bash splits --opt=value at "=" itself), with
+    PATH (if given) first in $PATH."""
     line = " ".join(words)
     prog = ('source "$1"; shift; COMP_WORDS=("$@"); '
             'COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); COMP_LINE=$2; '
             'COMP_POINT=${#COMP_LINE}; _cbtfs; '
             'printf "%s\\n" "${COMPREPLY[@]}"')
+    environ = dict(os.environ)
+    if path:
+        environ["PATH"] = path + os.pathsep + environ.get("PATH", "")
     p = subprocess.run(["bash", "--norc", "-c", prog, "bash", SCRIPT, *words],
-                       cwd=cwd, capture_output=True, text=True)
+                       cwd=cwd, capture_output=True, text=True, env=environ)
     check(p.returncode == 0 and p.stderr == "",
           "%r: %d %r" % (line, p.returncode, p.stderr))
     return sorted(w.rstrip() for w in p.stdout.splitlines() if w)
@@ -110,7 +121,94 @@ def main():
         check(complete(d, "cbtfs", "mount", "--server", "h", "store", "")
               == ["mnt", "store"], "MOUNTPOINT")
         check(complete(d, "cbtfs", "ls", "store", "") == [], "ls STORE <TAB>")
+        not_listed(env, d)
+    points()
     print("ok")
+
+
+def not_listed(env, d):
+    """restore's and serve's POINT run no `cbtfs ls` for an s3:// store
+    or a directory without a cbtfs-store file: a cbtfs that leaves a
+    mark when run shows it."""
+    fake = env.mkdir("fake")
+    mark = os.path.join(fake, "ran")
+    with open(os.path.join(fake, "cbtfs"), "w") as f:
+        f.write("#!/bin/sh\ntouch '%s'\n" % mark)
+    os.chmod(os.path.join(fake, "cbtfs"), 0o755)
+    for words in (("restore", "s3", ":", "//bucket", ""),
+                  ("serve", "s3", ":", "//bucket/prefix", "x", "b"),
+                  ("restore", "store", "by"), ("serve", "mnt", "")):
+        got = complete(d, "cbtfs", *words, path=fake)
+        check(got == [] and not os.path.exists(mark),
+              "cbtfs %s: %r, ran cbtfs: %s"
+              % (" ".join(words), got, os.path.exists(mark)))
+
+
+def points():
+    """POINT: the tree of a store with two VMs backed up twice, one VM and
+    its disk named with spaces."""
+    with sim.Sim() as s, cb.Env() as env:
+        _, _, _, srv = cb.random_disk(s, env, "web", "root", 1 << 20)
+        cb.random_disk(s, env, "my vm", "data disk", 1 << 20)
+        store = env.path("store")
+        for _ in range(2):
+            env.cbtfs("backup", store, *srv, "-q")
+        rc, out, _ = env.cbtfs("ls", store, "--json")
+        disks = {(d["vm"], d["name"]): d for d in json.loads(out)["disks"]}
+        check(sorted(disks) == [("my vm", "data disk"), ("web", "root")],
+              "ls --json: %r" % sorted(disks))
+        web = disks[("web", "root")]
+        names = sorted(p["name"] + ".img" for p in web["points"])
+        snaps = sorted(p["snapshot"] for p in web["points"])
+        check(len(names) == 2, "web's points: %r" % names)
+
+        # cbtfs on PATH, as installed; run from elsewhere, STORE absolute.
+        bindir = env.mkdir("bin")
+        os.symlink(cb.cbtfs_binary(), os.path.join(bindir, "cbtfs"))
+        d = env.mkdir("cwd")
+
+        def comp(*words):
+            return complete(d, "cbtfs", *words, path=bindir)
+
+        for cmd in ("restore", "serve"):
+            got = comp(cmd, store, "by-vm/")
+            check(got == ["by-vm/my\\ vm/", "by-vm/web/"],
+                  "%s STORE by-vm/<TAB>: %r" % (cmd, got))
+        got = comp("restore", store, "")
+        check("by-vm/" in got and "by-uuid/" in got and set(snaps) <= set(got)
+              and len(got) == 2 + 4, "restore STORE <TAB>: %r" % got)
+        check(comp("restore", store, "by-vm/w") == ["by-vm/web/"], "by-vm/w")
+        got = comp("restore", store, "by-vm/web/root/")
+        check(got == sorted(["by-vm/web/root/" + n for n in names]
+                            + ["by-vm/web/root/latest"]),
+              "by-vm/web/root/<TAB>: %r" % got)
+        # A whole point: one candidate, with the space after it.
+        p = subprocess.run(
+            ["bash", "--norc", "-c", 'source "$1"; shift; COMP_WORDS=("$@"); '
+             'COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _cbtfs; '
+             'printf "[%s]\\n" "${COMPREPLY[@]}"', "bash", SCRIPT, "cbtfs",
+             "restore", store, "by-vm/web/root/la"],
+            cwd=d, capture_output=True, text=True,
+            env=dict(os.environ, PATH=bindir + os.pathsep + os.environ["PATH"]))
+        check(p.stdout == "[by-vm/web/root/latest ]\n",
+              "by-vm/web/root/la: %r %r" % (p.stdout, p.stderr))
+        check(comp("restore", store, snaps[0][:8]) == [snaps[0]],
+              "a snapshot uuid's start")
+        got = comp("restore", store, "by-uuid/" + web["uuid"] + "/")
+        check(got == ["by-uuid/%s/%s.img" % (web["uuid"], u) for u in snaps],
+              "by-uuid/DISK/<TAB>: %r" % got)
+        # A name with spaces, typed quoted with backslashes as bash does.
+        got = comp("restore", store, "by-vm/my\\ vm/data\\ disk/l")
+        check(got == ["by-vm/my\\ vm/data\\ disk/latest"], "quoted: %r" % got)
+        # serve takes POINTs after a first one, and after options.
+        got = comp("serve", store, snaps[0], "--unix", "s", "by-vm/web/")
+        check(got == ["by-vm/web/root/"], "serve's second POINT: %r" % got)
+        # restore has one POINT.
+        check(comp("restore", store, snaps[0], "") == [], "a second POINT")
+        # A STORE given relative to the current directory works too.
+        got = complete(env.path(""), "cbtfs", "restore", "store", "by-vm/",
+                       path=bindir)
+        check(got == ["by-vm/my\\ vm/", "by-vm/web/"], "relative: %r" % got)
 
 
 if __name__ == "__main__":

@@ -242,7 +242,7 @@ def main():
               "nbdkit's log does not show connections that got past TLS")
 
         # Destroying the refused backups' snapshots folded their changed
-        # blocks into the next snapshot's (xapi-cbt.md §5): the next
+        # blocks into the next snapshot's (docs/xapi.md): the next
         # backup, from the host itself, has the change they held.
         s.control("nbd_override", vdi="*")
         t.cbtfs("backup", store, *t.srv)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prove the stand-in's GET /export_raw_vdi faithful (vhd-export.md §1-§4)
+"""Prove the stand-in's GET /export_raw_vdi faithful (docs/vhd-export.md)
 with clients nobody here wrote: curl downloads, qemu-img (driver vpc)
 reads the VHD back, and the result must equal the VDI byte for byte.
 
@@ -66,7 +66,7 @@ def vhd_checksum(data, at):
 
 
 def chs(size):
-    """ocaml-vhd Geometry.of_sectors, as vhd-export.md §4 gives it."""
+    """ocaml-vhd Geometry.of_sectors, as docs/vhd-export.md gives it."""
     s = min(size // 512, 65535 * 16 * 255)
     if s > 65535 * 16 * 63:
         spt, h, cth = 255, 16, s // 255
@@ -81,7 +81,8 @@ def chs(size):
 
 
 def parse_vhd(data, current_size, checksum_delta=0):
-    """Check DATA against §3/§4; return (N, B, included block list)."""
+    """Check DATA against docs/vhd-export.md ("The stream", "The fields
+    cbtfs reads and checks"); return (N, B, included block list)."""
     check(len(data) >= 2560, "stream too short", len(data))
     f = data[:512]
     (cookie, features, version, data_offset, ts, app, app_ver, host_os,

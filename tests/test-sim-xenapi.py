@@ -71,7 +71,8 @@ def expect_failure(fn, want, what):
 
 
 def bits(bitmap):
-    """Block indexes set in an MSB-first bitmap (xapi-cbt.md §5)."""
+    """Block indexes set in an MSB-first bitmap (docs/xapi.md, "The CBT
+    bitmap")."""
     return [i for i in range(len(bitmap) * 8)
             if (bitmap[i >> 3] >> (7 - (i & 7))) & 1]
 
@@ -341,8 +342,9 @@ def run(s):
     check(bits(base64.b64decode(x.xenapi.VDI.list_changed_blocks(inc0, snap3)))
           == [3], "after VDI.snapshot")
     # A middle link, reduced to CBT metadata as a backup leaves it:
-    # destroying it folds its log into the next one (xapi-cbt.md §5), so
-    # the diff across the gap is the OR of the two it replaces.
+    # destroying it folds its log into the next one (docs/xapi.md,
+    # "Snapshots on the host"), so the diff across the gap is the OR of
+    # the two it replaces.
     check(x.xenapi.VDI.get_type(inc0) == "cbt_metadata", "inc0 is metadata")
     left = lcb(x, base0, inc0)
     right = lcb(x, inc0, snap3)

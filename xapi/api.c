@@ -663,7 +663,7 @@ xapi_vdi_create (xapi_session *s, const char *sr, const char *name,
   char sz[32];
 
   /* Every field VDI.create takes, as the SDKs send them: int64 as a
-   * string of decimal digits (xapi-cbt.md §2). */
+   * string of decimal digits (docs/xapi.md, "The XML-RPC envelope"). */
   snprintf (sz, sizeof sz, "%" PRIu64, size);
   if (rec == NULL
       || !rec_set (rec, "name_label", xv_string (name))

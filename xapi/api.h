@@ -1,6 +1,7 @@
 /* cbtfs: the XAPI calls cbtfs makes, with typed results.
  *
- * One function per call (xapi-cbt.md §2).  Refs and uuids are strings.
+ * One function per call (docs/xapi.md, "The calls").  Refs and uuids
+ * are strings.
  * Every function returns 0/-1 or pointer/NULL with err_* set by
  * xapi_call; xapi_last_error (s) then has the XAPI code, so callers can
  * tell SR_BACKEND_FAILURE_460 ("unrelated") or UUID_INVALID apart.

@@ -1,6 +1,6 @@
 /* cbtfs: XML-RPC values as XAPI sends them.
  *
- * XAPI's wire format is loose (see shared reference xapi-cbt.md §2):
+ * XAPI's wire format is loose (docs/xapi.md, "The XML-RPC envelope"):
  * strings usually arrive untyped (<value>text</value>), 64-bit ints as
  * decimal strings, bools as <boolean>, times as compact
  * dateTime.iso8601.  The tree keeps what arrived; the typed getters

@@ -2,10 +2,11 @@
  * lay it out, so that PUT /import_raw_vdi?format=vhd (vhd-tool serve)
  * writes only the blocks it holds.
  *
- * Field values follow ocaml-vhd's vhd_common (vhd-export.md §3): disk
- * type 3, features 2, version 1.0, data offset 512, timestamp 0, CHS
- * from ocaml-vhd's Geometry.of_sectors; the header's table offset
- * 2048, 2 MiB blocks, no parent.
+ * Field values follow ocaml-vhd's vhd_common (docs/vhd-export.md,
+ * "Writing one: the restore"): disk type 3, features 2, version 1.0,
+ * data offset 512, timestamp 0, CHS from ocaml-vhd's
+ * Geometry.of_sectors; the header's table offset 2048, 2 MiB blocks, no
+ * parent.
  *
  * Thread model: pure functions.
  */

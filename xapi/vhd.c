@@ -1,8 +1,9 @@
 /* cbtfs: the head of a dynamic VHD (see vhd.h).
  *
- * Layout (vhd-export.md §3–4; all integers big-endian): footer at 0,
- * dynamic header at the footer's data_offset (512 in XAPI's streams),
- * BAT at the header's table_offset, padded to 512 bytes.
+ * Layout (docs/vhd-export.md, "The stream" and "The fields cbtfs reads
+ * and checks"; all integers big-endian): footer at 0, dynamic header at
+ * the footer's data_offset (512 in XAPI's streams), BAT at the header's
+ * table_offset, padded to 512 bytes.
  *
  * Thread model: pure functions.
  */

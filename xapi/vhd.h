@@ -1,6 +1,6 @@
 /* cbtfs: the head of a dynamic VHD, as XAPI's export streams it.
  *
- * GET /export_raw_vdi?format=vhd (vhd-export.md) sends a footer copy,
+ * GET /export_raw_vdi?format=vhd (docs/vhd-export.md) sends a footer copy,
  * a dynamic header and a block allocation table (BAT) before any data.
  * The BAT says which VHD blocks hold data; the rest of the disk reads
  * as zeros.  cbtfs reads only this head, to copy a baseline without
@@ -55,10 +55,11 @@ vhd_allocated (const struct vhd_head *h, uint32_t i)
 
 /* ---- writing a stream (vhd-stream.c), for PUT /import_raw_vdi ----
  *
- * The layout XAPI's own exports have (vhd-export.md §3): footer, header
- * at 512, 512 zero bytes, the BAT at 2048 (padded to a sector), then
- * each included 2 MiB block in ascending order as a 512-byte sector
- * bitmap and the block's 2 MiB, then the footer again. */
+ * The layout XAPI's own exports have (docs/vhd-export.md, "The
+ * stream"): footer, header at 512, 512 zero bytes, the BAT at 2048
+ * (padded to a sector), then each included 2 MiB block in ascending
+ * order as a 512-byte sector bitmap and the block's 2 MiB, then the
+ * footer again. */
 
 #define VHD_STREAM_BLOCK (UINT32_C (2) << 20)
 #define VHD_STREAM_TABLE 2048

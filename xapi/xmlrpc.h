@@ -1,10 +1,10 @@
 /* cbtfs: the XML-RPC codec (libxml2), without transport.
  *
  * Encoding follows what XAPI accepts; decoding accepts everything XAPI
- * emits (xapi-cbt.md §2) and rejects, with a one-line reason, anything
- * that is not a well-formed methodResponse.  Neither function touches
- * the network or keeps state, so both are safe from any thread and
- * are the fuzzing surface for XAPI answers.
+ * emits (docs/xapi.md, "The XML-RPC envelope") and rejects, with a
+ * one-line reason, anything that is not a well-formed methodResponse.
+ * Neither function touches the network or keeps state, so both are safe
+ * from any thread and are the fuzzing surface for XAPI answers.
  */
 #ifndef CBTFS_XAPI_XMLRPC_H
 #define CBTFS_XAPI_XMLRPC_H

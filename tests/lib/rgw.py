@@ -3,9 +3,9 @@
 
 One monitor, one BlueStore OSD on a sparse file and radosgw (beast) on
 loopback, from Debian 12's packages (scripts/install-deps.sh), started
-by hand in a private directory as ../shared/reference/ceph-rgw.md of
-the project's shared notes describes (its settings and pitfalls were
-verified on this kind of machine).  No ceph-mgr: S3 does not need it.
+by hand in a private directory as docs/ceph-rgw.md describes (its
+settings and pitfalls were verified on this kind of machine).  No
+ceph-mgr: S3 does not need it.
 
     import rgw
     with rgw.Rgw() as r:

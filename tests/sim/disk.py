@@ -14,7 +14,7 @@ import errno
 import hashlib
 import os
 
-BLOCK = 65536           # CBT block size (xapi-cbt.md §5)
+BLOCK = 65536           # CBT block size (docs/xapi.md, "The CBT bitmap")
 _COPY_CHUNK = 1 << 24   # per copy_file_range / read call
 _ZEROS = bytes(1 << 20)
 

@@ -1,4 +1,4 @@
-"""XAPI's GET /export_raw_vdi handler (vhd-export.md §1, xapi-cbt.md §8),
+"""XAPI's GET /export_raw_vdi handler (docs/vhd-export.md, "The request"),
 with format=vhd (vhd.py builds the stream) and format=raw.
 
 Why it exists: cbtfs reads the BAT of the VHD stream to learn which 2 MiB
@@ -220,7 +220,8 @@ class Export:
                        "%s format %r -> 404" % (vdi.rec["uuid"], fmt))
             return
         if "base" in query or "base" in cookies:
-            # Differencing exports (§5) are not modelled: refuse them loudly.
+            # Differencing exports (base=, docs/vhd-export.md) are not
+            # modelled: refuse them loudly.
             self.reply(_headers(["HTTP/1.0 404 Not Found", "Connection: close",
                                  "Cache-Control: no-cache, no-store"]),
                        "%s base= is not modelled -> 404" % vdi.rec["uuid"])

@@ -15,10 +15,11 @@ under the lock (the unlink itself runs later, in a thread of its own), so a snap
 writes and their CBT marks; NBD reads and checksums run without it, on file
 descriptors opened under the lock (an unlinked file stays readable).
 
-CBT (xapi-cbt.md §1, §5).  Each VDI that takes part in CBT is a node of a
-doubly linked chain: snapshots carry a closed log (the 64 KiB blocks
-changed between the previous snapshot and that one), the live VDI carries
-the current log and is always the last node.  A log is a bytearray bitmap
+CBT (docs/xapi.md, "The CBT bitmap" and "Snapshots on the host").  Each
+VDI that takes part in CBT is a node of a doubly linked chain: snapshots
+carry a closed log (the 64 KiB blocks changed between the previous
+snapshot and that one), the live VDI carries the current log and is
+always the last node.  A log is a bytearray bitmap
 already in wire order (MSB-first: block i is bit 0x80 >> (i & 7) of byte
 i >> 3), sized for the VDI's size when the log was opened; older, shorter
 logs are zero-extended when combined.
@@ -62,7 +63,8 @@ def new_uuid():
 
 
 def bitmap_len(size):
-    """Bytes of a CBT bitmap for a disk of SIZE bytes (xapi-cbt.md §5)."""
+    """Bytes of a CBT bitmap for a disk of SIZE bytes (docs/xapi.md,
+    "The CBT bitmap")."""
     return ((size + BLOCK - 1) // BLOCK + 7) // 8
 
 
@@ -590,7 +592,8 @@ class Model:
         return ops
 
     def snapshot_vdi(self, src, t=None):
-        """VDI.snapshot: copy the data, hand the CBT log over (xapi-cbt.md §5)."""
+        """VDI.snapshot: copy the data, hand the CBT log over (docs/xapi.md,
+        "The CBT bitmap")."""
         self.check_vdi_op(src, "snapshot")
         if src.path is None:
             raise XapiError("VDI_INCOMPATIBLE_TYPE", src.ref, src.rec["type"])
@@ -652,7 +655,8 @@ class Model:
             self.log("CBT disabled on %s" % vdi.rec["uuid"])
 
     def reset_cbt(self, vdi):
-        """Control: a host crash; the log is lost and CBT is off (§5)."""
+        """Control: a host crash; the log is lost and CBT is off (docs/xapi.md,
+        "The CBT bitmap")."""
         if vdi.rec["is_a_snapshot"]:
             raise ControlError("reset_cbt applies to live VDIs")
         self._drop_live_log(vdi)
@@ -716,7 +720,8 @@ class Model:
 
     def destroy_vdi(self, vdi):
         self.check_vdi_op(vdi, "destroy")
-        # Keep later diffs right: fold this log into the next node (§5).
+        # Keep later diffs right: fold this log into the next node
+        # (docs/xapi.md, "Snapshots on the host").
         child = self.objs["VDI"].get(vdi.cbt_child)
         parent = self.objs["VDI"].get(vdi.cbt_parent)
         if child is not None:

@@ -1,4 +1,4 @@
-"""xapi-nbd stand-in (xapi-cbt.md §4), byte for byte where it matters.
+"""xapi-nbd stand-in (docs/xapi-nbd.md), byte for byte where it matters.
 
 What it copies from xapi-nbd (xen-api ocaml/nbd/src/main.ml) and the
 xapi-project/nbd library (lib/server.ml at b71e1be):

@@ -1,5 +1,5 @@
 """The dynamic VHD that XAPI's GET /export_raw_vdi?format=vhd streams
-(vhd-export.md §3, §4): footer, dynamic header, BAT, then for each
+(docs/vhd-export.md, "The stream"): footer, dynamic header, BAT, then for each
 included 2 MiB block an all-0xFF sector bitmap and the data, then the
 footer again.
 
@@ -115,7 +115,7 @@ def bat(n_blocks, ranges):
 
 
 def stream_length(n_blocks, k):
-    """2560 + B + K * 2097664 (vhd-export.md §3)."""
+    """2560 + B + K * 2097664 (docs/vhd-export.md, "The stream")."""
     return TABLE_OFFSET + bat_bytes(n_blocks) + k * (SECTOR + BLOCK) + SECTOR
 
 

@@ -1,4 +1,5 @@
-"""XML-RPC wire format exactly as XAPI writes it (xapi-cbt.md §2).
+"""XML-RPC wire format exactly as XAPI writes it (docs/xapi.md, "The
+XML-RPC envelope").
 
 XAPI's encoder (ocaml-rpc xmlrpc.ml) differs from Python's xmlrpc.client in
 ways a client must cope with, so the stand-in writes responses itself

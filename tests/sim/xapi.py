@@ -1,4 +1,4 @@
-"""XAPI stand-in: XML-RPC over HTTPS (xapi-cbt.md §2).
+"""XAPI stand-in: XML-RPC over HTTPS (docs/xapi.md).
 
 Api turns one (method, params) call into a response body; XapiServer is
 the HTTPS listener (one for the pool master, one answering as a slave).

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """XenServer stand-in for cbtfs tests: XAPI (XML-RPC over HTTPS, pool master
 plus a slave that redirects), xapi-nbd (NBD over TLS) and a plain-HTTP
-control interface, all on loopback.  Follows xapi-cbt.md; see README.md.
+control interface, all on loopback.  Follows docs/xapi.md, docs/xapi-nbd.md
+and docs/vhd-export.md; see README.md.
 
   xsim.py --state DIR [--user root] [--password secret]
           [--xapi-address 127.0.0.1] [--nbd-address 127.0.0.2]

@@ -1,6 +1,6 @@
 /* Unit tests: the head of a VHD export (xapi/vhd.c).  The heads are
- * built here from the layout in vhd-export.md §3–4, independently of
- * the parser. */
+ * built here from the layout in docs/vhd-export.md ("The stream", "The
+ * fields cbtfs reads and checks"), independently of the parser. */
 #include <stdbool.h>
 #include <stdint.h>
 

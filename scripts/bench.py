@@ -11,6 +11,7 @@ it would to a host.  Needs root and the packages install-deps.sh adds.
 
     scripts/bench.py [CBTFS]        BENCH_GIB (default 1), BENCH_BIG_GIB
                                     (default 8), BENCH_ONLY=r1,r2,…,p1,b1,rs1,
+                                    s1,…,s4 (object store: Ceph RGW),
                                     BENCH_REPEAT (default 3)
 
 The rows near their goals are measured BENCH_REPEAT times, each time
@@ -270,6 +271,119 @@ def backup_time(env, *args):
     _, _, err = env.cbtfs("backup", *args, "-v")
     return max(float(x) for x in re.findall(r"done ([0-9.]+) s after the "
                                              r"snapshot", err))
+
+
+def curl_s3(r, transfers, parallel):
+    """Run curl once over TRANSFERS (each a list of curl config lines:
+    url, upload-file or range and output), PARALLEL at a time, signed
+    with R's keys (given on stdin, never in argv)."""
+    lines = ["parallel", "parallel-max = %d" % parallel, "silent",
+             "show-error", "fail"]
+    for t in transfers:
+        lines += ['user = "%s:%s"' % (r.access_key, r.secret_key),
+                  'aws-sigv4 = "aws:amz:%s:s3"' % r.region,
+                  'header = "x-amz-content-sha256: UNSIGNED-PAYLOAD"']
+        lines += t + ["next"]
+    subprocess.run(["curl", "-K", "-"], input="\n".join(lines[:-1]).encode(),
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def s3_rows(env, s, b):
+    """The object store's rows: backup into a bucket, a cold and a
+    cached read of a bucket's mount, cbtfs copy into a bucket, each
+    against curl moving the same bytes (or a directory store)."""
+    import rgw  # noqa: E402 (only these rows need Ceph)
+    if not rgw.have_ceph():
+        print("s1-s4: skipped (no Ceph)")
+        return
+    with rgw.Rgw() as r:
+        r.curl("PUT", "bench", check=True)
+        os.environ.update(AWS_ENDPOINT_URL=r.http_url, AWS_REGION=r.region,
+                          AWS_ACCESS_KEY_ID=r.access_key,
+                          AWS_SECRET_ACCESS_KEY=r.secret_key,
+                          CBTFS_S3_PATH_STYLE="yes", CBTFS_S3_ALLOW_HTTP="yes")
+        vm, vdi = b.disk(SIZE, "s3")
+        flat = env.path("s3.img")
+        shutil.copyfile(s.control("vdi", uuid=vdi)["path"], flat)
+        pieces = []
+        for i in range(SIZE // (16 * MiB)):
+            piece = env.path("s3-piece%03d" % i)
+            with open(flat, "rb") as f, open(piece, "wb") as o:
+                f.seek(i * 16 * MiB)
+                o.write(f.read(16 * MiB))
+            pieces.append(piece)
+        os.unlink(flat)
+
+        def put_pieces(prefix):
+            drop_caches()
+            return timed(curl_s3, r, [
+                ['upload-file = "%s"' % p,
+                 'url = "%s/bench/%s/%s"' % (r.http_url, prefix,
+                                              os.path.basename(p))]
+                for p in pieces], 4)
+
+        ours, theirs, stores = [], [], []
+        for i in range(REPEAT):
+            store = "s3://bench/s1-%d" % i
+            ours.append(backup_time(env, store, "--vm", vm["vm"], *b.srv))
+            theirs.append(put_pieces("curl-%d" % i))
+            stores.append(store)
+        row("s1", "backup into a bucket vs curl, 4 PUTs of 16 MiB at once",
+            ours, theirs, 0.7)
+
+        # Reads: a cold one from the bucket, then one from the cache.
+        dstore = env.path("s-dir")
+        env.cbtfs("backup", dstore, "--vm", vm["vm"], "-q", *b.srv)
+        cold, gets, cached, local = [], [], [], []
+        # The prefix encoded: curl 7.88 signs a "/" in a query as is.
+        listing = r.curl("GET", "bench?list-type=2&prefix=s1-0%2Fpacks%2F")
+        packs = [(k, int(n)) for k, n in re.findall(
+            r"<Key>([^<]*)</Key>.*?<Size>(\d+)</Size>",
+            listing.stdout.decode())]
+        for i in range(REPEAT):
+            cache = env.path("s-cache-%d" % i)
+            for k in (0, 1):
+                mnt = env.mount("s3://bench/s1-0", env.path("s-m%d%d" % (i, k)),
+                                "--cache", cache)
+                img = os.path.join(mnt, "by-uuid", vdi)
+                img = os.path.join(img, os.listdir(img)[0])
+                drop_caches()
+                (cold if k == 0 else cached).append(timed(cat, img))
+                cb.unmount(mnt)
+            drop_caches()
+            gets.append(timed(curl_s3, r, [
+                ['url = "%s/bench/%s"' % (r.http_url, key),
+                 "range = %d-%d" % (o, min(o + 4 * MiB, n) - 1),
+                 "output = /dev/null"]
+                for key, n in packs for o in range(0, n, 4 * MiB)], 16))
+            mnt = env.mount(dstore, env.path("s-d%d" % i))
+            img = os.path.join(mnt, "by-uuid", vdi)
+            img = os.path.join(img, os.listdir(img)[0])
+            drop_caches()
+            local.append(timed(cat, img))
+            cb.unmount(mnt)
+        row("s2", "cold read of a bucket's mount vs curl, 16 ranged GETs at "
+            "once", cold, gets, 0.7)
+        row("s3", "second read, from the local cache, vs a directory store",
+            cached, local, 0.9)
+
+        ours, theirs = [], []
+        for i in range(REPEAT):
+            drop_caches()
+            ours.append(timed(env.cbtfs, "copy", dstore,
+                              "s3://bench/s4-%d" % i, "-q"))
+            theirs.append(put_pieces("curl4-%d" % i))
+        row("s4", "cbtfs copy of a directory store into a bucket vs curl, "
+            "4 PUTs of 16 MiB", ours, theirs, 0.7)
+        shutil.rmtree(dstore)
+        for p in pieces:
+            os.unlink(p)
 
 
 def fio_iops(path, seconds=10):
@@ -662,6 +776,9 @@ def main():
                 "curl -T of the same bytes", ours, theirs, 0.8)
             shutil.rmtree(store)
             os.unlink(flat)
+
+        if any(wanted(k) for k in ("s1", "s2", "s3", "s4")):
+            s3_rows(env, s, b)
 
     missed = [r for r in rows if not r[-1]]
     print("%d rows, %d missed their goal" % (len(rows), len(missed)))

@@ -237,7 +237,7 @@ def main():
         check(run_value(m4, "cbtfs_backup_run_exit_status") == 0
               and len(m4["cbtfs_backup_last_result"]) == 2, "config file: %s"
               % m4)
-    print("PASS")
+    print("ok")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ PLUGIN_SRC = serve/plugin.c engine/session.c engine/targets.c \
 PLUGIN     = $(BUILD)/nbdkit-cbtfs-plugin.so
 CLI_SRC    = cli/main.c cli/config.c cli/server.c cli/backup.c cli/mount.c \
              cli/ls.c cli/fetch.c cli/verify.c cli/prune.c cli/forget.c \
-             cli/serve.c cli/restore.c cli/s3.c cli/copy.c
+             cli/serve.c cli/restore.c cli/s3.c cli/copy.c cli/report.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 COMMON_OBJ = $(call obj,$(COMMON_SRC))

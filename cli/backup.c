@@ -1,16 +1,35 @@
-/* cbtfs backup: options, then engine_backup (engine/backup.h). */
+/* cbtfs backup: options, then engine_backup (engine/backup.h), and
+ * its reports (report.c). */
 #include <getopt.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "../common/error.h"
 #include "../common/log.h"
 #include "../common/util.h"
 #include "../engine/backup.h"
 #include "cli.h"
 
+/* Write the reports the command line asked for; the exit status. */
+static int
+report (int status, int64_t started, const char *metrics, bool json,
+        const struct engine_backup_report *r, bool ran)
+{
+  if (metrics && cli_backup_metrics (metrics, status, started, r, ran) == -1) {
+    /* The backup is done, but what watches it would not know. */
+    log_error ("%s", err_get ());
+    status = MAX (status, CLI_EXIT_FAILED);
+  }
+  if (json && ran)
+    cli_backup_json (status, r);
+  return status;
+}
+
 int
 cmd_backup (int argc, char **argv)
 {
+  enum { OPT_JSON = 256, OPT_METRICS };
   static const struct option longopts[] = {
     CLI_SERVER_LONGOPTS,
     { "vm", required_argument, NULL, 'm' },
@@ -21,6 +40,8 @@ cmd_backup (int argc, char **argv)
     { "no-copy", no_argument, NULL, 'N' },
     { "verify", no_argument, NULL, 'V' },
     { "lock-wait", required_argument, NULL, 'w' },
+    { "json", no_argument, NULL, OPT_JSON },
+    { "metrics-file", required_argument, NULL, OPT_METRICS },
     { "quiet", no_argument, NULL, 'q' },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
@@ -37,6 +58,10 @@ cmd_backup (int argc, char **argv)
   int c, r, verbose = isatty (STDERR_FILENO) ? 1 : 0, status = 2;
   char **vms, **exclude;
   char *end;
+  const char *metrics = NULL;
+  bool json = false;
+  struct engine_backup_report rep = { 0 };
+  int64_t started;
 
   if (cli_config (&argc, &argv, "qvh", longopts) == -1)
     return cli_fail ();
@@ -86,6 +111,8 @@ cmd_backup (int argc, char **argv)
       if (cli_lock_wait (optarg, &o.lock_wait) == -1)
         goto out;
       break;
+    case OPT_JSON: json = cli_json = true; break;
+    case OPT_METRICS: metrics = optarg; break;
     case 'q': verbose = 0; break;
     case 'v': verbose = 2; break;
     case 'h': status = cli_help ("backup"); goto out;
@@ -100,9 +127,16 @@ cmd_backup (int argc, char **argv)
   o.copy.timeout = so.timeout;
   o.copy.progress = verbose >= 1 && isatty (STDERR_FILENO);
 
-  status = engine_backup (argv[optind], &so, &o);
-  if (status == -1)
+  started = time (NULL);
+  status = engine_backup (argv[optind], &so, &o, &rep);
+  if (status == -1) {
+    /* cli_fail prints --json's object; the metrics still say it. */
     status = cli_fail ();
+    status = report (status, started, metrics, false, &rep, false);
+  }
+  else
+    status = report (status, started, metrics, json, &rep, true);
+  engine_backup_report_clear (&rep);
  out:
   free (vms);
   free (exclude);

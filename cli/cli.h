@@ -7,6 +7,7 @@
 #include <getopt.h>
 #include <stdbool.h>
 
+#include "../engine/backup.h"
 #include "../engine/session.h"
 
 /* Exit status, the same for every command (README "Exit status"). */
@@ -89,6 +90,20 @@ extern int cli_check_server (const struct engine_creds *creds)
 /* Print S to stdout as a JSON string: quotes, backslashes and control
  * bytes escaped (names may hold any byte XenServer allowed but NUL). */
 extern void cli_json_str (const char *s) __attribute__ ((__nonnull__ (1)));
+
+/* backup --json: STATUS and what became of each disk of R, as one
+ * JSON object on stdout (report.c). */
+extern void cli_backup_json (int status, const struct engine_backup_report *r)
+  __attribute__ ((__nonnull__ (2)));
+
+/* backup --metrics-file: R's disks in Prometheus's text format, written
+ * to PATH.tmp (mode 0644) and renamed to PATH, with the run's STARTED
+ * time and exit STATUS.  A run that did not start (!RAN, R empty)
+ * keeps the disks of the file it replaces, their last result 0.  0, or
+ * -1 with err_*. */
+extern int cli_backup_metrics (const char *path, int status, int64_t started,
+                               const struct engine_backup_report *r, bool ran)
+  __attribute__ ((__nonnull__ (1, 4)));
 
 /* A usage error: print "cbtfs: " and FMT as one line, return 2. */
 extern int cli_refuse (const char *fmt, ...)

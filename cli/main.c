@@ -129,7 +129,8 @@ usage (FILE *f, const char *sub)
       "             [--exclude-disk NAME-OR-UUID]... [--jobs N]\n"
       "             [--nbd-connections N] [--limit-rate BYTES-PER-SECOND]\n"
       "             [--timeout SECONDS] [--lock-wait SECONDS]\n"
-      "             [--no-copy | --verify] [-q|-v]" },
+      "             [--no-copy | --verify] [--json] [--metrics-file FILE]\n"
+      "             [-q|-v]" },
     { "mount", "cbtfs mount STORE MOUNTPOINT [-f] [-o FUSE-OPTIONS] [-v]\n"
       "             [--server URL [--user USER] --password-file FILE [--ca-file PEM]]" },
     { "ls", "cbtfs ls STORE [--json]" },

@@ -17,8 +17,8 @@ _cbtfs_options ()
     local common="--config= --help $_cbtfs_s3" own
     case $1 in
         backup) own="$server --vm= --exclude-disk= --jobs= --nbd-connections=
-                      --limit-rate= --lock-wait= --no-copy --verify --quiet
-                      --verbose" ;;
+                      --limit-rate= --lock-wait= --no-copy --verify --json
+                      --metrics-file= --quiet --verbose" ;;
         mount) own="$server --foreground --verbose --debug" ;;
         ls) own="--json" ;;
         fetch) own="$server --keep-data --nbd-connections= --quiet --verbose" ;;
@@ -161,7 +161,7 @@ _cbtfs ()
     if [ -n "${opt-}" ]; then
         case $opt in
             --password-file|--ca-file|--config|--pidfile|--unix|\
-            --s3-secret-file|--s3-ca-file)
+            --metrics-file|--s3-secret-file|--s3-ca-file)
                 compopt -o filenames 2>/dev/null
                 mapfile -t COMPREPLY < <(compgen -f -- "$cur") ;;
             --tls-certificates|--cache)

@@ -18,6 +18,7 @@
 #include "../chain/verdict.h"
 #include "../common/util.h"
 #include "../xapi/api.h"
+#include "backup.h"
 #include "targets.h"
 
 /* VM snapshots cbtfs takes are named SNAP_NAME and the store's id, set
@@ -60,6 +61,10 @@ struct disk {
   struct layer *layer;          /* this run's layer */
   bool failed;                  /* this run's backup of the disk failed */
   bool resume_failed;           /* an earlier incomplete layer stays so */
+  char *error;                  /* the first problem logged, or NULL */
+  uint64_t bytes_read;          /* over NBD this run */
+  double seconds;               /* spent on this disk alone */
+  int64_t last_complete;        /* newest complete point's time, or -1 */
   char held[UUID_LEN + 1];      /* a point of prev's chain that failed a
                                    check (verdict.h), or "" */
   enum verdict held_as;
@@ -74,12 +79,24 @@ extern int backup_claim_disks (struct backup *b, const struct disk *v,
 extern void backup_release_disks (struct backup *b, const struct disk *v,
                                   size_t n);
 
+/* backup.c: keep in the run's report (if it has one) what became of D
+ * of VM (D NULL: the VM failed before its disks were known, for the
+ * reason ERROR), R; D's strings are copied.  Thread-safe. */
+extern void backup_report (struct backup *b, const struct xapi_vm *vm,
+                           const struct disk *d, enum engine_disk_result r,
+                           const char *error);
+
+/* backup-vm.c: log err_get () as a problem with D, and keep the first
+ * one for the report. */
+extern void backup_disk_error (struct disk *d);
+
 /* backup-vm.c: back up VM; 0, or 1 when some disk failed (logged). */
 extern int backup_vm (struct backup *b, const struct xapi_vm *vm);
 
-/* backup-vm.c: fill L from snapshot REF over NBD; 0 or -1 with err_*. */
-extern int backup_fill_layer (struct backup *b, struct layer *l,
-                              const char *ref, const char *label);
+/* backup-vm.c: fill L, a layer of D, from snapshot REF over NBD,
+ * adding what it read to D's bytes_read; 0 or -1 with err_*. */
+extern int backup_fill_layer (struct backup *b, struct disk *d,
+                              struct layer *l, const char *ref);
 
 /* backup-scan.c: read what the store holds for D (finishing what the
  * host still has), decide baseline or delta, make sure CBT is on.  0

@@ -50,14 +50,14 @@ resume_layer (struct backup *b, struct disk *d,
       log_warn ("%s: %s; leaving it to that process", d->label, err_get ());
       return RESUME_PENDING;
     }
-    log_error ("%s: %s", d->label, err_get ());
+    backup_disk_error (d);
     d->resume_failed = true;
     return RESUME_PENDING;
   }
   log_info ("%s: finishing snapshot %s left incomplete by an earlier run",
             d->label, snap);
-  if (backup_fill_layer (b, l, ref, d->label) == -1) {
-    log_error ("%s: %s", d->label, err_get ());
+  if (backup_fill_layer (b, d, l, ref) == -1) {
+    backup_disk_error (d);
     d->resume_failed = true;
   }
   else if (layer_complete (l)) {
@@ -157,6 +157,8 @@ scan_store (struct backup *b, struct disk *d)
     memcpy (links[nlinks++].parent, layer_meta (l)->parent, UUID_LEN + 1);
     r = layer_complete (l) ? RESUME_DONE
       : resume_layer (b, d, snaps[i], layer_meta (l)->lazy);
+    if (r == RESUME_DONE)
+      d->last_complete = MAX (d->last_complete, layer_meta (l)->time);
     if (layer_meta (l)->seq > newest) {
       newest = layer_meta (l)->seq;
       layer_meta_clear (&d->prev);

@@ -77,9 +77,10 @@ excluded (const struct backup *b, const struct xapi_vdi *vdi)
 }
 
 int
-backup_fill_layer (struct backup *b, struct layer *l, const char *ref,
-                   const char *label)
+backup_fill_layer (struct backup *b, struct disk *d, struct layer *l,
+                   const char *ref)
 {
+  const char *label = d->label;
   struct copy_stats st;
   struct copy_opts o = b->copy;
   uint64_t present, stored;
@@ -90,6 +91,7 @@ backup_fill_layer (struct backup *b, struct layer *l, const char *ref,
   if (engine_targets_note (b->targets, layer_meta (l)->snapshot, ref) == -1
       || copy_layer (l, engine_targets_chain (b->targets), &o, &st) == -1)
     return -1;
+  d->bytes_read += st.bytes;
   layer_counts (l, &present, &stored);
   log_info ("%s: %s %s: %" PRIu64 " of %" PRIu64 " blocks %s, %"
             PRIu64 " stored, %.1f MiB read over NBD in %.1f s", label,
@@ -104,6 +106,7 @@ static void
 disk_clear (struct disk *d)
 {
   free (d->label);
+  free (d->error);
   xapi_vdi_clear (&d->live);
   layer_meta_clear (&d->prev);
   free (d->prev_ref);
@@ -141,6 +144,7 @@ find_disks (struct backup *b, const struct xapi_vm *vm, struct disk **out,
     struct xapi_vbd vbd = { 0 };
     struct disk *d = &v[n];
 
+    d->last_complete = -1;
     if (xapi_vbd_get (b->xs, vm->vbds[i], &vbd) == -1)
       goto err;
     if (strcmp (vbd.type, "Disk") != 0 || vbd.empty
@@ -159,6 +163,7 @@ find_disks (struct backup *b, const struct xapi_vm *vm, struct disk **out,
       CLEANUP_FREE char *dn = catalog_safe_name (d->live.name);
       log_info ("VM '%s' disk '%s' (%s): skipped (--exclude-disk)",
                 vmn ? vmn : vm->uuid, dn ? dn : d->live.uuid, d->userdevice);
+      backup_report (b, vm, d, ENGINE_DISK_SKIPPED, NULL);
       if (refs_add (skipped, d->live.ref) == -1) {
         err_set (ENOMEM, "out of memory");
         xapi_vdi_clear (&d->live);
@@ -379,10 +384,18 @@ describe_layer (struct backup *b, const struct xapi_vm *vm, struct disk *d)
   return d->layer ? 0 : -1;
 }
 
+void
+backup_disk_error (struct disk *d)
+{
+  log_error ("%s: %s", d->label, err_get ());
+  if (d->error == NULL)
+    d->error = strdup (err_get ());
+}
+
 static void
 disk_failed (struct disk *d)
 {
-  log_error ("%s: %s", d->label, err_get ());
+  backup_disk_error (d);
   d->failed = true;
 }
 
@@ -495,10 +508,13 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
   int failures = 0;
   struct refs skipped = { 0 }, drop = { 0 };
 
-  if (vmname == NULL)
+  if (vmname == NULL) {
+    backup_report (b, vm, NULL, ENGINE_DISK_FAILED, "out of memory");
     return 1;
+  }
   if (find_disks (b, vm, &v, &n, &skipped) == -1) {
     log_error ("VM '%s': %s", vmname, err_get ());
+    backup_report (b, vm, NULL, ENGINE_DISK_FAILED, err_get ());
     refs_free (&skipped);
     return 1;
   }
@@ -510,6 +526,7 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
   }
   if (backup_claim_disks (b, v, n) == -1) {
     log_error ("VM '%s': %s", vmname, err_get ());
+    backup_report (b, vm, NULL, ENGINE_DISK_FAILED, err_get ());
     for (i = 0; i < n; i++)
       disk_clear (&v[i]);
     free (v);
@@ -521,28 +538,39 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
   for (i = 0; i < n; i++)
     v[i].prepared = store_disk_prepare (b->store, v[i].live.uuid) == 0;
   backup_remove_leftovers (b, vm, v, n);
-  for (i = 0; i < n; i++)
+  for (i = 0; i < n; i++) {
+    double t = now_monotonic ();
     if (backup_prepare_disk (b, &v[i]) == -1)
       disk_failed (&v[i]);
     else
       ok++;
+    v[i].seconds += now_monotonic () - t;
+  }
   if (ok == 0)
     goto out;
   if (take_snapshots (b, vm, v, n, &snap_vm, &skipped, &drop) == -1) {
     log_error ("VM '%s': snapshot failed: %s", vmname, err_get ());
-    for (i = 0; i < n; i++)
+    for (i = 0; i < n; i++) {
+      if (v[i].error == NULL && asprintf (&v[i].error, "snapshot failed: %s",
+                                          err_get ()) == -1)
+        v[i].error = NULL;
       v[i].failed = true;
+    }
     goto cleanup;
   }
   snapped = now_monotonic ();
-  for (i = 0; i < n; i++)
+  for (i = 0; i < n; i++) {
+    double t = now_monotonic ();
     if (!v[i].failed && describe_layer (b, vm, &v[i]) == -1)
       disk_failed (&v[i]);
+    v[i].seconds += now_monotonic () - t;
+  }
   /* The VM snapshot object holds VBDs to the snapshots, which would
    * block data_destroy; its VDIs outlive it. */
   vm_snap_gone = destroy_snap_vm (b, &snap_vm, vmname);
   for (i = 0; i < n; i++) {
     struct disk *d = &v[i];
+    double t = now_monotonic ();
     if (d->failed || d->layer == NULL)
       continue;
     if (b->no_copy) {
@@ -551,10 +579,11 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
                 d->label, d->snap.uuid);
       continue;
     }
-    if (backup_fill_layer (b, d->layer, d->snap_ref, d->label) == -1) {
+    if (backup_fill_layer (b, d, d->layer, d->snap_ref) == -1) {
       disk_failed (d);
       log_info ("%s: the snapshot keeps its data; the next backup copies "
                 "only what is missing", d->label);
+      d->seconds += now_monotonic () - t;
       continue;
     }
     /* Only once this run's point is whole in the store and its own
@@ -568,6 +597,7 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
                          d->snap.uuid, d->label);
     log_info ("%s: done %.3f s after the snapshot", d->label,
               now_monotonic () - snapped);
+    d->seconds += now_monotonic () - t;
   }
 
  cleanup:
@@ -592,7 +622,10 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
   refs_free (&drop);
   backup_release_disks (b, v, n);
   for (i = 0; i < n; i++) {
-    failures += v[i].failed || v[i].resume_failed;
+    bool failed = v[i].failed || v[i].resume_failed;
+    failures += failed;
+    backup_report (b, vm, &v[i], failed ? ENGINE_DISK_FAILED : ENGINE_DISK_OK,
+                   v[i].error);
     disk_clear (&v[i]);
   }
   free (v);

@@ -75,7 +75,101 @@ struct backup_run {
   const char **claimed;         /* uuids of disks jobs work on (borrowed
                                    from the jobs' struct disk) */
   size_t nclaimed, capclaimed;
+  struct engine_backup_report *report;  /* the caller's, or NULL */
 };
+
+void
+engine_backup_report_clear (struct engine_backup_report *r)
+{
+  for (size_t i = 0; i < r->ndisks; i++) {
+    free (r->disks[i].vm_name);
+    free (r->disks[i].disk_name);
+    free (r->disks[i].error);
+  }
+  free (r->disks);
+  r->disks = NULL;
+  r->ndisks = 0;
+}
+
+/* Fill E from D (NULL: the VM alone), as backup_report says. */
+static int
+report_fill (struct engine_disk_report *e, const struct xapi_vm *vm,
+             const struct disk *d, enum engine_disk_result res,
+             const char *error)
+{
+  e->result = res;
+  e->last_complete = -1;
+  snprintf (e->vm_uuid, sizeof e->vm_uuid, "%s", vm->uuid);
+  if ((e->vm_name = strdup (vm->name)) == NULL
+      || (error && (e->error = strdup (error)) == NULL))
+    return -1;
+  if (res == ENGINE_DISK_FAILED && e->error == NULL
+      && (e->error = strdup ("failed (see the log)")) == NULL)
+    return -1;
+  if (d == NULL)
+    return 0;
+  if ((e->disk_name = strdup (d->live.name)) == NULL)
+    return -1;
+  snprintf (e->disk_uuid, sizeof e->disk_uuid, "%s", d->live.uuid);
+  snprintf (e->userdevice, sizeof e->userdevice, "%s", d->userdevice);
+  e->bytes_read = d->bytes_read;
+  e->seconds = d->seconds;
+  e->last_complete = d->last_complete;
+  if (d->layer) {
+    const struct layer_meta *m = layer_meta (d->layer);
+    memcpy (e->snapshot, m->snapshot, UUID_LEN + 1);
+    e->baseline = layer_is_baseline (m);
+    e->time = m->time;
+    e->complete = layer_complete (d->layer);
+    if (e->complete)
+      e->last_complete = MAX (e->last_complete, m->time);
+    if (layer_usage (d->layer, &e->bytes_stored) == -1)
+      log_warn ("%s: %s", d->label, err_get ());
+  }
+  return 0;
+}
+
+void
+backup_report (struct backup *b, const struct xapi_vm *vm,
+               const struct disk *d, enum engine_disk_result res,
+               const char *error)
+{
+  struct backup_run *r = b->run;
+  struct engine_disk_report e = { 0 };
+  struct engine_backup_report one = { .disks = &e, .ndisks = 1 };
+  struct engine_disk_report *nv;
+
+  if (r->report == NULL)
+    return;
+  if (report_fill (&e, vm, d, res, error) == 0) {
+    SCOPED_LOCK (&r->lock);
+    nv = realloc (r->report->disks, (r->report->ndisks + 1) * sizeof *nv);
+    if (nv) {
+      r->report->disks = nv;
+      nv[r->report->ndisks++] = e;
+      return;
+    }
+  }
+  log_warn ("out of memory: the report lacks a disk");
+  engine_backup_report_clear (&one);
+}
+
+/* By VM (name, then uuid), then device number, then disk uuid. */
+static int
+report_order (const void *a, const void *b)
+{
+  const struct engine_disk_report *x = a, *y = b;
+  int c;
+
+  if ((c = strcmp (x->vm_name, y->vm_name)) != 0
+      || (c = strcmp (x->vm_uuid, y->vm_uuid)) != 0)
+    return c;
+  if (strlen (x->userdevice) != strlen (y->userdevice))
+    return strlen (x->userdevice) < strlen (y->userdevice) ? -1 : 1;
+  if ((c = strcmp (x->userdevice, y->userdevice)) != 0)
+    return c;
+  return strcmp (x->disk_uuid, y->disk_uuid);
+}
 
 static bool
 claimed (struct backup_run *r, const char *uuid)
@@ -255,10 +349,11 @@ run (struct backup_run *r, xapi_session *xs, struct engine_targets *targets)
 
 int
 engine_backup (const char *path, const struct engine_server *server,
-               const struct engine_backup_opts *o)
+               const struct engine_backup_opts *o,
+               struct engine_backup_report *report)
 {
   char snap_name[sizeof SNAP_NAME + UUID_LEN + 1];  /* "cbtfs backup <id>" */
-  struct backup_run r = { .o = o, .snap_name = snap_name };
+  struct backup_run r = { .o = o, .snap_name = snap_name, .report = report };
   struct engine_creds *creds = NULL;
   struct engine_targets *targets = NULL;
   xapi_session *xs = NULL;
@@ -309,6 +404,11 @@ engine_backup (const char *path, const struct engine_server *server,
   nbdlimit_free (r.limit);
   store_close (r.store);
   free (r.claimed);
+  if (report && status == -1)
+    engine_backup_report_clear (report);
+  else if (report)
+    qsort (report->disks, report->ndisks, sizeof *report->disks,
+           report_order);
   pthread_cond_destroy (&r.cond);
   pthread_mutex_destroy (&r.lock);
   return status;

@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "../chain/copy.h"
+#include "../common/util.h"
 #include "session.h"
 
 struct engine_backup_opts {
@@ -46,14 +47,58 @@ struct engine_backup_opts {
                                    (store_lock), 0 for not at all */
 };
 
+/* What became of one disk in a run, for reports (cli/report.c). */
+enum engine_disk_result {
+  ENGINE_DISK_OK,               /* this run's point is in the store */
+  ENGINE_DISK_FAILED,           /* error says why */
+  ENGINE_DISK_SKIPPED,          /* --exclude-disk names it */
+};
+
+struct engine_disk_report {
+  char *vm_name;                /* XenServer's name_label, as it is */
+  char vm_uuid[UUID_LEN + 1];
+  char *disk_name;              /* NULL: the VM failed before its disks
+                                   were known (error says why) */
+  char disk_uuid[UUID_LEN + 1]; /* "" with disk_name NULL */
+  char userdevice[16];
+  enum engine_disk_result result;
+  char *error;                  /* FAILED: the first problem, one line */
+  char snapshot[UUID_LEN + 1];  /* the point this run made, or "" */
+  bool baseline;
+  bool complete;                /* that point is whole in the store */
+  int64_t time;                 /* its snapshot_time */
+  uint64_t bytes_read;          /* over NBD for the disk this run, older
+                                   incomplete points it finished included */
+  uint64_t bytes_stored;        /* what the point's layer takes in the
+                                   store (cbtfs ls's stored_bytes) */
+  double seconds;               /* the disk's own work: the store's scan,
+                                   describing, copying, checking, reducing */
+  int64_t last_complete;        /* snapshot_time of the disk's newest
+                                   complete point in the store once the
+                                   run is over, -1 for none */
+};
+
+/* Every disk of a run, by VM name and uuid, then device. */
+struct engine_backup_report {
+  struct engine_disk_report *disks;  /* owned */
+  size_t ndisks;
+};
+
+/* Free what a report holds; it is empty again. */
+extern void engine_backup_report_clear (struct engine_backup_report *r)
+  __attribute__ ((__nonnull__ (1)));
+
 /* Back up the VMs O selects from the pool SERVER names into the store
  * at STORE (created if need be).  Every problem with a disk or VM is
- * logged as it happens.  0 when every disk was backed up, 1 when some
- * were not, or -1 with err_* when the run could not start (the store
- * stayed locked for O->lock_wait seconds or is unusable, login failed,
- * a --vm names no VM). */
+ * logged as it happens, and with REPORT (may be NULL; empty on entry,
+ * the caller clears it) also kept there with what each disk's backup
+ * made.  0 when every disk was backed up, 1 when some were not, or -1
+ * with err_* when the run could not start (the store stayed locked for
+ * O->lock_wait seconds or is unusable, login failed, a --vm names no
+ * VM); the report is empty then. */
 extern int engine_backup (const char *store, const struct engine_server *server,
-                          const struct engine_backup_opts *o)
+                          const struct engine_backup_opts *o,
+                          struct engine_backup_report *report)
   __attribute__ ((__nonnull__ (1, 2, 3)));
 
 #endif /* CBTFS_ENGINE_BACKUP_H */

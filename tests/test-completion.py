@@ -76,7 +76,7 @@ def main():
             check(listed <= offered, "cbtfs %s --<TAB> lacks %s"
                   % (c, sorted(listed - offered)))
             check("--help" in offered, "cbtfs %s --<TAB> lacks --help" % c)
-        check("--json" not in options["backup"] and "--server" not in options["ls"],
+        check("--yes" not in options["backup"] and "--server" not in options["ls"],
               "options of other commands: %r" % options)
         # The object store's options: every command's, values or not.
         s3 = set(re.findall(r"--s3-[a-z-]+|--cache[a-z-]*", usage))

@@ -55,11 +55,13 @@ def check_helper_page(text):
     the -o options it turns into cbtfs mount's; the sections a section 8
     page needs.  Returns how many options it checked."""
     with open(os.path.join(cb.TOP, "dist", "mount.cbtfs.in")) as f:
-        script = f.read()
+        # Case patterns continued over lines read as one.
+        script = re.sub(r"\\\n\s*", "", f.read())
     letters = re.search(r"getopts ([a-zA-Z:]+) ", script)
     check(letters, "no getopts in mount.cbtfs.in")
     flags = re.sub(r"[:tN]", "", letters.group(1))
-    keys = re.search(r"^\s*((?:[a-z-]+=\*\|)+[a-z-]+=\*)\)", script, re.M)
+    keys = re.search(r"^\s*((?:[a-z0-9-]+=\*\|)+[a-z0-9-]+=\*)\)", script,
+                     re.M)
     check(keys, "no option=VALUE case in mount.cbtfs.in")
     keys = [k[:-1] for k in keys.group(1).split("|")]
     check(len(flags) >= 4 and "config=" in keys, "%r %r" % (flags, keys))

@@ -144,6 +144,41 @@ class Env:
         rc, _, _ = self.cbtfs("ls", store, ok=False)
         return rc == 0
 
+    def store_objects(self, store):
+        """An object store's objects: key (under STORE's prefix) -> size
+        in bytes, listed from the run's RGW (what a directory test would
+        learn from os.walk)."""
+        import rgw  # noqa: E402 (only object store runs need it)
+        import urllib.parse
+        import xml.etree.ElementTree as ET
+        bucket, _, prefix = store[len("s3://"):].partition("/")
+        prefix = prefix.rstrip("/") + "/"
+        r = rgw.Shared(os.environ["CBTFS_TEST_RGW"])
+        ns = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+        out, token = {}, None
+        while True:
+            q = {"list-type": "2", "prefix": prefix}
+            if token:
+                q["continuation-token"] = token
+            res = r.curl("GET", bucket + "?" + urllib.parse.urlencode(q),
+                         check=True)
+            root = ET.fromstring(res.stdout)
+            check(root.tag == ns + "ListBucketResult", "listing %s: %s"
+                  % (store, res.stdout[:300]))
+            for c in root.iter(ns + "Contents"):
+                out[c.find(ns + "Key").text[len(prefix):]] = int(
+                    c.find(ns + "Size").text)
+            token = root.findtext(ns + "NextContinuationToken")
+            if root.findtext(ns + "IsTruncated") != "true" or not token:
+                return out
+
+    def store_bytes(self, store):
+        """The space STORE takes: a directory's allocated bytes (like
+        du), an object store's objects' sizes."""
+        if is_dir_store(store):
+            return allocated_bytes(store)
+        return sum(self.store_objects(store).values())
+
     def ls_json(self, store):
         _, out, _ = self.cbtfs("ls", store, "--json")
         return json.loads(out)

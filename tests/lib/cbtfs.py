@@ -172,6 +172,49 @@ class Env:
             if root.findtext(ns + "IsTruncated") != "true" or not token:
                 return out
 
+    def s3_object(self, store, key, method="GET", data=None):
+        """An object store's request METHOD on KEY under STORE's prefix
+        (DATA: a PUT's body); returns the body, or None when there is
+        no such object."""
+        import rgw  # noqa: E402 (only object store runs need it)
+        r = rgw.Shared(os.environ["CBTFS_TEST_RGW"])
+        path = store[len("s3://"):].rstrip("/") + "/" + key
+        args = ["-w", "\n%{http_code}"] + (["-I"] if method == "HEAD" else [])
+        body = None
+        if data is not None:
+            body = self.path("s3-body-%d" % id(data))
+            with open(body, "wb") as f:
+                f.write(data)
+            args += ["--data-binary", "@" + body]
+        try:
+            res = r.curl(method, path, *args, check=True)
+        finally:
+            if body:
+                os.unlink(body)
+        out, _, code = res.stdout.rpartition(b"\n")
+        if code == b"404":
+            return None
+        check(code.startswith(b"2"), "%s %s: HTTP %s %s"
+              % (method, path, code.decode(), out[:300]))
+        return out
+
+    def writer_free(self, store, disk, snapshot):
+        """Whether no process is the writer of layer DISK/SNAPSHOT: no
+        flock on a directory store's index, no writer lease object in
+        an object store."""
+        if is_dir_store(store):
+            return unlocked(os.path.join(store, "disks", disk, snapshot,
+                                         "index"))
+        return self.s3_object(store, "layers/%s/%s/writer"
+                              % (disk, snapshot), "HEAD") is None
+
+    def hold_writer(self, store, disk, snapshot):
+        """Be the writer of layer DISK/SNAPSHOT as another cbtfs process
+        would (flock on a directory store's index; an object store's
+        writer lease naming this live process) until the returned
+        object's release()."""
+        return WriterHold(self, store, disk, snapshot)
+
     def store_bytes(self, store):
         """The space STORE takes: a directory's allocated bytes (like
         du), an object store's objects' sizes."""
@@ -238,6 +281,38 @@ class Env:
         self.on_close(lambda: os.path.ismount(mnt)
                       and subprocess.run(["umount", mnt]))
         return mnt
+
+
+class WriterHold:
+    """Env.hold_writer's hold; a context manager too."""
+
+    def __init__(self, env, store, disk, snapshot):
+        self.env, self.store = env, store
+        self.file = self.key = None
+        if is_dir_store(store):
+            import fcntl
+            self.file = open(os.path.join(store, "disks", disk, snapshot,
+                                          "index"), "rb")
+            fcntl.flock(self.file, fcntl.LOCK_EX)
+        else:
+            self.key = "layers/%s/%s/writer" % (disk, snapshot)
+            rec = "pid %d\ncommand test\nsince %d\n" % (os.getpid(),
+                                                         int(time.time()))
+            env.s3_object(store, self.key, "PUT", rec.encode())
+
+    def release(self):
+        if self.file:
+            self.file.close()           # and the flock with it
+            self.file = None
+        elif self.key:
+            self.env.s3_object(self.store, self.key, "DELETE")
+            self.key = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
 
 
 class Foreground:

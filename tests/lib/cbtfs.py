@@ -215,6 +215,55 @@ class Env:
         object's release()."""
         return WriterHold(self, store, disk, snapshot)
 
+    def flip_block_byte(self, store, disk, snapshot, off):
+        """Flip a bit of the byte at OFF of the disk as layer
+        DISK/SNAPSHOT stores it (a block it holds): damage, where a
+        directory store keeps it in the layer's data file, an object
+        store in one of the layer's packs."""
+        if is_dir_store(store):
+            flip_byte(os.path.join(store, "disks", disk, snapshot, "data"), off)
+            return
+        layer = "layers/%s/%s/" % (disk, snapshot)
+        pack, slot = self._pack_slot(store, layer, off // BLOCK)
+        key = layer + "p/%010d" % pack
+        data = bytearray(self.s3_object(store, key))
+        data[slot * BLOCK + off % BLOCK] ^= 0x20
+        self.s3_object(store, key, "PUT", bytes(data))
+
+    def _pack_slot(self, store, layer, block):
+        # FORMAT.md, chain/store/s3store-layer.c: index objects i/SEQ
+        # name each pack's blocks in order; the newest naming one wins.
+        import struct
+        where = None
+        for key in sorted(k for k in self.store_objects(store)
+                          if k.startswith(layer + "i/")):
+            if key.endswith("/0000000000"):
+                continue            # the header alone
+            obj = self.s3_object(store, key)
+            npacks, = struct.unpack_from("<I", obj, 8)
+            q = 12
+            for _ in range(npacks):
+                seq, n = struct.unpack_from("<II", obj, q)
+                q += 8
+                blocks = struct.unpack_from("<%dQ" % n, obj, q)
+                q += 8 * n
+                if block in blocks:
+                    where = (seq, blocks.index(block))
+        check(where is not None, "%s holds no block %d" % (layer, block))
+        return where
+
+    def flip_manifest_byte(self, store, disk, snapshot, off):
+        """Flip a bit of byte OFF of layer DISK/SNAPSHOT's manifest (a
+        directory store's layer file, an object store's root object)."""
+        if is_dir_store(store):
+            flip_byte(os.path.join(store, "disks", disk, snapshot, "layer"),
+                      off, 0x01)
+            return
+        key = "roots/%s/%s" % (disk, snapshot)
+        data = bytearray(self.s3_object(store, key))
+        data[off] ^= 0x01
+        self.s3_object(store, key, "PUT", bytes(data))
+
     def store_bytes(self, store):
         """The space STORE takes: a directory's allocated bytes (like
         du), an object store's objects' sizes."""
@@ -530,6 +579,15 @@ def ext4_write(image, path, data):
         cmds = "rm %s\nwrite %s %s\n" % (path, t.name, path)
         subprocess.run(["debugfs", "-w", "-f", "-", image], input=cmds,
                        text=True, capture_output=True, check=True)
+
+
+def flip_byte(path, off, bit=0x20):
+    """Flip BIT of the byte at OFF of the file PATH."""
+    with open(path, "r+b") as f:
+        f.seek(off)
+        b = f.read(1)
+        f.seek(off)
+        f.write(bytes([b[0] ^ bit]))
 
 
 def write_at(path, offset, data):

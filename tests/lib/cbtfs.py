@@ -219,16 +219,19 @@ class Env:
         """Flip a bit of the byte at OFF of the disk as layer
         DISK/SNAPSHOT stores it (a block it holds): damage, where a
         directory store keeps it in the layer's data file, an object
-        store in one of the layer's packs."""
+        store in one of the layer's packs.  Returns the byte it was."""
         if is_dir_store(store):
-            flip_byte(os.path.join(store, "disks", disk, snapshot, "data"), off)
-            return
+            return flip_byte(os.path.join(store, "disks", disk, snapshot,
+                                          "data"), off)
         layer = "layers/%s/%s/" % (disk, snapshot)
         pack, slot = self._pack_slot(store, layer, off // BLOCK)
         key = layer + "p/%010d" % pack
         data = bytearray(self.s3_object(store, key))
-        data[slot * BLOCK + off % BLOCK] ^= 0x20
+        at = slot * BLOCK + off % BLOCK
+        was = data[at]
+        data[at] ^= 0x20
         self.s3_object(store, key, "PUT", bytes(data))
+        return was
 
     def _pack_slot(self, store, layer, block):
         # FORMAT.md, chain/store/s3store-layer.c: index objects i/SEQ
@@ -582,12 +585,14 @@ def ext4_write(image, path, data):
 
 
 def flip_byte(path, off, bit=0x20):
-    """Flip BIT of the byte at OFF of the file PATH."""
+    """Flip BIT of the byte at OFF of the file PATH; returns the byte
+    it was."""
     with open(path, "r+b") as f:
         f.seek(off)
         b = f.read(1)
         f.seek(off)
         f.write(bytes([b[0] ^ bit]))
+    return b[0]
 
 
 def write_at(path, offset, data):

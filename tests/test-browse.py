@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""End to end: the README's browsing recipe, as written, on a guest disk
+"""E# store-kinds: dir s3
+nd to end: the README's browsing recipe, as written, on a guest disk
 as users' disks are.
 
 A VM "web" has a GPT disk "root" (partition 1 ext4, 2 an LVM PV whose
@@ -587,7 +588,7 @@ def main():
                        disks=[{"name": "root", "size": ROOT_SIZE},
                               {"name": "home", "size": HOME_SIZE}])
         vdis = [d["vdi"] for d in vm["disks"]]
-        store = env.path("store")
+        store = env.store()
         srv = ["--server", s.info["xapi_url"], "--ca-file", s.info["ca_file"],
                "--password-file", env.password_file()]
         guest = Guest(env)

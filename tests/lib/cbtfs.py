@@ -144,10 +144,10 @@ class Env:
         rc, _, _ = self.cbtfs("ls", store, ok=False)
         return rc == 0
 
-    def store_objects(self, store):
+    def store_objects(self, store, etags=False):
         """An object store's objects: key (under STORE's prefix) -> size
-        in bytes, listed from the run's RGW (what a directory test would
-        learn from os.walk)."""
+        in bytes, or (size, ETag) with ETAGS, listed from the run's RGW
+        (what a directory test would learn from os.walk)."""
         import rgw  # noqa: E402 (only object store runs need it)
         import urllib.parse
         import xml.etree.ElementTree as ET
@@ -166,8 +166,9 @@ class Env:
             check(root.tag == ns + "ListBucketResult", "listing %s: %s"
                   % (store, res.stdout[:300]))
             for c in root.iter(ns + "Contents"):
-                out[c.find(ns + "Key").text[len(prefix):]] = int(
-                    c.find(ns + "Size").text)
+                size = int(c.find(ns + "Size").text)
+                out[c.find(ns + "Key").text[len(prefix):]] = (
+                    (size, c.findtext(ns + "ETag")) if etags else size)
             token = root.findtext(ns + "NextContinuationToken")
             if root.findtext(ns + "IsTruncated") != "true" or not token:
                 return out
@@ -213,7 +214,49 @@ class Env:
         would (flock on a directory store's index; an object store's
         writer lease naming this live process) until the returned
         object's release()."""
-        return WriterHold(self, store, disk, snapshot)
+        return Hold(self, store, os.path.join("disks", disk, snapshot,
+                                              "index"),
+                    "layers/%s/%s/writer" % (disk, snapshot),
+                    "pid %d\ncommand test\nsince %d\n"
+                    % (os.getpid(), int(time.time())))
+
+    def hold_store_lock(self, store, record):
+        """Hold STORE's lock as another cbtfs process would, with the
+        holder's RECORD (text, holder.h) in it: flock on a directory
+        store's lock file, an object store's lock lease, until the
+        returned object's release()."""
+        return Hold(self, store, "lock", "lock", record)
+
+    def store_state(self, store, disk=None):
+        """What STORE holds, to compare before and after: a directory's
+        tree_files, an object store's objects (key -> size, ETag), of
+        DISK only (its folder; its objects) if given."""
+        if is_dir_store(store):
+            return tree_files(os.path.join(store, "disks", disk) if disk
+                              else store)
+        return {k: v for k, v in self.store_objects(store, etags=True).items()
+                if disk is None or disk in k.split("/")}
+
+    def stored_layers(self, store, disk):
+        """The names in DISK's folder of a directory STORE (its layers'
+        folders and its notes), the snapshots an object store has
+        layers/ or roots/ objects of."""
+        if is_dir_store(store):
+            return sorted(os.listdir(os.path.join(store, "disks", disk)))
+        return sorted({k.split("/")[2] for k in self.store_objects(store)
+                       if k.split("/")[0] in ("layers", "roots")
+                       and k.split("/")[1] == disk and k.count("/") >= 2})
+
+    def drop_manifest_copies(self, store, disk):
+        """Remove DISK's copies of its layers' manifests (a directory
+        store's manifests file, an object store's manifests note), as a
+        store from before they were kept lacks them."""
+        if is_dir_store(store):
+            os.unlink(os.path.join(store, "disks", disk, "manifests"))
+            return
+        for k in self.store_objects(store):
+            if k.startswith("notes/%s/manifests/" % disk):
+                self.s3_object(store, k, "DELETE")
 
     def flip_block_byte(self, store, disk, snapshot, off):
         """Flip a bit of the byte at OFF of the disk as layer
@@ -258,14 +301,27 @@ class Env:
     def flip_manifest_byte(self, store, disk, snapshot, off):
         """Flip a bit of byte OFF of layer DISK/SNAPSHOT's manifest (a
         directory store's layer file, an object store's root object)."""
-        if is_dir_store(store):
-            flip_byte(os.path.join(store, "disks", disk, snapshot, "layer"),
-                      off, 0x01)
-            return
-        key = "roots/%s/%s" % (disk, snapshot)
-        data = bytearray(self.s3_object(store, key))
+        data = bytearray(self.manifest_bytes(store, disk, snapshot))
         data[off] ^= 0x01
-        self.s3_object(store, key, "PUT", bytes(data))
+        self.manifest_bytes(store, disk, snapshot, bytes(data))
+
+    def manifest_bytes(self, store, disk, snapshot, data=None):
+        """Layer DISK/SNAPSHOT's manifest as stored (a directory store's
+        layer file, an object store's root object), or, given DATA,
+        replace it with DATA (damage: cbtfs never rewrites one)."""
+        if is_dir_store(store):
+            p = os.path.join(store, "disks", disk, snapshot, "layer")
+            with open(p, "rb" if data is None else "r+b") as f:
+                if data is None:
+                    return f.read()
+                f.write(data)
+                f.truncate()
+                return data
+        key = "roots/%s/%s" % (disk, snapshot)
+        if data is None:
+            return self.s3_object(store, key)
+        self.s3_object(store, key, "PUT", data)
+        return data
 
     def store_bytes(self, store):
         """The space STORE takes: a directory's allocated bytes (like
@@ -335,25 +391,34 @@ class Env:
         return mnt
 
 
-class WriterHold:
-    """Env.hold_writer's hold; a context manager too."""
+class Hold:
+    """A lock held as another cbtfs process holds it (Env.hold_writer,
+    Env.hold_store_lock): flock on the file REL of a directory store,
+    holding RECORD if it is the store's lock file (a layer's index holds
+    none); the lease object KEY, RECORD, of an object store.  A context
+    manager too."""
 
-    def __init__(self, env, store, disk, snapshot):
+    def __init__(self, env, store, rel, key, record):
         self.env, self.store = env, store
         self.file = self.key = None
+        self.record = rel == "lock"
         if is_dir_store(store):
             import fcntl
-            self.file = open(os.path.join(store, "disks", disk, snapshot,
-                                          "index"), "rb")
-            fcntl.flock(self.file, fcntl.LOCK_EX)
+            self.file = open(os.path.join(store, rel),
+                             "r+" if self.record else "rb")
+            fcntl.flock(self.file, fcntl.LOCK_EX
+                        | (fcntl.LOCK_NB if self.record else 0))
+            if self.record:
+                self.file.write(record)
+                self.file.flush()
         else:
-            self.key = "layers/%s/%s/writer" % (disk, snapshot)
-            rec = "pid %d\ncommand test\nsince %d\n" % (os.getpid(),
-                                                         int(time.time()))
-            env.s3_object(store, self.key, "PUT", rec.encode())
+            self.key = key
+            env.s3_object(store, key, "PUT", record.encode())
 
     def release(self):
         if self.file:
+            if self.record:
+                self.file.truncate(0)
             self.file.close()           # and the flock with it
             self.file = None
         elif self.key:

@@ -247,6 +247,28 @@ class Env:
                        if k.split("/")[0] in ("layers", "roots")
                        and k.split("/")[1] == disk and k.count("/") >= 2})
 
+    def store_file(self, store, rel):
+        """The bytes of REL in STORE (a path in a directory store, a key
+        under an object store's prefix: cbtfs-store, generation), or
+        None when there is none."""
+        if is_dir_store(store):
+            try:
+                with open(os.path.join(store, rel), "rb") as f:
+                    return f.read()
+            except FileNotFoundError:
+                return None
+        return self.s3_object(store, rel)
+
+    def bare_layer(self, store, disk, snapshot):
+        """Leave a layer DISK/SNAPSHOT that has nothing in it, as a cbtfs
+        killed right after it began one once did: an empty folder in a
+        directory store, an empty root object in an object store."""
+        if is_dir_store(store):
+            os.makedirs(os.path.join(store, "disks", disk, snapshot))
+        else:
+            self.s3_object(store, "roots/%s/%s" % (disk, snapshot), "PUT",
+                           b"")
+
     def drop_manifest_copies(self, store, disk):
         """Remove DISK's copies of its layers' manifests (a directory
         store's manifests file, an object store's manifests note), as a

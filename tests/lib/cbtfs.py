@@ -247,6 +247,21 @@ class Env:
                        if k.split("/")[0] in ("layers", "roots")
                        and k.split("/")[1] == disk and k.count("/") >= 2})
 
+    def durable_layers(self, store, disk):
+        """The snapshots of DISK in STORE whose index holds a committed
+        batch past its header (some blocks are durable): a directory
+        store's index file longer than the header, an object store's
+        index object 1 or later."""
+        if is_dir_store(store):
+            d = os.path.join(store, "disks", disk)
+            idx = [os.path.join(d, x, "index") for x in os.listdir(d)]
+            return sorted(os.path.basename(os.path.dirname(i)) for i in idx
+                          if os.path.exists(i) and os.path.getsize(i) > 40)
+        return sorted({k.split("/")[2] for k in self.store_objects(store)
+                       if k.startswith("layers/%s/" % disk)
+                       and k.split("/")[3:4] == ["i"]
+                       and not k.endswith("/0000000000")})
+
     def store_file(self, store, rel):
         """The bytes of REL in STORE (a path in a directory store, a key
         under an object store's prefix: cbtfs-store, generation), or

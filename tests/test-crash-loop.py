@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""End to end: kill -9 of cbtfs backup at random moments.
+"""E# store-kinds: dir s3
+nd to end: kill -9 of cbtfs backup at random moments.
 
 CRASH_TRIALS times (5 by default; `make check-crash` runs 50): the guest
 changes some blocks, a backup starts and is killed at a random moment of
@@ -43,7 +44,7 @@ def main():
             with open(img, "wb") as f:
                 f.truncate(SIZE)
         pw = env.password_file()
-        store = env.path("store")
+        store = env.store()
         cmd = [cb.cbtfs_binary(), "backup", store, "--server", info["xapi_url"],
                "--ca-file", info["ca_file"], "--password-file", pw, "-q"]
         states = {}         # snapshot uuid -> copy of its disk then

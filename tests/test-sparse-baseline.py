@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""End to end: baselines copy only the parts of a disk that hold data.
+"""E# store-kinds: dir s3
+nd to end: baselines copy only the parts of a disk that hold data.
 
 XenServer's NBD server cannot say which blocks hold data; the block
 table at the head of XAPI's VHD export (GET /export_raw_vdi?format=vhd)
@@ -49,7 +50,7 @@ class Case:
     def __init__(self, s, env):
         self.s = s
         self.env = env
-        self.store = env.path("store")
+        self.store = env.store()
         info = s.info
         self.srv = ["--server", info["xapi_url"], "--ca-file", info["ca_file"],
                     "--password-file", env.password_file()]

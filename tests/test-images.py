@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""End to end: images that tools see as they are.
+"""E# store-kinds: dir s3
+nd to end: images that tools see as they are.
 
 SEEK_DATA/SEEK_HOLE on a mounted image find exactly the 64 KiB blocks
 the guest wrote (a block the backup stored as zeros is a hole, also
@@ -49,7 +50,7 @@ class Case:
     def __init__(self, s, env):
         self.s = s
         self.env = env
-        self.store = env.path("store")
+        self.store = env.store()
         info = s.info
         self.srv = ["--server", info["xapi_url"], "--ca-file", info["ca_file"],
                     "--password-file", env.password_file()]

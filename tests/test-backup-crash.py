@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""E# store-kinds: dir s3
-nd to end: kill -9 in the middle of a backup.
+"""End to end: kill -9 in the middle of a backup.
 
 The backup is killed while it copies a baseline (after some blocks are
 durable).  Afterwards the store is consistent: the earlier point reads
@@ -8,6 +7,7 @@ back exactly, the interrupted point is listed as incomplete, and the
 next backup finishes it by copying only the blocks that were missing,
 then takes its own delta.
 """
+# store-kinds: dir s3
 import os
 import signal
 import subprocess

@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""E# store-kinds: dir s3
-nd to end: cbtfs backup --limit-rate RATE.
+"""End to end: cbtfs backup --limit-rate RATE.
 
 The rate bounds every NBD read of the run together, all jobs and all
 connections: two VMs backed up by two jobs at RATE take at least
@@ -10,6 +9,7 @@ rate, at least 64 KiB).  A lower bound only: a slow machine makes the
 backup slower, never the test fail.  A RATE that is not a byte count is
 a usage error (exit 2).
 """
+# store-kinds: dir s3
 import os
 import sys
 import time

@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""E# store-kinds: dir s3
-nd to end: the README's browsing recipe, as written, on a guest disk
+"""End to end: the README's browsing recipe, as written, on a guest disk
 as users' disks are.
 
 A VM "web" has a GPT disk "root" (partition 1 ext4, 2 an LVM PV whose
@@ -27,6 +26,7 @@ refuses a second point without nouuid, and no LVM command leaves the
 guest's VG in this machine's /etc/lvm.  The teardown is the README's,
 in its order; what a failure leaves is undone in the same order.
 """
+# store-kinds: dir s3
 import os
 import re
 import subprocess

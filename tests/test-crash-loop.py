@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""E# store-kinds: dir s3
-nd to end: kill -9 of cbtfs backup at random moments.
+"""End to end: kill -9 of cbtfs backup at random moments.
 
 CRASH_TRIALS times (5 by default; `make check-crash` runs 50): the guest
 changes some blocks, a backup starts and is killed at a random moment of
@@ -13,6 +12,7 @@ snapshot was taken.  Nothing may be left on the host: no VM snapshots,
 no snapshot still holding data, and of each disk's snapshots only the
 newest point's, reduced to CBT metadata.
 """
+# store-kinds: dir s3
 import os
 import random
 import signal

@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""E# store-kinds: dir s3
-nd to end: every command's exit status (README "Exit status").
+"""End to end: every command's exit status (README "Exit status").
 
 - `cbtfs --version` prints the version and the store format (0);
   `cbtfs --help` and `cbtfs COMMAND --help` print usage to stdout with
@@ -15,6 +14,7 @@ nd to end: every command's exit status (README "Exit status").
   (2 for a STORE that is not a store);
 - each command's normal run exits 0 (--json: "status": 0).
 """
+# store-kinds: dir s3
 import json
 import os
 import socket

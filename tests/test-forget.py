@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""E# store-kinds: dir s3
-nd to end: cbtfs forget, removing a decommissioned VM's points.
+"""End to end: cbtfs forget, removing a decommissioned VM's points.
 
 Three VMs on the stand-in, backed up four nights into one store with
 random writes between: "web" (disks root and data), "db" (sys and
@@ -36,6 +35,7 @@ too must go).  A mount of the store stays up through everything below.
   and a second forget (without --server: one warning that the host's
   snapshots stay, and they do) finishes.
 """
+# store-kinds: dir s3
 import errno
 import json
 import os

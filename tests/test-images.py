@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""E# store-kinds: dir s3
-nd to end: images that tools see as they are.
+"""End to end: images that tools see as they are.
 
 SEEK_DATA/SEEK_HOLE on a mounted image find exactly the 64 KiB blocks
 the guest wrote (a block the backup stored as zeros is a hole, also
@@ -23,6 +22,7 @@ every point a check compared (backup --verify, verify --server), as
 listed, and one the host disagrees about is listed with the host's
 word, so md5sum -c fails on it.
 """
+# store-kinds: dir s3
 import base64
 import errno
 import hashlib

@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""E# store-kinds: dir s3
-nd to end: cbtfs restore, into the stand-in's PUT /import_raw_vdi,
+"""End to end: cbtfs restore, into the stand-in's PUT /import_raw_vdi,
 checked with XenServer's SDK (XenAPI.py) and the stand-in's files.
 
 - --sr makes a VDI (the SR rounds its size up to 2 MiB) that holds the
@@ -23,6 +22,7 @@ checked with XenServer's SDK (XenAPI.py) and the stand-in's files.
 - a block that fails its checksum stops the upload before it is sent,
   and the VDI made for it is destroyed.
 """
+# store-kinds: dir s3
 import json
 import os
 import pty

@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""E# store-kinds: dir s3
-nd to end: cbtfs serve, points in time over NBD (nbdkit).
+"""End to end: cbtfs serve, points in time over NBD (nbdkit).
 
 A disk with data in a few places (one block written as zeros, a last
 block shorter than 64 KiB) is backed up twice with changes.  Served
@@ -17,6 +16,7 @@ trusting the server's CA reads, and a plain client and one trusting
 another CA are refused.  A block that fails its checksum is an error
 for the NBD client, never data.
 """
+# store-kinds: dir s3
 import hashlib
 import json
 import os

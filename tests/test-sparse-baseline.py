@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""E# store-kinds: dir s3
-nd to end: baselines copy only the parts of a disk that hold data.
+"""End to end: baselines copy only the parts of a disk that hold data.
 
 XenServer's NBD server cannot say which blocks hold data; the block
 table at the head of XAPI's VHD export (GET /export_raw_vdi?format=vhd)
@@ -20,6 +19,7 @@ own).  A lazy baseline fetches only what holds data.
 Disks over 2040 GiB have no VHD export; the backup says so and copies
 all.
 """
+# store-kinds: dir s3
 import base64
 import hashlib
 import os

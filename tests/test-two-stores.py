@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""E# store-kinds: dir s3
-nd to end: two stores backing up one pool never remove each other's
+"""End to end: two stores backing up one pool never remove each other's
 snapshots.
 
 Each store has an identity (in its cbtfs-store file), and the VM
@@ -12,6 +11,7 @@ snapshot for its own would destroy the data of a point that store still
 needs.  Snapshots named "cbtfs backup" alone (older versions) are
 removed only by a store that has a layer for one of their disks.
 """
+# store-kinds: dir s3
 import os
 import sys
 

@@ -7,6 +7,7 @@ back exactly, the interrupted point is listed as incomplete, and the
 next backup finishes it by copying only the blocks that were missing,
 then takes its own delta.
 """
+# store-kinds: dir s3
 import os
 import signal
 import subprocess
@@ -33,7 +34,7 @@ def main():
             f.write(os.urandom(SIZE))
         s.control("write_file", vdi=first, path=guest)
         pw = env.password_file()
-        store = env.path("store")
+        store = env.store()
         cmd = [cb.cbtfs_binary(), "backup", store, "--server", info["xapi_url"],
                "--ca-file", info["ca_file"], "--password-file", pw, "-q"]
 
@@ -50,14 +51,11 @@ def main():
         s.control("set", nbd_read_delay_ms=40)
         proc = subprocess.Popen(cmd)
         env.on_close(lambda: proc.poll() is None and proc.kill())
-        disk_dir = os.path.join(store, "disks", first)
-        old_layers = set(os.listdir(disk_dir))
+        old_layers = set(env.stored_layers(store, first))
         deadline = time.monotonic() + 120
         while True:
-            new = [os.path.join(disk_dir, x, "index")
-                   for x in set(os.listdir(disk_dir)) - old_layers]
             # One index record past the header: some blocks are durable.
-            if new and os.path.getsize(new[0]) > 40:
+            if set(env.durable_layers(store, first)) - old_layers:
                 break
             check(proc.poll() is None, "backup finished before it could be killed")
             check(time.monotonic() < deadline, "no durable block appeared")

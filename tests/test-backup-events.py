@@ -7,6 +7,7 @@ a host crash, a chain XAPI calls unrelated, a disk that grows, a disk
 whose size is not a whole number of blocks; then every point in time is
 checked through a foreground mount, which ends with fusermount3 -u.
 """
+# store-kinds: dir s3
 import os
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def main():
         with open(guest, "wb") as f:
             f.truncate(ROOT)
         pw = env.password_file()
-        store = env.path("store")
+        store = env.store()
         states = {}         # snapshot uuid -> copy of the guest disk then
 
         def backup(*extra, server=None):

@@ -8,6 +8,7 @@ the host (VM.snapshot takes every disk; cbtfs removes the snapshots of
 the excluded ones).  The third disk is backed up whole.  A disk
 excluded by name in one VM is excluded in every VM.
 """
+# store-kinds: dir s3
 import os
 import sys
 
@@ -36,7 +37,7 @@ def main():
             s.control("write_file", vdi=vdi, path=guest)
         srv = ["--server", s.info["xapi_url"], "--ca-file", s.info["ca_file"],
                "--password-file", env.password_file()]
-        store = env.path("store")
+        store = env.store()
 
         s.control("reset_stats")
         _, _, err = env.cbtfs("backup", store, "-v", "--exclude-disk",
@@ -48,8 +49,14 @@ def main():
         check([d["uuid"] for d in disks] == [vdis["root"]],
               "the store holds %r, not just root (%s)"
               % ([d["uuid"] for d in disks], vdis["root"]))
-        check(sorted(os.listdir(os.path.join(store, "disks")))
-              == [vdis["root"]], "excluded disks got a folder in the store")
+        if cb.is_dir_store(store):
+            check(sorted(os.listdir(os.path.join(store, "disks")))
+                  == [vdis["root"]], "excluded disks got a folder in the store")
+        else:
+            for name in vdis:
+                check(bool(env.store_state(store, vdis[name]))
+                      == (name == "root"), "disk %s has %d objects in the "
+                      "store" % (name, len(env.store_state(store, vdis[name]))))
         by_vdi = s.control("stats")["nbd"]["by_vdi"]
         snaps = {v["vdi"]: v for v in s.control("vdis")["vdis"]
                  if v["is_a_snapshot"]}

@@ -9,6 +9,7 @@ rate, at least 64 KiB).  A lower bound only: a slow machine makes the
 backup slower, never the test fail.  A RATE that is not a byte count is
 a usage error (exit 2).
 """
+# store-kinds: dir s3
 import os
 import sys
 import time
@@ -27,7 +28,7 @@ def main():
     with sim.Sim() as s, cb.Env() as env:
         for k in range(2):
             _, _, _, srv = cb.random_disk(s, env, "vm%d" % k, "d%d" % k, SIZE)
-        store = env.path("store")
+        store = env.store()
 
         for bad in ("", "0", "-1", "abc", "1.5M", "2T", "10MB", "M", "1 K",
                     "99999999999999999999"):
@@ -35,7 +36,7 @@ def main():
                                    ok=False)
             check(rc == 2, "--limit-rate %r exited %d, not 2: %s"
                   % (bad, rc, err))
-        check(not os.path.exists(store), "a refused command made the store")
+        check(not env.store_exists(store), "a refused command made the store")
 
         s.control("reset_stats")
         start = time.monotonic()

@@ -26,6 +26,7 @@ refuses a second point without nouuid, and no LVM command leaves the
 guest's VG in this machine's /etc/lvm.  The teardown is the README's,
 in its order; what a failure leaves is undone in the same order.
 """
+# store-kinds: dir s3
 import os
 import re
 import subprocess
@@ -587,7 +588,7 @@ def main():
                        disks=[{"name": "root", "size": ROOT_SIZE},
                               {"name": "home", "size": HOME_SIZE}])
         vdis = [d["vdi"] for d in vm["disks"]]
-        store = env.path("store")
+        store = env.store()
         srv = ["--server", s.info["xapi_url"], "--ca-file", s.info["ca_file"],
                "--password-file", env.password_file()]
         guest = Guest(env)

@@ -12,6 +12,7 @@ snapshot was taken.  Nothing may be left on the host: no VM snapshots,
 no snapshot still holding data, and of each disk's snapshots only the
 newest point's, reduced to CBT metadata.
 """
+# store-kinds: dir s3
 import os
 import random
 import signal
@@ -43,7 +44,7 @@ def main():
             with open(img, "wb") as f:
                 f.truncate(SIZE)
         pw = env.password_file()
-        store = env.path("store")
+        store = env.store()
         cmd = [cb.cbtfs_binary(), "backup", store, "--server", info["xapi_url"],
                "--ca-file", info["ca_file"], "--password-file", pw, "-q"]
         states = {}         # snapshot uuid -> copy of its disk then

@@ -14,6 +14,7 @@
   (2 for a STORE that is not a store);
 - each command's normal run exits 0 (--json: "status": 0).
 """
+# store-kinds: dir s3
 import json
 import os
 import socket
@@ -74,7 +75,7 @@ def main():
 
         web, _, _, srv = cb.random_disk(s, env, "web", "root", 2 * MiB)
         old, old_vdi, _, _ = cb.random_disk(s, env, "old", "d", 2 * MiB)
-        store = env.path("store")
+        store = env.store()
         url, ca, pw = srv[1], srv[3], srv[5]
 
         rc, _, _ = env.cbtfs("backup", store, *srv, "-q")
@@ -152,9 +153,12 @@ def main():
             check(rc == 3 and got["status"] == 3
                   and "Authentication" in got["error"],
                   "%s --json, wrong password: %d %r" % (c, rc, out))
-        rc, out, _ = env.cbtfs("ls", env.path("nosuch"), "--json", ok=False)
-        # A STORE that is none is the caller's mistake: 2.
-        check(rc == 2 and json.loads(out)["status"] == 2, "ls --json: %r" % out)
+        # A STORE that is none is the caller's mistake: 2 (a directory
+        # that is not there, a prefix of the bucket that holds none).
+        for nosuch in sorted({env.path("nosuch"), env.store("nosuch")}):
+            rc, out, _ = env.cbtfs("ls", nosuch, "--json", ok=False)
+            check(rc == 2 and json.loads(out)["status"] == 2,
+                  "ls --json %s: %r" % (nosuch, out))
 
         # Each command's normal run.
         check(env.ls_json(store)["status"] == 0, "ls --json has no status 0")

@@ -35,6 +35,7 @@ too must go).  A mount of the store stays up through everything below.
   and a second forget (without --server: one warning that the host's
   snapshots stay, and they do) finishes.
 """
+# store-kinds: dir s3
 import errno
 import json
 import os
@@ -72,7 +73,7 @@ def main():
                 s.control("write_file", vdi=d["vdi"], path=guest[vm, n])
         srv = ["--server", s.info["xapi_url"], "--ca-file", s.info["ca_file"],
                "--password-file", env.password_file()]
-        store = env.path("store")
+        store = env.store()
         want = {}               # snapshot uuid -> sha256 of its disk that night
 
         def points():
@@ -107,11 +108,8 @@ def main():
             return {v["vdi"]: v["type"] for v in s.control("vdis")["vdis"]
                     if v["is_a_snapshot"]}
 
-        def disk_dir(k):
-            return os.path.join(store, "disks", vdi[k])
-
         def folder(k):
-            return cb.tree_files(disk_dir(k))
+            return env.store_state(store, vdi[k])
 
         for vm in ("web", "old"):
             for n in VMS[vm]:
@@ -128,7 +126,7 @@ def main():
         def refused(args, status, pattern):
             """Run forget ARGS: exit STATUS, one line on stderr matching
             PATTERN, nothing on stdout, the store and the host unchanged."""
-            before, hb = cb.tree_files(store), host()
+            before, hb = env.store_state(store), host()
             st, out, err = env.cbtfs("forget", store, *args, ok=False)
             lines = err.strip().splitlines()
             check(st == status, "forget %r: exit %d, not %d: %s"
@@ -138,7 +136,7 @@ def main():
                   "forget %r: stderr is not one line matching %r: %r"
                   % (args, pattern, err))
             check(out == "", "forget %r printed %r" % (args, out))
-            check(cb.tree_files(store) == before, "forget %r changed the store"
+            check(env.store_state(store) == before, "forget %r changed the store"
                   % (args,))
             check(host() == hb, "forget %r changed the host's snapshots"
                   % (args,))
@@ -165,19 +163,14 @@ def main():
                 r"disk 'scratch' .*still exists on the host")
 
         # Another holder of the store's lock, as its record names it.
-        import fcntl
-        with open(os.path.join(store, "lock"), "r+") as lk:
-            fcntl.flock(lk, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            lk.write("pid %d\ncommand backup\nsince 1796299384\n"
-                     % os.getpid())
-            lk.flush()
+        with env.hold_store_lock(store, "pid %d\ncommand backup\n"
+                                 "since 1796299384\n" % os.getpid()):
             refused(["--vm", "web", "--yes", "--lock-wait", "0"], 1,
                     r"the store .* is in use by cbtfs backup \(pid %d, since "
                     r"2026-12-03 12:03:04 UTC\)$" % os.getpid())
             refused(["--vm", "web", "--yes", "--lock-wait", "0.2", "-q"], 1,
                     r"is in use by cbtfs backup \(pid %d, .*; gave up after "
                     r"0.2 s$" % os.getpid())
-            lk.truncate(0)
         refused(["--vm", "web", "--yes", "--lock-wait", "-5"], 2,
                 r"--lock-wait -5: expected a number of seconds")
         refused(["--vm", "web", "--yes", "--lock-wait", "x"], 2,
@@ -206,6 +199,7 @@ def main():
         check(len(kept_host) < len(host_before), "web has no snapshots on "
               "the host: %r" % host_before)
         folders = {k: folder(k) for k in others}
+        check(all(folders.values()), "a disk with no folder: %r" % folders)
         # What the mount reads before forget, to read again after.
         mounted_before = {u: cb.sha256(image(mnt, k, u)) for k in vdi
                           for u in pts0[k][:-1]}
@@ -288,10 +282,10 @@ def main():
         # of the disk's manifests): the catalog leaves it out, and it
         # goes first, all the same.
         scratch = pts0["db", "scratch"]
-        with open(os.path.join(disk_dir(("db", "scratch")), scratch[0],
-                               "layer"), "r+b") as f:
-            f.write(b"XXXX")
-        os.unlink(os.path.join(disk_dir(("db", "scratch")), "manifests"))
+        damaged = env.manifest_bytes(store, vdi["db", "scratch"], scratch[0])
+        env.manifest_bytes(store, vdi["db", "scratch"], scratch[0],
+                           b"XXXX" + damaged[4:])
+        env.drop_manifest_copies(store, vdi["db", "scratch"])
         # The host refuses to destroy its snapshot: one warning, and the
         # points go all the same.
         s.control("set", fail_every={"method": "VDI.destroy", "error": [
@@ -316,7 +310,7 @@ def main():
               "--json host: %r" % doc)
         check([p["host"] for p in jp] == ["gone", "kept", "gone", "gone"],
               "--json points: %r" % doc)
-        stray = [n for n in os.listdir(disk_dir(("db", "scratch")))
+        stray = [n for n in env.stored_layers(store, vdi["db", "scratch"])
                  if n in scratch]
         check(stray == [], "scratch's folder still holds layers %r" % stray)
         pts = points()

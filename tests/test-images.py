@@ -22,6 +22,7 @@ every point a check compared (backup --verify, verify --server), as
 listed, and one the host disagrees about is listed with the host's
 word, so md5sum -c fails on it.
 """
+# store-kinds: dir s3
 import base64
 import errno
 import hashlib
@@ -49,7 +50,7 @@ class Case:
     def __init__(self, s, env):
         self.s = s
         self.env = env
-        self.store = env.path("store")
+        self.store = env.store()
         info = s.info
         self.srv = ["--server", info["xapi_url"], "--ca-file", info["ca_file"],
                     "--password-file", env.password_file()]

@@ -14,8 +14,8 @@ stays mounted, and that mount then reads what fetch stored; fetch waits
 a few seconds for a layer another process holds.  A mount given
 relative paths (store, password and CA files) works once detached.
 """
+# store-kinds: dir s3
 import errno
-import fcntl
 import os
 import sys
 import threading
@@ -52,7 +52,7 @@ def main():
         cb.write_at(guest, GiB + 256 * MiB, os.urandom(2 * MiB))  # m8's own
         s.control("write_file", vdi=vdi, path=guest)
         pw = env.password_file()
-        store = env.path("store")
+        store = env.store()
         srv = ["--server", info["xapi_url"], "--ca-file", info["ca_file"],
                "--password-file", pw]
 
@@ -79,7 +79,8 @@ def main():
 
         # Relative paths work although the mount serves from / once it
         # has detached (and logs in only when a read first needs it).
-        rel = [cb.cbtfs_binary(), "mount", "store", "m-rel", "--server",
+        rel = [cb.cbtfs_binary(), "mount",
+               "store" if cb.is_dir_store(store) else store, "m-rel", "--server",
                info["xapi_url"], "--password-file", os.path.basename(pw),
                "--ca-file", os.path.relpath(info["ca_file"], env.dir)]
         os.mkdir(env.path("m-rel"))
@@ -201,31 +202,39 @@ def main():
         # mounted (m8).  Its region holds data no read before reached
         # (nor their readahead), so the mount keeps blocks: wait until
         # they are durable (the index grows), then until it lets go.
-        before = env.ls_json(store)["disks"][0]["points"][0]["present_blocks"]
-        index = os.path.join(store, "disks", vdi, p1["snapshot"], "index")
-        index_size = os.path.getsize(index)
+        def present():
+            return env.ls_json(store)["disks"][0]["points"][0]["present_blocks"]
+        before = present()
+        if cb.is_dir_store(store):
+            index = os.path.join(store, "disks", vdi, p1["snapshot"], "index")
+            index_size = os.path.getsize(index)
+            def kept():
+                return os.path.getsize(index) > index_size
+        else:
+            def kept():         # an object store's index is its objects'
+                return present() > before
         m = env.mount_fg(store, env.path("m8"), *srv)
         region = GiB + 256 * MiB
         with open(guest, "rb") as g:
             g.seek(region)
             check(cb.pread(os.path.join(m.mnt, img1), region, MiB) == g.read(MiB),
                   "fetched data read wrong")
-        check(cb.wait_for(lambda: os.path.getsize(index) > index_size, 30),
+        check(cb.wait_for(kept, 30),
               "the mount kept none of the blocks it fetched")
-        check(cb.wait_for(lambda: cb.unlocked(index), 30), "the idle mount kept "
+        check(cb.wait_for(lambda: env.writer_free(store, vdi, p1["snapshot"]),
+                          30), "the idle mount kept "
               "the writer lock of %s for 30 s" % p1["snapshot"])
-        check(env.ls_json(store)["disks"][0]["points"][0]["present_blocks"]
-              > before, "ls does not count the blocks the mount kept")
+        check(present() > before, "ls does not count the blocks the mount kept")
 
         # cbtfs fetch waits a few seconds for a layer another process
         # holds, then gives up on it with one line; one let go of while
         # it waits is fetched.
         fetch1 = ["fetch", store, p1["snapshot"], "--keep-data", "-v"] + srv
-        with open(index, "rb") as held:
-            fcntl.flock(held, fcntl.LOCK_EX)
+        held_says = ("being filled by another cbtfs process"
+                     if cb.is_dir_store(store) else "is in use by")
+        with env.hold_writer(store, vdi, p1["snapshot"]) as held:
             rc, _, err = env.cbtfs(*fetch1, ok=False)
-            check(rc == 1 and "waiting up to" in err
-                  and "being filled by another cbtfs process" in err,
+            check(rc == 1 and "waiting up to" in err and held_says in err,
                   "fetch of a held layer: exit %d: %s" % (rc, err))
             proc = cb.subprocess.Popen([cb.cbtfs_binary()] + fetch1,
                                        text=True, stdin=cb.subprocess.DEVNULL,
@@ -233,7 +242,7 @@ def main():
             for line in proc.stderr:
                 if "waiting up to" in line:
                     break
-            fcntl.flock(held, fcntl.LOCK_UN)
+            held.release()
             err = proc.stderr.read()
         check(proc.wait() == 0 and "fetched" in err,
               "fetch of a layer let go of: exit %d: %s" % (proc.returncode, err))

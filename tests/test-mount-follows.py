@@ -18,7 +18,10 @@ the mount lists, over and over, and follows `latest`.
   until a remount);
 - the reader never got wrong bytes, and an error only for a point the
   prune dropped.
+The prune runs on a directory store only (an object store cannot merge
+layers yet); on an object store every point stays and reads right.
 """
+# store-kinds: dir s3
 import errno
 import hashlib
 import os
@@ -82,7 +85,7 @@ class Reader(threading.Thread):
 def main():
     with sim.Sim() as s, cb.Env() as env:
         vm, vdi, guest, srv = cb.random_disk(s, env, "web", "root", SIZE)
-        store = env.path("store")
+        store = env.store()
         want = {}                   # image name -> sha256 of that night
 
         def night(i, *extra):
@@ -145,28 +148,32 @@ def main():
                 os.path.join(mnt, "by-vm", "db", "sys")), SHOW_WAIT),
                 "the second VM's folder never showed")
 
-            # Prune to the newest three: six points go, folded into the
-            # oldest that stays.
-            names = sorted(ino)
-            kept, dropped = names[-3:], names[:-3]
-            for n in dropped:           # the kernel has them cached now
-                os.stat(os.path.join(d, n))
-            env.cbtfs("prune", store, "--vm", vm["vm"], "--keep-last", "3",
-                      "-q")
-            check(cb.wait_for(lambda: not any(
-                os.path.exists(os.path.join(d, n)) for n in dropped),
-                SHOW_WAIT), "dropped points still show: %s" %
-                [n for n in dropped if os.path.exists(os.path.join(d, n))])
-            check(sorted(os.listdir(d)) == sorted(kept + ["latest"]),
-                  "after the prune the folder lists %s" % os.listdir(d))
-            for n in kept:
-                p = os.path.join(d, n)
-                check(os.stat(p).st_ino == ino[n],
-                      "%s has another inode number after the prune" % n)
-                check(cb.sha256(p) == want[n],
-                      "%s, opened after the prune, reads other bytes" % n)
-            check(os.readlink(os.path.join(d, "latest")) == names[-1],
-                  "latest moved in the prune")
+            # Prune (a directory store's only: an object store cannot
+            # merge layers yet).
+            dropped = []
+            if cb.is_dir_store(store):
+                # Prune to the newest three: six points go, folded into the
+                # oldest that stays.
+                names = sorted(ino)
+                kept, dropped = names[-3:], names[:-3]
+                for n in dropped:           # the kernel has them cached now
+                    os.stat(os.path.join(d, n))
+                env.cbtfs("prune", store, "--vm", vm["vm"], "--keep-last", "3",
+                          "-q")
+                check(cb.wait_for(lambda: not any(
+                    os.path.exists(os.path.join(d, n)) for n in dropped),
+                    SHOW_WAIT), "dropped points still show: %s" %
+                    [n for n in dropped if os.path.exists(os.path.join(d, n))])
+                check(sorted(os.listdir(d)) == sorted(kept + ["latest"]),
+                      "after the prune the folder lists %s" % os.listdir(d))
+                for n in kept:
+                    p = os.path.join(d, n)
+                    check(os.stat(p).st_ino == ino[n],
+                          "%s has another inode number after the prune" % n)
+                    check(cb.sha256(p) == want[n],
+                          "%s, opened after the prune, reads other bytes" % n)
+                check(os.readlink(os.path.join(d, "latest")) == names[-1],
+                      "latest moved in the prune")
             # And the next backup still shows.
             name = night(10)
             check(cb.wait_for(lambda: shows(name), SHOW_WAIT),
@@ -179,13 +186,15 @@ def main():
 
         # The file held open since the first night: its point was
         # dropped; it reads as before, or fails (never other bytes).
+        # Where nothing was pruned it reads as before.
         try:
             held.seek(0)
             h = hashlib.sha256(held.read()).hexdigest()
             check(h == want[name_of(T0)],
                   "the file held open reads other bytes")
         except OSError as e:
-            check(e.errno == errno.EIO, "the held file fails with %s" % e)
+            check(e.errno == errno.EIO and dropped,
+                  "the held file fails with %s" % e)
         held.close()
 
         check(reader.hashed > 0, "the reader never hashed an image")

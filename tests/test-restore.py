@@ -22,6 +22,7 @@ checked with XenServer's SDK (XenAPI.py) and the stand-in's files.
 - a block that fails its checksum stops the upload before it is sent,
   and the VDI made for it is destroyed.
 """
+# store-kinds: dir s3
 import json
 import os
 import pty
@@ -63,7 +64,7 @@ def main():
         rec, vdi, guest, srv = cb.random_disk(s, env, "web", "root", SIZE)
         cb.write_at(guest, 2 * MiB, bytes(2 * MiB))       # a hole
         s.control("write_file", vdi=vdi, path=guest)
-        store = env.path("store")
+        store = env.store()
         env.cbtfs("backup", store, "-q", *srv)
         with open(guest, "rb") as f:
             img1 = f.read()
@@ -243,12 +244,7 @@ def main():
               and b"matches" in tty, "no progress on a terminal: %r" % tty)
 
         # -- a damaged block: the restore stops before it, the VDI goes --
-        data = os.path.join(store, "disks", vdi, p1, "data")
-        with open(data, "r+b") as f:
-            f.seek(5 * MiB + 1)
-            c = f.read(1)
-            f.seek(5 * MiB + 1)
-            f.write(bytes([c[0] ^ 0x20]))
+        env.flip_block_byte(store, vdi, p1, 5 * MiB + 1)
         vdis0, sent0 = sr_vdis(), imports()["bytes"]
         rc, _, err = env.cbtfs("restore", store, p2, "--sr", main_sr, *srv,
                                ok=False)

@@ -19,6 +19,7 @@ own).  A lazy baseline fetches only what holds data.
 Disks over 2040 GiB have no VHD export; the backup says so and copies
 all.
 """
+# store-kinds: dir s3
 import base64
 import hashlib
 import os
@@ -49,7 +50,7 @@ class Case:
     def __init__(self, s, env):
         self.s = s
         self.env = env
-        self.store = env.path("store")
+        self.store = env.store()
         info = s.info
         self.srv = ["--server", info["xapi_url"], "--ca-file", info["ca_file"],
                     "--password-file", env.password_file()]

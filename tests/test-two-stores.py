@@ -11,6 +11,7 @@ snapshot for its own would destroy the data of a point that store still
 needs.  Snapshots named "cbtfs backup" alone (older versions) are
 removed only by a store that has a layer for one of their disks.
 """
+# store-kinds: dir s3
 import os
 import sys
 
@@ -22,10 +23,9 @@ from cbtfs import check  # noqa: E402
 MiB = 1 << 20
 
 
-def store_id(store):
-    with open(os.path.join(store, "cbtfs-store")) as f:
-        lines = f.read().splitlines()
-    check(lines[0] == "cbtfs-store 2" and lines[1].startswith("id "),
+def store_id(env, store):
+    lines = (env.store_file(store, "cbtfs-store") or b"").decode().splitlines()
+    check(lines and lines[0] == "cbtfs-store 2" and lines[1].startswith("id "),
           "no identity in %s: %r" % (store, lines))
     return lines[1][3:]
 
@@ -39,7 +39,7 @@ def snapshot_vms(s):
 def main():
     with sim.Sim() as s, cb.Env() as env:
         vm, vdi, guest, srv = cb.random_disk(s, env, "web", "root", 8 * MiB)
-        a, b = env.path("a"), env.path("b")
+        a, b = env.store("a"), env.store("b")
 
         # A records a point whose data stays on the host (--no-copy), and
         # its run cannot remove its VM snapshot: the snapshot is left.
@@ -47,7 +47,7 @@ def main():
         s.control("set", fail_next={"method": "VM.destroy",
                                     "error": ["INTERNAL_ERROR", "test"]})
         env.cbtfs("backup", a, "--no-copy", *srv)
-        ida, idb = store_id(a), store_id(b)
+        ida, idb = store_id(env, a), store_id(env, b)
         check(ida != idb, "two stores share an identity")
         left = [u for u, n in snapshot_vms(s).items() if n == "cbtfs backup " + ida]
         check(len(left) == 1, "A's VM snapshot should be left, named with its "
@@ -93,8 +93,7 @@ def main():
                   "B destroyed a disk of a legacy snapshot")
         # Make it A's: A has a layer for its disk (as if an old cbtfs
         # had recorded it and then been killed).
-        layer_of = os.path.join(a, "disks", vdi, disk_uuids[0])
-        os.makedirs(layer_of)
+        env.bare_layer(a, vdi, disk_uuids[0])
         env.cbtfs("backup", a, "--no-copy", *srv)
         check(legacy_uuid not in snapshot_vms(s), "A kept its legacy snapshot")
         check(s.control("vdi", uuid=disk_uuids[0])["type"] == "user",

@@ -15,6 +15,7 @@ the block shows through, makes verify --server fail, makes the mounted
 read return EIO, not data, and makes the next backup of a chain built
 on it start a new baseline.
 """
+# store-kinds: dir s3
 import errno
 import os
 import sys
@@ -39,7 +40,7 @@ def main():
         cb.write_at(guest, 0, os.urandom(16 * MiB))
         s.control("write_file", vdi=vdi, path=guest)
         pw = env.password_file()
-        store = env.path("store")
+        store = env.store()
         srv = ["--server", info["xapi_url"], "--ca-file", info["ca_file"],
                "--password-file", pw]
 
@@ -129,13 +130,8 @@ def main():
         # Flip one byte of a stored block of the first point that the later
         # points still show.
         p1 = points()[0]
-        data = os.path.join(store, "disks", vdi, p1["snapshot"], "data")
         off = 3 * MiB + 12345
-        with open(data, "r+b") as f:
-            f.seek(off)
-            b = f.read(1)
-            f.seek(off)
-            f.write(bytes([b[0] ^ 0x20]))
+        env.flip_block_byte(store, vdi, p1["snapshot"], off)
         rc, _, err = env.cbtfs("verify", store, ok=False)
         check(rc == 1, "verify passed a damaged store")
         for p in points():
@@ -166,13 +162,8 @@ def main():
         # Damage in the point the next delta would build on: verify
         # records it, and the next backup starts a new baseline.
         newest = points()[-1]
-        data = os.path.join(store, "disks", vdi, newest["snapshot"], "data")
         at = 54 * MiB + 777                     # a block it changed
-        with open(data, "r+b") as f:
-            f.seek(at)
-            b = f.read(1)
-            f.seek(at)
-            f.write(bytes([b[0] ^ 0x20]))
+        env.flip_block_byte(store, vdi, newest["snapshot"], at)
         env.cbtfs("verify", store, ok=False)
         check(points()[-1]["verdict"] == "damaged", "damage not recorded")
         _, _, err = env.cbtfs("backup", store, *srv)
@@ -183,13 +174,7 @@ def main():
         # A manifest damaged so that its layer cannot be listed at all:
         # verify says so and fails, rather than pass what it never saw.
         newest = points()[-1]
-        manifest = os.path.join(store, "disks", vdi, newest["snapshot"],
-                                "layer")
-        with open(manifest, "r+b") as f:
-            f.seek(20)
-            b = f.read(1)
-            f.seek(20)
-            f.write(bytes([b[0] ^ 0x01]))
+        env.flip_manifest_byte(store, vdi, newest["snapshot"], 20)
         rc, _, err = env.cbtfs("verify", store, ok=False)
         check(rc == 1 and "could not be read at all" in err
               and newest["snapshot"] in err,

@@ -147,6 +147,229 @@ class Env:
         rc, _, _ = self.cbtfs("ls", store, ok=False)
         return rc == 0
 
+    def store_objects(self, store, etags=False):
+        """An object store's objects: key (under STORE's prefix) -> size
+        in bytes, or (size, ETag) with ETAGS, listed from the run's RGW
+        (what a directory test would learn from os.walk)."""
+        import rgw  # noqa: E402 (only object store runs need it)
+        import urllib.parse
+        import xml.etree.ElementTree as ET
+        bucket, _, prefix = store[len("s3://"):].partition("/")
+        prefix = prefix.rstrip("/") + "/"
+        r = rgw.Shared(os.environ["CBTFS_TEST_RGW"])
+        ns = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+        out, token = {}, None
+        while True:
+            q = {"list-type": "2", "prefix": prefix}
+            if token:
+                q["continuation-token"] = token
+            res = r.curl("GET", bucket + "?" + urllib.parse.urlencode(q),
+                         check=True)
+            root = ET.fromstring(res.stdout)
+            check(root.tag == ns + "ListBucketResult", "listing %s: %s"
+                  % (store, res.stdout[:300]))
+            for c in root.iter(ns + "Contents"):
+                size = int(c.find(ns + "Size").text)
+                out[c.find(ns + "Key").text[len(prefix):]] = (
+                    (size, c.findtext(ns + "ETag")) if etags else size)
+            token = root.findtext(ns + "NextContinuationToken")
+            if root.findtext(ns + "IsTruncated") != "true" or not token:
+                return out
+
+    def s3_object(self, store, key, method="GET", data=None):
+        """An object store's request METHOD on KEY under STORE's prefix
+        (DATA: a PUT's body); returns the body, or None when there is
+        no such object."""
+        import rgw  # noqa: E402 (only object store runs need it)
+        r = rgw.Shared(os.environ["CBTFS_TEST_RGW"])
+        path = store[len("s3://"):].rstrip("/") + "/" + key
+        args = ["-w", "\n%{http_code}"] + (["-I"] if method == "HEAD" else [])
+        body = None
+        if data is not None:
+            body = self.path("s3-body-%d" % id(data))
+            with open(body, "wb") as f:
+                f.write(data)
+            args += ["--data-binary", "@" + body]
+        try:
+            res = r.curl(method, path, *args, check=True)
+        finally:
+            if body:
+                os.unlink(body)
+        out, _, code = res.stdout.rpartition(b"\n")
+        if code == b"404":
+            return None
+        check(code.startswith(b"2"), "%s %s: HTTP %s %s"
+              % (method, path, code.decode(), out[:300]))
+        return out
+
+    def writer_free(self, store, disk, snapshot):
+        """Whether no process is the writer of layer DISK/SNAPSHOT: no
+        flock on a directory store's index, no writer lease object in
+        an object store."""
+        if is_dir_store(store):
+            return unlocked(os.path.join(store, "disks", disk, snapshot,
+                                         "index"))
+        return self.s3_object(store, "layers/%s/%s/writer"
+                              % (disk, snapshot), "HEAD") is None
+
+    def hold_writer(self, store, disk, snapshot):
+        """Be the writer of layer DISK/SNAPSHOT as another cbtfs process
+        would (flock on a directory store's index; an object store's
+        writer lease naming this live process) until the returned
+        object's release()."""
+        return Hold(self, store, os.path.join("disks", disk, snapshot,
+                                              "index"),
+                    "layers/%s/%s/writer" % (disk, snapshot),
+                    "pid %d\ncommand test\nsince %d\n"
+                    % (os.getpid(), int(time.time())))
+
+    def hold_store_lock(self, store, record):
+        """Hold STORE's lock as another cbtfs process would, with the
+        holder's RECORD (text, holder.h) in it: flock on a directory
+        store's lock file, an object store's lock lease, until the
+        returned object's release()."""
+        return Hold(self, store, "lock", "lock", record)
+
+    def store_state(self, store, disk=None):
+        """What STORE holds, to compare before and after: a directory's
+        tree_files, an object store's objects (key -> size, ETag), of
+        DISK only (its folder; its objects) if given."""
+        if is_dir_store(store):
+            return tree_files(os.path.join(store, "disks", disk) if disk
+                              else store)
+        return {k: v for k, v in self.store_objects(store, etags=True).items()
+                if disk is None or disk in k.split("/")}
+
+    def stored_layers(self, store, disk):
+        """The names in DISK's folder of a directory STORE (its layers'
+        folders and its notes), the snapshots an object store has
+        layers/ or roots/ objects of."""
+        if is_dir_store(store):
+            return sorted(os.listdir(os.path.join(store, "disks", disk)))
+        return sorted({k.split("/")[2] for k in self.store_objects(store)
+                       if k.split("/")[0] in ("layers", "roots")
+                       and k.split("/")[1] == disk and k.count("/") >= 2})
+
+    def durable_layers(self, store, disk):
+        """The snapshots of DISK in STORE whose index holds a committed
+        batch past its header (some blocks are durable): a directory
+        store's index file longer than the header, an object store's
+        index object 1 or later."""
+        if is_dir_store(store):
+            d = os.path.join(store, "disks", disk)
+            idx = [os.path.join(d, x, "index") for x in os.listdir(d)]
+            return sorted(os.path.basename(os.path.dirname(i)) for i in idx
+                          if os.path.exists(i) and os.path.getsize(i) > 40)
+        return sorted({k.split("/")[2] for k in self.store_objects(store)
+                       if k.startswith("layers/%s/" % disk)
+                       and k.split("/")[3:4] == ["i"]
+                       and not k.endswith("/0000000000")})
+
+    def store_file(self, store, rel):
+        """The bytes of REL in STORE (a path in a directory store, a key
+        under an object store's prefix: cbtfs-store, generation), or
+        None when there is none."""
+        if is_dir_store(store):
+            try:
+                with open(os.path.join(store, rel), "rb") as f:
+                    return f.read()
+            except FileNotFoundError:
+                return None
+        return self.s3_object(store, rel)
+
+    def bare_layer(self, store, disk, snapshot):
+        """Leave a layer DISK/SNAPSHOT that has nothing in it, as a cbtfs
+        killed right after it began one once did: an empty folder in a
+        directory store, an empty root object in an object store."""
+        if is_dir_store(store):
+            os.makedirs(os.path.join(store, "disks", disk, snapshot))
+        else:
+            self.s3_object(store, "roots/%s/%s" % (disk, snapshot), "PUT",
+                           b"")
+
+    def drop_manifest_copies(self, store, disk):
+        """Remove DISK's copies of its layers' manifests (a directory
+        store's manifests file, an object store's manifests note), as a
+        store from before they were kept lacks them."""
+        if is_dir_store(store):
+            os.unlink(os.path.join(store, "disks", disk, "manifests"))
+            return
+        for k in self.store_objects(store):
+            if k.startswith("notes/%s/manifests/" % disk):
+                self.s3_object(store, k, "DELETE")
+
+    def flip_block_byte(self, store, disk, snapshot, off):
+        """Flip a bit of the byte at OFF of the disk as layer
+        DISK/SNAPSHOT stores it (a block it holds): damage, where a
+        directory store keeps it in the layer's data file, an object
+        store in one of the layer's packs.  Returns the byte it was."""
+        if is_dir_store(store):
+            return flip_byte(os.path.join(store, "disks", disk, snapshot,
+                                          "data"), off)
+        layer = "layers/%s/%s/" % (disk, snapshot)
+        pack, slot = self._pack_slot(store, layer, off // BLOCK)
+        key = layer + "p/%010d" % pack
+        data = bytearray(self.s3_object(store, key))
+        at = slot * BLOCK + off % BLOCK
+        was = data[at]
+        data[at] ^= 0x20
+        self.s3_object(store, key, "PUT", bytes(data))
+        return was
+
+    def _pack_slot(self, store, layer, block):
+        # FORMAT.md, chain/store/s3store-layer.c: index objects i/SEQ
+        # name each pack's blocks in order; the newest naming one wins.
+        import struct
+        where = None
+        for key in sorted(k for k in self.store_objects(store)
+                          if k.startswith(layer + "i/")):
+            if key.endswith("/0000000000"):
+                continue            # the header alone
+            obj = self.s3_object(store, key)
+            npacks, = struct.unpack_from("<I", obj, 8)
+            q = 12
+            for _ in range(npacks):
+                seq, n = struct.unpack_from("<II", obj, q)
+                q += 8
+                blocks = struct.unpack_from("<%dQ" % n, obj, q)
+                q += 8 * n
+                if block in blocks:
+                    where = (seq, blocks.index(block))
+        check(where is not None, "%s holds no block %d" % (layer, block))
+        return where
+
+    def flip_manifest_byte(self, store, disk, snapshot, off):
+        """Flip a bit of byte OFF of layer DISK/SNAPSHOT's manifest (a
+        directory store's layer file, an object store's root object)."""
+        data = bytearray(self.manifest_bytes(store, disk, snapshot))
+        data[off] ^= 0x01
+        self.manifest_bytes(store, disk, snapshot, bytes(data))
+
+    def manifest_bytes(self, store, disk, snapshot, data=None):
+        """Layer DISK/SNAPSHOT's manifest as stored (a directory store's
+        layer file, an object store's root object), or, given DATA,
+        replace it with DATA (damage: cbtfs never rewrites one)."""
+        if is_dir_store(store):
+            p = os.path.join(store, "disks", disk, snapshot, "layer")
+            with open(p, "rb" if data is None else "r+b") as f:
+                if data is None:
+                    return f.read()
+                f.write(data)
+                f.truncate()
+                return data
+        key = "roots/%s/%s" % (disk, snapshot)
+        if data is None:
+            return self.s3_object(store, key)
+        self.s3_object(store, key, "PUT", data)
+        return data
+
+    def store_bytes(self, store):
+        """The space STORE takes: a directory's allocated bytes (like
+        du), an object store's objects' sizes."""
+        if is_dir_store(store):
+            return allocated_bytes(store)
+        return sum(self.store_objects(store).values())
+
     def ls_json(self, store):
         _, out, _ = self.cbtfs("ls", store, "--json")
         return json.loads(out)
@@ -206,6 +429,47 @@ class Env:
         self.on_close(lambda: os.path.ismount(mnt)
                       and subprocess.run(["umount", mnt]))
         return mnt
+
+
+class Hold:
+    """A lock held as another cbtfs process holds it (Env.hold_writer,
+    Env.hold_store_lock): flock on the file REL of a directory store,
+    holding RECORD if it is the store's lock file (a layer's index holds
+    none); the lease object KEY, RECORD, of an object store.  A context
+    manager too."""
+
+    def __init__(self, env, store, rel, key, record):
+        self.env, self.store = env, store
+        self.file = self.key = None
+        self.record = rel == "lock"
+        if is_dir_store(store):
+            import fcntl
+            self.file = open(os.path.join(store, rel),
+                             "r+" if self.record else "rb")
+            fcntl.flock(self.file, fcntl.LOCK_EX
+                        | (fcntl.LOCK_NB if self.record else 0))
+            if self.record:
+                self.file.write(record)
+                self.file.flush()
+        else:
+            self.key = key
+            env.s3_object(store, key, "PUT", record.encode())
+
+    def release(self):
+        if self.file:
+            if self.record:
+                self.file.truncate(0)
+            self.file.close()           # and the flock with it
+            self.file = None
+        elif self.key:
+            self.env.s3_object(self.store, self.key, "DELETE")
+            self.key = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
 
 
 class Foreground:
@@ -423,6 +687,17 @@ def ext4_write(image, path, data):
         cmds = "rm %s\nwrite %s %s\n" % (path, t.name, path)
         subprocess.run(["debugfs", "-w", "-f", "-", image], input=cmds,
                        text=True, capture_output=True, check=True)
+
+
+def flip_byte(path, off, bit=0x20):
+    """Flip BIT of the byte at OFF of the file PATH; returns the byte
+    it was."""
+    with open(path, "r+b") as f:
+        f.seek(off)
+        b = f.read(1)
+        f.seek(off)
+        f.write(bytes([b[0] ^ bit]))
+    return b[0]
 
 
 def write_at(path, offset, data):

@@ -52,6 +52,9 @@ cmd_verify (int argc, char **argv)
     return engine_verify_accept (argv[optind], accept, naccept) == -1
       ? cli_fail () : 0;
 
+  /* A check reads what the store holds: an object store's local cache
+   * (--cache) holds copies, which would only check themselves. */
+  unsetenv ("CBTFS_S3_CACHE");
   status = engine_verify (argv[optind], so.server ? &so : NULL, &st);
   if (status == -1)
     return cli_fail ();

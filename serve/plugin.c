@@ -96,7 +96,8 @@ static int
 cp_config (const char *key, const char *value)
 {
   if (strcmp (key, "store") == 0)
-    return keep (&cp.store, value, true);
+    /* An object store's name is no path to resolve. */
+    return keep (&cp.store, value, strncmp (value, "s3://", 5) != 0);
   if (strcmp (key, "point") == 0) {
     char **v = realloc (cp.points, (cp.npoints + 1) * sizeof *v);
     if (v == NULL || (v[cp.npoints] = strdup (value)) == NULL) {

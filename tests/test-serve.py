@@ -353,8 +353,13 @@ def main():
         rc = sv.stop()
         check(rc == 0, "serve exited %d: %s" % (rc, sv.log()))
 
-        # A block that fails its checksum is an error, never data.
+        # A block that fails its checksum is an error, never data.  (An
+        # object store's mounts kept good copies in their local cache:
+        # this serve starts with an empty one, so that it reads the
+        # bucket.)
         cb.unmount(mnt)
+        if not cb.is_dir_store(store):
+            os.environ["CBTFS_S3_CACHE"] = env.path("empty-cache")
         off = 20 * MiB + 100
         was = env.flip_block_byte(store, vdi, p1["snapshot"], off)
         sock = env.path("s5.sock")

@@ -142,6 +142,10 @@ def main():
         rc, _, err = env.cbtfs("verify", store, *srv, ok=False)
         check(rc == 1 and "damaged" in err, "verify --server passed: %r" % err)
 
+        # An object store's mount starts with an empty local cache here,
+        # so that it reads the bucket, not a copy kept before the damage.
+        if not cb.is_dir_store(store):
+            os.environ["CBTFS_S3_CACHE"] = env.path("empty-cache")
         mnt = env.mount(store, env.path("mnt"))
         img = os.path.join(mnt, "by-uuid", vdi, p1["snapshot"] + ".img")
         fd = os.open(img, os.O_RDONLY)

@@ -747,6 +747,58 @@ pack_key (const struct s3_layer *l, const struct pack *pk)
   return key;
 }
 
+static char *own_packs (const struct s3_layer *l);
+
+/* Block B, which this handle's writer wrote since its last commit (no
+ * index object names it yet): from the gathered buffer, or from a pack
+ * put since the commit, once the puts in flight have ended.  The newest
+ * write of B wins.  Called without locks. */
+static ssize_t
+unnamed_block (struct s3_layer *l, uint64_t b, void *buf)
+{
+  CLEANUP_FREE char *prefix = NULL, *key = NULL;
+  uint32_t seq = 0, place = 0;
+  bool found = false;
+  void *p;
+  size_t got;
+
+  pthread_mutex_lock (&l->wlock);
+  while (l->inflight > 0)
+    pthread_cond_wait (&l->idle, &l->wlock);
+  for (uint32_t i = l->pn; i-- > 0;)
+    if (l->pblocks[i] == b) {
+      memcpy (buf, l->pbuf + ((size_t) i << BLOCK_SHIFT), BLOCK_SIZE);
+      pthread_mutex_unlock (&l->wlock);
+      return BLOCK_SIZE;
+    }
+  /* Packs finish in any order: the newest is the highest number. */
+  for (size_t u = 0; u < l->nups; u++)
+    for (uint32_t j = 0; j < l->ups[u].n; j++)
+      if (l->ups[u].blocks[j] == b
+          && (!found || l->ups[u].seq > seq
+              || (l->ups[u].seq == seq && j > place))) {
+        seq = l->ups[u].seq;
+        place = j;
+        found = true;
+      }
+  pthread_mutex_unlock (&l->wlock);
+  if (!found) {
+    err_set (EIO, "%s: block %" PRIu64 " is in no pack", l->where, b);
+    return -1;
+  }
+  if ((prefix = own_packs (l)) == NULL
+      || asprintf (&key, "%s%010" PRIu32, prefix, seq) == -1) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  if (s3store_get (l->ss, key, (uint64_t) place << BLOCK_SHIFT, BLOCK_SIZE,
+                   &p, &got) == -1)
+    return -1;
+  memcpy (buf, p, MIN (got, (size_t) BLOCK_SIZE));
+  free (p);
+  return got;
+}
+
 ssize_t
 s3store_block_read (struct store_layer *h, uint64_t b, void *buf)
 {
@@ -777,7 +829,9 @@ s3store_block_read (struct store_layer *h, uint64_t b, void *buf)
     key = pack_key (l, &l->pk[pack]);
   }
   pthread_rwlock_unlock (&l->lock);
-  if (!found || place >= n) {
+  if (!found)
+    return unnamed_block (l, b, buf);
+  if (place >= n) {
     err_set (EIO, "%s: block %" PRIu64 " is in no pack", l->where, b);
     return -1;
   }

@@ -13,9 +13,11 @@
  *   blocks    64 KiB blocks addressed by number, written before the
  *             records that vouch for them
  *
- * The core never asks for a block no durable record names, never
- * rewrites one a record names, and never reads an index record past
- * what a commit returned.  So a backend may keep blocks anywhere: the
+ * The core asks only for blocks a durable record names or that its
+ * writer wrote since the last commit (read back through the same
+ * handle before their records are durable), never rewrites one a
+ * record names, and never reads an index record past what a commit
+ * returned.  So a backend may keep blocks anywhere: the
  * directory backend (posix.c) writes block b at b * 64 KiB of one
  * sparse file and appends records to one file; an object backend can
  * put each batch of blocks in a new immutable object with a small

@@ -262,7 +262,7 @@ class Env:
                           if os.path.exists(i) and os.path.getsize(i) > 40)
         return sorted({k.split("/")[2] for k in self.store_objects(store)
                        if k.startswith("layers/%s/" % disk)
-                       and k.split("/")[3:4] == ["i"]
+                       and k.split("/")[4:5] == ["i"]
                        and not k.endswith("/0000000000")})
 
     def store_file(self, store, rel):
@@ -306,9 +306,7 @@ class Env:
         if is_dir_store(store):
             return flip_byte(os.path.join(store, "disks", disk, snapshot,
                                           "data"), off)
-        layer = "layers/%s/%s/" % (disk, snapshot)
-        pack, slot = self._pack_slot(store, layer, off // BLOCK)
-        key = layer + "p/%010d" % pack
+        key, slot = self._pack_slot(store, disk, snapshot, off // BLOCK)
         data = bytearray(self.s3_object(store, key))
         at = slot * BLOCK + off % BLOCK
         was = data[at]
@@ -316,10 +314,21 @@ class Env:
         self.s3_object(store, key, "PUT", bytes(data))
         return was
 
-    def _pack_slot(self, store, layer, block):
-        # FORMAT.md, chain/store/s3store-layer.c: index objects i/SEQ
-        # name each pack's blocks in order; the newest naming one wins.
+    def _version(self, store, disk, snapshot):
+        """The version layer DISK/SNAPSHOT's root names (FORMAT.md,
+        Object stores: "cbtfs-root 1 V")."""
+        root = self.s3_object(store, "roots/%s/%s" % (disk, snapshot))
+        check(root and root.startswith(b"cbtfs-root 1 "), "no root of %s"
+              % snapshot)
+        return root.split(b"\n", 1)[0].split()[2].decode()
+
+    def _pack_slot(self, store, disk, snapshot, block):
+        # FORMAT.md, Object stores: the current version's index objects
+        # i/SEQ name packs (owner, version, seq) and which block is at
+        # each place; the newest naming one wins.
         import struct
+        layer = "layers/%s/%s/%s/" % (disk, snapshot,
+                                      self._version(store, disk, snapshot))
         where = None
         for key in sorted(k for k in self.store_objects(store)
                           if k.startswith(layer + "i/")):
@@ -329,12 +338,15 @@ class Env:
             npacks, = struct.unpack_from("<I", obj, 8)
             q = 12
             for _ in range(npacks):
-                seq, n = struct.unpack_from("<II", obj, q)
-                q += 8
+                owner = obj[q:q + 36].decode()
+                version, seq, n = struct.unpack_from("<III", obj, q + 36)
+                q += 48
                 blocks = struct.unpack_from("<%dQ" % n, obj, q)
                 q += 8 * n
                 if block in blocks:
-                    where = (seq, blocks.index(block))
+                    where = ("packs/%s/%s.%010d.%010d" % (disk, owner,
+                                                          version, seq),
+                             blocks.index(block))
         check(where is not None, "%s holds no block %d" % (layer, block))
         return where
 
@@ -357,10 +369,12 @@ class Env:
                 f.write(data)
                 f.truncate()
                 return data
+        # An object store's root is "cbtfs-root 1 V" and the manifest.
         key = "roots/%s/%s" % (disk, snapshot)
+        head, _, manifest = self.s3_object(store, key).partition(b"\n")
         if data is None:
-            return self.s3_object(store, key)
-        self.s3_object(store, key, "PUT", data)
+            return manifest
+        self.s3_object(store, key, "PUT", head + b"\n" + data)
         return data
 
     def store_bytes(self, store):

@@ -196,6 +196,16 @@ now_monotonic (void)
   return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+void
+sleep_seconds (double seconds)
+{
+  struct timespec ts;
+
+  ts.tv_sec = (time_t) seconds;
+  ts.tv_nsec = (long) ((seconds - ts.tv_sec) * 1e9);
+  nanosleep (&ts, NULL);
+}
+
 static bool
 is_base64_char (char c)
 {

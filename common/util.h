@@ -86,6 +86,10 @@ extern int fsync_dir (const char *dir);
 /* Seconds since an arbitrary start, monotonic. */
 extern double now_monotonic (void);
 
+/* Sleep for SECONDS (0 or more; a signal may cut it short: callers
+ * loop on a deadline). */
+extern void sleep_seconds (double seconds);
+
 /* Decode standard base64 (RFC 4648, padding optional, no whitespace
  * except trailing newlines).  Returns a malloc'd buffer (caller frees)
  * and its length, or NULL with errno EINVAL on bad input. */

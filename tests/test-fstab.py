@@ -33,16 +33,6 @@ MiB = 1 << 20
 SBIN_HELPER = "/sbin/mount.cbtfs"
 
 
-def make(*args):
-    build = os.path.dirname(cb.cbtfs_binary())
-    if os.path.basename(build) != "build":     # ./cbtfs: the default BUILD
-        build = os.path.join(cb.TOP, "build")
-    p = subprocess.run(["make", "-C", cb.TOP, "BUILD=" + build, *args],
-                       capture_output=True, text=True)
-    check(p.returncode == 0, "make %s: %s%s" % (" ".join(args), p.stdout,
-                                               p.stderr))
-
-
 def run(*cmd):
     p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
                        text=True, timeout=120)
@@ -187,7 +177,7 @@ def main():
         store = env.path("store")
         env.cbtfs("backup", store, *srv, "-q")
         prefix, sbin = env.path("usr"), env.path("sbin")
-        make("install", "PREFIX=" + prefix, "MOUNTHELPERDIR=" + sbin)
+        cb.make("install", "PREFIX=" + prefix, "MOUNTHELPERDIR=" + sbin)
         helper = os.path.join(sbin, "mount.cbtfs")
         mnt = env.mkdir("mnt")
 

@@ -27,16 +27,6 @@ PREFIX = "/usr/local"
 MiB = 1 << 20
 
 
-def make(*args):
-    build = os.path.dirname(cb.cbtfs_binary())
-    if os.path.basename(build) != "build":     # ./cbtfs: the default BUILD
-        build = os.path.join(cb.TOP, "build")
-    p = subprocess.run(["make", "-C", cb.TOP, "BUILD=" + build, *args],
-                       capture_output=True, text=True)
-    check(p.returncode == 0, "make %s: %s%s" % (" ".join(args), p.stdout,
-                                               p.stderr))
-
-
 def files(root):
     return sorted(os.path.relpath(os.path.join(d, f), root)
                   for d, _, fs in os.walk(root) for f in fs)
@@ -45,7 +35,7 @@ def files(root):
 def main():
     with cb.Env() as env:
         dest = env.path("dest")
-        make("install", "DESTDIR=" + dest, "PREFIX=" + PREFIX)
+        cb.make("install", "DESTDIR=" + dest, "PREFIX=" + PREFIX)
         want = ["usr/local/bin/cbtfs",
                 "usr/local/lib/cbtfs/nbdkit-cbtfs-plugin.so",
                 "usr/local/share/man/man1/cbtfs.1",
@@ -114,7 +104,7 @@ def main():
               % (p.returncode, p.stderr))
         os.rename(env.path("away"), os.path.join(dest, "usr/local/lib/cbtfs"))
 
-        make("uninstall", "DESTDIR=" + dest, "PREFIX=" + PREFIX)
+        cb.make("uninstall", "DESTDIR=" + dest, "PREFIX=" + PREFIX)
         left = files(dest)
         check(left == [], "left after uninstall: %s" % left)
     print("ok")

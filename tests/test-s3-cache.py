@@ -35,14 +35,6 @@ def image_of(mnt, vdi):
     return os.path.join(d, names[0])
 
 
-def du(path):
-    total = 0
-    for d, _, files in os.walk(path):
-        for f in files:
-            total += os.lstat(os.path.join(d, f)).st_blocks * 512
-    return total
-
-
 def pack_gets(log, prefix):
     """The GETs of packs of the store PREFIX in RGW's log text LOG."""
     return [l for l in log.splitlines()
@@ -74,7 +66,7 @@ def main():
         m = env.mount(store, env.path("m1"))
         check(cb.sha256(image_of(m, vdi)) == want, "the first read is wrong")
         cb.unmount(m)
-        kept = du(cache)
+        kept = cb.allocated_bytes(cache)
         check(SIZE <= kept <= SIZE + 2 * MiB, "the cache holds %d bytes after "
               "reading %d" % (kept, SIZE))
 
@@ -111,8 +103,8 @@ def main():
         check(cb.sha256(image_of(m, vdi)) == want, "a read with a small "
               "cache is wrong")
         cb.unmount(m)
-        check(0 < du(small) <= 17 * MiB, "a 16 MiB cache holds %d bytes"
-              % du(small))
+        check(0 < cb.allocated_bytes(small) <= 17 * MiB, "a 16 MiB cache holds %d bytes"
+              % cb.allocated_bytes(small))
 
         # A cache others may read is not used.
         shared = env.mkdir("shared-cache")
@@ -126,7 +118,7 @@ def main():
         check(cb.sha256(image_of(mnt, vdi)) == want, "the read without a "
               "cache is wrong")
         cb.unmount(mnt)
-        check(du(shared) == 0, "a cache others may read was filled")
+        check(cb.allocated_bytes(shared) == 0, "a cache others may read was filled")
     print("ok")
 
 

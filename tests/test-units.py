@@ -34,16 +34,6 @@ PREFIX = "/usr/local"
 UNITS = PREFIX + "/lib/systemd/system"
 
 
-def make(*args):
-    build = os.path.dirname(cb.cbtfs_binary())
-    if os.path.basename(build) != "build":     # ./cbtfs: the default BUILD
-        build = os.path.join(cb.TOP, "build")
-    p = subprocess.run(["make", "-C", cb.TOP, "BUILD=" + build, *args],
-                       capture_output=True, text=True)
-    check(p.returncode == 0, "make %s: %s%s" % (" ".join(args), p.stdout,
-                                               p.stderr))
-
-
 def verify(root, *units):
     env = dict(os.environ, MANPATH=root + PREFIX + "/share/man")
     return subprocess.run(["systemd-analyze", "verify", "--root=" + root,
@@ -110,7 +100,7 @@ def main():
         cb.skip("no systemd-analyze (Debian's systemd package)")
     with cb.Env() as env:
         root = env.path("root")
-        make("install", "DESTDIR=" + root, "PREFIX=" + PREFIX)
+        cb.make("install", "DESTDIR=" + root, "PREFIX=" + PREFIX)
         shutil.copytree("/usr/lib/systemd/system",
                         os.path.join(root, "usr/lib/systemd/system"),
                         symlinks=True)

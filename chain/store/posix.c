@@ -247,17 +247,6 @@ write_holder (int fd, const char *path, const char *who)
               strerror (errno));
 }
 
-/* Sleep for SECONDS (a signal may cut it short: callers loop). */
-static void
-sleep_for (double seconds)
-{
-  struct timespec ts;
-
-  ts.tv_sec = (time_t) seconds;
-  ts.tv_nsec = (long) ((seconds - ts.tv_sec) * 1e9);
-  nanosleep (&ts, NULL);
-}
-
 static int
 posix_lock (struct store *s, const char *who, double wait)
 {
@@ -305,7 +294,7 @@ posix_lock (struct store *s, const char *who, double wait)
                 ps->path, holder, wait);
       said = true;
     }
-    sleep_for (left < LOCK_POLL ? left : LOCK_POLL);
+    sleep_seconds (left < LOCK_POLL ? left : LOCK_POLL);
   }
   ps->lock_fd = fd;
   write_holder (fd, path, who);

@@ -632,9 +632,6 @@ s3store_set_read (struct store_layer *h, size_t max, size_t *len)
 {
   struct s3_layer *l = sl_of (h);
   CLEANUP_FREE char *key = NULL;
-  void *buf;
-  char *text;
-  size_t n;
 
   if (ensure_loaded (l) == -1)
     return NULL;
@@ -642,22 +639,7 @@ s3store_set_read (struct store_layer *h, size_t max, size_t *len)
     err_set (ENOMEM, "out of memory");
     return NULL;
   }
-  if (s3store_get (l->ss, key, 0, 0, &buf, &n) == -1)
-    return NULL;
-  if (n > max) {
-    free (buf);
-    err_set (EFBIG, "%s/set: larger than %zu bytes", l->where, max);
-    return NULL;
-  }
-  text = realloc (buf, n + 1);
-  if (text == NULL) {
-    free (buf);
-    err_set (ENOMEM, "out of memory");
-    return NULL;
-  }
-  text[n] = '\0';
-  *len = n;
-  return text;
+  return s3store_read (l->ss, key, max, len);
 }
 
 static int

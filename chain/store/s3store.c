@@ -562,16 +562,6 @@ s3store_lease_take (struct s3_store *ss, const char *key, const char *who,
  * a request, so less often than a directory store's flock. */
 #define LOCK_POLL 1.0
 
-static void
-sleep_for (double seconds)
-{
-  struct timespec ts;
-
-  ts.tv_sec = (time_t) seconds;
-  ts.tv_nsec = (long) ((seconds - ts.tv_sec) * 1e9);
-  nanosleep (&ts, NULL);
-}
-
 /* Finish the removals a crashed holder left in trash/ (s3store_layer_remove). */
 static void
 empty_trash (struct s3_store *ss)
@@ -628,7 +618,7 @@ s3store_lock (struct store *s, const char *who, double wait)
       log_info ("%s; waiting up to %.9g s", err_get (), wait);
       said = true;
     }
-    sleep_for (left < LOCK_POLL ? left : LOCK_POLL);
+    sleep_seconds (left < LOCK_POLL ? left : LOCK_POLL);
   }
   ss->locked = true;
   /* Nobody else writes now: what trash/ holds is a crashed run's, and
@@ -717,9 +707,8 @@ s3store_has_layer (struct store *s, const char *disk, const char *snapshot)
   return errno == ENOENT ? 0 : -1;
 }
 
-/* Read KEY whole into a NUL-terminated buffer of at most MAX bytes. */
-static char *
-read_object (struct s3_store *ss, const char *key, size_t max, size_t *len)
+char *
+s3store_read (struct s3_store *ss, const char *key, size_t max, size_t *len)
 {
   void *buf;
   char *text;
@@ -763,7 +752,7 @@ s3store_root_read (struct s3_store *ss, const char *disk,
   if (key == NULL)
     return -1;
   if (manifest)
-    text = read_object (ss, key, max + 64, &n);
+    text = s3store_read (ss, key, max + 64, &n);
   else {
     /* The version alone: the first line is enough. */
     void *buf;
@@ -955,7 +944,7 @@ s3store_note_read (struct store *s, const char *disk, const char *note,
     char *nout;
     if (key == NULL || strspn (k.v[i], "0123456789") != 10)
       continue;
-    rec = read_object (ss, key, max, &n);
+    rec = s3store_read (ss, key, max, &n);
     if (rec == NULL) {
       if (errno == ENOENT)
         continue;               /* replaced meanwhile: its base is read */
@@ -1072,7 +1061,7 @@ s3store_generation (struct store *s, uint64_t *gen)
 
   if (key == NULL)
     return -1;
-  text = read_object (ss, key, 64, &len);
+  text = s3store_read (ss, key, 64, &len);
   if (text == NULL) {
     if (errno != ENOENT)
       return -1;

@@ -114,6 +114,11 @@ extern int s3store_put (struct s3_store *ss, const char *key, const void *buf,
 extern int s3store_get (struct s3_store *ss, const char *key, uint64_t off,
                         uint64_t len, void **buf, size_t *size);
 extern int s3store_delete (struct s3_store *ss, const char *key);
+
+/* KEY read whole into a malloc'd, NUL-terminated buffer of *LEN bytes,
+ * at most MAX (else EFBIG). */
+extern char *s3store_read (struct s3_store *ss, const char *key, size_t max,
+                           size_t *len);
 extern int s3store_list (struct s3_store *ss, const char *prefix,
                          const char *after, s3_list_fn fn, void *opaque);
 

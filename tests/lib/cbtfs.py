@@ -41,6 +41,18 @@ def check(cond, msg):
         raise TestFailure(msg)
 
 
+def make(*args):
+    """Run make in the tree with ARGS (install, DESTDIR=…), on the build
+    the binary under test came from; a failure fails the test."""
+    build = os.path.dirname(cbtfs_binary())
+    if os.path.basename(build) != "build":     # ./cbtfs: the default BUILD
+        build = os.path.join(TOP, "build")
+    p = subprocess.run(["make", "-C", TOP, "BUILD=" + build, *args],
+                       capture_output=True, text=True)
+    check(p.returncode == 0, "make %s: %s%s" % (" ".join(args), p.stdout,
+                                               p.stderr))
+
+
 def store_kind():
     """The kind of store this run of the test uses: "dir" or "s3"
     (tests/run sets CBTFS_TEST_STORE_KIND for tests that declare

@@ -24,11 +24,12 @@ COMMON_SRC = common/error.c common/log.c common/secbuf.c common/util.c \
              common/dio.c
 XAPI_SRC   = xapi/value.c xapi/xmlrpc.c xapi/session.c xapi/api.c xapi/vhd.c \
              xapi/vhd-stream.c
-# The S3 client and the object store backend over it (linked where
-# libcurl is: chain/ alone needs no HTTP library).
-S3_SRC     = s3/s3.c s3/s3-xml.c chain/store/s3store.c \
-             chain/store/s3store-layer.c chain/store/s3store-sweep.c \
-             chain/store/s3store-upload.c chain/store/s3store-cache.c
+# The S3 client (s3/), and the object store backend over it, linked
+# where libcurl is: chain/ alone needs no HTTP library.
+S3_SRC     = s3/s3.c s3/s3-xml.c
+S3STORE_SRC = chain/store/s3store.c chain/store/s3store-layer.c \
+             chain/store/s3store-sweep.c chain/store/s3store-upload.c \
+             chain/store/s3store-cache.c
 STORE_SRC  = chain/store/store.c chain/store/holder.c chain/store/posix.c \
              chain/store/posix-layer.c
 CHAIN_SRC  = chain/bitmap.c chain/sums.c chain/layer-meta.c chain/index.c \
@@ -48,7 +49,7 @@ FS_SRC     = fs/tree.c fs/fs.c
 # The nbdkit plugin (`cbtfs serve`): the core again, compiled -fPIC.
 PLUGIN_SRC = serve/plugin.c engine/session.c engine/targets.c \
              engine/points.c engine/snapshot.c $(CHAIN_SRC) $(XAPI_SRC) \
-             $(S3_SRC) $(COMMON_SRC)
+             $(S3_SRC) $(S3STORE_SRC) $(COMMON_SRC)
 PLUGIN     = $(BUILD)/nbdkit-cbtfs-plugin.so
 CLI_SRC    = cli/main.c cli/config.c cli/server.c cli/backup.c cli/mount.c \
              cli/ls.c cli/fetch.c cli/verify.c cli/prune.c cli/forget.c \
@@ -58,6 +59,7 @@ obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 COMMON_OBJ = $(call obj,$(COMMON_SRC))
 XAPI_OBJ   = $(call obj,$(XAPI_SRC))
 S3_OBJ     = $(call obj,$(S3_SRC))
+S3STORE_OBJ = $(call obj,$(S3STORE_SRC))
 CHAIN_OBJ  = $(call obj,$(CHAIN_SRC))
 ENGINE_OBJ = $(call obj,$(ENGINE_SRC))
 FS_OBJ     = $(call obj,$(FS_SRC))
@@ -151,7 +153,7 @@ $(BUILD)/%.o: %.c | $(DEPS_STAMP)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/cbtfs: $(CLI_OBJ) $(FS_OBJ) $(ENGINE_OBJ) $(CHAIN_OBJ) $(XAPI_OBJ) \
-               $(S3_OBJ) $(COMMON_OBJ)
+               $(S3STORE_OBJ) $(S3_OBJ) $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(PKG_LIBS) -o $@
 
 cbtfs: $(BUILD)/cbtfs
@@ -245,7 +247,8 @@ $(BUILD)/tests/unit/test-store-backend-s3.o: tests/unit/test-store-backend.c | $
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DSTORE_S3 -MMD -MP -c $< -o $@
 $(BUILD)/tests/test-store-backend-s3: $(BUILD)/tests/unit/test-store-backend-s3.o \
-                                     $(CHAIN_OBJ) $(S3_OBJ) $(COMMON_OBJ)
+                                     $(CHAIN_OBJ) $(S3STORE_OBJ) $(S3_OBJ) \
+                                     $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) $(XAPI_LIBS) -o $@
 
 # s3/ against a real Ceph RGW: run by tests/test-s3-client.py, which

@@ -33,9 +33,9 @@
  * index takes it exclusively.  `wlock` guards the writer's buffer and
  * uploads; pack uploads run outside it, on the store's upload threads
  * (s3store-upload.c) or a commit's, and `idle` tells a commit when the
- * last has ended.  `clock` guards the
- * run cache; requests never run under it.  No request runs under
- * `lock` either, except the loading of index objects.
+ * last has ended.  `clock` guards the run cache; requests never run
+ * under it.  No request runs under `lock` either, except loading (the
+ * root, the index objects) and a writer's check of the root.
  */
 #include <errno.h>
 #include <inttypes.h>

@@ -519,6 +519,39 @@ s3store_close (struct store *s)
  * host rebooted) is taken over; one on another host stays until
  * removed (FORMAT.md says how). */
 
+/* After taking over a dead holder's lease: another taker that read the
+ * dead record too may have deleted ours and put its own (S3 has no
+ * delete-if-unchanged).  Look again a moment later; 0 if the lease
+ * still holds our record REC (N bytes), else EWOULDBLOCK naming who
+ * has it. */
+static int
+still_ours (struct s3_store *ss, const char *key, const char *rec, size_t n,
+            const char *what)
+{
+  struct store_holder h;
+  char held[256];
+  void *text;
+  size_t len;
+  bool ours;
+
+  sleep_seconds (0.5);
+  if (s3store_get (ss, key, 0, 0, &text, &len) == -1) {
+    if (errno != ENOENT)
+      return -1;
+    err_set (EWOULDBLOCK, "%s: its lease was taken over by another "
+             "process at the same time", what);
+    return -1;
+  }
+  ours = len == n && memcmp (text, rec, n) == 0;
+  store_holder_parse (text, len, &h);
+  free (text);
+  if (ours)
+    return 0;
+  store_holder_describe (&h, held, sizeof held);
+  err_set (EWOULDBLOCK, "%s is in use by %s", what, held);
+  return -1;
+}
+
 int
 s3store_lease_take (struct s3_store *ss, const char *key, const char *who,
                     const char *what)
@@ -531,7 +564,7 @@ s3store_lease_take (struct s3_store *ss, const char *key, const char *who,
 
   for (int tries = 0; tries < 3; tries++) {
     if (s3store_put (ss, key, rec, n, true) == 0)
-      return 0;
+      return tries == 0 ? 0 : still_ours (ss, key, rec, n, what);
     if (errno != EEXIST)
       return -1;
     if (s3store_get (ss, key, 0, 0, &text, &len) == -1) {
@@ -923,66 +956,85 @@ note_keys (struct s3_store *ss, const char *disk, const char *note,
   return 0;
 }
 
+/* The records named in K from FROM on, read and concatenated into *OUT
+ * (malloc'd, NUL-terminated, *LEN bytes, at most MAX); a record that
+ * ends mid-line gets its newline, as a torn record of a directory store
+ * does (store.h).  -1 with errno ENOENT when one went meanwhile (a
+ * replace deleted it: list again). */
+static int
+read_records (struct s3_store *ss, const char *disk, const char *note,
+              const struct keys *k, size_t from, size_t max, char **out,
+              size_t *len)
+{
+  size_t got = 0;
+  char *buf = NULL, *nbuf;
+
+  for (size_t i = from; i < k->n; i++) {
+    CLEANUP_FREE char *key = NULL, *rec = NULL;
+    size_t n;
+    if (strspn (k->v[i], "0123456789") != 10)
+      continue;
+    if ((key = s3store_key (ss, "notes/%s/%s/%s", disk, note,
+                            k->v[i])) == NULL
+        || (rec = s3store_read (ss, key, max, &n)) == NULL)
+      goto err;
+    if (got + n > max) {
+      err_set (EFBIG, "%s: note %s of disk %s is larger than %zu bytes",
+               ss->base.where, note, disk, max);
+      goto err;
+    }
+    if ((nbuf = realloc (buf, got + n + 2)) == NULL) {
+      err_set (ENOMEM, "out of memory");
+      goto err;
+    }
+    buf = nbuf;
+    if (got > 0 && buf[got - 1] != '\n' && n > 0)
+      buf[got++] = '\n';
+    memcpy (buf + got, rec, n);
+    got += n;
+  }
+  if (buf == NULL && (buf = malloc (1)) == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  buf[got] = '\0';
+  *out = buf;
+  *len = got;
+  return 0;
+
+ err:
+  free (buf);
+  return -1;
+}
+
 static char *
 s3store_note_read (struct store *s, const char *disk, const char *note,
                    size_t max, size_t *len)
 {
   struct s3_store *ss = s3store_of (s);
   struct keys k;
-  size_t from, got = 0;
+  size_t from;
   unsigned next;
   char *out = NULL;
-  bool any = false;
+  int r = -1;
 
-  if (note_keys (ss, disk, note, &k, &from, &next) == -1)
-    return NULL;
-  for (size_t i = from; i < k.n; i++) {
-    CLEANUP_FREE char *key = s3store_key (ss, "notes/%s/%s/%s", disk, note,
-                                          k.v[i]);
-    CLEANUP_FREE char *rec = NULL;
-    size_t n;
-    char *nout;
-    if (key == NULL || strspn (k.v[i], "0123456789") != 10)
-      continue;
-    rec = s3store_read (ss, key, max, &n);
-    if (rec == NULL) {
-      if (errno == ENOENT)
-        continue;               /* replaced meanwhile: its base is read */
-      goto err;
-    }
-    if (got + n > max) {
-      err_set (EFBIG, "%s: note %s of disk %s is larger than %zu bytes",
-               s->where, note, disk, max);
-      goto err;
-    }
-    if ((nout = realloc (out, got + n + 2)) == NULL) {
-      err_set (ENOMEM, "out of memory");
-      goto err;
-    }
-    out = nout;
-    /* A record that ends mid-line gets its newline, as a torn record
-     * of a directory store does (store.h). */
-    if (got > 0 && out[got - 1] != '\n' && n > 0)
-      out[got++] = '\n';
-    memcpy (out + got, rec, n);
-    got += n;
-    any = true;
+  /* A replace that deletes records as they are read: read again. */
+  for (int tries = 0; tries < 5; tries++) {
+    if (note_keys (ss, disk, note, &k, &from, &next) == -1)
+      return NULL;
+    r = read_records (ss, disk, note, &k, from, max, &out, len);
+    store_names_free (k.v, k.n);
+    if (r == 0 || errno != ENOENT)
+      break;
   }
-  store_names_free (k.v, k.n);
-  if (!any || got == 0) {
+  if (r == -1)
+    return NULL;
+  if (*len == 0) {
     free (out);
-    errno = ENOENT;
     err_set (ENOENT, "%s: disk %s has no note %s", s->where, disk, note);
     return NULL;
   }
-  out[got] = '\0';
-  *len = got;
   return out;
-
- err:
-  store_names_free (k.v, k.n);
-  free (out);
-  return NULL;
 }
 
 /* Put REC as the next record of NOTE (a base when BASE); on a race for
@@ -1011,17 +1063,53 @@ note_put (struct s3_store *ss, const char *disk, const char *note,
   return -1;
 }
 
+/* Records since the last base past which an append folds them into a
+ * new base: a reader's cost is one request per record. */
+#define NOTE_COMPACT 64
+
+/* Put the records of NOTE read so far as one base that hides them, and
+ * delete them.  The base is put create-only under the next number: an
+ * append that took that number meanwhile makes this give up (its record
+ * would be hidden), to try again after a later append.  Best effort. */
+static void
+note_compact (struct s3_store *ss, const char *disk, const char *note)
+{
+  CLEANUP_FREE char *text = NULL, *key = NULL;
+  struct keys k;
+  size_t from, len;
+  unsigned next;
+
+  if (note_keys (ss, disk, note, &k, &from, &next) == -1)
+    return;
+  if (k.n - from > NOTE_COMPACT
+      && read_records (ss, disk, note, &k, from, 64 << 20, &text, &len) == 0
+      && (key = s3store_key (ss, "notes/%s/%s/%010u.base", disk, note,
+                             next)) != NULL
+      && s3store_put (ss, key, text, len, true) == 0)
+    for (size_t i = 0; i < k.n; i++) {
+      CLEANUP_FREE char *old = s3store_key (ss, "notes/%s/%s/%s", disk, note,
+                                            k.v[i]);
+      if (old)
+        s3store_delete (ss, old);
+    }
+  store_names_free (k.v, k.n);
+}
+
 static int
 s3store_note_append (struct store *s, const char *disk, const char *note,
                      const void *rec, size_t len, bool durable)
 {
+  struct s3_store *ss = s3store_of (s);
   struct keys k;
-  size_t from;
+  size_t from, since;
 
   (void) durable;               /* a PUT that succeeded is durable */
-  if (note_put (s3store_of (s), disk, note, rec, len, false, &k, &from) == -1)
+  if (note_put (ss, disk, note, rec, len, false, &k, &from) == -1)
     return -1;
+  since = k.n - from;
   store_names_free (k.v, k.n);
+  if (since >= NOTE_COMPACT)
+    note_compact (ss, disk, note);
   return 0;
 }
 

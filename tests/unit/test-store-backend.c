@@ -138,6 +138,22 @@ test_notes (void)
   CHECK (store_note_read (s, DISK, "verified", 100, &len) == NULL
          && errno == ENOENT);
   CHECK (store_note_replace (s, DISK, "verified", "", 0) == 0);
+
+  /* Many appends read back whole and in order (an object store folds
+   * them into bases on the way). */
+  {
+    char want[200 * 8 + 1] = "", rec[16];
+    char *got;
+    for (int i = 0; i < 150; i++) {
+      snprintf (rec, sizeof rec, "r%03d\n", i);
+      CHECK (store_note_append (s, DISK, "names", rec, strlen (rec), false)
+             == 0);
+      strcat (want, rec);
+    }
+    got = store_note_read (s, DISK, "names", 1 << 20, &len);
+    CHECK (got && len == strlen (want) && strcmp (got, want) == 0);
+    free (got);
+  }
   store_close (s);
   rm_rf (dir);
 }

@@ -280,6 +280,7 @@ fuzz: deps
 check-e2e: $(BUILD)/cbtfs $(PLUGIN) $(BUILD)/tests/s3probe \
            $(BUILD)/tests/test-store-backend-s3
 	CBTFS=$(abspath $(BUILD)/cbtfs) S3PROBE=$(abspath $(BUILD)/tests/s3probe) \
+	  STORE_BACKEND_S3=$(abspath $(BUILD)/tests/test-store-backend-s3) \
 	  PYTHON=$(PYTHON) ./tests/run
 
 check-valgrind: $(UNIT_BINS)

@@ -3,7 +3,10 @@
 render with man(1) without a warning; cbtfs.1 names every command and
 every long option the binary's usage text lists, and mount.cbtfs.8
 every flag and every -o option of cbtfs mount's own that the helper
-(dist/mount.cbtfs.in) takes, so that they cannot drift apart."""
+(dist/mount.cbtfs.in) takes, so that they cannot drift apart; and
+cbtfs.1 has a section for each topic the README explains (issue 17:
+man cbtfs answers every question the README does), each with a few of
+its key facts."""
 import os
 import re
 import subprocess
@@ -45,9 +48,50 @@ def main():
         check(o in text, "cbtfs.1 does not mention %s" % o)
     for word in ("EXIT STATUS", "ENVIRONMENT", "FILES", "CBTFS_NBDKIT_PLUGIN"):
         check(word in text, "cbtfs.1 has no %s" % word)
+    check_readme_sections(text)
     helper = check_helper_page(render(page("mount.cbtfs.8")))
     print("ok: %d commands, %d options; mount.cbtfs: %d" % (len(commands),
                                                          len(options), helper))
+
+
+# Each README topic: its section in cbtfs.1 and facts it must state.
+README_SECTIONS = {
+    "THE TREE": ("by-vm/", "by-uuid/", "latest", "MD5SUMS", "md5sum -c",
+                 "user.cbtfs.snapshot", "user.cbtfs.complete", "SEEK_HOLE",
+                 "200 bytes"),
+    "BROWSING A POINT": ("losetup -r -P", "partx -a", "noload", "norecovery",
+                         "nouuid", "--devices", "read_only_volume_list"),
+    "RESTORE": ("--sr", "--vdi", "import_raw_vdi", "VDI.checksum",
+                "snapshot=on", "xe vdi-import"),
+    "RETENTION": ("--keep-within", "--keep-last", "oldest-daily", "ISO weeks",
+                  "unlimited", "--include-incomplete", "--dry-run",
+                  "RENAME_EXCHANGE", "3 March"),
+    "THE STORE": ("cbtfs-store(5)", "STORE/lock", "--lock-wait",
+                  "written once"),
+    "MONITORING": ("--metrics-file", "cbtfs_backup_last_success_timestamp_seconds",
+                   "cbtfs_backup_last_result", "cbtfs_backup_run_exit_status"),
+    "AFTER A CRASH": ("incomplete", "fusermount3 -u", "cbtfs backup STORE-ID",
+                      "--accept"),
+    "SECURITY": ("--ca-file", "--insecure", "VDI.get_nbd_info", "non-dumpable",
+                 "default_permissions", "allow_other", "0700"),
+    "REQUIREMENTS": ("licence", "param-key=nbd", "snapshot VMs"),
+    "PERFORMANCE": ("16 NBD connections", "2 MiB regions", "readahead"),
+}
+
+
+def check_readme_sections(text):
+    """Every README topic has its section in cbtfs.1, and the section
+    (up to the next heading) states its key facts."""
+    heads = [m.start() for m in re.finditer(r"^[A-Z][A-Z ]+$", text, re.M)]
+    for name, facts in README_SECTIONS.items():
+        m = re.search(r"^%s$" % name, text, re.M)
+        check(m, "cbtfs.1 has no section %s" % name)
+        end = min([h for h in heads if h > m.start()] + [len(text)])
+        # Words wrapped over lines (or hyphenated by man) read as one.
+        body = re.sub(r"\s+", " ", text[m.start():end])
+        for fact in facts:
+            check(fact in body, "cbtfs.1's %s does not mention %r"
+                  % (name, fact))
 
 
 def check_helper_page(text):

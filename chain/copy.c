@@ -36,7 +36,13 @@ struct job {
   int err;
   char errmsg[1024];
   struct copy_stats st;
+  double synced_at;             /* when blocks were last made durable */
 };
+
+/* Make blocks durable at least this often as well, whatever the store's
+ * preferred batch (store_commit_bytes): a crash costs at most this much
+ * copying, also where batches are large (object stores). */
+#define SYNC_SECONDS 2.0
 
 static void
 job_fail (struct job *j)
@@ -160,6 +166,9 @@ recover (struct job *j, struct nbdsrc_conn **c, struct run *runs,
 static int
 finish_run (struct job *j, struct run *r)
 {
+  double now;
+  bool due;
+
   /* The tail block is short; the layer stores whole blocks. */
   memset (r->buf + r->len, 0, ((size_t) r->n << CHAIN_BLOCK_SHIFT) - r->len);
   if (layer_put_run (j->l, r->first, r->n, r->buf) == -1)
@@ -168,11 +177,15 @@ finish_run (struct job *j, struct run *r)
   j->st.bytes += r->len;
   j->st.requests++;
   j->st.blocks += r->n;
+  now = now_monotonic ();
+  due = now - j->synced_at >= SYNC_SECONDS;
+  if (due)
+    j->synced_at = now;         /* one worker syncs for all */
   pthread_mutex_unlock (&j->lock);
   r->busy = false;
   /* Durable every so often, as the store prefers: bounds what a crash
    * can cost without a commit per block. */
-  if (layer_pending_bytes (j->l) >= layer_sync_bytes (j->l)
+  if ((due || layer_pending_bytes (j->l) >= layer_sync_bytes (j->l))
       && layer_sync (j->l) == -1)
     return -1;
   return 0;
@@ -312,6 +325,7 @@ copy_layer (struct layer *l, const struct chain_targets *tg,
   }
   pthread_mutex_init (&j.lock, NULL);
   pthread_cond_init (&j.cond, NULL);
+  j.synced_at = start;
   nbdsrc_known_init (&j.known);
 
   pthread_mutex_lock (&j.lock);

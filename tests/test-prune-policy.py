@@ -233,7 +233,7 @@ def main():
         check(rc == 2 and "usage:" in err, "--bogus: exit %d, %r" % (rc, err))
         rc, _, err = env.cbtfs("prune", env.path("nostore"), "--dry-run",
                                "--keep-daily", "7", ok=False)
-        check(rc == 1 and len(err.strip().splitlines()) == 1,
+        check(rc == 2 and len(err.strip().splitlines()) == 1,
               "not a store: exit %d, %r" % (rc, err))
 
         after = cb.tree_files(store, mtime=True)

@@ -244,6 +244,10 @@ def main():
               and b"matches" in tty, "no progress on a terminal: %r" % tty)
 
         # -- a damaged block: the restore stops before it, the VDI goes --
+        # (an object store's reads start with an empty local cache, so
+        # that they read the bucket, not a copy kept before the damage)
+        if not cb.is_dir_store(store):
+            os.environ["CBTFS_S3_CACHE"] = env.path("empty-cache")
         env.flip_block_byte(store, vdi, p1, 5 * MiB + 1)
         vdis0, sent0 = sr_vdis(), imports()["bytes"]
         rc, _, err = env.cbtfs("restore", store, p2, "--sr", main_sr, *srv,

@@ -91,7 +91,7 @@ def main():
                     ["mount", store, env.path("m-insecure")]):
             rc, _, err = env.cbtfs(*cmd, "--server", info["xapi_url"],
                                    "--password-file", pw, "--insecure", ok=False)
-            check(rc == 2 and "unrecognized option '--insecure'" in err
+            check(rc == 2 and "unknown option '--insecure'" in err
                   and "usage:" in err, "%s --insecure: %d %r" % (cmd[0], rc, err))
 
         # NBD: a server without TLS is refused, never read in clear.

@@ -376,12 +376,6 @@ posix_disk_prepare (struct store *s, const char *disk)
   return fsync_dir (posix_of (s)->disks_dir);
 }
 
-static int
-cmp_str (const void *a, const void *b)
-{
-  return strcmp (*(char *const *) a, *(char *const *) b);
-}
-
 /* The uuid-named entries of DIR, sorted (store_list). */
 static int
 list_dir (const char *dir, char ***names, size_t *n)
@@ -413,8 +407,7 @@ list_dir (const char *dir, char ***names, size_t *n)
     len++;
   }
   closedir (d);
-  if (len)
-    qsort (v, len, sizeof *v, cmp_str);
+  store_names_sort (v, len);
   *names = v;
   *n = len;
   return 0;

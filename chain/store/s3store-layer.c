@@ -186,15 +186,27 @@ s3store_layer_open (struct store *s, const char *disk, const char *snapshot)
   return l ? &l->base : NULL;
 }
 
+/* The prefix of the packs this version puts: P/packs/D/S.V. */
+static char *
+own_packs (const struct s3_layer *l)
+{
+  char *p;
+
+  if (asprintf (&p, "%s%s.%010" PRIu32 ".", l->packs, l->snapshot,
+                l->version) == -1) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  return p;
+}
+
 /* A stage closed before it was swapped in leaves nothing behind. */
 static void
 discard_stage (struct s3_layer *l)
 {
   CLEANUP_FREE char *packs = NULL;
 
-  if (l->vprefix == NULL
-      || asprintf (&packs, "%s%s.%010" PRIu32 ".", l->packs, l->snapshot,
-                   l->version) == -1)
+  if (l->vprefix == NULL || (packs = own_packs (l)) == NULL)
     return;
   if (s3store_delete_all (l->ss, l->vprefix) == -1
       || s3store_delete_all (l->ss, packs) == -1)
@@ -729,8 +741,6 @@ pack_key (const struct s3_layer *l, const struct pack *pk)
   return key;
 }
 
-static char *own_packs (const struct s3_layer *l);
-
 /* Block B, which this handle's writer wrote since its last commit (no
  * index object names it yet): from the gathered buffer, or from a pack
  * put since the commit, once the puts in flight have ended.  The newest
@@ -787,6 +797,7 @@ s3store_block_read (struct store_layer *h, uint64_t b, void *buf)
   struct s3_layer *l = sl_of (h);
   CLEANUP_FREE char *key = NULL;
   struct s3store_cache *cache;
+  struct pack pk;
   const char *name;
   uint32_t pack, place, n = 0;
   bool found;
@@ -806,21 +817,21 @@ s3store_block_read (struct store_layer *h, uint64_t b, void *buf)
     }
     found = found || map_get (l, b, &pack, &place);
   }
-  if (found) {
-    n = l->pk[pack].n;
-    key = pack_key (l, &l->pk[pack]);
-  }
+  if (found)
+    pk = l->pk[pack];
   pthread_rwlock_unlock (&l->lock);
   if (!found)
     return unnamed_block (l, b, buf);
+  n = pk.n;
   if (place >= n) {
     err_set (EIO, "%s: block %" PRIu64 " is in no pack", l->where, b);
     return -1;
   }
-  if (key == NULL)
-    return -1;
+  /* A run read before: no request, and no key to make. */
   if (from_runs (l, pack, place, buf))
     return BLOCK_SIZE;
+  if ((key = pack_key (l, &pk)) == NULL)
+    return -1;
   cache = l->ss->cache;
   name = key + strlen (l->packs);
   if (cache && s3store_cache_get (cache, l->disk, name, place, buf))
@@ -847,20 +858,6 @@ s3store_block_read (struct store_layer *h, uint64_t b, void *buf)
 }
 
 /* ---- writing ---------------------------------------------------------- */
-
-/* The prefix of the packs this version puts: P/packs/D/S.V. */
-static char *
-own_packs (const struct s3_layer *l)
-{
-  char *p;
-
-  if (asprintf (&p, "%s%s.%010" PRIu32 ".", l->packs, l->snapshot,
-                l->version) == -1) {
-    err_set (ENOMEM, "out of memory");
-    return NULL;
-  }
-  return p;
-}
 
 /* Remove this version's packs no index object names (a crashed or
  * failed writer's) and number new ones after every one there is.

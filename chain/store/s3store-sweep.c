@@ -58,12 +58,6 @@ add_name (void *opaque, const char *name)
   return -1;
 }
 
-static int
-cmp_str (const void *a, const void *b)
-{
-  return strcmp (*(char *const *) a, *(char *const *) b);
-}
-
 /* Add the packs version V of layer S of DISK names. */
 static int
 add_version (struct s3_store *ss, const char *disk, const char *s,
@@ -127,8 +121,7 @@ find_live (struct s3_store *ss, const char *disk, struct live *lv)
     if (add_version (ss, disk, lv->layers[i], lv->versions[i], lv) == -1)
       return -1;
   }
-  if (lv->n)
-    qsort (lv->names, lv->n, sizeof *lv->names, cmp_str);
+  store_names_sort (lv->names, lv->n);
   return 0;
 }
 
@@ -143,7 +136,7 @@ unused (const struct live *lv, const char *name)
   if (strlen (name) != UUID_LEN + 22 || name[UUID_LEN] != '.'
       || sscanf (name + UUID_LEN + 1, "%10u", &v) != 1)
     return false;               /* not a pack of ours: left alone */
-  if (lv->n && bsearch (&name, lv->names, lv->n, sizeof *lv->names, cmp_str))
+  if (store_names_find (lv->names, lv->n, name) >= 0)
     return false;
   memcpy (owner, name, UUID_LEN);
   owner[UUID_LEN] = '\0';

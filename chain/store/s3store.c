@@ -691,12 +691,6 @@ s3store_disk_prepare (struct store *s, const char *disk)
   return key ? s3store_put (ss, key, "", 0, false) : -1;
 }
 
-static int
-cmp_str (const void *a, const void *b)
-{
-  return strcmp (*(char *const *) a, *(char *const *) b);
-}
-
 /* The uuid names under disks/ (DISK NULL) or roots/DISK/. */
 static int
 s3store_listing (struct store *s, const char *disk, char ***names, size_t *n)
@@ -716,7 +710,7 @@ s3store_listing (struct store *s, const char *disk, char ***names, size_t *n)
       free (k.v[i]);
   }
   if (j)
-    qsort (k.v, j, sizeof *k.v, cmp_str);
+    store_names_sort (k.v, j);
   else {
     free (k.v);
     k.v = NULL;
@@ -1063,6 +1057,20 @@ note_put (struct s3_store *ss, const char *disk, const char *note,
   return -1;
 }
 
+/* Delete the records of NOTE that K listed (a new base hides them);
+ * best effort. */
+static void
+delete_records (struct s3_store *ss, const char *disk, const char *note,
+                const struct keys *k)
+{
+  for (size_t i = 0; i < k->n; i++) {
+    CLEANUP_FREE char *key = s3store_key (ss, "notes/%s/%s/%s", disk, note,
+                                          k->v[i]);
+    if (key)
+      s3store_delete (ss, key);
+  }
+}
+
 /* Records since the last base past which an append folds them into a
  * new base: a reader's cost is one request per record. */
 #define NOTE_COMPACT 64
@@ -1086,12 +1094,7 @@ note_compact (struct s3_store *ss, const char *disk, const char *note)
       && (key = s3store_key (ss, "notes/%s/%s/%010u.base", disk, note,
                              next)) != NULL
       && s3store_put (ss, key, text, len, true) == 0)
-    for (size_t i = 0; i < k.n; i++) {
-      CLEANUP_FREE char *old = s3store_key (ss, "notes/%s/%s/%s", disk, note,
-                                            k.v[i]);
-      if (old)
-        s3store_delete (ss, old);
-    }
+    delete_records (ss, disk, note, &k);
   store_names_free (k.v, k.n);
 }
 
@@ -1124,12 +1127,7 @@ s3store_note_replace (struct store *s, const char *disk, const char *note,
 
   if (note_put (ss, disk, note, rec, len, true, &k, &from) == -1)
     return -1;
-  for (size_t i = 0; i < k.n; i++) {
-    CLEANUP_FREE char *key = s3store_key (ss, "notes/%s/%s/%s", disk, note,
-                                          k.v[i]);
-    if (key)
-      s3store_delete (ss, key);
-  }
+  delete_records (ss, disk, note, &k);
   store_names_free (k.v, k.n);
   return 0;
 }

@@ -171,6 +171,19 @@ store_names_free (char **names, size_t n)
 }
 
 static int
+cmp_str (const void *a, const void *b)
+{
+  return strcmp (*(char *const *) a, *(char *const *) b);
+}
+
+void
+store_names_sort (char **names, size_t n)
+{
+  if (n)
+    qsort (names, n, sizeof *names, cmp_str);
+}
+
+static int
 cmp_str_key (const void *key, const void *elem)
 {
   return strcmp (key, *(char *const *) elem);

@@ -249,6 +249,9 @@ extern int store_list (struct store *s, const char *disk, char ***names,
   __attribute__ ((__nonnull__ (1, 3, 4)));
 extern void store_names_free (char **names, size_t n);
 
+/* Sort NAMES (N of them) as store_list sorts them (bytes). */
+extern void store_names_sort (char **names, size_t n);
+
 /* The index of NAME in NAMES (N of them, sorted as store_list sorts
  * them), or -1. */
 extern ssize_t store_names_find (char *const *names, size_t n,

@@ -463,8 +463,29 @@ open_from_copies (struct store *s, const char *uuid,
   }
 }
 
+/* Drop from SNAPS (N of DISK's layer names) those FILLING names
+ * ("DISK/SNAPSHOT", sorted). */
+static void
+drop_filling (const char *disk, char **snaps, size_t *n,
+              char *const *filling, size_t nfilling)
+{
+  size_t kept = 0;
+
+  for (size_t i = 0; i < *n; i++) {
+    char name[2 * UUID_LEN + 2];
+    snprintf (name, sizeof name, "%s/%s", disk, snaps[i]);
+    if (store_names_find (filling, nfilling, name) >= 0) {
+      free (snaps[i]);
+      continue;
+    }
+    snaps[kept++] = snaps[i];
+  }
+  *n = kept;
+}
+
 static int
 load_disk (struct store *s, const char *uuid, unsigned flags,
+           char *const *filling, size_t nfilling,
            struct catalog_disk *d, size_t *nskipped)
 {
   CLEANUP_FREE bool *taken = NULL;
@@ -477,6 +498,7 @@ load_disk (struct store *s, const char *uuid, unsigned flags,
   memcpy (d->uuid, uuid, UUID_LEN + 1);
   if (store_list (s, uuid, &snaps, &nsnaps) == -1)
     return -1;
+  drop_filling (uuid, snaps, &nsnaps, filling, nfilling);
   d->points = calloc (nsnaps ? nsnaps : 1, sizeof *d->points);
   taken = calloc (nsnaps ? nsnaps : 1, sizeof *taken);
   if (d->points == NULL || taken == NULL) {
@@ -759,6 +781,8 @@ struct loader {
   size_t n;
   unsigned flags;
   struct catalog *c;            /* c->disks[i] for names[i] */
+  char **filling;               /* CATALOG_SHOWN: layers left out */
+  size_t nfilling;
   size_t next;                  /* atomic: the next disk to take */
   bool failed;                  /* atomic: stop taking disks */
   pthread_mutex_t lock;
@@ -774,8 +798,8 @@ loader_run (void *arg)
 
   while ((i = __atomic_fetch_add (&ld->next, 1, __ATOMIC_RELAXED)) < ld->n
          && !__atomic_load_n (&ld->failed, __ATOMIC_RELAXED)) {
-    if (load_disk (ld->s, ld->names[i], ld->flags, &ld->c->disks[i],
-                   &skipped) == 0)
+    if (load_disk (ld->s, ld->names[i], ld->flags, ld->filling, ld->nfilling,
+                   &ld->c->disks[i], &skipped) == 0)
       continue;
     err_prefix ("disk %s", ld->names[i]);
     pthread_mutex_lock (&ld->lock);
@@ -822,7 +846,9 @@ catalog_load (struct store *s, unsigned flags)
 
   if (c == NULL)
     return NULL;
-  if (store_list (s, NULL, &ld.names, &ld.n) == -1)
+  if (store_list (s, NULL, &ld.names, &ld.n) == -1
+      || ((flags & CATALOG_SHOWN)
+          && store_filling_list (s, &ld.filling, &ld.nfilling) == -1))
     goto err;
   c->disks = calloc (ld.n ? ld.n : 1, sizeof *c->disks);
   if (c->disks == NULL)
@@ -836,12 +862,14 @@ catalog_load (struct store *s, unsigned flags)
   if (build_vms (c) == -1)
     goto nomem;
   store_names_free (ld.names, ld.n);
+  store_names_free (ld.filling, ld.nfilling);
   return c;
 
  nomem:
   err_set (ENOMEM, "out of memory");
  err:
   store_names_free (ld.names, ld.n);
+  store_names_free (ld.filling, ld.nfilling);
   catalog_free (c);
   return NULL;
 }

@@ -64,6 +64,9 @@ enum catalog_flags {
    * with the number of layers, not with their blocks, and a command
    * loads again the layers it works on (and unloads them after). */
   CATALOG_COUNTS = 2,
+  /* Leave out the layers their backup is still filling
+   * (store_filling_begin): what a mount shows. */
+  CATALOG_SHOWN = 4,
 };
 
 /* Load STORE (FLAGS: enum catalog_flags), which must outlive the

@@ -125,7 +125,7 @@ static int
 resolve_points (const char *store, char *const *points, size_t npoints,
                 char (*uuids)[UUID_LEN + 1])
 {
-  struct catalog *cat = engine_catalog (store, CATALOG_LAZY);
+  struct catalog *cat = engine_catalog (store, CATALOG_LAZY | CATALOG_SHOWN);
   size_t total = 0;
   int r = 0;
 

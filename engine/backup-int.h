@@ -59,6 +59,7 @@ struct disk {
   char *snap_ref;
   struct xapi_vdi snap;
   struct layer *layer;          /* this run's layer */
+  bool filling;                 /* its mark is set (store_filling_begin) */
   bool failed;                  /* this run's backup of the disk failed */
   bool resume_failed;           /* an earlier incomplete layer stays so */
   char *error;                  /* the first problem logged, or NULL */

@@ -102,6 +102,16 @@ backup_fill_layer (struct backup *b, struct disk *d, struct layer *l,
   return 0;
 }
 
+/* This run is done filling D's layer (or never will). */
+static void
+filling_end (struct backup *b, struct disk *d)
+{
+  if (!d->filling)
+    return;
+  engine_filling_end (b->store, d->live.uuid, d->snap.uuid);
+  d->filling = false;
+}
+
 static void
 disk_clear (struct disk *d)
 {
@@ -378,6 +388,14 @@ describe_layer (struct backup *b, const struct xapi_vm *vm, struct disk *d)
   snprintf (m.userdevice, sizeof m.userdevice, "%s",
             strspn (d->userdevice, "0123456789") == strlen (d->userdevice)
             ? d->userdevice : "");
+  /* Mounts show the point once this run is done filling it. */
+  if (!b->no_copy) {
+    if (store_filling_begin (b->store, m.disk, m.snapshot) == -1) {
+      bitmap_free (&changed);
+      return -1;
+    }
+    d->filling = true;
+  }
   d->layer = layer_create (b->store, &m,
                            m.full ? NULL : &changed);
   bitmap_free (&changed);
@@ -581,11 +599,13 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
     }
     if (backup_fill_layer (b, d, d->layer, d->snap_ref) == -1) {
       disk_failed (d);
+      filling_end (b, d);
       log_info ("%s: the snapshot keeps its data; the next backup copies "
                 "only what is missing", d->label);
       d->seconds += now_monotonic () - t;
       continue;
     }
+    filling_end (b, d);
     /* Only once this run's point is whole in the store and its own
      * snapshot reduced is it the one the next delta starts from: then
      * the older metadata snapshots have served (hostclean.h). */
@@ -618,6 +638,8 @@ backup_vm (struct backup *b, const struct xapi_vm *vm)
       log_warn ("%s: could not remove the unused snapshot: %s", v[i].label,
                 err_get ());
  out:
+  for (i = 0; i < n; i++)
+    filling_end (b, &v[i]);
   refs_free (&skipped);
   refs_free (&drop);
   backup_release_disks (b, v, n);

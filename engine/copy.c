@@ -16,6 +16,7 @@
 #include "../common/log.h"
 #include "../common/util.h"
 #include "copy.h"
+#include "points.h"
 #include "prune.h"
 
 /* How long a point being filled at the destination (a mount of it) is
@@ -212,13 +213,17 @@ copy_point (struct copy *c, struct layer *l)
   struct layer *d = NULL;
   uint64_t put = 0;
   size_t tlen;
-  int have, ret = -1;
+  int have = -1, ret = -1;
 
   text = store_manifest_read (c->src, m->disk, m->snapshot, 1 << 20, &tlen);
   if (text == NULL || layer_load (l) == -1)
     goto out;
   have = same_point (c, m->disk, m->snapshot, text, tlen);
-  if (have == -1 || (have == 0 && make_point (c, l, text, tlen) == -1))
+  /* A new point shows in DST's mounts once it is filled (or not). */
+  if (have == -1
+      || (have == 0
+          && (store_filling_begin (c->dst, m->disk, m->snapshot) == -1
+              || make_point (c, l, text, tlen) == -1)))
     goto out;
   d = layer_open (c->dst, m->disk, m->snapshot, false);
   if (d == NULL || layer_make_writable_wait (d, WRITER_WAIT) == -1
@@ -227,6 +232,8 @@ copy_point (struct copy *c, struct layer *l)
   ret = 0;
  out:
   layer_close (d);
+  if (have == 0)
+    engine_filling_end (c->dst, m->disk, m->snapshot);
   if (ret == -1) {
     c->res->failed++;
     tell (c, m->disk, m->snapshot, "failed", err_get ());

@@ -2,6 +2,7 @@
  *
  * Thread model: see points.h (no shared state).
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,4 +146,18 @@ engine_point_find (const struct catalog *c, const char *point,
   if (p && disk)
     *disk = d;
   return p;
+}
+
+void
+engine_filling_end (struct store *s, const char *disk, const char *snapshot)
+{
+  char msg[1024];
+  int e = errno;
+
+  snprintf (msg, sizeof msg, "%s", err_get ());
+  if (store_filling_end (s, disk, snapshot) == -1)
+    log_warn ("snapshot %s: %s (mounts show it once the next backup, "
+              "prune or copy has taken the store's lock)", snapshot,
+              err_get ());
+  err_set (e, "%s", msg);
 }

@@ -21,6 +21,14 @@ extern void engine_load_verdicts (const struct catalog_disk *d,
                                   struct verdicts *vs)
   __attribute__ ((__nonnull__ (1, 2)));
 
+/* The run that made DISK's point SNAPSHOT in S is done filling it
+ * (store_filling_end): mounts may show it.  A failure is a warning (a
+ * later lock holder clears the mark); err_* and errno stay as they
+ * were, so that the run's own failure is still the one told. */
+extern void engine_filling_end (struct store *s, const char *disk,
+                                const char *snapshot)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
+
 /* "by-vm/VM/DISK/TIME.img": where people find point P of disk D in a
  * mount.  Malloc'd (caller frees), or NULL on ENOMEM. */
 extern char *engine_point_label (const struct catalog_disk *d,

@@ -218,7 +218,7 @@ engine_restore (const char *store, const struct engine_server *server,
   int status = -1;
 
   memset (r, 0, sizeof *r);
-  cat = engine_catalog (store, CATALOG_LAZY);
+  cat = engine_catalog (store, CATALOG_LAZY | CATALOG_SHOWN);
   if (cat == NULL)
     return -1;
   p = engine_point_find (cat, o->point, &d);

@@ -813,7 +813,7 @@ gen_load (const struct fs_opts *o, uint64_t *stamp)
   g->store = store_open (o->store, false);
   if (g->store == NULL || store_generation (g->store, stamp) == -1)
     goto err;
-  g->cat = catalog_load (g->store, CATALOG_LAZY);
+  g->cat = catalog_load (g->store, CATALOG_LAZY | CATALOG_SHOWN);
   if (g->cat == NULL)
     goto err;
   if (o->targets

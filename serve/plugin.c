@@ -212,7 +212,7 @@ cp_get_ready (void)
     report ();
     return -1;
   }
-  cp.cat = engine_catalog (cp.store, CATALOG_LAZY);
+  cp.cat = engine_catalog (cp.store, CATALOG_LAZY | CATALOG_SHOWN);
   if (cp.cat == NULL) {
     report ();
     return -1;

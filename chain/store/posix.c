@@ -726,6 +726,97 @@ posix_changed (struct store *s)
     close (fd);
 }
 
+/* Filling marks: PATH/filling/DISK.SNAPSHOT, empty files (FORMAT.md). */
+static char *
+filling_path (struct store *s, const char *disk, const char *snapshot)
+{
+  char *p;
+
+  if (asprintf (&p, "%s/filling%s%s%s%s", posix_of (s)->path,
+                disk ? "/" : "", disk ? disk : "", disk ? "." : "",
+                disk ? snapshot : "") == -1) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  return p;
+}
+
+static int
+posix_filling_mark (struct store *s, const char *disk, const char *snapshot,
+                    bool on)
+{
+  CLEANUP_FREE char *dir = filling_path (s, NULL, NULL);
+  CLEANUP_FREE char *p = filling_path (s, disk, snapshot);
+  int fd;
+
+  if (dir == NULL || p == NULL)
+    return -1;
+  if (!on) {
+    if (unlink (p) == -1 && errno != ENOENT) {
+      err_sys (errno, "remove %s", p);
+      return -1;
+    }
+    return 0;
+  }
+  if (mkdir_private (dir) == -1)
+    return -1;
+  fd = open (p, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd == -1) {
+    err_sys (errno, "create %s", p);
+    return -1;
+  }
+  close (fd);
+  return fsync_dir (dir);
+}
+
+static int
+posix_filling_list (struct store *s, char ***names, size_t *n)
+{
+  CLEANUP_FREE char *dir = filling_path (s, NULL, NULL);
+  DIR *d;
+  struct dirent *e;
+  char **v = NULL;
+  size_t len = 0;
+
+  *names = NULL;
+  *n = 0;
+  if (dir == NULL)
+    return -1;
+  if ((d = opendir (dir)) == NULL) {
+    if (errno == ENOENT)
+      return 0;
+    err_sys (errno, "open %s", dir);
+    return -1;
+  }
+  while ((e = readdir (d)) != NULL) {
+    char **nv, name[2 * UUID_LEN + 2];
+    if (strlen (e->d_name) != 2 * UUID_LEN + 1
+        || e->d_name[UUID_LEN] != '.')
+      continue;
+    memcpy (name, e->d_name, sizeof name);
+    name[UUID_LEN] = '\0';
+    if (!is_uuid (name) || !is_uuid (name + UUID_LEN + 1))
+      continue;
+    name[UUID_LEN] = '/';
+    if ((nv = realloc (v, (len + 1) * sizeof *nv)) == NULL
+        || (nv[len] = strdup (name)) == NULL) {
+      if (nv)
+        v = nv;
+      closedir (d);
+      store_names_free (v, len);
+      err_set (ENOMEM, "out of memory");
+      return -1;
+    }
+    v = nv;
+    len++;
+  }
+  closedir (d);
+  store_names_sort (v, len);
+  *names = v;
+  *n = len;
+  return 0;
+}
+
 const struct store_backend store_posix = {
   .name = "directory",
   .commit_bytes = 64u << 20,    /* an fdatasync per 64 MiB */
@@ -760,5 +851,7 @@ const struct store_backend store_posix = {
   .blocks_drop = posix_blocks_drop,
   .writer_close = posix_writer_close,
   .generation = posix_generation,
+  .filling_mark = posix_filling_mark,
+  .filling_list = posix_filling_list,
   .changed = posix_changed,
 };

@@ -1177,6 +1177,50 @@ s3store_changed (struct store *s)
             s->where, err_get ());
 }
 
+/* ---- filling marks ---------------------------------------------------- */
+
+/* P/filling/DISK/SNAPSHOT, empty objects (FORMAT.md). */
+static int
+s3store_filling_mark (struct store *s, const char *disk,
+                      const char *snapshot, bool on)
+{
+  struct s3_store *ss = s3store_of (s);
+  CLEANUP_FREE char *key = s3store_key (ss, "filling/%s/%s", disk, snapshot);
+
+  if (key == NULL)
+    return -1;
+  return on ? s3store_put (ss, key, "", 0, false) : s3store_delete (ss, key);
+}
+
+static int
+s3store_filling_list (struct store *s, char ***names, size_t *n)
+{
+  struct s3_store *ss = s3store_of (s);
+  CLEANUP_FREE char *prefix = s3store_key (ss, "filling/");
+  char **v;
+  size_t len, kept = 0;
+
+  if (prefix == NULL || s3store_keys (ss, prefix, &v, &len) == -1)
+    return -1;
+  /* Only DISK/SNAPSHOT names: anything else is not ours to read. */
+  for (size_t i = 0; i < len; i++) {
+    char *k = v[i];
+    bool good = strlen (k) == 2 * UUID_LEN + 1 && k[UUID_LEN] == '/';
+    if (good) {
+      k[UUID_LEN] = '\0';
+      good = is_uuid (k) && is_uuid (k + UUID_LEN + 1);
+      k[UUID_LEN] = '/';
+    }
+    if (good)
+      v[kept++] = k;
+    else
+      free (k);
+  }
+  *names = v;
+  *n = kept;
+  return 0;
+}
+
 const struct store_backend store_s3 = {
   .name = "s3",
   /* A commit waits for up to 2 * S3STORE_UPLOADS packs in flight (a
@@ -1213,5 +1257,7 @@ const struct store_backend store_s3 = {
   .blocks_drop = s3store_blocks_drop,
   .writer_close = s3store_writer_close,
   .generation = s3store_generation,
+  .filling_mark = s3store_filling_mark,
+  .filling_list = s3store_filling_list,
   .changed = s3store_changed,
 };

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../../common/error.h"
+#include "../../common/log.h"
 #include "store.h"
 
 /* Backends added at run time (store_backend_add), tried first; the
@@ -104,6 +105,34 @@ check_who (const char *who)
   return -1;
 }
 
+static int check_name (const char *what, const char *name);
+
+/* Clear the filling marks a crashed run left (store_lock's holder is
+ * the only run that sets them); best effort: a mark left hides its
+ * point until the next lock holder clears it. */
+static void
+clear_filling (struct store *s)
+{
+  char **names;
+  size_t n, cleared = 0;
+
+  if (s->be->filling_list (s, &names, &n) == -1) {
+    log_warn ("%s", err_get ());
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    names[i][UUID_LEN] = '\0';         /* "DISK/SNAPSHOT" */
+    if (s->be->filling_mark (s, names[i], names[i] + UUID_LEN + 1,
+                             false) == 0)
+      cleared++;
+    else
+      log_warn ("%s", err_get ());
+  }
+  store_names_free (names, n);
+  if (cleared)
+    s->be->changed (s);
+}
+
 int
 store_lock (struct store *s, const char *who, double wait)
 {
@@ -113,7 +142,36 @@ store_lock (struct store *s, const char *who, double wait)
     err_set (EINVAL, "a lock wait must be 0 s or more, not %g s", wait);
     return -1;
   }
-  return s->be->lock (s, who, wait);
+  if (s->be->lock (s, who, wait) == -1)
+    return -1;
+  clear_filling (s);
+  return 0;
+}
+
+int
+store_filling_begin (struct store *s, const char *disk, const char *snapshot)
+{
+  if (check_name ("disk", disk) == -1
+      || check_name ("snapshot", snapshot) == -1)
+    return -1;
+  return s->be->filling_mark (s, disk, snapshot, true);
+}
+
+int
+store_filling_end (struct store *s, const char *disk, const char *snapshot)
+{
+  if (check_name ("disk", disk) == -1
+      || check_name ("snapshot", snapshot) == -1
+      || s->be->filling_mark (s, disk, snapshot, false) == -1)
+    return -1;
+  s->be->changed (s);
+  return 0;
+}
+
+int
+store_filling_list (struct store *s, char ***names, size_t *n)
+{
+  return s->be->filling_list (s, names, n);
 }
 
 uint64_t

@@ -139,6 +139,11 @@ struct store_backend {
   void (*blocks_drop) (struct store_layer *h, uint64_t first, uint64_t n);
   void (*writer_close) (struct store_layer *h);
   int (*generation) (struct store *s, uint64_t *gen);
+  /* Set (ON) or clear the mark that DISK's SNAPSHOT is being filled. */
+  int (*filling_mark) (struct store *s, const char *disk,
+                       const char *snapshot, bool on);
+  /* The marks set now, as "DISK/SNAPSHOT" names. */
+  int (*filling_list) (struct store *s, char ***names, size_t *n);
   /* Tell readers that what a mount shows changed (a layer made,
    * replaced, removed; a verified note appended): store.c calls it
    * after each; best effort. */
@@ -236,6 +241,27 @@ extern int store_owner (struct store *s, uid_t *uid, gid_t *gid,
  * until the next one.  0 or -1 with err_*. */
 extern int store_generation (struct store *s, uint64_t *gen)
   __attribute__ ((__nonnull__ (1, 2)));
+
+/* Mark DISK's layer SNAPSHOT as being filled by the run that makes it,
+ * durably, before that run creates it (store_layer_create): a mount
+ * does not show a marked layer, so no reader meets a point (nor a
+ * `latest`) whose blocks are still on their way.  store_lock clears
+ * every mark (a crashed run's: the lock holder is the only run). */
+extern int store_filling_begin (struct store *s, const char *disk,
+                                const char *snapshot)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
+
+/* The run is done with the layer (filled it, or gave up: what is
+ * missing then reads as an incomplete point's does): clear the mark
+ * and move the generation, so that mounts show it.  Idempotent. */
+extern int store_filling_end (struct store *s, const char *disk,
+                              const char *snapshot)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
+
+/* The layers marked now, as "DISK/SNAPSHOT" names, sorted (*NAMES as
+ * store_list gives them). */
+extern int store_filling_list (struct store *s, char ***names, size_t *n)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
 
 /* Make DISK (a uuid) ready to receive layers.  Idempotent. */
 extern int store_disk_prepare (struct store *s, const char *disk)

@@ -516,6 +516,45 @@ test_lock (void)
   test_lock_wait ();
 }
 
+/* Filling marks: set before a layer exists, listed as DISK/SNAPSHOT,
+ * cleared by their end (moving the generation) and by the next lock
+ * holder (a crashed run's). */
+static void
+test_filling (void)
+{
+  char *dir, **names;
+  struct store *s = fresh_store (&dir), *s2;
+  uint64_t g0, g1;
+  size_t n;
+
+  CHECK (store_filling_list (s, &names, &n) == 0 && n == 0);
+  store_names_free (names, n);
+  CHECK_FAILS (store_filling_begin (s, DISK, "../x"), EINVAL, "uuid");
+  CHECK (store_filling_begin (s, DISK, SNAP2) == 0);
+  CHECK (store_filling_begin (s, DISK, SNAP) == 0);
+  CHECK (store_filling_begin (s, DISK, SNAP) == 0);    /* idempotent */
+  s2 = store_open (s->where, false);
+  CHECK (s2 && store_filling_list (s2, &names, &n) == 0 && n == 2
+         && strcmp (names[0], DISK "/" SNAP) == 0
+         && strcmp (names[1], DISK "/" SNAP2) == 0);
+  store_names_free (names, n);
+  CHECK (store_generation (s, &g0) == 0);
+  CHECK (store_filling_end (s, DISK, SNAP) == 0);
+  CHECK (store_generation (s, &g1) == 0 && g1 != g0);
+  CHECK (store_filling_end (s, DISK, SNAP) == 0);      /* idempotent */
+  CHECK (store_filling_list (s2, &names, &n) == 0 && n == 1
+         && strcmp (names[0], DISK "/" SNAP2) == 0);
+  store_names_free (names, n);
+  /* The lock holder is the only run that marks: what it finds is a
+   * crashed run's. */
+  CHECK (store_lock (s2, "backup", 0) == 0);
+  CHECK (store_filling_list (s, &names, &n) == 0 && n == 0);
+  store_names_free (names, n);
+  store_close (s2);
+  store_close (s);
+  rm_rf (dir);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -530,5 +569,6 @@ main (int argc, char **argv)
   test_layer ();
   test_replace ();
   test_lock ();
+  test_filling ();
   return 0;
 }

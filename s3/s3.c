@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -412,6 +413,44 @@ transport_error (s3_client *c, const char *where, CURLcode rc,
     err_set_class (ERR_SERVER);
 }
 
+/* The server's clock from the Date header of the answer on C, or -1. */
+static time_t
+server_date (s3_client *c)
+{
+  struct curl_header *h = NULL;
+
+  if (curl_easy_header (c->curl, "Date", 0, CURLH_HEADER, -1, &h)
+      != CURLHE_OK)
+    return -1;
+  return curl_getdate (h->value, NULL);
+}
+
+/* RequestTimeTooSkewed: the request's time (ours, signed into it) is
+ * too far from the server's (AWS and RGW allow 15 minutes).  Say by
+ * how much when the answer has a Date: the fix is this host's clock. */
+static void
+skew_error (s3_client *c, const char *where)
+{
+  time_t theirs = server_date (c), ours = time (NULL);
+  long long d = (long long) ours - (long long) theirs;
+  long long a = d < 0 ? -d : d;
+  char ts[64] = "";
+  struct tm tm;
+
+  if (theirs == -1) {
+    err_set (ETIME, "%s: refused for clock skew (RequestTimeTooSkewed): "
+             "this host's clock differs from the server's by more than it "
+             "allows; set the clock (NTP)", where);
+    return;
+  }
+  if (gmtime_r (&theirs, &tm))
+    strftime (ts, sizeof ts, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  err_set (ETIME, "%s: refused for clock skew (RequestTimeTooSkewed): the "
+           "clocks differ: this host's is %lld h %02lld min %02lld s %s the "
+           "server's (%s); set the clock (NTP)", where, a / 3600,
+           a / 60 % 60, a % 60, d < 0 ? "behind" : "ahead of", ts);
+}
+
 /* An HTTP error STATUS with the S3 error body in R: one line naming
  * WHERE and what it means for the user. */
 static void
@@ -444,13 +483,20 @@ http_error (s3_client *c, const char *where, const struct resp *r)
            || strcmp (code, "SignatureDoesNotMatch") == 0)
     err_set (EACCES, "%s: credentials refused (%s): check the access key "
              "and secret key", where, code);
+  else if (strcmp (code, "AuthorizationHeaderMalformed") == 0)
+    /* AWS's answer to a request signed for another region; its message
+     * names the one expected.  (RGW accepts any region.) */
+    err_set (EACCES, "%s: signature refused (%s): check the region%s%s",
+             where, code, msg[0] ? ": " : "", msg);
   else if (strcmp (code, "AccessDenied") == 0)
     err_set (EACCES, "%s: access denied (AccessDenied): wrong credentials, "
              "or no permission", where);
   else if (strcmp (code, "RequestTimeTooSkewed") == 0)
-    err_set (ETIME, "%s: request refused for clock skew "
-             "(RequestTimeTooSkewed): this host's clock is too far from "
-             "the server's", where);
+    skew_error (c, where);
+  else if (strcmp (code, "QuotaExceeded") == 0
+           || strcmp (code, "InsufficientCapacity") == 0 || r->status == 507)
+    err_set (ENOSPC, "%s: the object store is full: %s (HTTP %ld)%s%s",
+             where, code, r->status, msg[0] ? ": " : "", msg);
   else if (strcmp (code, "PreconditionFailed") == 0 || r->status == 412)
     err_set (EEXIST, "%s: already exists (%s)", where, code);
   else

@@ -6,8 +6,10 @@
  * line naming the object and the problem; errno tells the kind:
  * ENOENT (no such bucket or key), EEXIST (create-only put of an
  * existing key), EACCES (credentials refused, or a TLS certificate not
- * trusted), EPERM (plain http not allowed), ETIME (clock skew), EIO
- * (anything else the server said).  No message ever holds the secret.
+ * trusted), EPERM (plain http not allowed), ETIME (clock skew: the
+ * message says by how much), ENOSPC (the bucket's quota or the
+ * cluster's space is used up: QuotaExceeded, 507), EIO (anything else
+ * the server said).  No message ever holds the secret.
  *
  * Thread model: a client is used by one thread at a time (one client
  * per thread, or a pool of them); it owns one CURL easy handle whose

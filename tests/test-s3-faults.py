@@ -15,6 +15,12 @@ a prefix (or a bucket) of its own:
 3. a wrong region: RGW checks the signature with the region the request
    names, whatever its zonegroup: a backup signed for another region
    works (the test says so, and fails if RGW starts refusing it);
+4. multipart uploads left behind: one started under the store's prefix
+   (by s3probe, as a killed run would leave it) is aborted by the next
+   backup once older than CBTFS_S3_ABANDONED_AGE; one under another
+   prefix is not;
+5. a backup whose packs go up as multipart uploads (CBTFS_S3_PART_SIZE
+   lowered to 5 MiB) reads back as its disk and verifies.
 
 S3FAULTS_CASES=skew,full (say) runs only those cases.
 Exit 0 when everything holds, 1 on failure, 77 without Ceph or faketime.
@@ -46,6 +52,8 @@ _spec.loader.exec_module(st)
 
 MiB = 1 << 20
 BUCKET = rgw.TEST_BUCKET
+PROBE = os.environ.get("S3PROBE") or os.path.join(
+    os.path.dirname(HERE), "build", "tests", "s3probe")
 
 
 def faketime_env(environ, offset):
@@ -164,8 +172,9 @@ def case_full(t):
         cb.write_at(guest, 0, os.urandom(32 * MiB))
         t.s.control("write_file", vdi=vdi, path=guest)
         start = time.monotonic()
+        # Packs in two parts each: the refused one's upload is aborted.
         rc, _, err = t.run("backup", store, "-q", *srv, ok=False,
-                           environ=environ)
+                           environ=dict(environ, CBTFS_S3_PART_SIZE="5M"))
         took = time.monotonic() - start
         print("full: the backup failed after %.1f s (exit %d)" % (took, rc))
         check(rc != 0, "a backup into a full bucket succeeded")
@@ -178,6 +187,9 @@ def case_full(t):
               "warnings not about the full store: %s" % err)
         check(took < 30, "a full bucket took %.1f s to fail the backup"
               % took)
+        check(uploads(r, bucket, "full/") == [],
+              "a refused multipart upload was not aborted: %s"
+              % uploads(r, bucket, "full/"))
         # What was there reads as it was, quota or not.
         _, out, _ = t.run("ls", store, "--json", environ=environ)
         pts = [p["complete"] for d in json.loads(out)["disks"]
@@ -210,6 +222,78 @@ def case_region(t):
     check(len(st.points(t, pre, environ)) == 1, "no point made")
 
 
+# ---- 4. multipart uploads left behind --------------------------------------
+
+def uploads(r, bucket, prefix):
+    """The keys of the multipart uploads under PREFIX in BUCKET."""
+    p = r.curl("GET", "%s?prefix=%s&uploads=" % (
+        bucket, urllib.parse.quote(prefix, safe="")), "-f", check=True)
+    return re.findall(r"<Key>([^<]*)</Key>", p.stdout.decode())
+
+
+def probe(r, *args):
+    env = dict(os.environ, S3_ENDPOINT=r.http_url, S3_REGION=r.region,
+               S3_BUCKET=BUCKET, S3_ACCESS_KEY=r.access_key,
+               S3_SECRET_KEY=r.secret_key)
+    p = subprocess.run([PROBE] + list(args), env=env, stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=120)
+    check(p.returncode == 0, "s3probe %s: %s%s" % (" ".join(args), p.stdout,
+                                                  p.stderr))
+    return p.stdout
+
+
+def case_abandoned(t):
+    r = t.r
+    environ = st.s3env(r)
+    _, _, srv = t.disk("leftvm", 4 * MiB)
+    pre = t.prefix("left")
+    other = t.prefix("left-other")
+    t.run("backup", t.store(pre), "-q", *srv, environ=environ)
+    mine = pre + "/packs/x/killed"
+    probe(r, "start-upload", mine)
+    probe(r, "start-upload", other + "/k")
+    check(uploads(r, BUCKET, pre + "/") == [mine],
+          "the upload left behind is not listed: %s"
+          % uploads(r, BUCKET, pre + "/"))
+
+    # Younger than the default bound (an hour): kept.
+    t.run("backup", t.store(pre), "-q", *srv, environ=environ)
+    check(uploads(r, BUCKET, pre + "/") == [mine],
+          "an upload younger than an hour was aborted")
+    # RGW's clock counts whole seconds: older than 1 s once 2 s passed.
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:
+        time.sleep(0.1)     # waiting for time itself to pass
+    t.run("backup", t.store(pre), "-q", *srv,
+          environ=dict(environ, CBTFS_S3_ABANDONED_AGE="1"))
+    check(uploads(r, BUCKET, pre + "/") == [],
+          "the upload left behind stayed: %s" % uploads(r, BUCKET, pre + "/"))
+    check(uploads(r, BUCKET, other + "/") == [other + "/k"],
+          "an upload under another prefix was aborted")
+    probe(r, "abort-uploads", other + "/")
+
+
+# ---- 5. packs as multipart uploads -----------------------------------------
+
+def case_multipart(t):
+    r = t.r
+    # Packs are 8 MiB: with 5 MiB parts each goes up in two.
+    environ = st.s3env(r, CBTFS_S3_PART_SIZE="5M")
+    vdi, guest, srv = t.disk("mpvm", 24 * MiB)
+    pre = t.prefix("multipart")
+    t.run("backup", t.store(pre), "-q", *srv, environ=environ)
+    t.run("verify", t.store(pre), *srv[:-2], environ=environ)
+    st.images_are(t, pre, environ, vdi, [guest], "m-mp")
+    big = [k for k, size in st.objects(r, pre).items() if size > 5 * MiB]
+    check(big, "no object above 5 MiB was put")
+    for k in big:
+        p = r.curl("HEAD", BUCKET + "/" + k, "-I", "-f", check=True)
+        check(re.search(rb'(?i)etag: "[0-9a-f]{32}-2"', p.stdout),
+              "%s did not go up in two parts: %s" % (k, p.stdout))
+    check(uploads(r, BUCKET, pre + "/") == [],
+          "multipart uploads stayed after the backup")
+
+
 def main():
     if not rgw.have_ceph():
         cb.skip("Ceph (ceph-mon, ceph-osd, radosgw) is not installed")
@@ -217,6 +301,7 @@ def main():
         cb.skip("faketime is not installed")
     if os.geteuid() != 0:
         cb.skip("needs root (FUSE)")
+    check(os.access(PROBE, os.X_OK), "%s not built" % PROBE)
     with rgw.shared() as r, sim.Sim() as s, cb.Env() as env:
         if not isinstance(r, rgw.Shared):
             r.curl("PUT", BUCKET, check=True)
@@ -224,7 +309,9 @@ def main():
         t.tag = "f" + uuid.uuid4().hex[:8]
         steps = [("skew", lambda: case_skew(t)),
                  ("full", lambda: case_full(t)),
-                 ("region", lambda: case_region(t))]
+                 ("region", lambda: case_region(t)),
+                 ("abandoned", lambda: case_abandoned(t)),
+                 ("multipart", lambda: case_multipart(t))]
         only = os.environ.get("S3FAULTS_CASES")
         for name, fn in steps:
             if only and name not in only.split(","):

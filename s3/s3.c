@@ -739,18 +739,16 @@ ours (s3_client *c, const char *key, const void *buf, size_t len)
 static int put_multipart (s3_client *c, const char *key, const void *buf,
                           size_t len, size_t part, bool create_only);
 
-int
-s3_put (s3_client *c, const char *key, const void *buf, size_t len,
-        bool create_only)
+/* s3_put in one PUT. */
+static int
+put_one (s3_client *c, const char *key, const void *buf, size_t len,
+         bool create_only)
 {
   struct req q = { .r = { .c = c, .limit = S3_MAX_ERROR_BODY, .up = buf,
                           .up_len = len } };
-  size_t part = s3_part_size (len, c->part_size);
   CURLcode rc = CURLE_OK;
   int ret = -1;
 
-  if (part)
-    return put_multipart (c, key, buf, len, part, create_only);
   if (req_key (c, &q, key, create_only ? "If-None-Match: *" : NULL) == -1)
     goto out;
   SETOPT (c->curl, CURLOPT_UPLOAD, 1L);
@@ -767,6 +765,16 @@ s3_put (s3_client *c, const char *key, const void *buf, size_t len,
  out:
   req_end (&q);
   return ret;
+}
+
+int
+s3_put (s3_client *c, const char *key, const void *buf, size_t len,
+        bool create_only)
+{
+  size_t part = s3_part_size (len, c->part_size);
+
+  return part ? put_multipart (c, key, buf, len, part, create_only)
+    : put_one (c, key, buf, len, create_only);
 }
 
 int
@@ -1108,7 +1116,7 @@ put_multipart (s3_client *c, const char *key, const void *buf, size_t len,
 {
   size_t n = (len + part - 1) / part, i;
   char **etags = calloc (n, sizeof *etags), *id = NULL, *body = NULL;
-  char saved[1024];
+  char *saved;
   double start = now_monotonic ();
   enum err_class cls;
   uint64_t size;
@@ -1151,10 +1159,11 @@ put_multipart (s3_client *c, const char *key, const void *buf, size_t len,
  abort:
   e = errno;
   cls = err_class ();
-  snprintf (saved, sizeof saved, "%s", err_get ());
+  saved = strdup (err_get ());
   s3_abort_upload (c, key, id);       /* best effort: else the sweep's */
-  err_set (e, "%s", saved);
+  err_set (e, "%s", saved ? saved : "multipart upload failed");
   err_set_class (cls);
+  free (saved);
  out:
   for (i = 0; i < n; i++)
     free (etags[i]);

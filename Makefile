@@ -29,7 +29,7 @@ XAPI_SRC   = xapi/value.c xapi/xmlrpc.c xapi/session.c xapi/api.c xapi/vhd.c \
 S3_SRC     = s3/s3.c s3/s3-xml.c
 S3STORE_SRC = chain/store/s3store.c chain/store/s3store-layer.c \
              chain/store/s3store-sweep.c chain/store/s3store-upload.c \
-             chain/store/s3store-cache.c
+             chain/store/s3store-cache.c chain/store/s3store-abandoned.c
 STORE_SRC  = chain/store/store.c chain/store/holder.c chain/store/posix.c \
              chain/store/posix-layer.c
 CHAIN_SRC  = chain/bitmap.c chain/sums.c chain/layer-meta.c chain/index.c \
@@ -69,7 +69,7 @@ PLUGIN_OBJ = $(patsubst %.c,$(BUILD)/pic/%.o,$(PLUGIN_SRC))
 UNIT_TESTS = test-xmlrpc test-bitmap test-store test-store-backend \
              test-resolve test-holes test-fold test-vhd \
              test-nbdpin test-nbdpin-hidden test-error test-log test-secbuf \
-             test-util test-dio test-cleanup test-retention
+             test-util test-dio test-cleanup test-retention test-s3
 UNIT_BINS  = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 
 # Fuzz targets (tests/fuzz): with gcc they link a driver that replays
@@ -250,6 +250,10 @@ $(BUILD)/tests/test-store-backend-s3: $(BUILD)/tests/unit/test-store-backend-s3.
                                      $(CHAIN_OBJ) $(S3STORE_OBJ) $(S3_OBJ) \
                                      $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) $(XAPI_LIBS) -o $@
+
+# s3/'s pure parts (parts, multipart XML), without a server.
+$(BUILD)/tests/test-s3: $(BUILD)/tests/unit/test-s3.o $(S3_OBJ) $(COMMON_OBJ)
+	$(CC) $(ALL_LDFLAGS) $^ $(XAPI_LIBS) -o $@
 
 # s3/ against a real Ceph RGW: run by tests/test-s3-client.py, which
 # starts one.

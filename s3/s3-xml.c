@@ -1,6 +1,7 @@
 /* cbtfs: S3's XML answers (see s3-xml.h). */
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -117,6 +118,126 @@ s3_xml_list (const char *body, size_t len, s3_list_fn fn, void *opaque,
  out:
   free (key);
   free (size);
+  free (trunc);
+  xmlFreeDoc (doc);
+  return r;
+}
+
+/* S plus its length escaped for XML text, appended at OUT + *N (OUT has
+ * room: 6 bytes per byte of S). */
+static void
+escape_text (char *out, size_t *n, const char *s)
+{
+  for (; *s; s++) {
+    const char *e = *s == '&' ? "&amp;" : *s == '<' ? "&lt;"
+      : *s == '>' ? "&gt;" : *s == '"' ? "&quot;" : NULL;
+    if (e) {
+      memcpy (out + *n, e, strlen (e));
+      *n += strlen (e);
+    }
+    else
+      out[(*n)++] = *s;
+  }
+}
+
+char *
+s3_xml_complete (char *const *etags, size_t n)
+{
+  static const char head[] = "<CompleteMultipartUpload>";
+  static const char tail[] = "</CompleteMultipartUpload>";
+  size_t cap = sizeof head + sizeof tail, len = 0, i;
+  char *out;
+
+  for (i = 0; i < n; i++)
+    cap += 80 + 6 * strlen (etags[i]);
+  out = malloc (cap);
+  if (out == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  memcpy (out, head, sizeof head - 1);
+  len = sizeof head - 1;
+  for (i = 0; i < n; i++) {
+    len += (size_t) snprintf (out + len, cap - len, "<Part><PartNumber>%zu"
+                              "</PartNumber><ETag>", i + 1);
+    escape_text (out, &len, etags[i]);
+    memcpy (out + len, "</ETag></Part>", 14);
+    len += 14;
+  }
+  memcpy (out + len, tail, sizeof tail);
+  return out;
+}
+
+char *
+s3_xml_upload_id (const char *body, size_t len)
+{
+  xmlDoc *doc = parse (body, len);
+  const xmlNode *root = doc ? xmlDocGetRootElement (doc) : NULL;
+  char *id = NULL;
+
+  if (root && named (root, "InitiateMultipartUploadResult"))
+    id = child_text (root, "UploadId");
+  xmlFreeDoc (doc);
+  if (id == NULL || *id == '\0') {
+    free (id);
+    err_set (EPROTO, "malformed answer: no UploadId");
+    return NULL;
+  }
+  return id;
+}
+
+int
+s3_xml_uploads (const char *body, size_t len, s3_xml_upload_fn fn,
+                void *opaque, char **next_key, char **next_id)
+{
+  xmlDoc *doc = parse (body, len);
+  const xmlNode *root = doc ? xmlDocGetRootElement (doc) : NULL;
+  const xmlNode *n;
+  char *key = NULL, *id = NULL, *init = NULL, *trunc = NULL;
+  int r = -1;
+
+  *next_key = *next_id = NULL;
+  if (root == NULL || !named (root, "ListMultipartUploadsResult")) {
+    err_set (EPROTO, "malformed listing: not a ListMultipartUploadsResult");
+    goto out;
+  }
+  for (n = root->children; n; n = n->next) {
+    if (!named (n, "Upload"))
+      continue;
+    key = child_text (n, "Key");
+    id = child_text (n, "UploadId");
+    init = child_text (n, "Initiated");
+    if (key == NULL || id == NULL || init == NULL) {
+      err_set (EPROTO, "malformed listing: an upload without Key, UploadId "
+               "or Initiated");
+      goto out;
+    }
+    r = fn (opaque, key, id, init);
+    if (r != 0)
+      goto out;
+    r = -1;
+    free (key);
+    free (id);
+    free (init);
+    key = id = init = NULL;
+  }
+  trunc = child_text (root, "IsTruncated");
+  if (trunc && strcmp (trunc, "true") == 0) {
+    *next_key = child_text (root, "NextKeyMarker");
+    *next_id = child_text (root, "NextUploadIdMarker");
+    if (*next_key == NULL || **next_key == '\0' || *next_id == NULL) {
+      free (*next_key);
+      free (*next_id);
+      *next_key = *next_id = NULL;
+      err_set (EPROTO, "malformed listing: truncated without a marker");
+      goto out;
+    }
+  }
+  r = 0;
+ out:
+  free (key);
+  free (id);
+  free (init);
   free (trunc);
   xmlFreeDoc (doc);
   return r;

@@ -21,4 +21,26 @@ extern void s3_xml_error (const char *body, size_t len, char **code,
 extern int s3_xml_list (const char *body, size_t len, s3_list_fn fn,
                         void *opaque, char **next);
 
+/* The body of a CompleteMultipartUpload naming parts 1..N with the
+ * ETags ETAGS (as the server gave them, escaped here).  Caller frees;
+ * NULL with err_* on out of memory. */
+extern char *s3_xml_complete (char *const *etags, size_t n);
+
+/* The UploadId of an InitiateMultipartUploadResult (caller frees), or
+ * NULL with err_* (EPROTO: malformed). */
+extern char *s3_xml_upload_id (const char *body, size_t len);
+
+/* Called for each <Upload> of a ListMultipartUploads page: its Key,
+ * UploadId and Initiated (ISO 8601, as given); non-zero stops. */
+typedef int (*s3_xml_upload_fn) (void *opaque, const char *key,
+                                 const char *upload_id,
+                                 const char *initiated);
+
+/* A ListMultipartUploads page: FN for each upload, then, when
+ * IsTruncated, *NEXT_KEY and *NEXT_ID get NextKeyMarker and
+ * NextUploadIdMarker (caller frees), else NULL.  0, FN's non-zero
+ * result, or -1 (malformed) with err_* set. */
+extern int s3_xml_uploads (const char *body, size_t len, s3_xml_upload_fn fn,
+                           void *opaque, char **next_key, char **next_id);
+
 #endif /* CBTFS_S3_XML_H */

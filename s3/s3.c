@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -33,6 +34,9 @@
 #define S3_DEFAULT_TIMEOUT 60L
 #define S3_CONNECT_TIMEOUT 15L
 #define S3_MAX_ERROR_BODY (64 * 1024)
+#define S3_PART_SIZE_DEFAULT ((size_t) 64 << 20)
+#define S3_PART_SIZE_MIN ((size_t) 5 << 20)     /* S3's, but for the last */
+#define S3_PARTS_MAX 10000
 
 #define SETOPT(h, opt, val)                                     \
   do {                                                          \
@@ -50,6 +54,7 @@ struct s3_client {
   char *ca_file;                /* NULL: the system CAs */
   bool https;
   long timeout;
+  size_t part_size;
   char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -197,12 +202,18 @@ s3_open (const struct s3_opts *o)
     err_set (EINVAL, "S3: negative timeout");
     return NULL;
   }
+  if (o->part_size && o->part_size < S3_PART_SIZE_MIN) {
+    err_set (EINVAL, "S3 part size %zu: at least %zu bytes (5 MiB)",
+             o->part_size, S3_PART_SIZE_MIN);
+    return NULL;
+  }
   c = calloc (1, sizeof *c);
   if (c == NULL) {
     err_set (ENOMEM, "out of memory");
     return NULL;
   }
   c->timeout = o->timeout ? o->timeout : S3_DEFAULT_TIMEOUT;
+  c->part_size = o->part_size ? o->part_size : S3_PART_SIZE_DEFAULT;
   if (set_base (c, o) == -1)
     goto err;
   /* Checked here so that the message names the file and the reason. */
@@ -412,6 +423,44 @@ transport_error (s3_client *c, const char *where, CURLcode rc,
     err_set_class (ERR_SERVER);
 }
 
+/* The server's clock from the Date header of the answer on C, or -1. */
+static time_t
+server_date (s3_client *c)
+{
+  struct curl_header *h = NULL;
+
+  if (curl_easy_header (c->curl, "Date", 0, CURLH_HEADER, -1, &h)
+      != CURLHE_OK)
+    return -1;
+  return curl_getdate (h->value, NULL);
+}
+
+/* RequestTimeTooSkewed: the request's time (ours, signed into it) is
+ * too far from the server's (AWS and RGW allow 15 minutes).  Say by
+ * how much when the answer has a Date: the fix is this host's clock. */
+static void
+skew_error (s3_client *c, const char *where)
+{
+  time_t theirs = server_date (c), ours = time (NULL);
+  long long d = (long long) ours - (long long) theirs;
+  long long a = d < 0 ? -d : d;
+  char ts[64] = "";
+  struct tm tm;
+
+  if (theirs == -1) {
+    err_set (ETIME, "%s: refused for clock skew (RequestTimeTooSkewed): "
+             "this host's clock differs from the server's by more than it "
+             "allows; set the clock (NTP)", where);
+    return;
+  }
+  if (gmtime_r (&theirs, &tm))
+    strftime (ts, sizeof ts, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  err_set (ETIME, "%s: refused for clock skew (RequestTimeTooSkewed): the "
+           "clocks differ: this host's is %lld h %02lld min %02lld s %s the "
+           "server's (%s); set the clock (NTP)", where, a / 3600,
+           a / 60 % 60, a % 60, d < 0 ? "behind" : "ahead of", ts);
+}
+
 /* An HTTP error STATUS with the S3 error body in R: one line naming
  * WHERE and what it means for the user. */
 static void
@@ -444,13 +493,20 @@ http_error (s3_client *c, const char *where, const struct resp *r)
            || strcmp (code, "SignatureDoesNotMatch") == 0)
     err_set (EACCES, "%s: credentials refused (%s): check the access key "
              "and secret key", where, code);
+  else if (strcmp (code, "AuthorizationHeaderMalformed") == 0)
+    /* AWS's answer to a request signed for another region; its message
+     * names the one expected.  (RGW accepts any region.) */
+    err_set (EACCES, "%s: signature refused (%s): check the region%s%s",
+             where, code, msg[0] ? ": " : "", msg);
   else if (strcmp (code, "AccessDenied") == 0)
     err_set (EACCES, "%s: access denied (AccessDenied): wrong credentials, "
              "or no permission", where);
   else if (strcmp (code, "RequestTimeTooSkewed") == 0)
-    err_set (ETIME, "%s: request refused for clock skew "
-             "(RequestTimeTooSkewed): this host's clock is too far from "
-             "the server's", where);
+    skew_error (c, where);
+  else if (strcmp (code, "QuotaExceeded") == 0
+           || strcmp (code, "InsufficientCapacity") == 0 || r->status == 507)
+    err_set (ENOSPC, "%s: the object store is full: %s (HTTP %ld)%s%s",
+             where, code, r->status, msg[0] ? ": " : "", msg);
   else if (strcmp (code, "PreconditionFailed") == 0 || r->status == 412)
     err_set (EEXIST, "%s: already exists (%s)", where, code);
   else
@@ -625,34 +681,68 @@ configured (CURLcode rc)
   return -1;
 }
 
-/* Whether KEY holds LEN bytes of BUF, as far as its size and ETag (the
- * MD5 of a single-part object's bytes) tell. */
+/* The ETag S3 gives LEN bytes of BUF put in parts of PART bytes (0:
+ * one PUT): the MD5 of the bytes, or of the parts' MD5s followed by
+ * "-" and their count, in hex, without quotes, into HEX (64 bytes). */
+static int
+etag_of (const void *buf, size_t len, size_t part, char *hex)
+{
+  unsigned char md5[16];
+  gnutls_hash_hd_t h;
+  size_t n = 0;
+
+  if (part == 0) {
+    if (gnutls_hash_fast (GNUTLS_DIG_MD5, buf, len, md5) != 0)
+      return -1;
+  }
+  else {
+    if (gnutls_hash_init (&h, GNUTLS_DIG_MD5) != 0)
+      return -1;
+    for (size_t off = 0; off < len; off += part, n++) {
+      if (gnutls_hash_fast (GNUTLS_DIG_MD5, (const char *) buf + off,
+                            len - off < part ? len - off : part, md5) != 0
+          || gnutls_hash (h, md5, sizeof md5) != 0) {
+        gnutls_hash_deinit (h, NULL);
+        return -1;
+      }
+    }
+    gnutls_hash_deinit (h, md5);
+  }
+  for (size_t i = 0; i < sizeof md5; i++)
+    snprintf (hex + 2 * i, 3, "%02x", md5[i]);
+  if (n)
+    snprintf (hex + 2 * sizeof md5, 32, "-%zu", n);
+  return 0;
+}
+
+/* Whether KEY holds LEN bytes of BUF, as far as its size and ETag tell
+ * (what etag_of computes, for a PUT or parts of the client's size). */
 static bool
 ours (s3_client *c, const char *key, const void *buf, size_t len)
 {
-  unsigned char md5[16];
-  char hex[2 * sizeof md5 + 3], *etag = NULL;
+  char hex[64], *etag = NULL, *e;
   uint64_t size;
   bool same;
 
-  if (gnutls_hash_fast (GNUTLS_DIG_MD5, buf, len, md5) != 0
+  if (etag_of (buf, len, s3_part_size (len, c->part_size), hex) == -1
       || s3_head (c, key, &size, &etag) == -1)
     return false;
-  hex[0] = '"';
-  for (size_t i = 0; i < sizeof md5; i++)
-    snprintf (hex + 1 + 2 * i, 3, "%02x", md5[i]);
-  strcpy (hex + 1 + 2 * sizeof md5, "\"");
-  same = size == len && (strcmp (etag, hex) == 0
-                         || strncmp (etag, hex + 1, 2 * sizeof md5) == 0);
+  e = etag + (*etag == '"');
+  same = size == len && strncmp (e, hex, strlen (hex)) == 0
+    && (e[strlen (hex)] == '\0' || e[strlen (hex)] == '"');
   free (etag);
   if (!same)
     err_set (EEXIST, "s3://%s/%s: already exists", c->bucket, key);
   return same;
 }
 
-int
-s3_put (s3_client *c, const char *key, const void *buf, size_t len,
-        bool create_only)
+static int put_multipart (s3_client *c, const char *key, const void *buf,
+                          size_t len, size_t part, bool create_only);
+
+/* s3_put in one PUT. */
+static int
+put_one (s3_client *c, const char *key, const void *buf, size_t len,
+         bool create_only)
 {
   struct req q = { .r = { .c = c, .limit = S3_MAX_ERROR_BODY, .up = buf,
                           .up_len = len } };
@@ -675,6 +765,16 @@ s3_put (s3_client *c, const char *key, const void *buf, size_t len,
  out:
   req_end (&q);
   return ret;
+}
+
+int
+s3_put (s3_client *c, const char *key, const void *buf, size_t len,
+        bool create_only)
+{
+  size_t part = s3_part_size (len, c->part_size);
+
+  return part ? put_multipart (c, key, buf, len, part, create_only)
+    : put_one (c, key, buf, len, create_only);
 }
 
 int
@@ -833,5 +933,350 @@ s3_list (s3_client *c, const char *prefix, const char *after, int max_keys,
     next = NULL;
   } while (r == 0 && token);
   free (token);
+  return r;
+}
+
+/* ---- multipart uploads ----
+ * CreateMultipartUpload (POST KEY?uploads=), UploadPart (PUT
+ * KEY?partNumber=N&uploadId=ID), CompleteMultipartUpload (POST
+ * KEY?uploadId=ID with the parts' ETags), AbortMultipartUpload (DELETE
+ * KEY?uploadId=ID).  Each request is tried again as any other; a create
+ * tried again may leave an upload nobody completes, which the store's
+ * lock holder aborts once old (s3_list_uploads). */
+
+size_t
+s3_part_size (uint64_t len, size_t part)
+{
+  uint64_t least;
+
+  if (part == 0 || len <= part)
+    return 0;
+  /* At most S3_PARTS_MAX parts: larger ones, whole MiB, if need be. */
+  least = (len + S3_PARTS_MAX - 1) / S3_PARTS_MAX;
+  if (least > part)
+    part = (size_t) ((least + (1 << 20) - 1) & ~(uint64_t) ((1 << 20) - 1));
+  return part;
+}
+
+/* Q as a request of KEY with QUERY "NAME=ID" (ID encoded here), or
+ * QUERY alone when ID is NULL. */
+static int
+req_upload (s3_client *c, struct req *q, const char *key, const char *query,
+            const char *id, const char *hdr)
+{
+  char *e = id ? curl_easy_escape (c->curl, id, 0) : NULL, *full = NULL;
+
+  if ((id && e == NULL)
+      || asprintf (&full, "%s%s", query, e ? e : "") == -1) {
+    curl_free (e);
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  curl_free (e);
+  q->url = key_url (c, key, full, q->where, sizeof q->where);
+  free (full);
+  return q->url ? req_ready (c, q, hdr) : -1;
+}
+
+/* A POST of BODY (may be "") on the request set up in Q. */
+static int
+post (s3_client *c, struct req *q, const char *body)
+{
+  CURLcode rc = CURLE_OK;
+
+  SETOPT (c->curl, CURLOPT_POST, 1L);
+  SETOPT (c->curl, CURLOPT_POSTFIELDS, body);
+  SETOPT (c->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen (body));
+  if (configured (rc) == -1)
+    return -1;
+  return perform (c, q->url, q->where, &q->r);
+}
+
+int
+s3_start_upload (s3_client *c, const char *key, char **upload_id)
+{
+  struct req q = { .r = { .c = c, .limit = S3_MAX_ERROR_BODY } };
+  int ret = -1;
+
+  if (req_upload (c, &q, key, "uploads=", NULL, NULL) == 0
+      && post (c, &q, "") == 0) {
+    *upload_id = s3_xml_upload_id (q.r.p ? q.r.p : "", q.r.len);
+    if (*upload_id)
+      ret = 0;
+    else
+      err_prefix ("%s: starting a multipart upload", q.where);
+  }
+  req_end (&q);
+  return ret;
+}
+
+/* Part N of upload ID of KEY: LEN bytes of BUF; *ETAG (caller frees)
+ * the part's ETag. */
+static int
+upload_part (s3_client *c, const char *key, const char *id, size_t n,
+             const void *buf, size_t len, char **etag)
+{
+  struct req q = { .r = { .c = c, .limit = S3_MAX_ERROR_BODY, .up = buf,
+                          .up_len = len } };
+  struct curl_header *eh = NULL;
+  char query[64];
+  CURLcode rc = CURLE_OK;
+  int ret = -1;
+
+  snprintf (query, sizeof query, "partNumber=%zu&uploadId=", n);
+  if (req_upload (c, &q, key, query, id, NULL) == -1)
+    goto out;
+  SETOPT (c->curl, CURLOPT_UPLOAD, 1L);
+  SETOPT (c->curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t) len);
+  SETOPT (c->curl, CURLOPT_READFUNCTION, on_read);
+  SETOPT (c->curl, CURLOPT_READDATA, &q.r);
+  if (configured (rc) == -1 || perform (c, q.url, q.where, &q.r) == -1)
+    goto out;
+  if (curl_easy_header (c->curl, "ETag", 0, CURLH_HEADER, -1, &eh)
+      != CURLHE_OK) {
+    err_set (EPROTO, "%s: part %zu answered without an ETag", q.where, n);
+    goto out;
+  }
+  *etag = strdup (eh->value);
+  if (*etag == NULL) {
+    err_set (ENOMEM, "out of memory");
+    goto out;
+  }
+  ret = 0;
+ out:
+  req_end (&q);
+  return ret;
+}
+
+/* Complete upload ID of KEY with BODY; *ATTEMPTS gets how many
+ * requests it took (a lost answer's retry finds the upload done). */
+static int
+complete (s3_client *c, const char *key, const char *id, const char *body,
+          bool create_only, int *attempts)
+{
+  struct req q = { .r = { .c = c, .limit = S3_MAX_ERROR_BODY } };
+  char *code = NULL, *message = NULL;
+  int ret = -1;
+
+  if (req_upload (c, &q, key, "uploadId=", id,
+                  create_only ? "If-None-Match: *" : NULL) == -1)
+    goto out;
+  ret = post (c, &q, body);
+  *attempts = q.r.attempts;
+  /* S3 may answer 200 and then an error in the body. */
+  if (ret == 0 && q.r.p) {
+    s3_xml_error (q.r.p, q.r.len, &code, &message);
+    if (code) {
+      http_error (c, q.where, &q.r);
+      ret = -1;
+    }
+  }
+ out:
+  free (code);
+  free (message);
+  req_end (&q);
+  return ret;
+}
+
+int
+s3_abort_upload (s3_client *c, const char *key, const char *upload_id)
+{
+  struct req q = { .r = { .c = c, .limit = S3_MAX_ERROR_BODY } };
+  CURLcode rc = CURLE_OK;
+  int ret = -1;
+
+  if (req_upload (c, &q, key, "uploadId=", upload_id, NULL) == -1)
+    goto out;
+  SETOPT (c->curl, CURLOPT_CUSTOMREQUEST, "DELETE");
+  SETOPT (c->curl, CURLOPT_NOBODY, 1L);
+  if (configured (rc) == 0)
+    ret = perform (c, q.url, q.where, &q.r);
+ out:
+  req_end (&q);
+  return ret;
+}
+
+/* Whether the upload begun at START has run out of time. */
+static bool
+overdue (double start, const char *key, const s3_client *c)
+{
+  if (now_monotonic () - start <= S3_UPLOAD_MAX_SECONDS)
+    return false;
+  err_set (ETIMEDOUT, "s3://%s/%s: a multipart upload may take %d s; this "
+           "one took longer", c->bucket, key, S3_UPLOAD_MAX_SECONDS);
+  err_set_class (ERR_SERVER);
+  return true;
+}
+
+/* s3_put of LEN bytes in parts of PART, aborted on any failure (the
+ * first failure is what the caller sees). */
+static int
+put_multipart (s3_client *c, const char *key, const void *buf, size_t len,
+               size_t part, bool create_only)
+{
+  size_t n = (len + part - 1) / part, i;
+  char **etags = calloc (n, sizeof *etags), *id = NULL, *body = NULL;
+  char *saved;
+  double start = now_monotonic ();
+  enum err_class cls;
+  uint64_t size;
+  int ret = -1, attempts = 0, e;
+
+  if (etags == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  if (create_only) {
+    if (s3_head (c, key, &size, NULL) == 0) {
+      err_set (EEXIST, "s3://%s/%s: already exists", c->bucket, key);
+      goto out;
+    }
+    if (errno != ENOENT)
+      goto out;
+  }
+  if (s3_start_upload (c, key, &id) == -1)
+    goto out;
+  for (i = 0; i < n; i++)
+    if (overdue (start, key, c)
+        || upload_part (c, key, id, i + 1, (const char *) buf + i * part,
+                        len - i * part < part ? len - i * part : part,
+                        &etags[i]) == -1)
+      goto abort;
+  body = s3_xml_complete (etags, n);
+  if (body == NULL || overdue (start, key, c))
+    goto abort;
+  if (complete (c, key, id, body, create_only, &attempts) == 0) {
+    ret = 0;
+    goto out;
+  }
+  /* Tried again after a lost answer: the upload is done (NoSuchUpload)
+   * or the key taken, by our own first try if it holds our bytes. */
+  if (attempts > 1 && (errno == ENOENT || errno == EEXIST)
+      && ours (c, key, buf, len)) {
+    ret = 0;
+    goto out;
+  }
+ abort:
+  e = errno;
+  cls = err_class ();
+  saved = strdup (err_get ());
+  s3_abort_upload (c, key, id);       /* best effort: else the sweep's */
+  err_set (e, "%s", saved ? saved : "multipart upload failed");
+  err_set_class (cls);
+  free (saved);
+ out:
+  for (i = 0; i < n; i++)
+    free (etags[i]);
+  free (etags);
+  free (id);
+  free (body);
+  return ret;
+}
+
+/* ---- unfinished uploads ---- */
+
+/* Seconds since the epoch of an ISO 8601 UTC time
+ * ("2026-12-03T21:51:42.123Z"), or -1. */
+static time_t
+parse_iso (const char *s)
+{
+  struct tm tm = { 0 };
+  int n = 0;
+
+  if (sscanf (s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon,
+              &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6
+      || n == 0)
+    return -1;
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  return timegm (&tm);
+}
+
+struct uploads_page {
+  s3_uploads_fn fn;
+  void *opaque;
+  time_t now;                   /* the server's, from its Date */
+};
+
+static int
+one_upload (void *opaque, const char *key, const char *id,
+            const char *initiated)
+{
+  struct uploads_page *p = opaque;
+  time_t t = parse_iso (initiated);
+
+  if (t == -1) {
+    err_set (EPROTO, "malformed listing: upload of %s initiated %s", key,
+             initiated);
+    return -1;
+  }
+  return p->fn (p->opaque, key, id, (int64_t) p->now - (int64_t) t);
+}
+
+/* One ListMultipartUploads page from KEY_MARKER/ID_MARKER (NULL: the
+ * first); the next markers into *NEXT_KEY, *NEXT_ID. */
+static int
+uploads_page (s3_client *c, const char *prefix, const char *key_marker,
+              const char *id_marker, struct uploads_page *pg,
+              char **next_key, char **next_id)
+{
+  struct req q = { .r = { .c = c, .limit = 64 * 1024 * 1024 } };
+  char *p = NULL, *k = NULL, *i = NULL;
+  CURLcode rc = CURLE_OK;
+  int ret = -1;
+
+  snprintf (q.where, sizeof q.where, "s3://%s/%s (multipart uploads)",
+            c->bucket, prefix);
+  /* Sorted by name, each with a value (see the top of this file). */
+  p = curl_easy_escape (c->curl, prefix, 0);
+  k = key_marker ? curl_easy_escape (c->curl, key_marker, 0) : NULL;
+  i = id_marker ? curl_easy_escape (c->curl, id_marker, 0) : NULL;
+  if (p == NULL || (key_marker && k == NULL) || (id_marker && i == NULL)
+      || asprintf (&q.url, "%s?%s%s%sprefix=%s%s%s%suploads=", c->base,
+                   k ? "key-marker=" : "", k ? k : "", k ? "&" : "", p,
+                   i ? "&upload-id-marker=" : "", i ? i : "",
+                   "&") == -1) {
+    q.url = NULL;
+    err_set (ENOMEM, "out of memory");
+    goto out;
+  }
+  if (req_ready (c, &q, NULL) == -1)
+    goto out;
+  SETOPT (c->curl, CURLOPT_HTTPGET, 1L);
+  if (configured (rc) == -1 || perform (c, q.url, q.where, &q.r) == -1)
+    goto out;
+  pg->now = server_date (c);
+  if (pg->now == -1)
+    pg->now = time (NULL);
+  ret = s3_xml_uploads (q.r.p ? q.r.p : "", q.r.len, one_upload, pg,
+                        next_key, next_id);
+  if (ret == -1)
+    err_prefix ("%s", q.where);
+ out:
+  curl_free (p);
+  curl_free (k);
+  curl_free (i);
+  req_end (&q);
+  return ret;
+}
+
+int
+s3_list_uploads (s3_client *c, const char *prefix, s3_uploads_fn fn,
+                 void *opaque)
+{
+  struct uploads_page pg = { .fn = fn, .opaque = opaque };
+  char *key = NULL, *id = NULL, *nkey = NULL, *nid = NULL;
+  int r;
+
+  do {
+    r = uploads_page (c, prefix, key, id, &pg, &nkey, &nid);
+    free (key);
+    free (id);
+    key = nkey;
+    id = nid;
+    nkey = nid = NULL;
+  } while (r == 0 && key);
+  free (key);
+  free (id);
   return r;
 }

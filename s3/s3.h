@@ -6,8 +6,10 @@
  * line naming the object and the problem; errno tells the kind:
  * ENOENT (no such bucket or key), EEXIST (create-only put of an
  * existing key), EACCES (credentials refused, or a TLS certificate not
- * trusted), EPERM (plain http not allowed), ETIME (clock skew), EIO
- * (anything else the server said).  No message ever holds the secret.
+ * trusted), EPERM (plain http not allowed), ETIME (clock skew: the
+ * message says by how much), ENOSPC (the bucket's quota or the
+ * cluster's space is used up: QuotaExceeded, 507), EIO (anything else
+ * the server said).  No message ever holds the secret.
  *
  * Thread model: a client is used by one thread at a time (one client
  * per thread, or a pool of them); it owns one CURL easy handle whose
@@ -33,7 +35,15 @@ struct s3_opts {
   bool allow_http;              /* accept a plain http:// endpoint */
   bool virtual_host;            /* BUCKET.HOST addressing; else path-style */
   long timeout;                 /* seconds per request; 0: a default */
+  size_t part_size;             /* an object larger than this goes up as a
+                                   multipart upload, in parts of this size
+                                   (at least 5 MiB); 0: 64 MiB */
 };
+
+/* A multipart upload still unfinished this long after it began is
+ * aborted by its own s3_put: an older one is no live writer's (the
+ * store's lock holder removes those: s3_list_uploads, s3_abort_upload). */
+#define S3_UPLOAD_MAX_SECONDS 1800
 
 /* Initialise libcurl and libxml2 for the process.  0 or -1. */
 extern int s3_global_init (void);
@@ -46,7 +56,11 @@ extern s3_client *s3_open (const struct s3_opts *opts)
 extern void s3_close (s3_client *c);
 
 /* Store LEN bytes of BUF as KEY, replacing it; with CREATE_ONLY, only
- * if KEY does not exist (If-None-Match: *), else -1 with EEXIST. */
+ * if KEY does not exist (If-None-Match: *), else -1 with EEXIST.
+ * Above the part size, a multipart upload, aborted on any failure;
+ * its CREATE_ONLY is a HEAD before it starts, and If-None-Match on the
+ * completion for servers that honour it there (RGW 16 does not): two
+ * writers of one large key at once could both succeed. */
 extern int s3_put (s3_client *c, const char *key, const void *buf,
                    size_t len, bool create_only)
   __attribute__ ((__nonnull__ (1, 2)));
@@ -76,5 +90,32 @@ typedef int (*s3_list_fn) (void *opaque, const char *key, uint64_t size);
 extern int s3_list (s3_client *c, const char *prefix, const char *after,
                     int max_keys, s3_list_fn fn, void *opaque)
   __attribute__ ((__nonnull__ (1, 5)));
+
+/* The size of the parts a LEN-byte object goes up in with parts of
+ * PART bytes (grown so that there are at most 10000, S3's limit), or 0
+ * when LEN is no more than PART (one PUT).  Pure. */
+extern size_t s3_part_size (uint64_t len, size_t part);
+
+/* Begin a multipart upload of KEY, *UPLOAD_ID its id (caller frees);
+ * s3_put does the rest, this alone is for tests. */
+extern int s3_start_upload (s3_client *c, const char *key, char **upload_id)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
+
+/* Abort the multipart upload UPLOAD_ID of KEY (its parts go). */
+extern int s3_abort_upload (s3_client *c, const char *key,
+                            const char *upload_id)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
+
+/* Called for each unfinished multipart upload listed: its key, id and
+ * age in seconds by the server's clock; non-zero stops the listing
+ * and s3_list_uploads returns it. */
+typedef int (*s3_uploads_fn) (void *opaque, const char *key,
+                              const char *upload_id, int64_t age);
+
+/* Every unfinished multipart upload of a key starting with PREFIX
+ * (ListMultipartUploads), page by page. */
+extern int s3_list_uploads (s3_client *c, const char *prefix,
+                            s3_uploads_fn fn, void *opaque)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
 
 #endif /* CBTFS_S3_H */

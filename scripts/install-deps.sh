@@ -54,6 +54,8 @@ pkgs="$pkgs systemd"
 # Tests only: a real S3 endpoint (tests/lib/rgw.py starts a single-node
 # Ceph RGW); cbtfs itself needs none of it.
 pkgs="$pkgs ceph-mon ceph-osd radosgw ceph-common"
+# test-s3-faults: cbtfs with a clock hours off the server's (libfaketime).
+pkgs="$pkgs faketime"
 
 missing=
 for p in $pkgs; do

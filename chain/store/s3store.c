@@ -315,6 +315,24 @@ s3store_delete_all (struct s3_store *ss, const char *prefix)
 
 static void s3store_close (struct store *s);
 
+/* CBTFS_S3_PART_SIZE: objects above it go up in parts (s3.h). */
+static int
+part_size (struct s3_store *ss)
+{
+  const char *v = setting ("CBTFS_S3_PART_SIZE", NULL);
+  uint64_t n;
+
+  if (v == NULL)
+    return 0;
+  if (parse_size (v, &n) == -1 || n < ((uint64_t) 5 << 20) || n > SIZE_MAX) {
+    err_set (EINVAL, "CBTFS_S3_PART_SIZE=%s: a size of at least 5M", v);
+    err_set_class (ERR_CONFIG);
+    return -1;
+  }
+  ss->o.part_size = (size_t) n;
+  return 0;
+}
+
 /* Fill ss->o from the environment and defaults. */
 static int
 set_options (struct s3_store *ss, const char *bucket)
@@ -349,6 +367,8 @@ set_options (struct s3_store *ss, const char *bucket)
   ss->o.allow_http = setting_yes ("CBTFS_S3_ALLOW_HTTP");
   ss->o.virtual_host = !setting_yes ("CBTFS_S3_PATH_STYLE");
   ss->o.timeout = strtol (setting ("CBTFS_S3_TIMEOUT", "0"), NULL, 10);
+  if (part_size (ss) == -1)
+    return -1;
   if (!ss->o.endpoint || !ss->o.region || !ss->o.bucket || !ss->o.access_key
       || !ss->o.secret_key || (ca && !ss->o.ca_file)) {
     err_set (ENOMEM, "out of memory");
@@ -658,6 +678,7 @@ s3store_lock (struct store *s, const char *who, double wait)
    * a sweep it did not finish is finished. */
   empty_trash (ss);
   s3store_sweep (ss);
+  s3store_abandoned (ss);
   return 0;
 }
 

@@ -154,6 +154,10 @@ extern int s3store_sweep_mark (struct s3_store *ss, const char *disk);
  * version names (s3store-sweep.c); best effort, warning. */
 extern void s3store_sweep (struct s3_store *ss);
 
+/* Abort the multipart uploads under the prefix that a killed run left
+ * (s3store-abandoned.c): the lock holder's; best effort, warning. */
+extern void s3store_abandoned (struct s3_store *ss);
+
 /* Call FN for each pack an index object (LEN bytes at P) names, with
  * its name "S.V.SEQ".  0, or -1 with err_* (EIO: damaged). */
 typedef int (*s3store_pack_fn) (void *opaque, const char *name);

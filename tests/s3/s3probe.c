@@ -2,7 +2,8 @@
  * Ceph RGW and runs this).  Every operation, listing across pages,
  * ranged reads, create-only, and the failures a user meets: wrong
  * credentials, a missing bucket, an untrusted certificate, plain http
- * not allowed.
+ * not allowed; multipart puts and unfinished uploads listed and
+ * aborted.  With arguments, a command for test-s3-faults (command()).
  *
  * From the environment: S3_ENDPOINT (http), S3_HTTPS_ENDPOINT, S3_CA,
  * S3_OTHER_CA, S3_REGION, S3_BUCKET (exists, empty), S3_ACCESS_KEY,
@@ -181,6 +182,118 @@ listing (s3_client *c)
          "listed %zu keys after k16, first %s", s.n, s.n ? s.keys[0] : "-");
 }
 
+struct ups {
+  size_t n;
+  char key[256], id[256];
+  int64_t age;
+};
+
+static int
+collect_upload (void *opaque, const char *key, const char *id, int64_t age)
+{
+  struct ups *u = opaque;
+
+  if (u->n++ == 0) {
+    snprintf (u->key, sizeof u->key, "%s", key);
+    snprintf (u->id, sizeof u->id, "%s", id);
+    u->age = age;
+  }
+  return 0;
+}
+
+/* Objects above the part size go up in parts (ETag "…-N"), read back
+ * whole, keep create-only, and leave no upload behind; an upload begun
+ * is listed until aborted. */
+static void
+multipart (void)
+{
+  struct s3_opts o = opts ();
+  size_t n = 12 << 20, got = 0, i;
+  unsigned char *data = malloc (n);
+  void *buf = NULL;
+  uint64_t size;
+  char *etag = NULL, *id = NULL;
+  struct ups u = { 0 };
+  s3_client *c;
+
+  o.part_size = (5 << 20) - 1;
+  CHECK (s3_open (&o) == NULL && errno == EINVAL
+         && strstr (err_get (), "5 MiB"), "a part size under 5 MiB taken");
+  o.part_size = 5 << 20;
+  c = open_ok (&o);
+  CHECK (data, "malloc");
+  for (i = 0; i < n; i++)
+    data[i] = (unsigned char) (i * 13 + i / 4093);
+  CHECK (s3_put (c, "mp/big", data, n, true) == 0, "multipart put");
+  CHECK (s3_head (c, "mp/big", &size, &etag) == 0 && size == n
+         && strstr (etag, "-3") != NULL, "multipart head: %llu %s",
+         (unsigned long long) size, etag ? etag : "-");
+  free (etag);
+  CHECK (s3_get (c, "mp/big", 0, 0, &buf, &got) == 0 && got == n
+         && memcmp (buf, data, n) == 0, "multipart object read back");
+  free (buf);
+  CHECK (s3_put (c, "mp/big", data, n - 1, true) == -1 && errno == EEXIST,
+         "create-only multipart put of an existing key not refused");
+  CHECK (s3_head (c, "mp/big", &size, NULL) == 0 && size == n,
+         "a refused multipart put changed the object");
+  data[0] ^= 1;
+  CHECK (s3_put (c, "mp/big", data, n - 1, false) == 0, "multipart replace");
+  CHECK (s3_get (c, "mp/big", 0, 0, &buf, &got) == 0 && got == n - 1
+         && memcmp (buf, data, n - 1) == 0, "replaced object read back");
+  free (buf);
+  CHECK (s3_list_uploads (c, "mp/", collect_upload, &u) == 0 && u.n == 0,
+         "%zu uploads left after multipart puts", u.n);
+
+  CHECK (s3_start_upload (c, "mp/left", &id) == 0, "start an upload");
+  CHECK (s3_list_uploads (c, "mp/", collect_upload, &u) == 0 && u.n == 1
+         && strcmp (u.key, "mp/left") == 0 && strcmp (u.id, id) == 0
+         && u.age >= 0 && u.age < 600, "upload listed: %zu %s age %lld",
+         u.n, u.key, (long long) u.age);
+  CHECK (s3_abort_upload (c, "mp/left", id) == 0, "abort");
+  memset (&u, 0, sizeof u);
+  CHECK (s3_list_uploads (c, "mp/", collect_upload, &u) == 0 && u.n == 0,
+         "an aborted upload still listed");
+  CHECK (s3_head (c, "mp/left", &size, NULL) == -1 && errno == ENOENT,
+         "an aborted upload made an object");
+  CHECK (s3_delete (c, "mp/big") == 0, "delete");
+  free (id);
+  free (data);
+  s3_close (c);
+}
+
+/* Commands for test-s3-faults: "start-upload KEY" leaves an upload
+ * begun, as a killed run does; "abort-uploads PREFIX" aborts all. */
+static int
+aborter (void *opaque, const char *key, const char *id, int64_t age)
+{
+  (void) age;
+  CHECK (s3_abort_upload (opaque, key, id) == 0, "abort %s", key);
+  return 0;
+}
+
+static int
+command (int argc, char **argv)
+{
+  struct s3_opts o = opts ();
+  s3_client *c = open_ok (&o);
+  char *id = NULL;
+
+  if (argc == 3 && strcmp (argv[1], "start-upload") == 0) {
+    CHECK (s3_start_upload (c, argv[2], &id) == 0, "start-upload");
+    printf ("%s\n", id);
+    free (id);
+  }
+  else if (argc == 3 && strcmp (argv[1], "abort-uploads") == 0)
+    CHECK (s3_list_uploads (c, argv[2], aborter, c) == 0, "abort-uploads");
+  else {
+    fprintf (stderr, "usage: s3probe [start-upload KEY | abort-uploads "
+             "PREFIX]\n");
+    return 2;
+  }
+  s3_close (c);
+  return 0;
+}
+
 static void
 failures_users_meet (void)
 {
@@ -259,16 +372,19 @@ failures_users_meet (void)
 }
 
 int
-main (void)
+main (int argc, char **argv)
 {
   struct s3_opts o = opts ();
   s3_client *c;
 
   CHECK (s3_global_init () == 0, "init");
+  if (argc > 1)
+    return command (argc, argv);
   c = open_ok (&o);
   objects (c);
   listing (c);
   s3_close (c);
+  multipart ();
   failures_users_meet ();
   printf ("s3probe: ok\n");
   return 0;

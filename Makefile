@@ -281,11 +281,15 @@ fuzz: deps
 	  $(addprefix build/fuzz/tests/,$(FUZZ_TARGETS))
 	./tests/fuzz/run build/fuzz/tests $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
+# End-to-end tests run two at a time (tests/run, JOBS): most of a test's
+# time is waiting on servers, mounts and timeouts, not on a CPU.
+E2E_JOBS ?= 2
+
 check-e2e: $(BUILD)/cbtfs $(PLUGIN) $(BUILD)/tests/s3probe \
            $(BUILD)/tests/test-store-backend-s3
 	CBTFS=$(abspath $(BUILD)/cbtfs) S3PROBE=$(abspath $(BUILD)/tests/s3probe) \
 	  STORE_BACKEND_S3=$(abspath $(BUILD)/tests/test-store-backend-s3) \
-	  PYTHON=$(PYTHON) ./tests/run
+	  PYTHON=$(PYTHON) JOBS=$(E2E_JOBS) ./tests/run
 
 check-valgrind: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "valgrind: $$t"; \
@@ -318,7 +322,7 @@ check-tsan: deps
 	$(MAKE) BUILD=build/tsan CC=gcc CFLAGS="-O1 -g" SAN="-fsanitize=thread" \
 	  check-unit $(BUILD)/tsan/cbtfs
 	TSAN_OPTIONS="halt_on_error=1 exitcode=66" TESTS="$(TSAN_E2E)" \
-	  CBTFS=$(abspath build/tsan/cbtfs) PYTHON=$(PYTHON) ./tests/run
+	  CBTFS=$(abspath build/tsan/cbtfs) PYTHON=$(PYTHON) JOBS=$(E2E_JOBS) ./tests/run
 
 install: $(BUILD)/cbtfs $(PLUGIN) man
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(PLUGINDIR) \

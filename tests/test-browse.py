@@ -27,6 +27,7 @@ guest's VG in this machine's /etc/lvm.  The teardown is the README's,
 in its order; what a failure leaves is undone in the same order.
 """
 # store-kinds: dir s3
+# runs-alone: it takes loop devices and device-mapper
 import os
 import re
 import subprocess

@@ -11,6 +11,7 @@ test CA, refused with another CA before any request is sent.
 Exit 0 when everything holds, 1 with a message on the first failure,
 77 when Ceph is not installed.
 """
+# runs-alone: it starts a Ceph cluster of its own
 
 import os
 import re

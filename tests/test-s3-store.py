@@ -29,6 +29,7 @@ they print.  Only P/cbtfs-store and P/lock (and the lease record's format) are
 looked at below a prefix: the rest of the layout may change.
 Exit 0 when everything holds, 1 on failure, 77 without Ceph.
 """
+# runs-alone: it stops and restarts the run's RGW
 import json
 import os
 import signal

@@ -18,6 +18,7 @@ never shuts out cbtfs fetch.
   still serves them, says so once, and gives the layer's writer lock
   back, so that `cbtfs fetch` finishes the point once there is room.
 """
+# runs-alone: it takes loop devices
 import os
 import re
 import subprocess

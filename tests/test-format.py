@@ -244,9 +244,12 @@ def reader_direction(s, env):
     check(os.path.isfile(os.path.join(store, "lock")), "no lock file")
     check(os.listdir(os.path.join(store, "tmp")) == [],
           "tmp/ not emptied: %s" % os.listdir(os.path.join(store, "tmp")))
-    check(sorted(os.listdir(store)) == ["cbtfs-store", "disks", "generation",
-                                        "lock", "tmp"],
+    check(sorted(os.listdir(store)) == ["cbtfs-store", "disks", "filling",
+                                        "generation", "lock", "tmp"],
           "store holds %s" % sorted(os.listdir(store)))
+    # Every backup was done filling its layer: no mark is left.
+    check(os.listdir(os.path.join(store, "filling")) == [],
+          "filling/ holds %s" % os.listdir(os.path.join(store, "filling")))
     # One "+" for every layer made (and every check recorded).
     with open(os.path.join(store, "generation"), "rb") as f:
         gen = f.read()

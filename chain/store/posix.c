@@ -758,7 +758,9 @@ posix_filling_mark (struct store *s, const char *disk, const char *snapshot,
     }
     return 0;
   }
-  if (mkdir_private (dir) == -1)
+  /* Its name made durable also when it exists: a crash may have left
+   * it made but not yet so. */
+  if (mkdir_private (dir) == -1 || fsync_dir (posix_of (s)->path) == -1)
     return -1;
   fd = open (p, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
   if (fd == -1) {

@@ -339,6 +339,10 @@ open_dst (const char *dst, const char *key_file)
     return NULL;
   }
   s = store_open (dst, true);
+  if (s && src_key && key_file == NULL)
+    log_warn ("%s is not encrypted: what is copied there from the encrypted "
+              "store can be read without the key (--dst-encrypt-key-file "
+              "encrypts a new store)", dst);
   r = src_key ? setenv ("CBTFS_ENCRYPT_KEY_FILE", src_key, 1)
     : unsetenv ("CBTFS_ENCRYPT_KEY_FILE");
   if (r == -1) {

@@ -24,7 +24,10 @@
  * P is the store's prefix in its bucket ("" or "a/b/"); V and SEQ are
  * ten decimal digits, so that names sort as numbers.  Objects are
  * written once and never changed, except the roots (a new version),
- * `generation` and the leases.
+ * `generation` and the leases.  In an encrypted store (s3crypt.h,
+ * FORMAT.md "Encrypted object stores") every object but the marker is
+ * sealed on its way through s3store_put, s3store_get and the pack
+ * calls: nothing above them sees anything but plaintext.
  */
 #ifndef CBTFS_CHAIN_STORE_S3STORE_H
 #define CBTFS_CHAIN_STORE_S3STORE_H

@@ -21,7 +21,7 @@ Against the run's Ceph RGW (or one of the test's own):
     every block they hold fails, none reads as other data; put back,
     verify passes again;
   - cbtfs copy takes the store out into a plain directory store (the
-    same images) and into another encrypted store under another key
+    same images; it warns) and into another encrypted store under another key
     (--dst-encrypt-key-file), which reads the same with its own key and
     refuses the first.
 
@@ -163,7 +163,9 @@ def main():
                   or v.startswith(b"CBE1"), "%s is not sealed: %r"
                   % (k, v[:40]))
         plain = env.path("plain")
-        env.cbtfs(*K, "copy", store, plain)
+        _, _, err = env.cbtfs(*K, "copy", store, plain)
+        check("can be read without the key" in err, "no warning for a copy "
+              "out of encryption: %r" % err)
         text = b""
         for root, _, files in os.walk(os.path.join(plain, "disks")):
             for f in files:

@@ -29,7 +29,8 @@ XAPI_SRC   = xapi/value.c xapi/xmlrpc.c xapi/session.c xapi/api.c xapi/vhd.c \
 S3_SRC     = s3/s3.c s3/s3-xml.c
 S3STORE_SRC = chain/store/s3store.c chain/store/s3store-layer.c \
              chain/store/s3store-sweep.c chain/store/s3store-upload.c \
-             chain/store/s3store-cache.c chain/store/s3store-abandoned.c
+             chain/store/s3store-cache.c chain/store/s3store-abandoned.c \
+             chain/store/s3crypt.c
 STORE_SRC  = chain/store/store.c chain/store/holder.c chain/store/posix.c \
              chain/store/posix-layer.c
 CHAIN_SRC  = chain/bitmap.c chain/sums.c chain/layer-meta.c chain/index.c \
@@ -69,7 +70,8 @@ PLUGIN_OBJ = $(patsubst %.c,$(BUILD)/pic/%.o,$(PLUGIN_SRC))
 UNIT_TESTS = test-xmlrpc test-bitmap test-store test-store-backend \
              test-resolve test-holes test-fold test-vhd \
              test-nbdpin test-nbdpin-hidden test-error test-log test-secbuf \
-             test-util test-dio test-cleanup test-retention test-s3
+             test-util test-dio test-cleanup test-retention test-s3 \
+             test-s3crypt
 UNIT_BINS  = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 
 # Fuzz targets (tests/fuzz): with gcc they link a driver that replays
@@ -226,6 +228,10 @@ $(BUILD)/tests/test-secbuf: $(BUILD)/tests/unit/test-secbuf.o $(BUILD)/common/se
 $(BUILD)/tests/test-retention: $(BUILD)/tests/unit/test-retention.o \
                               $(BUILD)/engine/retention.o $(BUILD)/common/error.o
 	$(CC) $(ALL_LDFLAGS) $^ -o $@
+# chain/store/s3crypt.c over gnutls alone.
+$(BUILD)/tests/test-s3crypt: $(BUILD)/tests/unit/test-s3crypt.o \
+                            $(BUILD)/chain/store/s3crypt.o $(COMMON_OBJ)
+	$(CC) $(ALL_LDFLAGS) $^ $(GNUTLS_LIBS) -o $@
 # cleanup.h is all macros: nothing to link but the test, which sees frees.
 $(BUILD)/tests/test-cleanup: $(BUILD)/tests/unit/test-cleanup.o
 	$(CC) $(ALL_LDFLAGS) -Wl,--wrap=free $^ -o $@

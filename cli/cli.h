@@ -141,6 +141,12 @@ extern int cli_s3_file_key (const char *name, const char *value)
  * --cache or CBTFS_S3_CACHE names one.  0, or -1 with err_*. */
 extern int cli_s3_default_cache (void);
 
+/* An encryption key FILE (--encrypt-key-file, copy's
+ * --dst-encrypt-key-file) checked as the store will read it, and its
+ * absolute path into *ABS (malloc'd: a mount's daemon runs from /).
+ * 0, or -1 with err_*. */
+extern int cli_key_file (const char *file, char **abs);
+
 /* Whether STORE names an object store (not a directory to resolve). */
 extern bool cli_store_is_remote (const char *store)
   __attribute__ ((__nonnull__ (1)));

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../common/cleanup.h"
 #include "../common/error.h"
 #include "../common/log.h"
 #include "../engine/copy.h"
@@ -33,11 +34,12 @@ print_json (const struct engine_copy_result *r, int status)
 int
 cmd_copy (int argc, char **argv)
 {
-  enum { OPT_KEEP = 256, OPT_JSON, OPT_LOCK_WAIT };
+  enum { OPT_KEEP = 256, OPT_JSON, OPT_LOCK_WAIT, OPT_DST_KEY };
   static const struct option longopts[] = {
     { "keep-extra", no_argument, NULL, OPT_KEEP },
     { "json", no_argument, NULL, OPT_JSON },
     { "lock-wait", required_argument, NULL, OPT_LOCK_WAIT },
+    { "dst-encrypt-key-file", required_argument, NULL, OPT_DST_KEY },
     { "quiet", no_argument, NULL, 'q' },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
@@ -45,6 +47,7 @@ cmd_copy (int argc, char **argv)
   };
   struct engine_copy_opts o = { .lock_wait = CLI_LOCK_WAIT_DEFAULT };
   struct engine_copy_result r;
+  CLEANUP_FREE char *dst_key = NULL;
   bool json = false;
   int c, verbose = 1, status;
 
@@ -57,6 +60,12 @@ cmd_copy (int argc, char **argv)
     case OPT_LOCK_WAIT:
       if (cli_lock_wait (optarg, &o.lock_wait) == -1)
         return 2;
+      break;
+    case OPT_DST_KEY:
+      free (dst_key);
+      if (cli_key_file (optarg, &dst_key) == -1)
+        return cli_refuse ("%s", err_get ());
+      o.dst_key_file = dst_key;
       break;
     case 'q': verbose = 0; break;
     case 'v': verbose = 2; break;

@@ -171,10 +171,11 @@ usage (FILE *f, const char *sub)
       "    POINT: a snapshot uuid or a path in the tree (by-vm/VM/DISK/latest).\n"
       "    --sr creates a VDI there; --vdi overwrites one no VBD has attached." },
     { "copy", "cbtfs copy SRC DST [--keep-extra] [--lock-wait SECONDS] [--json]\n"
-      "             [-q|-v]\n"
+      "             [--dst-encrypt-key-file FILE] [-q|-v]\n"
       "    Makes the store DST (made if missing; a directory or s3://BUCKET[/PREFIX])\n"
       "    hold the points SRC holds, copying what it lacks (checked on the way)\n"
-      "    and dropping what SRC no longer has unless --keep-extra." },
+      "    and dropping what SRC no longer has unless --keep-extra.\n"
+      "    --encrypt-key-file is SRC's key, --dst-encrypt-key-file DST's." },
   };
   fprintf (f, "usage:\n");
   for (size_t i = 0; i < sizeof text / sizeof text[0]; i++)
@@ -185,7 +186,8 @@ usage (FILE *f, const char *sub)
            "  (every STORE may be s3://BUCKET[/PREFIX], with --s3-endpoint URL\n"
            "   [--s3-region REGION] [--s3-access-key ID] [--s3-secret-file FILE]\n"
            "   [--s3-ca-file PEM] [--s3-path-style] [--s3-allow-http]\n"
-           "   [--cache DIR] [--cache-size SIZE]: see man cbtfs)\n");
+           "   [--cache DIR] [--cache-size SIZE] [--encrypt-key-file FILE]:\n"
+           "   see man cbtfs)\n");
   if (sub == NULL)
     fprintf (f, "  cbtfs --version | --help | COMMAND --help\n"
              "exit status: 0 done, 1 some of the work failed, 2 usage or "

@@ -18,6 +18,7 @@
 #include "../common/log.h"
 #include "../common/secbuf.h"
 #include "../common/util.h"
+#include "../chain/store/s3crypt.h"
 #include "cli.h"
 
 /* Each option, and the variable it sets (NULL: handled below). */
@@ -35,6 +36,7 @@ static const struct {
   { "--s3-allow-http", false, "CBTFS_S3_ALLOW_HTTP" },
   { "--cache", true, "CBTFS_S3_CACHE" },
   { "--cache-size", true, "CBTFS_S3_CACHE_SIZE" },
+  { "--encrypt-key-file", true, "CBTFS_ENCRYPT_KEY_FILE" },
 };
 
 /* The secret key: the first line of FILE, which others must not read
@@ -67,6 +69,21 @@ secret_from (const char *file)
   return r;
 }
 
+int
+cli_key_file (const char *file, char **abs)
+{
+  uint8_t key[S3CRYPT_KEY_LEN];
+
+  if (s3crypt_key_read (file, key) == -1)
+    return -1;
+  explicit_bzero (key, sizeof key);
+  if ((*abs = realpath (file, NULL)) == NULL) {
+    err_sys (errno, "--encrypt-key-file %s", file);
+    return -1;
+  }
+  return 0;
+}
+
 /* Apply option I with VALUE (NULL for a flag). */
 static int
 apply (size_t i, const char *value)
@@ -85,6 +102,13 @@ apply (size_t i, const char *value)
       err_sys (errno, "%s %s", s3_opts[i].name, value);
       return -1;
     }
+    value = abs;
+  }
+  /* Told now rather than at the store's open: a key that cannot be
+   * read, or that others can. */
+  if (strcmp (s3_opts[i].var, "CBTFS_ENCRYPT_KEY_FILE") == 0) {
+    if (cli_key_file (value, &abs) == -1)
+      return -1;
     value = abs;
   }
   if (strcmp (s3_opts[i].var, "CBTFS_S3_CACHE") == 0 && value[0] != '/') {

@@ -8,7 +8,8 @@
 # The object store's options, which every command takes anywhere on its
 # command line, also before COMMAND (cli/s3.c).
 _cbtfs_s3="--s3-endpoint= --s3-region= --s3-access-key= --s3-secret-file= \
---s3-ca-file= --s3-path-style --s3-allow-http --cache= --cache-size="
+--s3-ca-file= --s3-path-style --s3-allow-http --cache= --cache-size= \
+--encrypt-key-file="
 
 # The long options of COMMAND ($1); those that take a value end in "=".
 _cbtfs_options ()
@@ -31,7 +32,8 @@ _cbtfs_options ()
                       --verbose" ;;
         serve) own="$server --listen= --unix= --tls-certificates= --pidfile=" ;;
         restore) own="$server --sr= --vdi= --name= --json --quiet --verbose" ;;
-        copy) own="--keep-extra --lock-wait= --json --quiet --verbose" ;;
+        copy) own="--keep-extra --lock-wait= --dst-encrypt-key-file= --json
+                   --quiet --verbose" ;;
         *) return ;;
     esac
     # Unquoted: on one line, one space apart, so that callers can match
@@ -161,7 +163,8 @@ _cbtfs ()
     if [ -n "${opt-}" ]; then
         case $opt in
             --password-file|--ca-file|--config|--pidfile|--unix|\
-            --metrics-file|--s3-secret-file|--s3-ca-file)
+            --metrics-file|--s3-secret-file|--s3-ca-file|\
+            --encrypt-key-file|--dst-encrypt-key-file)
                 compopt -o filenames 2>/dev/null
                 mapfile -t COMPREPLY < <(compgen -f -- "$cur") ;;
             --tls-certificates|--cache)

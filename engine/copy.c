@@ -322,6 +322,44 @@ copy_disks (struct copy *c, const struct catalog *sc)
   return ret;
 }
 
+/* The destination DST, encrypted under KEY_FILE (NULL: not).  The
+ * object store backend reads its key from CBTFS_ENCRYPT_KEY_FILE (the
+ * source's) at open: it is the destination's for this open alone.  No
+ * other thread runs yet (the source's upload threads start with its
+ * first write, which a copy never makes). */
+static struct store *
+open_dst (const char *dst, const char *key_file)
+{
+  CLEANUP_FREE char *src_key = NULL;
+  const char *e = getenv ("CBTFS_ENCRYPT_KEY_FILE");
+  struct store *s;
+  int r;
+
+  if (e && (src_key = strdup (e)) == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  r = key_file ? setenv ("CBTFS_ENCRYPT_KEY_FILE", key_file, 1)
+    : unsetenv ("CBTFS_ENCRYPT_KEY_FILE");
+  if (r == -1) {
+    err_sys (errno, "setenv");
+    return NULL;
+  }
+  s = store_open (dst, true);
+  if (s && src_key && key_file == NULL)
+    log_warn ("%s is not encrypted: what is copied there from the encrypted "
+              "store can be read without the key (--dst-encrypt-key-file "
+              "encrypts a new store)", dst);
+  r = src_key ? setenv ("CBTFS_ENCRYPT_KEY_FILE", src_key, 1)
+    : unsetenv ("CBTFS_ENCRYPT_KEY_FILE");
+  if (r == -1) {
+    err_sys (errno, "setenv");
+    store_close (s);
+    return NULL;
+  }
+  return s;
+}
+
 int
 engine_copy (const char *src, const char *dst,
              const struct engine_copy_opts *o, engine_copy_cb cb,
@@ -339,7 +377,7 @@ engine_copy (const char *src, const char *dst,
   c.src = sc->own_store;
   if (sc->nskipped)
     log_warn ("%s: %zu damaged layers are not copied", src, sc->nskipped);
-  c.dst = store_open (dst, true);
+  c.dst = open_dst (dst, o->dst_key_file);
   if (c.dst == NULL)
     goto out;
   if (c.src->id[0] && strcmp (c.src->id, c.dst->id) == 0) {

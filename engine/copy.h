@@ -32,6 +32,8 @@ struct engine_copy_opts {
   bool keep_extra;              /* keep the destination's points the
                                    source no longer has */
   double lock_wait;             /* seconds to wait for the destination */
+  const char *dst_key_file;     /* the destination's encryption key, or
+                                   NULL: not encrypted */
 };
 
 struct engine_copy_result {

@@ -51,7 +51,7 @@
 #include "../../common/util.h"
 #include "s3store.h"
 
-#define BLOCK_SHIFT 16
+#define BLOCK_SHIFT S3STORE_BLOCK_SHIFT
 #define BLOCK_SIZE (1u << BLOCK_SHIFT)
 #define READ_RUN 16             /* blocks per read request at most */
 #define CACHE_RUNS 8            /* runs kept per layer */
@@ -678,7 +678,7 @@ s3store_usage (struct store_layer *h, uint64_t *bytes)
   for (size_t i = 0; i < l->npk; i++)
     blocks += l->pk[i].n;
   pthread_rwlock_unlock (&l->lock);
-  *bytes = own + (blocks << BLOCK_SHIFT);
+  *bytes = own + blocks * s3store_block_bytes (l->ss);
   return 0;
 }
 
@@ -783,8 +783,7 @@ unnamed_block (struct s3_layer *l, uint64_t b, void *buf)
     err_set (ENOMEM, "out of memory");
     return -1;
   }
-  if (s3store_get (l->ss, key, (uint64_t) place << BLOCK_SHIFT, BLOCK_SIZE,
-                   &p, &got) == -1)
+  if (s3store_pack_get (l->ss, key, place, 1, &p, &got) == -1)
     return -1;
   memcpy (buf, p, MIN (got, (size_t) BLOCK_SIZE));
   free (p);
@@ -837,8 +836,7 @@ s3store_block_read (struct store_layer *h, uint64_t b, void *buf)
   if (cache && s3store_cache_get (cache, l->disk, name, place, buf))
     return BLOCK_SIZE;
   n = MIN (n - place, READ_RUN);
-  if (s3store_get (l->ss, key, (uint64_t) place << BLOCK_SHIFT,
-                   (uint64_t) n << BLOCK_SHIFT, &p, &got) == -1)
+  if (s3store_pack_get (l->ss, key, place, n, &p, &got) == -1)
     return -1;
   if (cache && got >= BLOCK_SIZE)
     s3store_cache_put (cache, l->disk, name, place, got >> BLOCK_SHIFT, p);
@@ -988,7 +986,7 @@ put_pack (struct s3_layer *l, uint32_t seq, uint8_t *buf, uint64_t *blocks,
     err_set (ENOMEM, "out of memory");
   }
   if (key)
-    r = s3store_put (l->ss, key, buf, (size_t) n << BLOCK_SHIFT, false);
+    r = s3store_pack_put (l->ss, key, buf, n);
   free (buf);
   pthread_mutex_lock (&l->wlock);
   if (r == 0 && l->nups == l->upcap) {

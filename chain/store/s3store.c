@@ -28,6 +28,7 @@
 #include "../../common/secbuf.h"
 #include "../../common/util.h"
 #include "holder.h"
+#include "s3crypt.h"
 #include "s3store.h"
 
 #define SCHEME "s3://"
@@ -171,9 +172,10 @@ s3store_release (struct s3_store *ss, s3_client *c)
   pthread_mutex_unlock (&ss->pool_lock);
 }
 
-int
-s3store_put (struct s3_store *ss, const char *key, const void *buf,
-             size_t len, bool create_only)
+/* The requests themselves, on the bytes the bucket holds. */
+static int
+raw_put (struct s3_store *ss, const char *key, const void *buf, size_t len,
+         bool create_only)
 {
   s3_client *c = s3store_client (ss);
   int r = c ? s3_put (c, key, buf, len, create_only) : -1;
@@ -182,15 +184,162 @@ s3store_put (struct s3_store *ss, const char *key, const void *buf,
   return r;
 }
 
-int
-s3store_get (struct s3_store *ss, const char *key, uint64_t off,
-             uint64_t len, void **buf, size_t *size)
+static int
+raw_get (struct s3_store *ss, const char *key, uint64_t off, uint64_t len,
+         void **buf, size_t *size)
 {
   s3_client *c = s3store_client (ss);
   int r = c ? s3_get (c, key, off, len, buf, size) : -1;
 
   s3store_release (ss, c);
   return r;
+}
+
+/* ---- encryption ---------------------------------------------------------
+ * An encrypted store's objects are sealed here, on their way to and
+ * from the bucket, with their names below the prefix as associated
+ * data (a store's objects keep their meaning if the whole prefix is
+ * moved; one object put in another's place fails).  Only the marker
+ * (raw_get, raw_put) is not. */
+
+/* KEY's name below the store's prefix. */
+static const char *
+key_name (const struct s3_store *ss, const char *key)
+{
+  size_t n = strlen (ss->prefix);
+
+  return strncmp (key, ss->prefix, n) == 0 ? key + n : key;
+}
+
+/* s3crypt's message, naming the object in full (it names KEY's name). */
+static void
+crypt_failed (const struct s3_store *ss, const char *key)
+{
+  char msg[512];
+  int e = errno;
+
+  snprintf (msg, sizeof msg, "%s", err_get ());
+  err_set (e, "s3://%s/%.*s%s", ss->o.bucket,
+           (int) (key_name (ss, key) - key), key, msg);
+}
+
+int
+s3store_put (struct s3_store *ss, const char *key, const void *buf,
+             size_t len, bool create_only)
+{
+  void *sealed;
+  size_t n;
+  int r;
+
+  if (ss->crypt == NULL)
+    return raw_put (ss, key, buf, len, create_only);
+  if (s3crypt_seal (ss->crypt, key_name (ss, key), buf, len, &sealed,
+                    &n) == -1) {
+    crypt_failed (ss, key);
+    return -1;
+  }
+  r = raw_put (ss, key, sealed, n, create_only);
+  free (sealed);
+  return r;
+}
+
+int
+s3store_get (struct s3_store *ss, const char *key, uint64_t off,
+             uint64_t len, void **buf, size_t *size)
+{
+  void *sealed, *text;
+  size_t n, tlen;
+
+  if (ss->crypt == NULL)
+    return raw_get (ss, key, off, len, buf, size);
+  /* Only whole objects authenticate: a range is cut after (the only
+   * ranges asked of objects other than packs are a root's first line). */
+  if (raw_get (ss, key, 0, 0, &sealed, &n) == -1)
+    return -1;
+  if (s3crypt_unseal (ss->crypt, key_name (ss, key), sealed, n, &text,
+                      &tlen) == -1) {
+    free (sealed);
+    crypt_failed (ss, key);
+    return -1;
+  }
+  free (sealed);
+  if (off > tlen)
+    off = tlen;
+  if (len == 0 || len > tlen - off)
+    len = tlen - off;
+  if (off > 0)
+    memmove (text, (char *) text + off, len);
+  ((char *) text)[len] = '\0';
+  *buf = text;
+  *size = len;
+  return 0;
+}
+
+uint64_t
+s3store_block_bytes (const struct s3_store *ss)
+{
+  const uint64_t bs = (uint64_t) 1 << S3STORE_BLOCK_SHIFT;
+
+  return ss->crypt ? S3CRYPT_RECORD (bs) : bs;
+}
+
+int
+s3store_pack_put (struct s3_store *ss, const char *key, const void *buf,
+                  uint32_t n)
+{
+  const size_t bs = (size_t) 1 << S3STORE_BLOCK_SHIFT;
+  void *sealed;
+  size_t len;
+  int r;
+
+  if (ss->crypt == NULL)
+    return raw_put (ss, key, buf, (size_t) n * bs, false);
+  if (s3crypt_pack_seal (ss->crypt, key_name (ss, key), buf, n, bs,
+                         &sealed, &len) == -1) {
+    crypt_failed (ss, key);
+    return -1;
+  }
+  r = raw_put (ss, key, sealed, len, false);
+  free (sealed);
+  return r;
+}
+
+int
+s3store_pack_get (struct s3_store *ss, const char *key, uint32_t place,
+                  uint32_t n, void **buf, size_t *got)
+{
+  const size_t bs = (size_t) 1 << S3STORE_BLOCK_SHIFT;
+  const uint64_t rec = s3store_block_bytes (ss);
+  void *sealed, *out;
+  size_t len;
+  uint32_t k;
+  bool bad;
+
+  if (ss->crypt == NULL)
+    return raw_get (ss, key, (uint64_t) place * bs, (uint64_t) n * bs, buf,
+                    got);
+  if (raw_get (ss, key, place * rec, n * rec, &sealed, &len) == -1)
+    return -1;
+  if ((out = malloc ((size_t) n * bs)) == NULL) {
+    free (sealed);
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  /* Each block opens alone: the wanted first one decides, later ones
+   * that fail are left for their own reads to report. */
+  k = s3crypt_pack_unseal (ss->crypt, key_name (ss, key), place, sealed,
+                           len, bs, out, &bad);
+  free (sealed);
+  if (k == 0 && bad) {
+    free (out);
+    err_set (EIO, "s3://%s/%s: the block at place %" PRIu32 " fails "
+             "authentication (damaged, or not this pack's)", ss->o.bucket,
+             key, place);
+    return -1;
+  }
+  *buf = out;
+  *got = (size_t) k * bs;
+  return 0;
 }
 
 static int
@@ -386,12 +535,17 @@ first_key (void *opaque, const char *key, uint64_t size)
   return 1;                     /* one is enough */
 }
 
-/* Make a new store under ss->prefix: refuse a prefix holding anything
- * else; a store another process made meanwhile is taken as found. */
+/* The marker's line of an encrypted store (FORMAT.md). */
+#define ENCRYPTED_LINE "encrypted aes-256-gcm "
+
+/* Make a new store under ss->prefix, encrypted under KEY unless it is
+ * NULL: refuse a prefix holding anything else; a store another process
+ * made meanwhile is taken as found (1). */
 static int
-create_store (struct s3_store *ss, const char *mkey)
+create_store (struct s3_store *ss, const char *mkey, const uint8_t *key)
 {
-  char text[64 + UUID_LEN];
+  char text[128 + UUID_LEN + S3CRYPT_CHECK_LEN];
+  char check[S3CRYPT_CHECK_LEN + 1];
   bool any = false;
   size_t n;
 
@@ -405,11 +559,66 @@ create_store (struct s3_store *ss, const char *mkey)
   if (make_uuid (ss->base.id) == -1)
     return -1;
   n = store_marker_format (STORE_FORMAT, ss->base.id, text, sizeof text);
-  if (s3store_put (ss, mkey, text, n, true) == 0) {
+  if (key) {
+    if ((ss->crypt = s3crypt_new (key, ss->base.id)) == NULL)
+      return -1;
+    s3crypt_check (ss->crypt, check);
+    n += snprintf (text + n, sizeof text - n, ENCRYPTED_LINE "%s\n", check);
+  }
+  if (raw_put (ss, mkey, text, n, true) == 0) {
     ss->base.format = STORE_FORMAT;
     return 0;
   }
+  s3crypt_free (ss->crypt);
+  ss->crypt = NULL;
   return errno == EEXIST ? 1 : -1;
+}
+
+/* Whether the store's MARKER says it is encrypted, and the key of FILE
+ * (KEY, or NULL without one) is its key: its keys into ss->crypt. */
+static int
+use_key (struct s3_store *ss, const char *marker, const char *file,
+         const uint8_t *key)
+{
+  const char *line = strstr (marker, "\n" ENCRYPTED_LINE);
+  const char *enc = strstr (marker, "\nencrypted ");
+  char check[S3CRYPT_CHECK_LEN + 1];
+
+  if (enc && line == NULL) {
+    err_set (EPROTO, "%s is encrypted in a way this cbtfs does not know "
+             "(%.40s)", ss->base.where, enc + 1);
+    return -1;
+  }
+  if (line == NULL && key == NULL)
+    return 0;
+  if (line == NULL) {
+    err_set (EINVAL, "%s is not encrypted: --encrypt-key-file is for "
+             "encrypted stores only (cbtfs copy makes an encrypted copy of "
+             "it)", ss->base.where);
+    goto config;
+  }
+  if (key == NULL) {
+    err_set (EACCES, "the store %s is encrypted: give --encrypt-key-file "
+             "(copy's destination: --dst-encrypt-key-file)", ss->base.where);
+    goto config;
+  }
+  line += 1 + strlen (ENCRYPTED_LINE);
+  if (!ss->base.id[0] || strlen (line) < S3CRYPT_CHECK_LEN + 1
+      || line[S3CRYPT_CHECK_LEN] != '\n') {
+    err_set (EPROTO, "%s: bad %s (its encrypted line)", ss->base.where,
+             STORE_MARKER);
+    return -1;
+  }
+  if ((ss->crypt = s3crypt_new (key, ss->base.id)) == NULL)
+    return -1;
+  s3crypt_check (ss->crypt, check);
+  if (memcmp (check, line, S3CRYPT_CHECK_LEN) == 0)
+    return 0;
+  err_set (EACCES, "%s: the key in %s is not this store's key",
+           ss->base.where, file);
+ config:
+  err_set_class (ERR_CONFIG);
+  return -1;
 }
 
 /* The local cache the environment asks for (CBTFS_S3_CACHE, of
@@ -443,6 +652,8 @@ s3store_open (const char *where, bool create)
 {
   struct s3_store *ss = calloc (1, sizeof *ss);
   CLEANUP_FREE char *bucket = NULL, *mkey = NULL;
+  const char *kfile = setting ("CBTFS_ENCRYPT_KEY_FILE", NULL);
+  uint8_t key[S3CRYPT_KEY_LEN];
   void *text = NULL;
   size_t len;
   int r;
@@ -459,18 +670,20 @@ s3store_open (const char *where, bool create)
   }
   if (parse_where (where, &bucket, &ss->prefix) == -1
       || set_options (ss, bucket) == -1
+      || (kfile && s3crypt_key_read (kfile, key) == -1)
       || (mkey = s3store_key (ss, "%s", STORE_MARKER)) == NULL)
     goto err;
-  r = s3store_get (ss, mkey, 0, 0, &text, &len);
+  r = raw_get (ss, mkey, 0, 0, &text, &len);
   if (r == -1 && errno == ENOENT && create) {
-    r = create_store (ss, mkey);
+    r = create_store (ss, mkey, kfile ? key : NULL);
     if (r == 0) {
+      explicit_bzero (key, sizeof key);
       open_cache (ss);
       return &ss->base;
     }
     if (r == -1)
       goto err;
-    r = s3store_get (ss, mkey, 0, 0, &text, &len);
+    r = raw_get (ss, mkey, 0, 0, &text, &len);
   }
   if (r == -1) {
     if (errno == ENOENT && strstr (err_get (), "no such bucket") == NULL) {
@@ -488,13 +701,16 @@ s3store_open (const char *where, bool create)
       err_set (ENOMEM, "out of memory");
       goto err;
     }
-    if (store_marker_parse (where, s, &ss->base.format, ss->base.id) == -1)
+    if (store_marker_parse (where, s, &ss->base.format, ss->base.id) == -1
+        || use_key (ss, s, kfile, kfile ? key : NULL) == -1)
       goto err;
   }
+  explicit_bzero (key, sizeof key);
   open_cache (ss);
   return &ss->base;
 
  err:
+  explicit_bzero (key, sizeof key);
   s3store_close (&ss->base);
   return NULL;
 }
@@ -516,6 +732,7 @@ s3store_close (struct store *s)
   }
   s3store_uploads_end (ss);
   s3store_cache_close (ss->cache);
+  s3crypt_free (ss->crypt);
   for (size_t i = 0; i < ss->nidle; i++)
     s3_close (ss->idle[i]);
   free (ss->idle);

@@ -24,7 +24,10 @@
  * P is the store's prefix in its bucket ("" or "a/b/"); V and SEQ are
  * ten decimal digits, so that names sort as numbers.  Objects are
  * written once and never changed, except the roots (a new version),
- * `generation` and the leases.
+ * `generation` and the leases.  In an encrypted store (s3crypt.h,
+ * FORMAT.md "Encrypted object stores") every object but the marker is
+ * sealed on its way through s3store_put, s3store_get and the pack
+ * calls: nothing above them sees anything but plaintext.
  */
 #ifndef CBTFS_CHAIN_STORE_S3STORE_H
 #define CBTFS_CHAIN_STORE_S3STORE_H
@@ -37,6 +40,9 @@
 /* Blocks in a pack: 8 MiB objects, large enough that a request's cost
  * is small next to its bytes, small enough to hold a few in memory. */
 #define S3STORE_PACK_BLOCKS 128
+#define S3STORE_BLOCK_SHIFT 16          /* blocks of 64 KiB */
+
+struct s3crypt;
 
 struct s3_store {
   struct store base;
@@ -54,6 +60,8 @@ struct s3_store {
   struct s3store_uploads *up;   /* pack uploads (s3store-upload.c); NULL
                                    until the first */
   struct s3store_cache *cache;  /* blocks kept on this machine, or NULL */
+  struct s3crypt *crypt;        /* the store's keys (s3crypt.h), or NULL
+                                   for a store that is not encrypted */
 };
 
 /* ---- the local cache (s3store-cache.c) ---------------------------------
@@ -108,11 +116,28 @@ extern char *s3store_key (struct s3_store *ss, const char *fmt, ...)
 extern s3_client *s3store_client (struct s3_store *ss);
 extern void s3store_release (struct s3_store *ss, s3_client *c);
 
-/* s3.h's calls through a pooled client. */
+/* s3.h's calls through a pooled client.  In an encrypted store, put
+ * seals the content and get opens it (a range is cut from the whole
+ * content), failing with EIO when it does not authenticate. */
 extern int s3store_put (struct s3_store *ss, const char *key, const void *buf,
                         size_t len, bool create_only);
 extern int s3store_get (struct s3_store *ss, const char *key, uint64_t off,
                         uint64_t len, void **buf, size_t *size);
+
+/* Put N blocks of BUF as the pack KEY (sealed block by block in an
+ * encrypted store). */
+extern int s3store_pack_put (struct s3_store *ss, const char *key,
+                             const void *buf, uint32_t n);
+
+/* Up to N blocks of pack KEY from PLACE into *BUF (malloc'd), *GOT
+ * bytes: fewer where the pack ends (or, encrypted, where a later block
+ * fails its check); -1 with EIO when the first block fails it. */
+extern int s3store_pack_get (struct s3_store *ss, const char *key,
+                             uint32_t place, uint32_t n, void **buf,
+                             size_t *got);
+
+/* Bytes a block takes in a pack of SS (for usage). */
+extern uint64_t s3store_block_bytes (const struct s3_store *ss);
 extern int s3store_delete (struct s3_store *ss, const char *key);
 
 /* KEY read whole into a malloc'd, NUL-terminated buffer of *LEN bytes,

@@ -34,8 +34,19 @@ store_open (const char *where, bool create)
   for (size_t i = 0; i < nadded; i++)
     if (added[i]->claims (where))
       return added[i]->open (where, create);
-  if (store_posix.claims (where))
+  if (store_posix.claims (where)) {
+    const char *key = getenv ("CBTFS_ENCRYPT_KEY_FILE");
+    /* Encryption is for stores that leave the building: the object
+     * store backend's alone.  Never ignore a key: the user thinks the
+     * store encrypted. */
+    if (key && *key) {
+      err_set (EINVAL, "%s is a directory store: --encrypt-key-file is for "
+               "object stores (s3://) only", where);
+      err_set_class (ERR_CONFIG);
+      return NULL;
+    }
     return store_posix.open (where, create);
+  }
   err_set (EINVAL, "%s: no store backend takes this", where);
   return NULL;
 }

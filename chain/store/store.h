@@ -474,6 +474,9 @@ extern const struct store_backend store_s3;
  *   AWS_CA_BUNDLE          PEM CA bundle (default: the system's)
  *   CBTFS_S3_PATH_STYLE    yes: HOST/BUCKET addressing, not BUCKET.HOST
  *   CBTFS_S3_ALLOW_HTTP    yes: accept a plain http:// endpoint
- *   CBTFS_S3_TIMEOUT       seconds per request (default 60) */
+ *   CBTFS_S3_TIMEOUT       seconds per request (default 60)
+ *   CBTFS_ENCRYPT_KEY_FILE the key of an encrypted store (s3crypt.h): a
+ *                          store made encrypted, one opened checked; a
+ *                          directory store refuses it */
 
 #endif /* CBTFS_CHAIN_STORE_STORE_H */

@@ -44,23 +44,11 @@ static const struct {
 static int
 secret_from (const char *file)
 {
-  struct stat st;
-  char *text;
+  char *text = secret_file_read ("--s3-secret-file", file, 4096, NULL);
   int r;
 
-  if (stat (file, &st) == -1) {
-    err_sys (errno, "--s3-secret-file %s", file);
+  if (text == NULL)
     return -1;
-  }
-  if (st.st_mode & 007) {
-    err_set (EACCES, "--s3-secret-file %s: others may read it (mode %04o); "
-             "chmod o-rwx it", file, (unsigned) (st.st_mode & 07777));
-    return -1;
-  }
-  if ((text = read_file (file, 4096, NULL)) == NULL) {
-    err_sys (errno, "--s3-secret-file %s", file);
-    return -1;
-  }
   text[strcspn (text, "\r\n")] = '\0';
   r = setenv ("AWS_SECRET_ACCESS_KEY", text, 1);
   secret_free (text);

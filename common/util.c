@@ -347,3 +347,26 @@ one_line (char *buf, size_t size, const char *s)
     i--;
   buf[i] = '\0';
 }
+
+char *
+secret_file_read (const char *option, const char *path, size_t max,
+                  size_t *len)
+{
+  int fd = open (path, O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  char *text = NULL;
+
+  /* The mode of what was opened, not of what the name may point to by
+   * the time it is read. */
+  if (fd == -1 || fstat (fd, &st) == -1)
+    err_sys (errno, "%s %s", option, path);
+  else if (st.st_mode & (S_IROTH | S_IWOTH))
+    err_set (EPERM, "%s %s: mode %04o lets other users %s it; chmod o-rwx "
+             "it", option, path, (unsigned) (st.st_mode & 07777),
+             st.st_mode & S_IROTH ? "read" : "write");
+  else if ((text = read_fd (fd, max, len)) == NULL)
+    err_sys (errno, "%s %s", option, path);
+  if (fd >= 0)
+    close (fd);
+  return text;
+}

@@ -70,6 +70,14 @@ extern char *read_file_at (int dirfd, const char *path, size_t max,
 /* read_file of the file open as FD (from its start; FD stays open). */
 extern char *read_fd (int fd, size_t max, size_t *len);
 
+/* read_file of PATH, which holds a secret (a password, a key): refused
+ * with EPERM, before anything is read, when other users may read or
+ * write it.  OPTION ("--password-file") names it in messages.  NULL
+ * with err_*; caller wipes and frees. */
+extern char *secret_file_read (const char *option, const char *path,
+                               size_t max, size_t *len)
+  __attribute__ ((__nonnull__ (1, 2)));
+
 /* Write DATA to PATH atomically and durably: write a temporary file in
  * the same directory, fsync it, rename it over PATH, fsync the
  * directory.  MODE is applied to the new file.  0 or -1 (err_*). */

@@ -80,32 +80,16 @@ engine_forbid_dumps (void)
   return 0;
 }
 
-/* The first line of FILE, without its newline.  Refused, before it is
- * read, when other users may read or write it: the password opens the
- * whole pool (its group may read it: 0640 for a backup group). */
+/* The first line of FILE, without its newline.  Refused when other
+ * users may read or write it: the password opens the whole pool (its
+ * group may read it: 0640 for a backup group). */
 static char *
 read_password (const char *file)
 {
-  CLEANUP_CLOSE int fd = open (file, O_RDONLY | O_CLOEXEC);
-  struct stat st;
-  char *text;
+  char *text = secret_file_read ("--password-file", file, 4096, NULL);
 
-  if (fd == -1 || fstat (fd, &st) == -1) {
-    err_sys (errno, "--password-file %s", file);
-    return NULL;
-  }
-  if (st.st_mode & (S_IROTH | S_IWOTH)) {
-    err_set (EPERM, "--password-file %s: mode %04o lets other users %s it; "
-             "chmod o-rwx it", file, (unsigned) (st.st_mode & 07777),
-             st.st_mode & S_IROTH ? "read" : "write");
-    return NULL;
-  }
-  text = read_fd (fd, 4096, NULL);
-  if (text == NULL) {
-    err_sys (errno, "--password-file %s", file);
-    return NULL;
-  }
-  text[strcspn (text, "\r\n")] = '\0';
+  if (text)
+    text[strcspn (text, "\r\n")] = '\0';
   return text;
 }
 

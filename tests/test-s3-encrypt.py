@@ -223,7 +223,7 @@ def main():
               "the file's key beat the environment's: %d %r" % (rc, err))
         env.cbtfs("ls", store, *K, environ=wrong)
         refused(env, ["ls", store, "--encrypt-key-file",
-                      key_file(env, "open", mode=0o644)], "others may read it")
+                      key_file(env, "open", mode=0o644)], "lets other users read it")
         refused(env, ["ls", store, "--encrypt-key-file",
                       key_file(env, "short", n=31)], "this file has 31")
         refused(env, ["ls", plain, *K], "directory store")

@@ -36,23 +36,13 @@ struct s3crypt {
 int
 s3crypt_key_read (const char *file, uint8_t key[S3CRYPT_KEY_LEN])
 {
-  struct stat st;
   uint8_t *text;
   size_t len;
 
-  if (stat (file, &st) == -1) {
-    err_sys (errno, "--encrypt-key-file %s", file);
+  text = (uint8_t *) secret_file_read ("--encrypt-key-file", file, 4096,
+                                       &len);
+  if (text == NULL)
     goto config;
-  }
-  if (st.st_mode & 007) {
-    err_set (EACCES, "--encrypt-key-file %s: others may read it (mode "
-             "%04o); chmod o-rwx it", file, (unsigned) (st.st_mode & 07777));
-    goto config;
-  }
-  if ((text = (uint8_t *) read_file (file, 4096, &len)) == NULL) {
-    err_sys (errno, "--encrypt-key-file %s", file);
-    goto config;
-  }
   if (len != S3CRYPT_KEY_LEN) {
     explicit_bzero (text, len);
     free (text);

@@ -63,7 +63,7 @@ test_key_file (const char *dir)
   CHECK (memcmp (key, got, sizeof key) == 0);
 
   write_key (path, key, sizeof key, 0604);
-  CHECK_FAILS (s3crypt_key_read (path, got), EACCES, "others may read it");
+  CHECK_FAILS (s3crypt_key_read (path, got), EPERM, "lets other users read it");
   CHECK (err_class () == ERR_CONFIG);
 
   write_key (path, key, sizeof key - 1, 0600);

@@ -448,6 +448,7 @@ extern const struct store_backend store_s3;
  *   AWS_CA_BUNDLE          PEM CA bundle (default: the system's)
  *   CBTFS_S3_PATH_STYLE    yes: HOST/BUCKET addressing, not BUCKET.HOST
  *   CBTFS_S3_ALLOW_HTTP    yes: accept a plain http:// endpoint
- *   CBTFS_S3_TIMEOUT       seconds per request (default 60) */
+ *   CBTFS_S3_TIMEOUT       seconds per request (default 60)
+ *   CBTFS_S3_LEASE_SECONDS seconds a lease lasts unrenewed (default 120) */
 
 #endif /* CBTFS_CHAIN_STORE_STORE_H */

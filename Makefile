@@ -69,7 +69,7 @@ PLUGIN_OBJ = $(patsubst %.c,$(BUILD)/pic/%.o,$(PLUGIN_SRC))
 UNIT_TESTS = test-xmlrpc test-bitmap test-store test-store-backend \
              test-resolve test-holes test-fold test-vhd \
              test-nbdpin test-nbdpin-hidden test-error test-log test-secbuf \
-             test-util test-dio test-cleanup test-retention
+             test-util test-dio test-cleanup test-retention test-holder
 UNIT_BINS  = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 
 # Fuzz targets (tests/fuzz): with gcc they link a driver that replays
@@ -186,6 +186,9 @@ $(BUILD)/tests/test-store: $(BUILD)/tests/unit/test-store.o $(CHAIN_OBJ) $(COMMO
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 $(BUILD)/tests/test-store-backend: $(BUILD)/tests/unit/test-store-backend.o \
                                   $(call obj,$(STORE_SRC)) $(COMMON_OBJ)
+	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
+$(BUILD)/tests/test-holder: $(BUILD)/tests/unit/test-holder.o \
+                           $(BUILD)/chain/store/holder.o $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 $(BUILD)/tests/test-resolve: $(BUILD)/tests/unit/test-resolve.o $(BUILD)/engine/points.o \
                           $(BUILD)/fs/tree.o \

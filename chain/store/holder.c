@@ -106,6 +106,15 @@ store_holder_format (const char *who, char *buf, size_t len)
 }
 
 bool
+store_holder_elsewhere (const struct store_holder *h)
+{
+  char host[65], boot[UUID_LEN + 1];
+
+  this_machine (host, boot);
+  return h->host[0] && strcmp (h->host, host) != 0;
+}
+
+bool
 store_holder_gone (const struct store_holder *h)
 {
   char host[65], boot[UUID_LEN + 1];

@@ -48,6 +48,10 @@ extern size_t store_holder_format (const char *who, char *buf, size_t len)
 extern bool store_holder_gone (const struct store_holder *h)
   __attribute__ ((__nonnull__ (1)));
 
+/* Whether H names a host other than this one. */
+extern bool store_holder_elsewhere (const struct store_holder *h)
+  __attribute__ ((__nonnull__ (1)));
+
 /* Seconds until a lease with TTL (H->ttl; 0: none) whose object was
  * last written at MODIFIED expires, judged at DATE; both by the same
  * clock (the server's), in whole seconds cut down, so that a lease is

@@ -156,7 +156,8 @@ in_use (const char *what, const struct store_holder *h, long long left,
   struct tm tm;
 
   store_holder_describe (h, held, sizeof held);
-  if (h->ttl == 0) {
+  /* One of this host is taken over once its process is gone. */
+  if (h->ttl == 0 && store_holder_elsewhere (h)) {
     err_set (EWOULDBLOCK, "%s is in use by %s; its lease does not expire "
              "(an older cbtfs took it): if that process is gone, delete "
              "s3://%s/%s", what, held, ss->o.bucket, key);

@@ -1310,8 +1310,8 @@ s3store_writer_close (struct store_layer *h)
   l->upcap = 0;
   if (l->lease) {
     if (s3store_lease_end (l->lease) == -1)
-      log_warn ("%s: cannot let its writer's lease go: %s (it expires "
-                "unrenewed)", l->where, err_get ());
+      log_warn ("%s: cannot let its writer's lease go: %s (it is "
+                "taken over once it expires)", l->where, err_get ());
     l->lease = NULL;
   }
   pthread_rwlock_wrlock (&l->lock);

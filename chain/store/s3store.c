@@ -491,8 +491,8 @@ s3store_close (struct store *s)
     if (ss->marked && s3store_may_change (ss) == 0)
       s3store_sweep (ss);
     if (s3store_lease_end (ss->lock) == -1)
-      log_warn ("%s: cannot let the store's lock go: %s (it expires "
-                "unrenewed)", s->where, err_get ());
+      log_warn ("%s: cannot let the store's lock go: %s (it is "
+                "taken over once it expires)", s->where, err_get ());
     ss->lock = NULL;
   }
   s3store_uploads_end (ss);

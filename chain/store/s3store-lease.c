@@ -49,6 +49,9 @@
  * the rest is the margin for a request of ours still on its way. */
 #define LEASE_HELD 0.5
 
+/* How a lease was lost: a holder's description (256) and a few words. */
+#define LEASE_WHY 320
+
 struct s3store_lease {
   struct s3_store *ss;
   char *key, *what;             /* owned; WHAT names it in messages */
@@ -60,7 +63,7 @@ struct s3store_lease {
   pthread_cond_t wake;
   double renewed;               /* monotonic: when the last renewal that
                                    counts (or the take) was sent */
-  char why[256];                /* "" while held; else how it was lost */
+  char why[LEASE_WHY];          /* "" while held; else how it was lost */
   bool stop;
   pthread_t thread;
   bool running;
@@ -387,7 +390,7 @@ renewer (void *arg)
 
 /* Whether L still counts as held now; if not, why into WHY. */
 static bool
-held_now (struct s3store_lease *l, char why[256])
+held_now (struct s3store_lease *l, char why[LEASE_WHY])
 {
   bool ok;
 
@@ -401,7 +404,7 @@ held_now (struct s3store_lease *l, char why[256])
 int
 s3store_lease_check (struct s3store_lease *l)
 {
-  char why[sizeof l->why];
+  char why[LEASE_WHY];
 
   if (held_now (l, why))
     return 0;
@@ -412,7 +415,7 @@ s3store_lease_check (struct s3store_lease *l)
 int
 s3store_lease_end (struct s3store_lease *l)
 {
-  char why[256];
+  char why[LEASE_WHY];
   int ret = 0;
 
   if (l == NULL)

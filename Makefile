@@ -30,7 +30,7 @@ S3_SRC     = s3/s3.c s3/s3-xml.c
 S3STORE_SRC = chain/store/s3store.c chain/store/s3store-layer.c \
              chain/store/s3store-sweep.c chain/store/s3store-upload.c \
              chain/store/s3store-cache.c chain/store/s3store-abandoned.c \
-             chain/store/s3crypt.c
+             chain/store/s3crypt.c chain/store/s3store-lease.c
 STORE_SRC  = chain/store/store.c chain/store/holder.c chain/store/posix.c \
              chain/store/posix-layer.c
 CHAIN_SRC  = chain/bitmap.c chain/sums.c chain/layer-meta.c chain/index.c \
@@ -71,7 +71,7 @@ UNIT_TESTS = test-xmlrpc test-bitmap test-store test-store-backend \
              test-resolve test-holes test-fold test-vhd \
              test-nbdpin test-nbdpin-hidden test-error test-log test-secbuf \
              test-util test-dio test-cleanup test-retention test-s3 \
-             test-s3crypt
+             test-s3crypt test-holder
 UNIT_BINS  = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 
 # Fuzz targets (tests/fuzz): with gcc they link a driver that replays
@@ -188,6 +188,9 @@ $(BUILD)/tests/test-store: $(BUILD)/tests/unit/test-store.o $(CHAIN_OBJ) $(COMMO
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 $(BUILD)/tests/test-store-backend: $(BUILD)/tests/unit/test-store-backend.o \
                                   $(call obj,$(STORE_SRC)) $(COMMON_OBJ)
+	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
+$(BUILD)/tests/test-holder: $(BUILD)/tests/unit/test-holder.o \
+                           $(BUILD)/chain/store/holder.o $(COMMON_OBJ)
 	$(CC) $(ALL_LDFLAGS) $^ $(CHAIN_LIBS) -o $@
 $(BUILD)/tests/test-resolve: $(BUILD)/tests/unit/test-resolve.o $(BUILD)/engine/points.o \
                           $(BUILD)/fs/tree.o \

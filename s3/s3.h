@@ -8,8 +8,9 @@
  * existing key), EACCES (credentials refused, or a TLS certificate not
  * trusted), EPERM (plain http not allowed), ETIME (clock skew: the
  * message says by how much), ENOSPC (the bucket's quota or the
- * cluster's space is used up: QuotaExceeded, 507), EIO (anything else
- * the server said).  No message ever holds the secret.
+ * cluster's space is used up: QuotaExceeded, 507), ESTALE (s3_rewrite
+ * of a key that changed), EIO (anything else the server said).  No
+ * message ever holds the secret.
  *
  * Thread model: a client is used by one thread at a time (one client
  * per thread, or a pool of them); it owns one CURL easy handle whose
@@ -75,6 +76,28 @@ extern int s3_get (s3_client *c, const char *key, uint64_t offset,
 extern int s3_head (s3_client *c, const char *key, uint64_t *size,
                     char **etag)
   __attribute__ ((__nonnull__ (1, 2, 3)));
+
+/* What a HEAD tells of an object, both times by the server's clock
+ * (unix seconds, -1 when the answer did not say), so that a client
+ * whose clock is wrong can still tell how long ago it was written. */
+struct s3_stat {
+  uint64_t size;
+  int64_t modified;             /* Last-Modified: when it was last put */
+  int64_t date;                 /* Date: when the server answered */
+};
+
+/* KEY's size and times into *ST. */
+extern int s3_stat (s3_client *c, const char *key, struct s3_stat *st)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
+
+/* Put LEN bytes of BUF as KEY again, only if KEY holds exactly them now
+ * (If-Match with their MD5, the ETag of a single-part object): that
+ * renews its Last-Modified and nothing else.  -1 with ESTALE when KEY
+ * holds other bytes, ENOENT when it is gone.  A server that ignores
+ * If-Match on PUT replaces whatever KEY holds. */
+extern int s3_rewrite (s3_client *c, const char *key, const void *buf,
+                       size_t len)
+  __attribute__ ((__nonnull__ (1, 2)));
 
 /* Remove KEY (S3 answers success for a missing key too). */
 extern int s3_delete (s3_client *c, const char *key)

@@ -51,6 +51,8 @@ pkgs="$pkgs nbdkit-plugin-dev"
 pkgs="$pkgs lvm2 xfsprogs ntfs-3g gdisk"
 # test-units: systemd-analyze verify of the installed units.
 pkgs="$pkgs systemd"
+# test-s3-lease: a host whose clock is wrong (libfaketime).
+pkgs="$pkgs faketime"
 # Tests only: a real S3 endpoint (tests/lib/rgw.py starts a single-node
 # Ceph RGW); cbtfs itself needs none of it.
 pkgs="$pkgs ceph-mon ceph-osd radosgw ceph-common"

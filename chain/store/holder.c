@@ -1,5 +1,6 @@
 /* cbtfs: lock holders' records (holder.h). */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -63,6 +64,8 @@ store_holder_parse (const char *text, size_t len, struct store_holder *h)
                  sizeof h->command);
     else if (strncmp (line, "host ", 5) == 0)
       take_word (line + 5, host_chars, h->host, sizeof h->host);
+    else if (strncmp (line, "ttl ", 4) == 0)
+      h->ttl = parse_count (line + 4, STORE_LEASE_TTL_MAX);
     else if (strncmp (line, "boot ", 5) == 0 && is_uuid (line + 5))
       memcpy (h->boot, line + 5, UUID_LEN + 1);
   }
@@ -103,6 +106,15 @@ store_holder_format (const char *who, char *buf, size_t len)
 }
 
 bool
+store_holder_elsewhere (const struct store_holder *h)
+{
+  char host[65], boot[UUID_LEN + 1];
+
+  this_machine (host, boot);
+  return h->host[0] && strcmp (h->host, host) != 0;
+}
+
+bool
 store_holder_gone (const struct store_holder *h)
 {
   char host[65], boot[UUID_LEN + 1];
@@ -114,6 +126,17 @@ store_holder_gone (const struct store_holder *h)
   if (h->boot[0] && boot[0] && strcmp (h->boot, boot) != 0)
     return true;
   return h->pid && kill ((pid_t) h->pid, 0) == -1 && errno == ESRCH;
+}
+
+long long
+store_lease_left (long long modified, long long date, long ttl)
+{
+  /* Written during second MODIFIED, seen during second DATE: more
+   * than DATE - MODIFIED - 1 seconds ago.  So TTL surely passed when
+   * DATE - MODIFIED >= TTL + 1. */
+  if (ttl <= 0 || modified < 0 || date < 0 || modified > LLONG_MAX - ttl - 1)
+    return LLONG_MAX;
+  return modified + ttl + 1 - date;
 }
 
 void

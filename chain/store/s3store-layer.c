@@ -108,7 +108,7 @@ struct s3_layer {
   pthread_mutex_t wlock;
   pthread_cond_t idle;
   bool writing;
-  char *lease;                  /* P/layers/D/S/writer while writing */
+  struct s3store_lease *lease;  /* P/layers/D/S/writer while writing */
   uint32_t next_pack;
   uint8_t *pbuf;                /* blocks gathered, S3STORE_PACK_BLOCKS */
   uint64_t *pblocks;
@@ -913,7 +913,7 @@ int
 s3store_writer_open (struct store_layer *h, uint64_t nblocks)
 {
   struct s3_layer *l = sl_of (h);
-  CLEANUP_FREE char *what = NULL;
+  CLEANUP_FREE char *what = NULL, *key = NULL;
   int ret = -1;
 
   (void) nblocks;
@@ -922,21 +922,20 @@ s3store_writer_open (struct store_layer *h, uint64_t nblocks)
     pthread_mutex_unlock (&l->wlock);
     return 0;
   }
-  if (asprintf (&l->lease, "%swriter", l->prefix) == -1
+  if (asprintf (&key, "%swriter", l->prefix) == -1
       || asprintf (&what, "snapshot %s", l->snapshot) == -1) {
-    l->lease = NULL;
+    key = NULL;
     err_set (ENOMEM, "out of memory");
     goto out;
   }
-  if (s3store_lease_take (l->ss, l->lease, "fill", what) == -1) {
+  l->lease = s3store_lease_take (l->ss, key, "fill", what);
+  if (l->lease == NULL) {
     if (errno == EWOULDBLOCK) {
       char msg[512];
       snprintf (msg, sizeof msg, "%s", err_get ());
       err_set (EWOULDBLOCK, "%s (another cbtfs process: a backup, a fetch, "
                "or a mount reading from it)", msg);
     }
-    free (l->lease);
-    l->lease = NULL;
     goto out;
   }
   pthread_rwlock_wrlock (&l->lock);
@@ -949,8 +948,7 @@ s3store_writer_open (struct store_layer *h, uint64_t nblocks)
     l->writing = true;
   pthread_rwlock_unlock (&l->lock);
   if (ret == -1) {
-    s3store_delete (l->ss, l->lease);
-    free (l->lease);
+    s3store_lease_end (l->lease);
     l->lease = NULL;
   }
  out:
@@ -1229,6 +1227,18 @@ put_index_object (struct s3_layer *l, uint32_t seq, const uint8_t *obj,
   return s3store_put (l->ss, key, obj, len, true);
 }
 
+/* The index object is what makes a commit's blocks part of the layer:
+ * put it only while this writer surely holds its leases (a stage's is
+ * its caller's store lock), so that a writer that lost one leaves what
+ * a crash leaves. */
+static int
+still_writer (struct s3_layer *l)
+{
+  if (l->lease && s3store_lease_check (l->lease) == -1)
+    return -1;
+  return s3store_may_change (l->ss);
+}
+
 int
 s3store_commit (struct store_layer *h, const void *recs, size_t len,
                 uint64_t at)
@@ -1259,7 +1269,8 @@ s3store_commit (struct store_layer *h, const void *recs, size_t len,
     goto out;
   }
   obj = index_object (l->nups, upload_entry, l, recs, len, &olen);
-  if (obj == NULL || put_index_object (l, l->nobj, obj, olen) == -1)
+  if (obj == NULL || still_writer (l) == -1
+      || put_index_object (l, l->nobj, obj, olen) == -1)
     goto out;
   ret = apply_commit (l, recs, len);
  out:
@@ -1296,10 +1307,9 @@ s3store_writer_close (struct store_layer *h)
   l->ups = NULL;
   l->upcap = 0;
   if (l->lease) {
-    if (s3store_delete (l->ss, l->lease) == -1)
-      log_warn ("%s: cannot let its writer's lease go: %s", l->where,
-                err_get ());
-    free (l->lease);
+    if (s3store_lease_end (l->lease) == -1)
+      log_warn ("%s: cannot let its writer's lease go: %s (it is "
+                "taken over once it expires)", l->where, err_get ());
     l->lease = NULL;
   }
   pthread_rwlock_wrlock (&l->lock);

@@ -12,6 +12,9 @@
  * (s3store-layer.c clears those it finds unnamed).  Removed layers and
  * old or unfinished versions have no writer.
  *
+ * A sweep stops once the lock is no longer surely ours
+ * (s3store_may_change).
+ *
  * Thread model: the lock holder's thread, with no stage open.
  */
 #include <errno.h>
@@ -162,6 +165,12 @@ sweep_disk (struct s3_store *ss, const char *disk)
     CLEANUP_FREE char *key = NULL;
     if (!unused (&lv, packs[i]))
       continue;
+    /* Another holder of the store lock may have made a layer since
+     * find_live looked: only its holder may sweep. */
+    if (s3store_may_change (ss) == -1) {
+      ret = -1;
+      break;
+    }
     if (asprintf (&key, "%s%s", prefix, packs[i]) == -1
         || s3store_delete (ss, key) == -1) {
       ret = -1;

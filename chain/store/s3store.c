@@ -8,8 +8,9 @@
  * next lock holder (trash/) or writer (a layer's unreferenced packs).
  *
  * Thread model: the store's fields are set at open and only read
- * after, except `locked` and `marked`, which the lock holder's thread
- * sets (store_lock, removals, stages) and store_close reads.  Requests go through clients from a pool (pool_lock);
+ * after, except `lock` and `marked`, which the lock holder's thread
+ * sets (store_lock, removals, stages) before any writer starts, and
+ * store_close reads; the lease guards its own state.  Requests go through clients from a pool (pool_lock);
  * an S3 client serves one thread at a time.
  */
 #include <errno.h>
@@ -224,6 +225,29 @@ crypt_failed (const struct s3_store *ss, const char *key)
 }
 
 int
+s3store_seal (struct s3_store *ss, const char *key, const void *buf,
+              size_t len, void **out, size_t *n)
+{
+  if (s3crypt_seal (ss->crypt, key_name (ss, key), buf, len, out, n) == -1) {
+    crypt_failed (ss, key);
+    return -1;
+  }
+  return 0;
+}
+
+int
+s3store_unseal (struct s3_store *ss, const char *key, const void *buf,
+                size_t len, void **out, size_t *n)
+{
+  if (s3crypt_unseal (ss->crypt, key_name (ss, key), buf, len, out,
+                      n) == -1) {
+    crypt_failed (ss, key);
+    return -1;
+  }
+  return 0;
+}
+
+int
 s3store_put (struct s3_store *ss, const char *key, const void *buf,
              size_t len, bool create_only)
 {
@@ -233,11 +257,8 @@ s3store_put (struct s3_store *ss, const char *key, const void *buf,
 
   if (ss->crypt == NULL)
     return raw_put (ss, key, buf, len, create_only);
-  if (s3crypt_seal (ss->crypt, key_name (ss, key), buf, len, &sealed,
-                    &n) == -1) {
-    crypt_failed (ss, key);
+  if (s3store_seal (ss, key, buf, len, &sealed, &n) == -1)
     return -1;
-  }
   r = raw_put (ss, key, sealed, n, create_only);
   free (sealed);
   return r;
@@ -249,6 +270,7 @@ s3store_get (struct s3_store *ss, const char *key, uint64_t off,
 {
   void *sealed, *text;
   size_t n, tlen;
+  int r;
 
   if (ss->crypt == NULL)
     return raw_get (ss, key, off, len, buf, size);
@@ -256,13 +278,10 @@ s3store_get (struct s3_store *ss, const char *key, uint64_t off,
    * ranges asked of objects other than packs are a root's first line). */
   if (raw_get (ss, key, 0, 0, &sealed, &n) == -1)
     return -1;
-  if (s3crypt_unseal (ss->crypt, key_name (ss, key), sealed, n, &text,
-                      &tlen) == -1) {
-    free (sealed);
-    crypt_failed (ss, key);
-    return -1;
-  }
+  r = s3store_unseal (ss, key, sealed, n, &text, &tlen);
   free (sealed);
+  if (r == -1)
+    return -1;
   if (off > tlen)
     off = tlen;
   if (len == 0 || len > tlen - off)
@@ -720,15 +739,15 @@ s3store_close (struct store *s)
 {
   struct s3_store *ss = s3store_of (s);
 
-  if (ss->locked) {
-    CLEANUP_FREE char *key = s3store_key (ss, "lock");
+  if (ss->lock) {
     /* Still the only writer of the store: what our removals and
      * replaces left unused goes now. */
-    if (ss->marked)
+    if (ss->marked && s3store_may_change (ss) == 0)
       s3store_sweep (ss);
-    if (key == NULL || s3store_delete (ss, key) == -1)
-      log_warn ("%s: cannot let the store's lock go: %s (the next "
-                "command on this host takes it over)", s->where, err_get ());
+    if (s3store_lease_end (ss->lock) == -1)
+      log_warn ("%s: cannot let the store's lock go: %s (it is "
+                "taken over once it expires)", s->where, err_get ());
+    ss->lock = NULL;
   }
   s3store_uploads_end (ss);
   s3store_cache_close (ss->cache);
@@ -748,84 +767,10 @@ s3store_close (struct store *s)
   free (ss);
 }
 
-/* ---- leases ------------------------------------------------------------
- * A lease is an object made with If-None-Match: * (create-only), so
- * that of two takers exactly one succeeds; it holds the taker's record
- * (holder.h) and goes when its holder lets it go.  A holder that died
- * leaves it behind: one that surely died (this host, process gone or
- * host rebooted) is taken over; one on another host stays until
- * removed (FORMAT.md says how). */
-
-/* After taking over a dead holder's lease: another taker that read the
- * dead record too may have deleted ours and put its own (S3 has no
- * delete-if-unchanged).  Look again a moment later; 0 if the lease
- * still holds our record REC (N bytes), else EWOULDBLOCK naming who
- * has it. */
-static int
-still_ours (struct s3_store *ss, const char *key, const char *rec, size_t n,
-            const char *what)
-{
-  struct store_holder h;
-  char held[256];
-  void *text;
-  size_t len;
-  bool ours;
-
-  sleep_seconds (0.5);
-  if (s3store_get (ss, key, 0, 0, &text, &len) == -1) {
-    if (errno != ENOENT)
-      return -1;
-    err_set (EWOULDBLOCK, "%s: its lease was taken over by another "
-             "process at the same time", what);
-    return -1;
-  }
-  ours = len == n && memcmp (text, rec, n) == 0;
-  store_holder_parse (text, len, &h);
-  free (text);
-  if (ours)
-    return 0;
-  store_holder_describe (&h, held, sizeof held);
-  err_set (EWOULDBLOCK, "%s is in use by %s", what, held);
-  return -1;
-}
-
 int
-s3store_lease_take (struct s3_store *ss, const char *key, const char *who,
-                    const char *what)
+s3store_may_change (struct s3_store *ss)
 {
-  char rec[256], held[256];
-  size_t n = store_holder_format (who, rec, sizeof rec);
-  struct store_holder h;
-  void *text;
-  size_t len;
-
-  for (int tries = 0; tries < 3; tries++) {
-    if (s3store_put (ss, key, rec, n, true) == 0)
-      return tries == 0 ? 0 : still_ours (ss, key, rec, n, what);
-    if (errno != EEXIST)
-      return -1;
-    if (s3store_get (ss, key, 0, 0, &text, &len) == -1) {
-      if (errno == ENOENT)
-        continue;               /* let go meanwhile */
-      return -1;
-    }
-    store_holder_parse (text, len, &h);
-    free (text);
-    if (!store_holder_gone (&h)) {
-      store_holder_describe (&h, held, sizeof held);
-      err_set (EWOULDBLOCK, "%s is in use by %s", what, held);
-      return -1;
-    }
-    /* Taking over a dead holder's lease: two takers may both delete
-     * it, but only one of them then creates it. */
-    store_holder_describe (&h, held, sizeof held);
-    log_info ("%s: %s is gone; taking its lease over", what, held);
-    if (s3store_delete (ss, key) == -1)
-      return -1;
-  }
-  err_set (EWOULDBLOCK, "%s is in use (its lease changes hands too often)",
-           what);
-  return -1;
+  return ss->lock ? s3store_lease_check (ss->lock) : 0;
 }
 
 /* How often a waiting store_lock looks at the lease again: each look is
@@ -841,7 +786,7 @@ empty_trash (struct s3_store *ss)
 
   if (trash == NULL || list_keys (ss, trash, &k) == -1)
     return;
-  for (size_t i = 0; i < k.n; i++) {
+  for (size_t i = 0; i < k.n && s3store_may_change (ss) == 0; i++) {
     CLEANUP_FREE char *root = NULL, *data = NULL, *mark = NULL;
     uint64_t size;
     /* trash/D/S: the layer D/S, if its root is gone, is rubbish. */
@@ -872,7 +817,7 @@ s3store_lock (struct store *s, const char *who, double wait)
     err_set (ENOMEM, "out of memory");
     return -1;
   }
-  while (s3store_lease_take (ss, key, who, what) == -1) {
+  while ((ss->lock = s3store_lease_take (ss, key, who, what)) == NULL) {
     if (errno != EWOULDBLOCK)
       return -1;
     left = deadline - now_monotonic ();
@@ -890,7 +835,6 @@ s3store_lock (struct store *s, const char *who, double wait)
     }
     sleep_seconds (left < LOCK_POLL ? left : LOCK_POLL);
   }
-  ss->locked = true;
   /* Nobody else writes now: what trash/ holds is a crashed run's, and
    * a sweep it did not finish is finished. */
   empty_trash (ss);
@@ -1062,6 +1006,9 @@ s3store_root_put (struct s3_store *ss, const char *disk, const char *snapshot,
   CLEANUP_FREE char *text = NULL;
   int hl;
 
+  /* A root makes a layer, or its new version, visible. */
+  if (s3store_may_change (ss) == -1)
+    return -1;
   if (key == NULL || (text = malloc (mlen + 64)) == NULL) {
     err_set (ENOMEM, "out of memory");
     return -1;
@@ -1148,7 +1095,8 @@ s3store_layer_remove (struct store *s, const char *disk, const char *snapshot)
     err_set (ENOENT, "%s: no layer %s of disk %s", s->where, snapshot, disk);
     return -1;
   }
-  if (s3store_sweep_mark (ss, disk) == -1
+  if (s3store_may_change (ss) == -1
+      || s3store_sweep_mark (ss, disk) == -1
       || s3store_put (ss, mark, "", 0, false) == -1
       || s3store_delete (ss, root) == -1)
     return -1;
@@ -1345,7 +1293,8 @@ s3store_note_append (struct store *s, const char *disk, const char *note,
   size_t from, since;
 
   (void) durable;               /* a PUT that succeeded is durable */
-  if (note_put (ss, disk, note, rec, len, false, &k, &from) == -1)
+  if (s3store_may_change (ss) == -1
+      || note_put (ss, disk, note, rec, len, false, &k, &from) == -1)
     return -1;
   since = k.n - from;
   store_names_free (k.v, k.n);
@@ -1363,7 +1312,8 @@ s3store_note_replace (struct store *s, const char *disk, const char *note,
   struct keys k;
   size_t from;
 
-  if (note_put (ss, disk, note, rec, len, true, &k, &from) == -1)
+  if (s3store_may_change (ss) == -1
+      || note_put (ss, disk, note, rec, len, true, &k, &from) == -1)
     return -1;
   delete_records (ss, disk, note, &k);
   store_names_free (k.v, k.n);

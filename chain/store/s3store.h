@@ -50,7 +50,7 @@ struct s3_store {
                                    access_key, secret_key (a secret),
                                    ca_file */
   char *prefix;                 /* "" or "a/b/" (owned) */
-  bool locked;                  /* this process holds P/lock */
+  struct s3store_lease *lock;   /* P/lock while this process holds it */
   bool marked;                  /* it put a sweep mark (s3store_sweep_mark) */
 
   pthread_mutex_t pool_lock;    /* guards idle, nidle */
@@ -124,6 +124,15 @@ extern int s3store_put (struct s3_store *ss, const char *key, const void *buf,
 extern int s3store_get (struct s3_store *ss, const char *key, uint64_t off,
                         uint64_t len, void **buf, size_t *size);
 
+/* The bytes an encrypted store keeps as KEY for the LEN bytes of BUF
+ * (*OUT malloc'd, *N bytes), and back: what put and get do, for the
+ * leases, which put the same bytes again to renew them. */
+extern int s3store_seal (struct s3_store *ss, const char *key,
+                         const void *buf, size_t len, void **out, size_t *n);
+extern int s3store_unseal (struct s3_store *ss, const char *key,
+                           const void *buf, size_t len, void **out,
+                           size_t *n);
+
 /* Put N blocks of BUF as the pack KEY (sealed block by block in an
  * encrypted store). */
 extern int s3store_pack_put (struct s3_store *ss, const char *key,
@@ -151,12 +160,36 @@ extern int s3store_list (struct s3_store *ss, const char *prefix,
  * -1 with err_* for the first failure. */
 extern int s3store_delete_all (struct s3_store *ss, const char *prefix);
 
-/* Take the lease KEY for WHO, without waiting: EWOULDBLOCK with err_*
- * naming its holder (WHAT says what it guards, for the message) when
- * a live process holds it; a lease whose holder is surely gone
- * (holder.h) is taken over. */
-extern int s3store_lease_take (struct s3_store *ss, const char *key,
-                               const char *who, const char *what);
+/* ---- leases (s3store-lease.c) -------------------------------------------
+ * The store lock and the writer locks: objects put create-only, which
+ * their holder renews from a thread of the lease's until it lets them
+ * go.  A holder that could not renew for half the lease's time (or
+ * found it another's) has lost it and must make nothing visible. */
+struct s3store_lease;
+
+/* Take the lease KEY for WHO, without waiting, and keep renewing it:
+ * NULL with err_* if not, EWOULDBLOCK naming its holder and when it
+ * expires (WHAT says what it guards, for the message) when another
+ * holds it.  A lease whose holder is surely gone (holder.h) or that
+ * the server says outlived its time is taken over. */
+extern struct s3store_lease *s3store_lease_take (struct s3_store *ss,
+                                                 const char *key,
+                                                 const char *who,
+                                                 const char *what);
+
+/* 0 while L is surely still ours, else -1 with ENOLCK and "lost the
+ * lease on WHAT: ...".  No request: call it before each put that makes
+ * something visible. */
+extern int s3store_lease_check (struct s3store_lease *l)
+  __attribute__ ((__nonnull__ (1)));
+
+/* Stop renewing L, delete its object if it is still ours (-1 with
+ * err_* if that fails) and free L.  NULL is a no-op. */
+extern int s3store_lease_end (struct s3store_lease *l);
+
+/* 0 when this process may change SS: it holds no store lock, or holds
+ * it still (s3store_lease_check); else -1 with err_*. */
+extern int s3store_may_change (struct s3_store *ss);
 
 /* The root of layer SNAPSHOT of DISK: its version into *VERSION and
  * its manifest (malloc'd, NUL-terminated, *LEN bytes, at most MAX)

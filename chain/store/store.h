@@ -475,6 +475,7 @@ extern const struct store_backend store_s3;
  *   CBTFS_S3_PATH_STYLE    yes: HOST/BUCKET addressing, not BUCKET.HOST
  *   CBTFS_S3_ALLOW_HTTP    yes: accept a plain http:// endpoint
  *   CBTFS_S3_TIMEOUT       seconds per request (default 60)
+ *   CBTFS_S3_LEASE_SECONDS seconds a lease lasts unrenewed (default 120)
  *   CBTFS_ENCRYPT_KEY_FILE the key of an encrypted store (s3crypt.h): a
  *                          store made encrypted, one opened checked; a
  *                          directory store refuses it */

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../../common/error.h"
 #include "../../s3/s3.h"
@@ -141,6 +142,52 @@ objects (s3_client *c)
          "get after delete: %s", err_get ());
   CHECK (s3_delete (c, "empty") == 0 && s3_delete (c, "lock") == 0, "delete");
   free (data);
+}
+
+/* What leases use: the server's times of an object, and a rewrite
+ * only while it holds the same bytes. */
+static void
+rewrites (s3_client *c)
+{
+  struct s3_stat st, st2;
+  void *buf;
+  size_t got;
+
+  CHECK (s3_put (c, "lease", "mine\n", 5, true) == 0, "put lease");
+  CHECK (s3_stat (c, "lease", &st) == 0, "stat");
+  CHECK (st.size == 5 && st.modified > 0 && st.date >= st.modified
+         && st.date - st.modified < 60,
+         "stat: size %llu modified %lld date %lld",
+         (unsigned long long) st.size, (long long) st.modified,
+         (long long) st.date);
+  /* Once the server's clock has moved on, a rewrite moves Last-Modified
+   * with it (a poll of the server's Date, at most 5 s). */
+  for (int i = 0; i < 50; i++) {
+    CHECK (s3_stat (c, "lease", &st2) == 0, "stat");
+    if (st2.date > st.modified)
+      break;
+    usleep (100 * 1000);
+  }
+  CHECK (st2.date > st.modified, "the server's Date never moved on");
+  CHECK (s3_rewrite (c, "lease", "mine\n", 5) == 0, "rewrite");
+  CHECK (s3_stat (c, "lease", &st2) == 0 && st2.modified > st.modified,
+         "a rewrite left Last-Modified at %lld (was %lld)",
+         (long long) st2.modified, (long long) st.modified);
+  /* Another's bytes, or none: refused, and nothing changed. */
+  CHECK (s3_put (c, "lease", "theirs\n", 7, false) == 0, "put");
+  CHECK (s3_rewrite (c, "lease", "mine\n", 5) == -1 && errno == ESTALE,
+         "a rewrite over other bytes: %s", err_get ());
+  CHECK (s3_get (c, "lease", 0, 0, &buf, &got) == 0 && got == 7
+         && memcmp (buf, "theirs\n", 7) == 0,
+         "a refused rewrite changed the object");
+  free (buf);
+  CHECK (s3_delete (c, "lease") == 0, "delete");
+  CHECK (s3_rewrite (c, "lease", "mine\n", 5) == -1
+         && (errno == ENOENT || errno == ESTALE),
+         "a rewrite of a missing key: %s", err_get ());
+  CHECK (s3_stat (c, "lease", &st) == -1 && errno == ENOENT,
+         "a refused rewrite made the object");
+  CHECK (s3_stat (c, "no-such", &st) == -1 && errno == ENOENT, "stat missing");
 }
 
 /* More keys than a page, with a prefix that must be honoured and a
@@ -382,6 +429,7 @@ main (int argc, char **argv)
     return command (argc, argv);
   c = open_ok (&o);
   objects (c);
+  rewrites (c);
   listing (c);
   s3_close (c);
   multipart ();

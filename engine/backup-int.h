@@ -44,6 +44,8 @@ struct backup {
                                    data_destroy */
   char *const *exclude;         /* disks not to back up: names or uuids */
   size_t nexclude;
+  bool *exclude_used;           /* atomic: exclude[i] named a disk (shared
+                                   by the jobs) */
 };
 
 struct disk {

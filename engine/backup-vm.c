@@ -71,8 +71,11 @@ excluded (const struct backup *b, const struct xapi_vdi *vdi)
 {
   for (size_t i = 0; i < b->nexclude; i++)
     if (strcmp (b->exclude[i], vdi->uuid) == 0
-        || strcmp (b->exclude[i], vdi->name) == 0)
+        || strcmp (b->exclude[i], vdi->name) == 0) {
+      /* For the warning about names that named nothing (backup.c). */
+      __atomic_store_n (&b->exclude_used[i], true, __ATOMIC_RELAXED);
       return true;
+    }
   return false;
 }
 

@@ -283,6 +283,7 @@ run (struct backup_run *r, xapi_session *xs, struct engine_targets *targets)
   struct xapi_vm *vms = NULL;
   struct backup *jobs = NULL;
   pthread_t *tids = NULL;
+  bool *used = NULL;            /* which --exclude-disk named a disk */
   size_t n, i, j, njobs, started = 0;
   int status = -1;
 
@@ -309,7 +310,8 @@ run (struct backup_run *r, xapi_session *xs, struct engine_targets *targets)
   njobs = MAX (1, MIN (o->jobs, r->ntodo));
   jobs = calloc (njobs, sizeof *jobs);
   tids = calloc (njobs, sizeof *tids);
-  if (jobs == NULL || tids == NULL) {
+  used = calloc (o->nexclude ? o->nexclude : 1, sizeof *used);
+  if (jobs == NULL || tids == NULL || used == NULL) {
     err_set (ENOMEM, "out of memory");
     goto out;
   }
@@ -317,7 +319,7 @@ run (struct backup_run *r, xapi_session *xs, struct engine_targets *targets)
     jobs[i] = (struct backup) {
       .run = r, .store = r->store, .snap_name = r->snap_name,
       .copy = o->copy, .no_copy = o->no_copy, .verify = o->verify,
-      .exclude = o->exclude, .nexclude = o->nexclude,
+      .exclude = o->exclude, .nexclude = o->nexclude, .exclude_used = used,
     };
     jobs[i].copy.limit = r->limit;
     /* Progress lines of several copies would overwrite each other. */
@@ -337,10 +339,16 @@ run (struct backup_run *r, xapi_session *xs, struct engine_targets *targets)
   for (i = 1; i <= started; i++)
     pthread_join (tids[i], NULL);
   status = r->status;
+  /* A typo would otherwise back up the disk it meant to leave out. */
+  for (i = 0; i < o->nexclude; i++)
+    if (!used[i])
+      log_warn ("--exclude-disk %s: no disk of the VMs backed up has that "
+                "name or uuid", o->exclude[i]);
 
  out:
   free (tids);
   free (jobs);
+  free (used);
   free (r->todo);
   r->todo = NULL;
   xapi_vms_free (vms, n);

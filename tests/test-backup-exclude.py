@@ -6,7 +6,8 @@ They are said to be skipped, get no folder and no point in the store,
 nothing is read of them over NBD, and no snapshot of them is left on
 the host (VM.snapshot takes every disk; cbtfs removes the snapshots of
 the excluded ones).  The third disk is backed up whole.  A disk
-excluded by name in one VM is excluded in every VM.
+excluded by name in one VM is excluded in every VM.  A name that
+names no disk (a typo) is warned about, naming it.
 """
 # store-kinds: dir s3
 import os
@@ -41,10 +42,15 @@ def main():
 
         s.control("reset_stats")
         _, _, err = env.cbtfs("backup", store, "-v", "--exclude-disk",
-                              "scratch", "--exclude-disk", vdis["swap"], *srv)
+                              "scratch", "--exclude-disk", vdis["swap"],
+                              "--exclude-disk", "scrach", *srv)
         for name in ("scratch", "swap"):
             check("disk '%s' (" % name in err and "skipped" in err,
                   "backup did not say it skipped %s: %s" % (name, err))
+        warned = [l for l in err.splitlines() if "--exclude-disk" in l
+                  and "no disk" in l]
+        check(len(warned) == 1 and "scrach" in warned[0],
+              "the name that named no disk: %r" % warned)
         disks = env.ls_json(store)["disks"]
         check([d["uuid"] for d in disks] == [vdis["root"]],
               "the store holds %r, not just root (%s)"

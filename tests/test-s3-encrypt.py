@@ -20,6 +20,9 @@ Against the run's Ceph RGW (or one of the test's own):
     verify fails (exit 1), naming the pack with -v; two packs' contents swapped:
     every block they hold fails, none reads as other data; put back,
     verify passes again;
+  - the store lock's lease is sealed in the bucket while a slowed
+    backup holds it (2 s leases, renewed as they are), and a second
+    backup is refused naming the holder, read with the key;
   - cbtfs copy takes the store out into a plain directory store (the
     same images; it warns) and into another encrypted store under another key
     (--dst-encrypt-key-file), which reads the same with its own key and
@@ -30,7 +33,10 @@ Exit 0 when everything holds, 1 on failure, 77 without Ceph or root.
 import errno
 import json
 import os
+import socket
+import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import cbtfs as cb  # noqa: E402
@@ -204,6 +210,38 @@ def main():
             check(want[rel] == cb.sha256(guests[rel]), "%s reads wrong"
                   % rel)
         env.cbtfs("verify", store, *K)
+
+        # A lease: sealed in the bucket while held, renewed as it is
+        # (a 2 s lease renewed through a 4 s backup: a renewal that
+        # failed would lose it, and the backup with it), and named to a
+        # host that must wait, which reads the record with the key.
+        cb.write_at(guest, 0, os.urandom(MiB))
+        s.control("write_file", vdi=vdi, path=guest)
+        short = dict(os.environ, CBTFS_S3_LEASE_SECONDS="2")
+        p = subprocess.Popen([cb.cbtfs_binary(), "backup", store, *srv, *K,
+                              "-q", "--limit-rate", "262144"],
+                             env=short, stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while "lock" not in env.store_objects(store):
+                check(p.poll() is None and time.monotonic() < deadline,
+                      "the slowed backup never held the lock")
+                time.sleep(0.05)
+            lock = env.s3_object(store, "lock")
+            check(lock is not None and lock.startswith(b"CBE1")
+                  and socket.gethostname().encode() not in lock
+                  and b"backup" not in lock, "the lease is not sealed: %r"
+                  % lock[:60])
+            rc, _, err = env.cbtfs("backup", store, *srv, *K,
+                                   "--lock-wait", "0", ok=False,
+                                   environ=short)
+            check(rc == 1 and "in use by cbtfs backup" in err,
+                  "a second backup beside the first: %d %r" % (rc, err))
+        finally:
+            rc = p.wait(timeout=300)
+        check(rc == 0, "the backup holding a renewed sealed lease exited "
+              "%d" % rc)
+        check("lock" not in env.store_objects(store), "the lease stayed")
 
         # Keys that do not fit.
         refused(env, ["ls", store], "is encrypted: give --encrypt-key-file")

@@ -57,7 +57,12 @@ print_json (const struct catalog *c)
   const char *sep = "";
   struct verdicts vs;
 
-  printf ("{\"status\": 0, \"disks\": [");
+  /* Which store this is: the id its backups name host snapshots by. */
+  printf ("{\"status\": 0, \"store\": {\"id\": ");
+  cli_json_str (c->own_store->id);
+  printf (", \"format\": %d, \"kind\": ", c->own_store->format);
+  cli_json_str (c->own_store->be->name);
+  printf ("}, \"disks\": [");
   for (size_t i = 0; i < c->ndisks; i++) {
     const struct catalog_disk *d = &c->disks[i];
     if (d->npoints == 0)

@@ -261,7 +261,10 @@ def reader_direction(s, env):
           "generation holds %r for %d layers" % (gen[:40], layers))
     check(sorted(os.listdir(os.path.join(store, "disks"))) == sorted(vdis.values()),
           "disks/ holds %s" % os.listdir(os.path.join(store, "disks")))
-    ls = {d["uuid"]: d for d in env.ls_json(store)["disks"]}
+    doc = env.ls_json(store)
+    check(doc["store"] == {"id": st.id, "format": 2, "kind": "directory"},
+          "ls --json says the store is %r" % doc["store"])
+    ls = {d["uuid"]: d for d in doc["disks"]}
     host_md5 = {}
 
     for k, vdi in vdis.items():

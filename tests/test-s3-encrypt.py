@@ -190,6 +190,9 @@ def main():
         # ls: what each layer's objects and packs take in the bucket.
         sizes = env.store_objects(store)
         _, out, _ = env.cbtfs("ls", store, "--json", *K)
+        check(json.loads(out)["store"] == {"id": lines[1][3:], "format": 2,
+                                           "kind": "s3"},
+              "ls --json says the store is %r" % json.loads(out)["store"])
         listed = [p for d in json.loads(out)["disks"] for p in d["points"]]
         check(len(listed) == 2, "ls: %r" % listed)
         for p in listed:
@@ -210,38 +213,6 @@ def main():
             check(want[rel] == cb.sha256(guests[rel]), "%s reads wrong"
                   % rel)
         env.cbtfs("verify", store, *K)
-
-        # A lease: sealed in the bucket while held, renewed as it is
-        # (a 2 s lease renewed through a 4 s backup: a renewal that
-        # failed would lose it, and the backup with it), and named to a
-        # host that must wait, which reads the record with the key.
-        cb.write_at(guest, 0, os.urandom(MiB))
-        s.control("write_file", vdi=vdi, path=guest)
-        short = dict(os.environ, CBTFS_S3_LEASE_SECONDS="2")
-        p = subprocess.Popen([cb.cbtfs_binary(), "backup", store, *srv, *K,
-                              "-q", "--limit-rate", "262144"],
-                             env=short, stdin=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 60
-            while "lock" not in env.store_objects(store):
-                check(p.poll() is None and time.monotonic() < deadline,
-                      "the slowed backup never held the lock")
-                time.sleep(0.05)
-            lock = env.s3_object(store, "lock")
-            check(lock is not None and lock.startswith(b"CBE1")
-                  and socket.gethostname().encode() not in lock
-                  and b"backup" not in lock, "the lease is not sealed: %r"
-                  % lock[:60])
-            rc, _, err = env.cbtfs("backup", store, *srv, *K,
-                                   "--lock-wait", "0", ok=False,
-                                   environ=short)
-            check(rc == 1 and "in use by cbtfs backup" in err,
-                  "a second backup beside the first: %d %r" % (rc, err))
-        finally:
-            rc = p.wait(timeout=300)
-        check(rc == 0, "the backup holding a renewed sealed lease exited "
-              "%d" % rc)
-        check("lock" not in env.store_objects(store), "the lease stayed")
 
         # Keys that do not fit.
         refused(env, ["ls", store], "is encrypted: give --encrypt-key-file")
@@ -315,6 +286,38 @@ def main():
         check(list(after.values()) == [want[order[1]]],
               "after the prune: %r" % after)
         env.cbtfs("verify", store, *K)
+
+        # A lease: sealed in the bucket while held, renewed as it is
+        # (a 2 s lease renewed through a 4 s backup: a renewal that
+        # failed would lose it, and the backup with it), and named to a
+        # host that must wait, which reads the record with the key.
+        cb.write_at(guest, 0, os.urandom(MiB))
+        s.control("write_file", vdi=vdi, path=guest)
+        short = dict(os.environ, CBTFS_S3_LEASE_SECONDS="2")
+        p = subprocess.Popen([cb.cbtfs_binary(), "backup", store, *srv, *K,
+                              "-q", "--limit-rate", "262144"],
+                             env=short, stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while "lock" not in env.store_objects(store):
+                check(p.poll() is None and time.monotonic() < deadline,
+                      "the slowed backup never held the lock")
+                time.sleep(0.05)
+            lock = env.s3_object(store, "lock")
+            check(lock is not None and lock.startswith(b"CBE1")
+                  and socket.gethostname().encode() not in lock
+                  and b"backup" not in lock, "the lease is not sealed: %r"
+                  % lock[:60])
+            rc, _, err = env.cbtfs("backup", store, *srv, *K,
+                                   "--lock-wait", "0", ok=False,
+                                   environ=short)
+            check(rc == 1 and "in use by cbtfs backup" in err,
+                  "a second backup beside the first: %d %r" % (rc, err))
+        finally:
+            rc = p.wait(timeout=300)
+        check(rc == 0, "the backup holding a renewed sealed lease exited "
+              "%d" % rc)
+        check("lock" not in env.store_objects(store), "the lease stayed")
     print("ok")
 
 

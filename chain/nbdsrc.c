@@ -1,6 +1,7 @@
 /* cbtfs: reading a snapshot over NBD (libnbd).
  *
- * Thread model: see nbdsrc.h.  No locks here: a connection belongs to
+ * Thread model: see nbdsrc.h.  No locks here (but the once-only sweep
+ * of dead processes' pin directories): a connection belongs to
  * the thread using it, and libnbd's error state is per thread, so
  * messages are copied out right after each failing call.
  */
@@ -11,11 +12,16 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <dirent.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libnbd.h>
@@ -153,6 +159,57 @@ tcp_connect (const char *label, const char *address, int port, int timeout)
   return fd;
 }
 
+/* Pin directories are /tmp/cbtfs-nbd-PID-XXXXXX: a process killed
+ * while it connects leaves its own behind, and the PID says whose. */
+#define PIN_PREFIX "cbtfs-nbd-"
+
+/* Whether the pin directory NAME (ST) is a gone process's: its pid is
+ * no process's (a pid that lives again for another process keeps it:
+ * it is only left, never wrongly removed), or, named by a cbtfs from
+ * before pids were in the name, it is over an hour old (a connection
+ * takes seconds). */
+static bool
+pin_gone (const char *name, const struct stat *st)
+{
+  const char *rest = name + strlen (PIN_PREFIX);
+  char *end;
+  long pid;
+
+  errno = 0;
+  pid = strtol (rest, &end, 10);
+  if (errno == 0 && pid > 0 && *end == '-')
+    return kill ((pid_t) pid, 0) == -1 && errno == ESRCH;
+  return strlen (rest) == 6 && time (NULL) - st->st_mtime > 3600;
+}
+
+/* Remove the pin directories of this user's processes that are gone.
+ * Once per process. */
+static void
+sweep_pins (void)
+{
+  DIR *d = opendir ("/tmp");
+  struct dirent *e;
+
+  if (d == NULL)
+    return;
+  while ((e = readdir (d)) != NULL) {
+    char path[PATH_MAX];
+    struct stat st;
+    if (strncmp (e->d_name, PIN_PREFIX, strlen (PIN_PREFIX)) != 0
+        || fstatat (dirfd (d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == -1
+        || !S_ISDIR (st.st_mode) || st.st_uid != geteuid ()
+        || !pin_gone (e->d_name, &st))
+      continue;
+    snprintf (path, sizeof path, "/tmp/%s/ca-cert.pem", e->d_name);
+    unlink (path);
+    snprintf (path, sizeof path, "/tmp/%s", e->d_name);
+    rmdir (path);
+  }
+  closedir (d);
+}
+
+static pthread_once_t sweep_once = PTHREAD_ONCE_INIT;
+
 /* Write CERT as DIR/ca-cert.pem in a fresh private directory: libnbd
  * takes trust anchors only from a directory.  Returns the dir.  (With
  * libnbd 1.14 the file only spares loading the system's CAs: nothing
@@ -160,9 +217,12 @@ tcp_connect (const char *label, const char *address, int port, int timeout)
 static char *
 pin_dir (const char *label, const char *cert)
 {
-  char tmpl[] = "/tmp/cbtfs-nbd-XXXXXX", *dir, *file = NULL;
+  char tmpl[64], *dir, *file = NULL;
   int fd;
 
+  pthread_once (&sweep_once, sweep_pins);
+  snprintf (tmpl, sizeof tmpl, "/tmp/" PIN_PREFIX "%ld-XXXXXX",
+            (long) getpid ());
   dir = mkdtemp (tmpl);
   if (dir == NULL || asprintf (&file, "%s/ca-cert.pem", dir) == -1) {
     err_sys (errno, "%s: temporary certificate directory", label);

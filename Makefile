@@ -26,7 +26,7 @@ XAPI_SRC   = xapi/value.c xapi/xmlrpc.c xapi/session.c xapi/api.c xapi/vhd.c \
              xapi/vhd-stream.c
 # The S3 client (s3/), and the object store backend over it, linked
 # where libcurl is: chain/ alone needs no HTTP library.
-S3_SRC     = s3/s3.c s3/s3-xml.c
+S3_SRC     = s3/s3.c s3/s3-multipart.c s3/s3-xml.c
 S3STORE_SRC = chain/store/s3store.c chain/store/s3store-layer.c \
              chain/store/s3store-sweep.c chain/store/s3store-upload.c \
              chain/store/s3store-cache.c chain/store/s3store-abandoned.c \

@@ -1,4 +1,6 @@
-/* cbtfs: an S3 client over libcurl (see s3.h).
+/* cbtfs: an S3 client over libcurl (see s3.h): opening, one request
+ * and its errors, and the operations of one request each (multipart
+ * uploads are s3-multipart.c's; what both share, s3-int.h).
  *
  * Thread model: as s3.h says, one thread at a time per client.
  *
@@ -8,7 +10,7 @@
  * not sort query parameters before signing, so queries are built here
  * already sorted and encoded, every key with a value.
  *
- * Secrets: the secret key lives only in this file's struct (wiped at
+ * Secrets: the secret key lives only in the client's struct (wiped at
  * close) and in curl's handle; it is never put in a URL or a message.
  * TLS is always verified (system CAs or the given CA file); plain http
  * only when the caller allows it, and no redirect is ever followed.
@@ -28,50 +30,9 @@
 #include "../common/error.h"
 #include "../common/secbuf.h"
 #include "../common/util.h"
+#include "s3-int.h"
 #include "s3-xml.h"
-#include "s3.h"
 
-#define S3_DEFAULT_TIMEOUT 60L
-#define S3_CONNECT_TIMEOUT 15L
-#define S3_MAX_ERROR_BODY (64 * 1024)
-#define S3_PART_SIZE_DEFAULT ((size_t) 64 << 20)
-#define S3_PART_SIZE_MIN ((size_t) 5 << 20)     /* S3's, but for the last */
-#define S3_PARTS_MAX 10000
-
-#define SETOPT(h, opt, val)                                     \
-  do {                                                          \
-    if (rc == CURLE_OK)                                         \
-      rc = curl_easy_setopt ((h), (opt), (val));                \
-  } while (0)
-
-struct s3_client {
-  CURL *curl;
-  char *base;                   /* scheme://host[:port][/bucket], no slash */
-  char *bucket;
-  char *sigv4;                  /* "aws:amz:REGION:s3" */
-  char *access_key;
-  char *secret_key;             /* secret; wiped before free */
-  char *ca_file;                /* NULL: the system CAs */
-  bool https;
-  long timeout;
-  size_t part_size;
-  char errbuf[CURL_ERROR_SIZE];
-};
-
-/* What one request brought back. */
-struct resp {
-  s3_client *c;
-  char *p;
-  size_t len, cap;
-  size_t limit;                 /* bytes of a successful body we accept */
-  long status;
-  bool too_big, oom;
-  const void *up;               /* upload: remaining bytes */
-  size_t up_len;
-  const void *up0;              /* upload: all of it, for a retry */
-  size_t up_len0;
-  int attempts;                 /* requests perform made */
-};
 
 int
 s3_global_init (void)
@@ -295,8 +256,8 @@ on_data (char *ptr, size_t size, size_t nmemb, void *opaque)
   return n;
 }
 
-static size_t
-on_read (char *ptr, size_t size, size_t nmemb, void *opaque)
+size_t
+s3i_on_read (char *ptr, size_t size, size_t nmemb, void *opaque)
 {
   struct resp *r = opaque;
   size_t n = size * nmemb;
@@ -424,8 +385,8 @@ transport_error (s3_client *c, const char *where, CURLcode rc,
 }
 
 /* The server's clock from the Date header of the answer on C, or -1. */
-static time_t
-server_date (s3_client *c)
+time_t
+s3i_server_date (s3_client *c)
 {
   struct curl_header *h = NULL;
 
@@ -441,7 +402,7 @@ server_date (s3_client *c)
 static void
 skew_error (s3_client *c, const char *where)
 {
-  time_t theirs = server_date (c), ours = time (NULL);
+  time_t theirs = s3i_server_date (c), ours = time (NULL);
   long long d = (long long) ours - (long long) theirs;
   long long a = d < 0 ? -d : d;
   char ts[64] = "";
@@ -463,8 +424,8 @@ skew_error (s3_client *c, const char *where)
 
 /* An HTTP error STATUS with the S3 error body in R: one line naming
  * WHERE and what it means for the user. */
-static void
-http_error (s3_client *c, const char *where, const struct resp *r)
+void
+s3i_http_error (s3_client *c, const char *where, const struct resp *r)
 {
   char *code = NULL, *message = NULL, msg[512] = "";
 
@@ -546,8 +507,8 @@ transient (CURLcode rc, long status)
 /* Perform the request set up on C for WHERE, again while it fails
  * for a moment (transient); R gets the answer.  0 for a 2xx status,
  * else -1 with err_* set. */
-static int
-perform (s3_client *c, const char *url, const char *where, struct resp *r)
+int
+s3i_perform (s3_client *c, const char *url, const char *where, struct resp *r)
 {
   CURLcode rc = curl_easy_setopt (c->curl, CURLOPT_URL, url);
   unsigned wait_ms = 250;
@@ -576,7 +537,7 @@ perform (s3_client *c, const char *url, const char *where, struct resp *r)
     return -1;
   }
   if (r->status < 200 || r->status >= 300) {
-    http_error (c, where, r);
+    s3i_http_error (c, where, r);
     return -1;
   }
   return 0;
@@ -584,8 +545,8 @@ perform (s3_client *c, const char *url, const char *where, struct resp *r)
 
 /* The URL of KEY (caller frees) and a "s3://bucket/key" name for
  * messages in WHERE. */
-static char *
-key_url (s3_client *c, const char *key, const char *query, char *where,
+char *
+s3i_key_url (s3_client *c, const char *key, const char *query, char *where,
          size_t size)
 {
   char *e, *url;
@@ -632,20 +593,11 @@ headers (const char *extra)
 
 /* ---- operations ---- */
 
-/* One request: its URL (owned), its name in messages, its headers and
- * its answer.  Zero it but for R, then req_key (or set URL and WHERE
- * and req_ready); req_end frees it whatever happened. */
-struct req {
-  char *url;
-  char where[1024];
-  struct curl_slist *h;
-  struct resp r;
-};
 
 /* Q's headers (with HDR, or NULL) and the handle set up for it.  0, or
  * -1 with err_*. */
-static int
-req_ready (s3_client *c, struct req *q, const char *hdr)
+int
+s3i_req_ready (s3_client *c, struct req *q, const char *hdr)
 {
   q->h = headers (hdr);
   if (q->h == NULL) {
@@ -655,16 +607,16 @@ req_ready (s3_client *c, struct req *q, const char *hdr)
   return setup (c, &q->r, q->h);
 }
 
-/* Q as a request of object KEY (see req_ready). */
-static int
-req_key (s3_client *c, struct req *q, const char *key, const char *hdr)
+/* Q as a request of object KEY (see s3i_req_ready). */
+int
+s3i_req_key (s3_client *c, struct req *q, const char *key, const char *hdr)
 {
-  q->url = key_url (c, key, NULL, q->where, sizeof q->where);
-  return q->url ? req_ready (c, q, hdr) : -1;
+  q->url = s3i_key_url (c, key, NULL, q->where, sizeof q->where);
+  return q->url ? s3i_req_ready (c, q, hdr) : -1;
 }
 
-static void
-req_end (struct req *q)
+void
+s3i_req_end (struct req *q)
 {
   curl_slist_free_all (q->h);
   free (q->r.p);
@@ -672,8 +624,8 @@ req_end (struct req *q)
 }
 
 /* 0 when every SETOPT before took (RC), else -1 with err_*. */
-static int
-configured (CURLcode rc)
+int
+s3i_configured (CURLcode rc)
 {
   if (rc == CURLE_OK)
     return 0;
@@ -717,8 +669,8 @@ etag_of (const void *buf, size_t len, size_t part, char *hex)
 
 /* Whether KEY holds LEN bytes of BUF, as far as its size and ETag tell
  * (what etag_of computes, for a PUT or parts of the client's size). */
-static bool
-ours (s3_client *c, const char *key, const void *buf, size_t len)
+bool
+s3i_ours (s3_client *c, const char *key, const void *buf, size_t len)
 {
   char hex[64], *etag = NULL, *e;
   uint64_t size;
@@ -736,9 +688,6 @@ ours (s3_client *c, const char *key, const void *buf, size_t len)
   return same;
 }
 
-static int put_multipart (s3_client *c, const char *key, const void *buf,
-                          size_t len, size_t part, bool create_only);
-
 /* s3_put in one PUT. */
 static int
 put_one (s3_client *c, const char *key, const void *buf, size_t len,
@@ -749,21 +698,21 @@ put_one (s3_client *c, const char *key, const void *buf, size_t len,
   CURLcode rc = CURLE_OK;
   int ret = -1;
 
-  if (req_key (c, &q, key, create_only ? "If-None-Match: *" : NULL) == -1)
+  if (s3i_req_key (c, &q, key, create_only ? "If-None-Match: *" : NULL) == -1)
     goto out;
   SETOPT (c->curl, CURLOPT_UPLOAD, 1L);
   SETOPT (c->curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t) len);
-  SETOPT (c->curl, CURLOPT_READFUNCTION, on_read);
+  SETOPT (c->curl, CURLOPT_READFUNCTION, s3i_on_read);
   SETOPT (c->curl, CURLOPT_READDATA, &q.r);
-  if (configured (rc) == 0)
-    ret = perform (c, q.url, q.where, &q.r);
+  if (s3i_configured (rc) == 0)
+    ret = s3i_perform (c, q.url, q.where, &q.r);
   /* A create-only put tried again may find what its first try put
    * before its answer was lost: that is success, not a taken key. */
   if (ret == -1 && errno == EEXIST && create_only && q.r.attempts > 1
-      && ours (c, key, buf, len))
+      && s3i_ours (c, key, buf, len))
     ret = 0;
  out:
-  req_end (&q);
+  s3i_req_end (&q);
   return ret;
 }
 
@@ -773,7 +722,7 @@ s3_put (s3_client *c, const char *key, const void *buf, size_t len,
 {
   size_t part = s3_part_size (len, c->part_size);
 
-  return part ? put_multipart (c, key, buf, len, part, create_only)
+  return part ? s3i_put_multipart (c, key, buf, len, part, create_only)
     : put_one (c, key, buf, len, create_only);
 }
 
@@ -786,7 +735,7 @@ s3_get (s3_client *c, const char *key, uint64_t offset, uint64_t len,
   CURLcode rc = CURLE_OK;
   int ret = -1;
 
-  if (req_key (c, &q, key, NULL) == -1)
+  if (s3i_req_key (c, &q, key, NULL) == -1)
     goto out;
   if (len) {
     if (len > SIZE_MAX || offset > UINT64_MAX - len) {
@@ -799,7 +748,8 @@ s3_get (s3_client *c, const char *key, uint64_t offset, uint64_t len,
     SETOPT (c->curl, CURLOPT_RANGE, range);
   }
   SETOPT (c->curl, CURLOPT_HTTPGET, 1L);
-  if (configured (rc) == -1 || perform (c, q.url, q.where, &q.r) == -1)
+  if (s3i_configured (rc) == -1
+      || s3i_perform (c, q.url, q.where, &q.r) == -1)
     goto out;
   /* A server that ignored the range would send the whole object with
    * 200: only 206 means these are the bytes asked for. */
@@ -817,7 +767,7 @@ s3_get (s3_client *c, const char *key, uint64_t offset, uint64_t len,
   q.r.p = NULL;
   ret = 0;
  out:
-  req_end (&q);
+  s3i_req_end (&q);
   return ret;
 }
 
@@ -830,10 +780,11 @@ s3_head (s3_client *c, const char *key, uint64_t *size, char **etag)
   CURLcode rc = CURLE_OK;
   int ret = -1;
 
-  if (req_key (c, &q, key, NULL) == -1)
+  if (s3i_req_key (c, &q, key, NULL) == -1)
     goto out;
   SETOPT (c->curl, CURLOPT_NOBODY, 1L);
-  if (configured (rc) == -1 || perform (c, q.url, q.where, &q.r) == -1)
+  if (s3i_configured (rc) == -1
+      || s3i_perform (c, q.url, q.where, &q.r) == -1)
     goto out;
   curl_easy_getinfo (c->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
   if (cl < 0) {
@@ -855,7 +806,7 @@ s3_head (s3_client *c, const char *key, uint64_t *size, char **etag)
   *size = (uint64_t) cl;
   ret = 0;
  out:
-  req_end (&q);
+  s3i_req_end (&q);
   return ret;
 }
 
@@ -868,11 +819,12 @@ s3_stat (s3_client *c, const char *key, struct s3_stat *st)
   CURLcode rc = CURLE_OK;
   int ret = -1;
 
-  if (req_key (c, &q, key, NULL) == -1)
+  if (s3i_req_key (c, &q, key, NULL) == -1)
     goto out;
   SETOPT (c->curl, CURLOPT_NOBODY, 1L);
   SETOPT (c->curl, CURLOPT_FILETIME, 1L);
-  if (configured (rc) == -1 || perform (c, q.url, q.where, &q.r) == -1)
+  if (s3i_configured (rc) == -1
+      || s3i_perform (c, q.url, q.where, &q.r) == -1)
     goto out;
   curl_easy_getinfo (c->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
   if (cl < 0) {
@@ -892,7 +844,7 @@ s3_stat (s3_client *c, const char *key, struct s3_stat *st)
   }
   ret = 0;
  out:
-  req_end (&q);
+  s3i_req_end (&q);
   return ret;
 }
 
@@ -922,16 +874,16 @@ put_with (s3_client *c, const char *key, const void *buf, size_t len,
   CURLcode rc = CURLE_OK;
   int ret = -1;
 
-  if (req_key (c, &q, key, hdr) == -1)
+  if (s3i_req_key (c, &q, key, hdr) == -1)
     goto out;
   SETOPT (c->curl, CURLOPT_UPLOAD, 1L);
   SETOPT (c->curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t) len);
-  SETOPT (c->curl, CURLOPT_READFUNCTION, on_read);
+  SETOPT (c->curl, CURLOPT_READFUNCTION, s3i_on_read);
   SETOPT (c->curl, CURLOPT_READDATA, &q.r);
-  if (configured (rc) == 0)
-    ret = perform (c, q.url, q.where, &q.r);
+  if (s3i_configured (rc) == 0)
+    ret = s3i_perform (c, q.url, q.where, &q.r);
  out:
-  req_end (&q);
+  s3i_req_end (&q);
   return ret;
 }
 
@@ -979,14 +931,14 @@ s3_delete (s3_client *c, const char *key)
   CURLcode rc = CURLE_OK;
   int ret = -1;
 
-  if (req_key (c, &q, key, NULL) == -1)
+  if (s3i_req_key (c, &q, key, NULL) == -1)
     goto out;
   SETOPT (c->curl, CURLOPT_CUSTOMREQUEST, "DELETE");
   SETOPT (c->curl, CURLOPT_NOBODY, 1L);
-  if (configured (rc) == 0)
-    ret = perform (c, q.url, q.where, &q.r);
+  if (s3i_configured (rc) == 0)
+    ret = s3i_perform (c, q.url, q.where, &q.r);
  out:
-  req_end (&q);
+  s3i_req_end (&q);
   return ret;
 }
 
@@ -1016,10 +968,11 @@ list_page (s3_client *c, const char *prefix, const char *after, int max_keys,
     err_set (ENOMEM, "out of memory");
     goto out;
   }
-  if (req_ready (c, &q, NULL) == -1)
+  if (s3i_req_ready (c, &q, NULL) == -1)
     goto out;
   SETOPT (c->curl, CURLOPT_HTTPGET, 1L);
-  if (configured (rc) == -1 || perform (c, q.url, q.where, &q.r) == -1)
+  if (s3i_configured (rc) == -1
+      || s3i_perform (c, q.url, q.where, &q.r) == -1)
     goto out;
   ret = s3_xml_list (q.r.p ? q.r.p : "", q.r.len, fn, opaque, next);
   if (ret == -1)
@@ -1028,7 +981,7 @@ list_page (s3_client *c, const char *prefix, const char *after, int max_keys,
   curl_free (p);
   curl_free (t);
   curl_free (a);
-  req_end (&q);
+  s3i_req_end (&q);
   return ret;
 }
 
@@ -1049,347 +1002,3 @@ s3_list (s3_client *c, const char *prefix, const char *after, int max_keys,
   return r;
 }
 
-/* ---- multipart uploads ----
- * CreateMultipartUpload (POST KEY?uploads=), UploadPart (PUT
- * KEY?partNumber=N&uploadId=ID), CompleteMultipartUpload (POST
- * KEY?uploadId=ID with the parts' ETags), AbortMultipartUpload (DELETE
- * KEY?uploadId=ID).  Each request is tried again as any other; a create
- * tried again may leave an upload nobody completes, which the store's
- * lock holder aborts once old (s3_list_uploads). */
-
-size_t
-s3_part_size (uint64_t len, size_t part)
-{
-  uint64_t least;
-
-  if (part == 0 || len <= part)
-    return 0;
-  /* At most S3_PARTS_MAX parts: larger ones, whole MiB, if need be. */
-  least = (len + S3_PARTS_MAX - 1) / S3_PARTS_MAX;
-  if (least > part)
-    part = (size_t) ((least + (1 << 20) - 1) & ~(uint64_t) ((1 << 20) - 1));
-  return part;
-}
-
-/* Q as a request of KEY with QUERY "NAME=ID" (ID encoded here), or
- * QUERY alone when ID is NULL. */
-static int
-req_upload (s3_client *c, struct req *q, const char *key, const char *query,
-            const char *id, const char *hdr)
-{
-  char *e = id ? curl_easy_escape (c->curl, id, 0) : NULL, *full = NULL;
-
-  if ((id && e == NULL)
-      || asprintf (&full, "%s%s", query, e ? e : "") == -1) {
-    curl_free (e);
-    err_set (ENOMEM, "out of memory");
-    return -1;
-  }
-  curl_free (e);
-  q->url = key_url (c, key, full, q->where, sizeof q->where);
-  free (full);
-  return q->url ? req_ready (c, q, hdr) : -1;
-}
-
-/* A POST of BODY (may be "") on the request set up in Q. */
-static int
-post (s3_client *c, struct req *q, const char *body)
-{
-  CURLcode rc = CURLE_OK;
-
-  SETOPT (c->curl, CURLOPT_POST, 1L);
-  SETOPT (c->curl, CURLOPT_POSTFIELDS, body);
-  SETOPT (c->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen (body));
-  if (configured (rc) == -1)
-    return -1;
-  return perform (c, q->url, q->where, &q->r);
-}
-
-int
-s3_start_upload (s3_client *c, const char *key, char **upload_id)
-{
-  struct req q = { .r = { .c = c, .limit = S3_MAX_ERROR_BODY } };
-  int ret = -1;
-
-  if (req_upload (c, &q, key, "uploads=", NULL, NULL) == 0
-      && post (c, &q, "") == 0) {
-    *upload_id = s3_xml_upload_id (q.r.p ? q.r.p : "", q.r.len);
-    if (*upload_id)
-      ret = 0;
-    else
-      err_prefix ("%s: starting a multipart upload", q.where);
-  }
-  req_end (&q);
-  return ret;
-}
-
-/* Part N of upload ID of KEY: LEN bytes of BUF; *ETAG (caller frees)
- * the part's ETag. */
-static int
-upload_part (s3_client *c, const char *key, const char *id, size_t n,
-             const void *buf, size_t len, char **etag)
-{
-  struct req q = { .r = { .c = c, .limit = S3_MAX_ERROR_BODY, .up = buf,
-                          .up_len = len } };
-  struct curl_header *eh = NULL;
-  char query[64];
-  CURLcode rc = CURLE_OK;
-  int ret = -1;
-
-  snprintf (query, sizeof query, "partNumber=%zu&uploadId=", n);
-  if (req_upload (c, &q, key, query, id, NULL) == -1)
-    goto out;
-  SETOPT (c->curl, CURLOPT_UPLOAD, 1L);
-  SETOPT (c->curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t) len);
-  SETOPT (c->curl, CURLOPT_READFUNCTION, on_read);
-  SETOPT (c->curl, CURLOPT_READDATA, &q.r);
-  if (configured (rc) == -1 || perform (c, q.url, q.where, &q.r) == -1)
-    goto out;
-  if (curl_easy_header (c->curl, "ETag", 0, CURLH_HEADER, -1, &eh)
-      != CURLHE_OK) {
-    err_set (EPROTO, "%s: part %zu answered without an ETag", q.where, n);
-    goto out;
-  }
-  *etag = strdup (eh->value);
-  if (*etag == NULL) {
-    err_set (ENOMEM, "out of memory");
-    goto out;
-  }
-  ret = 0;
- out:
-  req_end (&q);
-  return ret;
-}
-
-/* Complete upload ID of KEY with BODY; *ATTEMPTS gets how many
- * requests it took (a lost answer's retry finds the upload done). */
-static int
-complete (s3_client *c, const char *key, const char *id, const char *body,
-          bool create_only, int *attempts)
-{
-  struct req q = { .r = { .c = c, .limit = S3_MAX_ERROR_BODY } };
-  char *code = NULL, *message = NULL;
-  int ret = -1;
-
-  if (req_upload (c, &q, key, "uploadId=", id,
-                  create_only ? "If-None-Match: *" : NULL) == -1)
-    goto out;
-  ret = post (c, &q, body);
-  *attempts = q.r.attempts;
-  /* S3 may answer 200 and then an error in the body. */
-  if (ret == 0 && q.r.p) {
-    s3_xml_error (q.r.p, q.r.len, &code, &message);
-    if (code) {
-      http_error (c, q.where, &q.r);
-      ret = -1;
-    }
-  }
- out:
-  free (code);
-  free (message);
-  req_end (&q);
-  return ret;
-}
-
-int
-s3_abort_upload (s3_client *c, const char *key, const char *upload_id)
-{
-  struct req q = { .r = { .c = c, .limit = S3_MAX_ERROR_BODY } };
-  CURLcode rc = CURLE_OK;
-  int ret = -1;
-
-  if (req_upload (c, &q, key, "uploadId=", upload_id, NULL) == -1)
-    goto out;
-  SETOPT (c->curl, CURLOPT_CUSTOMREQUEST, "DELETE");
-  SETOPT (c->curl, CURLOPT_NOBODY, 1L);
-  if (configured (rc) == 0)
-    ret = perform (c, q.url, q.where, &q.r);
- out:
-  req_end (&q);
-  return ret;
-}
-
-/* Whether the upload begun at START has run out of time. */
-static bool
-overdue (double start, const char *key, const s3_client *c)
-{
-  if (now_monotonic () - start <= S3_UPLOAD_MAX_SECONDS)
-    return false;
-  err_set (ETIMEDOUT, "s3://%s/%s: a multipart upload may take %d s; this "
-           "one took longer", c->bucket, key, S3_UPLOAD_MAX_SECONDS);
-  err_set_class (ERR_SERVER);
-  return true;
-}
-
-/* s3_put of LEN bytes in parts of PART, aborted on any failure (the
- * first failure is what the caller sees). */
-static int
-put_multipart (s3_client *c, const char *key, const void *buf, size_t len,
-               size_t part, bool create_only)
-{
-  size_t n = (len + part - 1) / part, i;
-  char **etags = calloc (n, sizeof *etags), *id = NULL, *body = NULL;
-  char *saved;
-  double start = now_monotonic ();
-  enum err_class cls;
-  uint64_t size;
-  int ret = -1, attempts = 0, e;
-
-  if (etags == NULL) {
-    err_set (ENOMEM, "out of memory");
-    return -1;
-  }
-  if (create_only) {
-    if (s3_head (c, key, &size, NULL) == 0) {
-      err_set (EEXIST, "s3://%s/%s: already exists", c->bucket, key);
-      goto out;
-    }
-    if (errno != ENOENT)
-      goto out;
-  }
-  if (s3_start_upload (c, key, &id) == -1)
-    goto out;
-  for (i = 0; i < n; i++)
-    if (overdue (start, key, c)
-        || upload_part (c, key, id, i + 1, (const char *) buf + i * part,
-                        len - i * part < part ? len - i * part : part,
-                        &etags[i]) == -1)
-      goto abort;
-  body = s3_xml_complete (etags, n);
-  if (body == NULL || overdue (start, key, c))
-    goto abort;
-  if (complete (c, key, id, body, create_only, &attempts) == 0) {
-    ret = 0;
-    goto out;
-  }
-  /* Tried again after a lost answer: the upload is done (NoSuchUpload)
-   * or the key taken, by our own first try if it holds our bytes. */
-  if (attempts > 1 && (errno == ENOENT || errno == EEXIST)
-      && ours (c, key, buf, len)) {
-    ret = 0;
-    goto out;
-  }
- abort:
-  e = errno;
-  cls = err_class ();
-  saved = strdup (err_get ());
-  s3_abort_upload (c, key, id);       /* best effort: else the sweep's */
-  err_set (e, "%s", saved ? saved : "multipart upload failed");
-  err_set_class (cls);
-  free (saved);
- out:
-  for (i = 0; i < n; i++)
-    free (etags[i]);
-  free (etags);
-  free (id);
-  free (body);
-  return ret;
-}
-
-/* ---- unfinished uploads ---- */
-
-/* Seconds since the epoch of an ISO 8601 UTC time
- * ("2026-12-03T21:51:42.123Z"), or -1. */
-static time_t
-parse_iso (const char *s)
-{
-  struct tm tm = { 0 };
-  int n = 0;
-
-  if (sscanf (s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon,
-              &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6
-      || n == 0)
-    return -1;
-  tm.tm_year -= 1900;
-  tm.tm_mon -= 1;
-  return timegm (&tm);
-}
-
-struct uploads_page {
-  s3_uploads_fn fn;
-  void *opaque;
-  time_t now;                   /* the server's, from its Date */
-};
-
-static int
-one_upload (void *opaque, const char *key, const char *id,
-            const char *initiated)
-{
-  struct uploads_page *p = opaque;
-  time_t t = parse_iso (initiated);
-
-  if (t == -1) {
-    err_set (EPROTO, "malformed listing: upload of %s initiated %s", key,
-             initiated);
-    return -1;
-  }
-  return p->fn (p->opaque, key, id, (int64_t) p->now - (int64_t) t);
-}
-
-/* One ListMultipartUploads page from KEY_MARKER/ID_MARKER (NULL: the
- * first); the next markers into *NEXT_KEY, *NEXT_ID. */
-static int
-uploads_page (s3_client *c, const char *prefix, const char *key_marker,
-              const char *id_marker, struct uploads_page *pg,
-              char **next_key, char **next_id)
-{
-  struct req q = { .r = { .c = c, .limit = 64 * 1024 * 1024 } };
-  char *p = NULL, *k = NULL, *i = NULL;
-  CURLcode rc = CURLE_OK;
-  int ret = -1;
-
-  snprintf (q.where, sizeof q.where, "s3://%s/%s (multipart uploads)",
-            c->bucket, prefix);
-  /* Sorted by name, each with a value (see the top of this file). */
-  p = curl_easy_escape (c->curl, prefix, 0);
-  k = key_marker ? curl_easy_escape (c->curl, key_marker, 0) : NULL;
-  i = id_marker ? curl_easy_escape (c->curl, id_marker, 0) : NULL;
-  if (p == NULL || (key_marker && k == NULL) || (id_marker && i == NULL)
-      || asprintf (&q.url, "%s?%s%s%sprefix=%s%s%s%suploads=", c->base,
-                   k ? "key-marker=" : "", k ? k : "", k ? "&" : "", p,
-                   i ? "&upload-id-marker=" : "", i ? i : "",
-                   "&") == -1) {
-    q.url = NULL;
-    err_set (ENOMEM, "out of memory");
-    goto out;
-  }
-  if (req_ready (c, &q, NULL) == -1)
-    goto out;
-  SETOPT (c->curl, CURLOPT_HTTPGET, 1L);
-  if (configured (rc) == -1 || perform (c, q.url, q.where, &q.r) == -1)
-    goto out;
-  pg->now = server_date (c);
-  if (pg->now == -1)
-    pg->now = time (NULL);
-  ret = s3_xml_uploads (q.r.p ? q.r.p : "", q.r.len, one_upload, pg,
-                        next_key, next_id);
-  if (ret == -1)
-    err_prefix ("%s", q.where);
- out:
-  curl_free (p);
-  curl_free (k);
-  curl_free (i);
-  req_end (&q);
-  return ret;
-}
-
-int
-s3_list_uploads (s3_client *c, const char *prefix, s3_uploads_fn fn,
-                 void *opaque)
-{
-  struct uploads_page pg = { .fn = fn, .opaque = opaque };
-  char *key = NULL, *id = NULL, *nkey = NULL, *nid = NULL;
-  int r;
-
-  do {
-    r = uploads_page (c, prefix, key, id, &pg, &nkey, &nid);
-    free (key);
-    free (id);
-    key = nkey;
-    id = nid;
-    nkey = nid = NULL;
-  } while (r == 0 && key);
-  free (key);
-  free (id);
-  return r;
-}

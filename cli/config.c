@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "../common/error.h"
@@ -181,22 +180,6 @@ fail_at (struct parse *p, const char *fmt, ...)
   return 0;
 }
 
-/* yes/no, true/false, 1/0: 1, 0, or -1 for anything else. */
-static int
-boolean (const char *v)
-{
-  static const char *const yes[] = { "yes", "true", "1", "on" };
-  static const char *const no[] = { "no", "false", "0", "off" };
-
-  for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
-    if (strcasecmp (v, yes[i]) == 0)
-      return 1;
-    if (strcasecmp (v, no[i]) == 0)
-      return 0;
-  }
-  return -1;
-}
-
 static int
 add_arg (struct parse *p, const char *name, const char *value)
 {
@@ -244,7 +227,7 @@ handle (void *user, const char *section, const char *name,
     return 1;                   /* the command line's wins */
   o = &p->longopts[i];
   if (o->has_arg == no_argument) {
-    if ((b = boolean (value)) == -1)
+    if ((b = parse_yes_no (value)) == -1)
       return fail_at (p, "%s = %s: expected yes or no (true/false, 1/0)",
                       name, value);
     return b ? add_arg (p, name, NULL) : 1;

@@ -138,10 +138,7 @@ cli_s3_file_key (const char *name, const char *value)
       return 1;
     if (s3_opts[k].arg)
       return apply (k, value) == -1 ? -1 : 1;
-    b = !strcmp (value, "yes") || !strcmp (value, "true")
-      || !strcmp (value, "on") || !strcmp (value, "1");
-    if (!b && strcmp (value, "no") && strcmp (value, "false")
-        && strcmp (value, "off") && strcmp (value, "0")) {
+    if ((b = parse_yes_no (value)) == -1) {
       err_set (EINVAL, "%s = %s: expected yes or no (true/false, 1/0)",
                name, value);
       return -1;

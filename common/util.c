@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <sys/random.h>
@@ -369,4 +370,19 @@ secret_file_read (const char *option, const char *path, size_t max,
   if (fd >= 0)
     close (fd);
   return text;
+}
+
+int
+parse_yes_no (const char *v)
+{
+  static const char *const yes[] = { "yes", "true", "on", "1" };
+  static const char *const no[] = { "no", "false", "off", "0" };
+
+  for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+    if (strcasecmp (v, yes[i]) == 0)
+      return 1;
+    if (strcasecmp (v, no[i]) == 0)
+      return 0;
+  }
+  return -1;
 }

@@ -70,6 +70,11 @@ extern char *read_file_at (int dirfd, const char *path, size_t max,
 /* read_file of the file open as FD (from its start; FD stays open). */
 extern char *read_fd (int fd, size_t max, size_t *len);
 
+/* 1 for yes, true, on or 1, 0 for no, false, off or 0 (any case), -1
+ * for anything else: the one reading of a yes-or-no setting (the
+ * configuration file, the environment). */
+extern int parse_yes_no (const char *v) __attribute__ ((__nonnull__ (1)));
+
 /* read_file of PATH, which holds a secret (a password, a key): refused
  * with EPERM, before anything is read, when other users may read or
  * write it.  OPTION ("--password-file") names it in messages.  NULL

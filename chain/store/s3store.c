@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,13 +47,11 @@ setting (const char *name, const char *deflt)
   return e && *e ? e : deflt;
 }
 
-/* A yes/no variable: "1", "yes", "true" are yes. */
+/* A yes/no variable (parse_yes_no): anything else is no. */
 static bool
 setting_yes (const char *name)
 {
-  const char *v = setting (name, "no");
-
-  return !strcmp (v, "1") || !strcasecmp (v, "yes") || !strcasecmp (v, "true");
+  return parse_yes_no (setting (name, "no")) == 1;
 }
 
 /* ---- names ------------------------------------------------------------ */

@@ -323,10 +323,12 @@ check-asan: deps
 # jobs, prune's copies) under ThreadSanitizer: the unit tests, the
 # end-to-end tests that read through a mount from many threads, parallel
 # backup jobs, prune (its copier threads, a mount read meanwhile), a
-# mount following the store (its watcher beside the readers), and
-# restore (reading ahead of its upload).  A report stops the process.
+# mount following the store (its watcher beside the readers), restore
+# (reading ahead of its upload), and object store leases (each renewed
+# by a thread of its own).  A report stops the process.
 TSAN_E2E = tests/test-lazy.py tests/test-backup-mount.py tests/test-backup-jobs.py \
-           tests/test-prune.py tests/test-mount-follows.py tests/test-restore.py
+           tests/test-prune.py tests/test-mount-follows.py tests/test-restore.py \
+           tests/test-s3-lease.py
 check-tsan: deps
 	$(MAKE) BUILD=build/tsan CC=gcc CFLAGS="-O1 -g" SAN="-fsanitize=thread" \
 	  check-unit $(BUILD)/tsan/cbtfs

@@ -21,7 +21,7 @@ Against the run's Ceph RGW (or one of the test's own):
     every block they hold fails, none reads as other data; put back,
     verify passes again;
   - the store lock's lease is sealed in the bucket while a slowed
-    backup holds it (2 s leases, renewed as they are), and a second
+    backup holds it (4 s leases, renewed as they are), and a second
     backup is refused naming the holder, read with the key;
   - cbtfs copy takes the store out into a plain directory store (the
     same images; it warns) and into another encrypted store under another key
@@ -288,14 +288,14 @@ def main():
         env.cbtfs("verify", store, *K)
 
         # A lease: sealed in the bucket while held, renewed as it is
-        # (a 2 s lease renewed through a 4 s backup: a renewal that
+        # (a 4 s lease renewed through an 8 s backup: a renewal that
         # failed would lose it, and the backup with it), and named to a
         # host that must wait, which reads the record with the key.
         cb.write_at(guest, 0, os.urandom(MiB))
         s.control("write_file", vdi=vdi, path=guest)
-        short = dict(os.environ, CBTFS_S3_LEASE_SECONDS="2")
+        short = dict(os.environ, CBTFS_S3_LEASE_SECONDS="4")
         p = subprocess.Popen([cb.cbtfs_binary(), "backup", store, *srv, *K,
-                              "-q", "--limit-rate", "262144"],
+                              "-q", "--limit-rate", "131072"],
                              env=short, stdin=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 60

@@ -563,11 +563,16 @@ create_store (struct s3_store *ss, const char *mkey, const uint8_t *key)
   char text[128 + UUID_LEN + S3CRYPT_CHECK_LEN];
   char check[S3CRYPT_CHECK_LEN + 1];
   bool any = false;
+  uint64_t size;
   size_t n;
 
   if (s3store_list (ss, ss->prefix, NULL, first_key, &any) == -1)
     return -1;
   if (any) {
+    /* What another backup making the store at the same time put after
+     * its marker (which we looked for before it was there)? */
+    if (s3store_head (ss, mkey, &size) == 0)
+      return 1;
     err_set (EEXIST, "%s holds objects and is not a cbtfs store; refusing "
              "to use it", ss->base.where);
     return -1;

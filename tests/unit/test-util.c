@@ -726,6 +726,53 @@ test_macros (void)
   CHECK (ARRAY_SIZE (a) == 7);
 }
 
+/* A secret file: read only when no other user may read or write it,
+ * judged by the file opened; the message names the option and why. */
+static void
+test_secret_file_read (const char *dir)
+{
+  CLEANUP_FREE char *path = path_in (dir, "secret");
+  char *text;
+  size_t len;
+
+  make_file (path, "s3cret\n", 7);
+  CHECK (chmod (path, 0640) == 0);
+  text = secret_file_read ("--x-file", path, 4096, &len);
+  CHECK (text && len == 7 && strcmp (text, "s3cret\n") == 0);
+  free (text);
+  CHECK (chmod (path, 0604) == 0);
+  CHECK (secret_file_read ("--x-file", path, 4096, &len) == NULL
+         && errno == EPERM
+         && strstr (err_get (), "--x-file ")
+         && strstr (err_get (), "mode 0604 lets other users read it"));
+  CHECK (chmod (path, 0602) == 0);
+  CHECK (secret_file_read ("--x-file", path, 4096, NULL) == NULL
+         && errno == EPERM
+         && strstr (err_get (), "lets other users write it"));
+  CHECK (chmod (path, 0601) == 0);              /* o+x: nothing to read */
+  text = secret_file_read ("--x-file", path, 4096, NULL);
+  CHECK (text != NULL);
+  free (text);
+  CHECK (unlink (path) == 0);
+  CHECK (secret_file_read ("--x-file", path, 4096, NULL) == NULL
+         && errno == ENOENT && strstr (err_get (), "--x-file "));
+}
+
+static void
+test_parse_yes_no (void)
+{
+  static const char *const yes[] = { "yes", "YES", "True", "on", "1" };
+  static const char *const no[] = { "no", "No", "FALSE", "off", "0" };
+  static const char *const neither[] = { "", "y", "yess", "2", " yes" };
+
+  for (size_t i = 0; i < ARRAY_SIZE (yes); i++)
+    CHECK (parse_yes_no (yes[i]) == 1);
+  for (size_t i = 0; i < ARRAY_SIZE (no); i++)
+    CHECK (parse_yes_no (no[i]) == 0);
+  for (size_t i = 0; i < ARRAY_SIZE (neither); i++)
+    CHECK (parse_yes_no (neither[i]) == -1);
+}
+
 int
 main (void)
 {
@@ -745,6 +792,8 @@ main (void)
   test_is_zero ();
   test_macros ();
   test_parse_size ();
+  test_secret_file_read (dir);
+  test_parse_yes_no ();
   rm_rf (dir);
   return 0;
 }

@@ -485,6 +485,83 @@ class Env:
                 out.append(disk)
         return sorted(out)
 
+    def store_disks(self, store):
+        """The disks STORE has (a directory store's disks/ folders, an
+        object store's disks/ objects)."""
+        if is_dir_store(store):
+            return sorted(os.listdir(os.path.join(store, "disks")))
+        return sorted(k.split("/")[1] for k in self.store_objects(store)
+                      if k.startswith("disks/") and k.count("/") == 1)
+
+    def listed_layers(self, store, disk):
+        """The snapshots whose layer of DISK exists in STORE: a
+        directory store's layer folders (a removal renames one into
+        tmp/ first), an object store's roots."""
+        if is_dir_store(store):
+            d = os.path.join(store, "disks", disk)
+            return sorted(x for x in os.listdir(d) if len(x) == 36
+                          and os.path.isdir(os.path.join(d, x)))
+        return sorted(k.split("/")[2] for k in self.store_objects(store)
+                      if k.startswith("roots/%s/" % disk))
+
+    def rebuilding(self, store, disk, snapshot):
+        """Whether a merge's rebuild of layer DISK/SNAPSHOT is under way
+        (FORMAT.md, "Dropping a point", step 2): a directory store's
+        tmp/SNAPSHOT.*, an object store's objects of a version newer
+        than the one the root names (a stage)."""
+        if is_dir_store(store):
+            return any(t.startswith(snapshot + ".")
+                       for t in os.listdir(os.path.join(store, "tmp")))
+        v = self._version(store, disk, snapshot)
+        pre = "layers/%s/%s/" % (disk, snapshot)
+        return any(k.startswith(pre) and k.split("/")[3] > v
+                   for k in self.store_objects(store))
+
+    def note_bytes(self, store, disk, note):
+        """NOTE of DISK in STORE as a reader gets it (a directory
+        store's file; an object store's records from the last base on,
+        each followed by a newline if it lacks one), or None when there
+        is none or it holds no byte."""
+        if is_dir_store(store):
+            try:
+                with open(os.path.join(store, "disks", disk, note), "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                return None
+            return data or None
+        pre = "notes/%s/%s/" % (disk, note)
+        keys = sorted(k[len(pre):] for k in self.store_objects(store)
+                      if k.startswith(pre))
+        bases = [i for i, k in enumerate(keys) if k.endswith(".base")]
+        data = b""
+        for k in keys[bases[-1] if bases else 0:]:
+            rec = self.s3_object(store, pre + k) or b""
+            data += rec if not rec or rec.endswith(b"\n") else rec + b"\n"
+        return data or None
+
+    def copy_store(self, src, dst):
+        """Make DST a copy of STORE SRC, byte for byte, as a backup of
+        the store would be restored: cp -a (hard links kept) of a
+        directory, a server-side copy of each object of a bucket's."""
+        if is_dir_store(src):
+            subprocess.run(["cp", "-a", src, dst], check=True)
+            return
+        import rgw  # noqa: E402 (only object store runs need it)
+        r = rgw.Shared(os.environ["CBTFS_TEST_RGW"])
+        for k in self.store_objects(src):
+            r.curl("PUT", dst[len("s3://"):].rstrip("/") + "/" + k,
+                   "-H", "x-amz-copy-source: /%s/%s" % (
+                       src[len("s3://"):].rstrip("/"), k),
+                   "-o", os.devnull, "-f", check=True)
+
+    def remove_store(self, store):
+        """Remove STORE: a directory, every object of a bucket's."""
+        if is_dir_store(store):
+            shutil.rmtree(store, ignore_errors=True)
+            return
+        for k in self.store_objects(store):
+            self.s3_object(store, k, "DELETE")
+
     def lock_holder(self, store):
         """The pid the record of STORE's lock names (a directory store's
         lock file, an object store's lock lease), or None.  A process

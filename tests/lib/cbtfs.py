@@ -415,10 +415,11 @@ class Env:
     def rubbish(self, store, places=None):
         """What STORE holds that no point needs and that a finished run
         leaves nothing of: a directory store's tmp/ entries; an object
-        store's trash and sweep marks, writer leases, objects of a layer
-        version no root names (a merge's stage, a removed layer's
-        remains) and packs no current version's index names.  PLACES:
-        block_places(STORE), if already read."""
+        store's trash and sweep marks, a live holder's writer lease,
+        objects of a layer version no root names (a merge's stage, a
+        removed layer's remains; but not the first objects of a layer a
+        killed backup began) and packs no current version's index names.
+        PLACES: block_places(STORE), if already read."""
         if is_dir_store(store):
             return ["tmp/" + x for x in os.listdir(os.path.join(store,
                                                                 "tmp"))]
@@ -430,11 +431,25 @@ class Env:
                 current[part[1], part[2]] = self._version(store, part[1],
                                                           part[2])
         named = self.block_places(store, objs) if places is None else places
+        # A backup killed after it put a new layer's version 1 `set` and
+        # index object 0, before its root, leaves them: FORMAT.md, Object
+        # stores, says so (a layer made again under that name writes over
+        # them; a killed backup's snapshot is not backed up again).
+        begun = {}
+        for k in objs:
+            part = k.split("/")
+            if part[0] == "layers" and (part[1], part[2]) not in current:
+                begun.setdefault((part[1], part[2]), set()).add(
+                    "/".join(part[3:]))
+        unrooted = {x for x, v in begun.items()
+                    if v <= {"0000000001/set", "0000000001/i/0000000000"}}
         out = []
         for k in sorted(objs):
             part = k.split("/")
             if part[0] in ("trash", "sweep"):
                 out.append(k)
+            elif part[0] == "layers" and (part[1], part[2]) in unrooted:
+                pass
             elif part[0] == "layers" and part[3:] == ["writer"]:
                 # A writer killed after its last commit leaves its lease
                 # until the layer is merged or removed: harmless, as the
@@ -484,6 +499,15 @@ class Env:
             if sum(size for _, size in v[bases[-1] if bases else 0:]):
                 out.append(disk)
         return sorted(out)
+
+    def read_store(self, store):
+        """STORE as storefmt (tests/lib/storefmt.py, written from
+        FORMAT.md alone) reads it: a directory, or a bucket's objects."""
+        import storefmt as sf  # noqa: E402
+        if is_dir_store(store):
+            return sf.Store(store)
+        return sf.Store(store, (list(self.store_objects(store)),
+                                lambda k: self.s3_object(store, k)))
 
     def store_disks(self, store):
         """The disks STORE has (a directory store's disks/ folders, an

@@ -289,11 +289,12 @@ check-valgrind: $(UNIT_BINS)
 	    --errors-for-leak-kinds=definite,indirect --error-exitcode=1 $$t; done
 
 # kill -9 of cbtfs backup, and of cbtfs prune, at 50 random moments each
-# (make check runs 5); backup and prune nightly for 400 nights with kills
-# (60 into a bucket; make check runs 30 and 15).
+# (make check runs 5; of prune into a bucket, 10 and 3); backup and prune
+# nightly for 400 nights with kills (40 into a bucket; make check runs 30
+# and 15).
 check-crash: $(BUILD)/cbtfs
 	CBTFS=$(abspath $(BUILD)/cbtfs) PYTHON=$(PYTHON) CRASH_TRIALS=50 \
-	  PRUNE_NIGHTS=400 PRUNE_NIGHTS_S3=60 \
+	  CRASH_TRIALS_S3=10 PRUNE_NIGHTS=400 PRUNE_NIGHTS_S3=40 \
 	  TESTS="tests/test-crash-loop.py tests/test-prune-crash.py \
 	  tests/test-prune-nightly.py" ./tests/run
 

@@ -2,7 +2,7 @@
 """End to end: backup then prune, night after night, for years.
 
 NIGHTS nights (PRUNE_NIGHTS: 30 by default, `make check-crash` runs
-400; on an object store PRUNE_NIGHTS_S3: 15, and 60), each one day after the last from 2024-01-01 (snapshot_claims gives
+400; on an object store PRUNE_NIGHTS_S3: 15, and 40), each one day after the last from 2024-01-01 (snapshot_claims gives
 each night's snapshots their time), as a timer runs them: the guests
 change, `cbtfs backup` runs, then `cbtfs prune`.  Two VMs, three disks:
 web's "root", db's "sys" and "log" (which grows at half time).  Each

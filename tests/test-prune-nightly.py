@@ -2,8 +2,9 @@
 """End to end: backup then prune, night after night, for years.
 
 NIGHTS nights (PRUNE_NIGHTS: 30 by default, `make check-crash` runs
-400; on an object store PRUNE_NIGHTS_S3: 15, and 40), each one day after the last from 2024-01-01 (snapshot_claims gives
-each night's snapshots their time), as a timer runs them: the guests
+400; on an object store PRUNE_NIGHTS_S3: 15, and 40), each one day
+after the last from 2024-01-01 (snapshot_claims gives each night's
+snapshots their time), as a timer runs them: the guests
 change, `cbtfs backup` runs, then `cbtfs prune`.  Two VMs, three disks:
 web's "root", db's "sys" and "log" (which grows at half time).  Each
 night each disk takes a few writes, mostly in a hot set of blocks that
@@ -12,11 +13,12 @@ contiguous blocks.  The policy changes twice (at a third and two thirds
 of the nights) among daily/weekly/monthly, last/weekly/monthly/yearly
 and within/monthly/yearly rules.
 
-On about one night in ten the backup, and on about one in ten the
-prune, is killed with -9 at a random moment of its run: once it holds
-the store lock (polled for), after a random delay of up to 1.2 times
-what the last undisturbed runs took.  The runs of the next night resume.
-Decided and asserted exactly: a point is made only on its night (its
+On about one night in six the backup, and on about one in six the
+prune (of a night with something to drop), is killed with -9 at a
+random moment of its run: once it holds the store lock (polled for),
+after a random delay of up to what the last undisturbed runs took (of
+five kills of a command or more, one at least must land while it
+runs).  The runs of the next night resume.  Decided and asserted exactly: a point is made only on its night (its
 time is that night's), by the night's backup, killed or not; a killed
 backup's point (if it made one) is completed by the next night's backup
 and then reads as the disk was on its own night; a night whose backup
@@ -45,7 +47,6 @@ The seed is printed; PRUNE_SEED repeats a run's choices (the data stays
 random).
 """
 # store-kinds: dir s3
-import calendar
 import datetime
 import hashlib
 import os
@@ -275,7 +276,7 @@ class Runner:
             check(time.monotonic() < deadline, "%s never took the store "
                   "lock" % cmd)
             time.sleep(0.002)           # polling a condition
-        delay = self.rng.uniform(0, 1.2 * statistics.median(spans))
+        delay = self.rng.uniform(0, statistics.median(spans))
         try:
             proc.wait(timeout=delay)    # the random moment under test
         except subprocess.TimeoutExpired:
@@ -310,7 +311,7 @@ def main():
         runner = Runner(env, store, rng)
         vdi_key = {v: k for k, v in g.vdi.items()}
         made = {}               # snapshot -> (disk key, night)
-        nkill = max(2, nights // 10)
+        nkill = max(3, nights // 6)
         kill_backup = set(rng.sample(range(1, nights - 1), min(nkill, nights - 2)))
         kill_prune = set(rng.sample(range(1, nights - 1), min(nkill, nights - 2)))
         quarters = {nights // 4, nights // 2, 3 * nights // 4}
@@ -464,10 +465,9 @@ def main():
               % (most, len(gone), ", ".join("%s %d of %d" % (c, *v) for c, v in
                                             sorted(runner.kills.items())),
                  time.monotonic() - t_start))
-        if nights >= 20:
-            for cmd in ("backup", "prune"):
-                check(runner.kills.get(cmd, [0])[0] >= 1, "no kill of %s "
-                      "landed while it ran: the nights proved nothing" % cmd)
+        for cmd, (landed, tried) in runner.kills.items():
+            check(tried < 5 or landed >= 1, "no kill of %s landed while it "
+                  "ran: the nights proved nothing" % cmd)
     print("ok")
 
 

@@ -306,10 +306,14 @@ check-valgrind: $(UNIT_BINS)
 	    --errors-for-leak-kinds=definite,indirect --error-exitcode=1 $$t; done
 
 # kill -9 of cbtfs backup, and of cbtfs prune, at 50 random moments each
-# (make check runs 5).
+# (make check runs 5; of prune into a bucket, 10 and 3); backup and prune
+# nightly for 400 nights with kills (40 into a bucket; make check runs 30
+# and 15).
 check-crash: $(BUILD)/cbtfs
 	CBTFS=$(abspath $(BUILD)/cbtfs) PYTHON=$(PYTHON) CRASH_TRIALS=50 \
-	  TESTS="tests/test-crash-loop.py tests/test-prune-crash.py" ./tests/run
+	  CRASH_TRIALS_S3=10 PRUNE_NIGHTS=400 PRUNE_NIGHTS_S3=40 \
+	  TESTS="tests/test-crash-loop.py tests/test-prune-crash.py \
+	  tests/test-prune-nightly.py" ./tests/run
 
 # The whole suite again, built with AddressSanitizer and UBSan.
 # nbdkit (not built with ASan) loads the ASan plugin of cbtfs serve:

@@ -14,7 +14,7 @@ And prune shares the store's lock with backup: while a backup holds it,
 prune --lock-wait 0 exits 1 naming that backup, and changes nothing;
 with -q and a wait it says only that it gave up, not that it waited.
 """
-import fcntl
+# store-kinds: dir s3
 import glob
 import os
 import sys
@@ -45,7 +45,7 @@ def main():
         b = s.control("create_vm", name="web", disks=[{"name": "root",
                                                        "size": SIZE}])
         b_vdi = b["disks"][0]["vdi"]
-        store = env.path("store")
+        store = env.store()
 
         def night(vm, vdi, guest, when):
             if guest:
@@ -91,18 +91,15 @@ def main():
                       "by-vm/web/root/2023-11-14T22:20:00Z.img"],
               "new points: %s" % new)
 
-        # A backup (as its record in the lock file says) holds the store.
+        # A backup (as its record in the lock says) holds the store.
         def files_but_lock():
-            t = cb.tree_files(store, mtime=True)
-            t.pop("lock")
+            t = env.store_state(store, mtime=True)
+            t.pop("lock", None)
             return t
 
         files = files_but_lock()
-        with open(os.path.join(store, "lock"), "r+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            lock.write("pid %d\ncommand backup\nsince 1796299384\n"
-                       % os.getpid())
-            lock.flush()
+        with env.hold_store_lock(store, "pid %d\ncommand backup\n"
+                                 "since 1796299384\n" % os.getpid()):
             rc, out, err = env.cbtfs("prune", store, "--keep-last", "1",
                                      "--lock-wait", "0", ok=False)
             check(rc == 1 and len(err.strip().splitlines()) == 1
@@ -114,7 +111,6 @@ def main():
             check(rc == 1 and len(err.strip().splitlines()) == 1
                   and "gave up after 0.3 s" in err and out == "",
                   "prune -q beside a backup: exit %d, %r" % (rc, err))
-            lock.truncate(0)
         check(files_but_lock() == files,
               "the refused prune changed the store")
         print("ok")

@@ -14,8 +14,10 @@ against keep/drop sets and rules worked out by hand from restic's
 meanings (and cbtfs's own "newest" and "incomplete"); --vm by name and
 by uuid; the usage errors (exit 2: no rule, bad counts and durations, a
 --vm that names nothing); and that no dry run
-changed a byte, a name or a time of anything in the store.
+changed a byte, a name or a time of anything in the store (of a
+bucket: a key, a size or an ETag).
 """
+# store-kinds: dir s3
 import json
 import os
 import sys
@@ -97,7 +99,7 @@ def main():
         with open(db_guest, "wb") as f:
             f.write(os.urandom(SIZE))
         s.control("write_file", vdi=db_vdi, path=db_guest)
-        store = env.path("store")
+        store = env.store()
         base = ["backup", store, *srv]
 
         for vm, vdi, guest, pts in (("web", web_vdi, web_guest, WEB),
@@ -122,7 +124,7 @@ def main():
                 names[lab] = p["name"]
         check(names["p8"] == names["p7"] + ".2", "the tie is named %r, %r"
               % (names["p7"], names["p8"]))
-        before = cb.tree_files(store, mtime=True)
+        before = env.store_state(store, mtime=True)
 
         for args, want in CASES:
             what = " ".join(args)
@@ -231,12 +233,12 @@ def main():
                   "%r: exit %d, %r" % (args, rc, err))
         rc, _, err = env.cbtfs("prune", store, "--keep-daily", "7", "--bogus", ok=False)
         check(rc == 2 and "usage:" in err, "--bogus: exit %d, %r" % (rc, err))
-        rc, _, err = env.cbtfs("prune", env.path("nostore"), "--dry-run",
+        rc, _, err = env.cbtfs("prune", env.store("nostore"), "--dry-run",
                                "--keep-daily", "7", ok=False)
         check(rc == 2 and len(err.strip().splitlines()) == 1,
               "not a store: exit %d, %r" % (rc, err))
 
-        after = cb.tree_files(store, mtime=True)
+        after = env.store_state(store, mtime=True)
         changed = sorted(k for k in set(before) | set(after)
                          if before.get(k) != after.get(k))
         check(not changed, "the dry runs changed the store: %s" % changed[:10])

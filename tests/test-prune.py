@@ -60,15 +60,26 @@ and no data file allocates space outside its stored blocks).  The mount
 that was up follows the store: the dropped points leave its tree, and
 each kept point, opened again, reads as before.
 
+On an object store, storefmt reads the bucket's objects (FORMAT.md,
+Object stores); the store's copies are server-side copies, and each
+case's mounts read with an empty cache (the copies share the store's
+id, and a pack of one may take a name a pack of another had).  What
+only a directory store has stays its own: format 1, and data files
+allocating nothing outside their stored blocks (a bucket's equivalent
+is weaker: no pack stays that no index names, and each layer's DATA
+blocks are where its index says; a merge's first index object names
+its base's places, also of blocks the merged layer holds otherwise,
+and the test says how many).
+
 PRUNE_SEED repeats a run's random choices (the data stays random).
 """
+# store-kinds: dir s3
 import errno
 import json
 import os
 import random
 import re
 import shutil
-import subprocess
 import sys
 import time
 
@@ -276,10 +287,16 @@ def stray_data(st):
     """The (layer, block)s whose 64 KiB of a `data` file hold allocated
     bytes although the layer's index has no DATA record for them (a
     block the fold should have punched out).  A stored block may be
-    partly a hole (zeros are not always written)."""
+    partly a hole (zeros are not always written).  Of an object store:
+    the blocks whose place in a pack a layer's index names although it
+    has no DATA record for them."""
     out = []
     for layers in st.disks.values():
         for snap, lay in layers.items():
+            if hasattr(lay, "places"):
+                out += [(snap, b) for b in lay.places
+                        if lay.present.get(b, {}).get("kind") != sf.DATA]
+                continue
             fd = os.open(os.path.join(lay.folder, "data"), os.O_RDONLY)
             try:
                 end, off = os.fstat(fd).st_size, 0
@@ -393,11 +410,10 @@ def block_hashes(path):
                 for b in iter(lambda: f.read(BLOCK), b"")]
 
 
-def no_leftovers(store, what):
-    left = os.listdir(os.path.join(store, "tmp"))
-    check(left == [], "%s: tmp/ holds %r" % (what, left))
-    notes = [d for d in os.listdir(os.path.join(store, "disks"))
-             if os.path.exists(os.path.join(store, "disks", d, "prune"))]
+def no_leftovers(env, store, what):
+    left = env.rubbish(store)
+    check(left == [], "%s: left behind: %r" % (what, left[:10]))
+    notes = env.prune_notes(store)
     check(notes == [], "%s: disks %r keep a prune note" % (what, notes))
 
 
@@ -428,7 +444,7 @@ def check_store(w, store, kept, dropped, sid, what, readable=None):
               % (what, pt["label"], pt["key"], p["readable"]))
     rc, _, err = env.cbtfs("verify", store, ok=False)
     check(rc == 0, "%s: verify exited %d: %s" % (what, rc, err))
-    no_leftovers(store, what)
+    no_leftovers(env, store, what)
 
     mnt = env.mount(store, env.path("check-%d" % time.monotonic_ns()))
     for k in DISKS:
@@ -454,13 +470,14 @@ def check_store(w, store, kept, dropped, sid, what, readable=None):
                       what, w.points[snap]["label"], w.points[snap]["key"]))
     cb.unmount(mnt)
 
-    st = sf.Store(store)
+    st = env.read_store(store)
     check(st.format == 2 and st.id == sid, "%s: marker %r" % (what, st.marker))
     # The disks' manifests notes: every good copy that names a layer
     # there is that layer's manifest (never the one a fold replaced).
     for disk, layers in st.disks.items():
-        with open(os.path.join(store, "disks", disk, "manifests"), "rb") as f:
-            for piece in sf.split_manifests(f.read()):
+        if True:
+            for piece in sf.split_manifests(env.note_bytes(
+                    store, disk, "manifests") or b""):
                 try:
                     m = sf.parse_manifest(piece)
                 except sf.FormatError:
@@ -500,7 +517,7 @@ def main():
     t0 = time.monotonic()
     with sim.Sim() as s, cb.Env() as env:
         w = World(s, env, rng)
-        unfetched = env.path("unfetched")
+        unfetched = env.store("unfetched")
         for n in NIGHTS:
             w.night(unfetched, n)
         print("built %d points in %.1fs" % (len(w.points), time.monotonic() - t0))
@@ -513,7 +530,7 @@ def main():
 
         # The store is what the nights made: one chain per disk, ZERO
         # records on N5, a grown disk on N6, db's N7 only on the host.
-        st_u = sf.Store(unfetched)
+        st_u = env.read_store(unfetched)
         sid = st_u.id
         for k in DISKS:
             lays = [st_u.layer(w.snap[k, lab]) for lab in ALL]
@@ -541,10 +558,10 @@ def main():
 
         # The store the other cases start from: db's N7 fetched (the
         # host keeps its data, for the case above).
-        pristine = env.path("pristine")
-        subprocess.run(["cp", "-a", unfetched, pristine], check=True)
+        pristine = env.store("pristine")
+        env.copy_store(unfetched, pristine)
         env.cbtfs("fetch", pristine, *w.srv, "--keep-data", "-q")
-        st0 = sf.Store(pristine)
+        st0 = env.read_store(pristine)
         for st, where in ((st_u, unfetched), (st0, pristine)):
             check(stored_data(st) == len(needed(st, w.points)),
                   "%s holds DATA blocks no point reads" % where)
@@ -557,23 +574,34 @@ def main():
         ls0 = env.ls_json(pristine)
 
         def copy(src, name):
-            dst = env.path(name)
-            subprocess.run(["cp", "-a", src, dst], check=True)
+            dst = env.store(name)
+            env.copy_store(src, dst)
+            # A bucket's copies share its id: a mount's cache of one
+            # copy's packs is not another's.
+            shutil.rmtree(env.path("s3-cache"), ignore_errors=True)
             return dst
 
         def sizes(store):
-            return cb.allocated_bytes(store), stored_bytes(env.ls_json(store))
+            return env.store_bytes(store), stored_bytes(env.ls_json(store))
 
         def shrank(store, kept, what, ref, was):
             """The store holds exactly the DATA blocks that the KEPT points
             read in REF (a storefmt.Store), and its data files allocate
             nothing else; smaller than WAS (sizes() before the prune)."""
-            st = sf.Store(store)
+            st = env.read_store(store)
             want = needed(ref, kept)
             check(stored_data(st) == len(want), "%s: %d DATA blocks stored, the "
                   "kept points read %d" % (what, stored_data(st), len(want)))
-            check(not stray_data(st), "%s: data allocated outside the stored "
-                  "blocks: %r" % (what, stray_data(st)[:5]))
+            if cb.is_dir_store(store):
+                check(not stray_data(st), "%s: data allocated outside the "
+                      "stored blocks: %r" % (what, stray_data(st)[:5]))
+            else:
+                # A merge's first index object names its base's places,
+                # also of blocks the merged layer takes from the other
+                # side or holds as ZERO: their packs stay while named
+                # (no_leftovers: no pack stays that no index names).
+                print("%s: %d places in packs named for blocks no layer "
+                      "stores there" % (what, len(stray_data(st))))
             (a0, b0), (a, b) = was, sizes(store)
             check(a < a0 and b < b0, "%s: the store did not shrink: %d -> %d "
                   "bytes allocated, %d -> %d stored" % (what, a0, a, b0, b))
@@ -628,27 +656,30 @@ def main():
               % lazy.log())
         env.cbtfs("fetch", store, *w.srv, "-q")
         st, _ = check_store(w, store, kept, gone, sid, "cannot go, fetched")
-        check(stored_data(st) == len(needed(st, kept)) and not stray_data(st),
+        check(stored_data(st) == len(needed(st, kept))
+              and not (cb.is_dir_store(store) and stray_data(st)),
               "cannot go, fetched: blocks stored that no point reads")
-        shutil.rmtree(store)
+        env.remove_store(store)
         print("cannot go: %.1fs" % (time.monotonic() - t))
 
         # -- format 1; the baseline under a small delta ---------------------
         t = time.monotonic()
         store = copy(pristine, "daily")
-        marker = os.path.join(store, "cbtfs-store")
-        with open(marker, "wb") as f:
-            f.write(("cbtfs-store 1\nid %s\n" % sid).encode())
-        check(sf.Store(store).format == 1, "the marker does not say format 1")
-        check(no_bytes(env.ls_json(store)) == no_bytes(ls0),
-              "ls reads the format-1 store otherwise")
+        if cb.is_dir_store(store):      # object stores began at format 2
+            marker = os.path.join(store, "cbtfs-store")
+            with open(marker, "wb") as f:
+                f.write(("cbtfs-store 1\nid %s\n" % sid).encode())
+            check(sf.Store(store).format == 1, "the marker does not say "
+                  "format 1")
+            check(no_bytes(env.ls_json(store)) == no_bytes(ls0),
+                  "ls reads the format-1 store otherwise")
         was = sizes(store)
         doc, _ = prune(env, store, ["--keep-daily", "7"])
-        with open(marker, "rb") as f:
-            m = f.read()
-        check(m == sf.format_marker(sid, 2)
-              and os.stat(marker).st_mode & 0o777 == 0o600,
-              "the marker is now %r, mode %o" % (m, os.stat(marker).st_mode))
+        m = env.store_file(store, "cbtfs-store")
+        check(m == sf.format_marker(sid, 2), "the marker is now %r" % m)
+        if cb.is_dir_store(store):
+            mode = os.stat(marker).st_mode & 0o777
+            check(mode == 0o600, "the marker's mode is %o" % mode)
         gone = of(set(ALL) - KEEP_DAILY)
         dropped_are(doc, gone, "daily")
         # The fold starts from the bigger side: what it writes is at most
@@ -668,7 +699,7 @@ def main():
         print("daily: %d blocks written (the small sides store %d), %d -> %d "
               "bytes, %.1fs" % (doc["blocks_written"], bound, a0, a,
                                time.monotonic() - t))
-        shutil.rmtree(store)
+        env.remove_store(store)
 
         def children_store(gone):
             """What the points after the points GONE store: each fold
@@ -692,7 +723,7 @@ def main():
         check_store(w, store, kept, gone, sid, "grown")
         # N6 is the baseline now, its set the union of N1's to N6's, and
         # it keeps the chain's name (N1's snapshot).
-        st = sf.Store(store)
+        st = env.read_store(store)
         for k in DISKS:
             n6 = st.layer(w.snap[k, "N6"])
             union = set().union(*(st0.layer(w.snap[k, lab]).set
@@ -706,7 +737,7 @@ def main():
                     k, n6.meta["parent"], n6.meta["chain"], len(n6.set),
                     len(union)))
         shrank(store, kept, "grown", st0, was)
-        shutil.rmtree(store)
+        env.remove_store(store)
         print("grown: %d blocks written, %.1fs" % (doc["blocks_written"],
                                                   time.monotonic() - t))
 
@@ -720,11 +751,16 @@ def main():
         store = copy(pristine, "damaged")
         D = ("web", "data")
         bad = w.snap[D, "N2"]
-        folder = os.path.join(store, "disks", w.vdi[D], bad)
-        with open(os.path.join(folder, "data"), "r+b") as f:
-            f.seek(w.one[D] * BLOCK + 100)
-            f.write(b"\xff" * 16)
-        layer_before = cb.tree_files(folder)
+        env.flip_block_byte(store, w.vdi[D], bad, w.one[D] * BLOCK + 100)
+
+        def layer_state():
+            """N2's layer as stored: its folder's files, its objects."""
+            if cb.is_dir_store(store):
+                return cb.tree_files(os.path.join(store, "disks", w.vdi[D],
+                                                  bad))
+            return {k: v for k, v in env.store_state(store).items()
+                    if bad in k}
+        layer_before = layer_state()
         policy = ["--keep-monthly", "2", "--keep-daily", "6"]
         gone = [x for x in of({"N2", "N3"}) if x != bad]
         kept = [x for x in w.points if x not in gone]
@@ -738,8 +774,8 @@ def main():
                   and "by-vm/web/data/%s.img stays" % w.points[bad]["name"]
                   in lines[0] and "fails its checksum" in lines[0],
                   "%s: N2 %s, stderr %r" % (what, acts[bad], err))
-            no_leftovers(store, what)
-            check(cb.tree_files(folder) == layer_before, "%s: the layer that "
+            no_leftovers(env, store, what)
+            check(layer_state() == layer_before, "%s: the layer that "
                   "stayed changed" % what)
         # The points that read the spoilt block (N2's own, and those after
         # it that did not change that block), and only they, are damaged.
@@ -754,13 +790,13 @@ def main():
             "by-vm/web/data/%s.img" % w.points[x]["name"] for x in spoilt),
             "damaged: verify exited %d, not naming %s: %s" % (
                 rc, sorted(w.points[x]["label"] for x in spoilt), out + err))
-        st = sf.Store(store)
+        st = env.read_store(store)
         for x in kept:
             if x not in spoilt:
                 check(sha_blocks(st.point_blocks(st.layer(x)))
                       == w.points[x]["sha"], "damaged: %s %s reads otherwise"
                       % (w.points[x]["label"], w.points[x]["key"]))
-        shutil.rmtree(store)
+        env.remove_store(store)
         print("damaged: %.1fs" % (time.monotonic() - t))
 
         # -- main: a mount up before; a new night; prune again --------------
@@ -813,7 +849,7 @@ def main():
 
         # Another night continues the chain from the kept newest point.
         w.night(store, N10)
-        st = sf.Store(store)
+        st = env.read_store(store)
         for k in DISKS:
             new = st.layer(w.snap[k, "N10"])
             check(new.meta["parent"] == w.snap[k, "N9"], "N10 %s: parent %s, "

@@ -242,13 +242,14 @@ class Env:
         returned object's release()."""
         return Hold(self, store, "lock", "lock", record)
 
-    def store_state(self, store, disk=None):
+    def store_state(self, store, disk=None, mtime=False):
         """What STORE holds, to compare before and after: a directory's
-        tree_files, an object store's objects (key -> size, ETag), of
-        DISK only (its folder; its objects) if given."""
+        tree_files (with MTIME, its files' mtimes too), an object store's
+        objects (key -> size, ETag), of DISK only (its folder; its
+        objects) if given."""
         if is_dir_store(store):
             return tree_files(os.path.join(store, "disks", disk) if disk
-                              else store)
+                              else store, mtime)
         return {k: v for k, v in self.store_objects(store, etags=True).items()
                 if disk is None or disk in k.split("/")}
 
@@ -334,33 +335,267 @@ class Env:
               % snapshot)
         return root.split(b"\n", 1)[0].split()[2].decode()
 
-    def _pack_slot(self, store, disk, snapshot, block):
-        # FORMAT.md, Object stores: the current version's index objects
-        # i/SEQ name packs (owner, version, seq) and which block is at
-        # each place; the newest naming one wins.
+    def _index_objects(self, store, disk, snapshot, objs):
+        """What the index objects of layer DISK/SNAPSHOT's current
+        version say, oldest first: per object, a list of (pack key,
+        the blocks at its places) (FORMAT.md, Object stores: the
+        objects i/SEQ of version V name packs (owner, V, SEQ) and which
+        block is at each place; 2^64-1 marks a place no block uses).
+        OBJS: the store's objects (store_objects), for their keys."""
         import struct
         layer = "layers/%s/%s/%s/" % (disk, snapshot,
                                       self._version(store, disk, snapshot))
-        where = None
-        for key in sorted(k for k in self.store_objects(store)
-                          if k.startswith(layer + "i/")):
+        out = []
+        for key in sorted(k for k in objs if k.startswith(layer + "i/")):
             if key.endswith("/0000000000"):
                 continue            # the header alone
             obj = self.s3_object(store, key)
             npacks, = struct.unpack_from("<I", obj, 8)
-            q = 12
+            q, named = 12, []
             for _ in range(npacks):
                 owner = obj[q:q + 36].decode()
                 version, seq, n = struct.unpack_from("<III", obj, q + 36)
                 q += 48
-                blocks = struct.unpack_from("<%dQ" % n, obj, q)
+                named.append(("packs/%s/%s.%010d.%010d" % (disk, owner,
+                                                           version, seq),
+                              struct.unpack_from("<%dQ" % n, obj, q)))
                 q += 8 * n
+            out.append(named)
+        return out
+
+    def _pack_slot(self, store, disk, snapshot, block):
+        # The newest index object naming BLOCK says where it is.
+        where = None
+        for named in self._index_objects(store, disk, snapshot,
+                                         self.store_objects(store)):
+            for key, blocks in named:
                 if block in blocks:
-                    where = ("packs/%s/%s.%010d.%010d" % (disk, owner,
-                                                          version, seq),
-                             blocks.index(block))
-        check(where is not None, "%s holds no block %d" % (layer, block))
+                    where = (key, blocks.index(block))
+        check(where is not None, "layer %s/%s holds no block %d"
+              % (disk, snapshot, block))
         return where
+
+    def block_places(self, store, objs=None):
+        """The packs an index object of a layer's current version names
+        (which the sweep keeps): pack key -> the places in it where a
+        layer reads a block (each layer's block where the newest of its
+        index objects naming it says; a merge's first object names its
+        base's places, some of which later objects name anew, and a pack
+        may be named with no place read).  OBJS: store_objects(STORE),
+        if already listed."""
+        objs = self.store_objects(store) if objs is None else objs
+        out = {}
+        for k in objs:
+            part = k.split("/")
+            if part[0] != "roots" or len(part) != 3:
+                continue
+            where = {}
+            for named in self._index_objects(store, part[1], part[2], objs):
+                for key, blocks in named:
+                    out.setdefault(key, set())
+                    for slot, b in enumerate(blocks):
+                        if b != (1 << 64) - 1:
+                            where[b] = (key, slot)
+            for key, slot in where.values():
+                out.setdefault(key, set()).add(slot)
+        return out
+
+    def block_bytes(self, store):
+        """The bytes STORE holds for its points' blocks: what a directory
+        store's data files allocate, an object store's packs' sizes."""
+        if is_dir_store(store):
+            disks = os.path.join(store, "disks")
+            return sum(os.lstat(os.path.join(disks, d, x, "data")).st_blocks
+                       * 512 for d in os.listdir(disks)
+                       for x in os.listdir(os.path.join(disks, d))
+                       if os.path.exists(os.path.join(disks, d, x, "data")))
+        return sum(n for k, n in self.store_objects(store).items()
+                   if k.startswith("packs/"))
+
+    def rubbish(self, store, places=None):
+        """What STORE holds that no point needs and that a finished run
+        leaves nothing of: a directory store's tmp/ entries; an object
+        store's trash and sweep marks, a live holder's writer lease,
+        objects of a layer version no root names (a merge's stage, a
+        removed layer's remains; but not the first objects of a layer a
+        killed backup began) and packs no current version's index names.
+        PLACES: block_places(STORE), if already read."""
+        if is_dir_store(store):
+            return ["tmp/" + x for x in os.listdir(os.path.join(store,
+                                                                "tmp"))]
+        objs = self.store_objects(store)
+        current = {}
+        for k in objs:
+            part = k.split("/")
+            if part[0] == "roots" and len(part) == 3:
+                current[part[1], part[2]] = self._version(store, part[1],
+                                                          part[2])
+        named = self.block_places(store, objs) if places is None else places
+        # A backup killed after it put a new layer's version 1 `set` and
+        # index object 0, before its root, leaves them: FORMAT.md, Object
+        # stores, says so (a layer made again under that name writes over
+        # them; a killed backup's snapshot is not backed up again).
+        begun = {}
+        for k in objs:
+            part = k.split("/")
+            if part[0] == "layers" and (part[1], part[2]) not in current:
+                begun.setdefault((part[1], part[2]), set()).add(
+                    "/".join(part[3:]))
+        unrooted = {x for x, v in begun.items()
+                    if v <= {"0000000001/set", "0000000001/i/0000000000"}}
+        out = []
+        for k in sorted(objs):
+            part = k.split("/")
+            if part[0] in ("trash", "sweep"):
+                out.append(k)
+            elif part[0] == "layers" and (part[1], part[2]) in unrooted:
+                pass
+            elif part[0] == "layers" and part[3:] == ["writer"]:
+                # A writer killed after its last commit leaves its lease
+                # until the layer is merged or removed: harmless, as the
+                # next taker takes over a dead holder's lease, but only
+                # while its holder is gone.
+                if not self._dead_holder(self.s3_object(store, k)):
+                    out.append(k)
+            elif part[0] == "layers" and (
+                    len(part) < 5 or current.get((part[1], part[2]))
+                    != part[3]):
+                out.append(k)
+            elif part[0] == "packs" and k not in named:
+                out.append(k)
+        return out
+
+    @staticmethod
+    def _dead_holder(record):
+        """Whether the lease RECORD (holder.h: pid, host, ...) names a
+        process of this host that no longer runs."""
+        rec = dict(x.split(" ", 1) for x in (record or b"").decode(
+            errors="replace").splitlines() if " " in x)
+        return (rec.get("host") == socket.gethostname()
+                and rec.get("pid", "").isdigit()
+                and not os.path.exists("/proc/" + rec["pid"]))
+
+    def prune_notes(self, store):
+        """The disks of STORE that keep a prune note (FORMAT.md,
+        "Dropping a point": a drop not yet finished, or a note not yet
+        removed): a directory store's disks/D/prune, an object store's
+        notes/D/prune/ records that hold a byte."""
+        if is_dir_store(store):
+            disks = os.path.join(store, "disks")
+            return sorted(d for d in os.listdir(disks)
+                          if os.path.exists(os.path.join(disks, d, "prune")))
+        # From the last base on (FORMAT.md, Object stores, "Notes"): a
+        # note removed is an empty base, and a note with no bytes is none.
+        recs = {}
+        for k, size in self.store_objects(store).items():
+            part = k.split("/")
+            if part[0] == "notes" and part[2:3] == ["prune"]:
+                recs.setdefault(part[1], []).append((part[3], size))
+        out = []
+        for disk, v in recs.items():
+            v.sort()
+            bases = [i for i, (name, _) in enumerate(v)
+                     if name.endswith(".base")]
+            if sum(size for _, size in v[bases[-1] if bases else 0:]):
+                out.append(disk)
+        return sorted(out)
+
+    def read_store(self, store):
+        """STORE as storefmt (tests/lib/storefmt.py, written from
+        FORMAT.md alone) reads it: a directory, or a bucket's objects."""
+        import storefmt as sf  # noqa: E402
+        if is_dir_store(store):
+            return sf.Store(store)
+        return sf.Store(store, (list(self.store_objects(store)),
+                                lambda k: self.s3_object(store, k)))
+
+    def store_disks(self, store):
+        """The disks STORE has (a directory store's disks/ folders, an
+        object store's disks/ objects)."""
+        if is_dir_store(store):
+            return sorted(os.listdir(os.path.join(store, "disks")))
+        return sorted(k.split("/")[1] for k in self.store_objects(store)
+                      if k.startswith("disks/") and k.count("/") == 1)
+
+    def listed_layers(self, store, disk):
+        """The snapshots whose layer of DISK exists in STORE: a
+        directory store's layer folders (a removal renames one into
+        tmp/ first), an object store's roots."""
+        if is_dir_store(store):
+            d = os.path.join(store, "disks", disk)
+            return sorted(x for x in os.listdir(d) if len(x) == 36
+                          and os.path.isdir(os.path.join(d, x)))
+        return sorted(k.split("/")[2] for k in self.store_objects(store)
+                      if k.startswith("roots/%s/" % disk))
+
+    def rebuilding(self, store, disk, snapshot):
+        """Whether a merge's rebuild of layer DISK/SNAPSHOT is under way
+        (FORMAT.md, "Dropping a point", step 2): a directory store's
+        tmp/SNAPSHOT.*, an object store's objects of a version newer
+        than the one the root names (a stage)."""
+        if is_dir_store(store):
+            return any(t.startswith(snapshot + ".")
+                       for t in os.listdir(os.path.join(store, "tmp")))
+        v = self._version(store, disk, snapshot)
+        pre = "layers/%s/%s/" % (disk, snapshot)
+        return any(k.startswith(pre) and k.split("/")[3] > v
+                   for k in self.store_objects(store))
+
+    def note_bytes(self, store, disk, note):
+        """NOTE of DISK in STORE as a reader gets it (a directory
+        store's file; an object store's records from the last base on,
+        each followed by a newline if it lacks one), or None when there
+        is none or it holds no byte."""
+        if is_dir_store(store):
+            try:
+                with open(os.path.join(store, "disks", disk, note), "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                return None
+            return data or None
+        pre = "notes/%s/%s/" % (disk, note)
+        keys = sorted(k[len(pre):] for k in self.store_objects(store)
+                      if k.startswith(pre))
+        bases = [i for i, k in enumerate(keys) if k.endswith(".base")]
+        data = b""
+        for k in keys[bases[-1] if bases else 0:]:
+            rec = self.s3_object(store, pre + k) or b""
+            data += rec if not rec or rec.endswith(b"\n") else rec + b"\n"
+        return data or None
+
+    def copy_store(self, src, dst):
+        """Make DST a copy of STORE SRC, byte for byte, as a backup of
+        the store would be restored: cp -a (hard links kept) of a
+        directory, a server-side copy of each object of a bucket's."""
+        if is_dir_store(src):
+            subprocess.run(["cp", "-a", src, dst], check=True)
+            return
+        import rgw  # noqa: E402 (only object store runs need it)
+        r = rgw.Shared(os.environ["CBTFS_TEST_RGW"])
+        for k in self.store_objects(src):
+            r.curl("PUT", dst[len("s3://"):].rstrip("/") + "/" + k,
+                   "-H", "x-amz-copy-source: /%s/%s" % (
+                       src[len("s3://"):].rstrip("/"), k),
+                   "-o", os.devnull, "-f", check=True)
+
+    def remove_store(self, store):
+        """Remove STORE: a directory, every object of a bucket's."""
+        if is_dir_store(store):
+            shutil.rmtree(store, ignore_errors=True)
+            return
+        for k in self.store_objects(store):
+            self.s3_object(store, k, "DELETE")
+
+    def lock_holder(self, store):
+        """The pid the record of STORE's lock names (a directory store's
+        lock file, an object store's lock lease), or None.  A process
+        killed while it held the lock is still named (until the next
+        taker replaces the record)."""
+        rec = self.store_file(store, "lock")
+        for line in (rec or b"").decode(errors="replace").splitlines():
+            if line.startswith("pid ") and line[4:].isdigit():
+                return int(line[4:])
+        return None
 
     def flip_manifest_byte(self, store, disk, snapshot, off):
         """Flip a bit of byte OFF of layer DISK/SNAPSHOT's manifest (a

@@ -411,34 +411,82 @@ def manifests_append_bytes(manifest):
     return b"\n" + manifest
 
 
+# -- object stores -----------------------------------------------------
+
+def parse_index_object(b, disk):
+    """An object store's index object (FORMAT.md, Object stores,
+    "Blocks": "CBTFS-I2", the packs it names and which block is at each
+    of their places, the core's index records, an XXH3-64 of all that):
+    (the records' bytes, [(pack key under the prefix, blocks)])."""
+    if b[:8] != b"CBTFS-I2" or len(b) < 28:
+        raise FormatError("an index object begins %r" % b[:8])
+    if struct.unpack_from("<Q", b, len(b) - 8)[0] != xxh3_64(b[:-8]):
+        raise FormatError("an index object fails its check")
+    npacks, = struct.unpack_from("<I", b, 8)
+    q, named = 12, []
+    for _ in range(npacks):
+        owner = b[q:q + 36].decode()
+        version, seq, n = struct.unpack_from("<III", b, q + 36)
+        q += 48
+        named.append(("packs/%s/%s.%010d.%010d" % (disk, owner, version, seq),
+                      struct.unpack_from("<%dQ" % n, b, q)))
+        q += 8 * n
+    length, = struct.unpack_from("<Q", b, q)
+    recs = b[q + 8:q + 8 + length]
+    if q + 8 + length + 8 != len(b):
+        raise FormatError("an index object of %d bytes says %d of records"
+                          % (len(b), length))
+    return recs, named
+
+
 # -- whole store -------------------------------------------------------
 
 class Layer:
-    """One layer folder, read whole and checked (FORMAT.md `layer`,
-    `changed`, `index`, `data`).  damaged: why FORMAT.md would call the
-    layer damaged, or None."""
+    """One layer, read whole and checked (FORMAT.md `layer`, `changed`,
+    `index`, `data`): a directory store's layer FOLDER, or, given PARTS,
+    an object store's (FORMAT.md, Object stores): (manifest bytes, the
+    `set` object's bytes or None, the index's bytes, a function giving
+    the 65536 bytes stored for a present DATA block).  damaged: why
+    FORMAT.md would call the layer damaged, or None."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, parts=None):
         self.folder = folder
         self.damaged = None
-        with open(os.path.join(folder, "layer"), "rb") as f:
-            self.manifest_bytes = f.read()
+        if parts is None:
+            with open(os.path.join(folder, "layer"), "rb") as f:
+                self.manifest_bytes = f.read()
+            cpath = os.path.join(folder, "changed")
+            changed = None
+            if os.path.exists(cpath):
+                with open(cpath, "rb") as f:
+                    changed = f.read()
+            with open(os.path.join(folder, "index"), "rb") as f:
+                index = f.read()
+            self._read = self._read_data
+        else:
+            self.manifest_bytes, changed, index, self._read = parts
         self.meta = parse_manifest(self.manifest_bytes)
         self.size = self.meta["size"]
         self.n = nblocks(self.size)
-        cpath = os.path.join(folder, "changed")
         if self.meta["blocks"] == "all":
-            if os.path.exists(cpath):
-                raise FormatError("%s: a changed file with blocks all" % folder)
+            if changed is not None:
+                raise FormatError("%s: a changed set with blocks all" % folder)
             self.set = set(range(self.n))
         else:
-            with open(cpath, "rb") as f:
-                self.set = parse_changed(f.read(), self.n)
-        with open(os.path.join(folder, "index"), "rb") as f:
-            self.index = Index(f.read(), self.n)
+            if changed is None:
+                raise FormatError("%s: no changed set" % folder)
+            self.set = parse_changed(changed, self.n)
+        self.index = Index(index, self.n)
         if self.index.senseless:
             self.damaged = "senseless index records %s" % self.index.senseless
         self.present = self.index.present()
+
+    def _read_data(self, b):
+        fd = os.open(os.path.join(self.folder, "data"), os.O_RDONLY)
+        try:
+            return os.pread(fd, BLOCK, b * BLOCK)
+        finally:
+            os.close(fd)
 
     def missing(self):
         return sorted(self.set - set(self.present))
@@ -449,11 +497,7 @@ class Layer:
         r = self.present[b]
         if r["kind"] == ZERO:
             return bytes(BLOCK)
-        fd = os.open(os.path.join(self.folder, "data"), os.O_RDONLY)
-        try:
-            got = os.pread(fd, BLOCK, b * BLOCK)
-        finally:
-            os.close(fd)
+        got = self._read(b)
         if len(got) != BLOCK:
             raise FormatError("%s/data: block %d is %d bytes, not 65536"
                               % (self.folder, b, len(got)))
@@ -464,16 +508,22 @@ class Layer:
 
 
 class Store:
-    """A whole store read with this module alone."""
+    """A whole store read with this module alone: the directory PATH, or,
+    given OBJECTS, an object store at PATH (s3://…) whose objects are
+    OBJECTS: (their keys under its prefix, a function giving an
+    object's bytes)."""
 
-    def __init__(self, path):
+    def __init__(self, path, objects=None):
         self.path = path
+        self.disks = {}                 # disk uuid -> {snapshot: Layer}
+        if objects is not None:
+            self._read_objects(*objects)
+            return
         with open(os.path.join(path, "cbtfs-store"), "rb") as f:
             self.marker = f.read()
         self.format, self.id = parse_marker(self.marker)
         if self.format not in (1, 2):
             raise FormatError("store format %d" % self.format)
-        self.disks = {}                 # disk uuid -> {snapshot: Layer}
         ddir = os.path.join(path, "disks")
         for d in sorted(os.listdir(ddir)) if os.path.isdir(ddir) else ():
             if not is_uuid(d) or not os.path.isdir(os.path.join(ddir, d)):
@@ -484,6 +534,56 @@ class Store:
                 if is_uuid(s) and os.path.isdir(p):
                     layers[s] = Layer(p)
             self.disks[d] = layers
+
+    def _read_objects(self, keys, get):
+        # FORMAT.md, Object stores: the marker is a directory store's;
+        # a layer is its root "cbtfs-root 1 V" and manifest, version V's
+        # set and index objects, and the packs those name.
+        self.marker = get("cbtfs-store")
+        self.format, self.id = parse_marker(self.marker)
+        if self.format != 2:
+            raise FormatError("store format %d" % self.format)
+        keys = set(keys)
+        packs = {}
+
+        def block_of(place):
+            key, slot = place
+            if key not in packs:
+                packs[key] = get(key)
+                if packs[key] is None:
+                    raise FormatError("%s: no such pack" % key)
+            return packs[key][slot * BLOCK:(slot + 1) * BLOCK]
+
+        for k in sorted(keys):
+            part = k.split("/")
+            if part[0] != "roots" or len(part) != 3 \
+                    or not (is_uuid(part[1]) and is_uuid(part[2])):
+                continue
+            head, _, manifest = get(k).partition(b"\n")
+            m = re.match(rb"^cbtfs-root 1 ([0-9]{10})$", head)
+            if not m:
+                raise FormatError("%s begins %r" % (k, head))
+            ver = "layers/%s/%s/%s/" % (part[1], part[2], m.group(1).decode())
+            index = get(ver + "i/0000000000")
+            if index is None:
+                raise FormatError("%s: no index object 0" % ver)
+            where = {}
+            seq = 1
+            while ver + "i/%010d" % seq in keys:
+                recs, named = parse_index_object(get(ver + "i/%010d" % seq),
+                                                 part[1])
+                index += recs
+                for key, blocks in named:
+                    for slot, b in enumerate(blocks):
+                        if b != (1 << 64) - 1:
+                            where[b] = (key, slot)
+                seq += 1
+            changed = get(ver + "set") if ver + "set" in keys else None
+            lay = Layer(k, (manifest, changed, index,
+                            lambda b, w=where: block_of(w[b]) if b in w
+                            else b""))
+            lay.places = where
+            self.disks.setdefault(part[1], {})[part[2]] = lay
 
     def layer(self, snapshot):
         for layers in self.disks.values():

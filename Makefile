@@ -324,7 +324,7 @@ check-crash: $(BUILD)/cbtfs
 # pools): the rest of the [s3] runs repeat the same backend calls.
 # nbdkit (not built with ASan) loads the ASan plugin of cbtfs serve:
 # ASan's runtime then cannot come first, as it would insist.
-ASAN_S3_E2E = tests/test-prune.py tests/test-prune-crash.py tests/test-copy.py \
+ASAN_S3_E2E = tests/test-prune.py tests/test-copy.py \
               tests/test-mount-follows.py tests/test-lazy.py tests/test-restore.py \
               tests/test-serve.py tests/test-s3-pools.py tests/test-forget.py
 ASAN_MAKE = ASAN_OPTIONS=verify_asan_link_order=0 $(MAKE) BUILD=build/asan CC=gcc \

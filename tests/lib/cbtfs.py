@@ -507,7 +507,25 @@ class Env:
         if is_dir_store(store):
             return sf.Store(store)
         return sf.Store(store, (list(self.store_objects(store)),
-                                lambda k: self.s3_object(store, k)))
+                                self.s3_objects(store)))
+
+    def s3_objects(self, store):
+        """A function giving an object store's object KEY (under STORE's
+        prefix) as bytes (None when missing); every object there is read
+        at the first call, in one go."""
+        import rgw  # noqa: E402 (only object store runs need it)
+        base = store[len("s3://"):].rstrip("/") + "/"
+        got = {}
+
+        def get(key):
+            if not got:
+                r = rgw.Shared(os.environ["CBTFS_TEST_RGW"])
+                many = r.get_many([base + k for k in self.store_objects(store)],
+                                  self.mkdir("s3-get-%d" % id(got)))
+                got.update({p[len(base):]: b for p, b in many.items()})
+                got.setdefault("", None)        # read once, even if empty
+            return got[key] if key in got else self.s3_object(store, key)
+        return get
 
     def store_disks(self, store):
         """The disks STORE has (a directory store's disks/ folders, an

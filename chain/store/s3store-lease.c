@@ -199,11 +199,14 @@ in_use (const char *what, const struct store_holder *h, long long left,
              "s3://%s/%s", what, held, ss->o.bucket, key);
     return;
   }
-  /* When, by this host's clock, the server will call it expired. */
-  t = time (NULL) + (time_t) left;
-  if (left > 0 && left < STORE_LEASE_TTL_MAX + 2 && gmtime_r (&t, &tm))
-    strftime (until, sizeof until, " until %H:%M:%S UTC unless renewed",
-              &tm);
+  /* When, by this host's clock, the server will call it expired (LEFT
+   * may be huge for a lease that never expires: no sum then). */
+  if (left > 0 && left < STORE_LEASE_TTL_MAX + 2) {
+    t = time (NULL) + (time_t) left;
+    if (gmtime_r (&t, &tm))
+      strftime (until, sizeof until, " until %H:%M:%S UTC unless renewed",
+                &tm);
+  }
   err_set (EWOULDBLOCK, "%s is in use by %s%s", what, held, until);
 }
 

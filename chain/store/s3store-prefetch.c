@@ -88,6 +88,7 @@ struct s3store_prefetch {
   unsigned ending;              /* streams waiting on idle */
   struct run *head, *tail;
   uint64_t bytes, tick;
+  uint64_t frees;               /* runs freed so far (read atomically) */
   bool stop;
   pthread_t threads[THREADS];
   size_t nthreads;
@@ -104,6 +105,8 @@ struct s3store_stream {
   uint64_t ahead;               /* blocks below it are planned */
   uint64_t swept;               /* next at the last sweep */
   unsigned streak;              /* reads that followed each other */
+  bool full;                    /* the last plan found no room ... */
+  uint64_t full_at;             /* ... when pf->frees was this */
   size_t nruns;                 /* its runs in pf's list (pf->lock) */
 };
 
@@ -121,6 +124,7 @@ run_free (struct s3store_prefetch *pf, struct run *r)
   else
     pf->tail = r->prev;
   pf->bytes -= (uint64_t) r->n << BLOCK_SHIFT;
+  __atomic_store_n (&pf->frees, pf->frees + 1, __ATOMIC_RELAXED);
   __atomic_store_n (&r->st->nruns, r->st->nruns - 1, __ATOMIC_RELAXED);
   pthread_cond_destroy (&r->ready);
   free (r->buf);
@@ -261,7 +265,8 @@ start_threads (struct s3store_prefetch *pf)
 
 /* Plan block B, at place SLOT.. of pack PACK (N places), into ST's run
  * there, making it (KEY copied, NAME in KEY) if there is none: 0, or
- * -1 when there is no room or memory.  Called with st->lock held. */
+ * -1 when there is no room (st->full set) or memory.  Called with
+ * st->lock held. */
 static int
 plan_block (struct s3store_stream *st, uint64_t b, uint32_t pack,
             uint32_t slot, uint32_t n, const char *key, const char *name)
@@ -275,8 +280,13 @@ plan_block (struct s3store_stream *st, uint64_t b, uint32_t pack,
     r->last = MAX (r->last, b);
     goto out;
   }
-  if (!make_room (pf, st, (uint64_t) n << BLOCK_SHIFT)
-      || (r = calloc (1, sizeof *r)) == NULL
+  if (!make_room (pf, st, (uint64_t) n << BLOCK_SHIFT)) {
+    st->full = true;
+    st->full_at = pf->frees;
+    ret = -1;
+    goto out;
+  }
+  if ((r = calloc (1, sizeof *r)) == NULL
       || (r->key = strdup (key)) == NULL) {
     free (r);
     ret = -1;
@@ -317,6 +327,11 @@ plan (struct s3store_stream *st)
   char *key = NULL;
   const char *name = NULL;
 
+  /* No room, and nothing freed since: planning again would find none. */
+  if (st->full
+      && __atomic_load_n (&st->pf->frees, __ATOMIC_RELAXED) == st->full_at)
+    return;
+  st->full = false;
   for (; st->ahead < to; st->ahead++) {
     uint32_t pack, place, places, slot;
     if (!st->lay->locate (st->layer, st->ahead, &pack, &place, &places))

@@ -30,7 +30,8 @@ S3_SRC     = s3/s3.c s3/s3-multipart.c s3/s3-xml.c
 S3STORE_SRC = chain/store/s3store.c chain/store/s3store-layer.c \
              chain/store/s3store-sweep.c chain/store/s3store-upload.c \
              chain/store/s3store-cache.c chain/store/s3store-abandoned.c \
-             chain/store/s3crypt.c chain/store/s3store-lease.c
+             chain/store/s3crypt.c chain/store/s3store-lease.c \
+             chain/store/s3store-prefetch.c
 STORE_SRC  = chain/store/store.c chain/store/holder.c chain/store/posix.c \
              chain/store/posix-layer.c
 CHAIN_SRC  = chain/bitmap.c chain/sums.c chain/layer-meta.c chain/index.c \

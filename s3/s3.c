@@ -33,6 +33,9 @@
 #include "s3-int.h"
 #include "s3-xml.h"
 
+/* Ranged reads up to this size get their buffer at once. */
+#define PREALLOC_MAX ((uint64_t) 64 << 20)
+
 
 int
 s3_global_init (void)
@@ -746,6 +749,10 @@ s3_get (s3_client *c, const char *key, uint64_t offset, uint64_t len,
               offset + len - 1);
     q.r.limit = len;
     SETOPT (c->curl, CURLOPT_RANGE, range);
+    /* The body's size is known: one buffer, not a series of copies
+     * doubling up to twice its size (blocks are read in MiB). */
+    if (len <= PREALLOC_MAX && (q.r.p = malloc (len + 1)) != NULL)
+      q.r.cap = len + 1;
   }
   SETOPT (c->curl, CURLOPT_HTTPGET, 1L);
   if (s3i_configured (rc) == -1

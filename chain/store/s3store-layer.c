@@ -26,7 +26,8 @@
  *
  * Reads fetch a run of up to READ_RUN blocks of a pack in one ranged
  * GET and keep the last few runs: reading in order costs one request
- * per run, not one per block.
+ * per run, not one per block.  A reader going forward finds the runs
+ * ahead of it fetched already (s3store-prefetch.c).
  *
  * Thread model: `lock` (a rwlock) guards the version, the index, the
  * block map and the pack table: readers share it, loading more of the
@@ -123,6 +124,8 @@ struct s3_layer {
   pthread_mutex_t clock;
   struct run runs[CACHE_RUNS];
   uint64_t tick;
+
+  struct s3store_stream *ahead; /* read-ahead, or NULL (owned) */
 };
 
 static inline struct s3_layer *
@@ -130,6 +133,8 @@ sl_of (struct store_layer *h)
 {
   return (struct s3_layer *) h;
 }
+
+static const struct s3store_layout layout;
 
 static struct s3_layer *
 layer_new (struct store *s, const char *disk, const char *snapshot)
@@ -159,6 +164,8 @@ layer_new (struct store *s, const char *disk, const char *snapshot)
     s3store_layer_close (&l->base);
     return NULL;
   }
+  /* Without it, reads only go slower. */
+  l->ahead = s3store_stream_new (ss, &layout, l, l->disk);
   return l;
 }
 
@@ -222,6 +229,7 @@ s3store_layer_close (struct store_layer *h)
   if (h == NULL)
     return;
   l = sl_of (h);
+  s3store_stream_free (l->ahead);
   s3store_writer_close (h);
   if (l->stage && !l->replaced)
     discard_stage (l);
@@ -826,14 +834,17 @@ s3store_block_read (struct store_layer *h, uint64_t b, void *buf)
     err_set (EIO, "%s: block %" PRIu64 " is in no pack", l->where, b);
     return -1;
   }
-  /* A run read before: no request, and no key to make. */
-  if (from_runs (l, pack, place, buf))
+  /* A run read before or ahead: no request, and no key to make. */
+  if (from_runs (l, pack, place, buf)
+      || (l->ahead && s3store_stream_take (l->ahead, b, pack, place, buf)))
     return BLOCK_SIZE;
   if ((key = pack_key (l, &pk)) == NULL)
     return -1;
   cache = l->ss->cache;
   name = key + strlen (l->packs);
   if (cache && s3store_cache_get (cache, l->disk, name, place, buf))
+    return BLOCK_SIZE;
+  if (l->ahead && s3store_stream_miss (l->ahead, b, pack, place, buf))
     return BLOCK_SIZE;
   n = MIN (n - place, READ_RUN);
   if (s3store_pack_get (l->ss, key, place, n, &p, &got) == -1)
@@ -854,6 +865,42 @@ s3store_block_read (struct store_layer *h, uint64_t b, void *buf)
     free (p);
   return BLOCK_SIZE;
 }
+
+/* s3store_layout's calls, for the layer's stream. */
+static bool
+layout_locate (void *opaque, uint64_t b, uint32_t *pack, uint32_t *place,
+               uint32_t *places)
+{
+  struct s3_layer *l = opaque;
+  bool found;
+
+  pthread_rwlock_rdlock (&l->lock);
+  found = map_get (l, b, pack, place);
+  if (found)
+    *places = l->pk[*pack].n;
+  pthread_rwlock_unlock (&l->lock);
+  return found && *place < *places;
+}
+
+static char *
+layout_key (void *opaque, uint32_t pack, const char **name)
+{
+  struct s3_layer *l = opaque;
+  struct pack pk;
+  char *key;
+
+  pthread_rwlock_rdlock (&l->lock);
+  pk = l->pk[pack];
+  pthread_rwlock_unlock (&l->lock);
+  if ((key = pack_key (l, &pk)) != NULL)
+    *name = key + strlen (l->packs);
+  return key;
+}
+
+static const struct s3store_layout layout = {
+  .locate = layout_locate,
+  .key = layout_key,
+};
 
 /* ---- writing ---------------------------------------------------------- */
 

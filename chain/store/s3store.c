@@ -751,6 +751,7 @@ s3store_close (struct store *s)
                 "taken over once it expires)", s->where, err_get ());
     ss->lock = NULL;
   }
+  s3store_prefetch_end (ss);
   s3store_uploads_end (ss);
   s3store_cache_close (ss->cache);
   s3crypt_free (ss->crypt);

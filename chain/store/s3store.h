@@ -62,6 +62,8 @@ struct s3_store {
   struct s3store_cache *cache;  /* blocks kept on this machine, or NULL */
   struct s3crypt *crypt;        /* the store's keys (s3crypt.h), or NULL
                                    for a store that is not encrypted */
+  struct s3store_prefetch *pf;  /* read-ahead (s3store-prefetch.c); NULL
+                                   until the first layer opens */
 };
 
 /* ---- the local cache (s3store-cache.c) ---------------------------------
@@ -101,6 +103,50 @@ extern int s3store_upload (struct s3_store *ss, void (*fn) (void *),
 
 /* Stop the upload threads once the queue is empty (store close). */
 extern void s3store_uploads_end (struct s3_store *ss);
+
+/* ---- read-ahead (s3store-prefetch.c) -----------------------------------
+ * A layer handle's reads are a stream: once they go forward, the runs
+ * holding the layer's next blocks are fetched ahead of the reader on a
+ * few threads of the store's (within a bound on memory per store), and
+ * kept in memory until read; random reads read nothing ahead. */
+struct s3store_prefetch;
+struct s3store_stream;
+
+/* What a stream asks of its layer (opaque LAYER), from reader threads:
+ * where block B is (its pack's number, place and the pack's places),
+ * false when no index object read so far names it; the key of pack
+ * PACK (malloc'd, NULL when out of memory), *NAME set to the pack's
+ * name in it. */
+struct s3store_layout {
+  bool (*locate) (void *layer, uint64_t b, uint32_t *pack, uint32_t *place,
+                  uint32_t *places);
+  char *(*key) (void *layer, uint32_t pack, const char **name);
+};
+
+/* A stream for the layer LAYER of DISK (both kept, not owned: they
+ * outlive it), or NULL with err_*. */
+extern struct s3store_stream *s3store_stream_new (struct s3_store *ss,
+                                                  const struct s3store_layout
+                                                  *lay, void *layer,
+                                                  const char *disk);
+
+/* End ST once its layer has no reader: its runs go, after waiting for
+ * the GETs of them in flight. */
+extern void s3store_stream_free (struct s3store_stream *st);
+
+/* Block B, at PLACE of pack PACK, into BUF from what was read ahead
+ * (waiting for its GET if it is in flight): whether it was there. */
+extern bool s3store_stream_take (struct s3store_stream *st, uint64_t b,
+                                 uint32_t pack, uint32_t place, void *buf);
+
+/* Block B, which is neither read ahead nor in the local cache: when
+ * the reader goes forward, plan the blocks ahead and read B's run now,
+ * then as s3store_stream_take; false, and the caller reads it. */
+extern bool s3store_stream_miss (struct s3store_stream *st, uint64_t b,
+                                 uint32_t pack, uint32_t place, void *buf);
+
+/* Stop the read-ahead threads (store close, once no layer is open). */
+extern void s3store_prefetch_end (struct s3_store *ss);
 
 static inline struct s3_store *
 s3store_of (struct store *s)

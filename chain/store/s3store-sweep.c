@@ -1,5 +1,6 @@
 /* cbtfs: the sweep of an object store: delete the packs of a disk that
- * no layer's current version names (s3store.h).
+ * no layer's current version names, and the layer objects of no current
+ * version (s3store.h).
  *
  * Packs are shared: a merged layer (a stage) names its base's packs
  * where they are, so a removed layer's or a replaced version's packs
@@ -148,6 +149,56 @@ unused (const struct live *lv, const char *name)
   return at < 0 || lv->versions[at] != v;
 }
 
+/* Whether layer object KEY ("S/V/..." under layers/DISK/) belongs to
+ * no current version: an old version a replace did not get to delete,
+ * a stage a crash left, or what a layer never made (no root) put.  The
+ * writer lease ("S/writer") is left to the lease rules. */
+static bool
+stale_layer_object (const struct live *lv, const char *key)
+{
+  char layer[UUID_LEN + 1];
+  unsigned v;
+  ssize_t at;
+
+  if (strlen (key) < UUID_LEN + 12 || key[UUID_LEN] != '/'
+      || key[UUID_LEN + 11] != '/'
+      || sscanf (key + UUID_LEN + 1, "%10u", &v) != 1)
+    return false;               /* the writer lease, or not ours */
+  memcpy (layer, key, UUID_LEN);
+  layer[UUID_LEN] = '\0';
+  if (!is_uuid (layer))
+    return false;
+  at = store_names_find (lv->layers, lv->nlayers, layer);
+  if (at >= 0 && lv->versions[at] == 0)
+    return false;               /* its root went meanwhile: not ours */
+  return at < 0 || lv->versions[at] != v;
+}
+
+/* Delete DISK's layer objects of no current version (a replace or a
+ * removal that a crash cut short leaves them; nothing reads them). */
+static int
+sweep_versions (struct s3_store *ss, const char *disk, const struct live *lv)
+{
+  CLEANUP_FREE char *prefix = s3store_key (ss, "layers/%s/", disk);
+  char **keys = NULL;
+  size_t n = 0;
+  int ret = 0;
+
+  if (prefix == NULL || s3store_keys (ss, prefix, &keys, &n) == -1)
+    return -1;
+  for (size_t i = 0; i < n && ret == 0; i++) {
+    CLEANUP_FREE char *key = NULL;
+    if (!stale_layer_object (lv, keys[i]))
+      continue;
+    if (s3store_may_change (ss) == -1
+        || asprintf (&key, "%s%s", prefix, keys[i]) == -1
+        || s3store_delete (ss, key) == -1)
+      ret = -1;
+  }
+  store_names_free (keys, n);
+  return ret;
+}
+
 static int
 sweep_disk (struct s3_store *ss, const char *disk)
 {
@@ -180,6 +231,8 @@ sweep_disk (struct s3_store *ss, const char *disk)
   }
   log_debug ("%s: disk %s: %zu of %zu packs unused, deleted", ss->base.where,
              disk, gone, npacks);
+  if (ret == 0)
+    ret = sweep_versions (ss, disk, &lv);
  out:
   store_names_free (packs, npacks);
   store_names_free (lv.names, lv.n);

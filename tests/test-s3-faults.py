@@ -25,7 +25,6 @@ a prefix (or a bucket) of its own:
 S3FAULTS_CASES=skew,full (say) runs only those cases.
 Exit 0 when everything holds, 1 on failure, 77 without Ceph or faketime.
 """
-import importlib.util
 import json
 import os
 import re
@@ -43,12 +42,7 @@ import rgw  # noqa: E402
 import sim  # noqa: E402
 from cbtfs import check  # noqa: E402
 
-# The object store helpers of test-s3-store.py (bucket listings, the
-# environment, one-line checks, images of points).
-_spec = importlib.util.spec_from_file_location(
-    "s3store_t", os.path.join(HERE, "test-s3-store.py"))
-st = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(st)
+import s3case as st  # noqa: E402
 
 MiB = 1 << 20
 BUCKET = rgw.TEST_BUCKET
@@ -312,13 +306,7 @@ def main():
                  ("region", lambda: case_region(t)),
                  ("abandoned", lambda: case_abandoned(t)),
                  ("multipart", lambda: case_multipart(t))]
-        only = os.environ.get("S3FAULTS_CASES")
-        for name, fn in steps:
-            if only and name not in only.split(","):
-                continue
-            start = time.monotonic()
-            fn()
-            print("ok %s (%.1f s)" % (name, time.monotonic() - start))
+        st.run_cases(steps, "S3FAULTS_CASES")
         for out in t.outputs:
             check(r.secret_key not in out, "a secret in cbtfs's output")
     print("ok")

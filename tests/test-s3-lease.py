@@ -29,7 +29,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 
@@ -38,6 +37,7 @@ import cbtfs as cb  # noqa: E402
 import rgw  # noqa: E402
 import sim  # noqa: E402
 from cbtfs import check  # noqa: E402
+from s3case import get_object, put_object, run_cases  # noqa: E402
 
 MiB = 1 << 20
 BUCKET = rgw.TEST_BUCKET
@@ -45,22 +45,6 @@ TTL = 3
 
 
 # ---- the bucket, seen with curl -----------------------------------------
-
-def get_object(r, key):
-    p = r.curl("GET", BUCKET + "/" + key, "-f")
-    return p.stdout if p.returncode == 0 else None
-
-
-def put_object(r, key, data):
-    path = os.path.join(tempfile.gettempdir(), "lease-%s" % uuid.uuid4().hex)
-    with open(path, "wb") as f:
-        f.write(data)
-    try:
-        r.curl("PUT", BUCKET + "/" + key, "-f", "--data-binary", "@" + path,
-               check=True)
-    finally:
-        os.unlink(path)
-
 
 def record(r, key):
     """The lease KEY's record as {field: value}, None without one."""
@@ -361,13 +345,7 @@ def main():
         steps = [("expired", lambda: case_expired(t)),
                  ("live", lambda: case_live(t)),
                  ("lost", lambda: case_lost(t))]
-        only = os.environ.get("S3LEASE_CASES")
-        for name, fn in steps:
-            if only and name not in only.split(","):
-                continue
-            start = time.monotonic()
-            fn()
-            print("ok %s (%.1f s)" % (name, time.monotonic() - start))
+        run_cases(steps, "S3LEASE_CASES")
     print("ok")
 
 

@@ -19,6 +19,7 @@
   password-file=, ca-file=, timeout=) and the rest go to FUSE's -o; the
   exit status is mount(8)'s (cbtfs's 2 is 1, others 32).
 """
+# runs-alone: it runs make on the build under test (make install relinks cbtfs)
 import os
 import shutil
 import subprocess

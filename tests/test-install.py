@@ -14,6 +14,7 @@
   a point of a store the installed binary backed up;
 - `make uninstall` leaves no file behind.
 """
+# runs-alone: it runs make on the build under test (make install relinks cbtfs)
 import os
 import subprocess
 import sys

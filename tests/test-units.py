@@ -18,6 +18,7 @@ systemd's bare environment: the backup succeeds and the store holds a
 complete point of the VM's disk.  The unit's sandboxing
 (ProtectSystem= and the rest) is not applied: verify checks those
 settings, systemd enforces them."""
+# runs-alone: it runs make on the build under test (make install relinks cbtfs)
 import os
 import re
 import shlex

@@ -73,10 +73,13 @@ xapi_global_init (void)
   return 0;
 }
 
+/* curl counts its inits; libxml2 does not, and xmlCleanupParser would
+ * pull its per-thread state from under the object store's threads
+ * (their state then leaks when they end): libxml2 is left as it is,
+ * what it holds is freed at exit. */
 void
 xapi_global_cleanup (void)
 {
-  xmlCleanupParser ();
   curl_global_cleanup ();
 }
 

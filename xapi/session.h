@@ -52,8 +52,9 @@ typedef struct xapi_session xapi_session;
  * with err_* set. */
 extern int xapi_global_init (void);
 
-/* Undo xapi_global_init, after every session is logged out and every
- * thread using xapi_* has finished. */
+/* Undo xapi_global_init's libcurl part, after every session is logged
+ * out and every thread using xapi_* has finished (libxml2's state stays
+ * until exit: the object store client uses it too). */
 extern void xapi_global_cleanup (void);
 
 /* Log in (session.login_with_password, version "1.1", originator

@@ -691,17 +691,18 @@ s3i_ours (s3_client *c, const char *key, const void *buf, size_t len)
   return same;
 }
 
-/* s3_put in one PUT. */
+/* One PUT of LEN bytes of BUF as KEY with the header HDR (or NULL);
+ * *ATTEMPTS (may be NULL) gets how many requests it took. */
 static int
-put_one (s3_client *c, const char *key, const void *buf, size_t len,
-         bool create_only)
+put_with (s3_client *c, const char *key, const void *buf, size_t len,
+          const char *hdr, int *attempts)
 {
   struct req q = { .r = { .c = c, .limit = S3_MAX_ERROR_BODY, .up = buf,
                           .up_len = len } };
   CURLcode rc = CURLE_OK;
   int ret = -1;
 
-  if (s3i_req_key (c, &q, key, create_only ? "If-None-Match: *" : NULL) == -1)
+  if (s3i_req_key (c, &q, key, hdr) == -1)
     goto out;
   SETOPT (c->curl, CURLOPT_UPLOAD, 1L);
   SETOPT (c->curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t) len);
@@ -709,13 +710,27 @@ put_one (s3_client *c, const char *key, const void *buf, size_t len,
   SETOPT (c->curl, CURLOPT_READDATA, &q.r);
   if (s3i_configured (rc) == 0)
     ret = s3i_perform (c, q.url, q.where, &q.r);
+ out:
+  if (attempts)
+    *attempts = q.r.attempts;
+  s3i_req_end (&q);
+  return ret;
+}
+
+/* s3_put in one PUT. */
+static int
+put_one (s3_client *c, const char *key, const void *buf, size_t len,
+         bool create_only)
+{
+  int attempts, ret;
+
+  ret = put_with (c, key, buf, len, create_only ? "If-None-Match: *" : NULL,
+                  &attempts);
   /* A create-only put tried again may find what its first try put
    * before its answer was lost: that is success, not a taken key. */
-  if (ret == -1 && errno == EEXIST && create_only && q.r.attempts > 1
+  if (ret == -1 && errno == EEXIST && create_only && attempts > 1
       && s3i_ours (c, key, buf, len))
     ret = 0;
- out:
-  s3i_req_end (&q);
   return ret;
 }
 
@@ -778,26 +793,42 @@ s3_get (s3_client *c, const char *key, uint64_t offset, uint64_t len,
   return ret;
 }
 
+/* A HEAD of KEY through Q (FILETIME: have libcurl parse Last-Modified);
+ * *SIZE gets the length.  The caller reads the rest of the answer, then
+ * s3i_req_end (Q). */
+static int
+head (s3_client *c, struct req *q, const char *key, bool filetime,
+      uint64_t *size)
+{
+  curl_off_t cl = -1;
+  CURLcode rc = CURLE_OK;
+
+  if (s3i_req_key (c, q, key, NULL) == -1)
+    return -1;
+  SETOPT (c->curl, CURLOPT_NOBODY, 1L);
+  if (filetime)
+    SETOPT (c->curl, CURLOPT_FILETIME, 1L);
+  if (s3i_configured (rc) == -1
+      || s3i_perform (c, q->url, q->where, &q->r) == -1)
+    return -1;
+  curl_easy_getinfo (c->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+  if (cl < 0) {
+    err_set (EPROTO, "%s: HEAD without a length", q->where);
+    return -1;
+  }
+  *size = (uint64_t) cl;
+  return 0;
+}
+
 int
 s3_head (s3_client *c, const char *key, uint64_t *size, char **etag)
 {
   struct req q = { .r = { .c = c, .limit = 0 } };
   struct curl_header *eh = NULL;
-  curl_off_t cl = -1;
-  CURLcode rc = CURLE_OK;
   int ret = -1;
 
-  if (s3i_req_key (c, &q, key, NULL) == -1)
+  if (head (c, &q, key, false, size) == -1)
     goto out;
-  SETOPT (c->curl, CURLOPT_NOBODY, 1L);
-  if (s3i_configured (rc) == -1
-      || s3i_perform (c, q.url, q.where, &q.r) == -1)
-    goto out;
-  curl_easy_getinfo (c->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
-  if (cl < 0) {
-    err_set (EPROTO, "%s: HEAD without a length", q.where);
-    goto out;
-  }
   if (etag) {
     if (curl_easy_header (c->curl, "ETag", 0, CURLH_HEADER, -1, &eh)
         != CURLHE_OK) {
@@ -810,7 +841,6 @@ s3_head (s3_client *c, const char *key, uint64_t *size, char **etag)
       goto out;
     }
   }
-  *size = (uint64_t) cl;
   ret = 0;
  out:
   s3i_req_end (&q);
@@ -822,26 +852,14 @@ s3_stat (s3_client *c, const char *key, struct s3_stat *st)
 {
   struct req q = { .r = { .c = c, .limit = 0 } };
   struct curl_header *dh = NULL;
-  curl_off_t cl = -1, mtime = -1;
-  CURLcode rc = CURLE_OK;
+  curl_off_t mtime = -1;
   int ret = -1;
 
-  if (s3i_req_key (c, &q, key, NULL) == -1)
+  if (head (c, &q, key, true, &st->size) == -1)
     goto out;
-  SETOPT (c->curl, CURLOPT_NOBODY, 1L);
-  SETOPT (c->curl, CURLOPT_FILETIME, 1L);
-  if (s3i_configured (rc) == -1
-      || s3i_perform (c, q.url, q.where, &q.r) == -1)
-    goto out;
-  curl_easy_getinfo (c->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
-  if (cl < 0) {
-    err_set (EPROTO, "%s: HEAD without a length", q.where);
-    goto out;
-  }
   /* libcurl parses Last-Modified itself (CURLOPT_FILETIME); the Date
    * header with the same parser. */
   curl_easy_getinfo (c->curl, CURLINFO_FILETIME_T, &mtime);
-  st->size = (uint64_t) cl;
   st->modified = mtime >= 0 ? (int64_t) mtime : -1;
   st->date = -1;
   if (curl_easy_header (c->curl, "Date", 0, CURLH_HEADER, -1, &dh)
@@ -850,45 +868,6 @@ s3_stat (s3_client *c, const char *key, struct s3_stat *st)
     st->date = t >= 0 ? (int64_t) t : -1;
   }
   ret = 0;
- out:
-  s3i_req_end (&q);
-  return ret;
-}
-
-/* The MD5 of LEN bytes of BUF in hex: the ETag a single-part PUT of
- * them gets. */
-static int
-md5_hex (const void *buf, size_t len, char hex[33])
-{
-  unsigned char md5[16];
-
-  if (gnutls_hash_fast (GNUTLS_DIG_MD5, buf, len, md5) != 0) {
-    err_set (EIO, "cannot compute an MD5");
-    return -1;
-  }
-  for (size_t i = 0; i < sizeof md5; i++)
-    snprintf (hex + 2 * i, 3, "%02x", md5[i]);
-  return 0;
-}
-
-/* One PUT of LEN bytes of BUF as KEY with the header HDR. */
-static int
-put_with (s3_client *c, const char *key, const void *buf, size_t len,
-          const char *hdr)
-{
-  struct req q = { .r = { .c = c, .limit = S3_MAX_ERROR_BODY, .up = buf,
-                          .up_len = len } };
-  CURLcode rc = CURLE_OK;
-  int ret = -1;
-
-  if (s3i_req_key (c, &q, key, hdr) == -1)
-    goto out;
-  SETOPT (c->curl, CURLOPT_UPLOAD, 1L);
-  SETOPT (c->curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t) len);
-  SETOPT (c->curl, CURLOPT_READFUNCTION, s3i_on_read);
-  SETOPT (c->curl, CURLOPT_READDATA, &q.r);
-  if (s3i_configured (rc) == 0)
-    ret = s3i_perform (c, q.url, q.where, &q.r);
  out:
   s3i_req_end (&q);
   return ret;
@@ -903,14 +882,16 @@ put_with (s3_client *c, const char *key, const void *buf, size_t len,
 int
 s3_rewrite (s3_client *c, const char *key, const void *buf, size_t len)
 {
-  char hex[33], hdr[48], *etag = NULL;
+  char hex[64], hdr[80], *etag = NULL;
   uint64_t size;
   bool same;
 
-  if (md5_hex (buf, len, hex) == -1)
+  if (etag_of (buf, len, 0, hex) == -1) {
+    err_set (EIO, "cannot compute an MD5");
     return -1;
+  }
   snprintf (hdr, sizeof hdr, "If-Match: %s", hex);
-  if (put_with (c, key, buf, len, hdr) == 0)
+  if (put_with (c, key, buf, len, hdr, NULL) == 0)
     return 0;
   if (errno != EEXIST)          /* 412, as http_error names it */
     return -1;
@@ -921,7 +902,7 @@ s3_rewrite (s3_client *c, const char *key, const void *buf, size_t len)
   free (etag);
   if (same) {
     snprintf (hdr, sizeof hdr, "If-Match: \"%s\"", hex);
-    if (put_with (c, key, buf, len, hdr) == 0)
+    if (put_with (c, key, buf, len, hdr, NULL) == 0)
       return 0;
     if (errno != EEXIST)
       return -1;

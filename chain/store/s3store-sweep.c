@@ -174,67 +174,63 @@ stale_layer_object (const struct live *lv, const char *key)
   return at < 0 || lv->versions[at] != v;
 }
 
-/* Delete DISK's layer objects of no current version (a replace or a
- * removal that a crash cut short leaves them; nothing reads them). */
+/* Delete every object listed under PREFIX (a key of the store) whose
+ * name there STALE says LV no longer reads; *GONE and *LISTED count.
+ * Stops when the lock is no longer surely ours: another holder may
+ * have made a layer since find_live looked, and only a holder may
+ * sweep. */
 static int
-sweep_versions (struct s3_store *ss, const char *disk, const struct live *lv)
+delete_stale (struct s3_store *ss, const char *prefix, const struct live *lv,
+              bool (*stale) (const struct live *, const char *),
+              size_t *gone, size_t *listed)
 {
-  CLEANUP_FREE char *prefix = s3store_key (ss, "layers/%s/", disk);
-  char **keys = NULL;
+  char **names = NULL;
   size_t n = 0;
   int ret = 0;
 
-  if (prefix == NULL || s3store_keys (ss, prefix, &keys, &n) == -1)
+  *gone = *listed = 0;
+  if (s3store_keys (ss, prefix, &names, &n) == -1)
     return -1;
-  for (size_t i = 0; i < n && ret == 0; i++) {
+  *listed = n;
+  for (size_t i = 0; i < n; i++) {
     CLEANUP_FREE char *key = NULL;
-    if (!stale_layer_object (lv, keys[i]))
+    if (!stale (lv, names[i]))
       continue;
-    if (s3store_may_change (ss) == -1
-        || asprintf (&key, "%s%s", prefix, keys[i]) == -1
-        || s3store_delete (ss, key) == -1)
-      ret = -1;
-  }
-  store_names_free (keys, n);
-  return ret;
-}
-
-static int
-sweep_disk (struct s3_store *ss, const char *disk)
-{
-  CLEANUP_FREE char *prefix = s3store_key (ss, "packs/%s/", disk);
-  struct live lv = { 0 };
-  char **packs = NULL;
-  size_t npacks = 0, gone = 0;
-  int ret = -1;
-
-  if (prefix == NULL || find_live (ss, disk, &lv) == -1
-      || s3store_keys (ss, prefix, &packs, &npacks) == -1)
-    goto out;
-  ret = 0;
-  for (size_t i = 0; i < npacks; i++) {
-    CLEANUP_FREE char *key = NULL;
-    if (!unused (&lv, packs[i]))
-      continue;
-    /* Another holder of the store lock may have made a layer since
-     * find_live looked: only its holder may sweep. */
     if (s3store_may_change (ss) == -1) {
       ret = -1;
       break;
     }
-    if (asprintf (&key, "%s%s", prefix, packs[i]) == -1
+    if (asprintf (&key, "%s%s", prefix, names[i]) == -1
         || s3store_delete (ss, key) == -1) {
       ret = -1;
       continue;
     }
-    gone++;
+    (*gone)++;
   }
+  store_names_free (names, n);
+  return ret;
+}
+
+/* Sweep DISK: its packs no current version names, and its layer
+ * objects of no current version (a replace or a removal that a crash
+ * cut short leaves them; nothing reads them). */
+static int
+sweep_disk (struct s3_store *ss, const char *disk)
+{
+  CLEANUP_FREE char *packs = s3store_key (ss, "packs/%s/", disk);
+  CLEANUP_FREE char *layers = s3store_key (ss, "layers/%s/", disk);
+  struct live lv = { 0 };
+  size_t gone, listed;
+  int ret = -1;
+
+  if (packs == NULL || layers == NULL || find_live (ss, disk, &lv) == -1)
+    goto out;
+  ret = delete_stale (ss, packs, &lv, unused, &gone, &listed);
   log_debug ("%s: disk %s: %zu of %zu packs unused, deleted", ss->base.where,
-             disk, gone, npacks);
+             disk, gone, listed);
   if (ret == 0)
-    ret = sweep_versions (ss, disk, &lv);
+    ret = delete_stale (ss, layers, &lv, stale_layer_object, &gone, &listed);
  out:
-  store_names_free (packs, npacks);
   store_names_free (lv.names, lv.n);
   store_names_free (lv.layers, lv.nlayers);
   free (lv.versions);

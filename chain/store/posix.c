@@ -376,15 +376,25 @@ posix_disk_prepare (struct store *s, const char *disk)
   return fsync_dir (posix_of (s)->disks_dir);
 }
 
-/* The uuid-named entries of DIR, sorted (store_list). */
+static bool
+uuid_name (char *name)
+{
+  return is_uuid (name);
+}
+
+/* The entries of DIR that KEEP accepts (it may rewrite the name it is
+ * given), sorted; none when DIR does not exist. */
 static int
-list_dir (const char *dir, char ***names, size_t *n)
+list_dir (const char *dir, bool (*keep) (char *name), char ***names,
+          size_t *n)
 {
   DIR *d = opendir (dir);
   struct dirent *e;
-  char **v = NULL;
+  char **v = NULL, name[NAME_MAX + 1];
   size_t len = 0, cap = 0;
 
+  *names = NULL;
+  *n = 0;
   if (d == NULL) {
     if (errno == ENOENT)
       return 0;
@@ -392,7 +402,8 @@ list_dir (const char *dir, char ***names, size_t *n)
     return -1;
   }
   while ((e = readdir (d)) != NULL) {
-    if (!is_uuid (e->d_name))
+    snprintf (name, sizeof name, "%s", e->d_name);
+    if (!keep (name))
       continue;                 /* stages, notes, editor droppings, … */
     if (len == cap) {
       size_t ncap = cap ? cap * 2 : 16;
@@ -402,7 +413,7 @@ list_dir (const char *dir, char ***names, size_t *n)
       v = nv;
       cap = ncap;
     }
-    if ((v[len] = strdup (e->d_name)) == NULL)
+    if ((v[len] = strdup (name)) == NULL)
       goto nomem;
     len++;
   }
@@ -425,11 +436,11 @@ posix_list (struct store *s, const char *disk, char ***names, size_t *n)
   CLEANUP_FREE char *dir = NULL;
 
   if (disk == NULL)
-    return list_dir (posix_of (s)->disks_dir, names, n);
+    return list_dir (posix_of (s)->disks_dir, uuid_name, names, n);
   dir = posix_disk_path (s, disk, NULL);
   if (dir == NULL)
     return -1;
-  return list_dir (dir, names, n);
+  return list_dir (dir, uuid_name, names, n);
 }
 
 static int
@@ -771,52 +782,21 @@ posix_filling_mark (struct store *s, const char *disk, const char *snapshot,
   return fsync_dir (dir);
 }
 
+/* A filling mark's file name "DISK.SNAPSHOT", as "DISK/SNAPSHOT". */
+static bool
+filling_name (char *name)
+{
+  return store_pair_name (name, '.');
+}
+
 static int
 posix_filling_list (struct store *s, char ***names, size_t *n)
 {
   CLEANUP_FREE char *dir = filling_path (s, NULL, NULL);
-  DIR *d;
-  struct dirent *e;
-  char **v = NULL;
-  size_t len = 0;
 
-  *names = NULL;
-  *n = 0;
   if (dir == NULL)
     return -1;
-  if ((d = opendir (dir)) == NULL) {
-    if (errno == ENOENT)
-      return 0;
-    err_sys (errno, "open %s", dir);
-    return -1;
-  }
-  while ((e = readdir (d)) != NULL) {
-    char **nv, name[2 * UUID_LEN + 2];
-    if (strlen (e->d_name) != 2 * UUID_LEN + 1
-        || e->d_name[UUID_LEN] != '.')
-      continue;
-    memcpy (name, e->d_name, sizeof name);
-    name[UUID_LEN] = '\0';
-    if (!is_uuid (name) || !is_uuid (name + UUID_LEN + 1))
-      continue;
-    name[UUID_LEN] = '/';
-    if ((nv = realloc (v, (len + 1) * sizeof *nv)) == NULL
-        || (nv[len] = strdup (name)) == NULL) {
-      if (nv)
-        v = nv;
-      closedir (d);
-      store_names_free (v, len);
-      err_set (ENOMEM, "out of memory");
-      return -1;
-    }
-    v = nv;
-    len++;
-  }
-  closedir (d);
-  store_names_sort (v, len);
-  *names = v;
-  *n = len;
-  return 0;
+  return list_dir (dir, filling_name, names, n);
 }
 
 const struct store_backend store_posix = {

@@ -1395,17 +1395,10 @@ s3store_filling_list (struct store *s, char ***names, size_t *n)
     return -1;
   /* Only DISK/SNAPSHOT names: anything else is not ours to read. */
   for (size_t i = 0; i < len; i++) {
-    char *k = v[i];
-    bool good = strlen (k) == 2 * UUID_LEN + 1 && k[UUID_LEN] == '/';
-    if (good) {
-      k[UUID_LEN] = '\0';
-      good = is_uuid (k) && is_uuid (k + UUID_LEN + 1);
-      k[UUID_LEN] = '/';
-    }
-    if (good)
-      v[kept++] = k;
+    if (store_pair_name (v[i], '/'))
+      v[kept++] = v[i];
     else
-      free (k);
+      free (v[i]);
   }
   *names = v;
   *n = kept;

@@ -252,6 +252,19 @@ store_names_sort (char **names, size_t n)
     qsort (names, n, sizeof *names, cmp_str);
 }
 
+bool
+store_pair_name (char *name, char sep)
+{
+  bool ok;
+
+  if (strlen (name) != 2 * UUID_LEN + 1 || name[UUID_LEN] != sep)
+    return false;
+  name[UUID_LEN] = '\0';
+  ok = is_uuid (name) && is_uuid (name + UUID_LEN + 1);
+  name[UUID_LEN] = ok ? '/' : sep;
+  return ok;
+}
+
 static int
 cmp_str_key (const void *key, const void *elem)
 {

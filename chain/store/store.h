@@ -278,6 +278,11 @@ extern void store_names_free (char **names, size_t n);
 /* Sort NAMES (N of them) as store_list sorts them (bytes). */
 extern void store_names_sort (char **names, size_t n);
 
+/* Whether NAME is "DISK<SEP>SNAPSHOT" (two uuids), turned then into
+ * "DISK/SNAPSHOT" (as store_filling_list gives the layers it names). */
+extern bool store_pair_name (char *name, char sep)
+  __attribute__ ((__nonnull__ (1)));
+
 /* The index of NAME in NAMES (N of them, sorted as store_list sorts
  * them), or -1. */
 extern ssize_t store_names_find (char *const *names, size_t n,

@@ -471,6 +471,8 @@ drop_filling (const char *disk, char **snaps, size_t *n,
 {
   size_t kept = 0;
 
+  if (nfilling == 0)
+    return;                     /* the usual case: no name to make */
   for (size_t i = 0; i < *n; i++) {
     char name[2 * UUID_LEN + 2];
     snprintf (name, sizeof name, "%s/%s", disk, snaps[i]);

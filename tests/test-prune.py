@@ -188,9 +188,11 @@ class World:
                 self.one[k] = off // BLOCK
                 self.write(k, off, os.urandom(4096))
             elif what == "few":
+                # Not over N2's block either: once N3 is folded into N4,
+                # N2 into N4 must still read it (the damaged case).
                 for _ in range(3):
                     n = rng.choice([512, 4096, BLOCK])
-                    self.write(k, rng.randrange((size - n) // 512) * 512,
+                    self.write(k, self.off_beside(size, n, self.one[k]),
                                os.urandom(n))
             elif what in ("big", "medium"):
                 n = (5 if what == "big" and DISKS[k][1] else

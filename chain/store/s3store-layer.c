@@ -1533,13 +1533,17 @@ s3store_layer_stage (struct store *s, const char *disk, const char *snapshot,
 }
 
 /* The root's PUT is the swap: from it on, readers that open the layer
- * read the new version.  The old version's objects go now; its packs,
- * which the new one may use, go with the sweep. */
+ * read the new version.  The old version's objects, and its packs,
+ * which the new one may use, go with the sweep: only after the store's
+ * generation has moved (store.c moves it when this returns), so that a
+ * reader still on the old version finds, when its read fails, that
+ * there is a newer store to read (fs.c, read_again).  Deleting them
+ * here raced those readers: they failed before the generation moved,
+ * found none newer, and gave the kept point EIO. */
 int
 s3store_layer_replace (struct store_layer *h)
 {
   struct s3_layer *l = sl_of (h);
-  CLEANUP_FREE char *old = NULL;
 
   if (!l->stage || l->replaced) {
     err_set (EINVAL, "%s: not a stage", l->where);
@@ -1556,9 +1560,5 @@ s3store_layer_replace (struct store_layer *h)
   pthread_rwlock_wrlock (&l->lock);
   l->writing = false;
   pthread_rwlock_unlock (&l->lock);
-  if (asprintf (&old, "%s%010" PRIu32 "/", l->prefix, l->version - 1) == -1
-      || s3store_delete_all (l->ss, old) == -1)
-    log_warn ("%s: the replaced version's objects stay: %s", l->where,
-              err_get ());
   return 0;
 }

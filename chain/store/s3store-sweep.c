@@ -150,8 +150,8 @@ unused (const struct live *lv, const char *name)
 }
 
 /* Whether layer object KEY ("S/V/..." under layers/DISK/) belongs to
- * no current version: an old version a replace did not get to delete,
- * a stage a crash left, or what a layer never made (no root) put.  The
+ * no current version: an old version (a replace leaves it to us), a
+ * stage a crash left, or what a layer never made (no root) put.  The
  * writer lease ("S/writer") is left to the lease rules. */
 static bool
 stale_layer_object (const struct live *lv, const char *key)

@@ -149,10 +149,12 @@ unused (const struct live *lv, const char *name)
   return at < 0 || lv->versions[at] != v;
 }
 
-/* Whether layer object KEY ("S/V/..." under layers/DISK/) belongs to
- * no current version: an old version (a replace leaves it to us), a
- * stage a crash left, or what a layer never made (no root) put.  The
- * writer lease ("S/writer") is left to the lease rules. */
+/* Whether layer object KEY ("S/..." under layers/DISK/) belongs to no
+ * current version: anything of a layer with no root (a removal leaves
+ * it to us; or a crash came before the root), or of one of its other
+ * versions (a replace leaves the old one to us; a crash left a stage).
+ * A current layer's writer lease ("S/writer") is left to the lease
+ * rules. */
 static bool
 stale_layer_object (const struct live *lv, const char *key)
 {
@@ -160,18 +162,21 @@ stale_layer_object (const struct live *lv, const char *key)
   unsigned v;
   ssize_t at;
 
-  if (strlen (key) < UUID_LEN + 12 || key[UUID_LEN] != '/'
-      || key[UUID_LEN + 11] != '/'
-      || sscanf (key + UUID_LEN + 1, "%10u", &v) != 1)
-    return false;               /* the writer lease, or not ours */
+  if (strlen (key) < UUID_LEN + 2 || key[UUID_LEN] != '/')
+    return false;               /* not ours */
   memcpy (layer, key, UUID_LEN);
   layer[UUID_LEN] = '\0';
   if (!is_uuid (layer))
     return false;
   at = store_names_find (lv->layers, lv->nlayers, layer);
-  if (at >= 0 && lv->versions[at] == 0)
+  if (at < 0)
+    return true;
+  if (lv->versions[at] == 0)
     return false;               /* its root went meanwhile: not ours */
-  return at < 0 || lv->versions[at] != v;
+  if (strlen (key) < UUID_LEN + 12 || key[UUID_LEN + 11] != '/'
+      || sscanf (key + UUID_LEN + 1, "%10u", &v) != 1)
+    return false;               /* its writer lease, or not ours */
+  return lv->versions[at] != v;
 }
 
 /* Delete every object listed under PREFIX (a key of the store) whose
@@ -212,8 +217,9 @@ delete_stale (struct s3_store *ss, const char *prefix, const struct live *lv,
 }
 
 /* Sweep DISK: its packs no current version names, and its layer
- * objects of no current version (a replace or a removal that a crash
- * cut short leaves them; nothing reads them). */
+ * objects of no current version (removals and replaces leave them, so
+ * that readers still on them read on until the generation has moved;
+ * no reader opens them again). */
 static int
 sweep_disk (struct s3_store *ss, const char *disk)
 {

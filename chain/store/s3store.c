@@ -5,7 +5,7 @@
  * objects that exist whole or not at all; what makes a thing exist is
  * always one object written last (a layer's root, a note's record), and
  * what a crash leaves without it is never read and is removed by the
- * next lock holder (trash/) or writer (a layer's unreferenced packs).
+ * next lock holder (the sweep) or writer (a layer's unreferenced packs).
  *
  * Thread model: the store's fields are set at open and only read
  * after, except `lock` and `marked`, which the lock holder's thread
@@ -780,7 +780,8 @@ s3store_may_change (struct s3_store *ss)
  * a request, so less often than a directory store's flock. */
 #define LOCK_POLL 1.0
 
-/* Finish the removals a crashed holder left in trash/ (s3store_layer_remove). */
+/* Finish the removals a crashed holder left in trash/ (earlier builds
+ * marked them there; removals are the sweep's now). */
 static void
 empty_trash (struct s3_store *ss)
 {
@@ -1078,21 +1079,22 @@ s3store_sweep_mark (struct s3_store *ss, const char *disk)
   return 0;
 }
 
-/* Marked in trash/ first, so that the next lock holder finishes what a
- * crash interrupts; the root goes first, so the layer is not listed
- * from then on, and what it held after.  Its packs, which other layers
- * may use, go with the next sweep. */
+/* The root's DELETE is the removal: the layer is not listed from then
+ * on.  What it held, its objects and the packs other layers may use, go
+ * with the sweep (sweep/DISK, put first, so that a crash leaves the
+ * work to the next lock holder): only after the store's generation has
+ * moved (store.c), so that a mount's reader still on the layer (a point
+ * after it reads its blocks until a newer generation shows the point
+ * through the layer a prune made) reads on, or finds a newer store to
+ * read from once its read fails (fs.c, read_again). */
 static int
 s3store_layer_remove (struct store *s, const char *disk, const char *snapshot)
 {
   struct s3_store *ss = s3store_of (s);
   CLEANUP_FREE char *root = s3store_key (ss, "roots/%s/%s", disk, snapshot);
-  CLEANUP_FREE char *mark = s3store_key (ss, "trash/%s/%s", disk, snapshot);
-  CLEANUP_FREE char *data = s3store_key (ss, "layers/%s/%s/", disk,
-                                         snapshot);
   int have = s3store_has_layer (s, disk, snapshot);
 
-  if (have == -1 || root == NULL || mark == NULL || data == NULL)
+  if (have == -1 || root == NULL)
     return -1;
   if (!have) {
     err_set (ENOENT, "%s: no layer %s of disk %s", s->where, snapshot, disk);
@@ -1100,11 +1102,8 @@ s3store_layer_remove (struct store *s, const char *disk, const char *snapshot)
   }
   if (s3store_may_change (ss) == -1
       || s3store_sweep_mark (ss, disk) == -1
-      || s3store_put (ss, mark, "", 0, false) == -1
       || s3store_delete (ss, root) == -1)
     return -1;
-  if (s3store_delete_all (ss, data) == 0)
-    s3store_delete (ss, mark);
   return 0;
 }
 

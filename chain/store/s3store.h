@@ -6,8 +6,8 @@
  *   P/cbtfs-store                 marker, as a directory store's
  *   P/lock                        lease of the one backup, prune or forget
  *   P/generation                  a decimal count of changes (for mounts)
- *   P/trash/D/S                   a layer being removed
- *   P/sweep/D                     disk D may hold packs no layer uses
+ *   P/trash/D/S                   a layer being removed (earlier builds)
+ *   P/sweep/D                     disk D may hold objects no layer uses
  *   P/disks/D                     one empty object per disk
  *   P/roots/D/S                   layer S of disk D: "cbtfs-root 1 V\n" and
  *                                 its manifest; the layer exists when this

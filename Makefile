@@ -28,7 +28,8 @@ XAPI_SRC   = xapi/value.c xapi/xmlrpc.c xapi/session.c xapi/api.c xapi/vhd.c \
 # where libcurl is: chain/ alone needs no HTTP library.
 S3_SRC     = s3/s3.c s3/s3-multipart.c s3/s3-xml.c
 S3STORE_SRC = chain/store/s3store.c chain/store/s3store-layer.c \
-             chain/store/s3store-sweep.c chain/store/s3store-upload.c \
+             chain/store/s3store-sweep.c chain/store/s3store-share.c \
+             chain/store/s3store-upload.c \
              chain/store/s3store-cache.c chain/store/s3store-abandoned.c \
              chain/store/s3crypt.c chain/store/s3store-lease.c \
              chain/store/s3store-prefetch.c

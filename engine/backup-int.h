@@ -75,8 +75,10 @@ struct disk {
 
 /* backup.c: wait until no other job works on any of the N disks V,
  * then mark them as this job's (two VMs may share a disk, whose folder
- * one job at a time may fill), or unmark them.  Claiming all at once
- * never deadlocks.  0 or -1 with err_* (ENOMEM). */
+ * one job at a time may fill), and take them in the store
+ * (store_disk_lock: no other process backs them up meanwhile); or let
+ * them go.  Claiming all at once never deadlocks.  0 or -1 with err_*
+ * (EWOULDBLOCK naming the process that holds one; ENOMEM). */
 extern int backup_claim_disks (struct backup *b, const struct disk *v,
                                size_t n);
 extern void backup_release_disks (struct backup *b, const struct disk *v,

@@ -180,10 +180,11 @@ claimed (struct backup_run *r, const char *uuid)
   return false;
 }
 
-int
-backup_claim_disks (struct backup *b, const struct disk *v, size_t n)
+/* Wait until no other job of the run works on any of the N disks V,
+ * then mark them as this job's. */
+static int
+claim (struct backup_run *r, const struct disk *v, size_t n)
 {
-  struct backup_run *r = b->run;
   bool busy;
   SCOPED_LOCK (&r->lock);
 
@@ -212,10 +213,9 @@ backup_claim_disks (struct backup *b, const struct disk *v, size_t n)
   return 0;
 }
 
-void
-backup_release_disks (struct backup *b, const struct disk *v, size_t n)
+static void
+unclaim (struct backup_run *r, const struct disk *v, size_t n)
 {
-  struct backup_run *r = b->run;
   SCOPED_LOCK (&r->lock);
 
   for (size_t i = 0; i < n; i++)
@@ -225,6 +225,72 @@ backup_release_disks (struct backup *b, const struct disk *v, size_t n)
         break;
       }
   pthread_cond_broadcast (&r->cond);
+}
+
+static int
+by_uuid (const void *a, const void *b)
+{
+  return strcmp (*(const char *const *) a, *(const char *const *) b);
+}
+
+/* Take the store's locks of the N disks V, in the order of their
+ * uuids, so that two processes never wait for each other: another
+ * process's backup of one of them is waited for (--lock-wait) or
+ * refuses this VM.  Then finish the drops a killed prune left pending
+ * on each, before its chain grows; one that cannot be finished now (a
+ * mount filling its layer) stays pending, and the backup still runs. */
+static int
+lock_disks (struct backup *b, const struct disk *v, size_t n)
+{
+  const char **ids = malloc (n * sizeof *ids);
+  size_t i, finished = 0;
+
+  if (ids == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  for (i = 0; i < n; i++)
+    ids[i] = v[i].live.uuid;
+  qsort (ids, n, sizeof *ids, by_uuid);
+  for (i = 0; i < n; i++)
+    if (store_disk_lock (b->store, ids[i], "backup",
+                         b->run->o->lock_wait) == -1)
+      break;
+  if (i < n) {
+    while (i-- > 0)
+      store_disk_unlock (b->store, ids[i]);
+    free (ids);
+    return -1;
+  }
+  for (i = 0; i < n; i++)
+    if (engine_prune_resume_disk (b->store, ids[i], &finished) == -1)
+      log_warn ("disk %s: an interrupted prune could not be finished (see "
+                "above)", ids[i]);
+  if (finished)
+    log_info ("finished %zu point drops an interrupted prune left",
+              finished);
+  free (ids);
+  return 0;
+}
+
+int
+backup_claim_disks (struct backup *b, const struct disk *v, size_t n)
+{
+  if (claim (b->run, v, n) == -1)
+    return -1;
+  if (lock_disks (b, v, n) == -1) {
+    unclaim (b->run, v, n);
+    return -1;
+  }
+  return 0;
+}
+
+void
+backup_release_disks (struct backup *b, const struct disk *v, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    store_disk_unlock (b->store, v[i].live.uuid);
+  unclaim (b->run, v, n);
 }
 
 /* One job: back up VMs until none is left.  B's session is the job's
@@ -370,20 +436,11 @@ engine_backup (const char *path, const struct engine_server *server,
   pthread_mutex_init (&r.lock, NULL);
   pthread_cond_init (&r.cond, NULL);
   r.store = store_open (path, true);
-  if (r.store == NULL || store_lock (r.store, "backup", o->lock_wait) == -1)
+  /* Backups of other disks may write the store at once (each disk is
+   * taken alone: backup_claim_disks). */
+  if (r.store == NULL
+      || store_lock_shared (r.store, "backup", o->lock_wait) == -1)
     goto out;
-  /* A prune killed mid-way left points half dropped: finish them before
-   * a chain grows.  One that cannot be finished now (a mount filling
-   * its layer) stays pending for the next run, and tonight's backup
-   * still runs. */
-  {
-    size_t finished;
-    if (engine_prune_resume (r.store, &finished) == -1)
-      log_warn ("%s", err_get ());
-    else if (finished)
-      log_info ("finished %zu point drops an interrupted prune left",
-                finished);
-  }
   snprintf (snap_name, sizeof snap_name, "%s %s", SNAP_NAME, r.store->id);
   if ((r.limit = nbdlimit_new (NBDLIMIT_XAPI_NBD, o->rate)) == NULL)
     goto out;

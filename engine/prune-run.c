@@ -165,9 +165,9 @@ journal_tidy (struct store *s, const char *disk)
   free (p.snap);
 }
 
-/* Finish the drops DISK's journal has pending. */
-static int
-resume_disk (struct store *s, const char *disk, size_t *finished)
+int
+engine_prune_resume_disk (struct store *s, const char *disk,
+                          size_t *finished)
 {
   struct engine_pending p;
   int ret = 0;
@@ -212,7 +212,7 @@ engine_prune_resume (struct store *s, size_t *finished)
   if (store_list (s, NULL, &disks, &n) == -1)
     return -1;
   for (size_t i = 0; i < n; i++)
-    if (resume_disk (s, disks[i], finished) == -1)
+    if (engine_prune_resume_disk (s, disks[i], finished) == -1)
       ret = -1;
   store_names_free (disks, n);
   if (ret == -1)

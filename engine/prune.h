@@ -80,11 +80,19 @@ typedef void (*engine_prune_cb) (void *opaque, const struct catalog_disk *d,
 
 /* Finish every drop an interrupted prune left pending in S (its
  * journal), before anything else changes a chain: a prune's and a
- * backup's first step once they hold the store lock.  *FINISHED counts
+ * copy's first step once they hold the store lock (a backup's is
+ * engine_prune_resume_disk).  *FINISHED counts
  * them.  0, or -1 with err_* when one could not be finished (each
  * logged; the next run tries again). */
 extern int engine_prune_resume (struct store *s, size_t *finished)
   __attribute__ ((__nonnull__ (1, 2)));
+
+/* engine_prune_resume of DISK alone, for its holder (store_disk_lock):
+ * a backup finishes them before the disk's chain grows.  Logs each
+ * drop it could not finish. */
+extern int engine_prune_resume_disk (struct store *s, const char *disk,
+                                     size_t *finished)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
 
 /* The snapshots whose drop an interrupted prune left pending. */
 struct engine_pending {

@@ -299,11 +299,12 @@ def main():
                              env=short, stdin=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 60
-            while "lock" not in env.store_objects(store):
+            held = "disklocks/" + vdi
+            while held not in env.store_objects(store):
                 check(p.poll() is None and time.monotonic() < deadline,
-                      "the slowed backup never held the lock")
+                      "the slowed backup never held its disk")
                 time.sleep(0.05)
-            lock = env.s3_object(store, "lock")
+            lock = env.s3_object(store, held)
             check(lock is not None and lock.startswith(b"CBE1")
                   and socket.gethostname().encode() not in lock
                   and b"backup" not in lock, "the lease is not sealed: %r"
@@ -317,7 +318,9 @@ def main():
             rc = p.wait(timeout=300)
         check(rc == 0, "the backup holding a renewed sealed lease exited "
               "%d" % rc)
-        check("lock" not in env.store_objects(store), "the lease stayed")
+        left = [k for k in env.store_objects(store)
+                if k == "lock" or k.startswith(("shares/", "disklocks/"))]
+        check(left == [], "leases stayed: %s" % left)
     print("ok")
 
 

@@ -5,20 +5,22 @@ holder that lost one stops (FORMAT.md, "Leases").
 Against a Ceph RGW, each case in a fresh prefix of a bucket, every cbtfs
 with CBTFS_S3_LEASE_SECONDS=3:
 
-1. expired: a store lock put by "another host" (ttl 3 s) refuses a
-   backup at once, naming that host and until when it holds unless
-   renewed; the next backup waits until the server says it is older
-   than 3 s, takes it over and succeeds.  A record without a ttl (an
-   older cbtfs) is refused with the object to delete.
-2. live: a backup slowed to run for many times the ttl keeps its lease:
-   a second backup, whose clock is 10 minutes ahead (faketime), waits
-   more than twice the ttl and fails naming the holder, while the
-   lease's Last-Modified moves on; the first completes and verifies.
+1. expired: a store lock put by "another host" (ttl 3 s: a prune
+   there) refuses a backup at once, naming that host and until when it
+   holds unless renewed; the next backup waits until the server says it
+   is older than 3 s, says so and succeeds beside it (backups never take
+   the exclusive lock), and a prune then takes it over.  A record
+   without a ttl (an older cbtfs) is refused with the object to delete.
+2. live: a backup slowed to run for many times the ttl keeps its disk's
+   lease: a second backup of the same VM, whose clock is 10 minutes
+   ahead (faketime), waits more than twice the ttl and fails naming the
+   holder, while the lease's Last-Modified moves on; a backup of another
+   VM meanwhile succeeds; the first completes and verifies.
 3. lost: a backup stopped (SIGSTOP) for longer than the ttl loses its
-   lease to a second backup; continued (SIGCONT) while that one still
-   runs, it fails with "lost the lease on", deletes nothing of the
-   other's (which completes), and the store verifies; a third backup
-   finishes what the stopped one began.
+   disk's lease to a second backup of the same VM; continued (SIGCONT)
+   while that one still runs, it fails with "lost the lease on",
+   deletes nothing of the other's, which completes the stopped one's
+   point and its own, and the store verifies.
 
 Exit 0 when everything holds, 1 on failure, 77 without Ceph.
 """
@@ -37,7 +39,7 @@ import cbtfs as cb  # noqa: E402
 import rgw  # noqa: E402
 import sim  # noqa: E402
 from cbtfs import check  # noqa: E402
-from s3case import get_object, put_object, run_cases  # noqa: E402
+from s3case import get_object, leases, put_object, run_cases  # noqa: E402
 
 MiB = 1 << 20
 BUCKET = rgw.TEST_BUCKET
@@ -206,20 +208,28 @@ def case_expired(t):
     check(record(r, pre + "/lock").get("host") == "elsewhere.example",
           "the refused backup replaced the lease")
 
-    # Waited for, by the server's clock: taken over once more than TTL
-    # seconds passed since the PUT, no sooner.
+    # Waited for, by the server's clock: gone on beside once more than
+    # TTL seconds passed since the PUT, no sooner.
     rc, err = t.run("backup", store, "--lock-wait", "60", "-v", *srv)
     took = time.monotonic() - put_at
-    print("the foreign lease was taken over %.1f s after its PUT" % took)
-    check(took > TTL, "taken over after %.1f s, before its %d s ran out"
+    print("the backup went on beside the expired lock %.1f s after its "
+          "PUT" % took)
+    check(took > TTL, "gone on after %.1f s, before its %d s ran out"
           % (took, TTL))
     check("has not renewed its lease for more than %d s" % TTL in err,
-          "the takeover was not said: %s" % err)
-    check(record(r, pre + "/lock") is None, "the lease stayed after the "
-          "backup")
+          "going on was not said: %s" % err)
+    check(record(r, pre + "/lock").get("host") == "elsewhere.example",
+          "the backup took the exclusive lock")
     pts = t.points(pre)[vdi]
     check(len(pts) == 2 and all(p["complete"] for p in pts),
-          "after the takeover: %s" % pts)
+          "after the expired lock: %s" % pts)
+    rc, err = t.run("prune", store, "--keep-last", "2", "--lock-wait", "0",
+                    "-v")
+    check("has not renewed its lease for more than %d s" % TTL in err
+          and "taking its lease over" in err,
+          "the takeover was not said: %s" % err)
+    check(record(r, pre + "/lock") is None, "the lock stayed after the "
+          "prune")
 
     # A record without a ttl never expires: the message says what to do.
     put_object(r, pre + "/lock", (
@@ -240,13 +250,14 @@ def case_live(t):
     pre = t.prefix("live")
     store = t.store(pre)
     vdi, _, srv = t.disk("livevm", 24 * MiB)
-    _, _, srv2 = t.disk("livevm2", 1 * MiB)
+    vdi2, _, srv2 = t.disk("livevm2", 1 * MiB)
     s.control("set", nbd_read_delay_ms=400)
     a = t.popen(["backup", store, "--nbd-connections", "1", "-q"] + srv,
                 "live-a")
     start = time.monotonic()
-    wait_holder(r, pre + "/lock", a.pid, a)
-    taken = last_modified(r, pre + "/lock")
+    key = pre + "/disklocks/" + vdi
+    wait_holder(r, key, a.pid, a)
+    taken = last_modified(r, key)
 
     # A waiting host whose clock is 10 minutes ahead (within SigV4's
     # 15) still judges the lease by the server's clock.
@@ -256,23 +267,31 @@ def case_live(t):
     else:
         print("no faketime: the waiting host's clock is right")
     wait = 2 * TTL + 3
-    rc, err = t.run("backup", store, "--lock-wait", str(wait), "-q", *srv2,
+    rc, err = t.run("backup", store, "--lock-wait", str(wait), "-q", *srv,
                     ok=False, wrap=wrap)
     check(a.poll() is None, "the slow backup ended (rc %s) after %.1f s, "
           "before the wait did" % (a.returncode, time.monotonic() - start))
     check(rc == 1, "a live lease: exit %d, not 1: %s" % (rc, err))
-    one_line(err, "cbtfs backup (pid %d" % a.pid, "unless renewed",
+    one_line(err, "the disk %s of the store" % vdi,
+             "cbtfs backup (pid %d" % a.pid, "unless renewed",
              "gave up after %d s" % wait)
-    renewed = last_modified(r, pre + "/lock")
+    renewed = last_modified(r, key)
     check(renewed - taken >= wait - TTL, "the lease's Last-Modified moved "
           "from %d by %d s only in %d s" % (taken, renewed - taken, wait))
+    # Another VM's disk is another lease: backed up beside the first.
+    t.run("backup", store, "--lock-wait", "0", "-q", *srv2)
+    check(a.poll() is None, "the slow backup ended (rc %s) before the "
+          "other VM's was done" % a.returncode)
+    pts = t.points(pre).get(vdi2, [])
+    check(len(pts) == 1 and pts[0]["complete"], "the other VM's backup "
+          "beside the slow one: %s" % pts)
 
     rc, out = t.finish(a)
     s.control("set", nbd_read_delay_ms=0)
     print("the slow backup took %.1f s (%.1f ttl)"
           % (time.monotonic() - start, (time.monotonic() - start) / TTL))
     check(rc == 0, "the live holder failed (%d): %s" % (rc, out))
-    check(record(r, pre + "/lock") is None, "the lease stayed")
+    check(leases(r, pre) == [], "leases stayed: %s" % leases(r, pre))
     pts = t.points(pre)[vdi]
     check(len(pts) == 1 and pts[0]["complete"], "the slow backup: %s" % pts)
     t.run("verify", store, *srv[:-2])
@@ -285,11 +304,11 @@ def case_lost(t):
     pre = t.prefix("lost")
     store = t.store(pre)
     vdi, _, srv = t.disk("lostvm", 24 * MiB)
-    vdi2, _, srv2 = t.disk("lostvm2", 8 * MiB)
     s.control("set", nbd_read_delay_ms=300)
     a = t.popen(["backup", store, "--nbd-connections", "1", "-q"] + srv,
                 "lost-a")
-    wait_holder(r, pre + "/lock", a.pid, a)
+    key = pre + "/disklocks/" + vdi
+    wait_holder(r, key, a.pid, a)
     # Some of it committed: its layer exists, with blocks.
     deadline = time.monotonic() + 60
     while not t.points(pre).get(vdi):
@@ -301,8 +320,8 @@ def case_lost(t):
     stopped = time.monotonic()
 
     b = t.popen(["backup", store, "--nbd-connections", "1", "--lock-wait",
-                 "60"] + srv2, "lost-b")
-    wait_holder(r, pre + "/lock", b.pid, b)
+                 "60"] + srv, "lost-b")
+    wait_holder(r, key, b.pid, b)
     print("the stopped backup's lease was taken over %.1f s after SIGSTOP"
           % (time.monotonic() - stopped))
     a.send_signal(signal.SIGCONT)
@@ -318,20 +337,12 @@ def case_lost(t):
     s.control("set", nbd_read_delay_ms=0)
     check(rc == 0, "the backup that took the lease over failed (%d): %s"
           % (rc, out))
-    check(record(r, pre + "/lock") is None, "a store lease stayed")
-    pts = t.points(pre)
-    check(len(pts.get(vdi2, [])) == 1 and pts[vdi2][0]["complete"],
-          "the second backup's point: %s" % pts)
-    check(len(pts.get(vdi, [])) == 1 and not pts[vdi][0]["complete"],
-          "the stopped backup's point: %s" % pts)
-    t.run("verify", store, *srv[:-2])
-
-    # Its writer lease expired with it: the next backup takes it over
-    # and finishes the point.
-    t.run("backup", store, "--lock-wait", "0", "-q", *srv)
-    pts = t.points(pre)[vdi]
+    check(leases(r, pre) == [], "leases stayed: %s" % leases(r, pre))
+    # The stopped backup's writer lease expired with it: the second
+    # took it over and finished that point before its own.
+    pts = t.points(pre).get(vdi, [])
     check(len(pts) == 2 and all(p["complete"] for p in pts),
-          "after the next backup: %s" % pts)
+          "after the second backup: %s" % pts)
     t.run("verify", store, *srv[:-2])
 
 

@@ -3,9 +3,9 @@
 
 Two pools (two XenServer stand-ins) each run `backup && prune
 --keep-last 2` night after night, from two processes at the same time,
-into one store in the run's RGW bucket; the store lock makes them take
-turns (each waits for the other within --lock-wait), and both succeed
-every night.  Afterwards, from elsewhere (a mount with a cache of its
+into one store in the run's RGW bucket; the backups share the store
+lock (each holding its own disks), each prune waits within --lock-wait
+for the backups running and they for it, and both succeed every night.  Afterwards, from elsewhere (a mount with a cache of its
 own, as another machine would have):
 
   - every point left (two per disk) reads as its disk was that night,

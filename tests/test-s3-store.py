@@ -14,19 +14,21 @@ own, whose radosgw it stops), each case in a fresh prefix of a bucket:
    works; the secret is in no process's argv while a mount is up nor in
    any output; the configuration file's s3-* keys work alone, the
    environment wins over them and the command line over the environment;
-4. a backup killed mid-copy leaves the store lease naming its dead pid,
-   which the next backup takes over at once; it completes, every image
-   is the disk, verify passes and no unreferenced object stays;
-5. a lease held on another host refuses a backup (exit 1, naming the
-   host) until deleted; two backups of two pools into one new prefix
-   at once both succeed;
+4. a backup killed mid-copy leaves its share of the store lock and its
+   disk's lease naming its dead pid, which the next backup takes over
+   at once; it completes, every image is the disk, verify passes, no
+   lease and no unreferenced object stays;
+5. a store lock held on another host refuses a backup (exit 1, naming
+   the host) until deleted; two backups of two pools into one new
+   prefix at once both succeed;
 6. radosgw killed and started again mid-backup: the backup completes;
    stopped for good: it fails naming the connection, and the next one,
    once RGW is back, completes.
 
 S3STORE_CASES=crash,leases (say) runs only those cases, by the names
-they print.  Only P/cbtfs-store and P/lock (and the lease record's format) are
-looked at below a prefix: the rest of the layout may change.
+they print.  Only P/cbtfs-store and the leases (P/lock, P/shares/,
+P/disklocks/ and the record's format) are looked at below a prefix: the
+rest of the layout may change.
 Exit 0 when everything holds, 1 on failure, 77 without Ceph.
 """
 # runs-alone: it stops and restarts the run's RGW
@@ -44,9 +46,9 @@ import rgw  # noqa: E402
 import sim  # noqa: E402
 from cbtfs import check  # noqa: E402
 from s3case import (  # noqa: E402
-    objects, get_object, put_object, delete_object, clean_environ, s3env,
+    objects, put_object, delete_object, clean_environ, s3env,
     one_line, T, points, nbd_bytes, bytes_under, wait_bytes, images_are,
-    run_cases)
+    run_cases, lease_record, leases)
 
 MiB = 1 << 20
 BUCKET = rgw.TEST_BUCKET
@@ -219,11 +221,8 @@ def case_secrets(t, srv, vdi, guest):
 # ---- 4. a backup killed mid-copy ----------------------------------------
 
 def lease(r, prefix):
-    """The store lease's record as {field: value}, None if there is none."""
-    text = get_object(r, prefix + "/lock")
-    if text is None:
-        return None
-    return dict(x.split(" ", 1) for x in text.decode().splitlines() if " " in x)
+    """The store lock's record as {field: value}, None if there is none."""
+    return lease_record(r, prefix + "/lock")
 
 
 def no_rubbish(t, r, prefix, environ):
@@ -252,16 +251,22 @@ def case_crash(t, environ):
     pts = points(t, pre, environ)
     check(len(pts) == 1 and not pts[0]["complete"],
           "after the kill: %s" % pts)
-    held = lease(r, pre)
-    check(held is not None, "the killed backup's lease is gone")
-    check(held.get("pid") == str(p.pid) and held.get("command") == "backup"
-          and held.get("host") == socket.gethostname(),
-          "the lease does not name the dead backup (pid %d): %s"
-          % (p.pid, held))
+    # Its share of the store lock and its disk's lease stay.
+    left = leases(r, pre)
+    check(len(left) == 2 and left[0] == pre + "/disklocks/" + vdi
+          and left[1].startswith(pre + "/shares/"),
+          "the killed backup's leases: %s" % left)
+    for key in left:
+        held = lease_record(r, key)
+        check(held.get("pid") == str(p.pid) and held.get("command")
+              == "backup" and held.get("host") == socket.gethostname(),
+              "%s does not name the dead backup (pid %d): %s"
+              % (key, p.pid, held))
 
-    # --lock-wait 0: the lease is taken over, not waited for.
+    # --lock-wait 0: the leases are taken over, not waited for.
     t.run("backup", store, "--lock-wait", "0", "-q", *srv, environ=environ)
-    check(lease(r, pre) is None, "the lease stayed after the backup")
+    check(leases(r, pre) == [], "leases stayed after the backup: %s"
+          % leases(r, pre))
     pts = points(t, pre, environ)
     check(len(pts) == 2 and all(x["complete"] for x in pts),
           "after the resumed backup: %s" % pts)
@@ -317,7 +322,8 @@ def case_leases(t, environ, srv):
     for vdi in vdis:
         check(len(got.get(vdi, [])) == 1 and got[vdi][0]["complete"],
               "disk %s after two backups at once: %s" % (vdi, got))
-    check(lease(r, pre) is None, "a lease stayed after both backups")
+    check(leases(r, pre) == [], "leases stayed after both backups: %s"
+          % leases(r, pre))
 
 
 # ---- 6. radosgw going away ------------------------------------------------

@@ -8,8 +8,9 @@
  * aborts its own upload once it has run S3_UPLOAD_MAX_SECONDS (half
  * that), so an older one is no live writer's, whichever host it is on.
  *
- * Thread model: called by the store lock holder's thread, with one
- * client of the pool for the whole run.
+ * Thread model: called by the thread that took the store lock
+ * (exclusive or shared: backups sharing it may both abort one upload,
+ * which is harmless), with one client of the pool for the whole run.
  */
 #include <errno.h>
 #include <inttypes.h>

@@ -68,6 +68,7 @@ struct s3store_lease {
   bool stop;
   pthread_t thread;
   bool running;
+  bool own;                     /* its key is this process's alone */
 };
 
 /* The ttl this process promises: CBTFS_S3_LEASE_SECONDS or the
@@ -234,12 +235,14 @@ still_ours (struct s3store_lease *l)
   return -1;
 }
 
-/* Whether the lease KEY, holding H, may be taken over: its holder
- * surely died, or the server says it outlived its ttl.  1 yes, 0 no
- * (EWOULDBLOCK with err_* naming the holder), -1 on failure (ENOENT:
- * it went meanwhile). */
+/* Whether the lease KEY of WHAT, holding H, is over: its holder surely
+ * died, or the server says it outlived its ttl.  1 yes (saying why at
+ * info level, as DOING, when DOING is not NULL), 0 no (EWOULDBLOCK
+ * with err_* naming the holder), -1 on failure (ENOENT: it went
+ * meanwhile). */
 static int
-may_take_over (struct s3store_lease *l, const struct store_holder *h)
+lease_over (struct s3_store *ss, const char *key, const char *what,
+            const struct store_holder *h, const char *doing)
 {
   char held[256];
   struct s3_stat st;
@@ -247,20 +250,49 @@ may_take_over (struct s3store_lease *l, const struct store_holder *h)
 
   store_holder_describe (h, held, sizeof held);
   if (store_holder_gone (h)) {
-    log_info ("%s: %s is gone; taking its lease over", l->what, held);
+    if (doing)
+      log_info ("%s: %s is gone; %s", what, held, doing);
     return 1;
   }
-  if (lease_stat (l->ss, l->key, &st) == -1)
+  if (lease_stat (ss, key, &st) == -1)
     return -1;
   left = store_lease_left (st.modified, st.date, h->ttl);
   if (left > 0) {
-    in_use (l->what, h, left, l->ss, l->key);
+    in_use (what, h, left, ss, key);
     return 0;
   }
-  log_info ("%s: %s has not renewed its lease for more than %ld s "
-            "(by the server's clock); taking it over", l->what, held,
-            h->ttl);
+  if (doing)
+    log_info ("%s: %s has not renewed its lease for more than %ld s "
+              "(by the server's clock); %s", what, held, h->ttl, doing);
   return 1;
+}
+
+static int
+may_take_over (struct s3store_lease *l, const struct store_holder *h)
+{
+  return lease_over (l->ss, l->key, l->what, h, "taking its lease over");
+}
+
+void
+s3store_lease_own (struct s3store_lease *l)
+{
+  l->own = true;
+}
+
+int
+s3store_lease_busy (struct s3_store *ss, const char *key, const char *what,
+                    const char *doing)
+{
+  struct store_holder h;
+  bool ours;
+  int r;
+
+  if (lease_read (ss, key, &h, NULL, 0, &ours) == -1)
+    return errno == ENOENT ? 0 : -1;
+  r = lease_over (ss, key, what, &h, doing);
+  if (r == -1)
+    return errno == ENOENT ? 0 : -1;
+  return !r;
 }
 
 /* Make L's object ours: create-only, taking over a dead or expired
@@ -465,8 +497,9 @@ s3store_lease_end (struct s3store_lease *l)
   if (l->running)
     pthread_join (l->thread, NULL);
   /* Held: nobody else can have it, and the delete lands before the
-   * server could call it expired.  Lost: it may be another's now. */
-  if (held_now (l, why))
+   * server could call it expired.  Lost: it may be another's now,
+   * unless nobody else ever puts that key. */
+  if (held_now (l, why) || l->own)
     ret = s3store_delete (l->ss, l->key);
   lease_free (l);
   return ret;

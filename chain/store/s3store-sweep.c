@@ -14,9 +14,11 @@
  * old or unfinished versions have no writer.
  *
  * A sweep stops once the lock is no longer surely ours
- * (s3store_may_change).
+ * (s3store_may_change).  A backup holding the lock shared sweeps only
+ * the disks it holds (s3store.c, disk locks).
  *
- * Thread model: the lock holder's thread, with no stage open.
+ * Thread model: the lock holder's thread, with no stage open; a
+ * shared holder's, that of the disk's holder.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -243,29 +245,45 @@ sweep_disk (struct s3_store *ss, const char *disk)
   return ret;
 }
 
+/* Sweep DISK, then delete its mark. */
+static void
+sweep_marked (struct s3_store *ss, const char *disk)
+{
+  CLEANUP_FREE char *key = NULL;
+
+  if (sweep_disk (ss, disk) == -1) {
+    log_warn ("%s: disk %s: unused packs stay until the next sweep: %s",
+              ss->base.where, disk, err_get ());
+    return;
+  }
+  if ((key = s3store_key (ss, "sweep/%s", disk)) != NULL)
+    s3store_delete (ss, key);
+}
+
 void
-s3store_sweep (struct s3_store *ss)
+s3store_sweep (struct s3_store *ss, const char *disk)
 {
   CLEANUP_FREE char *marks = s3store_key (ss, "sweep/");
   char **disks = NULL;
   size_t n = 0;
 
+  if (disk) {
+    CLEANUP_FREE char *key = s3store_key (ss, "sweep/%s", disk);
+    uint64_t size;
+    if (key && s3store_head (ss, key, &size) == 0)
+      sweep_marked (ss, disk);
+    else if (key == NULL || errno != ENOENT)
+      log_warn ("%s: disk %s: unused packs stay until the next sweep: %s",
+                ss->base.where, disk, err_get ());
+    return;
+  }
   if (marks == NULL || s3store_keys (ss, marks, &disks, &n) == -1) {
     log_warn ("%s: unused packs stay until the next sweep: %s",
               ss->base.where, err_get ());
     return;
   }
-  for (size_t i = 0; i < n; i++) {
-    CLEANUP_FREE char *key = NULL;
-    if (!is_uuid (disks[i]))
-      continue;
-    if (sweep_disk (ss, disks[i]) == -1) {
-      log_warn ("%s: disk %s: unused packs stay until the next sweep: %s",
-                ss->base.where, disks[i], err_get ());
-      continue;
-    }
-    if ((key = s3store_key (ss, "sweep/%s", disks[i])) != NULL)
-      s3store_delete (ss, key);
-  }
+  for (size_t i = 0; i < n; i++)
+    if (is_uuid (disks[i]))
+      sweep_marked (ss, disks[i]);
   store_names_free (disks, n);
 }

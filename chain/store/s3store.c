@@ -8,9 +8,11 @@
  * next lock holder (the sweep) or writer (a layer's unreferenced packs).
  *
  * Thread model: the store's fields are set at open and only read
- * after, except `lock` and `marked`, which the lock holder's thread
- * sets (store_lock, removals, stages) before any writer starts, and
- * store_close reads; the lease guards its own state.  Requests go through clients from a pool (pool_lock);
+ * after, except `lock`, `share` and `marked`, which the lock holder's
+ * thread sets (store_lock, store_lock_shared, removals, stages) before
+ * any writer starts, and store_close reads (a shared holder marks the
+ * disks it holds instead, under held_lock: s3store-share.c); the lease
+ * guards its own state.  Requests go through clients from a pool (pool_lock);
  * an S3 client serves one thread at a time.
  */
 #include <errno.h>
@@ -358,7 +360,7 @@ s3store_pack_get (struct s3_store *ss, const char *key, uint32_t place,
   return 0;
 }
 
-static int
+int
 s3store_head (struct s3_store *ss, const char *key, uint64_t *size)
 {
   s3_client *c = s3store_client (ss);
@@ -685,6 +687,7 @@ s3store_open (const char *where, bool create)
   }
   ss->base.be = &store_s3;
   pthread_mutex_init (&ss->pool_lock, NULL);
+  pthread_mutex_init (&ss->held_lock, NULL);
   if ((ss->base.where = strdup (where)) == NULL) {
     err_set (ENOMEM, "out of memory");
     goto err;
@@ -741,11 +744,13 @@ s3store_close (struct store *s)
 {
   struct s3_store *ss = s3store_of (s);
 
+  if (ss->share)
+    s3store_share_end (ss);
   if (ss->lock) {
     /* Still the only writer of the store: what our removals and
      * replaces left unused goes now. */
     if (ss->marked && s3store_may_change (ss) == 0)
-      s3store_sweep (ss);
+      s3store_sweep (ss, NULL);
     if (s3store_lease_end (ss->lock) == -1)
       log_warn ("%s: cannot let the store's lock go: %s (it is "
                 "taken over once it expires)", s->where, err_get ());
@@ -759,6 +764,7 @@ s3store_close (struct store *s)
     s3_close (ss->idle[i]);
   free (ss->idle);
   pthread_mutex_destroy (&ss->pool_lock);
+  pthread_mutex_destroy (&ss->held_lock);
   free ((char *) ss->o.endpoint);
   free ((char *) ss->o.region);
   free ((char *) ss->o.bucket);
@@ -773,12 +779,10 @@ s3store_close (struct store *s)
 int
 s3store_may_change (struct s3_store *ss)
 {
-  return ss->lock ? s3store_lease_check (ss->lock) : 0;
+  if (ss->lock)
+    return s3store_lease_check (ss->lock);
+  return ss->share ? s3store_share_check (ss) : 0;
 }
-
-/* How often a waiting store_lock looks at the lease again: each look is
- * a request, so less often than a directory store's flock. */
-#define LOCK_POLL 1.0
 
 /* Finish the removals a crashed holder left in trash/ (earlier builds
  * marked them there; removals are the sweep's now). */
@@ -814,35 +818,31 @@ s3store_lock (struct store *s, const char *who, double wait)
   struct s3_store *ss = s3store_of (s);
   CLEANUP_FREE char *key = s3store_key (ss, "lock");
   CLEANUP_FREE char *what = NULL;
-  double deadline = now_monotonic () + wait, left;
+  double deadline = now_monotonic () + wait;
   bool said = false;
 
   if (key == NULL || asprintf (&what, "the store %s", s->where) == -1) {
     err_set (ENOMEM, "out of memory");
     return -1;
   }
-  while ((ss->lock = s3store_lease_take (ss, key, who, what)) == NULL) {
-    if (errno != EWOULDBLOCK)
-      return -1;
-    left = deadline - now_monotonic ();
-    if (left <= 0) {
-      if (wait > 0) {
-        char msg[512];
-        snprintf (msg, sizeof msg, "%s", err_get ());
-        err_set (EWOULDBLOCK, "%s; gave up after %.9g s", msg, wait);
-      }
-      return -1;
-    }
-    if (!said) {
-      log_info ("%s; waiting up to %.9g s", err_get (), wait);
-      said = true;
-    }
-    sleep_seconds (left < LOCK_POLL ? left : LOCK_POLL);
+  ss->lock = s3store_lease_wait (ss, key, who, what, deadline, wait, &said);
+  if (ss->lock == NULL)
+    return -1;
+  /* Backups sharing the lock see ours and wait; those already in
+   * finish first. */
+  if (s3store_shares_wait (ss, deadline, wait, &said) == -1) {
+    char msg[512];
+    int e = errno;
+    snprintf (msg, sizeof msg, "%s", err_get ());
+    s3store_lease_end (ss->lock);
+    ss->lock = NULL;
+    err_set (e, "%s", msg);
+    return -1;
   }
   /* Nobody else writes now: what trash/ holds is a crashed run's, and
    * a sweep it did not finish is finished. */
   empty_trash (ss);
-  s3store_sweep (ss);
+  s3store_sweep (ss, NULL);
   s3store_abandoned (ss);
   return 0;
 }
@@ -1075,7 +1075,10 @@ s3store_sweep_mark (struct s3_store *ss, const char *disk)
 
   if (key == NULL || s3store_put (ss, key, "", 0, false) == -1)
     return -1;
-  ss->marked = true;
+  if (ss->share)
+    s3store_share_marked (ss, disk);
+  else
+    ss->marked = true;
   return 0;
 }
 
@@ -1413,6 +1416,9 @@ const struct store_backend store_s3 = {
   .open = s3store_open,
   .close = s3store_close,
   .lock = s3store_lock,
+  .lock_shared = s3store_lock_shared,
+  .disk_lock = s3store_disk_lock,
+  .disk_unlock = s3store_disk_unlock,
   .owner = s3store_owner,
   .disk_prepare = s3store_disk_prepare,
   .list = s3store_listing,

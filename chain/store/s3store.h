@@ -4,7 +4,9 @@
  * includes it.  The layout is FORMAT.md's "Object stores":
  *
  *   P/cbtfs-store                 marker, as a directory store's
- *   P/lock                        lease of the one backup, prune or forget
+ *   P/lock                        lease of the one prune, forget or copy
+ *   P/shares/ID                   lease of a backup sharing the store
+ *   P/disklocks/D                 lease of the one backup of disk D
  *   P/generation                  a decimal count of changes (for mounts)
  *   P/trash/D/S                   a layer being removed (earlier builds)
  *   P/sweep/D                     disk D may hold objects no layer uses
@@ -37,6 +39,13 @@
 #include "../../s3/s3.h"
 #include "store.h"
 
+/* A disk held by a backup that holds the store's lock shared. */
+struct s3store_held {
+  char disk[UUID_LEN + 1];
+  struct s3store_lease *lease;  /* P/disklocks/DISK */
+  bool marked;                  /* sweep it when letting it go */
+};
+
 /* Blocks in a pack: 8 MiB objects, large enough that a request's cost
  * is small next to its bytes, small enough to hold a few in memory. */
 #define S3STORE_PACK_BLOCKS 128
@@ -52,6 +61,11 @@ struct s3_store {
   char *prefix;                 /* "" or "a/b/" (owned) */
   struct s3store_lease *lock;   /* P/lock while this process holds it */
   bool marked;                  /* it put a sweep mark (s3store_sweep_mark) */
+  struct s3store_lease *share;  /* P/shares/ID while it holds the lock
+                                   shared (store_lock_shared) */
+  pthread_mutex_t held_lock;    /* guards held, nheld, heldcap */
+  struct s3store_held *held;    /* the disks it holds, shared */
+  size_t nheld, heldcap;
 
   pthread_mutex_t pool_lock;    /* guards idle, nidle */
   s3_client **idle;             /* clients no thread uses now */
@@ -169,6 +183,8 @@ extern int s3store_put (struct s3_store *ss, const char *key, const void *buf,
                         size_t len, bool create_only);
 extern int s3store_get (struct s3_store *ss, const char *key, uint64_t off,
                         uint64_t len, void **buf, size_t *size);
+extern int s3store_head (struct s3_store *ss, const char *key,
+                         uint64_t *size);
 
 /* The bytes an encrypted store keeps as KEY for the LEN bytes of BUF
  * (*OUT malloc'd, *N bytes), and back: what put and get do, for the
@@ -223,6 +239,14 @@ extern struct s3store_lease *s3store_lease_take (struct s3_store *ss,
                                                  const char *who,
                                                  const char *what);
 
+/* Whether another process holds the lease KEY (of WHAT, for the
+ * message) now: 1 with EWOULDBLOCK and err_* naming it, 0 when nobody
+ * does (no object, or one whose holder is gone or that outlived its
+ * ttl: said at info level, with DOING, unless DOING is NULL), -1 with
+ * err_*.  Takes nothing. */
+extern int s3store_lease_busy (struct s3_store *ss, const char *key,
+                               const char *what, const char *doing);
+
 /* 0 while L is surely still ours, else -1 with ENOLCK and "lost the
  * lease on WHAT: ...".  No request: call it before each put that makes
  * something visible. */
@@ -233,9 +257,56 @@ extern int s3store_lease_check (struct s3store_lease *l)
  * err_* if that fails) and free L.  NULL is a no-op. */
 extern int s3store_lease_end (struct s3store_lease *l);
 
+/* L's key is one no other process puts (a share, named by a uuid of
+ * its own): s3store_lease_end deletes it even once lost. */
+extern void s3store_lease_own (struct s3store_lease *l)
+  __attribute__ ((__nonnull__ (1)));
+
 /* 0 when this process may change SS: it holds no store lock, or holds
- * it still (s3store_lease_check); else -1 with err_*. */
+ * it still, shared with every disk it took (s3store_lease_check);
+ * else -1 with err_*. */
 extern int s3store_may_change (struct s3_store *ss);
+
+/* ---- the shared lock (s3store-share.c) ----------------------------------
+ * Backups hold the store's lock shared (P/shares/ID) and each disk
+ * they write alone (P/disklocks/DISK); prune, forget and copy hold
+ * P/lock once no share is live. */
+
+/* The backend's store_lock_shared, store_disk_lock, store_disk_unlock. */
+extern int s3store_lock_shared (struct store *s, const char *who,
+                                double wait);
+extern int s3store_disk_lock (struct store *s, const char *disk,
+                              const char *who, double wait);
+extern void s3store_disk_unlock (struct store *s, const char *disk);
+
+/* The exclusive lock's holder: wait until DEADLINE (monotonic) for the
+ * live shares to go, deleting those whose holders are gone (and their
+ * disk leases).  -1 with EWOULDBLOCK naming a holder when time is up. */
+extern int s3store_shares_wait (struct s3_store *ss, double deadline,
+                                double wait, bool *said);
+
+/* Take the lease KEY, waiting until DEADLINE while another holds it
+ * (s3store_lock_waited); NULL with err_*. */
+extern struct s3store_lease *s3store_lease_wait (struct s3_store *ss,
+                                                 const char *key,
+                                                 const char *who,
+                                                 const char *what,
+                                                 double deadline,
+                                                 double wait, bool *said);
+
+/* After a refusal (err_* saying why): say once at info level that we
+ * wait (*SAID), sleep a while and 0 to try again; -1 once DEADLINE has
+ * passed, the message then saying how long (WAIT s) it waited. */
+extern int s3store_lock_waited (double deadline, double wait, bool *said);
+
+/* Let every held disk go (sweeping those marked), then the share. */
+extern void s3store_share_end (struct s3_store *ss);
+
+/* DISK, if held, was marked for the sweep (s3store_sweep_mark). */
+extern void s3store_share_marked (struct s3_store *ss, const char *disk);
+
+/* s3store_lease_check of the share and of every disk held. */
+extern int s3store_share_check (struct s3_store *ss);
 
 /* The root of layer SNAPSHOT of DISK: its version into *VERSION and
  * its manifest (malloc'd, NUL-terminated, *LEN bytes, at most MAX)
@@ -254,9 +325,10 @@ extern int s3store_root_put (struct s3_store *ss, const char *disk,
 /* Say that DISK may now hold packs no layer uses (P/sweep/DISK). */
 extern int s3store_sweep_mark (struct s3_store *ss, const char *disk);
 
-/* Delete the packs of each disk marked so that no layer's current
- * version names (s3store-sweep.c); best effort, warning. */
-extern void s3store_sweep (struct s3_store *ss);
+/* Delete what no layer's current version reads of DISK if it is
+ * marked, or of each disk marked when DISK is NULL (s3store-sweep.c);
+ * best effort, warning.  The lock holder's, or DISK's holder's. */
+extern void s3store_sweep (struct s3_store *ss, const char *disk);
 
 /* Abort the multipart uploads under the prefix that a killed run left
  * (s3store-abandoned.c): the lock holder's; best effort, warning. */

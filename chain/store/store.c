@@ -118,11 +118,21 @@ check_who (const char *who)
 
 static int check_name (const char *what, const char *name);
 
-/* Clear the filling marks a crashed run left (store_lock's holder is
- * the only run that sets them); best effort: a mark left hides its
- * point until the next lock holder clears it. */
+static int
+check_wait (double wait)
+{
+  if (wait >= 0)                /* not NaN */
+    return 0;
+  err_set (EINVAL, "a lock wait must be 0 s or more, not %g s", wait);
+  return -1;
+}
+
+/* Clear the filling marks a crashed run left of DISK, or of every disk
+ * when DISK is NULL (store_lock's holder is the only run that sets
+ * them, as store_disk_lock's is of its disk's); best effort: a mark
+ * left hides its point until the next lock holder clears it. */
 static void
-clear_filling (struct store *s)
+clear_filling (struct store *s, const char *disk)
 {
   char **names;
   size_t n, cleared = 0;
@@ -133,6 +143,8 @@ clear_filling (struct store *s)
   }
   for (size_t i = 0; i < n; i++) {
     names[i][UUID_LEN] = '\0';         /* "DISK/SNAPSHOT" */
+    if (disk && strcmp (names[i], disk) != 0)
+      continue;
     if (s->be->filling_mark (s, names[i], names[i] + UUID_LEN + 1,
                              false) == 0)
       cleared++;
@@ -147,16 +159,46 @@ clear_filling (struct store *s)
 int
 store_lock (struct store *s, const char *who, double wait)
 {
-  if (check_who (who) == -1)
+  if (check_who (who) == -1 || check_wait (wait) == -1)
     return -1;
-  if (!(wait >= 0)) {           /* also NaN */
-    err_set (EINVAL, "a lock wait must be 0 s or more, not %g s", wait);
-    return -1;
-  }
   if (s->be->lock (s, who, wait) == -1)
     return -1;
-  clear_filling (s);
+  clear_filling (s, NULL);
   return 0;
+}
+
+int
+store_lock_shared (struct store *s, const char *who, double wait)
+{
+  if (s->be->lock_shared == NULL)
+    return store_lock (s, who, wait);
+  if (check_who (who) == -1 || check_wait (wait) == -1
+      || s->be->lock_shared (s, who, wait) == -1)
+    return -1;
+  s->shared = true;
+  return 0;
+}
+
+int
+store_disk_lock (struct store *s, const char *disk, const char *who,
+                 double wait)
+{
+  if (check_name ("disk", disk) == -1 || check_who (who) == -1
+      || check_wait (wait) == -1)
+    return -1;
+  if (!s->shared)
+    return 0;
+  if (s->be->disk_lock (s, disk, who, wait) == -1)
+    return -1;
+  clear_filling (s, disk);
+  return 0;
+}
+
+void
+store_disk_unlock (struct store *s, const char *disk)
+{
+  if (s->shared && check_name ("disk", disk) == 0)
+    s->be->disk_unlock (s, disk);
 }
 
 int

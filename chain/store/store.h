@@ -51,8 +51,9 @@
  *
  * Other processes: readers never lock.  At most one process at a time
  * writes a layer (store_writer_open takes its writer lock), and one
- * command at a time (backup, forget, prune) writes the store
- * (store_lock).
+ * command at a time (forget, prune, copy) writes the store
+ * (store_lock), or backups do, each writing the disks it took alone
+ * (store_lock_shared, store_disk_lock).
  *
  * Every function returns 0 / a pointer, or -1 / NULL with err_* set
  * (common/error.h) and errno saying why.
@@ -94,6 +95,12 @@ struct store_backend {
   struct store *(*open) (const char *where, bool create);
   void (*close) (struct store *s);
   int (*lock) (struct store *s, const char *who, double wait);
+  /* Optional: a backend without them has only the exclusive lock
+   * (store_lock_shared takes that, and store_disk_lock is a no-op). */
+  int (*lock_shared) (struct store *s, const char *who, double wait);
+  int (*disk_lock) (struct store *s, const char *disk, const char *who,
+                    double wait);
+  void (*disk_unlock) (struct store *s, const char *disk);
   int (*owner) (struct store *s, uid_t *uid, gid_t *gid, mode_t *mode);
   int (*disk_prepare) (struct store *s, const char *disk);
   int (*list) (struct store *s, const char *disk, char ***names, size_t *n);
@@ -157,6 +164,7 @@ struct store {
   char id[UUID_LEN + 1];        /* the store's identity; "" in a store made
                                    before ids until store_lock gives one */
   int format;                   /* 1 or STORE_FORMAT, as found or made */
+  bool shared;                  /* it holds the lock shared (store_lock_shared) */
 };
 
 /* What every backend's struct store_layer starts with. */
@@ -218,6 +226,30 @@ extern void store_close (struct store *s);
 extern int store_lock (struct store *s, const char *who, double wait)
   __attribute__ ((__nonnull__ (1, 2)));
 
+/* Take the store's lock as one of several backups: others may hold it
+ * the same way at once, each writing disks it took with
+ * store_disk_lock, while prune, forget and copy (store_lock) wait for
+ * them all, and they for those.  As store_lock otherwise (WHO, WAIT,
+ * the messages), except that it clears only what it may: what a
+ * crashed run left of a disk is cleared by the next store_disk_lock of
+ * that disk.  A backend with no shared lock (the directory backend)
+ * takes the exclusive one: its backups take turns. */
+extern int store_lock_shared (struct store *s, const char *who, double wait)
+  __attribute__ ((__nonnull__ (1, 2)));
+
+/* Holding the lock shared: take DISK for this process alone (its one
+ * backup at a time), waiting up to WAIT seconds as store_lock does
+ * (EWOULDBLOCK naming the holder: "the disk D of the store S is in use
+ * by cbtfs backup (pid …)"), then clear what a crashed run left of it
+ * (filling marks, objects no layer uses).  0 at once when S is locked
+ * exclusively (store_lock) or its backend has no shared lock.  Any
+ * thread; store_disk_unlock lets it go, store_close lets every one go. */
+extern int store_disk_lock (struct store *s, const char *disk,
+                            const char *who, double wait)
+  __attribute__ ((__nonnull__ (1, 2, 3)));
+extern void store_disk_unlock (struct store *s, const char *disk)
+  __attribute__ ((__nonnull__ (1, 2)));
+
 /* How many bytes of blocks a writer of S should write between commits
  * (store_commit): what a crash may cost, against what a commit stalls. */
 extern uint64_t store_commit_bytes (const struct store *s)
@@ -246,7 +278,8 @@ extern int store_generation (struct store *s, uint64_t *gen)
  * durably, before that run creates it (store_layer_create): a mount
  * does not show a marked layer, so no reader meets a point (nor a
  * `latest`) whose blocks are still on their way.  store_lock clears
- * every mark (a crashed run's: the lock holder is the only run). */
+ * every mark (a crashed run's: the lock holder is the only run), and
+ * store_disk_lock the marks of its disk. */
 extern int store_filling_begin (struct store *s, const char *disk,
                                 const char *snapshot)
   __attribute__ ((__nonnull__ (1, 2, 3)));

@@ -416,6 +416,7 @@ class Env:
         """What STORE holds that no point needs and that a finished run
         leaves nothing of: a directory store's tmp/ entries; an object
         store's trash and sweep marks, a live holder's writer lease,
+        share of the store lock or disk lease,
         objects of a layer version no root names (a merge's stage, a
         removed layer's remains; but not the first objects of a layer a
         killed backup began) and packs no current version's index names.
@@ -450,6 +451,11 @@ class Env:
                 out.append(k)
             elif part[0] == "layers" and (part[1], part[2]) in unrooted:
                 pass
+            elif part[0] in ("shares", "disklocks"):
+                # A backup's share of the store lock and its disks'
+                # leases: a killed one's stay until the next taker.
+                if not self._dead_holder(self.s3_object(store, k)):
+                    out.append(k)
             elif part[0] == "layers" and part[3:] == ["writer"]:
                 # A writer killed after its last commit leaves its lease
                 # until the layer is merged or removed: harmless, as the

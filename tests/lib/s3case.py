@@ -64,6 +64,25 @@ def delete_object(r, key):
     r.curl("DELETE", BUCKET + "/" + key, "-f", check=True)
 
 
+def lease_record(r, key):
+    """The lease record at BUCKET/KEY as {field: value}, None if there is
+    none (FORMAT.md, Leases)."""
+    text = get_object(r, key)
+    if text is None:
+        return None
+    return dict(x.split(" ", 1) for x in text.decode().splitlines()
+                if " " in x)
+
+
+def leases(r, prefix):
+    """The keys of the store leases under PREFIX: the exclusive lock,
+    backups' shares and their disks' leases (not layers' writers)."""
+    return sorted(k for k in objects(r, prefix)
+                  if k == prefix + "/lock"
+                  or k.startswith((prefix + "/shares/",
+                                   prefix + "/disklocks/")))
+
+
 # ---- running cbtfs ------------------------------------------------------
 
 def clean_environ():

@@ -606,6 +606,63 @@ test_lock_wait (void)
   rm_rf (dir);
 }
 
+/* The lock shared by backups: an object store lets several hold it,
+ * each disk taken by one of them at a time, while the exclusive lock
+ * waits for them all and they for it; a directory store has only the
+ * exclusive lock, which store_lock_shared then takes. */
+static void
+test_lock_shared (void)
+{
+  char *dir, want[256];
+  struct store *s = fresh_store (&dir), *s2, *s3;
+
+  s2 = store_open (s->where, false);
+  s3 = store_open (s->where, false);
+  CHECK (s2 && s3);
+  CHECK_FAILS (store_lock_shared (s, "backup", -1), EINVAL, "lock wait");
+  CHECK (store_lock_shared (s, "backup", 0) == 0);
+  CHECK_FAILS (store_disk_lock (s, "../x", "backup", 0), EINVAL, "uuid");
+  CHECK (store_disk_lock (s, DISK, "backup", 0) == 0);
+  snprintf (want, sizeof want, "the store %s is in use by cbtfs backup "
+            "(pid %ld, since ", s->where, (long) getpid ());
+  CHECK_FAILS (store_lock (s3, "prune", 0), EWOULDBLOCK, want);
+#ifdef STORE_S3
+  /* A second backup shares the store, and waits only for DISK. */
+  CHECK (store_lock_shared (s2, "backup", 0) == 0);
+  snprintf (want, sizeof want, "the disk %s of the store %s is in use by "
+            "cbtfs backup (pid %ld, since ", DISK, s->where,
+            (long) getpid ());
+  CHECK_FAILS (store_disk_lock (s2, DISK, "backup", 0), EWOULDBLOCK, want);
+  CHECK (store_disk_lock (s2, SNAP, "backup", 0) == 0);
+  store_disk_unlock (s, DISK);
+  CHECK (store_disk_lock (s2, DISK, "backup", 0) == 0);
+  store_close (s);
+  /* The exclusive lock waits for the last share. */
+  snprintf (want, sizeof want, "the store %s is in use by cbtfs backup "
+            "(pid %ld, since ", s2->where, (long) getpid ());
+  CHECK_FAILS (store_lock (s3, "prune", 0.3), EWOULDBLOCK, want);
+  CHECK (strstr (err_get (), "gave up after 0.3 s"));
+  store_close (s2);
+  CHECK (store_lock (s3, "prune", 0) == 0);
+  /* And shares wait for it. */
+  s = store_open (s3->where, false);
+  snprintf (want, sizeof want, "the store %s is in use by cbtfs prune "
+            "(pid %ld, since ", s3->where, (long) getpid ());
+  CHECK (s && store_lock_shared (s, "backup", 0) == -1
+         && errno == EWOULDBLOCK && strstr (err_get (), want));
+  store_close (s);
+#else
+  /* Backups take turns; disk locks cost nothing. */
+  CHECK_FAILS (store_lock_shared (s2, "backup", 0), EWOULDBLOCK, want);
+  store_close (s);
+  CHECK (store_lock_shared (s2, "backup", 0) == 0
+         && store_disk_lock (s2, DISK, "backup", 0) == 0);
+  store_close (s2);
+#endif
+  store_close (s3);
+  rm_rf (dir);
+}
+
 /* The store lock: one holder at a time; whoever is refused learns who
  * holds it, at once or after a bounded wait. */
 static void
@@ -650,6 +707,7 @@ test_lock (void)
   rm_rf (dir);
 
   test_lock_wait ();
+  test_lock_shared ();
 }
 
 /* Filling marks: set before a layer exists, listed as DISK/SNAPSHOT,

@@ -285,19 +285,18 @@ count_only_p (struct layer *p, struct layer *c)
 }
 
 /* Stage C' (the manifest of C with P's parent, the union of their sets)
- * starting from BASE's blocks. */
+ * starting from BASE's blocks; *TEXT gets C''s manifest (malloc'd). */
 static struct store_layer *
 stage_merged (struct store *s, struct layer *p, struct layer *c,
-              const struct bitmap *u, struct layer *base)
+              const struct bitmap *u, struct layer *base, char **text)
 {
   struct layer_meta m = *layer_meta (c);  /* strings borrowed */
-  CLEANUP_FREE char *text = NULL;
   CLEANUP_FREE uint8_t *bits = NULL;
   uint8_t hdr[INDEX_REC_SIZE];
 
   memcpy (m.parent, layer_meta (p)->parent, sizeof m.parent);
   m.full = bitmap_count (u) == u->nbits;
-  if ((text = layer_meta_format (&m)) == NULL
+  if ((*text = layer_meta_format (&m)) == NULL
       || (!m.full && (bits = malloc (cbt_bitmap_bytes (u->nbits) + 1))
           == NULL)) {
     err_set (ENOMEM, "out of memory");
@@ -307,22 +306,20 @@ stage_merged (struct store *s, struct layer *p, struct layer *c,
     cbt_bitmap_encode (u, bits);
   index_header (hdr);
   return store_layer_stage (s, m.disk, m.snapshot, layer_meta (base)->snapshot,
-                            text, strlen (text), bits,
+                            *text, strlen (*text), bits,
                             bits ? cbt_bitmap_bytes (u->nbits) : 0, hdr,
                             sizeof hdr, u->nbits);
 }
 
-/* Bytes layer SNAP of DISK takes now, 0 when that cannot be told. */
+/* Bytes layer L takes now, 0 when that cannot be told.  L's own handle
+ * asks: in an object store, a handle that has read its index needs one
+ * listing where a fresh one reads the root and the index again. */
 static uint64_t
-usage_of (struct store *s, const char *disk, const char *snap)
+usage_of (struct layer *l)
 {
-  struct store_layer *h = store_layer_open (s, disk, snap);
-  uint64_t bytes = 0;
+  uint64_t bytes;
 
-  if (h && store_layer_usage (h, &bytes) == -1)
-    bytes = 0;
-  store_layer_close (h);
-  return bytes;
+  return layer_usage (l, &bytes) == 0 ? bytes : 0;
 }
 
 /* 0 if P holds every block of its set that C's point reads from it:
@@ -352,21 +349,17 @@ check_complete (struct layer *p, struct layer *c)
   return -1;
 }
 
-/* Put the built C' in place of C: no cached copy of the old C may
- * stand for C', even after a crash, so the manifests note loses both
- * first; C' is noted after. */
+/* Put the built C' (whose manifest is TEXT) in place of C: no cached
+ * copy of the old C may stand for C', even after a crash, so the
+ * manifests note loses both first; C' is noted after. */
 static int
 swap_in (struct store *s, struct fold *f, const char *disk, const char *p,
-         const char *c)
+         const char *c, const char *text)
 {
-  CLEANUP_FREE char *text = NULL;
-  size_t tlen;
-
   if (manifests_forget (s, disk, p, c) == -1
       || store_layer_replace (f->stage) == -1)
     return -1;
-  text = store_manifest_read (s, disk, c, 1 << 20, &tlen);
-  if (text == NULL || manifests_append (s, disk, text, tlen) == -1)
+  if (manifests_append (s, disk, text, strlen (text)) == -1)
     log_warn ("%s", err_get ());  /* only a cache */
   return 0;
 }
@@ -379,13 +372,13 @@ merge (struct store *s, struct layer *p, struct layer *c,
   const char *disk = layer_meta (c)->disk;
   struct fold f = { .at = INDEX_REC_SIZE, .lock = PTHREAD_MUTEX_INITIALIZER };
   struct bitmap u = { 0 };
-  uint64_t before, present, stored;
+  CLEANUP_FREE char *text = NULL;
+  uint64_t before, after, present, stored;
   int ret = -1;
 
   if (check_complete (p, c) == -1 || union_of (c, p, &u) == -1)
     return -1;
-  before = usage_of (s, disk, layer_meta (p)->snapshot)
-    + usage_of (s, disk, layer_meta (c)->snapshot);
+  before = usage_of (p) + usage_of (c);
   /* Start from the side that stores more: the other is written. */
   layer_counts (c, &present, &stored);
   f.base = count_only_p (p, c) > stored ? p : c;
@@ -396,7 +389,7 @@ merge (struct store *s, struct layer *p, struct layer *c,
     err_set (ENOMEM, "out of memory");
     goto out;
   }
-  f.stage = stage_merged (s, p, c, &u, f.base);
+  f.stage = stage_merged (s, p, c, &u, f.base, &text);
   if (f.stage == NULL)
     goto out;
   /* Only a stage that starts from P's blocks writes where P's point
@@ -409,14 +402,19 @@ merge (struct store *s, struct layer *p, struct layer *c,
        b = bitmap_next_set (&u, b + 1))
     if (take_block (&f, bitmap_get (layer_set (c), b) ? c : p, b) == -1)
       goto out;
-  if (commit (&f) == -1
-      || swap_in (s, &f, disk, layer_meta (p)->snapshot,
-                  layer_meta (c)->snapshot) == -1)
+  if (commit (&f) == -1)
+    goto out;
+  /* What C' takes, asked of the stage: once swapped in, a directory
+   * store's stage is the old C. */
+  if (store_layer_usage (f.stage, &after) == -1)
+    after = 0;
+  if (swap_in (s, &f, disk, layer_meta (p)->snapshot,
+               layer_meta (c)->snapshot, text) == -1)
     goto out;
   st->started = true;           /* C' is in: only P's removal is left */
   st->merged = true;
   st->blocks_written = f.written;
-  st->bytes_freed = before;     /* less C', below */
+  st->bytes_freed = before > after ? before - after : 0;
   ret = 0;
 
  out:
@@ -433,7 +431,6 @@ fold_drop (struct store *s, const char *disk, const char *drop,
            const char *child, double wait, struct fold_stats *st)
 {
   struct layer *p = NULL, *c = NULL;
-  uint64_t after;
   int ret = -1;
 
   memset (st, 0, sizeof *st);
@@ -450,8 +447,6 @@ fold_drop (struct store *s, const char *disk, const char *drop,
     goto out;
   layer_close (c);
   c = NULL;
-  after = usage_of (s, disk, child);
-  st->bytes_freed = st->bytes_freed > after ? st->bytes_freed - after : 0;
   /* P goes as its writer still: nobody may be filling it (store.h). */
   ret = store_layer_remove (s, disk, drop);
 

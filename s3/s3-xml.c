@@ -169,6 +169,60 @@ s3_xml_complete (char *const *etags, size_t n)
 }
 
 char *
+s3_xml_delete (char *const *keys, size_t n)
+{
+  static const char head[] = "<Delete><Quiet>true</Quiet>";
+  static const char tail[] = "</Delete>";
+  size_t cap = sizeof head + sizeof tail, len, i;
+  char *out;
+
+  for (i = 0; i < n; i++)
+    cap += 32 + 6 * strlen (keys[i]);
+  out = malloc (cap);
+  if (out == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return NULL;
+  }
+  memcpy (out, head, sizeof head - 1);
+  len = sizeof head - 1;
+  for (i = 0; i < n; i++) {
+    memcpy (out + len, "<Object><Key>", 13);
+    len += 13;
+    escape_text (out, &len, keys[i]);
+    memcpy (out + len, "</Key></Object>", 15);
+    len += 15;
+  }
+  memcpy (out + len, tail, sizeof tail);
+  return out;
+}
+
+int
+s3_xml_delete_errors (const char *body, size_t len, char **key, char **code,
+                      char **message)
+{
+  xmlDoc *doc = parse (body, len);
+  const xmlNode *root = doc ? xmlDocGetRootElement (doc) : NULL, *n;
+  int failed = 0;
+
+  *key = *code = *message = NULL;
+  if (root == NULL || !named (root, "DeleteResult")) {
+    xmlFreeDoc (doc);
+    return -1;
+  }
+  for (n = root->children; n; n = n->next) {
+    if (!named (n, "Error"))
+      continue;
+    if (failed++ == 0) {
+      *key = child_text (n, "Key");
+      *code = child_text (n, "Code");
+      *message = child_text (n, "Message");
+    }
+  }
+  xmlFreeDoc (doc);
+  return failed;
+}
+
+char *
 s3_xml_upload_id (const char *body, size_t len)
 {
   xmlDoc *doc = parse (body, len);

@@ -43,4 +43,15 @@ typedef int (*s3_xml_upload_fn) (void *opaque, const char *key,
 extern int s3_xml_uploads (const char *body, size_t len, s3_xml_upload_fn fn,
                            void *opaque, char **next_key, char **next_id);
 
+/* The body of a DeleteObjects request (quiet: the answer names only
+ * failures) for the N keys KEYS.  Caller frees; NULL with err_* on out
+ * of memory. */
+extern char *s3_xml_delete (char *const *keys, size_t n);
+
+/* From a DeleteResult: how many keys failed (-1: not a DeleteResult),
+ * and the first one's Key, Code and Message (caller frees; NULL when
+ * absent). */
+extern int s3_xml_delete_errors (const char *body, size_t len, char **key,
+                                 char **code, char **message);
+
 #endif /* CBTFS_S3_XML_H */

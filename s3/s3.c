@@ -930,6 +930,110 @@ s3_delete (s3_client *c, const char *key)
   return ret;
 }
 
+/* "Content-MD5: " and the base64 of BODY's MD5 into HDR (64 bytes):
+ * DeleteObjects requires it. */
+static int
+content_md5 (const char *body, char *hdr)
+{
+  static const char b64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  unsigned char md5[18] = { 0 };        /* 16, padded to a multiple of 3 */
+  char *q;
+
+  if (gnutls_hash_fast (GNUTLS_DIG_MD5, body, strlen (body), md5) != 0) {
+    err_set (EIO, "cannot compute an MD5");
+    return -1;
+  }
+  q = hdr + sprintf (hdr, "Content-MD5: ");
+  for (size_t i = 0; i < 18; i += 3) {
+    uint32_t v = (uint32_t) md5[i] << 16 | md5[i + 1] << 8 | md5[i + 2];
+    *q++ = b64[v >> 18];
+    *q++ = b64[(v >> 12) & 63];
+    *q++ = i + 3 < 18 ? b64[(v >> 6) & 63] : '=';
+    *q++ = i + 3 < 18 ? b64[v & 63] : '=';
+  }
+  *q = '\0';
+  return 0;
+}
+
+/* What a DeleteObjects answer (Q's) says: 0 when every key went, else
+ * -1 with err_* naming the first that stayed. */
+static int
+delete_result (s3_client *c, struct req *q)
+{
+  char *key = NULL, *code = NULL, *message = NULL;
+  int failed = s3_xml_delete_errors (q->r.p ? q->r.p : "", q->r.len, &key,
+                                     &code, &message);
+
+  if (failed == -1)
+    err_set (EPROTO, "%s: a DeleteObjects answer without its result",
+             q->where);
+  else if (failed > 0)
+    err_set (EIO, "s3://%s/%s: not deleted: %s%s%s (and %d more)", c->bucket,
+             key ? key : "?", code ? code : "?", message ? ": " : "",
+             message ? message : "", failed - 1);
+  free (key);
+  free (code);
+  free (message);
+  return failed == 0 ? 0 : -1;
+}
+
+/* One DeleteObjects request for the N keys KEYS; *UNSUPPORTED set when
+ * the server does not know the request. */
+static int
+delete_batch (s3_client *c, char *const *keys, size_t n, bool *unsupported)
+{
+  struct req q = { .r = { .c = c, .limit = 16 * 1024 * 1024 } };
+  char *body = s3_xml_delete (keys, n), md5[64];
+  CURLcode rc = CURLE_OK;
+  int ret = -1;
+
+  *unsupported = false;
+  snprintf (q.where, sizeof q.where, "s3://%s (deleting %zu objects from "
+            "%s)", c->bucket, n, keys[0]);
+  if (body == NULL || content_md5 (body, md5) == -1)
+    goto out;
+  if (asprintf (&q.url, "%s/?delete=", c->base) == -1) {
+    q.url = NULL;
+    err_set (ENOMEM, "out of memory");
+    goto out;
+  }
+  if (s3i_req_ready (c, &q, md5) == -1)
+    goto out;
+  SETOPT (c->curl, CURLOPT_POST, 1L);
+  SETOPT (c->curl, CURLOPT_POSTFIELDS, body);
+  SETOPT (c->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen (body));
+  if (s3i_configured (rc) == -1)
+    goto out;
+  if (s3i_perform (c, q.url, q.where, &q.r) == -1) {
+    *unsupported = q.r.status == 501 || q.r.status == 405;
+    goto out;
+  }
+  ret = delete_result (c, &q);
+ out:
+  free (body);
+  s3i_req_end (&q);
+  return ret;
+}
+
+int
+s3_delete_many (s3_client *c, char *const *keys, size_t n)
+{
+  bool unsupported = false;
+  int ret = 0;
+
+  for (size_t i = 0; i < n && !unsupported; i += S3_DELETE_MAX) {
+    size_t k = n - i < S3_DELETE_MAX ? n - i : S3_DELETE_MAX;
+    if (delete_batch (c, keys + i, k, &unsupported) == -1 && !unsupported)
+      return -1;
+    if (unsupported)
+      for (size_t j = i; j < n; j++)
+        if (s3_delete (c, keys[j]) == -1)
+          ret = -1;
+  }
+  return ret;
+}
+
 /* One ListObjectsV2 page; *NEXT gets the token of the next (or NULL). */
 static int
 list_page (s3_client *c, const char *prefix, const char *after, int max_keys,

@@ -103,6 +103,14 @@ extern int s3_rewrite (s3_client *c, const char *key, const void *buf,
 extern int s3_delete (s3_client *c, const char *key)
   __attribute__ ((__nonnull__ (1, 2)));
 
+/* Remove the N keys KEYS (of the bucket, as s3_delete's) with as few
+ * requests as the server takes: DeleteObjects of up to S3_DELETE_MAX
+ * keys each, or, on a server without it (HTTP 501 or 405), one DELETE
+ * per key.  -1 with err_* naming a key that stayed. */
+#define S3_DELETE_MAX 1000
+extern int s3_delete_many (s3_client *c, char *const *keys, size_t n)
+  __attribute__ ((__nonnull__ (1)));
+
 /* Called for each key listed, in order; non-zero stops the listing and
  * s3_list returns it (the callback sets err_* for -1). */
 typedef int (*s3_list_fn) (void *opaque, const char *key, uint64_t size);

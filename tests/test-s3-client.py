@@ -2,9 +2,10 @@
 """s3/ (the S3 client module) against a real Ceph RGW: starts one
 (tests/lib/rgw.py), makes an empty bucket with curl, and runs
 build/tests/s3probe (tests/s3/s3probe.c), which checks every operation,
-listing across pages, ranged reads, create-only, wrong credentials, a
-missing bucket, https with the right CA and with another (refused before
-the request reaches the server), and plain http refused unless allowed.
+listing across pages, ranged reads, create-only, multi-object delete,
+wrong credentials, a missing bucket, https with the right CA and with
+another (refused before the request reaches the server), and plain
+http refused unless allowed.
 The secret reaches the probe in its environment, never its argv.
 
 Then, from RGW's own request log: the put the probe made with the

@@ -34,7 +34,9 @@
  * index takes it exclusively.  `wlock` guards the writer's buffer and
  * uploads; pack uploads run outside it, on the store's upload threads
  * (s3store-upload.c) or a commit's, and `idle` tells a commit when the
- * last has ended.  `clock` guards the run cache; requests never run
+ * last has ended; a writer's first blocks list (and clear) its
+ * version's packs under `wlock`, once, so that no other thread numbers
+ * a pack meanwhile.  `clock` guards the run cache; requests never run
  * under it.  No request runs under `lock` either, except loading (the
  * root, the index objects) and a writer's check of the root.
  */
@@ -97,6 +99,7 @@ struct s3_layer {
   pthread_rwlock_t lock;
   uint32_t version;             /* 0 until read from the root */
   bool loaded;                  /* index objects 0..nobj-1 read */
+  bool fresh;                   /* listed for a scan that began since */
   uint32_t nobj;
   uint8_t *index;               /* the core's bytes */
   uint64_t ilen;
@@ -110,6 +113,7 @@ struct s3_layer {
   pthread_cond_t idle;
   bool writing;
   struct s3store_lease *lease;  /* P/layers/D/S/writer while writing */
+  bool numbered;                /* next_pack known, unnamed packs cleared */
   uint32_t next_pack;
   uint8_t *pbuf;                /* blocks gathered, S3STORE_PACK_BLOCKS */
   uint64_t *pblocks;
@@ -603,20 +607,47 @@ load_more (struct s3_layer *l)
   free (s.v);
   if (ret == 0)
     l->loaded = true;
+  l->fresh = false;
   return ret;
 }
 
-/* Make sure L knows its version and index.  Called without l->lock. */
+/* Make sure L knows its version and index; FOR_SCAN when the core reads
+ * the index next (its set is read just before it).  Called without
+ * l->lock. */
 static int
-ensure_loaded (struct s3_layer *l)
+ensure_loaded (struct s3_layer *l, bool for_scan)
 {
   int ret = 0;
 
   pthread_rwlock_wrlock (&l->lock);
-  if (!l->loaded)
+  if (!l->loaded) {
     ret = load_more (l);
+    l->fresh = ret == 0 && for_scan;
+  }
   pthread_rwlock_unlock (&l->lock);
   return ret;
+}
+
+/* Whether a read of the index up to END must list its objects again:
+ * past what we know, another process may have committed more (our own
+ * commits are known as they land).  The core reads past the end once
+ * per scan of the index and once per window of records it keeps
+ * (layer-blocks.c), so this lists rarely; and the listing a scan
+ * began with (its first load) serves the first read past the end, which
+ * comes a moment later, in the same scan.  Called with l->lock held;
+ * CONSUME (with it held exclusively) takes that listing's turn. */
+static bool
+must_list (struct s3_layer *l, uint64_t end, bool consume)
+{
+  if (!l->loaded)
+    return true;
+  if (end <= l->ilen || l->writing)
+    return false;
+  if (!l->fresh)
+    return true;
+  if (consume)
+    l->fresh = false;
+  return !consume;
 }
 
 ssize_t
@@ -627,17 +658,18 @@ s3store_index_read (struct store_layer *h, void *buf, size_t len,
   ssize_t n;
 
   pthread_rwlock_rdlock (&l->lock);
-  /* Past what we know: another process may have committed more (our
-   * own commits are known as they land).  The core reads past the end
-   * once per scan of the index and once per window of records it
-   * keeps (layer-blocks.c), so this lists the index objects rarely. */
-  if (!l->loaded || (off + len > l->ilen && !l->writing)) {
+  if (must_list (l, off + len, false)) {
+    bool first = !l->loaded;
     pthread_rwlock_unlock (&l->lock);
     pthread_rwlock_wrlock (&l->lock);
-    if ((!l->loaded || (off + len > l->ilen && !l->writing))
-        && load_more (l) == -1) {
-      pthread_rwlock_unlock (&l->lock);
-      return -1;
+    first = first && !l->loaded;
+    if (must_list (l, off + len, true)) {
+      if (load_more (l) == -1) {
+        pthread_rwlock_unlock (&l->lock);
+        return -1;
+      }
+      /* A scan begins with the header: this listing serves its end. */
+      l->fresh = first;
     }
   }
   n = off >= l->ilen ? 0 : (ssize_t) MIN ((uint64_t) len, l->ilen - off);
@@ -653,7 +685,7 @@ s3store_set_read (struct store_layer *h, size_t max, size_t *len)
   struct s3_layer *l = sl_of (h);
   CLEANUP_FREE char *key = NULL;
 
-  if (ensure_loaded (l) == -1)
+  if (ensure_loaded (l, true) == -1)
     return NULL;
   if (asprintf (&key, "%sset", l->vprefix) == -1) {
     err_set (ENOMEM, "out of memory");
@@ -679,7 +711,7 @@ s3store_usage (struct store_layer *h, uint64_t *bytes)
   struct s3_layer *l = sl_of (h);
   uint64_t own = 0, blocks = 0;
 
-  if (ensure_loaded (l) == -1
+  if (ensure_loaded (l, false) == -1
       || s3store_list (l->ss, l->vprefix, NULL, add_size, &own) == -1)
     return -1;
   pthread_rwlock_rdlock (&l->lock);
@@ -906,7 +938,7 @@ static const struct s3store_layout layout = {
 
 /* Remove this version's packs no index object names (a crashed or
  * failed writer's) and number new ones after every one there is.
- * Called as the writer, with l->lock held exclusively. */
+ * Called as the writer, with l->wlock held (not l->lock). */
 static int
 clear_unnamed_packs (struct s3_layer *l)
 {
@@ -916,11 +948,13 @@ clear_unnamed_packs (struct s3_layer *l)
   if (prefix == NULL || list_seqs (l, prefix, NULL, &s) == -1)
     return -1;
   l->next_pack = 0;
+  pthread_rwlock_rdlock (&l->lock);
   for (size_t i = 0; i < l->npk; i++)
     if (l->pk[i].version == l->version
         && strcmp (l->pk[i].owner, l->snapshot) == 0
         && l->pk[i].seq >= l->next_pack)
       l->next_pack = l->pk[i].seq + 1;
+  pthread_rwlock_unlock (&l->lock);
   for (size_t i = 0; i < s.n; i++) {
     CLEANUP_FREE char *key = NULL;
     bool named = s.v[i] < l->next_pack;
@@ -989,8 +1023,10 @@ s3store_writer_open (struct store_layer *h, uint64_t nblocks)
   ret = load_more (l);
   if (ret == 0)
     ret = check_current (l);
-  if (ret == 0)
-    ret = clear_unnamed_packs (l);
+  /* Packs are numbered (and a crashed writer's cleared) at the first
+   * block written: a writer that only holds the layer (a prune's) costs
+   * no listing of them. */
+  l->numbered = false;
   if (ret == 0)
     l->writing = true;
   pthread_rwlock_unlock (&l->lock);
@@ -1126,6 +1162,15 @@ s3store_blocks_write (struct store_layer *h, uint64_t first, const void *buf,
   struct s3_layer *l = sl_of (h);
   const uint8_t *p = buf;
 
+  pthread_mutex_lock (&l->wlock);
+  if (!l->numbered) {
+    if (clear_unnamed_packs (l) == -1) {
+      pthread_mutex_unlock (&l->wlock);
+      return -1;
+    }
+    l->numbered = true;
+  }
+  pthread_mutex_unlock (&l->wlock);
   for (size_t i = 0; i < len >> BLOCK_SHIFT; i++) {
     uint8_t *pb;
     uint64_t *bl;
@@ -1479,7 +1524,7 @@ stage_begin (struct s3_layer *st, const char *base, const void *set,
   b = layer_new (st->base.store, st->disk, base);
   if (b == NULL)
     return -1;
-  ret = ensure_loaded (b);
+  ret = ensure_loaded (b, false);
   if (ret == 0)
     ret = inherit (st, b);
   s3store_layer_close (&b->base);
@@ -1523,6 +1568,7 @@ s3store_layer_stage (struct store *s, const char *disk, const char *snapshot,
    * the caller is the writer of the layer (store.h). */
   pthread_rwlock_wrlock (&st->lock);
   st->writing = true;
+  st->numbered = true;          /* stage_begin cleared its version */
   st->next_pack = 0;
   pthread_rwlock_unlock (&st->lock);
   return &st->base;

@@ -199,21 +199,16 @@ delete_stale (struct s3_store *ss, const char *prefix, const struct live *lv,
   if (s3store_keys (ss, prefix, &names, &n) == -1)
     return -1;
   *listed = n;
+  /* The stale names first, in place (the others freed), then deleted
+   * a batch per request. */
   for (size_t i = 0; i < n; i++) {
-    CLEANUP_FREE char *key = NULL;
-    if (!stale (lv, names[i]))
-      continue;
-    if (s3store_may_change (ss) == -1) {
-      ret = -1;
-      break;
+    if (stale (lv, names[i])) {
+      char *t = names[*gone];
+      names[(*gone)++] = names[i];
+      names[i] = t;
     }
-    if (asprintf (&key, "%s%s", prefix, names[i]) == -1
-        || s3store_delete (ss, key) == -1) {
-      ret = -1;
-      continue;
-    }
-    (*gone)++;
   }
+  ret = s3store_delete_names (ss, prefix, names, *gone, true);
   store_names_free (names, n);
   return ret;
 }

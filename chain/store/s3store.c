@@ -8,12 +8,13 @@
  * next lock holder (the sweep) or writer (a layer's unreferenced packs).
  *
  * Thread model: the store's fields are set at open and only read
- * after, except `lock`, `share` and `marked`, which the lock holder's
- * thread sets (store_lock, store_lock_shared, removals, stages) before
- * any writer starts, and store_close reads (a shared holder marks the
- * disks it holds instead, under held_lock: s3store-share.c); the lease
- * guards its own state.  Requests go through clients from a pool (pool_lock);
- * an S3 client serves one thread at a time.
+ * after, except `lock`, `share`, `marked` and `marks`, which the lock
+ * holder's thread sets (store_lock, store_lock_shared, removals,
+ * stages) before any writer starts, and store_close reads (a shared
+ * holder marks the disks it holds instead, under held_lock:
+ * s3store-share.c); the lease guards its own state.  Requests go
+ * through clients from a pool (pool_lock); an S3 client serves one
+ * thread at a time.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -381,6 +382,44 @@ s3store_delete (struct s3_store *ss, const char *key)
 }
 
 int
+s3store_delete_names (struct s3_store *ss, const char *prefix,
+                      char *const *names, size_t n, bool holder)
+{
+  s3_client *c = NULL;
+  char **keys = calloc (n < S3_DELETE_MAX ? n + 1 : S3_DELETE_MAX,
+                        sizeof *keys);
+  int ret = -1;
+
+  if (keys == NULL) {
+    err_set (ENOMEM, "out of memory");
+    return -1;
+  }
+  if (n > 0 && (c = s3store_client (ss)) == NULL)
+    goto out;
+  for (size_t i = 0; i < n; i += S3_DELETE_MAX) {
+    size_t k = MIN (n - i, (size_t) S3_DELETE_MAX);
+    for (size_t j = 0; j < k; j++) {
+      free (keys[j]);
+      if (asprintf (&keys[j], "%s%s", prefix, names[i + j]) == -1) {
+        keys[j] = NULL;
+        err_set (ENOMEM, "out of memory");
+        goto out;
+      }
+    }
+    if ((holder && s3store_may_change (ss) == -1)
+        || s3_delete_many (c, keys, k) == -1)
+      goto out;
+  }
+  ret = 0;
+ out:
+  s3store_release (ss, c);
+  for (size_t j = 0; j < MIN (n, (size_t) S3_DELETE_MAX); j++)
+    free (keys[j]);
+  free (keys);
+  return ret;
+}
+
+int
 s3store_list (struct s3_store *ss, const char *prefix, const char *after,
               s3_list_fn fn, void *opaque)
 {
@@ -449,31 +488,17 @@ s3store_keys (struct s3_store *ss, const char *prefix, char ***keys,
   return 0;
 }
 
-static int
-delete_one (void *opaque, const char *key, uint64_t size)
-{
-  struct s3_store *ss = opaque;
-
-  (void) size;
-  return s3store_delete (ss, key);
-}
-
 int
 s3store_delete_all (struct s3_store *ss, const char *prefix)
 {
   struct keys k;
-  int ret = 0;
+  int ret;
 
   /* Listed first, deleted after: a listing must not page over keys
    * that go meanwhile. */
   if (list_keys (ss, prefix, &k) == -1)
     return -1;
-  for (size_t i = 0; i < k.n; i++) {
-    CLEANUP_FREE char *key = NULL;
-    if (asprintf (&key, "%s%s", prefix, k.v[i]) == -1
-        || delete_one (ss, key, 0) == -1)
-      ret = -1;
-  }
+  ret = s3store_delete_names (ss, prefix, k.v, k.n, false);
   store_names_free (k.v, k.n);
   return ret;
 }
@@ -751,6 +776,9 @@ s3store_close (struct store *s)
      * replaces left unused goes now. */
     if (ss->marked && s3store_may_change (ss) == 0)
       s3store_sweep (ss, NULL);
+    store_names_free (ss->marks, ss->nmarks);
+    ss->marks = NULL;
+    ss->nmarks = 0;
     if (s3store_lease_end (ss->lock) == -1)
       log_warn ("%s: cannot let the store's lock go: %s (it is "
                 "taken over once it expires)", s->where, err_get ());
@@ -1068,17 +1096,43 @@ s3store_layer_create (struct store *s, const char *disk, const char *snapshot,
   return s3store_root_put (ss, disk, snapshot, 1, manifest, mlen, true);
 }
 
+/* Whether this process put DISK's mark while holding the store lock:
+ * only its own sweep deletes it then, so it is there still. */
+static bool
+marked_already (const struct s3_store *ss, const char *disk)
+{
+  if (ss->lock == NULL)
+    return false;
+  for (size_t i = 0; i < ss->nmarks; i++)
+    if (strcmp (ss->marks[i], disk) == 0)
+      return true;
+  return false;
+}
+
 int
 s3store_sweep_mark (struct s3_store *ss, const char *disk)
 {
-  CLEANUP_FREE char *key = s3store_key (ss, "sweep/%s", disk);
+  CLEANUP_FREE char *key = NULL;
+  char **nv;
 
-  if (key == NULL || s3store_put (ss, key, "", 0, false) == -1)
+  if (marked_already (ss, disk))
+    return 0;
+  if ((key = s3store_key (ss, "sweep/%s", disk)) == NULL
+      || s3store_put (ss, key, "", 0, false) == -1)
     return -1;
-  if (ss->share)
+  if (ss->share) {
     s3store_share_marked (ss, disk);
-  else
-    ss->marked = true;
+    return 0;
+  }
+  ss->marked = true;
+  /* Remembered only for the lock's time; a failure to remember costs
+   * another PUT, no more. */
+  if (ss->lock && (nv = realloc (ss->marks, (ss->nmarks + 1) * sizeof *nv))
+      != NULL) {
+    ss->marks = nv;
+    if ((nv[ss->nmarks] = strdup (disk)) != NULL)
+      ss->nmarks++;
+  }
   return 0;
 }
 
@@ -1254,12 +1308,10 @@ static void
 delete_records (struct s3_store *ss, const char *disk, const char *note,
                 const struct keys *k)
 {
-  for (size_t i = 0; i < k->n; i++) {
-    CLEANUP_FREE char *key = s3store_key (ss, "notes/%s/%s/%s", disk, note,
-                                          k->v[i]);
-    if (key)
-      s3store_delete (ss, key);
-  }
+  CLEANUP_FREE char *prefix = s3store_key (ss, "notes/%s/%s/", disk, note);
+
+  if (prefix)
+    s3store_delete_names (ss, prefix, k->v, k->n, false);
 }
 
 /* Records since the last base past which an append folds them into a

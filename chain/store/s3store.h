@@ -61,6 +61,8 @@ struct s3_store {
   char *prefix;                 /* "" or "a/b/" (owned) */
   struct s3store_lease *lock;   /* P/lock while this process holds it */
   bool marked;                  /* it put a sweep mark (s3store_sweep_mark) */
+  char **marks;                 /* the disks it marked holding the lock */
+  size_t nmarks;
   struct s3store_lease *share;  /* P/shares/ID while it holds the lock
                                    shared (store_lock_shared) */
   pthread_mutex_t held_lock;    /* guards held, nheld, heldcap */
@@ -210,6 +212,13 @@ extern int s3store_pack_get (struct s3_store *ss, const char *key,
 /* Bytes a block takes in a pack of SS (for usage). */
 extern uint64_t s3store_block_bytes (const struct s3_store *ss);
 extern int s3store_delete (struct s3_store *ss, const char *key);
+
+/* Delete PREFIX + each of the N NAMES, in batches of up to
+ * S3_DELETE_MAX per request (s3_delete_many); when HOLDER, only while
+ * the store lock is surely ours (s3store_may_change, before each
+ * batch).  0, or -1 with err_* (some may have gone). */
+extern int s3store_delete_names (struct s3_store *ss, const char *prefix,
+                                 char *const *names, size_t n, bool holder);
 
 /* KEY read whole into a malloc'd, NUL-terminated buffer of *LEN bytes,
  * at most MAX (else EFBIG). */

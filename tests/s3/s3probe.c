@@ -142,6 +142,26 @@ objects (s3_client *c)
          "get after delete: %s", err_get ());
   CHECK (s3_delete (c, "empty") == 0 && s3_delete (c, "lock") == 0, "delete");
   free (data);
+
+  /* Many keys in one request: those there go, a missing one is no
+   * failure, and a key with XML's special characters is its own. */
+  {
+    char *keys[] = { "many/1", "many/a&b<c>\"d", "many/missing", "many/2" };
+    const size_t nkeys = sizeof keys / sizeof *keys;
+    for (i = 0; i < nkeys; i++)
+      CHECK (i == 2 || s3_put (c, keys[i], "x", 1, false) == 0, "put %s",
+             keys[i]);
+    CHECK (s3_put (c, "many/stays", "x", 1, false) == 0, "put many/stays");
+    CHECK (s3_delete_many (c, keys, nkeys) == 0, "delete_many: %s",
+           err_get ());
+    for (i = 0; i < nkeys; i++)
+      CHECK (s3_head (c, keys[i], &size, NULL) == -1 && errno == ENOENT,
+             "%s stayed after delete_many", keys[i]);
+    CHECK (s3_head (c, "many/stays", &size, NULL) == 0,
+           "delete_many deleted a key it was not given");
+    CHECK (s3_delete_many (c, keys, 0) == 0, "delete_many of nothing");
+    CHECK (s3_delete (c, "many/stays") == 0, "delete");
+  }
 }
 
 /* What leases use: the server's times of an object, and a rewrite
@@ -380,6 +400,12 @@ failures_users_meet (void)
   CHECK (s3_put (c, "k", "x", 1, false) == -1 && errno == ENOENT
          && strstr (err_get (), "no such bucket"),
          "missing bucket (put): %s", err_get ());
+  {
+    char *keys[] = { "k" };
+    CHECK (s3_delete_many (c, keys, 1) == -1 && errno == ENOENT
+           && strstr (err_get (), "no such bucket"),
+           "missing bucket (delete_many): %s", err_get ());
+  }
   s3_close (c);
 
   /* Plain http without the allow flag: refused at open. */

@@ -57,6 +57,7 @@ take_line (void *opaque, const struct noteline *l)
   struct engine_pending *p = opaque;
   size_t i = pending_find (p, l->snapshot);
 
+  p->lines++;
   if (strcmp (l->word, "drop") == 0) {
     if (i == p->n) {
       void *nv = realloc (p->snap, (p->n + 1) * sizeof *p->snap);
@@ -78,7 +79,7 @@ engine_prune_pending (struct store *s, const char *disk,
                       struct engine_pending *p)
 {
   p->snap = NULL;
-  p->n = 0;
+  p->n = p->lines = 0;
   if (noteline_each (s, disk, JOURNAL, JOURNAL_MAX, take_line, p) == -1) {
     free (p->snap);
     p->snap = NULL;
@@ -195,7 +196,9 @@ engine_prune_resume_disk (struct store *s, const char *disk,
     journal (s, disk, p.snap[i], "done", false);
     (*finished)++;
   }
-  if (p.n > 0 && ret == 0)
+  /* Also a journal whose drops were all done: a kill came between the
+   * last one's line and the journal's removal. */
+  if (p.lines > 0 && ret == 0)
     journal_tidy (s, disk);
   free (p.snap);
   return ret;

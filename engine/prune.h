@@ -98,6 +98,7 @@ extern int engine_prune_resume_disk (struct store *s, const char *disk,
 struct engine_pending {
   char (*snap)[UUID_LEN + 1];   /* malloc'd (free it), or NULL */
   size_t n;
+  size_t lines;                 /* the journal's lines, pending or not */
 };
 
 /* Those of DISK, as its journal says, into *P.  Such a point may fail

@@ -226,7 +226,7 @@ engine_verify (const char *path, const struct engine_server *server,
   for (size_t i = 0; i < cat->ndisks; i++) {
     struct catalog_disk *d = &cat->disks[i];
     struct verdicts vs;
-    struct engine_pending going = { NULL, 0 };
+    struct engine_pending going = { NULL, 0, 0 };
 
     rep.n = 0;
     if (d->npoints

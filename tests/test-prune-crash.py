@@ -34,6 +34,10 @@ CRASH_TRIALS equal slices of that span, in random order); then
       bucket's stages, marks and unnamed packs) and no disk keeps a
       prune note.
 
+Then, on a fresh copy, the moment between a drop's last line and the
+note's removal (too short for the trials to meet often) is made by
+hand: a note whose drops are all done; the next backup removes it.
+
 On an object store, the copy is a server-side copy of every object
 (the hard links are a directory store's), storefmt reads the bucket's
 objects, and the mounts read with an empty cache (a trial's packs may
@@ -407,6 +411,24 @@ def main():
             print("%s: drops pending: %s%s; finished by %s" % (
                 what, ", ".join(stages) or "none",
                 " (verify: damaged)" if damaged else "", how))
+
+        # A kill after a drop's last line, before the note's removal
+        # (too short a moment for the trials to meet often): the drops
+        # are all done, and the next backup removes the note.
+        restore()
+        for n in DISKS:
+            x = snap[n, "N1"]
+            env.append_note(work, vdi[n], "prune",
+                            sf.format_verified(x, utc(AFTER), "drop")
+                            + sf.format_verified(x, utc(AFTER), "done"))
+        check(len(env.prune_notes(work)) == len(DISKS), "no prune note to "
+              "leave: %s" % env.prune_notes(work))
+        for x in [x for x, lab in label.items() if lab == "N8"]:
+            del label[x]
+        backup(work, "N8", AFTER)
+        check(env.prune_notes(work) == [], "the backup left the notes of "
+              "finished drops: %s" % env.prune_notes(work))
+        print("a note whose drops are all done: the backup removed it")
 
         print("%d of %d trials killed prune while it ran, %d with a drop "
               "pending (%s), %d where verify found the going point damaged"

@@ -587,6 +587,19 @@ class Env:
             data += rec if not rec or rec.endswith(b"\n") else rec + b"\n"
         return data or None
 
+    def append_note(self, store, disk, note, data):
+        """Append DATA to NOTE of DISK in STORE as a writer would: to a
+        directory store's file; as an object store's next record."""
+        if is_dir_store(store):
+            with open(os.path.join(store, "disks", disk, note), "ab") as f:
+                f.write(data)
+            return
+        pre = "notes/%s/%s/" % (disk, note)
+        seqs = [int(k[len(pre):].split(".")[0])
+                for k in self.store_objects(store) if k.startswith(pre)]
+        self.s3_object(store, pre + "%010d" % (max(seqs, default=0) + 1),
+                       "PUT", data)
+
     def copy_store(self, src, dst):
         """Make DST a copy of STORE SRC, byte for byte, as a backup of
         the store would be restored: cp -a (hard links kept) of a

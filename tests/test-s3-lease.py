@@ -251,7 +251,7 @@ def case_live(t):
     store = t.store(pre)
     vdi, _, srv = t.disk("livevm", 24 * MiB)
     vdi2, _, srv2 = t.disk("livevm2", 1 * MiB)
-    s.control("set", nbd_read_delay_ms=400)
+    s.control("set", nbd_read_delay_ms=800)
     a = t.popen(["backup", store, "--nbd-connections", "1", "-q"] + srv,
                 "live-a")
     start = time.monotonic()
@@ -270,7 +270,12 @@ def case_live(t):
     # A waiting host whose clock is 10 minutes ahead (within SigV4's
     # 15) still judges the lease by the server's clock.
     wrap = []
-    if shutil.which("faketime"):
+    if os.environ.get("TSAN_OPTIONS"):
+        # libfaketime wraps pthread_cond_timedwait (the share's renewer
+        # waits in it) past ThreadSanitizer's interceptor, which then
+        # sees the renewer keep the lease's mutex: a false report.
+        print("ThreadSanitizer: the waiting host's clock is right")
+    elif shutil.which("faketime"):
         wrap = ["faketime", "-f", "+600s"]
     else:
         print("no faketime: the waiting host's clock is right")

@@ -120,7 +120,9 @@ def main():
         # Two backups at once.  The first is held still (SIGSTOP) once
         # the store's lock (a directory's) or its disk's lease (an
         # object store's) names it, so that it surely holds them while
-        # the others try: no race with how fast it is.
+        # the others try: no race with how fast it is.  (Stopped, it
+        # renews no lease: what follows takes seconds, well within the
+        # 60 s a lease counts as held unrenewed.)
         cb.write_at(guest, 20 * MiB, os.urandom(4 * MiB))
         s.control("write_file", vdi=vdi, path=guest)
         s.control("set", nbd_read_delay_ms=300)

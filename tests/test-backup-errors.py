@@ -9,9 +9,12 @@ the wait), a bad --lock-wait, a directory that is not a store, a
 malformed XAPI answer and a changed-block bitmap of the wrong length:
 each must fail with a one-line message naming the problem, commit no
 layer, and leave every earlier point in time readable byte for byte.
+On an object store the lock is the lease object `lock` (hold_store_lock
+puts it as another process would) and "a directory that is not a
+store" is a prefix holding other objects.
 """
+# store-kinds: dir s3
 import base64
-import fcntl
 import os
 import socket
 import sys
@@ -46,7 +49,7 @@ def main():
 
         pw = env.password_file()
         bad_pw = env.password_file("wrong", name="bad-pw")
-        store = env.path("store")
+        store = env.store()
 
         def backup(*args, server=None, ca=True, password=pw):
             cmd = ["backup", store, "--server", server or info["xapi_url"],
@@ -81,45 +84,50 @@ def main():
                    "No such file")
         fails_with(backup("--vm", "nosuch"), "nosuch", "no VM")
 
-        # Another process holds the store.  Its record in the lock file
+        # Another process holds the store.  Its record in the lock
         # (FORMAT.md) names it; without one, or a garbled one, the
         # message says only "another cbtfs process".
-        lock = open(os.path.join(store, "lock"), "r+")
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        start = time.monotonic()
-        r = backup("--lock-wait", "0")
-        fails_with(r, "the store %s is in use by another cbtfs process" % store)
-        check(r[0] == 1, "a held store: exit %d" % r[0])
-        check(time.monotonic() - start < 30, "--lock-wait 0 waited")
-        check("gave up" not in r[2], "--lock-wait 0: %r" % r[2])
-        lock.write("pid %d\ncommand prune\nsince 1796299384\n" % os.getpid())
-        lock.flush()
-        r = backup("--lock-wait", "0.5")
-        fails_with(r, "the store %s is in use by cbtfs prune (pid %d, since "
-                   "2026-12-03 12:03:04 UTC); gave up after 0.5 s"
-                   % (store, os.getpid()))
-        check(r[0] == 1, "a held store: exit %d" % r[0])
-        lock.seek(0)
-        lock.truncate()
-        lock.write("pid 12\x00x\ncommand BACKUP\nsince yesterday\n")
-        lock.flush()
-        fails_with(backup("--lock-wait", "0"), "is in use by another cbtfs "
-                   "process")
-        lock.truncate(0)
-        lock.close()
+        with env.hold_store_lock(store, ""):
+            start = time.monotonic()
+            r = backup("--lock-wait", "0")
+            fails_with(r, "the store %s is in use by another cbtfs process"
+                       % store)
+            check(r[0] == 1, "a held store: exit %d" % r[0])
+            check(time.monotonic() - start < 30, "--lock-wait 0 waited")
+            check("gave up" not in r[2], "--lock-wait 0: %r" % r[2])
+        with env.hold_store_lock(store, "pid %d\ncommand prune\nsince "
+                                 "1796299384\n" % os.getpid()):
+            r = backup("--lock-wait", "0.5")
+            fails_with(r, "the store %s is in use by cbtfs prune (pid %d, "
+                       "since 2026-12-03 12:03:04 UTC); gave up after 0.5 s"
+                       % (store, os.getpid()))
+            check(r[0] == 1, "a held store: exit %d" % r[0])
+        with env.hold_store_lock(store, "pid 12\x00x\ncommand BACKUP\n"
+                                 "since yesterday\n"):
+            fails_with(backup("--lock-wait", "0"), "is in use by another "
+                       "cbtfs process")
         for bad in ("-1", "soon", "", "nan", "inf", "5s"):
             r = backup("--lock-wait", bad)
             fails_with(r, "--lock-wait")
             check(r[0] == 2, "--lock-wait %r: exit %d, not 2" % (bad, r[0]))
 
-        # A directory holding other things is never taken over.
-        other = env.mkdir("other")
-        with open(os.path.join(other, "precious"), "w") as f:
-            f.write("keep me")
+        # A directory (a bucket's prefix) holding other things is never
+        # taken over.
+        other = env.store("other")
+        if cb.is_dir_store(other):
+            os.mkdir(other)
+            with open(os.path.join(other, "precious"), "w") as f:
+                f.write("keep me")
+        else:
+            env.s3_object(other, "precious", "PUT", b"keep me")
         rc, _, err = env.cbtfs("backup", other, "--server", info["xapi_url"],
                                "--password-file", pw, ok=False)
         check(rc != 0 and "not a cbtfs store" in err, "took over %s" % other)
-        check(os.listdir(other) == ["precious"], "touched %s" % other)
+        if cb.is_dir_store(other):
+            check(os.listdir(other) == ["precious"], "touched %s" % other)
+        else:
+            check(env.store_objects(other) == {"precious": 7},
+                  "touched %s" % other)
 
         # XAPI answers garbage.
         s.control("set", raw_next={"method": "VM.get_all_records",

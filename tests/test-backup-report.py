@@ -20,6 +20,7 @@ left).  A run that cannot start (wrong password, exit 3) keeps every
 disk in the metrics with last_result 0 and its exit status.  The
 configuration file's metrics-file key works like the option.
 """
+# store-kinds: dir s3
 import json
 import os
 import re

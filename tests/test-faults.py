@@ -5,13 +5,17 @@
   completes, byte-exact; when every connection fails, it stops with a
   clear message and the next run finishes the copy.
 - XAPI slow, NBD slow: bounded by --timeout, one clear message.
-- Two backups on one store at once: with --lock-wait 0 the second
-  refuses at once (exit 1), naming the first (cbtfs backup, its pid);
-  with a generous --lock-wait it says it waits, and succeeds once the
-  first is done.
+- Two backups of one VM on one store at once: with --lock-wait 0 the
+  second refuses at once (exit 1), naming the first (cbtfs backup, its
+  pid) as the holder of the store (a directory) or of the VM's disk (an
+  object store); with a generous --lock-wait it says it waits, and
+  succeeds once the first is done.  A backup of another VM meanwhile is
+  refused the same way on a directory store and runs beside the first
+  on an object store.
 - A backup committing while a mount is live leaves open readers alone.
 - kill -9 of the mount daemon: fusermount3 -u recovers, a new mount works.
 """
+# store-kinds: dir s3
 import fcntl
 import os
 import signal
@@ -38,12 +42,18 @@ def main():
             f.write(os.urandom(SIZE))
         s.control("write_file", vdi=vdi, path=guest)
         pw = env.password_file()
-        store = env.path("store")
+        store = env.store()
         base = ["backup", store, "--server", info["xapi_url"], "--ca-file",
                 info["ca_file"], "--password-file", pw]
 
         def points():
-            return env.ls_json(store)["disks"][0]["points"]
+            return [d for d in env.ls_json(store)["disks"]
+                    if d["uuid"] == vdi][0]["points"]
+
+        def held(key, record):
+            """Whether the store's lock object (file) KEY names RECORD."""
+            return (env.store_file(store, key) or b"").startswith(
+                record.encode())
 
         def text(path):
             with open(path) as f:
@@ -108,33 +118,59 @@ def main():
         env.cbtfs(*base)                      # and it finishes later
 
         # Two backups at once.  The first is held still (SIGSTOP) once
-        # the lock file names it, so that it surely holds the store
-        # while the others try: no race with how fast it is.
+        # the store's lock (a directory's) or its disk's lease (an
+        # object store's) names it, so that it surely holds them while
+        # the others try: no race with how fast it is.  (Stopped, it
+        # renews no lease: what follows takes seconds, well within the
+        # 60 s a lease counts as held unrenewed.)
         cb.write_at(guest, 20 * MiB, os.urandom(4 * MiB))
         s.control("write_file", vdi=vdi, path=guest)
         s.control("set", nbd_read_delay_ms=300)
-        lock = os.path.join(store, "lock")
+        if cb.is_dir_store(store):
+            lock, holds = "lock", "the store %s" % store
+        else:
+            lock = "disklocks/" + vdi
+            holds = "the disk %s of the store %s" % (vdi, store)
         first = subprocess.Popen([cb.cbtfs_binary()] + base + ["-q"])
         env.on_close(lambda: first.poll() is None and first.kill())
         record = "pid %d\ncommand backup\nsince " % first.pid
         deadline = time.monotonic() + 60
-        while not text(lock).startswith(record):
+        while not held(lock, record):
             check(first.poll() is None, "the first backup ended early")
             check(time.monotonic() < deadline, "the first backup took no lock")
             time.sleep(0.02)
         os.kill(first.pid, signal.SIGSTOP)
-        with open(lock) as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                check(False, "the first backup let the store go too soon")
-            except BlockingIOError:
-                pass
+        if cb.is_dir_store(store):
+            with open(os.path.join(store, "lock")) as f:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    check(False, "the first backup let the store go too soon")
+                except BlockingIOError:
+                    pass
         # --lock-wait 0: refused at once, naming the first.
         rc, _, err = env.cbtfs(*base, "--lock-wait", "0", ok=False)
         check(rc == 1, "a second backup did not refuse: %d %r" % (rc, err))
-        one_error_line(err, "the store %s is in use by cbtfs backup (pid %d, "
-                       "since " % (store, first.pid))
+        one_error_line(err, "%s is in use by cbtfs backup (pid %d, since "
+                       % (holds, first.pid))
         check("gave up" not in err, "--lock-wait 0 waited: %r" % err)
+        # Another VM: it waits for the store on a directory; on an
+        # object store only its own disk's lease, which is free.
+        other = s.control("create_vm", name="other", disks=[
+            {"name": "d", "size": MiB}])["disks"][0]["vdi"]
+        rc, _, err = env.cbtfs(*base, "--vm", "other", "--lock-wait", "0",
+                               ok=False)
+        others = [d["points"] for d in env.ls_json(store)["disks"]
+                  if d["uuid"] == other]
+        if cb.is_dir_store(store):
+            check(rc == 1 and others == [], "another VM's backup beside "
+                  "the first: %d %r" % (rc, err))
+            one_error_line(err, "the store %s is in use by cbtfs backup "
+                           "(pid %d, since " % (store, first.pid))
+        else:
+            check(rc == 0 and len(others) == 1 and others[0][0]["complete"],
+                  "another VM's backup beside the first: %d %r %s"
+                  % (rc, err, others))
+        check(held(lock, record), "the first backup let %s go" % lock)
         # A generous wait: it says so, and waits for the first to finish.
         third_err = env.path("third.err")
         with open(third_err, "w") as f:
@@ -143,7 +179,8 @@ def main():
                                      stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=f)
         env.on_close(lambda: third.poll() is None and third.kill())
-        waiting = "is in use by cbtfs backup (pid %d, since " % first.pid
+        waiting = "%s is in use by cbtfs backup (pid %d, since " % (
+            holds, first.pid)
         deadline = time.monotonic() + 60
         while "waiting up to 600 s" not in text(third_err):
             check(third.poll() is None, "the waiting backup ended: %r"

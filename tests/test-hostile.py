@@ -10,6 +10,7 @@ record says it was taken before 1970 or is larger than 2^62 bytes
 (baseline or delta, with or without --no-copy), and the next backup
 goes on from the last good point.
 """
+# store-kinds: dir s3
 import os
 import sys
 
@@ -41,7 +42,7 @@ def main():
             vms[name] = s.control("create_vm", name=name, disks=[
                 {"name": name, "size": MiB}, {"name": name, "size": MiB}])
         pw = env.password_file()
-        store = env.path("store")
+        store = env.store()
         base = ["backup", store, "--server", info["xapi_url"], "--ca-file",
                 info["ca_file"], "--password-file", pw]
         env.cbtfs(*base)
@@ -131,7 +132,7 @@ def refused_values():
     with sim.Sim() as s, cb.Env() as env:
         info = s.info
         pw = env.password_file()
-        store = env.path("store")
+        store = env.store()
         base = ["backup", store, "--server", info["xapi_url"], "--ca-file",
                 info["ca_file"], "--password-file", pw]
         old = s.control("create_vm", name="old", disks=[{"name": "d", "size": 4 * MiB}])

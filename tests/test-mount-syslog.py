@@ -13,8 +13,9 @@ session) returns once it serves in the background; a read while the
 host refuses NBD (an error, naming the point) and a backup that
 changes the store (a debug line) make it log.  Every line it sent
 is tagged cbtfs[PID] with the daemon's pid, and none holds the
-password, a session id or an OpaqueRef.
+password, a session id, an OpaqueRef or an object store's secret key.
 """
+# store-kinds: dir s3
 import errno
 import json
 import os
@@ -134,7 +135,7 @@ def main():
     with sim.Sim() as s, cb.Env() as env:
         _, vdi, _, srv = cb.random_disk(s, env, "web", "root", 4 * MiB,
                                         password=SECRET)
-        store = env.path("store")
+        store = env.store()
         env.cbtfs("backup", store, "--no-copy", "-q", *srv)
         point = env.ls_json(store)["disks"][0]["points"][0]
         args = {"store": store, "server": srv,
@@ -151,10 +152,13 @@ def main():
         check(lines, "nothing reached syslog")
         for ln in lines:
             print(ln)
+        secrets = [SECRET, "session_id", "OpaqueRef"]
+        if not cb.is_dir_store(store):
+            secrets.append(os.environ["AWS_SECRET_ACCESS_KEY"])
         tag = re.compile(r"^<\d+>.*? cbtfs\[%d\]: " % out["pid"])
         for ln in lines:
             check(tag.match(ln), "not tagged cbtfs[%d]: %r" % (out["pid"], ln))
-            for secret in (SECRET, "session_id", "OpaqueRef"):
+            for secret in secrets:
                 check(secret not in ln, "%r in syslog: %r" % (secret, ln))
     print("ok: %d syslog lines from cbtfs[%d]" % (len(lines), out["pid"]))
 

@@ -21,9 +21,9 @@ After N4's backup the host holds N2's snapshot (data) and N4's
   live disk untouched; the next backup (N5) is exact: its point reads
   the guest's disk, so the host's changed-block tracking still holds.
 """
+# store-kinds: dir s3
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -53,7 +53,7 @@ def other_ca(env):
 def main():
     with sim.Sim() as s, cb.Env() as env:
         vm, vdi, guest, srv = cb.random_disk(s, env, "web", "root", SIZE)
-        store = env.path("store")
+        store = env.store()
         want = {}
 
         def night(*extra, blocks=(3, 4)):
@@ -75,8 +75,8 @@ def main():
         policy = ["--keep-last", "1", "--include-incomplete"]
 
         # Without --server: the store only, and a warning.
-        copy = env.path("copy")
-        shutil.copytree(store, copy)
+        copy = env.store("copy")
+        env.copy_store(store, copy)
         _, _, err = env.cbtfs("prune", copy, *policy)
         check("xe vdi-destroy uuid=%s" % n2 in err,
               "no warning names N2's snapshot: %r" % err)

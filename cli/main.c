@@ -9,6 +9,7 @@
 #include "../chain/store/store.h"
 #include "../common/error.h"
 #include "../common/log.h"
+#include "../engine/session.h"
 #include "../s3/s3.h"
 #include "cbtfs-config.h"       /* made by the Makefile in $(BUILD) */
 #include "cli.h"
@@ -245,6 +246,12 @@ main (int argc, char **argv)
     printf ("cbtfs %s\nstore format %d\n", CBTFS_VERSION, STORE_FORMAT);
     return fflush (stdout) == 0 ? 0 : CLI_EXIT_FAILED;
   }
+  /* An object store's secret key in the environment is in this
+   * process's too, and a key file's is read from it (--s3-secret-file
+   * and --encrypt-key-file: cli/s3.c). */
+  if ((getenv ("AWS_SECRET_ACCESS_KEY") || getenv ("CBTFS_ENCRYPT_KEY_FILE"))
+      && engine_forbid_dumps () == -1)
+    return cli_fail ();
   if (cli_s3_options (&argc, argv) == -1)
     return CLI_EXIT_USAGE;
   /* Before any thread starts: the object store backend and its HTTP

@@ -19,6 +19,7 @@
 #include "../common/secbuf.h"
 #include "../common/util.h"
 #include "../chain/store/s3crypt.h"
+#include "../engine/session.h"
 #include "cli.h"
 
 /* Each option, and the variable it sets (NULL: handled below). */
@@ -44,10 +45,12 @@ static const struct {
 static int
 secret_from (const char *file)
 {
-  char *text = secret_file_read ("--s3-secret-file", file, 4096, NULL);
+  char *text;
   int r;
 
-  if (text == NULL)
+  if (engine_forbid_dumps () == -1
+      || (text = secret_file_read ("--s3-secret-file", file, 4096,
+                                   NULL)) == NULL)
     return -1;
   text[strcspn (text, "\r\n")] = '\0';
   r = setenv ("AWS_SECRET_ACCESS_KEY", text, 1);
@@ -62,7 +65,8 @@ cli_key_file (const char *file, char **abs)
 {
   uint8_t key[S3CRYPT_KEY_LEN];
 
-  if (s3crypt_key_read (file, key) == -1)
+  /* The process reads the key again when it opens the store. */
+  if (engine_forbid_dumps () == -1 || s3crypt_key_read (file, key) == -1)
     return -1;
   explicit_bzero (key, sizeof key);
   if ((*abs = realpath (file, NULL)) == NULL) {

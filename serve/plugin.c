@@ -207,7 +207,14 @@ static int
 cp_get_ready (void)
 {
   /* The object store backend reads the environment `cbtfs serve`
-   * passed on (chain/store/store.h). */
+   * passed on (chain/store/store.h), with its secret key: nbdkit,
+   * which execve made dumpable again, keeps it unreadable as cbtfs
+   * does (engine/session.h). */
+  if ((getenv ("AWS_SECRET_ACCESS_KEY") || getenv ("CBTFS_ENCRYPT_KEY_FILE"))
+      && engine_forbid_dumps () == -1) {
+    report ();
+    return -1;
+  }
   if (s3_global_init () == -1 || store_backend_add (&store_s3) == -1) {
     report ();
     return -1;

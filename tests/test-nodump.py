@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""End to end: a cbtfs process that holds the password or a session is
-not dumpable, so no other process, not even one of the same user, can
+"""End to end: a cbtfs process that holds the password or a session, or
+an object store's secret key or encryption key, is not dumpable, so no other process, not even one of the same user, can
 read its memory or environment (and it leaves no core file).
 
 Everything runs as user 65534, with a store, password file and mount
 point that user owns.  Each command that reads the password (backup,
 fetch, verify --server, mount --server) is caught while it opens the
-password file, a FIFO nobody writes to until it has been checked; the
+password file, a FIFO nobody writes to until it has been checked (so is
+`ls` of a bucket given --s3-secret-file, --encrypt-key-file or the
+secret key in its environment, while it reads its --config); the
 daemonised child of `mount --server` is checked after it has fetched a
 block with its own session.  The check is what another process of that
 user would try: open /proc/PID/environ as uid 65534.  A dumpable
@@ -51,15 +53,16 @@ def own(path, mode):
     return path
 
 
-def caught_reading_password(env, fifo, args):
-    """Run cbtfs ARGS as 65534 with --password-file FIFO; once it has
+def caught_reading_password(env, fifo, args, opt="--password-file",
+                            environ=None):
+    """Run cbtfs ARGS as 65534 with OPT FIFO (and ENVIRON); once it has
     the FIFO open (it blocks there until a writer comes), return
     whether its environ is readable, then let it go on (it reads an
-    empty password and fails: that part is not under test)."""
+    empty file and fails: that part is not under test)."""
     log = open(env.path("caught.log"), "w")
-    p = subprocess.Popen(NOBODY + [cb.cbtfs_binary()] + args
-                         + ["--password-file", fifo],
-                         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    p = subprocess.Popen(NOBODY + [cb.cbtfs_binary()] + args + [opt, fifo],
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                         env=environ)
     log.close()
     env.on_close(lambda: p.poll() is None and p.kill())
     deadline = time.monotonic() + 60
@@ -74,7 +77,15 @@ def caught_reading_password(env, fifo, args):
               % (args[0], open(env.path("caught.log")).read()))
         check(time.monotonic() < deadline, "%s never read the password" % args[0])
         time.sleep(0.01)
+    # The FIFO's reader is cbtfs (not setpriv before its exec, which,
+    # having changed its uid, is not dumpable either), and still runs
+    # (a zombie's environ is root's): it waits for the FIFO's end.
+    check(os.path.realpath(os.readlink("/proc/%d/exe" % p.pid))
+          == os.path.realpath(cb.cbtfs_binary()), "not cbtfs at the FIFO")
     readable = environ_readable(p.pid)
+    with open("/proc/%d/status" % p.pid) as f:
+        check("State:\tZ" not in f.read(), "%s ended before its environ "
+              "was tried: %s" % (args[0], open(env.path("caught.log")).read()))
     os.close(fd)
     p.wait(timeout=120)
     return readable
@@ -151,6 +162,28 @@ def main():
                   "%s: uid 65534 read its environ while it read the password"
                   % args[0])
             print("%s: not dumpable when it reads the password" % args[0])
+
+        # An object store's secrets: its secret key (from a file, or the
+        # environment's) and an encryption key, held once read; caught
+        # while it reads the configuration file, which comes after.
+        # Nothing is asked of the bucket before.
+        secret = own(env.password_file(name="home/s3.secret"), 0o600)
+        key = os.path.join(home, "s3.key")
+        with open(key, "wb") as f:
+            f.write(os.urandom(32))
+        own(key, 0o600)
+        bucket = ["ls", "s3://nodump/x", "--s3-endpoint", "http://127.0.0.1:9",
+                  "--s3-allow-http", "--s3-access-key", "a"]
+        for how, extra, environ in (
+                ("--s3-secret-file", ["--s3-secret-file", secret], None),
+                ("--encrypt-key-file", ["--encrypt-key-file", key], None),
+                ("AWS_SECRET_ACCESS_KEY", [],
+                 dict(os.environ, AWS_SECRET_ACCESS_KEY="k"))):
+            check(not caught_reading_password(env, fifo, bucket + extra,
+                                              "--config", environ),
+                  "ls of a bucket with %s: uid 65534 read its environ"
+                  % how)
+            print("ls of a bucket with %s: not dumpable" % how)
 
         # The daemonised child of mount --server, holding a session.
         fuse = os.stat("/dev/fuse").st_rdev

@@ -140,60 +140,49 @@ escape_text (char *out, size_t *n, const char *s)
   }
 }
 
-char *
-s3_xml_complete (char *const *etags, size_t n)
+/* HEAD, then for each of the N ITEMS: OPEN (with the item's number,
+ * from 1, in place of its %zu when NUMBERED), the item escaped for XML
+ * text, CLOSE; then TAIL.  malloc'd, or NULL with err_*. */
+static char *
+xml_items (const char *head, const char *open, bool numbered,
+           const char *close, const char *tail, char *const *items, size_t n)
 {
-  static const char head[] = "<CompleteMultipartUpload>";
-  static const char tail[] = "</CompleteMultipartUpload>";
-  size_t cap = sizeof head + sizeof tail, len = 0, i;
+  size_t cap = strlen (head) + strlen (tail) + 1, len, i;
   char *out;
 
   for (i = 0; i < n; i++)
-    cap += 80 + 6 * strlen (etags[i]);
+    cap += strlen (open) + 20 + strlen (close) + 6 * strlen (items[i]);
   out = malloc (cap);
   if (out == NULL) {
     err_set (ENOMEM, "out of memory");
     return NULL;
   }
-  memcpy (out, head, sizeof head - 1);
-  len = sizeof head - 1;
+  len = (size_t) snprintf (out, cap, "%s", head);
   for (i = 0; i < n; i++) {
-    len += (size_t) snprintf (out + len, cap - len, "<Part><PartNumber>%zu"
-                              "</PartNumber><ETag>", i + 1);
-    escape_text (out, &len, etags[i]);
-    memcpy (out + len, "</ETag></Part>", 14);
-    len += 14;
+    if (numbered)
+      len += (size_t) snprintf (out + len, cap - len, open, i + 1);
+    else
+      len += (size_t) snprintf (out + len, cap - len, "%s", open);
+    escape_text (out, &len, items[i]);
+    len += (size_t) snprintf (out + len, cap - len, "%s", close);
   }
-  memcpy (out + len, tail, sizeof tail);
+  snprintf (out + len, cap - len, "%s", tail);
   return out;
+}
+
+char *
+s3_xml_complete (char *const *etags, size_t n)
+{
+  return xml_items ("<CompleteMultipartUpload>",
+                    "<Part><PartNumber>%zu</PartNumber><ETag>", true,
+                    "</ETag></Part>", "</CompleteMultipartUpload>", etags, n);
 }
 
 char *
 s3_xml_delete (char *const *keys, size_t n)
 {
-  static const char head[] = "<Delete><Quiet>true</Quiet>";
-  static const char tail[] = "</Delete>";
-  size_t cap = sizeof head + sizeof tail, len, i;
-  char *out;
-
-  for (i = 0; i < n; i++)
-    cap += 32 + 6 * strlen (keys[i]);
-  out = malloc (cap);
-  if (out == NULL) {
-    err_set (ENOMEM, "out of memory");
-    return NULL;
-  }
-  memcpy (out, head, sizeof head - 1);
-  len = sizeof head - 1;
-  for (i = 0; i < n; i++) {
-    memcpy (out + len, "<Object><Key>", 13);
-    len += 13;
-    escape_text (out, &len, keys[i]);
-    memcpy (out + len, "</Key></Object>", 15);
-    len += 15;
-  }
-  memcpy (out + len, tail, sizeof tail);
-  return out;
+  return xml_items ("<Delete><Quiet>true</Quiet>", "<Object><Key>", false,
+                    "</Key></Object>", "</Delete>", keys, n);
 }
 
 int

@@ -61,6 +61,11 @@
  * watcher to show the store as it is (seconds). */
 #define READ_AGAIN_WAIT 10
 
+/* How long a failed read looks for a change of the store that its
+ * generation mark does not show yet (newer_gen), and how often. */
+#define SETTLE_WAIT 1.0
+#define SETTLE_POLL 0.05
+
 /* What the mount shows at one time (see the thread model). */
 struct gen {
   struct store *store;          /* owned, read-only */
@@ -464,10 +469,15 @@ gen_put (struct fs *fs, struct gen *g)
 /* The generation shown now, with a ref (gen_put it), once it is newer
  * than SEQ: when the store changed since the one shown, the watcher is
  * asked to show it, and waited for until UNTIL (monotonic).  NULL when
- * the store has nothing newer, or the wait is over. */
+ * the store has nothing newer, or the wait is over.  A writer moves
+ * the store's generation just after a change, so one that seems not
+ * to have moved is looked at again for SETTLE_WAIT: the read that
+ * failed may have met the change before its mark. */
 static struct gen *
 newer_gen (struct fs *fs, uint64_t seq, double until)
 {
+  double settle = now_monotonic () + SETTLE_WAIT;
+
   for (;;) {
     struct gen *g;
     uint64_t at;
@@ -499,8 +509,10 @@ newer_gen (struct fs *fs, uint64_t seq, double until)
         pthread_cond_timedwait (&fs->shown, &fs->gen_lock, &ts);
     }
     pthread_mutex_unlock (&fs->gen_lock);
-    if (same || now_monotonic () >= until)
+    if (now_monotonic () >= until || (same && now_monotonic () >= settle))
       return NULL;
+    if (same)
+      sleep_seconds (SETTLE_POLL);
   }
 }
 

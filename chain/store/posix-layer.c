@@ -292,6 +292,12 @@ posix_layer_replace (struct store_layer *h)
   l->replaced = true;
   if (fsync_dir (parent) == -1)
     return -1;
+  /* Readers that open the old version's files by name from now on
+   * find the new one's: they fail (its records do not match theirs),
+   * and look for a change of the store (fs.c), which is marked here
+   * rather than after the old files are deleted (store.c marks it
+   * again). */
+  posix_changed (l->base.store);
   posix_remove_stage (l->dir);
   return 0;
 }

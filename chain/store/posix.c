@@ -626,6 +626,8 @@ posix_layer_remove (struct store *s, const char *disk, const char *snapshot)
   }
   if (fsync_dir (dir) == -1)
     return -1;
+  /* Marked before the files go, as a replace marks it (posix-layer.c). */
+  posix_changed (s);
   posix_remove_stage (to);
   return 0;
 }
@@ -721,7 +723,7 @@ posix_generation (struct store *s, uint64_t *gen)
   return 0;
 }
 
-static void
+void
 posix_changed (struct store *s)
 {
   CLEANUP_FREE char *path = NULL;

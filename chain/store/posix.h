@@ -47,6 +47,9 @@ extern char *posix_read_in (const char *dir, const char *name, size_t max,
 /* Remove the folder DIR and the files in it, best effort. */
 extern void posix_remove_stage (const char *dir) __attribute__ ((__nonnull__ (1)));
 
+/* The backend's store's `changed`: move the generation mounts poll. */
+extern void posix_changed (struct store *s) __attribute__ ((__nonnull__ (1)));
+
 /* Create DIR/NAME holding LEN bytes of DATA, fsynced; it must not exist. */
 extern int posix_write_new (const char *dir, const char *name,
                             const void *data, size_t len)

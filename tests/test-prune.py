@@ -586,10 +586,14 @@ def main():
         def sizes(store):
             return env.store_bytes(store), stored_bytes(env.ls_json(store))
 
-        def shrank(store, kept, what, ref, was):
+        def shrank(store, kept, what, ref, was, moved=False):
             """The store holds exactly the DATA blocks that the KEPT points
             read in REF (a storefmt.Store), and its data files allocate
-            nothing else; smaller than WAS (sizes() before the prune)."""
+            nothing else; smaller than WAS (sizes() before the prune).
+            MOVED: the points dropped hold blocks the kept ones mostly
+            still read, which the folds move rather than free: then no
+            more DATA blocks than before (their files' allocation may
+            even grow by a few pages, the file system's own)."""
             st = env.read_store(store)
             want = needed(ref, kept)
             check(stored_data(st) == len(want), "%s: %d DATA blocks stored, the "
@@ -605,8 +609,14 @@ def main():
                 print("%s: %d places in packs named for blocks no layer "
                       "stores there" % (what, len(stray_data(st))))
             (a0, b0), (a, b) = was, sizes(store)
-            check(a < a0 and b < b0, "%s: the store did not shrink: %d -> %d "
-                  "bytes allocated, %d -> %d stored" % (what, a0, a, b0, b))
+            if moved:
+                check(stored_data(st) <= stored_data(ref), "%s: %d DATA "
+                      "blocks stored, %d before" % (what, stored_data(st),
+                                                    stored_data(ref)))
+            else:
+                check(a < a0 and b < b0, "%s: the store did not shrink: %d "
+                      "-> %d bytes allocated, %d -> %d stored"
+                      % (what, a0, a, b0, b))
             return a0, a
 
         def dropped_are(doc, gone, what):
@@ -697,7 +707,9 @@ def main():
               "baselines %d" % (doc["blocks_written"], bound, baselines))
         check(doc["bytes_freed"] > 0, "daily: bytes_freed %r" % doc["bytes_freed"])
         check_store(w, store, of(KEEP_DAILY), gone, sid, "daily")
-        a0, a = shrank(store, of(KEEP_DAILY), "daily", st0, was)
+        # N1 and N3 go: the baseline and a big delta, whose blocks N2
+        # and N4 mostly still read (seed 3297330239: all of them).
+        a0, a = shrank(store, of(KEEP_DAILY), "daily", st0, was, moved=True)
         print("daily: %d blocks written (the small sides store %d), %d -> %d "
               "bytes, %.1fs" % (doc["blocks_written"], bound, a0, a,
                                time.monotonic() - t))
